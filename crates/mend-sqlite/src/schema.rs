@@ -1,0 +1,93 @@
+//! The SQLite schema and its versioned migrations. The version lives in `PRAGMA user_version`,
+//! read and bumped inside the same `BEGIN IMMEDIATE` transaction, so several processes
+//! starting at once migrate exactly once.
+
+use mend::store::{Result, StoreError};
+use rusqlite::Connection;
+
+use crate::error::map_err;
+
+/// Migrations in order; index + 1 is the version each one brings the schema to.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE mend_jobs (
+    id               BLOB PRIMARY KEY,
+    queue            TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    args             TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    priority         INTEGER NOT NULL DEFAULT 0,
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL,
+    run_at           INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    attempted_at     INTEGER,
+    finalized_at     INTEGER,
+    lease_owner      TEXT,
+    lease_expires_at INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    errors           TEXT NOT NULL DEFAULT '[]',
+    unique_key       TEXT,
+    tags             TEXT NOT NULL DEFAULT '[]',
+    result           TEXT,
+    timeout_ms       INTEGER
+) WITHOUT ROWID;
+
+-- claim: the head of one queue's available jobs, in priority -> run_at -> id order;
+-- kind is carried so the kind filter needs no table lookup.
+CREATE INDEX mend_jobs_claim ON mend_jobs (queue, priority, run_at, id, kind)
+    WHERE state = 'available';
+-- promotion of due scheduled and retryable jobs.
+CREATE INDEX mend_jobs_due ON mend_jobs (run_at) WHERE state IN ('scheduled', 'retryable');
+-- rescue and heartbeats: only running jobs, a set bounded by total concurrency.
+CREATE INDEX mend_jobs_running ON mend_jobs (lease_owner) WHERE state = 'running';
+-- listing by queue and state, and counts per queue and state.
+CREATE INDEX mend_jobs_queue_state ON mend_jobs (queue, state, id);
+CREATE UNIQUE INDEX mend_jobs_unique ON mend_jobs (unique_key) WHERE unique_key IS NOT NULL;
+
+CREATE TABLE mend_nodes (
+    id          TEXT PRIMARY KEY,
+    host        TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    process_key TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    last_seen   INTEGER NOT NULL
+);
+"#];
+
+/// The newest schema version this build knows.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub(crate) fn migrate(conn: &Connection, path: &str) -> Result<()> {
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| map_err(path, e))?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known: SCHEMA_VERSION,
+        });
+    }
+    if current > 0 {
+        // Not ours? A mend database always has mend_jobs once migrated.
+        let has_jobs: bool = conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'mend_jobs'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| map_err(path, e))?;
+        if !has_jobs {
+            return Err(StoreError::Corrupt {
+                path: path.to_owned(),
+                detail: format!("user_version is {current} but there is no mend_jobs table; this file belongs to another program"),
+            });
+        }
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        conn.execute_batch(sql).map_err(|e| map_err(path, e))?;
+        conn.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+            .map_err(|e| map_err(path, e))?;
+        tracing::info!(version = i + 1, "applied migration");
+    }
+    Ok(())
+}

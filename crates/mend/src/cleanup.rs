@@ -1,0 +1,195 @@
+//! In-memory cleanups (`ctx.defer`): async actions that run LIFO when an attempt ends, however
+//! it ends short of the process dying.
+//!
+//! The stack lives outside the handler's future, so it survives the future being dropped by a
+//! timeout, a cancel or a shutdown, and a panic that unwinds through the handler. Each cleanup
+//! is told how the attempt ended, runs with panic isolation and a time limit, and one that fails
+//! never stops the rest. Cleanups that must survive `kill -9` are durable ones (another module).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::panic::CatchPanic;
+
+/// How long one cleanup may run before it is abandoned. Cleanups hold up the job's outcome and,
+/// at shutdown, the process exit, so they must be short; ten seconds is generous for closing a
+/// file or releasing a lock and short enough not to stall a drain.
+pub const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How an attempt ended, as told to each cleanup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "exit", rename_all = "snake_case")]
+pub enum AttemptExit {
+    /// The handler returned `Ok`.
+    Completed,
+    /// The handler returned an error.
+    Failed {
+        /// The error message.
+        message: String,
+    },
+    /// The handler asked to run again later.
+    Snoozed,
+    /// The handler panicked.
+    Panicked {
+        /// Message and location.
+        message: String,
+    },
+    /// The attempt ran past its timeout.
+    TimedOut,
+    /// The job was cancelled on request.
+    Cancelled,
+    /// Shutdown stopped the attempt; the job goes back to the queue.
+    Shutdown,
+    /// The worker lost the job's lease (it was rescued elsewhere).
+    LeaseLost,
+}
+
+impl AttemptExit {
+    /// Whether the attempt succeeded.
+    pub fn is_success(&self) -> bool {
+        matches!(self, AttemptExit::Completed)
+    }
+}
+
+type CleanupFn = Box<
+    dyn FnOnce(AttemptExit) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> + Send + 'static,
+>;
+
+struct Deferred {
+    name: String,
+    run: CleanupFn,
+}
+
+/// What happened to one cleanup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanupReport {
+    /// The name given to `defer_named`, or `defer#N` in registration order.
+    pub name: String,
+    /// How it ended.
+    pub outcome: CleanupOutcome,
+    /// How long it ran.
+    pub duration_ms: u64,
+}
+
+/// How one cleanup ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum CleanupOutcome {
+    /// It finished.
+    Ok,
+    /// It panicked; the rest still ran.
+    Panicked {
+        /// Message and location.
+        message: String,
+    },
+    /// It ran past the cleanup timeout and was abandoned.
+    TimedOut,
+}
+
+/// The defer stack of one attempt.
+#[derive(Default)]
+pub(crate) struct DeferStack {
+    items: Mutex<Vec<Deferred>>,
+}
+
+impl DeferStack {
+    pub(crate) fn push<F, Fut>(&self, name: Option<String>, f: F)
+    where
+        F: FnOnce(AttemptExit) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        let name = name.unwrap_or_else(|| format!("defer#{}", items.len() + 1));
+        items.push(Deferred {
+            name,
+            run: Box::new(move |exit| Box::pin(f(exit))),
+        });
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// Runs every registered cleanup, last registered first. Cleanups registered while this
+    /// runs (by another cleanup) run too.
+    pub(crate) async fn run_all(&self, exit: &AttemptExit, limit: Duration) -> Vec<CleanupReport> {
+        let mut reports = Vec::new();
+        loop {
+            let next = self.items.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let Some(deferred) = next else { break };
+            let started = Instant::now();
+            let exit = exit.clone();
+            let run = deferred.run;
+            // Building the future runs user code too; keep it inside the panic guard.
+            let fut = CatchPanic::new(Box::pin(async move { run(exit).await }));
+            let outcome = match tokio::time::timeout(limit, fut).await {
+                Ok(Ok(())) => CleanupOutcome::Ok,
+                Ok(Err(p)) => CleanupOutcome::Panicked {
+                    message: p.to_string(),
+                },
+                Err(_) => CleanupOutcome::TimedOut,
+            };
+            if outcome != CleanupOutcome::Ok {
+                tracing::error!(cleanup = %deferred.name, ?outcome, "cleanup did not finish cleanly; the remaining cleanups still run");
+            }
+            reports.push(CleanupReport {
+                name: deferred.name,
+                outcome,
+                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            });
+        }
+        reports
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex as StdMutex};
+
+    #[tokio::test]
+    async fn runs_lifo_and_survives_a_panicking_cleanup() {
+        let stack = DeferStack::default();
+        let log = Arc::new(StdMutex::new(Vec::new()));
+        for i in 1..=3 {
+            let log = log.clone();
+            stack.push(None, move |exit| async move {
+                if i == 2 {
+                    panic!("cleanup two broke");
+                }
+                log.lock().unwrap().push((i, exit));
+            });
+        }
+        let reports = stack
+            .run_all(&AttemptExit::TimedOut, Duration::from_secs(1))
+            .await;
+        assert_eq!(
+            *log.lock().unwrap(),
+            vec![(3, AttemptExit::TimedOut), (1, AttemptExit::TimedOut)]
+        );
+        let names: Vec<_> = reports.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["defer#3", "defer#2", "defer#1"]);
+        match &reports[1].outcome {
+            CleanupOutcome::Panicked { message } => assert!(message.contains("cleanup two broke")),
+            other => panic!("expected a panic report, got {other:?}"),
+        }
+        assert!(stack.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_hung_cleanup_is_abandoned() {
+        let stack = DeferStack::default();
+        stack.push(Some("hang".into()), |_| std::future::pending::<()>());
+        let reports = stack
+            .run_all(&AttemptExit::Completed, Duration::from_millis(20))
+            .await;
+        assert_eq!(reports[0].outcome, CleanupOutcome::TimedOut);
+    }
+}

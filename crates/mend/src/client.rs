@@ -1,0 +1,110 @@
+//! The client: enqueue, inspect, cancel and retry jobs. It talks only to the store, so it works
+//! in processes that run no worker (a web app that only enqueues).
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::handler::JobArgs;
+use crate::job::{JobRow, NewJob};
+use crate::store::{CancelParams, JobPage, ListParams, QueueCount, RetryParams, Store, StoreError};
+
+/// What can go wrong using the [`Client`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Args could not be turned into JSON.
+    #[error("job args cannot be encoded as JSON: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Enqueue and manage jobs. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    store: Arc<dyn Store>,
+}
+
+impl Client {
+    /// A client on `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Client { store }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Enqueue one job from typed args.
+    pub async fn enqueue<A: JobArgs>(&self, args: &A) -> Result<JobRow, ClientError> {
+        self.insert(args.to_new_job()?).await
+    }
+
+    /// Enqueue many jobs from typed args in one transaction.
+    pub async fn enqueue_many<'a, A: JobArgs>(
+        &self,
+        args: impl IntoIterator<Item = &'a A>,
+    ) -> Result<Vec<JobRow>, ClientError> {
+        let jobs = args
+            .into_iter()
+            .map(|a| a.to_new_job())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.store.insert_many(jobs).await?)
+    }
+
+    /// Enqueue one prepared job.
+    pub async fn insert(&self, job: NewJob) -> Result<JobRow, ClientError> {
+        let mut rows = self.store.insert_many(vec![job]).await?;
+        rows.pop()
+            .ok_or_else(|| StoreError::Database("insert returned no row".into()).into())
+    }
+
+    /// Enqueue prepared jobs in one transaction.
+    pub async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobRow>, ClientError> {
+        Ok(self.store.insert_many(jobs).await?)
+    }
+
+    /// One job.
+    pub async fn get(&self, id: Uuid) -> Result<Option<JobRow>, ClientError> {
+        Ok(self.store.get(id).await?)
+    }
+
+    /// Cancel a job. Running jobs are stopped by their worker within a heartbeat (use
+    /// [`crate::WorkerHandle::cancel`] to stop one running in this process at once).
+    pub async fn cancel(&self, id: Uuid) -> Result<Option<JobRow>, ClientError> {
+        let rows = self
+            .store
+            .cancel(CancelParams {
+                ids: vec![id],
+                now: Utc::now(),
+            })
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// Retry a finished job now.
+    pub async fn retry(&self, id: Uuid) -> Result<Option<JobRow>, ClientError> {
+        let rows = self
+            .store
+            .retry(RetryParams {
+                ids: vec![id],
+                now: Utc::now(),
+            })
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// A page of jobs.
+    pub async fn list(&self, params: ListParams) -> Result<JobPage, ClientError> {
+        Ok(self.store.list(params).await?)
+    }
+
+    /// Counts per queue and state.
+    pub async fn queue_counts(&self) -> Result<Vec<QueueCount>, ClientError> {
+        Ok(self.store.queue_counts().await?)
+    }
+}

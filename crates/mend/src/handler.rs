@@ -1,0 +1,476 @@
+//! Typed handlers: what a job's args look like ([`JobArgs`]), the code that runs it
+//! ([`Handler`], or a plain async fn), how it reports failure ([`JobError`]), and what it can
+//! see while it runs ([`JobContext`]).
+//!
+//! Handlers are type-erased into a [`Registry`] keyed by kind; the runtime only sees JSON in and
+//! JSON out. Args that do not deserialize discard the job at once: retrying cannot fix them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::cleanup::{AttemptExit, DeferStack};
+use crate::job::NewJob;
+use crate::retry::RetryPolicy;
+
+/// Typed job arguments, tied to a kind.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// #[derive(Serialize, Deserialize)]
+/// struct SendEmail { to: String }
+/// impl mend::JobArgs for SendEmail { const KIND: &'static str = "send_email"; }
+/// ```
+pub trait JobArgs: Serialize + DeserializeOwned + Send + 'static {
+    /// The kind string stored with the job; handlers are found by it.
+    const KIND: &'static str;
+
+    /// Adjust how jobs of this kind are enqueued (queue, priority, attempts...). The default
+    /// leaves the defaults.
+    fn configure(job: NewJob) -> NewJob {
+        job
+    }
+
+    /// The [`NewJob`] to enqueue for these args.
+    fn to_new_job(&self) -> Result<NewJob, serde_json::Error> {
+        Ok(Self::configure(NewJob::new(Self::KIND, serde_json::to_value(self)?)))
+    }
+}
+
+/// Why an attempt did not succeed, as the handler sees it. Any `std::error::Error` converts
+/// into a retryable `JobError` with `?`; use [`ResultExt::fatal`] or [`JobError::fatal`] for
+/// failures that retrying cannot fix.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobError {
+    /// Try again after the retry policy's backoff (or `after`, when given).
+    Retry {
+        /// What went wrong.
+        message: String,
+        /// Overrides the policy's delay (e.g. from a `Retry-After` header).
+        after: Option<Duration>,
+    },
+    /// Do not retry; discard the job with this message.
+    Fatal {
+        /// What went wrong.
+        message: String,
+    },
+    /// Not an error: run again after `delay`, without using up an attempt.
+    Snooze {
+        /// How long to wait.
+        delay: Duration,
+    },
+}
+
+impl JobError {
+    /// A retryable error.
+    pub fn retry(message: impl fmt::Display) -> Self {
+        JobError::Retry {
+            message: message.to_string(),
+            after: None,
+        }
+    }
+
+    /// A retryable error with an explicit delay.
+    pub fn retry_after(message: impl fmt::Display, after: Duration) -> Self {
+        JobError::Retry {
+            message: message.to_string(),
+            after: Some(after),
+        }
+    }
+
+    /// A permanent failure: the job is discarded.
+    pub fn fatal(message: impl fmt::Display) -> Self {
+        JobError::Fatal {
+            message: message.to_string(),
+        }
+    }
+
+    /// Run again after `delay`; the attempt does not count.
+    pub fn snooze(delay: Duration) -> Self {
+        JobError::Snooze { delay }
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobError::Retry { message, .. } => f.write_str(message),
+            JobError::Fatal { message } => write!(f, "fatal: {message}"),
+            JobError::Snooze { delay } => write!(f, "snoozed for {delay:?}"),
+        }
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
+    fn from(e: E) -> Self {
+        JobError::retry(error_chain(&e))
+    }
+}
+
+/// `.fatal()` and `.retryable()` on any `Result` whose error is displayable.
+pub trait ResultExt<T> {
+    /// Turn the error into a permanent failure.
+    fn fatal(self) -> Result<T, JobError>;
+    /// Turn the error into a retryable failure.
+    fn retryable(self) -> Result<T, JobError>;
+}
+
+impl<T, E: fmt::Display> ResultExt<T> for Result<T, E> {
+    fn fatal(self) -> Result<T, JobError> {
+        self.map_err(JobError::fatal)
+    }
+    fn retryable(self) -> Result<T, JobError> {
+        self.map_err(JobError::retry)
+    }
+}
+
+/// Runs jobs of one kind.
+///
+/// A handler holds whatever it needs (a pool, a client) and receives the typed args and a
+/// [`JobContext`] for each attempt.
+pub trait Handler: Send + Sync + 'static {
+    /// The args this handler takes; their `KIND` is the kind it handles.
+    type Args: JobArgs;
+    /// What a successful attempt returns; stored as the job's result (`()` stores nothing).
+    type Output: Serialize + Send + 'static;
+
+    /// Run one attempt.
+    fn run(
+        &self,
+        ctx: JobContext,
+        args: Self::Args,
+    ) -> impl Future<Output = Result<Self::Output, JobError>> + Send;
+
+    /// The attempt timeout for this kind (`None`: the worker's default). A job's own
+    /// `timeout_ms` wins over both.
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    /// The retry policy for this kind (`None`: the worker's default).
+    fn retry_policy(&self) -> Option<Arc<dyn RetryPolicy>> {
+        None
+    }
+}
+
+/// What an attempt can see and do while it runs. Cheap to clone.
+#[derive(Clone)]
+pub struct JobContext {
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    id: Uuid,
+    queue: String,
+    kind: String,
+    attempt: i32,
+    max_attempts: i32,
+    cancel: CancellationToken,
+    defers: DeferStack,
+}
+
+impl JobContext {
+    pub(crate) fn new(
+        id: Uuid,
+        queue: String,
+        kind: String,
+        attempt: i32,
+        max_attempts: i32,
+        cancel: CancellationToken,
+    ) -> Self {
+        JobContext {
+            inner: Arc::new(ContextInner {
+                id,
+                queue,
+                kind,
+                attempt,
+                max_attempts,
+                cancel,
+                defers: DeferStack::default(),
+            }),
+        }
+    }
+
+    /// The job's id: use it as an idempotency key for effects outside the job's database.
+    pub fn id(&self) -> Uuid {
+        self.inner.id
+    }
+    /// The job's queue.
+    pub fn queue(&self) -> &str {
+        &self.inner.queue
+    }
+    /// The job's kind.
+    pub fn kind(&self) -> &str {
+        &self.inner.kind
+    }
+    /// This attempt's number, from 1.
+    pub fn attempt(&self) -> i32 {
+        self.inner.attempt
+    }
+    /// Attempts allowed.
+    pub fn max_attempts(&self) -> i32 {
+        self.inner.max_attempts
+    }
+
+    /// Cancelled when the attempt must stop (cancel request, shutdown past the drain deadline,
+    /// lost lease). The handler's future is dropped at that moment; pass a child of this token
+    /// to work the handler spawns so it stops too.
+    pub fn cancellation_token(&self) -> &CancellationToken {
+        &self.inner.cancel
+    }
+
+    /// Completes when the attempt is told to stop.
+    pub async fn cancelled(&self) {
+        self.inner.cancel.cancelled().await
+    }
+
+    /// Register a cleanup that runs when this attempt ends, whatever the way short of the
+    /// process dying: returned, failed, panicked, timed out, cancelled or shut down. Cleanups
+    /// run last-registered first, each told how the attempt ended.
+    pub fn defer<F, Fut>(&self, cleanup: F)
+    where
+        F: FnOnce(AttemptExit) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.inner.defers.push(None, cleanup);
+    }
+
+    /// [`defer`](Self::defer) with a name that appears in reports and logs.
+    pub fn defer_named<F, Fut>(&self, name: impl Into<String>, cleanup: F)
+    where
+        F: FnOnce(AttemptExit) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.inner.defers.push(Some(name.into()), cleanup);
+    }
+
+    pub(crate) fn defers(&self) -> &DeferStack {
+        &self.inner.defers
+    }
+}
+
+impl fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobContext")
+            .field("id", &self.inner.id)
+            .field("kind", &self.inner.kind)
+            .field("attempt", &self.inner.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A handler with its types erased: JSON args in, optional JSON result out.
+pub trait ErasedHandler: Send + Sync + 'static {
+    /// Run one attempt on raw args.
+    fn call(&self, ctx: JobContext, args: serde_json::Value) -> BoxFuture<Result<Option<serde_json::Value>, JobError>>;
+    /// See [`Handler::timeout`].
+    fn timeout(&self) -> Option<Duration>;
+    /// See [`Handler::retry_policy`].
+    fn retry_policy(&self) -> Option<Arc<dyn RetryPolicy>>;
+}
+
+struct Typed<H>(Arc<H>);
+
+fn args_error(kind: &str, e: &serde_json::Error) -> JobError {
+    JobError::fatal(format!(
+        "args do not match kind `{kind}`: {e}; fix the enqueued args, then retry the job"
+    ))
+}
+
+fn encode_output<O: Serialize>(out: O) -> Result<Option<serde_json::Value>, JobError> {
+    match serde_json::to_value(out) {
+        Ok(serde_json::Value::Null) => Ok(None),
+        Ok(v) => Ok(Some(v)),
+        Err(e) => Err(JobError::fatal(format!("the handler's result cannot be stored as JSON: {e}"))),
+    }
+}
+
+impl<H: Handler> ErasedHandler for Typed<H> {
+    fn call(&self, ctx: JobContext, args: serde_json::Value) -> BoxFuture<Result<Option<serde_json::Value>, JobError>> {
+        let handler = self.0.clone();
+        Box::pin(async move {
+            let args: H::Args = serde_json::from_value(args).map_err(|e| args_error(H::Args::KIND, &e))?;
+            encode_output(handler.run(ctx, args).await?)
+        })
+    }
+    fn timeout(&self) -> Option<Duration> {
+        self.0.timeout()
+    }
+    fn retry_policy(&self) -> Option<Arc<dyn RetryPolicy>> {
+        self.0.retry_policy()
+    }
+}
+
+struct FnHandler<A, F> {
+    f: F,
+    _args: std::marker::PhantomData<fn() -> A>,
+}
+
+impl<A, F, Fut, O> Handler for FnHandler<A, F>
+where
+    A: JobArgs,
+    F: Fn(JobContext, A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, JobError>> + Send + 'static,
+    O: Serialize + Send + 'static,
+{
+    type Args = A;
+    type Output = O;
+    fn run(&self, ctx: JobContext, args: A) -> impl Future<Output = Result<O, JobError>> + Send {
+        (self.f)(ctx, args)
+    }
+}
+
+struct RawHandler<F> {
+    f: F,
+    timeout: Option<Duration>,
+}
+
+impl<F, Fut> ErasedHandler for RawHandler<F>
+where
+    F: Fn(JobContext, serde_json::Value) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Option<serde_json::Value>, JobError>> + Send + 'static,
+{
+    fn call(&self, ctx: JobContext, args: serde_json::Value) -> BoxFuture<Result<Option<serde_json::Value>, JobError>> {
+        Box::pin((self.f)(ctx, args))
+    }
+    fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+    fn retry_policy(&self) -> Option<Arc<dyn RetryPolicy>> {
+        None
+    }
+}
+
+/// Handlers by kind.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register a [`Handler`] for its args' kind (replacing any earlier one).
+    pub fn register<H: Handler>(&mut self, handler: H) -> &mut Self {
+        self.handlers
+            .insert(H::Args::KIND.to_owned(), Arc::new(Typed(Arc::new(handler))));
+        self
+    }
+
+    /// Register an async fn for `A::KIND`.
+    pub fn register_fn<A, F, Fut, O>(&mut self, f: F) -> &mut Self
+    where
+        A: JobArgs,
+        F: Fn(JobContext, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, JobError>> + Send + 'static,
+        O: Serialize + Send + 'static,
+    {
+        self.register(FnHandler {
+            f,
+            _args: std::marker::PhantomData,
+        })
+    }
+
+    /// Register an untyped handler on raw JSON (built-in executors, dynamic kinds).
+    pub fn register_raw<F, Fut>(&mut self, kind: impl Into<String>, timeout: Option<Duration>, f: F) -> &mut Self
+    where
+        F: Fn(JobContext, serde_json::Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<serde_json::Value>, JobError>> + Send + 'static,
+    {
+        self.handlers
+            .insert(kind.into(), Arc::new(RawHandler { f, timeout }));
+        self
+    }
+
+    /// The handler for a kind.
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn ErasedHandler>> {
+        self.handlers.get(kind)
+    }
+
+    /// The kinds registered, sorted.
+    pub fn kinds(&self) -> Vec<String> {
+        let mut kinds: Vec<_> = self.handlers.keys().cloned().collect();
+        kinds.sort();
+        kinds
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry").field("kinds", &self.kinds()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Serialize, Deserialize)]
+    struct Add {
+        a: i64,
+        b: i64,
+    }
+    impl JobArgs for Add {
+        const KIND: &'static str = "add";
+    }
+
+    fn ctx() -> JobContext {
+        JobContext::new(Uuid::now_v7(), "q".into(), "add".into(), 1, 3, CancellationToken::new())
+    }
+
+    #[tokio::test]
+    async fn typed_fn_gets_args_and_stores_output() {
+        let mut reg = Registry::new();
+        reg.register_fn(|_ctx, args: Add| async move { Ok::<_, JobError>(args.a + args.b) });
+        let h = reg.get("add").unwrap();
+        let out = h.call(ctx(), serde_json::json!({"a": 2, "b": 3})).await.unwrap();
+        assert_eq!(out, Some(serde_json::json!(5)));
+    }
+
+    #[tokio::test]
+    async fn bad_args_are_fatal_and_say_so() {
+        let mut reg = Registry::new();
+        reg.register_fn(|_ctx, args: Add| async move { Ok::<_, JobError>(args.a) });
+        let err = reg.get("add").unwrap().call(ctx(), serde_json::json!({"a": "x"})).await.unwrap_err();
+        match err {
+            JobError::Fatal { message } => assert!(message.contains("args do not match kind `add`"), "{message}"),
+            other => panic!("expected fatal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn question_mark_makes_retryable_errors_with_the_chain() {
+        fn parse() -> Result<i32, JobError> {
+            Ok("x".parse::<i32>()?)
+        }
+        assert!(matches!(parse(), Err(JobError::Retry { .. })));
+        let r: Result<(), &str> = Err("nope");
+        assert_eq!(r.fatal().unwrap_err(), JobError::fatal("nope"));
+    }
+}

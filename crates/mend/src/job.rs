@@ -1,0 +1,442 @@
+//! The job model: what a job is, which states it moves through, and the one function that
+//! says which moves are legal. Every store and the runtime go through [`JobState::can_move_to`];
+//! nothing here touches a database.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The queue a job goes to when none is named.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// How many attempts a job gets when neither the job nor its handler says otherwise.
+///
+/// Twenty-five attempts with the default exponential backoff spread retries over roughly a day,
+/// which rides out most outages of a downstream service without retrying forever.
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 25;
+
+/// After this many consecutive attempts that ended with the worker lost (the process died
+/// mid-attempt), the job is quarantined: discarded with a clear reason instead of crash-looping
+/// every worker that picks it up. Three tells a job that kills its process from bad luck.
+pub const DEFAULT_QUARANTINE_AFTER_LOST: u32 = 3;
+
+/// Where a job is in its life.
+///
+/// ```text
+///  scheduled ──(due)──▶ available ──(claim)──▶ running ──▶ completed
+///      ▲                  ▲   ▲                  │  │ ──▶ discarded (fatal, out of attempts, quarantine)
+///      └──── snooze ──────┼───┼──────────────────┘  │ ──▶ cancelled
+///                         │   └──(shutdown release)─┘
+///  retryable ──(due)──────┘ ◀──(error, panic, timeout, lost)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for its `run_at` time.
+    Scheduled,
+    /// Ready to be claimed by a worker.
+    Available,
+    /// Claimed by a worker that holds its lease.
+    Running,
+    /// Failed an attempt; waits for its backoff to pass.
+    Retryable,
+    /// Finished successfully (terminal).
+    Completed,
+    /// Cancelled on request (terminal until retried by a person).
+    Cancelled,
+    /// Failed for good: fatal error, out of attempts, bad args or quarantined (terminal until
+    /// retried by a person).
+    Discarded,
+}
+
+impl JobState {
+    /// All states, in the order the dashboard and counts list them.
+    pub const ALL: [JobState; 7] = [
+        JobState::Scheduled,
+        JobState::Available,
+        JobState::Running,
+        JobState::Retryable,
+        JobState::Completed,
+        JobState::Cancelled,
+        JobState::Discarded,
+    ];
+
+    /// The name stored in the database and shown by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Scheduled => "scheduled",
+            JobState::Available => "available",
+            JobState::Running => "running",
+            JobState::Retryable => "retryable",
+            JobState::Completed => "completed",
+            JobState::Cancelled => "cancelled",
+            JobState::Discarded => "discarded",
+        }
+    }
+
+    /// Whether the job has stopped moving on its own (only a person can retry it).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Cancelled | JobState::Discarded
+        )
+    }
+
+    /// The state machine, written down once. Stores check their transitions against it in
+    /// tests (the conformance suite) and the runtime never asks for a move it rejects.
+    pub fn can_move_to(self, to: JobState) -> bool {
+        use JobState::*;
+        match (self, to) {
+            // promotion when due, cancellation while waiting
+            (Scheduled | Retryable, Available | Cancelled) => true,
+            (Available, Running | Cancelled) => true,
+            // outcomes of an attempt; `Available`/`Scheduled` are shutdown release and snooze
+            (Running, Completed | Retryable | Discarded | Cancelled | Available | Scheduled) => {
+                true
+            }
+            // a person retries a finished job
+            (Completed | Cancelled | Discarded, Available) => true,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A state name that is not one of [`JobState::ALL`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown job state {0:?}; expected one of scheduled, available, running, retryable, completed, cancelled, discarded")]
+pub struct UnknownState(pub String);
+
+impl FromStr for JobState {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_owned()))
+    }
+}
+
+/// How an attempt ended badly; one [`AttemptError`] is stored per failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The handler returned an error.
+    Error,
+    /// The handler panicked.
+    Panic,
+    /// The attempt ran past its timeout.
+    Timeout,
+    /// The worker died mid-attempt (crash, `kill -9`, lost lease); found by recovery.
+    Lost,
+    /// The job was cancelled while running.
+    Cancelled,
+}
+
+impl ErrorKind {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Error => "error",
+            ErrorKind::Panic => "panic",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Lost => "lost",
+            ErrorKind::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The record of one failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptError {
+    /// Which attempt (1-based) this was.
+    pub attempt: i32,
+    /// How it ended.
+    pub kind: ErrorKind,
+    /// What went wrong, for a person. Panics include the location.
+    pub message: String,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+}
+
+/// A job as stored. Field names match the database columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRow {
+    /// UUIDv7: sorts by creation time.
+    pub id: Uuid,
+    /// The queue it waits in.
+    pub queue: String,
+    /// Which handler runs it.
+    pub kind: String,
+    /// The handler's input.
+    pub args: serde_json::Value,
+    /// Where it is in its life.
+    pub state: JobState,
+    /// Lower runs first; 0 is the default.
+    pub priority: i16,
+    /// Attempts started so far (the running one included).
+    pub attempt: i32,
+    /// Attempts allowed before the job is discarded.
+    pub max_attempts: i32,
+    /// Not claimed before this time.
+    pub run_at: DateTime<Utc>,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// When the latest attempt started.
+    pub attempted_at: Option<DateTime<Utc>>,
+    /// When it reached a final state.
+    pub finalized_at: Option<DateTime<Utc>>,
+    /// The node holding the lease while running.
+    pub lease_owner: Option<String>,
+    /// The lease ends here unless the owner heartbeats.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Someone asked to cancel this running job; its worker stops it.
+    pub cancel_requested: bool,
+    /// One record per failed attempt, oldest first.
+    pub errors: Vec<AttemptError>,
+    /// Enqueueing twice with the same key returns the first job.
+    pub unique_key: Option<String>,
+    /// Free-form labels for filtering.
+    pub tags: Vec<String>,
+    /// What the handler returned, when it completed.
+    pub result: Option<serde_json::Value>,
+    /// Per-job attempt timeout, overriding the handler's.
+    pub timeout_ms: Option<i64>,
+}
+
+impl JobRow {
+    /// How many of the most recent attempts in a row ended with the worker lost.
+    pub fn consecutive_lost(&self) -> u32 {
+        self.errors
+            .iter()
+            .rev()
+            .take_while(|e| e.kind == ErrorKind::Lost)
+            .count() as u32
+    }
+
+    /// How many failed attempts ended with the given kind.
+    pub fn count_errors(&self, kind: ErrorKind) -> usize {
+        self.errors.iter().filter(|e| e.kind == kind).count()
+    }
+}
+
+/// A job to enqueue. Build one with [`NewJob::new`] and the `with_*` methods, or from typed
+/// args with [`crate::JobArgs`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewJob {
+    /// Generated by [`NewJob::new`]; a caller may set its own UUIDv7.
+    pub id: Uuid,
+    /// The queue; [`DEFAULT_QUEUE`] by default.
+    pub queue: String,
+    /// Which handler runs it.
+    pub kind: String,
+    /// The handler's input.
+    pub args: serde_json::Value,
+    /// Lower runs first.
+    pub priority: i16,
+    /// Attempts allowed; [`DEFAULT_MAX_ATTEMPTS`] by default.
+    pub max_attempts: i32,
+    /// When to run; `None` means now. A time in the future makes the job `scheduled`.
+    pub run_at: Option<DateTime<Utc>>,
+    /// Enqueueing again with the same key returns the existing job.
+    pub unique_key: Option<String>,
+    /// Labels for filtering.
+    pub tags: Vec<String>,
+    /// Per-job attempt timeout, overriding the handler's.
+    pub timeout_ms: Option<i64>,
+}
+
+impl NewJob {
+    /// A job of `kind` with `args`, on the default queue, to run now.
+    pub fn new(kind: impl Into<String>, args: serde_json::Value) -> Self {
+        NewJob {
+            id: Uuid::now_v7(),
+            queue: DEFAULT_QUEUE.to_owned(),
+            kind: kind.into(),
+            args,
+            priority: 0,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            run_at: None,
+            unique_key: None,
+            tags: Vec::new(),
+            timeout_ms: None,
+        }
+    }
+
+    /// Put it on another queue.
+    pub fn with_queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+
+    /// Lower runs first.
+    pub fn with_priority(mut self, priority: i16) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Attempts allowed before discarding.
+    pub fn with_max_attempts(mut self, max_attempts: i32) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+
+    /// Do not run before `at`.
+    pub fn with_run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    /// Do not run before `delay` from now.
+    pub fn with_delay(mut self, delay: std::time::Duration) -> Self {
+        let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        self.run_at = Some(Utc::now().checked_add_signed(delay).unwrap_or(DateTime::<Utc>::MAX_UTC));
+        self
+    }
+
+    /// Enqueueing again with this key returns the existing job instead of a new one.
+    pub fn with_unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    /// Add a tag.
+    pub fn with_tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// Per-job attempt timeout.
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout_ms = Some(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
+        self
+    }
+
+    /// Checks what a store cannot fix later: empty names, nonsense attempt counts.
+    pub fn validate(&self) -> Result<(), InvalidJob> {
+        if self.kind.trim().is_empty() {
+            return Err(InvalidJob::new("kind", "must not be empty"));
+        }
+        if self.queue.trim().is_empty() {
+            return Err(InvalidJob::new("queue", "must not be empty"));
+        }
+        if self.kind.len() > 255 || self.queue.len() > 255 {
+            return Err(InvalidJob::new("kind/queue", "must be at most 255 bytes"));
+        }
+        if self.max_attempts < 1 {
+            return Err(InvalidJob::new("max_attempts", "must be at least 1"));
+        }
+        if matches!(self.timeout_ms, Some(t) if t <= 0) {
+            return Err(InvalidJob::new("timeout_ms", "must be positive"));
+        }
+        if self.id.get_version_num() != 7 {
+            return Err(InvalidJob::new("id", "must be a UUIDv7 (time-ordered)"));
+        }
+        Ok(())
+    }
+}
+
+/// A [`NewJob`] that cannot be stored as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid job: field `{field}` {problem}")]
+pub struct InvalidJob {
+    /// Which field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: &'static str,
+}
+
+impl InvalidJob {
+    fn new(field: &'static str, problem: &'static str) -> Self {
+        InvalidJob { field, problem }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_round_trip() {
+        for st in JobState::ALL {
+            assert_eq!(st.as_str().parse::<JobState>().unwrap(), st);
+            assert_eq!(serde_json::to_value(st).unwrap(), st.as_str());
+        }
+        assert!("bogus".parse::<JobState>().is_err());
+    }
+
+    #[test]
+    fn transition_table() {
+        use JobState::*;
+        assert!(Available.can_move_to(Running));
+        assert!(Running.can_move_to(Completed));
+        assert!(Running.can_move_to(Available), "shutdown release");
+        assert!(!Completed.can_move_to(Running));
+        assert!(!Available.can_move_to(Completed), "must run first");
+        assert!(!Scheduled.can_move_to(Running), "must be promoted first");
+        assert!(!Cancelled.can_move_to(Completed));
+        for st in JobState::ALL {
+            assert!(!st.can_move_to(st), "{st} -> {st} is not a move");
+        }
+    }
+
+    #[test]
+    fn consecutive_lost_counts_only_the_tail() {
+        let mut job = JobRow {
+            id: Uuid::now_v7(),
+            queue: "q".into(),
+            kind: "k".into(),
+            args: serde_json::Value::Null,
+            state: JobState::Running,
+            priority: 0,
+            attempt: 4,
+            max_attempts: 10,
+            run_at: Utc::now(),
+            created_at: Utc::now(),
+            attempted_at: None,
+            finalized_at: None,
+            lease_owner: None,
+            lease_expires_at: None,
+            cancel_requested: false,
+            errors: vec![],
+            unique_key: None,
+            tags: vec![],
+            result: None,
+            timeout_ms: None,
+        };
+        let err = |kind| AttemptError {
+            attempt: 1,
+            kind,
+            message: String::new(),
+            at: Utc::now(),
+        };
+        job.errors = vec![err(ErrorKind::Lost), err(ErrorKind::Error), err(ErrorKind::Lost), err(ErrorKind::Lost)];
+        assert_eq!(job.consecutive_lost(), 2);
+        assert_eq!(job.count_errors(ErrorKind::Lost), 3);
+    }
+
+    #[test]
+    fn validate_rejects_nonsense() {
+        assert!(NewJob::new("k", serde_json::json!({})).validate().is_ok());
+        assert_eq!(NewJob::new("", serde_json::json!({})).validate().unwrap_err().field, "kind");
+        let job = NewJob::new("k", serde_json::json!({})).with_max_attempts(0);
+        assert_eq!(job.validate().unwrap_err().field, "max_attempts");
+        let mut job = NewJob::new("k", serde_json::json!({}));
+        job.id = Uuid::nil();
+        assert_eq!(job.validate().unwrap_err().field, "id");
+    }
+}

@@ -1,0 +1,187 @@
+//! The executor: runs one attempt with panic isolation, a timeout and a cancellation token,
+//! runs its in-memory cleanups LIFO however it ended, and hands the outcome to the completer.
+//! It never writes to the store itself.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+
+use super::{InFlight, Pending, Shared, StopReason};
+use crate::cleanup::{AttemptExit, CleanupOutcome};
+use crate::handler::{JobContext, JobError};
+use crate::job::{AttemptError, ErrorKind, JobRow};
+use crate::panic::CatchPanic;
+use crate::store::{Outcome, OutcomeKind};
+
+pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedSemaphorePermit) {
+    let token = CancellationToken::new();
+    let reason = Arc::new(AtomicU8::new(StopReason::None as u8));
+    shared.inflight().insert(
+        job.id,
+        InFlight {
+            attempt: job.attempt,
+            token: token.clone(),
+            reason: reason.clone(),
+        },
+    );
+    shared.stats.started.fetch_add(1, Ordering::Relaxed);
+    // A cancel request may have landed between the claim and now.
+    if job.cancel_requested {
+        shared.stop_job(job.id, StopReason::Cancel);
+    }
+
+    let handler = shared.registry.get(&job.kind).cloned();
+    let timeout = job
+        .timeout_ms
+        .and_then(|ms| u64::try_from(ms).ok())
+        .map(Duration::from_millis)
+        .or_else(|| handler.as_ref().and_then(|h| h.timeout()))
+        .unwrap_or(shared.config.default_timeout);
+    let ctx = JobContext::new(
+        job.id,
+        job.queue.clone(),
+        job.kind.clone(),
+        job.attempt,
+        job.max_attempts,
+        token.clone(),
+    );
+    let args = std::mem::take(&mut job.args);
+
+    let call_ctx = ctx.clone();
+    let kind = job.kind.clone();
+    // The handler is called inside the panic guard: building its future runs user code too.
+    let call = CatchPanic::new(Box::pin(async move {
+        match handler {
+            Some(h) => h.call(call_ctx, args).await,
+            None => Err(JobError::retry(format!(
+                "no handler registered for kind `{kind}` on this worker; another worker may handle it"
+            ))),
+        }
+    }));
+
+    enum Ended {
+        Ran(Result<Result<Option<serde_json::Value>, JobError>, crate::panic::CaughtPanic>),
+        TimedOut,
+        Stopped,
+    }
+    let ended = tokio::select! {
+        biased;
+        r = tokio::time::timeout(timeout, call) => match r {
+            Ok(r) => Ended::Ran(r),
+            Err(_) => Ended::TimedOut,
+        },
+        _ = token.cancelled() => Ended::Stopped,
+    };
+
+    let now = Utc::now();
+    let error = |kind: ErrorKind, message: String| AttemptError {
+        attempt: job.attempt,
+        kind,
+        message,
+        at: now,
+    };
+    // (how cleanups are told it ended, the failure to record if any, the outcome if no failure)
+    let (exit, failure, outcome) = match ended {
+        Ended::Ran(Ok(Ok(result))) => (AttemptExit::Completed, None, Some(OutcomeKind::Completed { result })),
+        Ended::Ran(Ok(Err(JobError::Retry { message, after }))) => (
+            AttemptExit::Failed { message: message.clone() },
+            Some((error(ErrorKind::Error, message), after, false)),
+            None,
+        ),
+        Ended::Ran(Ok(Err(JobError::Fatal { message }))) => (
+            AttemptExit::Failed { message: message.clone() },
+            Some((error(ErrorKind::Error, message), None, true)),
+            None,
+        ),
+        Ended::Ran(Ok(Err(JobError::Snooze { delay }))) => {
+            let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+            let run_at = now.checked_add_signed(delay).unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+            (AttemptExit::Snoozed, None, Some(OutcomeKind::Snooze { run_at }))
+        }
+        Ended::Ran(Err(panic)) => {
+            shared.stats.panics.fetch_add(1, Ordering::Relaxed);
+            let message = panic.to_string();
+            tracing::error!(id = %job.id, kind = %job.kind, attempt = job.attempt, %message, "handler panicked; the worker carries on");
+            (
+                AttemptExit::Panicked { message: message.clone() },
+                Some((error(ErrorKind::Panic, message), None, false)),
+                None,
+            )
+        }
+        Ended::TimedOut => {
+            shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            let message = format!("timed out after {timeout:?}");
+            (AttemptExit::TimedOut, Some((error(ErrorKind::Timeout, message), None, false)), None)
+        }
+        Ended::Stopped => match StopReason::from_u8(reason.load(Ordering::Acquire)) {
+            StopReason::Shutdown => (AttemptExit::Shutdown, None, Some(OutcomeKind::Release)),
+            StopReason::LeaseLost => (AttemptExit::LeaseLost, None, None),
+            StopReason::Cancel | StopReason::None => (
+                AttemptExit::Cancelled,
+                None,
+                Some(OutcomeKind::Cancelled {
+                    error: error(ErrorKind::Cancelled, "cancelled on request".to_owned()),
+                }),
+            ),
+        },
+    };
+
+    let cleanups = if ctx.defers().is_empty() {
+        Vec::new()
+    } else {
+        ctx.defers().run_all(&exit, shared.config.cleanup_timeout).await
+    };
+
+    let outcome = match failure {
+        Some((mut err, after, fatal)) => {
+            let broken: Vec<String> = cleanups
+                .iter()
+                .filter(|c| c.outcome != CleanupOutcome::Ok)
+                .map(|c| format!("{} {:?}", c.name, c.outcome))
+                .collect();
+            if !broken.is_empty() {
+                err.message = format!("{}; cleanups that failed: {}", err.message, broken.join(", "));
+            }
+            if fatal || job.attempt >= job.max_attempts {
+                Some(OutcomeKind::Discard { error: err })
+            } else {
+                let policy = shared
+                    .registry
+                    .get(&job.kind)
+                    .and_then(|h| h.retry_policy())
+                    .unwrap_or_else(|| shared.config.retry_policy.clone());
+                let delay = after.unwrap_or_else(|| policy.backoff(job.attempt));
+                let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                let run_at = now.checked_add_signed(delay).unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+                Some(OutcomeKind::Retry { error: err, run_at })
+            }
+        }
+        None => outcome,
+    };
+
+    drop(permit);
+    match outcome {
+        Some(kind) => {
+            let _ = shared.outcomes.send(Pending {
+                outcome: Outcome {
+                    id: job.id,
+                    attempt: job.attempt,
+                    lease_owner: shared.node.id.clone(),
+                    kind,
+                },
+                kind: job.kind,
+                queue: job.queue,
+                cleanups,
+            });
+        }
+        None => {
+            // Lease lost: the job belongs to someone else now; there is nothing to write.
+            shared.inflight().remove(&job.id);
+            tracing::warn!(id = %job.id, "attempt stopped: this worker lost the job's lease");
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The fetcher: one per queue. It waits for free slots, claims as many jobs as there are free
+//! slots in one store call, and spawns an executor for each. It sleeps on the store's wake-up
+//! (jobs inserted) or the poll interval, whichever comes first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{executor, Shared, MAX_CLAIM_BATCH};
+use crate::store::ClaimParams;
+
+/// Longest pause between claim attempts while the store keeps failing.
+const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
+
+pub(super) async fn run(shared: Arc<Shared>, queue: String, concurrency: usize, stop: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let wake = shared.store.wakeup();
+    let kinds = shared.registry.kinds();
+    let mut error_backoff = Duration::from_millis(50);
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let mut permits = vec![first];
+        while permits.len() < MAX_CLAIM_BATCH {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        // Arm the wake-up before claiming so an insert that lands during the claim is not missed.
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+
+        let wanted = permits.len();
+        let claimed = shared
+            .store
+            .claim(ClaimParams {
+                queue: queue.clone(),
+                kinds: kinds.clone(),
+                limit: wanted,
+                lease_owner: shared.node.id.clone(),
+                lease_duration: shared.config.lease_duration,
+                now: Utc::now(),
+            })
+            .await;
+        match claimed {
+            Ok(jobs) => {
+                error_backoff = Duration::from_millis(50);
+                let got = jobs.len();
+                for job in jobs {
+                    let Some(permit) = permits.pop() else { break };
+                    let span = tracing::debug_span!("job", id = %job.id, kind = %job.kind, queue = %job.queue, attempt = job.attempt);
+                    shared
+                        .tracker
+                        .spawn(executor::execute(shared.clone(), job, permit).instrument(span));
+                }
+                drop(permits);
+                if got < wanted {
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => return,
+                        _ = &mut notified => {}
+                        _ = tokio::time::sleep(shared.config.poll_interval) => {}
+                    }
+                }
+            }
+            Err(e) => {
+                drop(permits);
+                tracing::warn!(queue = %queue, error = %e, retry_in = ?error_backoff, "claim failed; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(error_backoff) => {}
+                }
+                error_backoff = (error_backoff * 2).min(MAX_ERROR_BACKOFF);
+            }
+        }
+    }
+}

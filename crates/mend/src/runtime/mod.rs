@@ -1,0 +1,528 @@
+//! The worker runtime: claims jobs, runs them with panic isolation, timeouts and cleanups,
+//! records outcomes in batches, keeps leases alive, rescues dead nodes' jobs, and shuts down
+//! gracefully.
+//!
+//! Pieces, one file each: the fetcher (one per queue, claims as many jobs as there are free
+//! slots), the executor (one task per attempt), the completer (batches outcomes into few
+//! transactions), the heartbeater (leases, cancel requests, node liveness, rescue). Shutdown is
+//! a token tree plus a task tracker, with "drain" then "cancel" as two explicit steps.
+
+mod completer;
+mod executor;
+mod fetcher;
+mod heartbeat;
+mod signal;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+pub use signal::wait_for_signal;
+
+use crate::cleanup::{CleanupReport, DEFAULT_CLEANUP_TIMEOUT};
+use crate::handler::Registry;
+use crate::job::{AttemptError, DEFAULT_QUARANTINE_AFTER_LOST};
+use crate::retry::{ExponentialBackoff, RetryPolicy};
+use crate::store::{NodeInfo, Outcome, Store, StoreError};
+
+/// How long a claimed job's lease lasts without a heartbeat. A worker that stops heartbeating
+/// for this long is taken as hung and its jobs are rescued; thirty seconds rides out a long GC
+/// pause or a slow disk without letting a truly hung job sit for minutes.
+pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(30);
+
+/// How often leases are extended and cancel requests from other processes are picked up. One
+/// second bounds how long a cancel from another process takes to reach a running job.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often an idle fetcher looks for work when no wake-up arrives (jobs enqueued by another
+/// process on SQLite, scheduled jobs falling due). In-process enqueues wake it at once.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often dead nodes are looked for after start-up (start-up always rescues first).
+pub const DEFAULT_RESCUE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A node on another host (whose process cannot be checked) is dead after this long without a
+/// heartbeat: many heartbeats missed, not one slow one.
+pub const DEFAULT_NODE_STALE_AFTER: Duration = Duration::from_secs(30);
+
+/// Attempt timeout when neither the job nor its handler sets one: long enough for real batch
+/// work, short enough that a stuck job does not hold a slot forever.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Most jobs claimed in one statement; bounds one transaction's size.
+pub const MAX_CLAIM_BATCH: usize = 1000;
+
+/// How a worker is tuned. Every field has a named default above.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Queues to work and their concurrency.
+    pub queues: Vec<(String, usize)>,
+    /// See [`DEFAULT_LEASE_DURATION`].
+    pub lease_duration: Duration,
+    /// See [`DEFAULT_HEARTBEAT_INTERVAL`].
+    pub heartbeat_interval: Duration,
+    /// See [`DEFAULT_POLL_INTERVAL`].
+    pub poll_interval: Duration,
+    /// See [`DEFAULT_RESCUE_INTERVAL`].
+    pub rescue_interval: Duration,
+    /// See [`DEFAULT_NODE_STALE_AFTER`].
+    pub node_stale_after: Duration,
+    /// See [`DEFAULT_ATTEMPT_TIMEOUT`].
+    pub default_timeout: Duration,
+    /// See [`DEFAULT_CLEANUP_TIMEOUT`].
+    pub cleanup_timeout: Duration,
+    /// See [`DEFAULT_QUARANTINE_AFTER_LOST`].
+    pub quarantine_after_lost: u32,
+    /// Used for kinds whose handler has no policy of its own.
+    pub retry_policy: Arc<dyn RetryPolicy>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            queues: Vec::new(),
+            lease_duration: DEFAULT_LEASE_DURATION,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            rescue_interval: DEFAULT_RESCUE_INTERVAL,
+            node_stale_after: DEFAULT_NODE_STALE_AFTER,
+            default_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            cleanup_timeout: DEFAULT_CLEANUP_TIMEOUT,
+            quarantine_after_lost: DEFAULT_QUARANTINE_AFTER_LOST,
+            retry_policy: Arc::new(ExponentialBackoff::default()),
+        }
+    }
+}
+
+/// What happened to one attempt, published after its outcome was written (or refused).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobEvent {
+    /// The job.
+    pub id: Uuid,
+    /// Its kind.
+    pub kind: String,
+    /// Its queue.
+    pub queue: String,
+    /// The attempt.
+    pub attempt: i32,
+    /// How the attempt ended.
+    pub outcome: EventOutcome,
+    /// The error recorded for the attempt, if it failed.
+    pub error: Option<AttemptError>,
+    /// What each in-memory cleanup did, in the order they ran.
+    pub cleanups: Vec<CleanupReport>,
+    /// The store refused the write: the worker had lost the job.
+    pub fenced: bool,
+}
+
+/// The short form of an attempt's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventOutcome {
+    /// Completed.
+    Completed,
+    /// Failed; will retry.
+    Retried,
+    /// Failed for good.
+    Discarded,
+    /// Cancelled on request.
+    Cancelled,
+    /// Snoozed.
+    Snoozed,
+    /// Released at shutdown.
+    Released,
+}
+
+/// Counters since the worker started.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Attempts started.
+    pub started: AtomicU64,
+    /// Jobs completed.
+    pub completed: AtomicU64,
+    /// Attempts that failed and will retry.
+    pub retried: AtomicU64,
+    /// Jobs discarded.
+    pub discarded: AtomicU64,
+    /// Jobs cancelled while running.
+    pub cancelled: AtomicU64,
+    /// Attempts snoozed.
+    pub snoozed: AtomicU64,
+    /// Jobs released at shutdown.
+    pub released: AtomicU64,
+    /// Outcomes refused by the fence.
+    pub fenced: AtomicU64,
+    /// Handler panics caught.
+    pub panics: AtomicU64,
+    /// Attempts that timed out.
+    pub timeouts: AtomicU64,
+    /// Jobs rescued from dead nodes or expired leases.
+    pub rescued: AtomicU64,
+}
+
+impl Stats {
+    /// Read a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum StopReason {
+    None = 0,
+    Cancel = 1,
+    Shutdown = 2,
+    LeaseLost = 3,
+}
+
+impl StopReason {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => StopReason::Cancel,
+            2 => StopReason::Shutdown,
+            3 => StopReason::LeaseLost,
+            _ => StopReason::None,
+        }
+    }
+}
+
+struct InFlight {
+    attempt: i32,
+    token: CancellationToken,
+    reason: Arc<AtomicU8>,
+}
+
+struct Pending {
+    outcome: Outcome,
+    kind: String,
+    queue: String,
+    cleanups: Vec<CleanupReport>,
+}
+
+pub(crate) struct Shared {
+    store: Arc<dyn Store>,
+    registry: Registry,
+    config: WorkerConfig,
+    node: NodeInfo,
+    inflight: Mutex<HashMap<Uuid, InFlight>>,
+    outcomes: mpsc::UnboundedSender<Pending>,
+    stats: Stats,
+    events: broadcast::Sender<JobEvent>,
+    tracker: TaskTracker,
+    ready: AtomicBool,
+}
+
+impl Shared {
+    fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, InFlight>> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops one running attempt for `reason`; returns whether it was running here.
+    fn stop_job(&self, id: Uuid, reason: StopReason) -> bool {
+        let guard = self.inflight();
+        match guard.get(&id) {
+            Some(f) => {
+                let _ = f.reason.compare_exchange(
+                    StopReason::None as u8,
+                    reason as u8,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                f.token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Builds a [`Worker`].
+pub struct WorkerBuilder {
+    store: Arc<dyn Store>,
+    registry: Registry,
+    config: WorkerConfig,
+}
+
+impl WorkerBuilder {
+    /// Use these handlers.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Work `queue` with up to `concurrency` attempts at once.
+    pub fn queue(mut self, queue: impl Into<String>, concurrency: usize) -> Self {
+        self.config.queues.push((queue.into(), concurrency.max(1)));
+        self
+    }
+
+    /// Replace the whole configuration (queues included).
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Adjust the configuration in place.
+    pub fn configure(mut self, f: impl FnOnce(&mut WorkerConfig)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// The worker.
+    pub fn build(mut self) -> Worker {
+        if self.config.queues.is_empty() {
+            self.config
+                .queues
+                .push((crate::job::DEFAULT_QUEUE.to_owned(), 10));
+        }
+        Worker {
+            store: self.store,
+            registry: self.registry,
+            config: self.config,
+        }
+    }
+}
+
+/// Runs jobs from a store. Start it with [`Worker::start`].
+pub struct Worker {
+    store: Arc<dyn Store>,
+    registry: Registry,
+    config: WorkerConfig,
+}
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The store failed during registration or start-up rescue.
+    #[error("worker start-up failed: {0}")]
+    Store(#[from] StoreError),
+    /// No handlers were registered.
+    #[error("no handlers registered: register at least one kind before starting the worker")]
+    NoHandlers,
+}
+
+impl Worker {
+    /// A builder for a worker on `store`.
+    pub fn builder(store: Arc<dyn Store>) -> WorkerBuilder {
+        WorkerBuilder {
+            store,
+            registry: Registry::new(),
+            config: WorkerConfig::default(),
+        }
+    }
+
+    /// Register this node, rescue jobs left running by dead processes, then start claiming.
+    pub async fn start(self) -> Result<WorkerHandle, StartError> {
+        if self.registry.kinds().is_empty() {
+            return Err(StartError::NoHandlers);
+        }
+        let now = Utc::now();
+        let node = crate::node::this_node(now);
+        self.store.register_node(node.clone()).await?;
+        let rescued = crate::maintenance::rescuer::rescue_once(
+            self.store.as_ref(),
+            &node.id,
+            now,
+            self.config.node_stale_after,
+            self.config.quarantine_after_lost,
+        )
+        .await?;
+
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            store: self.store,
+            registry: self.registry,
+            config: self.config,
+            node,
+            inflight: Mutex::new(HashMap::new()),
+            outcomes: tx,
+            stats: Stats::default(),
+            events,
+            tracker: TaskTracker::new(),
+            ready: AtomicBool::new(true),
+        });
+        shared
+            .stats
+            .rescued
+            .fetch_add(rescued.len() as u64, Ordering::Relaxed);
+        tracing::info!(node = %shared.node.id, queues = ?shared.config.queues, kinds = ?shared.registry.kinds(), rescued = rescued.len(), "worker started");
+
+        let fetch_stop = CancellationToken::new();
+        let service_stop = CancellationToken::new();
+        let fetchers = shared
+            .config
+            .queues
+            .iter()
+            .map(|(queue, concurrency)| {
+                tokio::spawn(fetcher::run(
+                    shared.clone(),
+                    queue.clone(),
+                    *concurrency,
+                    fetch_stop.clone(),
+                ))
+            })
+            .collect();
+        let completer = tokio::spawn(completer::run(shared.clone(), rx, service_stop.clone()));
+        let heartbeat = tokio::spawn(heartbeat::run(shared.clone(), service_stop.clone()));
+        Ok(WorkerHandle {
+            shared,
+            fetch_stop,
+            service_stop,
+            cut_drain: CancellationToken::new(),
+            tasks: Arc::new(tokio::sync::Mutex::new(Some(Tasks {
+                fetchers,
+                completer,
+                heartbeat,
+            }))),
+        })
+    }
+}
+
+struct Tasks {
+    fetchers: Vec<JoinHandle<()>>,
+    completer: JoinHandle<()>,
+    heartbeat: JoinHandle<()>,
+}
+
+/// Controls a running worker. Cheap to clone.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    shared: Arc<Shared>,
+    fetch_stop: CancellationToken,
+    service_stop: CancellationToken,
+    cut_drain: CancellationToken,
+    tasks: Arc<tokio::sync::Mutex<Option<Tasks>>>,
+}
+
+/// What a shutdown did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Attempts that finished on their own during the drain.
+    pub drained: usize,
+    /// Attempts cancelled at the deadline and released back to `available`.
+    pub released: usize,
+}
+
+impl WorkerHandle {
+    /// This worker's node id (the lease owner of its jobs).
+    pub fn node_id(&self) -> &str {
+        &self.shared.node.id
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// Attempts running right now.
+    pub fn in_flight(&self) -> usize {
+        self.shared.inflight().len()
+    }
+
+    /// False once shutdown has begun (for readiness probes).
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Acquire)
+    }
+
+    /// Subscribe to attempt outcomes.
+    pub fn events(&self) -> broadcast::Receiver<JobEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Cancel a job: a waiting one at once, a running one (here or in another process) is
+    /// stopped, its cleanups run and it ends `cancelled`.
+    pub async fn cancel(&self, id: Uuid) -> Result<Option<crate::JobRow>, StoreError> {
+        let rows = self
+            .shared
+            .store
+            .cancel(crate::store::CancelParams {
+                ids: vec![id],
+                now: Utc::now(),
+            })
+            .await?;
+        self.shared.stop_job(id, StopReason::Cancel);
+        Ok(rows.into_iter().next())
+    }
+
+    /// Cut a running drain short: attempts still running are cancelled and released now.
+    pub fn cut_drain(&self) {
+        self.cut_drain.cancel();
+    }
+
+    /// Stop claiming, let running attempts finish for up to `drain`, then cancel the rest
+    /// (their cleanups run and they go back to `available` without using an attempt), flush
+    /// outcomes and deregister. Calling it again waits for nothing and returns an empty report.
+    pub async fn shutdown(&self, drain: Duration) -> ShutdownReport {
+        let Some(tasks) = self.tasks.lock().await.take() else {
+            return ShutdownReport::default();
+        };
+        let shared = &self.shared;
+        shared.ready.store(false, Ordering::Release);
+        self.fetch_stop.cancel();
+        for f in tasks.fetchers {
+            let _ = f.await;
+        }
+        shared.tracker.close();
+        let running = shared.inflight().len();
+        tracing::info!(running, ?drain, "shutdown: draining");
+        let drained_in_time = tokio::select! {
+            _ = shared.tracker.wait() => true,
+            _ = tokio::time::sleep(drain) => false,
+            _ = self.cut_drain.cancelled() => false,
+        };
+        let mut released = 0;
+        if !drained_in_time {
+            let ids: Vec<Uuid> = shared.inflight().keys().copied().collect();
+            for id in ids {
+                if shared.stop_job(id, StopReason::Shutdown) {
+                    released += 1;
+                }
+            }
+            tracing::warn!(released, "shutdown: drain deadline passed; cancelling the rest and releasing them");
+            shared.tracker.wait().await;
+        }
+        self.service_stop.cancel();
+        let _ = tasks.completer.await;
+        let _ = tasks.heartbeat.await;
+        if let Err(e) = shared
+            .store
+            .deregister_nodes(vec![shared.node.id.clone()])
+            .await
+        {
+            tracing::warn!(error = %e, "could not deregister node; it will be cleaned up as dead");
+        }
+        tracing::info!("shutdown complete");
+        ShutdownReport {
+            drained: running.saturating_sub(released),
+            released,
+        }
+    }
+
+    /// Run until SIGTERM or SIGINT, then shut down with `drain`. A second signal cuts the
+    /// drain short (running attempts are cancelled and released at once).
+    pub async fn run_until_signal(&self, drain: Duration) -> ShutdownReport {
+        wait_for_signal().await;
+        tracing::info!("signal received; shutting down (send another to stop at once)");
+        let me = self.clone();
+        let second = tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::warn!("second signal: cutting the drain short");
+            me.cut_drain();
+        });
+        let report = self.shutdown(drain).await;
+        second.abort();
+        report
+    }
+}

@@ -1,0 +1,350 @@
+//! The storage contract: one small, batch-first trait with a params struct per operation.
+//!
+//! Every backend (SQLite, PostgreSQL) implements [`Store`] and is checked by the same
+//! conformance suite in `mend-test`. Backend differences stay behind this trait: the runtime
+//! never learns which database it talks to. Every mutation of a running job is fenced by
+//! (job id, attempt, lease owner), so a worker that lost its lease cannot write any more.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::job::{AttemptError, InvalidJob, JobRow, JobState, NewJob};
+
+/// Result of a store operation.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What can go wrong talking to a store. Each variant says what a person can do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database file is not a database or is damaged.
+    #[error("the database at {path} is corrupt or is not a mend database ({detail}); restore it from a backup or point --database at another file")]
+    Corrupt {
+        /// Where the file is.
+        path: String,
+        /// What the driver said.
+        detail: String,
+    },
+    /// The database cannot be written.
+    #[error("the database at {path} is read-only ({detail}); check the file's and its directory's permissions (SQLite also needs to create `-wal` and `-shm` files beside it)")]
+    ReadOnly {
+        /// Where the file is.
+        path: String,
+        /// What the driver said.
+        detail: String,
+    },
+    /// Another process holds the write lock for longer than the busy timeout.
+    #[error("the database is locked by another process for longer than {waited:?}; is a long transaction or a backup holding it? ({detail})")]
+    Locked {
+        /// How long we waited.
+        waited: Duration,
+        /// What the driver said.
+        detail: String,
+    },
+    /// The database cannot be opened or reached.
+    #[error("cannot open the database {target}: {detail}")]
+    Unavailable {
+        /// The file or URL (without secrets).
+        target: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The schema was written by a newer mend.
+    #[error("the database schema is at version {found} but this mend knows versions up to {known}; upgrade mend")]
+    SchemaTooNew {
+        /// Version in the database.
+        found: i64,
+        /// Newest version this build knows.
+        known: i64,
+    },
+    /// A job failed validation before being stored.
+    #[error(transparent)]
+    InvalidJob(#[from] InvalidJob),
+    /// The store has been closed (its writer stopped).
+    #[error("the store is closed")]
+    Closed,
+    /// A stored value could not be decoded; the row is left untouched.
+    #[error("stored job {id} has an unreadable column {column}: {detail}")]
+    Decode {
+        /// The job.
+        id: String,
+        /// The column.
+        column: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+/// Claim up to `limit` available jobs of one queue for one worker.
+#[derive(Debug, Clone)]
+pub struct ClaimParams {
+    /// Which queue.
+    pub queue: String,
+    /// Only these kinds (the ones the worker has handlers for). Empty means any kind.
+    pub kinds: Vec<String>,
+    /// At most this many.
+    pub limit: usize,
+    /// The node that will hold the leases.
+    pub lease_owner: String,
+    /// How long the lease lasts without a heartbeat.
+    pub lease_duration: Duration,
+    /// The current time (so tests can control it).
+    pub now: DateTime<Utc>,
+}
+
+/// How an attempt ended, as the store records it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutcomeKind {
+    /// Completed, with an optional result.
+    Completed {
+        /// What the handler returned.
+        result: Option<serde_json::Value>,
+    },
+    /// Failed; retry at `run_at`.
+    Retry {
+        /// The attempt's error record.
+        error: AttemptError,
+        /// When to try again.
+        run_at: DateTime<Utc>,
+    },
+    /// Failed for good.
+    Discard {
+        /// The attempt's error record.
+        error: AttemptError,
+    },
+    /// Cancelled while running.
+    Cancelled {
+        /// The attempt's error record (kind `cancelled`).
+        error: AttemptError,
+    },
+    /// The handler asked to run again later; the attempt does not count.
+    Snooze {
+        /// When to run again.
+        run_at: DateTime<Utc>,
+    },
+    /// Shutdown stopped the attempt; back to `available`, the attempt does not count.
+    Release,
+}
+
+/// One attempt's outcome, fenced by (id, attempt, lease owner).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The job.
+    pub id: Uuid,
+    /// The attempt the worker ran; the write applies only if it is still the current one.
+    pub attempt: i32,
+    /// The worker's node; the write applies only if it still holds the lease.
+    pub lease_owner: String,
+    /// What happened.
+    pub kind: OutcomeKind,
+}
+
+/// Record many outcomes in few transactions.
+#[derive(Debug, Clone)]
+pub struct CompleteParams {
+    /// The outcomes.
+    pub outcomes: Vec<Outcome>,
+    /// The current time.
+    pub now: DateTime<Utc>,
+}
+
+/// Which outcomes landed. Ones missing from `applied` were fenced out: the job had moved on
+/// (lease lost, rescued, cancelled by a person) and the worker's write was refused.
+#[derive(Debug, Clone, Default)]
+pub struct CompleteResult {
+    /// Ids whose outcome was recorded.
+    pub applied: Vec<Uuid>,
+    /// Ids whose outcome was refused by the fence.
+    pub fenced: Vec<Uuid>,
+}
+
+/// A running job a worker still holds, for a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldJob {
+    /// The job.
+    pub id: Uuid,
+    /// The attempt being run.
+    pub attempt: i32,
+}
+
+/// Extend the leases of jobs a node is running.
+#[derive(Debug, Clone)]
+pub struct ExtendLeasesParams {
+    /// The node.
+    pub lease_owner: String,
+    /// The jobs it runs.
+    pub jobs: Vec<HeldJob>,
+    /// New lease end.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a heartbeat learned.
+#[derive(Debug, Clone, Default)]
+pub struct ExtendLeasesResult {
+    /// Jobs the node no longer holds (rescued or finished by someone else): stop them.
+    pub lost: Vec<Uuid>,
+    /// Jobs someone asked to cancel: cancel them.
+    pub cancel_requested: Vec<Uuid>,
+}
+
+/// Rescue running jobs whose worker is gone.
+#[derive(Debug, Clone)]
+pub struct RescueParams {
+    /// Nodes known dead: all their running jobs are rescued.
+    pub dead_nodes: Vec<String>,
+    /// Also rescue running jobs whose lease expired before this time (hung workers).
+    pub now: DateTime<Utc>,
+    /// Quarantine a job after this many consecutive `lost` attempts.
+    pub quarantine_after_lost: u32,
+}
+
+/// A rescued job and what became of it.
+#[derive(Debug, Clone)]
+pub struct Rescued {
+    /// The job after the rescue.
+    pub job: JobRow,
+    /// It was quarantined as a poison pill.
+    pub quarantined: bool,
+}
+
+/// Filters and paging for [`Store::list`]. Newest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListParams {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only these states (empty: all).
+    pub states: Vec<JobState>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only jobs with this tag.
+    pub tag: Option<String>,
+    /// Jobs older than this id (the previous page's `next_cursor`).
+    pub before: Option<Uuid>,
+    /// Page size (capped by the store at [`MAX_PAGE`]).
+    pub limit: usize,
+}
+
+/// The largest page [`Store::list`] returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// A page of jobs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobPage {
+    /// The jobs, newest first.
+    pub jobs: Vec<JobRow>,
+    /// Pass as `before` for the next page; `None` on the last page.
+    pub next_cursor: Option<Uuid>,
+}
+
+/// Count of jobs in one queue and state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueCount {
+    /// The queue.
+    pub queue: String,
+    /// The state.
+    pub state: JobState,
+    /// How many.
+    pub count: u64,
+}
+
+/// Cancel jobs: waiting ones become `cancelled` at once; running ones are flagged and their
+/// worker stops them.
+#[derive(Debug, Clone)]
+pub struct CancelParams {
+    /// The jobs.
+    pub ids: Vec<Uuid>,
+    /// The current time.
+    pub now: DateTime<Utc>,
+}
+
+/// Send finished (completed, cancelled, discarded) jobs back to `available`.
+#[derive(Debug, Clone)]
+pub struct RetryParams {
+    /// The jobs.
+    pub ids: Vec<Uuid>,
+    /// The current time.
+    pub now: DateTime<Utc>,
+}
+
+/// A process (or one worker inside it) that runs jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Unique per worker start.
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// Identity of the process on its host (pid namespace and start time) so a reused pid is
+    /// not mistaken for the original process.
+    pub process_key: String,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Last heartbeat.
+    pub last_seen: DateTime<Utc>,
+}
+
+/// The storage contract. See the module docs.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Bring the schema up to date. Safe to call from several processes at once.
+    async fn migrate(&self) -> Result<()>;
+
+    /// Insert jobs in one transaction. A job whose `unique_key` is already taken is not
+    /// inserted; the existing row is returned in its place. Rows come back in input order.
+    async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobRow>>;
+
+    /// Move due `scheduled`/`retryable` jobs to `available`, then claim up to `limit` available
+    /// jobs in priority → run_at → id order, in one statement.
+    async fn claim(&self, params: ClaimParams) -> Result<Vec<JobRow>>;
+
+    /// Record outcomes, fenced. See [`CompleteResult`].
+    async fn complete_many(&self, params: CompleteParams) -> Result<CompleteResult>;
+
+    /// Extend leases; report jobs lost and cancel requests.
+    async fn extend_leases(&self, params: ExtendLeasesParams) -> Result<ExtendLeasesResult>;
+
+    /// Rescue running jobs of dead nodes and expired leases: record a `lost` error, then make
+    /// them retryable now, or discard them when out of attempts or quarantined.
+    async fn rescue(&self, params: RescueParams) -> Result<Vec<Rescued>>;
+
+    /// Cancel jobs; returns the rows after the change (missing ids are left out).
+    async fn cancel(&self, params: CancelParams) -> Result<Vec<JobRow>>;
+
+    /// Retry finished jobs now; returns the rows after the change.
+    async fn retry(&self, params: RetryParams) -> Result<Vec<JobRow>>;
+
+    /// One job.
+    async fn get(&self, id: Uuid) -> Result<Option<JobRow>>;
+
+    /// A page of jobs, newest first.
+    async fn list(&self, params: ListParams) -> Result<JobPage>;
+
+    /// Counts per queue and state (states with no jobs are left out).
+    async fn queue_counts(&self) -> Result<Vec<QueueCount>>;
+
+    /// Register or refresh a node.
+    async fn register_node(&self, node: NodeInfo) -> Result<()>;
+
+    /// Record that a node is alive.
+    async fn heartbeat_node(&self, id: &str, now: DateTime<Utc>) -> Result<()>;
+
+    /// All registered nodes.
+    async fn list_nodes(&self) -> Result<Vec<NodeInfo>>;
+
+    /// Remove a node (graceful shutdown, or after its jobs were rescued).
+    async fn deregister_nodes(&self, ids: Vec<String>) -> Result<()>;
+
+    /// Woken when jobs are inserted (in this process, or by the backend's notifications), so
+    /// idle fetchers start within milliseconds instead of waiting for their poll.
+    fn wakeup(&self) -> Arc<Notify>;
+}
