@@ -4,7 +4,6 @@
 use mend::store::StoreError;
 use rusqlite::ErrorCode;
 
-use crate::BUSY_TIMEOUT;
 
 pub(crate) fn map_err(path: &str, e: rusqlite::Error) -> StoreError {
     let detail = e.to_string();
@@ -24,7 +23,6 @@ pub(crate) fn map_err(path: &str, e: rusqlite::Error) -> StoreError {
             }
             ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
                 return StoreError::Locked {
-                    waited: BUSY_TIMEOUT,
                     detail,
                 }
             }

@@ -58,12 +58,15 @@ pub struct SqliteConfig {
     /// `synchronous=FULL` for durable commits (enqueue, outcomes): survives power loss. With
     /// `false`, commits survive a process crash but not power loss. Default `true`.
     pub synchronous_full: bool,
+    /// How long to wait for another process's write lock; [`BUSY_TIMEOUT`] by default.
+    pub busy_timeout: Duration,
 }
 
 impl Default for SqliteConfig {
     fn default() -> Self {
         SqliteConfig {
             synchronous_full: true,
+            busy_timeout: BUSY_TIMEOUT,
         }
     }
 }
@@ -107,13 +110,13 @@ fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
-fn open_writer(path: &str, synchronous_full: bool) -> Result<Connection> {
+fn open_writer(path: &str, config: &SqliteConfig) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
     )
     .map_err(|e| map_err(path, e))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| map_err(path, e))?;
+    conn.busy_timeout(config.busy_timeout).map_err(|e| map_err(path, e))?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
         .map_err(|e| map_err(path, e))?;
@@ -123,20 +126,25 @@ fn open_writer(path: &str, synchronous_full: bool) -> Result<Connection> {
             detail: format!("could not switch to WAL mode (journal_mode is {mode})"),
         });
     }
-    let sync = if synchronous_full { "FULL" } else { "NORMAL" };
+    let sync = if config.synchronous_full { "FULL" } else { "NORMAL" };
     conn.execute_batch(&format!("PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF;"))
         .map_err(|e| map_err(path, e))?;
     conn.set_prepared_statement_cache_capacity(64);
-    // A write probe: a read-only file opens "successfully" and only fails on first write.
-    conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
-        .map_err(|e| map_err(path, e))?;
+    // A read-only file (or mount, or `mode=ro`) opens "successfully" and would only fail on
+    // the first write; say so now instead.
+    if conn.is_readonly(rusqlite::DatabaseName::Main).map_err(|e| map_err(path, e))? {
+        return Err(StoreError::ReadOnly {
+            path: path.to_owned(),
+            detail: "SQLite opened the file read-only".into(),
+        });
+    }
     Ok(conn)
 }
 
 fn open_reader(path: &str) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
     )
     .map_err(|e| map_err(path, e))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| map_err(path, e))?;
@@ -165,8 +173,9 @@ impl SqliteStore {
     pub async fn open_with(url: &str, config: SqliteConfig) -> Result<Self> {
         let path = parse_url(url)?;
         let p = path.clone();
+        let synchronous_full = config.synchronous_full;
         let conn = tokio::task::spawn_blocking(move || {
-            let conn = open_writer(&p, config.synchronous_full)?;
+            let conn = open_writer(&p, &config)?;
             migrate_in_tx(&conn, &p)?;
             Ok::<_, StoreError>(conn)
         })
@@ -187,7 +196,7 @@ impl SqliteStore {
                 writer: Mutex::new(tx),
                 readers: Mutex::new(Vec::new()),
                 wake: Arc::new(Notify::new()),
-                synchronous_full: config.synchronous_full,
+                synchronous_full,
             }),
         })
     }

@@ -61,12 +61,6 @@ pub(crate) fn migrate(conn: &Connection, path: &str) -> Result<()> {
     let current: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| map_err(path, e))?;
-    if current > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            found: current,
-            known: SCHEMA_VERSION,
-        });
-    }
     if current > 0 {
         // Not ours? A mend database always has mend_jobs once migrated.
         let has_jobs: bool = conn
@@ -82,6 +76,12 @@ pub(crate) fn migrate(conn: &Connection, path: &str) -> Result<()> {
                 detail: format!("user_version is {current} but there is no mend_jobs table; this file belongs to another program"),
             });
         }
+    }
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known: SCHEMA_VERSION,
+        });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         conn.execute_batch(sql).map_err(|e| map_err(path, e))?;

@@ -1,1 +1,66 @@
-//! placeholder
+//! Test support for mend backends: the store conformance suite, run by every backend through
+//! [`store_conformance!`], so the backends cannot drift apart.
+//!
+//! A backend's test file names a factory that returns a fresh, empty, migrated store (or
+//! `None` with a printed reason when the backend's server is not available, so the tests say
+//! they were skipped instead of pretending to pass):
+//!
+//! ```ignore
+//! async fn fresh() -> Option<mend_test::TestStore> { ... }
+//! mend_test::store_conformance!(fresh);
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+pub mod conformance;
+
+use std::any::Any;
+use std::sync::Arc;
+
+use mend::Store;
+
+/// A store for one test, plus whatever must live as long as it (a temp dir, a schema guard).
+pub struct TestStore {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Dropped after the test.
+    pub guard: Box<dyn Any + Send>,
+}
+
+/// Generates one `#[tokio::test]` per conformance check for a backend factory.
+#[macro_export]
+macro_rules! store_conformance {
+    ($factory:path) => {
+        $crate::store_conformance!(@tests $factory;
+            insert_and_get_round_trip,
+            insert_validation_stores_nothing,
+            unique_key_returns_the_existing_job,
+            future_run_at_is_scheduled_and_promoted_when_due,
+            claim_order_is_priority_then_run_at_then_id,
+            claim_respects_queue_kinds_and_limit,
+            concurrent_claims_never_share_a_job,
+            complete_is_fenced_by_owner_and_attempt,
+            outcomes_move_jobs_as_the_state_machine_says,
+            extend_leases_reports_lost_and_cancel_requests,
+            rescue_takes_dead_nodes_and_expired_leases_only,
+            rescue_quarantines_a_poison_pill,
+            rescue_discards_when_out_of_attempts,
+            cancel_waiting_and_running_jobs,
+            retry_finished_jobs,
+            list_filters_and_pages_without_gaps,
+            queue_counts_per_state,
+            nodes_register_heartbeat_and_deregister,
+            insert_wakes_idle_fetchers
+        );
+    };
+    (@tests $factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some(t) = $factory().await else { return };
+                $crate::conformance::$name(t.store.clone()).await;
+                drop(t);
+            }
+        )*
+    };
+}

@@ -40,10 +40,8 @@ pub enum StoreError {
         detail: String,
     },
     /// Another process holds the write lock for longer than the busy timeout.
-    #[error("the database is locked by another process for longer than {waited:?}; is a long transaction or a backup holding it? ({detail})")]
+    #[error("the database is locked by another process for longer than the busy timeout; is a long transaction or a backup holding it? ({detail})")]
     Locked {
-        /// How long we waited.
-        waited: Duration,
         /// What the driver said.
         detail: String,
     },

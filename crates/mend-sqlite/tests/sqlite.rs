@@ -1,0 +1,170 @@
+//! SQLite-specific behaviour: hot queries are index-backed, bad files give clear errors.
+
+use std::time::Duration;
+
+use mend::store::{ClaimParams, Store, StoreError};
+use mend::NewJob;
+use mend_sqlite::{SqliteConfig, SqliteStore};
+
+async fn open(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open(dir.path().join("t.db").to_str().unwrap()).await.unwrap()
+}
+
+#[tokio::test]
+async fn hot_queries_use_indexes_not_table_scans() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let claim = store
+        .explain(
+            "SELECT id FROM mend_jobs WHERE state = 'available' AND queue = ?1
+             AND (?2 IS NULL OR kind IN (SELECT value FROM json_each(?2)))
+             ORDER BY priority, run_at, id LIMIT ?3",
+        )
+        .await
+        .unwrap();
+    assert!(claim.iter().any(|l| l.contains("mend_jobs_claim")), "claim plan: {claim:?}");
+    assert!(!claim.iter().any(|l| l.contains("TEMP B-TREE")), "claim must not sort: {claim:?}");
+    let promote = store
+        .explain("SELECT id FROM mend_jobs WHERE state IN ('scheduled', 'retryable') AND run_at <= ?1 ORDER BY run_at LIMIT ?2")
+        .await
+        .unwrap();
+    assert!(promote.iter().any(|l| l.contains("mend_jobs_due")), "promote plan: {promote:?}");
+    let rescue = store
+        .explain("SELECT id FROM mend_jobs WHERE state = 'running' AND (lease_owner IN (SELECT value FROM json_each(?1)) OR lease_expires_at < ?2)")
+        .await
+        .unwrap();
+    assert!(rescue.iter().any(|l| l.contains("mend_jobs_running")), "rescue plan: {rescue:?}");
+    let fence = store
+        .explain("UPDATE mend_jobs SET state = 'completed' WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'")
+        .await
+        .unwrap();
+    assert!(fence.iter().any(|l| l.contains("PRIMARY KEY")), "completion plan: {fence:?}");
+    for plan in [&claim, &promote, &rescue, &fence] {
+        assert!(
+            !plan.iter().any(|l| l.starts_with("SCAN mend_jobs") && !l.contains("INDEX")),
+            "whole-table scan in {plan:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_file_gives_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corrupt.db");
+    std::fs::write(&path, b"this is not a database, just some bytes that pretend to be one.".repeat(100)).unwrap();
+    let err = SqliteStore::open(path.to_str().unwrap()).await.err().expect("must fail");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("corrupt") && msg.contains("backup"), "{msg}");
+    // The file is left exactly as it was.
+    assert!(std::fs::read(&path).unwrap().starts_with(b"this is not a database"));
+}
+
+#[tokio::test]
+async fn another_programs_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY); PRAGMA user_version = 3;")
+            .unwrap();
+    }
+    let err = SqliteStore::open(path.to_str().unwrap()).await.err().expect("must fail");
+    assert!(err.to_string().contains("another program"), "{err}");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let tables: i64 = c
+        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(tables, 1, "the other program's file is left alone");
+}
+
+#[tokio::test]
+async fn a_read_only_file_gives_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ro.db");
+    drop(open_at(&path).await);
+    // Remove the WAL side files so the next open must create them.
+    let mut perms = std::fs::metadata(&path).unwrap().permissions();
+    perms.set_readonly(true);
+    std::fs::set_permissions(&path, perms).unwrap();
+    let mut dperms = std::fs::metadata(dir.path()).unwrap().permissions();
+    dperms.set_readonly(true);
+    std::fs::set_permissions(dir.path(), dperms).unwrap();
+    let result = SqliteStore::open(path.to_str().unwrap()).await;
+    // Restore so the temp dir can be removed.
+    let mut dperms = std::fs::metadata(dir.path()).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    dperms.set_readonly(false);
+    std::fs::set_permissions(dir.path(), dperms).unwrap();
+    if is_root() {
+        eprintln!("SKIPPED: a_read_only_file_gives_a_clear_error runs as root, who can write read-only files; the mode=ro variant below still runs");
+        return;
+    }
+    let err = result.err().expect("opening a read-only database for writing must fail");
+    assert!(matches!(err, StoreError::ReadOnly { .. } | StoreError::Unavailable { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_read_only_open_gives_a_clear_error() {
+    // Opening read-only through SQLite's URI is what a read-only mount looks like to SQLite,
+    // and it is testable even as root.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ro.db");
+    drop(open_at(&path).await);
+    let url = format!("file:{}?mode=ro", path.display());
+    let err = SqliteStore::open(&url).await.err().expect("must fail");
+    assert!(matches!(err, StoreError::ReadOnly { .. }), "{err:?}");
+    assert!(err.to_string().contains("read-only"), "{err}");
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+async fn open_at(path: &std::path::Path) -> SqliteStore {
+    SqliteStore::open(path.to_str().unwrap()).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_locked_database_times_out_with_a_clear_error_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("locked.db");
+    let a = open_at(&path).await;
+    let rows = a.insert_many(vec![NewJob::new("k", serde_json::json!({}))]).await.unwrap();
+    let b = SqliteStore::open_with(
+        path.to_str().unwrap(),
+        SqliteConfig { busy_timeout: Duration::from_millis(200), ..Default::default() },
+    )
+    .await
+    .unwrap();
+    // Hold the write lock from a third connection for longer than b's busy timeout.
+    let holder = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch("BEGIN IMMEDIATE").unwrap();
+            std::thread::sleep(Duration::from_millis(800));
+            drop(c);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let err = b
+        .claim(ClaimParams {
+            queue: "default".into(),
+            kinds: vec![],
+            limit: 1,
+            lease_owner: "n".into(),
+            lease_duration: Duration::from_secs(30),
+            now: chrono::Utc::now(),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+    assert!(err.to_string().contains("locked by another process"), "{err}");
+    holder.join().unwrap();
+    // After the lock is gone everything works and nothing was lost.
+    let job = b.get(rows[0].id).await.unwrap().unwrap();
+    assert_eq!(job.state, mend::JobState::Available);
+}
