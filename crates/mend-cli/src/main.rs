@@ -1,1 +1,53 @@
-fn main() {}
+//! The `mend` binary. For now one subcommand, `mend bench`, so anyone can measure the engine
+//! on their own machine; `serve`, `enqueue`, `jobs`, `queues` and `migrate` come with the server.
+
+mod bench;
+
+use clap::{Parser, Subcommand};
+
+/// mend: durable background jobs that heal themselves.
+#[derive(Parser)]
+#[command(name = "mend", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure throughput and latency: enqueue N no-op jobs in batches, run them in-process,
+    /// and report jobs/s end to end, enqueue rows/s, and enqueue→start latency when idle.
+    ///
+    /// Example: mend bench --database sqlite:///tmp/bench.db --jobs 200000 --json
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -50,6 +50,18 @@ const READERS: usize = 4;
 /// Most due scheduled/retryable jobs promoted per claim; bounds one claim's transaction.
 const PROMOTE_BATCH: i64 = 10_000;
 
+/// Every write of a running job's outcome is fenced by (id, attempt, lease owner).
+macro_rules! fenced {
+    ($set:literal) => {
+        concat!("UPDATE mend_jobs SET ", $set, ", lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'")
+    };
+}
+const SQL_COMPLETED: &str = fenced!("state = 'completed', finalized_at = ?4, result = ?5");
+const SQL_RETRY: &str = fenced!("state = 'retryable', run_at = ?4, errors = json_insert(errors, '$[#]', json(?5))");
+const SQL_FINISH_WITH_ERROR: &str = fenced!("state = ?6, finalized_at = ?4, errors = json_insert(errors, '$[#]', json(?5))");
+const SQL_SNOOZE: &str = fenced!("state = ?5, run_at = ?4, attempt = attempt - 1");
+const SQL_RELEASE: &str = fenced!("state = 'available', attempt = attempt - 1, run_at = ?4");
+
 const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms";
 
 /// How the store is opened.
@@ -127,7 +139,10 @@ fn open_writer(path: &str, config: &SqliteConfig) -> Result<Connection> {
         });
     }
     let sync = if config.synchronous_full { "FULL" } else { "NORMAL" };
-    conn.execute_batch(&format!("PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF;"))
+    // temp_store=MEMORY keeps savepoint journals and sorter scratch off the disk.
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;"
+    ))
         .map_err(|e| map_err(path, e))?;
     conn.set_prepared_statement_cache_capacity(64);
     // A read-only file (or mount, or `mode=ro`) opens "successfully" and would only fail on
@@ -248,6 +263,24 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Database(format!("a read panicked: {e}")))?
+    }
+
+    /// The VDBE opcodes of a statement (diagnostics: tests check that hot writes build no
+    /// temporary tables).
+    pub async fn opcodes(&self, sql: &'static str) -> Result<Vec<String>> {
+        self.read(move |conn, path| {
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN {sql}"))
+                .map_err(|e| map_err(path, e))?;
+            let n = stmt.parameter_count();
+            let nulls: Vec<rusqlite::types::Null> = vec![rusqlite::types::Null; n];
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(1))
+                .map_err(|e| map_err(path, e))?;
+            rows.collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| map_err(path, e))
+        })
+        .await
     }
 
     /// How SQLite plans a query; used by tests that keep hot queries index-backed.
@@ -433,36 +466,68 @@ impl Store for SqliteStore {
         }
         self.write(false, move |conn, path| {
             let now = micros(p.now);
-            conn.prepare_cached(
-                "UPDATE mend_jobs SET state = 'available' WHERE id IN (
-                    SELECT id FROM mend_jobs WHERE state IN ('scheduled', 'retryable') AND run_at <= ?1
-                    ORDER BY run_at LIMIT ?2)",
-            )
-            .and_then(|mut s| s.execute(params![now, PROMOTE_BATCH]))
-            .map_err(|e| map_err(path, e))?;
+            // Promote due jobs only when there are some: the probe is one index seek, while
+            // the bounded UPDATE builds a temporary table even when nothing is due.
+            let due: bool = conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM mend_jobs WHERE (state = 'scheduled' OR state = 'retryable') AND run_at <= ?1)",
+                )
+                .and_then(|mut s| s.query_row(params![now], |r| r.get(0)))
+                .map_err(|e| map_err(path, e))?;
+            if due {
+                conn.prepare_cached(
+                    "UPDATE mend_jobs SET state = 'available' WHERE id IN (
+                        SELECT id FROM mend_jobs WHERE (state = 'scheduled' OR state = 'retryable') AND run_at <= ?1
+                        ORDER BY run_at LIMIT ?2)",
+                )
+                .and_then(|mut s| s.execute(params![now, PROMOTE_BATCH]))
+                .map_err(|e| map_err(path, e))?;
+            }
             let lease = chrono::Duration::from_std(p.lease_duration).unwrap_or(chrono::Duration::MAX);
-            let expires = micros(p.now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC));
+            let expires_at = p.now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC);
             let limit = i64::try_from(p.limit).unwrap_or(i64::MAX);
-            let kinds = if p.kinds.is_empty() {
-                None
+            // Select, then update by primary key: the writer holds the write lock, so nothing
+            // can change in between, and this avoids the temporary tables that
+            // `UPDATE .. WHERE id IN (SELECT ..) RETURNING` builds on every claim.
+            let mut jobs = if p.kinds.is_empty() {
+                query_jobs(
+                    conn,
+                    path,
+                    &format!(
+                        "SELECT {COLS} FROM mend_jobs WHERE state = 'available' AND queue = ?1
+                         ORDER BY priority, run_at, id LIMIT ?2"
+                    ),
+                    params![p.queue, limit],
+                )?
             } else {
-                Some(serde_json::to_string(&p.kinds).map_err(|e| StoreError::Database(e.to_string()))?)
+                let placeholders: Vec<String> = (0..p.kinds.len()).map(|i| format!("?{}", i + 3)).collect();
+                let sql = format!(
+                    "SELECT {COLS} FROM mend_jobs WHERE state = 'available' AND queue = ?1
+                     AND kind IN ({}) ORDER BY priority, run_at, id LIMIT ?2",
+                    placeholders.join(", ")
+                );
+                let mut args: Vec<rusqlite::types::Value> = vec![p.queue.clone().into(), limit.into()];
+                args.extend(p.kinds.iter().map(|k| rusqlite::types::Value::from(k.clone())));
+                query_jobs(conn, path, &sql, rusqlite::params_from_iter(args))?
             };
-            let mut jobs = query_jobs(
-                conn,
-                path,
-                &format!(
-                    "UPDATE mend_jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?1,
-                        lease_owner = ?2, lease_expires_at = ?3
-                     WHERE id IN (
-                        SELECT id FROM mend_jobs
-                        WHERE state = 'available' AND queue = ?4
-                          AND (?5 IS NULL OR kind IN (SELECT value FROM json_each(?5)))
-                        ORDER BY priority, run_at, id LIMIT ?6)
-                     RETURNING {COLS}"
-                ),
-                params![now, p.lease_owner, expires, p.queue, kinds, limit],
-            )?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "UPDATE mend_jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?2,
+                        lease_owner = ?3, lease_expires_at = ?4
+                     WHERE id = ?1 AND state = 'available'",
+                )
+                .map_err(|e| map_err(path, e))?;
+            let stored_now = DateTime::from_timestamp_micros(now).unwrap_or(p.now);
+            let stored_expiry = DateTime::from_timestamp_micros(micros(expires_at)).unwrap_or(expires_at);
+            for job in &mut jobs {
+                stmt.execute(params![job.id.as_bytes().as_slice(), now, p.lease_owner, micros(expires_at)])
+                    .map_err(|e| map_err(path, e))?;
+                job.state = JobState::Running;
+                job.attempt += 1;
+                job.attempted_at = Some(stored_now);
+                job.lease_owner = Some(p.lease_owner.clone());
+                job.lease_expires_at = Some(stored_expiry);
+            }
             jobs.sort_by(|a, b| (a.priority, a.run_at, a.id).cmp(&(b.priority, b.run_at, b.id)));
             Ok(jobs)
         })
@@ -477,40 +542,29 @@ impl Store for SqliteStore {
             .write(true, move |conn, path| {
                 let now = micros(p.now);
                 let mut result = CompleteResult::default();
-                let fence = "WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'";
                 for o in p.outcomes {
                     let id = o.id.as_bytes().to_vec();
                     let n = match &o.kind {
                         OutcomeKind::Completed { result } => {
                             let result = result.as_ref().map(|v| v.to_string());
-                            conn.prepare_cached(&format!(
-                                "UPDATE mend_jobs SET state = 'completed', finalized_at = ?4, result = ?5, lease_expires_at = NULL {fence}"
-                            ))
+                            conn.prepare_cached(SQL_COMPLETED)
                             .and_then(|mut s| s.execute(params![id, o.attempt, o.lease_owner, now, result]))
                         }
                         OutcomeKind::Retry { error, run_at } => conn
-                            .prepare_cached(&format!(
-                                "UPDATE mend_jobs SET state = 'retryable', run_at = ?4, errors = json_insert(errors, '$[#]', json(?5)), lease_expires_at = NULL {fence}"
-                            ))
+                            .prepare_cached(SQL_RETRY)
                             .and_then(|mut s| s.execute(params![id, o.attempt, o.lease_owner, micros(*run_at), error_json(error)])),
                         OutcomeKind::Discard { error } | OutcomeKind::Cancelled { error } => {
                             let state = if matches!(o.kind, OutcomeKind::Discard { .. }) { "discarded" } else { "cancelled" };
-                            conn.prepare_cached(&format!(
-                                "UPDATE mend_jobs SET state = ?6, finalized_at = ?4, errors = json_insert(errors, '$[#]', json(?5)), lease_expires_at = NULL {fence}"
-                            ))
+                            conn.prepare_cached(SQL_FINISH_WITH_ERROR)
                             .and_then(|mut s| s.execute(params![id, o.attempt, o.lease_owner, now, error_json(error), state]))
                         }
                         OutcomeKind::Snooze { run_at } => {
                             let state = if micros(*run_at) > now { "scheduled" } else { "available" };
-                            conn.prepare_cached(&format!(
-                                "UPDATE mend_jobs SET state = ?5, run_at = ?4, attempt = attempt - 1, lease_expires_at = NULL {fence}"
-                            ))
+                            conn.prepare_cached(SQL_SNOOZE)
                             .and_then(|mut s| s.execute(params![id, o.attempt, o.lease_owner, micros(*run_at), state]))
                         }
                         OutcomeKind::Release => conn
-                            .prepare_cached(&format!(
-                                "UPDATE mend_jobs SET state = 'available', attempt = attempt - 1, run_at = ?4, lease_expires_at = NULL {fence}"
-                            ))
+                            .prepare_cached(SQL_RELEASE)
                             .and_then(|mut s| s.execute(params![id, o.attempt, o.lease_owner, now])),
                     }
                     .map_err(|e| map_err(path, e))?;
@@ -688,7 +742,16 @@ impl Store for SqliteStore {
     async fn queue_counts(&self) -> Result<Vec<QueueCount>> {
         self.read(|conn, path| {
             let mut stmt = conn
-                .prepare_cached("SELECT queue, state, count(*) FROM mend_jobs GROUP BY queue, state ORDER BY queue, state")
+                .prepare_cached(
+                    // One branch per partial index, so every count is an index scan.
+                    "SELECT queue, 'available', count(*) FROM mend_jobs WHERE state = 'available' GROUP BY queue
+                     UNION ALL
+                     SELECT queue, state, count(*) FROM mend_jobs WHERE (state = 'scheduled' OR state = 'retryable') GROUP BY queue, state
+                     UNION ALL
+                     SELECT queue, 'running', count(*) FROM mend_jobs WHERE state = 'running' GROUP BY queue
+                     UNION ALL
+                     SELECT queue, state, count(*) FROM mend_jobs WHERE finalized_at IS NOT NULL GROUP BY queue, state",
+                )
                 .map_err(|e| map_err(path, e))?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
@@ -703,6 +766,7 @@ impl Store for SqliteStore {
                     count: u64::try_from(count).unwrap_or(0),
                 });
             }
+            out.sort_by(|a, b| (&a.queue, a.state).cmp(&(&b.queue, b.state)));
             Ok(out)
         })
         .await

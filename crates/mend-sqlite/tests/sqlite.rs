@@ -25,7 +25,7 @@ async fn hot_queries_use_indexes_not_table_scans() {
     assert!(claim.iter().any(|l| l.contains("mend_jobs_claim")), "claim plan: {claim:?}");
     assert!(!claim.iter().any(|l| l.contains("TEMP B-TREE")), "claim must not sort: {claim:?}");
     let promote = store
-        .explain("SELECT id FROM mend_jobs WHERE state IN ('scheduled', 'retryable') AND run_at <= ?1 ORDER BY run_at LIMIT ?2")
+        .explain("SELECT id FROM mend_jobs WHERE (state = 'scheduled' OR state = 'retryable') AND run_at <= ?1 ORDER BY run_at LIMIT ?2")
         .await
         .unwrap();
     assert!(promote.iter().any(|l| l.contains("mend_jobs_due")), "promote plan: {promote:?}");
@@ -44,6 +44,23 @@ async fn hot_queries_use_indexes_not_table_scans() {
             !plan.iter().any(|l| l.starts_with("SCAN mend_jobs") && !l.contains("INDEX")),
             "whole-table scan in {plan:?}"
         );
+    }
+}
+
+#[tokio::test]
+async fn hot_writes_build_no_temporary_tables() {
+    // A temporary table per INSERT/UPDATE cost ~10% of the writer's time in profiles (an IN
+    // list in a partial index's condition does that); keep them out of the hot path.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    for sql in [
+        "INSERT INTO mend_jobs (id, queue, kind, args, state, priority, max_attempts, run_at, created_at, unique_key, tags, timeout_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING",
+        "UPDATE mend_jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?2, lease_owner = ?3, lease_expires_at = ?4 WHERE id = ?1 AND state = 'available'",
+        "UPDATE mend_jobs SET state = 'completed', finalized_at = ?4, result = ?5, lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'",
+    ] {
+        let ops = store.opcodes(sql).await.unwrap();
+        assert!(!ops.iter().any(|o| o.contains("Ephemeral")), "{sql}: {ops:?}");
     }
 }
 

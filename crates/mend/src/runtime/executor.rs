@@ -2,7 +2,7 @@
 //! runs its in-memory cleanups LIFO however it ended, and hands the outcome to the completer.
 //! It never writes to the store itself.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,12 +20,14 @@ use crate::store::{Outcome, OutcomeKind};
 pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedSemaphorePermit) {
     let token = CancellationToken::new();
     let reason = Arc::new(AtomicU8::new(StopReason::None as u8));
+    let attempt_over = Arc::new(AtomicBool::new(false));
     shared.inflight().insert(
         job.id,
         InFlight {
             attempt: job.attempt,
             token: token.clone(),
             reason: reason.clone(),
+            ended: attempt_over.clone(),
         },
     );
     shared.stats.started.fetch_add(1, Ordering::Relaxed);
@@ -163,6 +165,7 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
         None => outcome,
     };
 
+    attempt_over.store(true, Ordering::Release);
     drop(permit);
     match outcome {
         Some(kind) => {

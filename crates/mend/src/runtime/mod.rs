@@ -200,6 +200,9 @@ struct InFlight {
     attempt: i32,
     token: CancellationToken,
     reason: Arc<AtomicU8>,
+    /// The attempt has ended and its outcome is waiting for the completer; it keeps its lease
+    /// (so heartbeats go on) but there is nothing left to stop.
+    ended: Arc<AtomicBool>,
 }
 
 struct Pending {
@@ -231,7 +234,7 @@ impl Shared {
     fn stop_job(&self, id: Uuid, reason: StopReason) -> bool {
         let guard = self.inflight();
         match guard.get(&id) {
-            Some(f) => {
+            Some(f) if !f.ended.load(Ordering::Acquire) => {
                 let _ = f.reason.compare_exchange(
                     StopReason::None as u8,
                     reason as u8,
@@ -241,7 +244,7 @@ impl Shared {
                 f.token.cancel();
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 }

@@ -1,0 +1,269 @@
+//! In-memory cleanups (`ctx.defer`) run last-registered first on every way an attempt can end
+//! short of the process dying, each told how it ended; a cleanup that panics (or hangs) is
+//! recorded and the others still run.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{wait_for_event, Env, Log};
+use mend::{AttemptExit, CleanupOutcome, ErrorKind, EventOutcome, JobArgs, JobContext, JobError, JobState, Registry};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+/// How the test handler ends its attempt.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+enum Ending {
+    Ok,
+    Err,
+    Panic,
+    /// Sleeps past its timeout.
+    Hang,
+    /// Waits until the test stops it (cancel, shutdown).
+    Block,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Cleanly {
+    ending: Ending,
+}
+impl JobArgs for Cleanly {
+    const KIND: &'static str = "cleanly";
+    fn configure(job: mend::NewJob) -> mend::NewJob {
+        job.with_max_attempts(1)
+    }
+}
+
+/// Registers three named defers that log `(name, exit)`, then ends as asked. Sends the job id
+/// on `started` once the defers are registered.
+fn registry(log: &Log<(String, AttemptExit)>, started: mpsc::UnboundedSender<Uuid>) -> Registry {
+    let mut registry = Registry::new();
+    let log = log.clone();
+    registry.register_fn(move |ctx: JobContext, args: Cleanly| {
+        let (log, started) = (log.clone(), started.clone());
+        async move {
+            for name in ["first", "second", "third"] {
+                let log = log.clone();
+                ctx.defer_named(name, move |exit| async move {
+                    // Cleanups may await.
+                    tokio::task::yield_now().await;
+                    log.push((name.to_owned(), exit));
+                });
+            }
+            let _ = started.send(ctx.id());
+            match args.ending {
+                Ending::Ok => Ok(()),
+                Ending::Err => Err(JobError::retry("it went wrong")),
+                Ending::Panic => panic!("it blew up"),
+                Ending::Hang => {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    Ok(())
+                }
+                Ending::Block => {
+                    std::future::pending::<()>().await;
+                    Ok(())
+                }
+            }
+        }
+    });
+    registry
+}
+
+fn assert_lifo(log: &Log<(String, AttemptExit)>, expected: &AttemptExit) {
+    let entries = log.snapshot();
+    let names: Vec<_> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["third", "second", "first"], "cleanups run last-registered first: {entries:?}");
+    for (name, exit) in &entries {
+        assert_eq!(exit, expected, "cleanup {name} was told {exit:?}");
+    }
+}
+
+async fn run_one(ending: Ending, timeout: Option<Duration>) -> (Log<(String, AttemptExit)>, mend::JobRow) {
+    let env = Env::new().await;
+    let log = Log::new();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let worker = env.worker(registry(&log, tx), 2, |_| {}).await;
+    let mut job = Cleanly { ending }.to_new_job().expect("encode args");
+    if let Some(t) = timeout {
+        job = job.with_timeout(t);
+    }
+    let id = env.insert(job).await.id;
+    let row = env.wait_for_job(id, "finished", |j| j.state.is_final()).await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    (log, row)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defers_run_lifo_on_success() {
+    let (log, job) = run_one(Ending::Ok, None).await;
+    assert_eq!(job.state, JobState::Completed);
+    assert_lifo(&log, &AttemptExit::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defers_run_lifo_on_error() {
+    let (log, job) = run_one(Ending::Err, None).await;
+    assert_eq!(job.state, JobState::Discarded);
+    assert_lifo(
+        &log,
+        &AttemptExit::Failed {
+            message: "it went wrong".into(),
+        },
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defers_run_lifo_on_panic() {
+    let (log, job) = run_one(Ending::Panic, None).await;
+    assert_eq!(job.state, JobState::Discarded);
+    assert_eq!(job.errors[0].kind, ErrorKind::Panic);
+    let entries = log.snapshot();
+    let message = match &entries.first() {
+        Some((_, AttemptExit::Panicked { message })) => message.clone(),
+        other => panic!("expected a Panicked exit, got {other:?}"),
+    };
+    assert!(message.contains("it blew up"), "{message}");
+    assert_lifo(&log, &AttemptExit::Panicked { message });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defers_run_lifo_on_timeout() {
+    let (log, job) = run_one(Ending::Hang, Some(Duration::from_millis(100))).await;
+    assert_eq!(job.state, JobState::Discarded);
+    assert_eq!(job.errors[0].kind, ErrorKind::Timeout);
+    assert_lifo(&log, &AttemptExit::TimedOut);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defers_run_lifo_on_cancel() {
+    let env = Env::new().await;
+    let log = Log::new();
+    let (tx, mut started) = mpsc::unbounded_channel();
+    let worker = env.worker(registry(&log, tx), 2, |_| {}).await;
+    let id = env.client.enqueue(&Cleanly { ending: Ending::Block }).await.unwrap().id;
+    assert_eq!(common::recv(&mut started, "the handler to start").await, id);
+
+    worker.cancel(id).await.unwrap();
+    let job = env.wait_for_state(id, JobState::Cancelled).await;
+    assert_eq!(job.errors[0].kind, ErrorKind::Cancelled);
+    assert_lifo(&log, &AttemptExit::Cancelled);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defers_run_lifo_on_shutdown_release() {
+    let env = Env::new().await;
+    let log = Log::new();
+    let (tx, mut started) = mpsc::unbounded_channel();
+    let worker = env.worker(registry(&log, tx), 2, |_| {}).await;
+    let id = env.client.enqueue(&Cleanly { ending: Ending::Block }).await.unwrap().id;
+    assert_eq!(common::recv(&mut started, "the handler to start").await, id);
+
+    let report = worker.shutdown(Duration::from_millis(100)).await;
+    assert_eq!(report.released, 1);
+    assert_lifo(&log, &AttemptExit::Shutdown);
+    assert_eq!(env.job(id).await.state, JobState::Available);
+}
+
+#[derive(Serialize, Deserialize)]
+struct Messy {
+    fail: bool,
+}
+impl JobArgs for Messy {
+    const KIND: &'static str = "messy";
+    fn configure(job: mend::NewJob) -> mend::NewJob {
+        job.with_max_attempts(1)
+    }
+}
+
+/// Three cleanups; the middle one panics.
+fn messy_registry(ran: &Log<&'static str>) -> Registry {
+    let mut registry = Registry::new();
+    let ran = ran.clone();
+    registry.register_fn(move |ctx, args: Messy| {
+        let ran = ran.clone();
+        async move {
+            let r = ran.clone();
+            ctx.defer_named("close-file", move |_| async move { r.push("close-file") });
+            ctx.defer_named("broken", |_| async move { panic!("cleanup broke") });
+            let r = ran.clone();
+            ctx.defer_named("unlock", move |_| async move { r.push("unlock") });
+            if args.fail {
+                return Err(JobError::retry("handler failed"));
+            }
+            Ok(())
+        }
+    });
+    registry
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_cleanup_is_recorded_and_the_others_still_run() {
+    let env = Env::new().await;
+    let ran = Log::new();
+    let worker = env.worker(messy_registry(&ran), 2, |_| {}).await;
+    let mut events = worker.events();
+    let id = env.client.enqueue(&Messy { fail: false }).await.unwrap().id;
+
+    let ev = wait_for_event(&mut events, id, "the attempt's outcome", |_| true).await;
+    assert_eq!(ev.outcome, EventOutcome::Completed, "a broken cleanup does not fail a successful attempt");
+    assert!(!ev.fenced);
+    let names: Vec<_> = ev.cleanups.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["unlock", "broken", "close-file"]);
+    assert_eq!(ev.cleanups[0].outcome, CleanupOutcome::Ok);
+    match &ev.cleanups[1].outcome {
+        CleanupOutcome::Panicked { message } => assert!(message.contains("cleanup broke"), "{message}"),
+        other => panic!("the panicking cleanup was reported as {other:?}"),
+    }
+    assert_eq!(ev.cleanups[2].outcome, CleanupOutcome::Ok);
+    assert_eq!(ran.snapshot(), ["unlock", "close-file"]);
+    assert_eq!(env.job(id).await.state, JobState::Completed);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_cleanup_is_named_in_the_attempts_error() {
+    let env = Env::new().await;
+    let ran = Log::new();
+    let worker = env.worker(messy_registry(&ran), 2, |_| {}).await;
+    let id = env.client.enqueue(&Messy { fail: true }).await.unwrap().id;
+
+    let job = env.wait_for_state(id, JobState::Discarded).await;
+    let message = &job.errors[0].message;
+    assert!(message.starts_with("handler failed"), "{message}");
+    assert!(message.contains("cleanups that failed: broken"), "{message}");
+    assert_eq!(ran.snapshot(), ["unlock", "close-file"]);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_cleanup_is_abandoned_after_the_cleanup_timeout() {
+    let env = Env::new().await;
+    let ran = Log::new();
+    let mut registry = Registry::new();
+    let r = ran.clone();
+    registry.register_fn(move |ctx, _: Messy| {
+        let r = r.clone();
+        async move {
+            let r2 = r.clone();
+            ctx.defer_named("runs-last", move |_| async move { r2.push("runs-last") });
+            ctx.defer_named("hangs", |_| std::future::pending::<()>());
+            Ok::<_, JobError>(())
+        }
+    });
+    let worker = env
+        .worker(registry, 2, |c| c.cleanup_timeout = Duration::from_millis(100))
+        .await;
+    let mut events = worker.events();
+    let id = env.client.enqueue(&Messy { fail: false }).await.unwrap().id;
+
+    let ev = wait_for_event(&mut events, id, "the attempt's outcome", |_| true).await;
+    assert_eq!(ev.outcome, EventOutcome::Completed);
+    assert_eq!(ev.cleanups[0].name, "hangs");
+    assert_eq!(ev.cleanups[0].outcome, CleanupOutcome::TimedOut);
+    assert!(ev.cleanups[0].duration_ms >= 100, "{:?}", ev.cleanups[0]);
+    assert_eq!(ev.cleanups[1].outcome, CleanupOutcome::Ok);
+    assert_eq!(ran.snapshot(), ["runs-last"]);
+    worker.shutdown(Duration::from_secs(5)).await;
+}

@@ -1,0 +1,259 @@
+//! Fencing: every write for a running job is checked against (id, attempt, lease owner), so a
+//! worker whose job was taken away (rescued as lost) cannot complete it any more.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::{recv, stat, wait_for_event, Env, Gate, Log};
+use mend::store::{CompleteParams, Outcome, OutcomeKind, RescueParams};
+use mend::{AttemptExit, ErrorKind, EventOutcome, JobArgs, JobContext, JobError, JobState, NewJob, Registry};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+#[derive(Serialize, Deserialize)]
+struct Held;
+impl JobArgs for Held {
+    const KIND: &'static str = "held";
+}
+
+/// Attempts up to `block_through` wait at `gate` (each needs its own opening, or a stop);
+/// later attempts complete at once. Every attempt reports `(attempt, exit)` to `exits`.
+fn registry(
+    block_through: i32,
+    gate: &Gate,
+    exits: &Log<(i32, AttemptExit)>,
+    started: mpsc::UnboundedSender<i32>,
+) -> Registry {
+    let mut registry = Registry::new();
+    let (gate, exits) = (gate.clone(), exits.clone());
+    registry.register_fn(move |ctx: JobContext, _: Held| {
+        let (gate, exits, started) = (gate.clone(), exits.clone(), started.clone());
+        async move {
+            let attempt = ctx.attempt();
+            ctx.defer(move |exit| async move { exits.push((attempt, exit)) });
+            let _ = started.send(attempt);
+            if attempt <= block_through {
+                gate.wait().await;
+            }
+            Ok::<_, JobError>(format!("done by attempt {attempt}"))
+        }
+    });
+    registry
+}
+
+async fn take_the_lease_away(env: &Env, node: &str) {
+    let rescued = env
+        .store
+        .rescue(RescueParams {
+            dead_nodes: vec![node.to_owned()],
+            now: Utc::now(),
+            quarantine_after_lost: 3,
+        })
+        .await
+        .expect("rescue");
+    assert_eq!(rescued.len(), 1, "the running job was rescued");
+    assert_eq!(rescued[0].job.state, JobState::Retryable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_lost_the_lease_cannot_complete_the_job() {
+    let env = Env::new().await;
+    let (gate, exits) = (Gate::new(), Log::new());
+    let (tx, mut started) = mpsc::unbounded_channel();
+    // One slot, so the rescued job cannot be claimed again while attempt 1 still holds it; a
+    // heartbeat too slow to notice the lost lease, so attempt 1 really tries to write.
+    let worker = env
+        .worker(registry(1, &gate, &exits, tx), 1, |c| c.heartbeat_interval = Duration::from_secs(3600))
+        .await;
+    common::wait_for_first_heartbeat(&env, &worker).await;
+    let mut events = worker.events();
+    let id = env.client.enqueue(&Held).await.unwrap().id;
+    assert_eq!(recv(&mut started, "attempt 1 to start").await, 1);
+
+    take_the_lease_away(&env, worker.node_id()).await;
+    gate.open(); // attempt 1 finishes and tries to complete the job
+
+    let ev = wait_for_event(&mut events, id, "attempt 1's outcome", |e| e.attempt == 1).await;
+    assert_eq!(ev.outcome, EventOutcome::Completed, "attempt 1 did try to complete");
+    assert!(ev.fenced, "the store refused attempt 1's completion");
+    assert!(stat(&worker.stats().fenced) >= 1);
+
+    // The job's history shows the lost attempt; the job is finished by attempt 2, not 1.
+    let job = env.wait_for_state(id, JobState::Completed).await;
+    assert_eq!(job.attempt, 2);
+    assert_eq!(job.result, Some(serde_json::json!("done by attempt 2")));
+    assert_eq!(job.errors.len(), 1);
+    assert_eq!((job.errors[0].attempt, job.errors[0].kind), (1, ErrorKind::Lost));
+    let ev = wait_for_event(&mut events, id, "attempt 2's outcome", |e| e.attempt == 2).await;
+    assert!(!ev.fenced);
+    assert_eq!(stat(&worker.stats().completed), 1, "only attempt 2's completion counts");
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_stops_an_attempt_whose_lease_was_lost() {
+    let env = Env::new().await;
+    let (gate, exits) = (Gate::new(), Log::new());
+    let (tx, mut started) = mpsc::unbounded_channel();
+    let worker = env
+        .worker(registry(1, &gate, &exits, tx), 1, |c| c.heartbeat_interval = Duration::from_millis(50))
+        .await;
+    let mut events = worker.events();
+    let id = env.client.enqueue(&Held).await.unwrap().id;
+    assert_eq!(recv(&mut started, "attempt 1 to start").await, 1);
+
+    take_the_lease_away(&env, worker.node_id()).await;
+    // The gate is never opened: only the heartbeat can end attempt 1.
+    let job = env.wait_for_state(id, JobState::Completed).await;
+    assert_eq!(job.attempt, 2);
+    assert_eq!(job.result, Some(serde_json::json!("done by attempt 2")));
+    assert_eq!(job.errors.len(), 1);
+    assert_eq!(job.errors[0].kind, ErrorKind::Lost);
+    assert_eq!(
+        exits.snapshot(),
+        [(1, AttemptExit::LeaseLost), (2, AttemptExit::Completed)],
+        "attempt 1 was stopped and its defers told the lease was lost"
+    );
+    // Attempt 1 wrote nothing: the only event is attempt 2's.
+    let ev = wait_for_event(&mut events, id, "an outcome", |_| true).await;
+    assert_eq!((ev.attempt, ev.outcome, ev.fenced), (2, EventOutcome::Completed, false));
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The same worker may claim a rescued job again while its stale attempt is still running
+/// (that is what happens after a long pause). When the stale attempt ends, the worker must still
+/// track the new one: count it in flight, and be able to cancel it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "BUG: the runtime's in-flight map is keyed by job id only; when a stale attempt of a re-claimed job ends, its removal drops the new attempt's entry (no heartbeat/lease extension, cancel and shutdown cannot reach it)"]
+async fn a_stale_attempt_ending_does_not_untrack_the_new_attempt() {
+    let env = Env::new().await;
+    let (gate, exits) = (Gate::new(), Log::new());
+    let (tx, mut started) = mpsc::unbounded_channel();
+    // Two slots so the rescued job can be claimed again while attempt 1 still runs; no
+    // heartbeat during the test, so attempt 1 is not stopped for its lost lease.
+    let worker = env
+        .worker(registry(2, &gate, &exits, tx), 2, |c| c.heartbeat_interval = Duration::from_secs(3600))
+        .await;
+    common::wait_for_first_heartbeat(&env, &worker).await;
+    let mut events = worker.events();
+    let id = env.client.enqueue(&Held).await.unwrap().id;
+    assert_eq!(recv(&mut started, "attempt 1 to start").await, 1);
+
+    take_the_lease_away(&env, worker.node_id()).await;
+    assert_eq!(recv(&mut started, "attempt 2 to start").await, 2);
+    // One opening: the gate is first-come first-served, so it lets attempt 1 through.
+    gate.open();
+    let ev = wait_for_event(&mut events, id, "an outcome", |_| true).await;
+    assert_eq!(ev.attempt, 1, "{ev:#?}");
+    assert!(ev.fenced, "attempt 1's completion is refused");
+
+    // Attempt 2 is still running and still ours.
+    let job = env.job(id).await;
+    assert_eq!((job.state, job.attempt), (JobState::Running, 2));
+    assert_eq!(worker.in_flight(), 1, "the worker still tracks attempt 2");
+    worker.cancel(id).await.unwrap();
+    let job = env.wait_for_job(id, "cancelled", |j| j.state.is_final()).await;
+    assert_eq!(job.state, JobState::Cancelled);
+    assert_eq!(exits.snapshot(), [(1, AttemptExit::Completed), (2, AttemptExit::Cancelled)]);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_many_fences_wrong_owner_and_wrong_attempt() {
+    let env = Env::new().await;
+    let ids: Vec<Uuid> = env
+        .client
+        .insert_many((0..3).map(|_| NewJob::new("held", serde_json::json!(null))).collect())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    let claimed = env.claim_as("node-a", Duration::from_secs(60)).await;
+    assert_eq!(claimed.len(), 3);
+    assert!(claimed.iter().all(|j| j.attempt == 1 && j.lease_owner.as_deref() == Some("node-a")));
+
+    let outcome = |id: Uuid, attempt: i32, owner: &str| Outcome {
+        id,
+        attempt,
+        lease_owner: owner.to_owned(),
+        kind: OutcomeKind::Completed {
+            result: Some(serde_json::json!("x")),
+        },
+    };
+    let result = env
+        .store
+        .complete_many(CompleteParams {
+            outcomes: vec![
+                outcome(ids[0], 1, "node-b"), // wrong owner
+                outcome(ids[1], 2, "node-a"), // wrong attempt
+                outcome(ids[2], 1, "node-a"), // right
+            ],
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(result.fenced, [ids[0], ids[1]]);
+    assert_eq!(result.applied, [ids[2]]);
+    for id in &ids[..2] {
+        let job = env.job(*id).await;
+        assert_eq!(job.state, JobState::Running, "a fenced write changes nothing");
+        assert_eq!(job.result, None);
+    }
+    assert_eq!(env.job(ids[2]).await.state, JobState::Completed);
+
+    // Every outcome kind is fenced the same way, and so is a write for a finished job.
+    let error = mend::AttemptError {
+        attempt: 1,
+        kind: ErrorKind::Error,
+        message: "nope".into(),
+        at: Utc::now(),
+    };
+    let kinds = [
+        OutcomeKind::Retry { error: error.clone(), run_at: Utc::now() },
+        OutcomeKind::Discard { error: error.clone() },
+        OutcomeKind::Cancelled { error },
+        OutcomeKind::Snooze { run_at: Utc::now() },
+        OutcomeKind::Release,
+    ];
+    for kind in kinds {
+        let stale = vec![
+            Outcome { kind: kind.clone(), ..outcome(ids[0], 1, "node-b") },
+            Outcome { kind: kind.clone(), ..outcome(ids[1], 0, "node-a") },
+            Outcome { kind: kind.clone(), ..outcome(ids[2], 1, "node-a") }, // already completed
+        ];
+        let r = env
+            .store
+            .complete_many(CompleteParams { outcomes: stale, now: Utc::now() })
+            .await
+            .unwrap();
+        assert!(r.applied.is_empty(), "{kind:?} was applied despite the fence: {:?}", r.applied);
+        assert_eq!(r.fenced.len(), 3);
+    }
+    for (id, state) in [(ids[0], JobState::Running), (ids[1], JobState::Running), (ids[2], JobState::Completed)] {
+        let job = env.job(id).await;
+        assert_eq!(job.state, state);
+        assert_eq!(job.attempt, 1);
+        assert!(job.errors.is_empty());
+    }
+
+    // After a rescue, the old owner's write is refused even with the right attempt.
+    let rescued = env
+        .store
+        .rescue(RescueParams { dead_nodes: vec!["node-a".into()], now: Utc::now(), quarantine_after_lost: 3 })
+        .await
+        .unwrap();
+    assert_eq!(rescued.len(), 2);
+    let r = env
+        .store
+        .complete_many(CompleteParams { outcomes: vec![outcome(ids[0], 1, "node-a")], now: Utc::now() })
+        .await
+        .unwrap();
+    assert_eq!(r.fenced, [ids[0]]);
+    let job = env.job(ids[0]).await;
+    assert_eq!(job.state, JobState::Retryable);
+    assert_eq!(job.errors[0].kind, ErrorKind::Lost);
+}

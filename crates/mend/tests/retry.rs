@@ -1,0 +1,223 @@
+//! Retries: failed attempts are recorded in order and retried after the policy's delay; the
+//! attempt limit discards; fatal errors discard at once; snoozes do not use attempts; an
+//! explicit `retry_after` wins over the policy.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{stat, Env, Log};
+use mend::{ErrorKind, FixedDelay, Handler, JobArgs, JobContext, JobError, JobState, NewJob, Registry, RetryPolicy};
+use serde::{Deserialize, Serialize};
+
+/// Fails the first `fail` attempts, then returns the attempt number.
+#[derive(Serialize, Deserialize)]
+struct Flaky {
+    fail: i32,
+}
+impl JobArgs for Flaky {
+    const KIND: &'static str = "flaky";
+}
+
+struct FlakyHandler {
+    delay: Duration,
+}
+impl Handler for FlakyHandler {
+    type Args = Flaky;
+    type Output = i32;
+    async fn run(&self, ctx: JobContext, args: Flaky) -> Result<i32, JobError> {
+        if ctx.attempt() <= args.fail {
+            return Err(JobError::retry(format!("fail #{}", ctx.attempt())));
+        }
+        Ok(ctx.attempt())
+    }
+    fn retry_policy(&self) -> Option<Arc<dyn RetryPolicy>> {
+        Some(Arc::new(FixedDelay(self.delay)))
+    }
+}
+
+/// The worker's own default policy in these tests: so long that a job retried by it would
+/// never finish within a test, which proves the handler's policy (or `retry_after`) was used.
+fn slow_default(c: &mut mend::WorkerConfig) {
+    c.retry_policy = Arc::new(FixedDelay(Duration::from_secs(3600)));
+}
+
+fn flaky_registry(delay: Duration) -> Registry {
+    let mut registry = Registry::new();
+    registry.register(FlakyHandler { delay });
+    registry
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_n_times_then_completes_with_errors_in_order() {
+    let env = Env::new().await;
+    let worker = env.worker(flaky_registry(Duration::from_millis(10)), 2, slow_default).await;
+    let id = env.client.enqueue(&Flaky { fail: 3 }).await.unwrap().id;
+
+    let job = env.wait_for_state(id, JobState::Completed).await;
+    assert_eq!(job.attempt, 4, "completed on attempt N+1");
+    assert_eq!(job.result, Some(serde_json::json!(4)), "the handler's output is stored");
+    assert_eq!(job.errors.len(), 3, "one error per failed attempt: {:#?}", job.errors);
+    for (i, e) in job.errors.iter().enumerate() {
+        let n = i as i32 + 1;
+        assert_eq!(e.attempt, n, "errors are recorded in attempt order");
+        assert_eq!(e.kind, ErrorKind::Error);
+        assert_eq!(e.message, format!("fail #{n}"));
+    }
+    assert!(
+        job.errors.windows(2).all(|w| w[0].at < w[1].at),
+        "error times increase: {:#?}",
+        job.errors
+    );
+    assert!(job.finalized_at.is_some());
+    worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(stat(&worker.stats().retried), 3);
+    assert_eq!(stat(&worker.stats().completed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_waits_for_the_handlers_policy_delay() {
+    let env = Env::new().await;
+    let delay = Duration::from_millis(300);
+    let worker = env.worker(flaky_registry(delay), 2, slow_default).await;
+    let id = env.client.enqueue(&Flaky { fail: 1 }).await.unwrap().id;
+
+    let job = env.wait_for_state(id, JobState::Completed).await;
+    assert_eq!(job.attempt, 2);
+    let failed_at = job.errors[0].at;
+    let second_started = job.attempted_at.expect("attempted_at is set");
+    // The store keeps run_at/attempted_at in microseconds while the error time keeps
+    // nanoseconds, so allow the sub-microsecond truncation and nothing more.
+    let earliest = failed_at + chrono::Duration::from_std(delay).unwrap() - chrono::Duration::microseconds(1);
+    assert!(
+        second_started >= earliest,
+        "attempt 2 started at {second_started}, before the failure at {failed_at} + {delay:?}"
+    );
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reaching_max_attempts_discards() {
+    let env = Env::new().await;
+    let worker = env.worker(flaky_registry(Duration::from_millis(10)), 2, slow_default).await;
+    let job = Flaky { fail: 100 }.to_new_job().unwrap().with_max_attempts(3);
+    let id = env.insert(job).await.id;
+
+    let job = env.wait_for_state(id, JobState::Discarded).await;
+    assert_eq!(job.attempt, 3, "ran exactly max_attempts times");
+    let attempts: Vec<_> = job.errors.iter().map(|e| (e.attempt, e.kind)).collect();
+    assert_eq!(attempts, [(1, ErrorKind::Error), (2, ErrorKind::Error), (3, ErrorKind::Error)]);
+    assert_eq!(job.errors[2].message, "fail #3");
+    assert!(job.finalized_at.is_some());
+    worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(stat(&worker.stats().discarded), 1);
+}
+
+#[derive(Serialize, Deserialize)]
+struct Doomed;
+impl JobArgs for Doomed {
+    const KIND: &'static str = "doomed";
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fatal_error_discards_after_one_attempt() {
+    let env = Env::new().await;
+    let calls = Log::new();
+    let mut registry = Registry::new();
+    let c = calls.clone();
+    registry.register_fn(move |ctx, _: Doomed| {
+        let c = c.clone();
+        async move {
+            c.push(ctx.attempt());
+            Err::<(), _>(JobError::fatal("the account was deleted"))
+        }
+    });
+    let worker = env.worker(registry, 2, slow_default).await;
+    let id = env.client.enqueue(&Doomed).await.unwrap().id;
+
+    let job = env.wait_for_state(id, JobState::Discarded).await;
+    assert_eq!(job.attempt, 1);
+    assert_eq!(job.max_attempts, mend::job::DEFAULT_MAX_ATTEMPTS, "attempts were left, yet no retry");
+    assert_eq!(job.errors.len(), 1);
+    assert_eq!(job.errors[0].kind, ErrorKind::Error);
+    assert!(job.errors[0].message.contains("the account was deleted"), "{}", job.errors[0].message);
+    assert_eq!(calls.snapshot(), [1]);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+#[derive(Serialize, Deserialize)]
+struct Sleepy {
+    snoozes: usize,
+}
+impl JobArgs for Sleepy {
+    const KIND: &'static str = "sleepy";
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snooze_runs_again_without_using_an_attempt() {
+    let env = Env::new().await;
+    let seen = Log::new();
+    let mut registry = Registry::new();
+    let s = seen.clone();
+    registry.register_fn(move |ctx, args: Sleepy| {
+        let s = s.clone();
+        async move {
+            s.push(ctx.attempt());
+            if s.len() <= args.snoozes {
+                return Err(JobError::snooze(Duration::from_millis(30)));
+            }
+            Ok(())
+        }
+    });
+    let worker = env.worker(registry, 2, slow_default).await;
+    let job = Sleepy { snoozes: 2 }.to_new_job().unwrap().with_max_attempts(1);
+    let id = env.insert(job).await.id;
+
+    let job = env.wait_for_state(id, JobState::Completed).await;
+    assert_eq!(seen.snapshot(), [1, 1, 1], "ran three times, each as attempt 1");
+    assert_eq!(job.attempt, 1, "snoozes are not counted as attempts");
+    assert!(job.errors.is_empty(), "a snooze is not an error: {:#?}", job.errors);
+    worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(stat(&worker.stats().snoozed), 2);
+}
+
+#[derive(Serialize, Deserialize)]
+struct RateLimited;
+impl JobArgs for RateLimited {
+    const KIND: &'static str = "rate_limited";
+}
+
+struct RateLimitedHandler;
+impl Handler for RateLimitedHandler {
+    type Args = RateLimited;
+    type Output = ();
+    async fn run(&self, ctx: JobContext, _: RateLimited) -> Result<(), JobError> {
+        if ctx.attempt() == 1 {
+            return Err(JobError::retry_after("429 Too Many Requests", Duration::from_millis(200)));
+        }
+        Ok(())
+    }
+    fn retry_policy(&self) -> Option<Arc<dyn RetryPolicy>> {
+        // Far longer than the test may take: only `retry_after` can bring the job back in time.
+        Some(Arc::new(FixedDelay(Duration::from_secs(3600))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_overrides_the_policy() {
+    let env = Env::new().await;
+    let mut registry = Registry::new();
+    registry.register(RateLimitedHandler);
+    let worker = env.worker(registry, 2, slow_default).await;
+    let id = env.insert(NewJob::new(RateLimited::KIND, serde_json::json!(null))).await.id;
+
+    let job = env.wait_for_state(id, JobState::Completed).await;
+    assert_eq!(job.attempt, 2);
+    assert_eq!(job.errors.len(), 1);
+    assert_eq!(job.errors[0].message, "429 Too Many Requests");
+    let earliest = job.errors[0].at + chrono::Duration::milliseconds(200) - chrono::Duration::microseconds(1);
+    let started = job.attempted_at.unwrap();
+    assert!(started >= earliest, "attempt 2 started at {started}, before the retry_after delay passed ({earliest})");
+    worker.shutdown(Duration::from_secs(5)).await;
+}
