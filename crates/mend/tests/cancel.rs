@@ -198,3 +198,51 @@ async fn a_cooperative_handler_that_returns_on_cancel_still_ends_cancelled() {
     assert_eq!(probe.exits.snapshot(), [AttemptExit::Cancelled]);
     worker.shutdown(Duration::from_secs(5)).await;
 }
+
+#[derive(Serialize, Deserialize)]
+struct FailsOnce;
+impl JobArgs for FailsOnce {
+    const KIND: &'static str = "fails_once";
+}
+
+/// A person cancels a running job; before the worker hears of it, the attempt fails and the
+/// job would be retried. The cancel must still win: the job ends `cancelled` and its handler
+/// does not run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "BUG: a cancel request that lands while the attempt then fails is lost: the Retry outcome ignores cancel_requested, and the next claim runs the handler (biased select) before the pending cancel stops it, so the job completes"]
+async fn a_cancel_requested_during_an_attempt_that_then_fails_is_not_lost() {
+    let env = Env::new().await;
+    let gate = common::Gate::new();
+    let runs = Log::new();
+    let (tx, mut started) = mpsc::unbounded_channel();
+    let mut registry = Registry::new();
+    let (g, r) = (gate.clone(), runs.clone());
+    registry.register_fn(move |ctx: JobContext, _: FailsOnce| {
+        let (g, r, tx) = (g.clone(), r.clone(), tx.clone());
+        async move {
+            r.push(ctx.attempt());
+            if ctx.attempt() == 1 {
+                let _ = tx.send(ctx.id());
+                g.wait().await;
+                return Err(JobError::retry_after("flaky downstream", Duration::ZERO));
+            }
+            Ok(())
+        }
+    });
+    // No heartbeat during the test: the cancel request is not picked up while attempt 1 runs.
+    let worker = env
+        .worker(registry, 2, |c| c.heartbeat_interval = Duration::from_secs(3600))
+        .await;
+    common::wait_for_first_heartbeat(&env, &worker).await;
+    let id = env.client.enqueue(&FailsOnce).await.unwrap().id;
+    assert_eq!(recv(&mut started, "attempt 1 to start").await, id);
+
+    let other = mend::Client::new(env.reopen().await);
+    assert!(other.cancel(id).await.unwrap().expect("the job exists").cancel_requested);
+    gate.open(); // attempt 1 fails
+
+    let job = env.wait_for_job(id, "finished", |j| j.state.is_final()).await;
+    assert_eq!(job.state, JobState::Cancelled, "the cancel was lost; errors: {:#?}", job.errors);
+    assert_eq!(runs.snapshot(), [1], "the handler ran again after the job was cancelled");
+    worker.shutdown(Duration::from_secs(5)).await;
+}

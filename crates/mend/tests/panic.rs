@@ -109,3 +109,47 @@ async fn panicking_handler_still_runs_its_defers_and_reports_the_panic_to_them()
     }
     worker.shutdown(Duration::from_secs(5)).await;
 }
+
+#[derive(Serialize, Deserialize)]
+struct EagerBoom;
+impl JobArgs for EagerBoom {
+    const KIND: &'static str = "eager_boom";
+    fn configure(job: mend::NewJob) -> mend::NewJob {
+        job.with_max_attempts(1)
+    }
+}
+
+struct EagerBoomHandler;
+impl mend::Handler for EagerBoomHandler {
+    type Args = EagerBoom;
+    type Output = ();
+    // Not an `async fn`: the panic happens while the handler's future is being built, before
+    // it is ever polled.
+    #[allow(clippy::manual_async_fn)]
+    fn run(&self, _ctx: mend::JobContext, _: EagerBoom) -> impl std::future::Future<Output = Result<(), JobError>> + Send {
+        panic!("panicked before returning a future");
+        #[allow(unreachable_code)]
+        async {
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_while_building_the_handler_future_is_caught_too() {
+    let env = Env::new().await;
+    let mut registry = registry();
+    registry.register(EagerBoomHandler);
+    let worker = env.worker(registry, 1, |_| {}).await;
+    let id = env.client.enqueue(&EagerBoom).await.unwrap().id;
+
+    let job = env.wait_for_state(id, JobState::Discarded).await;
+    assert_eq!(job.errors[0].kind, ErrorKind::Panic);
+    assert!(job.errors[0].message.contains("panicked before returning a future"), "{}", job.errors[0].message);
+    assert!(job.errors[0].message.contains("tests/panic.rs:"), "{}", job.errors[0].message);
+    let fine = env.client.enqueue(&Fine { n: 21 }).await.unwrap().id;
+    let job = env.wait_for_state(fine, JobState::Completed).await;
+    assert_eq!(job.result, Some(serde_json::json!(42)));
+    worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(stat(&worker.stats().panics), 1);
+}

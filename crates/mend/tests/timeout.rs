@@ -151,3 +151,40 @@ async fn a_timed_out_job_with_attempts_left_is_retried() {
     assert_eq!(exits.snapshot(), [AttemptExit::TimedOut, AttemptExit::Completed]);
     worker.shutdown(Duration::from_secs(5)).await;
 }
+
+/// `JobContext::cancellation_token` promises that work the handler spawns on a child token
+/// stops with the attempt. A timed-out attempt has stopped (its future was dropped, and the job
+/// may already be retried elsewhere), so the token must fire then too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "BUG: the attempt's cancellation token is not cancelled when the attempt times out, so work spawned on a child token keeps running after the attempt ended"]
+async fn a_timed_out_attempt_fires_its_cancellation_token() {
+    let env = Env::new().await;
+    let fired = Log::new();
+    let mut registry = Registry::new();
+    let f = fired.clone();
+    registry.register_raw("spawner", Some(Duration::from_millis(100)), move |ctx, _args| {
+        let f = f.clone();
+        async move {
+            let child = ctx.cancellation_token().child_token();
+            let id = ctx.id();
+            tokio::spawn(async move {
+                child.cancelled().await;
+                f.push(id);
+            });
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(None)
+        }
+    });
+    let worker = env.worker(registry, 2, |_| {}).await;
+    let id = env
+        .insert(mend::NewJob::new("spawner", serde_json::json!({})).with_max_attempts(1))
+        .await
+        .id;
+    let job = env.wait_for_state(id, JobState::Discarded).await;
+    assert_eq!(job.errors[0].kind, ErrorKind::Timeout);
+    common::wait_until("the timed-out attempt's token fires", Duration::from_secs(3), || async {
+        fired.snapshot() == [id]
+    })
+    .await;
+    worker.shutdown(Duration::from_secs(5)).await;
+}

@@ -1,0 +1,90 @@
+//! A worker process for crash and signal tests: runs the `work` kind against a SQLite file and
+//! writes what happened to a ledger file, so a test can SIGKILL or SIGTERM it and check the
+//! store and the ledger afterwards.
+//!
+//! `mend-test-worker DB LEDGER [--concurrency N] [--drain-ms N] [--rescue-ms N] [--heartbeat-ms N]`
+//!
+//! Prints `ready <node id>` on stdout once it is claiming.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mend::{AttemptExit, JobArgs, JobError, Registry, Worker};
+use serde::{Deserialize, Serialize};
+
+/// Sleep `first_ms` on the first attempt and `then_ms` on later ones, then record `done`.
+#[derive(Serialize, Deserialize)]
+struct Work {
+    first_ms: u64,
+    then_ms: u64,
+}
+impl JobArgs for Work {
+    const KIND: &'static str = "work";
+}
+
+fn append(path: &str, line: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("ledger opens");
+    // One write per line: O_APPEND keeps concurrent writers from interleaving.
+    f.write_all(format!("{line}\n").as_bytes()).expect("ledger write");
+}
+
+fn flag(args: &[String], name: &str, default: u64) -> u64 {
+    args.windows(2)
+        .find(|w| w[0] == name)
+        .map(|w| w[1].parse().expect("numeric flag"))
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .init();
+    let args: Vec<String> = std::env::args().collect();
+    let db = args.get(1).expect("usage: mend-test-worker DB LEDGER").clone();
+    let ledger: Arc<str> = args.get(2).expect("usage: mend-test-worker DB LEDGER").as_str().into();
+    let concurrency = flag(&args, "--concurrency", 4) as usize;
+    let drain = Duration::from_millis(flag(&args, "--drain-ms", 5000));
+    let rescue = Duration::from_millis(flag(&args, "--rescue-ms", 5000));
+    let heartbeat = Duration::from_millis(flag(&args, "--heartbeat-ms", 1000));
+
+    let store = Arc::new(mend_sqlite::SqliteStore::open(&db).await.expect("open db"));
+    let mut registry = Registry::new();
+    let l = ledger.clone();
+    registry.register_fn(move |ctx, w: Work| {
+        let ledger = l.clone();
+        async move {
+            let (id, attempt) = (ctx.id(), ctx.attempt());
+            let cleanup_ledger = ledger.clone();
+            ctx.defer(move |exit: AttemptExit| async move {
+                append(&cleanup_ledger, &format!("cleanup {id} {attempt} {exit:?}"));
+            });
+            append(&ledger, &format!("start {id} {attempt}"));
+            let ms = if attempt == 1 { w.first_ms } else { w.then_ms };
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            append(&ledger, &format!("done {id} {attempt}"));
+            Ok::<_, JobError>(())
+        }
+    });
+    let handle = Worker::builder(store)
+        .registry(registry)
+        .queue("default", concurrency)
+        .configure(|c| {
+            c.rescue_interval = rescue;
+            c.heartbeat_interval = heartbeat;
+            c.poll_interval = Duration::from_millis(20);
+        })
+        .build()
+        .start()
+        .await
+        .expect("worker starts");
+    println!("ready {}", handle.node_id());
+    let report = handle.run_until_signal(drain).await;
+    append(&ledger, &format!("exit drained={} released={}", report.drained, report.released));
+}

@@ -1,0 +1,125 @@
+//! Helpers for the process tests: spawn the test worker, wait on the store, read the ledger.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mend::store::{ListParams, Store};
+use mend::{JobRow, JobState, NewJob};
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub ledger: PathBuf,
+    pub store: Arc<dyn Store>,
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("jobs.db");
+        let ledger = dir.path().join("ledger.txt");
+        std::fs::write(&ledger, "").unwrap();
+        let store: Arc<dyn Store> = Arc::new(mend_sqlite::SqliteStore::open(db.to_str().unwrap()).await.unwrap());
+        Env { dir, db, ledger, store }
+    }
+
+    pub async fn enqueue(&self, n: usize, first_ms: u64, then_ms: u64) -> Vec<JobRow> {
+        let jobs = (0..n)
+            .map(|_| NewJob::new("work", serde_json::json!({"first_ms": first_ms, "then_ms": then_ms})))
+            .collect();
+        self.store.insert_many(jobs).await.unwrap()
+    }
+
+    /// Starts a worker process and waits for it to say it is ready.
+    pub fn spawn(&self, extra: &[&str]) -> Child {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mend-test-worker"))
+            .arg(&self.db)
+            .arg(&self.ledger)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.starts_with("ready"), "worker did not start: {line:?}");
+        child
+    }
+
+    pub async fn jobs(&self) -> Vec<JobRow> {
+        self.store
+            .list(ListParams { limit: 1000, ..Default::default() })
+            .await
+            .unwrap()
+            .jobs
+    }
+
+    pub async fn count(&self, state: JobState) -> usize {
+        self.jobs().await.iter().filter(|j| j.state == state).count()
+    }
+
+    /// Polls until `f` holds for the jobs, or panics after `limit` with the jobs' states.
+    pub async fn wait_for(&self, what: &str, limit: Duration, f: impl Fn(&[JobRow]) -> bool) -> Vec<JobRow> {
+        let start = Instant::now();
+        loop {
+            let jobs = self.jobs().await;
+            if f(&jobs) {
+                return jobs;
+            }
+            if start.elapsed() > limit {
+                let states: Vec<_> = jobs.iter().map(|j| (j.state, j.attempt)).collect();
+                panic!("timed out after {limit:?} waiting for {what}; jobs: {states:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls the ledger until `n` lines start with `prefix`.
+    pub async fn wait_ledger(&self, prefix: &str, n: usize, limit: Duration) {
+        let start = Instant::now();
+        while self.ledger().iter().filter(|l| l.starts_with(prefix)).count() < n {
+            if start.elapsed() > limit {
+                panic!("timed out waiting for {n} ledger lines starting with {prefix:?}: {:?}", self.ledger());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn ledger(&self) -> Vec<String> {
+        read_lines(&self.ledger)
+    }
+
+    pub fn ledger_count(&self, prefix: &str, id: uuid::Uuid) -> usize {
+        let p = format!("{prefix} {id}");
+        self.ledger().iter().filter(|l| l.starts_with(&p)).count()
+    }
+}
+
+pub fn read_lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p).unwrap().lines().map(str::to_owned).collect()
+}
+
+pub fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap();
+    assert!(status.success(), "kill -{sig} failed");
+}
+
+/// Waits for the child to exit, up to `limit`; returns its exit code and how long it took.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> (Option<i32>, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.code(), start.elapsed());
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("worker process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
