@@ -21,7 +21,11 @@ use tokio::sync::mpsc;
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Database URL (sqlite://PATH). Jobs go to a fresh queue, so an existing database is fine.
-    #[arg(long, env = "MEND_DATABASE_URL", default_value = "sqlite://mend-bench.db")]
+    #[arg(
+        long,
+        env = "MEND_DATABASE_URL",
+        default_value = "sqlite://mend-bench.db"
+    )]
     database: String,
     /// Jobs to run end to end.
     #[arg(long, default_value_t = 100_000)]
@@ -135,7 +139,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             break;
         }
         if started.elapsed() > deadline {
-            bail!("only {done} of {} jobs completed after {deadline:?}; something is stuck", args.jobs);
+            bail!(
+                "only {done} of {} jobs completed after {deadline:?}; something is stuck",
+                args.jobs
+            );
         }
         if producer.is_finished() && stats.started.load(Ordering::Relaxed) == 0 {
             // The producer failed before anything ran; surface its error below.
@@ -144,7 +151,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed();
-    let enqueue_time = producer.await.context("the producer task panicked")?.context("enqueueing failed")?;
+    let enqueue_time = producer
+        .await
+        .context("the producer task panicked")?
+        .context("enqueueing failed")?;
     progress.finish();
 
     // Phase 2: idle latency, one job at a time.
@@ -152,7 +162,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for _ in 0..args.latency_samples {
         let t0 = Instant::now();
         store
-            .insert_many(vec![NewJob::new(PING, serde_json::Value::Null).with_queue(queue.clone())])
+            .insert_many(vec![
+                NewJob::new(PING, serde_json::Value::Null).with_queue(queue.clone())
+            ])
             .await?;
         let t1 = tokio::time::timeout(Duration::from_secs(10), ping_rx.recv())
             .await
@@ -165,7 +177,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Wait for the last outcomes to be written, then verify from the store itself.
     let wait_until = Instant::now() + Duration::from_secs(30);
     loop {
-        if stats.completed.load(Ordering::Relaxed) as usize >= expected_total || Instant::now() > wait_until {
+        if stats.completed.load(Ordering::Relaxed) as usize >= expected_total
+            || Instant::now() > wait_until
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -207,11 +221,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("mend bench — {} (synchronous={})", report.database, report.synchronous);
-        println!("  jobs end to end     {:>12}  in {:.2} s", report.jobs, report.elapsed_sec);
-        println!("  throughput          {:>12.0}  jobs/s (enqueue → run → complete)", report.jobs_per_sec);
-        println!("  enqueue             {:>12.0}  rows/s (batches of {}, while the worker ran)", report.enqueue_per_sec, report.batch);
-        println!("  enqueue→start p50   {:>12.3}  ms ({} samples, idle)", report.latency_p50_ms, report.latency_samples);
+        println!(
+            "mend bench — {} (synchronous={})",
+            report.database, report.synchronous
+        );
+        println!(
+            "  jobs end to end     {:>12}  in {:.2} s",
+            report.jobs, report.elapsed_sec
+        );
+        println!(
+            "  throughput          {:>12.0}  jobs/s (enqueue → run → complete)",
+            report.jobs_per_sec
+        );
+        println!(
+            "  enqueue             {:>12.0}  rows/s (batches of {}, while the worker ran)",
+            report.enqueue_per_sec, report.batch
+        );
+        println!(
+            "  enqueue→start p50   {:>12.3}  ms ({} samples, idle)",
+            report.latency_p50_ms, report.latency_samples
+        );
         println!("  enqueue→start p99   {:>12.3}  ms", report.latency_p99_ms);
         println!("  verified: all {expected_total} jobs completed");
     }

@@ -1,9 +1,7 @@
 //! Turns SQLite errors into [`StoreError`]s that say what a person can do.
 
-
 use mend::store::StoreError;
 use rusqlite::ErrorCode;
-
 
 pub(crate) fn map_err(path: &str, e: rusqlite::Error) -> StoreError {
     let detail = e.to_string();
@@ -22,11 +20,11 @@ pub(crate) fn map_err(path: &str, e: rusqlite::Error) -> StoreError {
                 }
             }
             ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
-                return StoreError::Locked {
-                    detail,
-                }
+                return StoreError::Locked { detail }
             }
-            ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::SystemIoFailure
+            ErrorCode::CannotOpen
+            | ErrorCode::PermissionDenied
+            | ErrorCode::SystemIoFailure
             | ErrorCode::DiskFull => {
                 return StoreError::Unavailable {
                     target: path.to_owned(),
@@ -49,4 +47,3 @@ pub(crate) fn decode(id: &[u8], column: &'static str, detail: impl ToString) -> 
         detail: detail.to_string(),
     }
 }
-

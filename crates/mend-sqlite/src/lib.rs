@@ -57,8 +57,10 @@ macro_rules! fenced {
     };
 }
 const SQL_COMPLETED: &str = fenced!("state = 'completed', finalized_at = ?4, result = ?5");
-const SQL_RETRY: &str = fenced!("state = 'retryable', run_at = ?4, errors = json_insert(errors, '$[#]', json(?5))");
-const SQL_FINISH_WITH_ERROR: &str = fenced!("state = ?6, finalized_at = ?4, errors = json_insert(errors, '$[#]', json(?5))");
+const SQL_RETRY: &str =
+    fenced!("state = 'retryable', run_at = ?4, errors = json_insert(errors, '$[#]', json(?5))");
+const SQL_FINISH_WITH_ERROR: &str =
+    fenced!("state = ?6, finalized_at = ?4, errors = json_insert(errors, '$[#]', json(?5))");
 const SQL_SNOOZE: &str = fenced!("state = ?5, run_at = ?4, attempt = attempt - 1");
 const SQL_RELEASE: &str = fenced!("state = 'available', attempt = attempt - 1, run_at = ?4");
 
@@ -125,10 +127,14 @@ fn micros(t: DateTime<Utc>) -> i64 {
 fn open_writer(path: &str, config: &SqliteConfig) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
     )
     .map_err(|e| map_err(path, e))?;
-    conn.busy_timeout(config.busy_timeout).map_err(|e| map_err(path, e))?;
+    conn.busy_timeout(config.busy_timeout)
+        .map_err(|e| map_err(path, e))?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
         .map_err(|e| map_err(path, e))?;
@@ -138,16 +144,23 @@ fn open_writer(path: &str, config: &SqliteConfig) -> Result<Connection> {
             detail: format!("could not switch to WAL mode (journal_mode is {mode})"),
         });
     }
-    let sync = if config.synchronous_full { "FULL" } else { "NORMAL" };
+    let sync = if config.synchronous_full {
+        "FULL"
+    } else {
+        "NORMAL"
+    };
     // temp_store=MEMORY keeps savepoint journals and sorter scratch off the disk.
     conn.execute_batch(&format!(
         "PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;"
     ))
-        .map_err(|e| map_err(path, e))?;
+    .map_err(|e| map_err(path, e))?;
     conn.set_prepared_statement_cache_capacity(64);
     // A read-only file (or mount, or `mode=ro`) opens "successfully" and would only fail on
     // the first write; say so now instead.
-    if conn.is_readonly(rusqlite::DatabaseName::Main).map_err(|e| map_err(path, e))? {
+    if conn
+        .is_readonly(rusqlite::DatabaseName::Main)
+        .map_err(|e| map_err(path, e))?
+    {
         return Err(StoreError::ReadOnly {
             path: path.to_owned(),
             detail: "SQLite opened the file read-only".into(),
@@ -159,16 +172,20 @@ fn open_writer(path: &str, config: &SqliteConfig) -> Result<Connection> {
 fn open_reader(path: &str) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
     )
     .map_err(|e| map_err(path, e))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| map_err(path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| map_err(path, e))?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
 }
 
 fn migrate_in_tx(conn: &Connection, path: &str) -> Result<()> {
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| map_err(path, e))?;
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| map_err(path, e))?;
     match schema::migrate(conn, path) {
         Ok(()) => conn.execute_batch("COMMIT").map_err(|e| map_err(path, e)),
         Err(e) => {
@@ -249,7 +266,11 @@ impl SqliteStore {
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let pooled = inner
+                .readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop();
             let conn = match pooled {
                 Some(c) => c,
                 None => open_reader(&inner.path)?,
@@ -302,7 +323,8 @@ impl SqliteStore {
 }
 
 fn ts(id: &[u8], column: &'static str, v: i64) -> Result<DateTime<Utc>> {
-    DateTime::from_timestamp_micros(v).ok_or_else(|| decode(id, column, format!("timestamp {v} out of range")))
+    DateTime::from_timestamp_micros(v)
+        .ok_or_else(|| decode(id, column, format!("timestamp {v} out of range")))
 }
 
 fn opt_ts(id: &[u8], column: &'static str, v: Option<i64>) -> Result<Option<DateTime<Utc>>> {
@@ -346,7 +368,12 @@ fn row_to_job(r: &Row<'_>) -> Result<JobRow> {
     })
 }
 
-fn query_jobs(conn: &Connection, path: &str, sql: &str, params: impl rusqlite::Params) -> Result<Vec<JobRow>> {
+fn query_jobs(
+    conn: &Connection,
+    path: &str,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<JobRow>> {
     let mut stmt = conn.prepare_cached(sql).map_err(|e| map_err(path, e))?;
     let mut rows = stmt.query(params).map_err(|e| map_err(path, e))?;
     let mut out = Vec::new();
@@ -373,7 +400,8 @@ fn error_json(e: &AttemptError) -> String {
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<()> {
-        self.write(true, |conn, path| schema::migrate(conn, path)).await
+        self.write(true, schema::migrate)
+            .await
     }
 
     async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobRow>> {
@@ -528,7 +556,6 @@ impl Store for SqliteStore {
                 job.lease_owner = Some(p.lease_owner.clone());
                 job.lease_expires_at = Some(stored_expiry);
             }
-            jobs.sort_by(|a, b| (a.priority, a.run_at, a.id).cmp(&(b.priority, b.run_at, b.id)));
             Ok(jobs)
         })
         .await
@@ -547,25 +574,60 @@ impl Store for SqliteStore {
                     let n = match &o.kind {
                         OutcomeKind::Completed { result } => {
                             let result = result.as_ref().map(|v| v.to_string());
-                            conn.prepare_cached(SQL_COMPLETED)
-                            .and_then(|mut s| s.execute(params![id, o.attempt, o.lease_owner, now, result]))
+                            conn.prepare_cached(SQL_COMPLETED).and_then(|mut s| {
+                                s.execute(params![id, o.attempt, o.lease_owner, now, result])
+                            })
                         }
-                        OutcomeKind::Retry { error, run_at } => conn
-                            .prepare_cached(SQL_RETRY)
-                            .and_then(|mut s| s.execute(params![id, o.attempt, o.lease_owner, micros(*run_at), error_json(error)])),
+                        OutcomeKind::Retry { error, run_at } => {
+                            conn.prepare_cached(SQL_RETRY).and_then(|mut s| {
+                                s.execute(params![
+                                    id,
+                                    o.attempt,
+                                    o.lease_owner,
+                                    micros(*run_at),
+                                    error_json(error)
+                                ])
+                            })
+                        }
                         OutcomeKind::Discard { error } | OutcomeKind::Cancelled { error } => {
-                            let state = if matches!(o.kind, OutcomeKind::Discard { .. }) { "discarded" } else { "cancelled" };
+                            let state = if matches!(o.kind, OutcomeKind::Discard { .. }) {
+                                "discarded"
+                            } else {
+                                "cancelled"
+                            };
                             conn.prepare_cached(SQL_FINISH_WITH_ERROR)
-                            .and_then(|mut s| s.execute(params![id, o.attempt, o.lease_owner, now, error_json(error), state]))
+                                .and_then(|mut s| {
+                                    s.execute(params![
+                                        id,
+                                        o.attempt,
+                                        o.lease_owner,
+                                        now,
+                                        error_json(error),
+                                        state
+                                    ])
+                                })
                         }
                         OutcomeKind::Snooze { run_at } => {
-                            let state = if micros(*run_at) > now { "scheduled" } else { "available" };
-                            conn.prepare_cached(SQL_SNOOZE)
-                            .and_then(|mut s| s.execute(params![id, o.attempt, o.lease_owner, micros(*run_at), state]))
+                            let state = if micros(*run_at) > now {
+                                "scheduled"
+                            } else {
+                                "available"
+                            };
+                            conn.prepare_cached(SQL_SNOOZE).and_then(|mut s| {
+                                s.execute(params![
+                                    id,
+                                    o.attempt,
+                                    o.lease_owner,
+                                    micros(*run_at),
+                                    state
+                                ])
+                            })
                         }
-                        OutcomeKind::Release => conn
-                            .prepare_cached(SQL_RELEASE)
-                            .and_then(|mut s| s.execute(params![id, o.attempt, o.lease_owner, now])),
+                        OutcomeKind::Release => {
+                            conn.prepare_cached(SQL_RELEASE).and_then(|mut s| {
+                                s.execute(params![id, o.attempt, o.lease_owner, now])
+                            })
+                        }
                     }
                     .map_err(|e| map_err(path, e))?;
                     if n == 1 {
@@ -593,7 +655,12 @@ impl Store for SqliteStore {
             for held in p.jobs {
                 let cancel: Option<bool> = stmt
                     .query_row(
-                        params![micros(p.expires_at), held.id.as_bytes().as_slice(), held.attempt, p.lease_owner],
+                        params![
+                            micros(p.expires_at),
+                            held.id.as_bytes().as_slice(),
+                            held.attempt,
+                            p.lease_owner
+                        ],
                         |r| r.get(0),
                     )
                     .optional()
@@ -659,9 +726,11 @@ impl Store for SqliteStore {
                 )
                 .and_then(|mut s| s.execute(params![key, now]))
                 .map_err(|e| map_err(path, e))?;
-                conn.prepare_cached("UPDATE mend_jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'")
-                    .and_then(|mut s| s.execute(params![key]))
-                    .map_err(|e| map_err(path, e))?;
+                conn.prepare_cached(
+                    "UPDATE mend_jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'",
+                )
+                .and_then(|mut s| s.execute(params![key]))
+                .map_err(|e| map_err(path, e))?;
                 if let Some(job) = get_job(conn, path, id)? {
                     out.push(job);
                 }
@@ -711,7 +780,10 @@ impl Store for SqliteStore {
             if !p.states.is_empty() {
                 let states: Vec<&str> = p.states.iter().map(|s| s.as_str()).collect();
                 args.push(serde_json::to_string(&states).unwrap_or_default().into());
-                sql.push_str(&format!(" AND state IN (SELECT value FROM json_each(?{}))", args.len()));
+                sql.push_str(&format!(
+                    " AND state IN (SELECT value FROM json_each(?{}))",
+                    args.len()
+                ));
             }
             if let Some(k) = p.kind {
                 args.push(k.into());
@@ -719,7 +791,10 @@ impl Store for SqliteStore {
             }
             if let Some(t) = p.tag {
                 args.push(t.into());
-                sql.push_str(&format!(" AND EXISTS (SELECT 1 FROM json_each(tags) WHERE value = ?{})", args.len()));
+                sql.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM json_each(tags) WHERE value = ?{})",
+                    args.len()
+                ));
             }
             if let Some(before) = p.before {
                 args.push(before.as_bytes().to_vec().into());

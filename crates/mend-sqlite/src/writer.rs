@@ -21,9 +21,12 @@ const MAX_GROUP: usize = 256;
 
 type Reply = Box<dyn FnOnce(Result<()>) + Send>;
 
+/// Runs a command against the open transaction (or is told why there is none).
+type Run = Box<dyn FnOnce(Result<&Connection>) -> (bool, Reply) + Send>;
+
 pub(crate) struct Command {
     durable: bool,
-    run: Box<dyn FnOnce(Result<&Connection>) -> (bool, Reply) + Send>,
+    run: Run,
 }
 
 impl Command {

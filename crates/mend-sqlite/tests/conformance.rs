@@ -1,5 +1,7 @@
 //! The store conformance suite, run against SQLite.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use mend_test::TestStore;

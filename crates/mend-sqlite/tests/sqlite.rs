@@ -1,5 +1,7 @@
 //! SQLite-specific behaviour: hot queries are index-backed, bad files give clear errors.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use mend::store::{ClaimParams, Store, StoreError};
@@ -7,7 +9,9 @@ use mend::NewJob;
 use mend_sqlite::{SqliteConfig, SqliteStore};
 
 async fn open(dir: &tempfile::TempDir) -> SqliteStore {
-    SqliteStore::open(dir.path().join("t.db").to_str().unwrap()).await.unwrap()
+    SqliteStore::open(dir.path().join("t.db").to_str().unwrap())
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -22,26 +26,43 @@ async fn hot_queries_use_indexes_not_table_scans() {
         )
         .await
         .unwrap();
-    assert!(claim.iter().any(|l| l.contains("mend_jobs_claim")), "claim plan: {claim:?}");
-    assert!(!claim.iter().any(|l| l.contains("TEMP B-TREE")), "claim must not sort: {claim:?}");
+    assert!(
+        claim.iter().any(|l| l.contains("mend_jobs_claim")),
+        "claim plan: {claim:?}"
+    );
+    assert!(
+        !claim.iter().any(|l| l.contains("TEMP B-TREE")),
+        "claim must not sort: {claim:?}"
+    );
     let promote = store
         .explain("SELECT id FROM mend_jobs WHERE (state = 'scheduled' OR state = 'retryable') AND run_at <= ?1 ORDER BY run_at LIMIT ?2")
         .await
         .unwrap();
-    assert!(promote.iter().any(|l| l.contains("mend_jobs_due")), "promote plan: {promote:?}");
+    assert!(
+        promote.iter().any(|l| l.contains("mend_jobs_due")),
+        "promote plan: {promote:?}"
+    );
     let rescue = store
         .explain("SELECT id FROM mend_jobs WHERE state = 'running' AND (lease_owner IN (SELECT value FROM json_each(?1)) OR lease_expires_at < ?2)")
         .await
         .unwrap();
-    assert!(rescue.iter().any(|l| l.contains("mend_jobs_running")), "rescue plan: {rescue:?}");
+    assert!(
+        rescue.iter().any(|l| l.contains("mend_jobs_running")),
+        "rescue plan: {rescue:?}"
+    );
     let fence = store
         .explain("UPDATE mend_jobs SET state = 'completed' WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'")
         .await
         .unwrap();
-    assert!(fence.iter().any(|l| l.contains("PRIMARY KEY")), "completion plan: {fence:?}");
+    assert!(
+        fence.iter().any(|l| l.contains("PRIMARY KEY")),
+        "completion plan: {fence:?}"
+    );
     for plan in [&claim, &promote, &rescue, &fence] {
         assert!(
-            !plan.iter().any(|l| l.starts_with("SCAN mend_jobs") && !l.contains("INDEX")),
+            !plan
+                .iter()
+                .any(|l| l.starts_with("SCAN mend_jobs") && !l.contains("INDEX")),
             "whole-table scan in {plan:?}"
         );
     }
@@ -68,13 +89,22 @@ async fn hot_writes_build_no_temporary_tables() {
 async fn a_corrupt_file_gives_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("corrupt.db");
-    std::fs::write(&path, b"this is not a database, just some bytes that pretend to be one.".repeat(100)).unwrap();
-    let err = SqliteStore::open(path.to_str().unwrap()).await.err().expect("must fail");
+    std::fs::write(
+        &path,
+        b"this is not a database, just some bytes that pretend to be one.".repeat(100),
+    )
+    .unwrap();
+    let err = SqliteStore::open(path.to_str().unwrap())
+        .await
+        .err()
+        .expect("must fail");
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("corrupt") && msg.contains("backup"), "{msg}");
     // The file is left exactly as it was.
-    assert!(std::fs::read(&path).unwrap().starts_with(b"this is not a database"));
+    assert!(std::fs::read(&path)
+        .unwrap()
+        .starts_with(b"this is not a database"));
 }
 
 #[tokio::test]
@@ -86,11 +116,18 @@ async fn another_programs_database_is_refused() {
         c.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY); PRAGMA user_version = 3;")
             .unwrap();
     }
-    let err = SqliteStore::open(path.to_str().unwrap()).await.err().expect("must fail");
+    let err = SqliteStore::open(path.to_str().unwrap())
+        .await
+        .err()
+        .expect("must fail");
     assert!(err.to_string().contains("another program"), "{err}");
     let c = rusqlite::Connection::open(&path).unwrap();
     let tables: i64 = c
-        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(tables, 1, "the other program's file is left alone");
 }
@@ -117,8 +154,16 @@ async fn a_read_only_file_gives_a_clear_error() {
         eprintln!("SKIPPED: a_read_only_file_gives_a_clear_error runs as root, who can write read-only files; the mode=ro variant below still runs");
         return;
     }
-    let err = result.err().expect("opening a read-only database for writing must fail");
-    assert!(matches!(err, StoreError::ReadOnly { .. } | StoreError::Unavailable { .. }), "{err:?}");
+    let err = result
+        .err()
+        .expect("opening a read-only database for writing must fail");
+    assert!(
+        matches!(
+            err,
+            StoreError::ReadOnly { .. } | StoreError::Unavailable { .. }
+        ),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -136,7 +181,10 @@ async fn a_read_only_open_gives_a_clear_error() {
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -149,10 +197,16 @@ async fn a_locked_database_times_out_with_a_clear_error_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("locked.db");
     let a = open_at(&path).await;
-    let rows = a.insert_many(vec![NewJob::new("k", serde_json::json!({}))]).await.unwrap();
+    let rows = a
+        .insert_many(vec![NewJob::new("k", serde_json::json!({}))])
+        .await
+        .unwrap();
     let b = SqliteStore::open_with(
         path.to_str().unwrap(),
-        SqliteConfig { busy_timeout: Duration::from_millis(200), ..Default::default() },
+        SqliteConfig {
+            busy_timeout: Duration::from_millis(200),
+            ..Default::default()
+        },
     )
     .await
     .unwrap();
@@ -179,7 +233,10 @@ async fn a_locked_database_times_out_with_a_clear_error_and_loses_nothing() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
-    assert!(err.to_string().contains("locked by another process"), "{err}");
+    assert!(
+        err.to_string().contains("locked by another process"),
+        "{err}"
+    );
     holder.join().unwrap();
     // After the lock is gone everything works and nothing was lost.
     let job = b.get(rows[0].id).await.unwrap().unwrap();

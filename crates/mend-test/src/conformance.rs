@@ -32,7 +32,10 @@ fn claim_params(queue: &str, limit: usize, owner: &str) -> ClaimParams {
 }
 
 async fn claim(store: &Arc<dyn Store>, queue: &str, limit: usize) -> Vec<JobRow> {
-    store.claim(claim_params(queue, limit, OWNER)).await.unwrap()
+    store
+        .claim(claim_params(queue, limit, OWNER))
+        .await
+        .unwrap()
 }
 
 async fn get(store: &Arc<dyn Store>, id: Uuid) -> JobRow {
@@ -85,7 +88,10 @@ pub async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
     let rows = store.insert_many(vec![new.clone()]).await.unwrap();
     assert_eq!(rows.len(), 1);
     let stored = get(&store, new.id).await;
-    assert_eq!(rows[0], stored, "insert must return exactly what a read returns");
+    assert_eq!(
+        rows[0], stored,
+        "insert must return exactly what a read returns"
+    );
     assert_eq!(stored.id, new.id);
     assert_eq!(stored.queue, "mail");
     assert_eq!(stored.kind, "email");
@@ -100,7 +106,9 @@ pub async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
     assert!(store.get(Uuid::now_v7()).await.unwrap().is_none());
 
     // A batch comes back in input order.
-    let batch: Vec<NewJob> = (0..50).map(|i| NewJob::new("k", json!({ "i": i }))).collect();
+    let batch: Vec<NewJob> = (0..50)
+        .map(|i| NewJob::new("k", json!({ "i": i })))
+        .collect();
     let ids: Vec<Uuid> = batch.iter().map(|j| j.id).collect();
     let rows = store.insert_many(batch).await.unwrap();
     assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
@@ -109,9 +117,15 @@ pub async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
 pub async fn insert_validation_stores_nothing(store: Arc<dyn Store>) {
     let good = job("ok");
     let bad = job("ok").with_max_attempts(0);
-    let e = store.insert_many(vec![good.clone(), bad]).await.unwrap_err();
+    let e = store
+        .insert_many(vec![good.clone(), bad])
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("max_attempts"), "{e}");
-    assert!(store.get(good.id).await.unwrap().is_none(), "a rejected batch stores nothing");
+    assert!(
+        store.get(good.id).await.unwrap().is_none(),
+        "a rejected batch stores nothing"
+    );
 }
 
 pub async fn unique_key_returns_the_existing_job(store: Arc<dyn Store>) {
@@ -120,7 +134,10 @@ pub async fn unique_key_returns_the_existing_job(store: Arc<dyn Store>) {
     assert_eq!(rows[0].id, first.id);
     let second = job("charge").with_unique_key("order-1");
     let third = job("charge").with_unique_key("order-2");
-    let rows = store.insert_many(vec![second.clone(), third.clone()]).await.unwrap();
+    let rows = store
+        .insert_many(vec![second.clone(), third.clone()])
+        .await
+        .unwrap();
     assert_eq!(rows[0].id, first.id, "same key returns the original job");
     assert_eq!(rows[1].id, third.id);
     assert!(store.get(second.id).await.unwrap().is_none());
@@ -129,12 +146,21 @@ pub async fn unique_key_returns_the_existing_job(store: Arc<dyn Store>) {
 pub async fn future_run_at_is_scheduled_and_promoted_when_due(store: Arc<dyn Store>) {
     let later = job("k").with_run_at(Utc::now() + chrono::Duration::hours(1));
     let soon = job("k").with_run_at(Utc::now() + chrono::Duration::milliseconds(300));
-    let rows = store.insert_many(vec![later.clone(), soon.clone()]).await.unwrap();
+    let rows = store
+        .insert_many(vec![later.clone(), soon.clone()])
+        .await
+        .unwrap();
     assert!(rows.iter().all(|r| r.state == JobState::Scheduled));
-    assert!(claim(&store, "default", 10).await.is_empty(), "scheduled jobs are not claimable");
+    assert!(
+        claim(&store, "default", 10).await.is_empty(),
+        "scheduled jobs are not claimable"
+    );
     tokio::time::sleep(Duration::from_millis(350)).await;
     let claimed = claim(&store, "default", 10).await;
-    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![soon.id]);
+    assert_eq!(
+        claimed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![soon.id]
+    );
     assert_eq!(get(&store, later.id).await.state, JobState::Scheduled);
 }
 
@@ -151,9 +177,17 @@ pub async fn claim_order_is_priority_then_run_at_then_id(store: Arc<dyn Store>) 
         .insert_many(vec![a.clone(), b.clone(), c.clone(), d.clone(), e.clone()])
         .await
         .unwrap();
-    let got: Vec<Uuid> = claim(&store, "default", 3).await.iter().map(|j| j.id).collect();
+    let got: Vec<Uuid> = claim(&store, "default", 3)
+        .await
+        .iter()
+        .map(|j| j.id)
+        .collect();
     assert_eq!(got, vec![d.id, c.id, b.id]);
-    let got: Vec<Uuid> = claim(&store, "default", 10).await.iter().map(|j| j.id).collect();
+    let got: Vec<Uuid> = claim(&store, "default", 10)
+        .await
+        .iter()
+        .map(|j| j.id)
+        .collect();
     assert_eq!(got, vec![e.id, a.id]);
 }
 
@@ -168,7 +202,9 @@ pub async fn claim_respects_queue_kinds_and_limit(store: Arc<dyn Store>) {
     p.kinds = vec!["even".into()];
     let first = store.claim(p.clone()).await.unwrap();
     assert_eq!(first.len(), 2, "limit");
-    assert!(first.iter().all(|j| j.kind == "even" && j.queue == "default"));
+    assert!(first
+        .iter()
+        .all(|j| j.kind == "even" && j.queue == "default"));
     for j in &first {
         assert_eq!(j.state, JobState::Running);
         assert_eq!(j.attempt, 1);
@@ -177,8 +213,16 @@ pub async fn claim_respects_queue_kinds_and_limit(store: Arc<dyn Store>) {
         assert!(j.attempted_at.is_some());
     }
     p.limit = 10;
-    assert_eq!(store.claim(p).await.unwrap().len(), 1, "one even job left in default");
-    assert_eq!(claim(&store, "default", 10).await.len(), 3, "no kind filter: the odd ones");
+    assert_eq!(
+        store.claim(p).await.unwrap().len(),
+        1,
+        "one even job left in default"
+    );
+    assert_eq!(
+        claim(&store, "default", 10).await.len(),
+        3,
+        "no kind filter: the odd ones"
+    );
     assert_eq!(claim(&store, "other", 10).await.len(), 1);
 }
 
@@ -216,7 +260,9 @@ pub async fn complete_is_fenced_by_owner_and_attempt(store: Arc<dyn Store>) {
     store.insert_many(vec![job("k"), job("k")]).await.unwrap();
     let claimed = claim(&store, "default", 2).await;
     let (j1, j2) = (&claimed[0], &claimed[1]);
-    let done = OutcomeKind::Completed { result: Some(json!("ok")) };
+    let done = OutcomeKind::Completed {
+        result: Some(json!("ok")),
+    };
     let mut wrong_owner = outcome(j1, done.clone());
     wrong_owner.lease_owner = "node-b".into();
     let mut wrong_attempt = outcome(j2, done.clone());
@@ -224,7 +270,11 @@ pub async fn complete_is_fenced_by_owner_and_attempt(store: Arc<dyn Store>) {
     let r = complete(&store, vec![wrong_owner, wrong_attempt]).await;
     assert!(r.applied.is_empty());
     assert_eq!(r.fenced.len(), 2);
-    assert_eq!(get(&store, j1.id).await.state, JobState::Running, "a fenced write changes nothing");
+    assert_eq!(
+        get(&store, j1.id).await.state,
+        JobState::Running,
+        "a fenced write changes nothing"
+    );
 
     let r = complete(&store, vec![outcome(j1, done.clone())]).await;
     assert_eq!(r.applied, vec![j1.id]);
@@ -241,7 +291,10 @@ pub async fn outcomes_move_jobs_as_the_state_machine_says(store: Arc<dyn Store>)
     let jobs: Vec<NewJob> = (0..6).map(|_| job("k")).collect();
     store.insert_many(jobs).await.unwrap();
     let c = claim(&store, "default", 6).await;
-    let later = DateTime::from_timestamp_micros((Utc::now() + chrono::Duration::hours(1)).timestamp_micros()).unwrap();
+    let later = DateTime::from_timestamp_micros(
+        (Utc::now() + chrono::Duration::hours(1)).timestamp_micros(),
+    )
+    .unwrap();
     let e_retry = err(1, ErrorKind::Error, "boom");
     let e_discard = err(1, ErrorKind::Panic, "panicked at x.rs:1:1: no");
     let e_cancel = err(1, ErrorKind::Cancelled, "cancelled on request");
@@ -249,9 +302,25 @@ pub async fn outcomes_move_jobs_as_the_state_machine_says(store: Arc<dyn Store>)
         &store,
         vec![
             outcome(&c[0], OutcomeKind::Completed { result: None }),
-            outcome(&c[1], OutcomeKind::Retry { error: e_retry.clone(), run_at: later }),
-            outcome(&c[2], OutcomeKind::Discard { error: e_discard.clone() }),
-            outcome(&c[3], OutcomeKind::Cancelled { error: e_cancel.clone() }),
+            outcome(
+                &c[1],
+                OutcomeKind::Retry {
+                    error: e_retry.clone(),
+                    run_at: later,
+                },
+            ),
+            outcome(
+                &c[2],
+                OutcomeKind::Discard {
+                    error: e_discard.clone(),
+                },
+            ),
+            outcome(
+                &c[3],
+                OutcomeKind::Cancelled {
+                    error: e_cancel.clone(),
+                },
+            ),
             outcome(&c[4], OutcomeKind::Snooze { run_at: later }),
             outcome(&c[5], OutcomeKind::Release),
         ],
@@ -277,7 +346,10 @@ pub async fn outcomes_move_jobs_as_the_state_machine_says(store: Arc<dyn Store>)
     assert_eq!(after[4].attempt, 0, "a snooze does not use up an attempt");
     assert_eq!(after[4].run_at, later);
     assert_eq!(after[5].state, JobState::Available);
-    assert_eq!(after[5].attempt, 0, "a shutdown release does not use up an attempt");
+    assert_eq!(
+        after[5].attempt, 0,
+        "a shutdown release does not use up an attempt"
+    );
     assert!(after[5].errors.is_empty());
     // The released job is claimable again straight away, as attempt 1.
     let again = claim(&store, "default", 10).await;
@@ -294,10 +366,16 @@ async fn futures_join(store: &Arc<dyn Store>, ids: impl Iterator<Item = Uuid>) -
 }
 
 pub async fn extend_leases_reports_lost_and_cancel_requests(store: Arc<dyn Store>) {
-    store.insert_many(vec![job("k"), job("k"), job("k")]).await.unwrap();
+    store
+        .insert_many(vec![job("k"), job("k"), job("k")])
+        .await
+        .unwrap();
     let c = claim(&store, "default", 3).await;
     store
-        .cancel(CancelParams { ids: vec![c[1].id], now: Utc::now() })
+        .cancel(CancelParams {
+            ids: vec![c[1].id],
+            now: Utc::now(),
+        })
         .await
         .unwrap();
     let until = Utc::now() + chrono::Duration::minutes(10);
@@ -305,9 +383,18 @@ pub async fn extend_leases_reports_lost_and_cancel_requests(store: Arc<dyn Store
         .extend_leases(ExtendLeasesParams {
             lease_owner: OWNER.into(),
             jobs: vec![
-                HeldJob { id: c[0].id, attempt: c[0].attempt },
-                HeldJob { id: c[1].id, attempt: c[1].attempt },
-                HeldJob { id: c[2].id, attempt: c[2].attempt + 1 }, // not the attempt we hold
+                HeldJob {
+                    id: c[0].id,
+                    attempt: c[0].attempt,
+                },
+                HeldJob {
+                    id: c[1].id,
+                    attempt: c[1].attempt,
+                },
+                HeldJob {
+                    id: c[2].id,
+                    attempt: c[2].attempt + 1,
+                }, // not the attempt we hold
             ],
             expires_at: until,
         })
@@ -316,25 +403,44 @@ pub async fn extend_leases_reports_lost_and_cancel_requests(store: Arc<dyn Store
     assert_eq!(r.cancel_requested, vec![c[1].id]);
     assert_eq!(r.lost, vec![c[2].id]);
     let extended = get(&store, c[0].id).await.lease_expires_at.unwrap();
-    assert!((extended - until).num_milliseconds().abs() < 2, "lease extended to {until}, got {extended}");
+    assert!(
+        (extended - until).num_milliseconds().abs() < 2,
+        "lease extended to {until}, got {extended}"
+    );
     let other = store
         .extend_leases(ExtendLeasesParams {
             lease_owner: "node-b".into(),
-            jobs: vec![HeldJob { id: c[0].id, attempt: c[0].attempt }],
+            jobs: vec![HeldJob {
+                id: c[0].id,
+                attempt: c[0].attempt,
+            }],
             expires_at: until,
         })
         .await
         .unwrap();
-    assert_eq!(other.lost, vec![c[0].id], "another node cannot extend our lease");
+    assert_eq!(
+        other.lost,
+        vec![c[0].id],
+        "another node cannot extend our lease"
+    );
 }
 
 pub async fn rescue_takes_dead_nodes_and_expired_leases_only(store: Arc<dyn Store>) {
-    store.insert_many((0..3).map(|_| job("k")).collect()).await.unwrap();
-    let dead = store.claim(claim_params("default", 1, "dead-node")).await.unwrap();
+    store
+        .insert_many((0..3).map(|_| job("k")).collect())
+        .await
+        .unwrap();
+    let dead = store
+        .claim(claim_params("default", 1, "dead-node"))
+        .await
+        .unwrap();
     let mut hung_p = claim_params("default", 1, "hung-node");
     hung_p.lease_duration = Duration::from_millis(1);
     let hung = store.claim(hung_p).await.unwrap();
-    let live = store.claim(claim_params("default", 1, "live-node")).await.unwrap();
+    let live = store
+        .claim(claim_params("default", 1, "live-node"))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let rescued = store
         .rescue(RescueParams {
@@ -352,11 +458,23 @@ pub async fn rescue_takes_dead_nodes_and_expired_leases_only(store: Arc<dyn Stor
         assert_eq!(r.job.attempt, 1, "a lost attempt counts");
         assert_eq!(r.job.errors.len(), 1);
         assert_eq!(r.job.errors[0].kind, ErrorKind::Lost);
-        assert!(r.job.errors[0].message.contains("worker lost"), "{}", r.job.errors[0].message);
+        assert!(
+            r.job.errors[0].message.contains("worker lost"),
+            "{}",
+            r.job.errors[0].message
+        );
     }
-    assert_eq!(get(&store, live[0].id).await.state, JobState::Running, "a live node's job stays");
+    assert_eq!(
+        get(&store, live[0].id).await.state,
+        JobState::Running,
+        "a live node's job stays"
+    );
     // The dead node's late outcome is refused.
-    let late = complete(&store, vec![outcome(&dead[0], OutcomeKind::Completed { result: None })]).await;
+    let late = complete(
+        &store,
+        vec![outcome(&dead[0], OutcomeKind::Completed { result: None })],
+    )
+    .await;
     assert_eq!(late.fenced, vec![dead[0].id]);
     // Rescued jobs run again: claimable at once, as attempt 2.
     let again = claim(&store, "default", 10).await;
@@ -365,9 +483,15 @@ pub async fn rescue_takes_dead_nodes_and_expired_leases_only(store: Arc<dyn Stor
 }
 
 pub async fn rescue_quarantines_a_poison_pill(store: Arc<dyn Store>) {
-    store.insert_many(vec![job("poison").with_max_attempts(10)]).await.unwrap();
+    store
+        .insert_many(vec![job("poison").with_max_attempts(10)])
+        .await
+        .unwrap();
     for round in 1..=3 {
-        let c = store.claim(claim_params("default", 1, "crashy")).await.unwrap();
+        let c = store
+            .claim(claim_params("default", 1, "crashy"))
+            .await
+            .unwrap();
         assert_eq!(c.len(), 1, "round {round}: the job is claimable");
         let rescued = store
             .rescue(RescueParams {
@@ -394,8 +518,14 @@ pub async fn rescue_quarantines_a_poison_pill(store: Arc<dyn Store>) {
 }
 
 pub async fn rescue_discards_when_out_of_attempts(store: Arc<dyn Store>) {
-    store.insert_many(vec![job("k").with_max_attempts(1)]).await.unwrap();
-    store.claim(claim_params("default", 1, "gone")).await.unwrap();
+    store
+        .insert_many(vec![job("k").with_max_attempts(1)])
+        .await
+        .unwrap();
+    store
+        .claim(claim_params("default", 1, "gone"))
+        .await
+        .unwrap();
     let r = store
         .rescue(RescueParams {
             dead_nodes: vec!["gone".into()],
@@ -428,39 +558,80 @@ pub async fn cancel_waiting_and_running_jobs(store: Arc<dyn Store>) {
     assert_eq!(get(&store, waiting.id).await.state, JobState::Cancelled);
     assert_eq!(get(&store, scheduled.id).await.state, JobState::Cancelled);
     let run = get(&store, running.id).await;
-    assert_eq!(run.state, JobState::Running, "a running job is flagged, its worker stops it");
+    assert_eq!(
+        run.state,
+        JobState::Running,
+        "a running job is flagged, its worker stops it"
+    );
     assert!(run.cancel_requested);
-    assert!(claim(&store, "default", 10).await.is_empty(), "cancelled jobs are never claimed");
+    assert!(
+        claim(&store, "default", 10).await.is_empty(),
+        "cancelled jobs are never claimed"
+    );
     // The worker reports the cancellation.
     let e = err(1, ErrorKind::Cancelled, "cancelled on request");
-    complete(&store, vec![outcome(&r[0], OutcomeKind::Cancelled { error: e })]).await;
+    complete(
+        &store,
+        vec![outcome(&r[0], OutcomeKind::Cancelled { error: e })],
+    )
+    .await;
     assert_eq!(get(&store, running.id).await.state, JobState::Cancelled);
     // Cancelling a finished job changes nothing.
     let before = get(&store, running.id).await;
-    store.cancel(CancelParams { ids: vec![running.id], now: Utc::now() }).await.unwrap();
+    store
+        .cancel(CancelParams {
+            ids: vec![running.id],
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
     assert_eq!(get(&store, running.id).await, before);
 }
 
 pub async fn retry_finished_jobs(store: Arc<dyn Store>) {
-    store.insert_many(vec![job("k").with_max_attempts(1), job("k")]).await.unwrap();
+    store
+        .insert_many(vec![job("k").with_max_attempts(1), job("k")])
+        .await
+        .unwrap();
     let c = claim(&store, "default", 2).await;
     complete(
         &store,
         vec![
-            outcome(&c[0], OutcomeKind::Discard { error: err(1, ErrorKind::Error, "bad") }),
-            outcome(&c[1], OutcomeKind::Retry { error: err(1, ErrorKind::Error, "later"), run_at: Utc::now() + chrono::Duration::hours(1) }),
+            outcome(
+                &c[0],
+                OutcomeKind::Discard {
+                    error: err(1, ErrorKind::Error, "bad"),
+                },
+            ),
+            outcome(
+                &c[1],
+                OutcomeKind::Retry {
+                    error: err(1, ErrorKind::Error, "later"),
+                    run_at: Utc::now() + chrono::Duration::hours(1),
+                },
+            ),
         ],
     )
     .await;
     let rows = store
-        .retry(RetryParams { ids: vec![c[0].id, c[1].id], now: Utc::now() })
+        .retry(RetryParams {
+            ids: vec![c[0].id, c[1].id],
+            now: Utc::now(),
+        })
         .await
         .unwrap();
     assert_eq!(rows[0].state, JobState::Available);
-    assert_eq!(rows[0].max_attempts, 2, "out of attempts: retry grants one more");
+    assert_eq!(
+        rows[0].max_attempts, 2,
+        "out of attempts: retry grants one more"
+    );
     assert!(rows[0].finalized_at.is_none());
     assert_eq!(rows[0].errors.len(), 1, "history is kept");
-    assert_eq!(rows[1].state, JobState::Retryable, "only finished jobs are retried by hand");
+    assert_eq!(
+        rows[1].state,
+        JobState::Retryable,
+        "only finished jobs are retried by hand"
+    );
     let again = claim(&store, "default", 10).await;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempt, 2);
@@ -469,7 +640,11 @@ pub async fn retry_finished_jobs(store: Arc<dyn Store>) {
 pub async fn list_filters_and_pages_without_gaps(store: Arc<dyn Store>) {
     let mut all = Vec::new();
     for i in 0..25 {
-        let mut j = job(if i % 3 == 0 { "a" } else { "b" }).with_queue(if i % 2 == 0 { "q1" } else { "q2" });
+        let mut j = job(if i % 3 == 0 { "a" } else { "b" }).with_queue(if i % 2 == 0 {
+            "q1"
+        } else {
+            "q2"
+        });
         if i % 5 == 0 {
             j = j.with_tag("vip");
         }
@@ -481,7 +656,11 @@ pub async fn list_filters_and_pages_without_gaps(store: Arc<dyn Store>) {
     let mut before = None;
     loop {
         let page = store
-            .list(ListParams { before, limit: 7, ..Default::default() })
+            .list(ListParams {
+                before,
+                limit: 7,
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert!(page.jobs.len() <= 7);
@@ -497,18 +676,55 @@ pub async fn list_filters_and_pages_without_gaps(store: Arc<dyn Store>) {
 
     let count = |p: ListParams| {
         let store = store.clone();
-        async move { store.list(ListParams { limit: 100, ..p }).await.unwrap().jobs.len() }
+        async move {
+            store
+                .list(ListParams { limit: 100, ..p })
+                .await
+                .unwrap()
+                .jobs
+                .len()
+        }
     };
-    assert_eq!(count(ListParams { queue: Some("q1".into()), ..Default::default() }).await, 13);
-    assert_eq!(count(ListParams { kind: Some("a".into()), ..Default::default() }).await, 9);
-    assert_eq!(count(ListParams { tag: Some("vip".into()), ..Default::default() }).await, 5);
+    assert_eq!(
+        count(ListParams {
+            queue: Some("q1".into()),
+            ..Default::default()
+        })
+        .await,
+        13
+    );
+    assert_eq!(
+        count(ListParams {
+            kind: Some("a".into()),
+            ..Default::default()
+        })
+        .await,
+        9
+    );
+    assert_eq!(
+        count(ListParams {
+            tag: Some("vip".into()),
+            ..Default::default()
+        })
+        .await,
+        5
+    );
     claim(&store, "q1", 4).await;
     assert_eq!(
-        count(ListParams { states: vec![JobState::Running], ..Default::default() }).await,
+        count(ListParams {
+            states: vec![JobState::Running],
+            ..Default::default()
+        })
+        .await,
         4
     );
     assert_eq!(
-        count(ListParams { queue: Some("q1".into()), states: vec![JobState::Available, JobState::Running], ..Default::default() }).await,
+        count(ListParams {
+            queue: Some("q1".into()),
+            states: vec![JobState::Available, JobState::Running],
+            ..Default::default()
+        })
+        .await,
         13
     );
 }
@@ -516,10 +732,18 @@ pub async fn list_filters_and_pages_without_gaps(store: Arc<dyn Store>) {
 pub async fn queue_counts_per_state(store: Arc<dyn Store>) {
     let mut jobs: Vec<NewJob> = (0..5).map(|_| job("k")).collect();
     jobs.push(job("k").with_queue("mail"));
-    jobs.push(job("k").with_queue("mail").with_run_at(Utc::now() + chrono::Duration::hours(1)));
+    jobs.push(
+        job("k")
+            .with_queue("mail")
+            .with_run_at(Utc::now() + chrono::Duration::hours(1)),
+    );
     store.insert_many(jobs).await.unwrap();
     let c = claim(&store, "default", 2).await;
-    complete(&store, vec![outcome(&c[0], OutcomeKind::Completed { result: None })]).await;
+    complete(
+        &store,
+        vec![outcome(&c[0], OutcomeKind::Completed { result: None })],
+    )
+    .await;
     let counts = store.queue_counts().await.unwrap();
     let get_count = |q: &str, s: JobState| {
         counts
@@ -547,7 +771,13 @@ pub async fn nodes_register_heartbeat_and_deregister(store: Arc<dyn Store>) {
         last_seen: t0,
     };
     store.register_node(node.clone()).await.unwrap();
-    store.register_node(NodeInfo { id: "n2".into(), ..node.clone() }).await.unwrap();
+    store
+        .register_node(NodeInfo {
+            id: "n2".into(),
+            ..node.clone()
+        })
+        .await
+        .unwrap();
     assert_eq!(store.list_nodes().await.unwrap()[0], node);
     let t1 = t0 + chrono::Duration::seconds(5);
     store.heartbeat_node("n1", t1).await.unwrap();
@@ -556,7 +786,10 @@ pub async fn nodes_register_heartbeat_and_deregister(store: Arc<dyn Store>) {
     assert_eq!(nodes.iter().find(|n| n.id == "n1").unwrap().last_seen, t1);
     store.deregister_nodes(vec!["n1".into()]).await.unwrap();
     let nodes = store.list_nodes().await.unwrap();
-    assert_eq!(nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), vec!["n2"]);
+    assert_eq!(
+        nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+        vec!["n2"]
+    );
 }
 
 pub async fn insert_wakes_idle_fetchers(store: Arc<dyn Store>) {

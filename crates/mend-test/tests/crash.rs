@@ -1,6 +1,8 @@
 //! `kill -9` of a real worker process mid-job: after a restart every job is rescued (error kind
 //! `lost`, counted as an attempt) and completed exactly once; nothing is lost.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -21,19 +23,28 @@ async fn sigkill_mid_job_then_restart_loses_nothing_and_completes_each_job_once(
     })
     .await;
     env.wait_ledger("start", 4, Duration::from_secs(10)).await;
-    let started: Vec<String> = env.ledger().into_iter().filter(|l| l.starts_with("start")).collect();
+    let started: Vec<String> = env
+        .ledger()
+        .into_iter()
+        .filter(|l| l.starts_with("start"))
+        .collect();
     assert_eq!(started.len(), 4, "{started:?}");
 
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let after_kill = env.jobs().await;
     assert_eq!(
-        after_kill.iter().filter(|j| j.state == JobState::Running).count(),
+        after_kill
+            .iter()
+            .filter(|j| j.state == JobState::Running)
+            .count(),
         4,
         "the dead process's jobs are still marked running until someone rescues them"
     );
     assert!(
-        !env.ledger().iter().any(|l| l.starts_with("cleanup") || l.starts_with("done")),
+        !env.ledger()
+            .iter()
+            .any(|l| l.starts_with("cleanup") || l.starts_with("done")),
         "nothing ran after SIGKILL (no in-memory cleanup can)"
     );
 
@@ -54,7 +65,12 @@ async fn sigkill_mid_job_then_restart_loses_nothing_and_completes_each_job_once(
             assert_eq!(job.attempt, 1, "{job:?}");
             assert!(job.errors.is_empty());
         }
-        assert_eq!(env.ledger_count("done", job.id), 1, "job {} completed exactly once", job.id);
+        assert_eq!(
+            env.ledger_count("done", job.id),
+            1,
+            "job {} completed exactly once",
+            job.id
+        );
     }
     assert_eq!(jobs.len(), done.len());
 
@@ -70,25 +86,38 @@ async fn a_job_that_keeps_killing_its_worker_is_quarantined() {
     let jobs = env.enqueue(1, 60_000, 60_000).await;
     for round in 1..=3 {
         let mut child = env.spawn(&["--concurrency", "1"]);
-        env.wait_for(&format!("attempt {round} running"), Duration::from_secs(10), |j| {
-            j[0].state == JobState::Running && j[0].attempt == round
-        })
+        env.wait_for(
+            &format!("attempt {round} running"),
+            Duration::from_secs(10),
+            |j| j[0].state == JobState::Running && j[0].attempt == round,
+        )
         .await;
-        env.wait_ledger("start", round as usize, Duration::from_secs(10)).await;
+        env.wait_ledger("start", round as usize, Duration::from_secs(10))
+            .await;
         child.kill().unwrap();
         child.wait().unwrap();
     }
     // The next worker to start rescues it a third time and quarantines it instead of running it.
     let mut child = env.spawn(&["--concurrency", "1"]);
     let j = env
-        .wait_for("quarantine", Duration::from_secs(10), |j| j[0].state == JobState::Discarded)
+        .wait_for("quarantine", Duration::from_secs(10), |j| {
+            j[0].state == JobState::Discarded
+        })
         .await;
     assert_eq!(j[0].id, jobs[0].id);
     assert_eq!(j[0].attempt, 3);
     assert_eq!(j[0].consecutive_lost(), 3);
-    assert!(j[0].errors[2].message.contains("quarantined"), "{}", j[0].errors[2].message);
+    assert!(
+        j[0].errors[2].message.contains("quarantined"),
+        "{}",
+        j[0].errors[2].message
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(env.ledger_count("start", jobs[0].id), 3, "not run a fourth time");
+    assert_eq!(
+        env.ledger_count("start", jobs[0].id),
+        3,
+        "not run a fourth time"
+    );
     signal(&child, "TERM");
     assert_eq!(wait_exit(&mut child, Duration::from_secs(10)).0, Some(0));
 }

@@ -1,6 +1,8 @@
 //! Two processes on one SQLite file: a live process's jobs are never rescued from under it;
 //! once it dies, the other rescues and completes its jobs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -12,7 +14,14 @@ use mend::{ErrorKind, JobState};
 async fn a_live_neighbour_keeps_its_jobs_and_a_dead_one_is_rescued() {
     let env = Env::new().await;
     let jobs = env.enqueue(2, 60_000, 50).await;
-    let mut a = env.spawn(&["--concurrency", "2", "--rescue-ms", "200", "--heartbeat-ms", "100"]);
+    let mut a = env.spawn(&[
+        "--concurrency",
+        "2",
+        "--rescue-ms",
+        "200",
+        "--heartbeat-ms",
+        "100",
+    ]);
     env.wait_for("A runs both jobs", Duration::from_secs(10), |j| {
         j.iter().all(|j| j.state == JobState::Running)
     })
@@ -20,10 +29,21 @@ async fn a_live_neighbour_keeps_its_jobs_and_a_dead_one_is_rescued() {
     let owner_a = env.jobs().await[0].lease_owner.clone().unwrap();
 
     // B starts (its start-up rescue runs) and keeps rescuing every 200 ms.
-    let mut b = env.spawn(&["--concurrency", "2", "--rescue-ms", "200", "--heartbeat-ms", "100"]);
+    let mut b = env.spawn(&[
+        "--concurrency",
+        "2",
+        "--rescue-ms",
+        "200",
+        "--heartbeat-ms",
+        "100",
+    ]);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     for j in env.jobs().await {
-        assert_eq!(j.state, JobState::Running, "A is alive: its job must not be rescued");
+        assert_eq!(
+            j.state,
+            JobState::Running,
+            "A is alive: its job must not be rescued"
+        );
         assert_eq!(j.lease_owner.as_deref(), Some(owner_a.as_str()));
         assert!(j.errors.is_empty());
     }
@@ -31,14 +51,20 @@ async fn a_live_neighbour_keeps_its_jobs_and_a_dead_one_is_rescued() {
     a.kill().unwrap();
     a.wait().unwrap();
     let done = env
-        .wait_for("B rescues and completes A's jobs", Duration::from_secs(15), |j| {
-            j.iter().all(|j| j.state == JobState::Completed)
-        })
+        .wait_for(
+            "B rescues and completes A's jobs",
+            Duration::from_secs(15),
+            |j| j.iter().all(|j| j.state == JobState::Completed),
+        )
         .await;
     for j in &done {
         assert_eq!(j.attempt, 2);
         assert_eq!(j.errors[0].kind, ErrorKind::Lost);
-        assert!(j.errors[0].message.contains(&owner_a), "{}", j.errors[0].message);
+        assert!(
+            j.errors[0].message.contains(&owner_a),
+            "{}",
+            j.errors[0].message
+        );
         assert_eq!(env.ledger_count("done", j.id), 1);
     }
     assert_eq!(done.len(), jobs.len());

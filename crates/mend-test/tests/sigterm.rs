@@ -2,6 +2,8 @@
 //! process exits 0; past the deadline the job is cancelled, its cleanups run, and it is back in
 //! `available` with its attempt count unchanged. Nothing is lost either way.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -21,20 +23,35 @@ async fn sigterm_drains_in_flight_jobs_and_exits_zero() {
     signal(&child, "TERM");
     let (code, took) = wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(code, Some(0), "graceful shutdown exits 0");
-    assert!(took < Duration::from_secs(5), "exited within the drain ({took:?})");
+    assert!(
+        took < Duration::from_secs(5),
+        "exited within the drain ({took:?})"
+    );
     let after = env.jobs().await;
     assert_eq!(after.len(), jobs.len(), "nothing lost");
     assert_eq!(
-        after.iter().filter(|j| j.state == JobState::Completed).count(),
+        after
+            .iter()
+            .filter(|j| j.state == JobState::Completed)
+            .count(),
         2,
         "the two in-flight jobs finished"
     );
     assert_eq!(
-        after.iter().filter(|j| j.state == JobState::Available && j.attempt == 0).count(),
+        after
+            .iter()
+            .filter(|j| j.state == JobState::Available && j.attempt == 0)
+            .count(),
         3,
         "no new job was claimed after the signal"
     );
-    assert!(env.ledger().iter().any(|l| l == "exit drained=2 released=0"), "{:?}", env.ledger());
+    assert!(
+        env.ledger()
+            .iter()
+            .any(|l| l == "exit drained=2 released=0"),
+        "{:?}",
+        env.ledger()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,18 +66,34 @@ async fn past_the_deadline_jobs_are_released_without_using_an_attempt() {
     signal(&child, "TERM");
     let (code, took) = wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(code, Some(0));
-    assert!(took < Duration::from_secs(5), "the drain deadline bounds the exit ({took:?})");
+    assert!(
+        took < Duration::from_secs(5),
+        "the drain deadline bounds the exit ({took:?})"
+    );
     let after = env.jobs().await;
     assert_eq!(after.len(), 2);
     for job in &after {
         assert_eq!(job.state, JobState::Available, "{job:?}");
-        assert_eq!(job.attempt, 0, "a shutdown release does not use up an attempt");
+        assert_eq!(
+            job.attempt, 0,
+            "a shutdown release does not use up an attempt"
+        );
         assert!(job.errors.is_empty());
         assert_eq!(env.ledger_count("done", job.id), 0);
         let cleanup = format!("cleanup {} 1 Shutdown", job.id);
-        assert!(env.ledger().contains(&cleanup), "in-memory cleanup ran: {:?}", env.ledger());
+        assert!(
+            env.ledger().contains(&cleanup),
+            "in-memory cleanup ran: {:?}",
+            env.ledger()
+        );
     }
-    assert!(env.ledger().iter().any(|l| l == "exit drained=0 released=2"), "{:?}", env.ledger());
+    assert!(
+        env.ledger()
+            .iter()
+            .any(|l| l == "exit drained=0 released=2"),
+        "{:?}",
+        env.ledger()
+    );
     // A later worker picks them up as attempt 1.
     let _ = jobs;
 }
@@ -70,10 +103,16 @@ async fn a_second_signal_cuts_the_drain_short() {
     let env = Env::new().await;
     env.enqueue(1, 60_000, 60_000).await;
     let mut child = env.spawn(&["--concurrency", "1", "--drain-ms", "60000"]);
-    env.wait_for("job running", Duration::from_secs(10), |j| j[0].state == JobState::Running).await;
+    env.wait_for("job running", Duration::from_secs(10), |j| {
+        j[0].state == JobState::Running
+    })
+    .await;
     signal(&child, "TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(child.try_wait().unwrap().is_none(), "still draining after the first signal");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still draining after the first signal"
+    );
     signal(&child, "INT");
     let (code, took) = wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(code, Some(0));

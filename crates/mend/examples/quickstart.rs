@@ -33,7 +33,10 @@ impl Handler for ResizeHandler {
             println!("  cleanup for {image}: removed temp file after {exit:?}");
         });
         if ctx.attempt() <= args.flaky {
-            return Err(JobError::retry(format!("storage busy on attempt {}", ctx.attempt())));
+            return Err(JobError::retry(format!(
+                "storage busy on attempt {}",
+                ctx.attempt()
+            )));
         }
         Ok(format!("{}@2x", args.image))
     }
@@ -56,7 +59,8 @@ struct Slow;
 impl JobArgs for Slow {
     const KIND: &'static str = "slow";
     fn configure(job: mend::NewJob) -> mend::NewJob {
-        job.with_max_attempts(1).with_timeout(Duration::from_millis(100))
+        job.with_max_attempts(1)
+            .with_timeout(Duration::from_millis(100))
     }
 }
 
@@ -65,7 +69,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
-    let path = std::env::args().nth(1).unwrap_or_else(|| "mend-quickstart.db".into());
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "mend-quickstart.db".into());
     let store: Arc<dyn mend::Store> = Arc::new(mend_sqlite::SqliteStore::open(&path).await?);
 
     let mut registry = Registry::new();
@@ -91,7 +97,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::new(store);
     let mut ids = Vec::new();
     for (image, flaky) in [("cat.png", 0), ("dog.png", 2)] {
-        ids.push(client.enqueue(&Resize { image: image.into(), flaky }).await?.id);
+        ids.push(
+            client
+                .enqueue(&Resize {
+                    image: image.into(),
+                    flaky,
+                })
+                .await?
+                .id,
+        );
     }
     ids.push(client.enqueue(&Explode).await?.id);
     ids.push(client.enqueue(&Slow).await?.id);
@@ -113,7 +127,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!();
     for id in &ids {
         let job = client.get(*id).await?.ok_or("job vanished")?;
-        println!("{} {:<8} {:<10} attempts={}", job.id, job.kind, job.state.as_str(), job.attempt);
+        println!(
+            "{} {:<8} {:<10} attempts={}",
+            job.id,
+            job.kind,
+            job.state.as_str(),
+            job.attempt
+        );
         if let Some(result) = &job.result {
             println!("    result: {result}");
         }
@@ -122,6 +142,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let report = worker.shutdown(Duration::from_secs(5)).await;
-    println!("\nworker stopped cleanly ({report:?}); the worker survived the panic and the timeout.");
+    println!(
+        "\nworker stopped cleanly ({report:?}); the worker survived the panic and the timeout."
+    );
     Ok(())
 }

@@ -41,7 +41,10 @@ pub trait JobArgs: Serialize + DeserializeOwned + Send + 'static {
 
     /// The [`NewJob`] to enqueue for these args.
     fn to_new_job(&self) -> Result<NewJob, serde_json::Error> {
-        Ok(Self::configure(NewJob::new(Self::KIND, serde_json::to_value(self)?)))
+        Ok(Self::configure(NewJob::new(
+            Self::KIND,
+            serde_json::to_value(self)?,
+        )))
     }
 }
 
@@ -284,7 +287,11 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// A handler with its types erased: JSON args in, optional JSON result out.
 pub trait ErasedHandler: Send + Sync + 'static {
     /// Run one attempt on raw args.
-    fn call(&self, ctx: JobContext, args: serde_json::Value) -> BoxFuture<Result<Option<serde_json::Value>, JobError>>;
+    fn call(
+        &self,
+        ctx: JobContext,
+        args: serde_json::Value,
+    ) -> BoxFuture<Result<Option<serde_json::Value>, JobError>>;
     /// See [`Handler::timeout`].
     fn timeout(&self) -> Option<Duration>;
     /// See [`Handler::retry_policy`].
@@ -303,15 +310,22 @@ fn encode_output<O: Serialize>(out: O) -> Result<Option<serde_json::Value>, JobE
     match serde_json::to_value(out) {
         Ok(serde_json::Value::Null) => Ok(None),
         Ok(v) => Ok(Some(v)),
-        Err(e) => Err(JobError::fatal(format!("the handler's result cannot be stored as JSON: {e}"))),
+        Err(e) => Err(JobError::fatal(format!(
+            "the handler's result cannot be stored as JSON: {e}"
+        ))),
     }
 }
 
 impl<H: Handler> ErasedHandler for Typed<H> {
-    fn call(&self, ctx: JobContext, args: serde_json::Value) -> BoxFuture<Result<Option<serde_json::Value>, JobError>> {
+    fn call(
+        &self,
+        ctx: JobContext,
+        args: serde_json::Value,
+    ) -> BoxFuture<Result<Option<serde_json::Value>, JobError>> {
         let handler = self.0.clone();
         Box::pin(async move {
-            let args: H::Args = serde_json::from_value(args).map_err(|e| args_error(H::Args::KIND, &e))?;
+            let args: H::Args =
+                serde_json::from_value(args).map_err(|e| args_error(H::Args::KIND, &e))?;
             encode_output(handler.run(ctx, args).await?)
         })
     }
@@ -352,7 +366,11 @@ where
     F: Fn(JobContext, serde_json::Value) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Option<serde_json::Value>, JobError>> + Send + 'static,
 {
-    fn call(&self, ctx: JobContext, args: serde_json::Value) -> BoxFuture<Result<Option<serde_json::Value>, JobError>> {
+    fn call(
+        &self,
+        ctx: JobContext,
+        args: serde_json::Value,
+    ) -> BoxFuture<Result<Option<serde_json::Value>, JobError>> {
         Box::pin((self.f)(ctx, args))
     }
     fn timeout(&self) -> Option<Duration> {
@@ -397,7 +415,12 @@ impl Registry {
     }
 
     /// Register an untyped handler on raw JSON (built-in executors, dynamic kinds).
-    pub fn register_raw<F, Fut>(&mut self, kind: impl Into<String>, timeout: Option<Duration>, f: F) -> &mut Self
+    pub fn register_raw<F, Fut>(
+        &mut self,
+        kind: impl Into<String>,
+        timeout: Option<Duration>,
+        f: F,
+    ) -> &mut Self
     where
         F: Fn(JobContext, serde_json::Value) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Option<serde_json::Value>, JobError>> + Send + 'static,
@@ -422,7 +445,9 @@ impl Registry {
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registry").field("kinds", &self.kinds()).finish()
+        f.debug_struct("Registry")
+            .field("kinds", &self.kinds())
+            .finish()
     }
 }
 
@@ -441,7 +466,14 @@ mod tests {
     }
 
     fn ctx() -> JobContext {
-        JobContext::new(Uuid::now_v7(), "q".into(), "add".into(), 1, 3, CancellationToken::new())
+        JobContext::new(
+            Uuid::now_v7(),
+            "q".into(),
+            "add".into(),
+            1,
+            3,
+            CancellationToken::new(),
+        )
     }
 
     #[tokio::test]
@@ -449,7 +481,10 @@ mod tests {
         let mut reg = Registry::new();
         reg.register_fn(|_ctx, args: Add| async move { Ok::<_, JobError>(args.a + args.b) });
         let h = reg.get("add").unwrap();
-        let out = h.call(ctx(), serde_json::json!({"a": 2, "b": 3})).await.unwrap();
+        let out = h
+            .call(ctx(), serde_json::json!({"a": 2, "b": 3}))
+            .await
+            .unwrap();
         assert_eq!(out, Some(serde_json::json!(5)));
     }
 
@@ -457,9 +492,17 @@ mod tests {
     async fn bad_args_are_fatal_and_say_so() {
         let mut reg = Registry::new();
         reg.register_fn(|_ctx, args: Add| async move { Ok::<_, JobError>(args.a) });
-        let err = reg.get("add").unwrap().call(ctx(), serde_json::json!({"a": "x"})).await.unwrap_err();
+        let err = reg
+            .get("add")
+            .unwrap()
+            .call(ctx(), serde_json::json!({"a": "x"}))
+            .await
+            .unwrap_err();
         match err {
-            JobError::Fatal { message } => assert!(message.contains("args do not match kind `add`"), "{message}"),
+            JobError::Fatal { message } => assert!(
+                message.contains("args do not match kind `add`"),
+                "{message}"
+            ),
             other => panic!("expected fatal, got {other:?}"),
         }
     }

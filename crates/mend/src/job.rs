@@ -304,7 +304,11 @@ impl NewJob {
     /// Do not run before `delay` from now.
     pub fn with_delay(mut self, delay: std::time::Duration) -> Self {
         let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-        self.run_at = Some(Utc::now().checked_add_signed(delay).unwrap_or(DateTime::<Utc>::MAX_UTC));
+        self.run_at = Some(
+            Utc::now()
+                .checked_add_signed(delay)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        );
         self
     }
 
@@ -424,7 +428,12 @@ mod tests {
             message: String::new(),
             at: Utc::now(),
         };
-        job.errors = vec![err(ErrorKind::Lost), err(ErrorKind::Error), err(ErrorKind::Lost), err(ErrorKind::Lost)];
+        job.errors = vec![
+            err(ErrorKind::Lost),
+            err(ErrorKind::Error),
+            err(ErrorKind::Lost),
+            err(ErrorKind::Lost),
+        ];
         assert_eq!(job.consecutive_lost(), 2);
         assert_eq!(job.count_errors(ErrorKind::Lost), 3);
     }
@@ -432,7 +441,13 @@ mod tests {
     #[test]
     fn validate_rejects_nonsense() {
         assert!(NewJob::new("k", serde_json::json!({})).validate().is_ok());
-        assert_eq!(NewJob::new("", serde_json::json!({})).validate().unwrap_err().field, "kind");
+        assert_eq!(
+            NewJob::new("", serde_json::json!({}))
+                .validate()
+                .unwrap_err()
+                .field,
+            "kind"
+        );
         let job = NewJob::new("k", serde_json::json!({})).with_max_attempts(0);
         assert_eq!(job.validate().unwrap_err().field, "max_attempts");
         let mut job = NewJob::new("k", serde_json::json!({}));

@@ -52,5 +52,7 @@ pub use client::{Client, ClientError};
 pub use handler::{Handler, JobArgs, JobContext, JobError, Registry, ResultExt};
 pub use job::{AttemptError, ErrorKind, JobRow, JobState, NewJob};
 pub use retry::{ExponentialBackoff, FixedDelay, RetryPolicy};
-pub use runtime::{EventOutcome, JobEvent, ShutdownReport, Stats, Worker, WorkerConfig, WorkerHandle};
+pub use runtime::{
+    EventOutcome, JobEvent, ShutdownReport, Stats, Worker, WorkerConfig, WorkerHandle,
+};
 pub use store::{Store, StoreError};

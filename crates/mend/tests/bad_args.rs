@@ -62,7 +62,11 @@ async fn args_that_do_not_deserialize_discard_after_one_attempt() {
         assert_eq!(job.errors.len(), 1);
         let e = &job.errors[0];
         assert_eq!(e.kind, ErrorKind::Error);
-        assert!(e.message.contains("args do not match kind `charge`"), "{}", e.message);
+        assert!(
+            e.message.contains("args do not match kind `charge`"),
+            "{}",
+            e.message
+        );
     }
     env.wait_for_state(good, JobState::Completed).await;
     assert_eq!(calls.snapshot(), [99], "the handler never saw the bad args");
@@ -76,7 +80,10 @@ async fn a_kind_without_a_handler_is_never_claimed() {
     let calls = Log::new();
     // Enqueued first, so a claim that ignored kinds would take it before the sentinel.
     let stranger = env
-        .insert(NewJob::new("not_mine", serde_json::json!({"cents": 1, "customer": "x"})))
+        .insert(NewJob::new(
+            "not_mine",
+            serde_json::json!({"cents": 1, "customer": "x"}),
+        ))
         .await
         .id;
     // One slot: each claim asks for exactly one job.
@@ -94,11 +101,19 @@ async fn a_kind_without_a_handler_is_never_claimed() {
         env.wait_for_state(sentinel, JobState::Completed).await;
     }
     let job = env.job(stranger).await;
-    assert_eq!(job.state, JobState::Available, "left for a worker that has the handler");
+    assert_eq!(
+        job.state,
+        JobState::Available,
+        "left for a worker that has the handler"
+    );
     assert_eq!(job.attempt, 0);
     assert!(job.errors.is_empty());
     assert_eq!(job.lease_owner, None);
-    assert_eq!(stat(&worker.stats().started), 3, "only the sentinels were started");
+    assert_eq!(
+        stat(&worker.stats().started),
+        3,
+        "only the sentinels were started"
+    );
     worker.shutdown(Duration::from_secs(5)).await;
 
     // A worker that does have the handler runs it.

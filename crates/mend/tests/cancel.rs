@@ -8,7 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::{recv, stat, Env, Log};
-use mend::{AttemptExit, ErrorKind, EventOutcome, JobArgs, JobContext, JobError, JobState, Registry};
+use mend::{
+    AttemptExit, ErrorKind, EventOutcome, JobArgs, JobContext, JobError, JobState, Registry,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -56,7 +58,9 @@ fn registry(probe: &Probe, started: mpsc::UnboundedSender<Uuid>) -> Registry {
             let _ = started.send(ctx.id());
             if args.cooperative {
                 ctx.cancelled().await;
-                return Err(JobError::retry("stopped early because the attempt was cancelled"));
+                return Err(JobError::retry(
+                    "stopped early because the attempt was cancelled",
+                ));
             }
             tokio::time::sleep(Duration::from_secs(60)).await;
             Ok(())
@@ -79,14 +83,22 @@ async fn cancelling_an_available_job_means_it_never_runs() {
     let probe = Probe::default();
     // Enqueued and cancelled before any worker exists.
     let doomed = env.client.enqueue(&Quick).await.unwrap().id;
-    let row = env.client.cancel(doomed).await.unwrap().expect("the job exists");
+    let row = env
+        .client
+        .cancel(doomed)
+        .await
+        .unwrap()
+        .expect("the job exists");
     assert_eq!(row.state, JobState::Cancelled);
     assert!(row.finalized_at.is_some());
 
     let (tx, _rx) = mpsc::unbounded_channel();
     let worker = env.worker(registry(&probe, tx), 1, |_| {}).await;
     // Cancelled through the worker handle while waiting (scheduled for later).
-    let later = Quick.to_new_job().unwrap().with_delay(Duration::from_millis(300));
+    let later = Quick
+        .to_new_job()
+        .unwrap()
+        .with_delay(Duration::from_millis(300));
     let later = env.insert(later).await.id;
     let row = worker.cancel(later).await.unwrap().expect("the job exists");
     assert_eq!(row.state, JobState::Cancelled);
@@ -97,17 +109,29 @@ async fn cancelling_an_available_job_means_it_never_runs() {
     env.wait_for_state(sentinel, JobState::Completed).await;
     // And the scheduled one's run_at has passed, so a claim would now promote it if it could.
     let deadline = env.job(later).await.run_at;
-    common::wait_until("the cancelled job's run_at has passed", common::WAIT, || async { chrono::Utc::now() > deadline }).await;
+    common::wait_until(
+        "the cancelled job's run_at has passed",
+        common::WAIT,
+        || async { chrono::Utc::now() > deadline },
+    )
+    .await;
     let sentinel2 = env.client.enqueue(&Quick).await.unwrap().id;
     env.wait_for_state(sentinel2, JobState::Completed).await;
 
     for id in [doomed, later] {
         let job = env.job(id).await;
         assert_eq!(job.state, JobState::Cancelled);
-        assert_eq!(job.attempt, 0, "a cancelled waiting job never starts an attempt");
+        assert_eq!(
+            job.attempt, 0,
+            "a cancelled waiting job never starts an attempt"
+        );
         assert!(job.errors.is_empty());
     }
-    assert_eq!(probe.runs.snapshot(), [sentinel, sentinel2], "only the sentinels ran");
+    assert_eq!(
+        probe.runs.snapshot(),
+        [sentinel, sentinel2],
+        "only the sentinels ran"
+    );
     worker.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -118,12 +142,20 @@ async fn assert_cancelled_while_running(env: &Env, probe: &Probe, id: Uuid) {
     assert_eq!(job.errors[0].kind, ErrorKind::Cancelled);
     assert_eq!(job.errors[0].attempt, 1);
     assert!(job.finalized_at.is_some());
-    assert_eq!(probe.exits.snapshot(), [AttemptExit::Cancelled], "defers are told the attempt was cancelled");
+    assert_eq!(
+        probe.exits.snapshot(),
+        [AttemptExit::Cancelled],
+        "defers are told the attempt was cancelled"
+    );
     common::wait_until("the handler's child token fires", common::WAIT, || async {
         probe.token_fired.snapshot() == [id]
     })
     .await;
-    assert_eq!(probe.runs.snapshot(), [id], "a cancelled job is not run again");
+    assert_eq!(
+        probe.runs.snapshot(),
+        [id],
+        "a cancelled job is not run again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,14 +165,24 @@ async fn cancelling_a_running_job_through_the_worker_handle() {
     let (tx, mut started) = mpsc::unbounded_channel();
     // A heartbeat too slow to matter: the handle stops the attempt directly.
     let worker = env
-        .worker(registry(&probe, tx), 2, |c| c.heartbeat_interval = Duration::from_secs(3600))
+        .worker(registry(&probe, tx), 2, |c| {
+            c.heartbeat_interval = Duration::from_secs(3600)
+        })
         .await;
     let mut events = worker.events();
-    let id = env.client.enqueue(&LongTask { cooperative: false }).await.unwrap().id;
+    let id = env
+        .client
+        .enqueue(&LongTask { cooperative: false })
+        .await
+        .unwrap()
+        .id;
     assert_eq!(recv(&mut started, "the handler to start").await, id);
 
     let row = worker.cancel(id).await.unwrap().expect("the job exists");
-    assert!(row.cancel_requested, "a running job is flagged, then stopped by its worker");
+    assert!(
+        row.cancel_requested,
+        "a running job is flagged, then stopped by its worker"
+    );
     assert_cancelled_while_running(&env, &probe, id).await;
     let ev = common::wait_for_event(&mut events, id, "the cancel outcome", |_| true).await;
     assert_eq!(ev.outcome, EventOutcome::Cancelled);
@@ -156,15 +198,26 @@ async fn cancelling_a_running_job_from_another_process_is_picked_up_by_the_heart
     let probe = Probe::default();
     let (tx, mut started) = mpsc::unbounded_channel();
     let worker = env
-        .worker(registry(&probe, tx), 2, |c| c.heartbeat_interval = Duration::from_millis(50))
+        .worker(registry(&probe, tx), 2, |c| {
+            c.heartbeat_interval = Duration::from_millis(50)
+        })
         .await;
-    let id = env.client.enqueue(&LongTask { cooperative: false }).await.unwrap().id;
+    let id = env
+        .client
+        .enqueue(&LongTask { cooperative: false })
+        .await
+        .unwrap()
+        .id;
     assert_eq!(recv(&mut started, "the handler to start").await, id);
 
     // Another process: its own store connection on the same file, its own client.
     let other = mend::Client::new(env.reopen().await);
     let row = other.cancel(id).await.unwrap().expect("the job exists");
-    assert_eq!(row.state, JobState::Running, "a running job is only flagged by the store");
+    assert_eq!(
+        row.state,
+        JobState::Running,
+        "a running job is only flagged by the store"
+    );
     assert!(row.cancel_requested);
 
     assert_cancelled_while_running(&env, &probe, id).await;
@@ -181,13 +234,24 @@ async fn a_cooperative_handler_that_returns_on_cancel_still_ends_cancelled() {
     let probe = Probe::default();
     let (tx, mut started) = mpsc::unbounded_channel();
     let worker = env
-        .worker(registry(&probe, tx), 2, |c| c.heartbeat_interval = Duration::from_secs(3600))
+        .worker(registry(&probe, tx), 2, |c| {
+            c.heartbeat_interval = Duration::from_secs(3600)
+        })
         .await;
-    let id = env.client.enqueue(&LongTask { cooperative: true }).await.unwrap().id;
+    let id = env
+        .client
+        .enqueue(&LongTask { cooperative: true })
+        .await
+        .unwrap()
+        .id;
     assert_eq!(recv(&mut started, "the handler to start").await, id);
 
     worker.cancel(id).await.unwrap();
-    let job = env.wait_for_job(id, "done with its first attempt", |j| j.state != JobState::Running).await;
+    let job = env
+        .wait_for_job(id, "done with its first attempt", |j| {
+            j.state != JobState::Running
+        })
+        .await;
     assert_eq!(
         job.state,
         JobState::Cancelled,
@@ -231,18 +295,38 @@ async fn a_cancel_requested_during_an_attempt_that_then_fails_is_not_lost() {
     });
     // No heartbeat during the test: the cancel request is not picked up while attempt 1 runs.
     let worker = env
-        .worker(registry, 2, |c| c.heartbeat_interval = Duration::from_secs(3600))
+        .worker(registry, 2, |c| {
+            c.heartbeat_interval = Duration::from_secs(3600)
+        })
         .await;
     common::wait_for_first_heartbeat(&env, &worker).await;
     let id = env.client.enqueue(&FailsOnce).await.unwrap().id;
     assert_eq!(recv(&mut started, "attempt 1 to start").await, id);
 
     let other = mend::Client::new(env.reopen().await);
-    assert!(other.cancel(id).await.unwrap().expect("the job exists").cancel_requested);
+    assert!(
+        other
+            .cancel(id)
+            .await
+            .unwrap()
+            .expect("the job exists")
+            .cancel_requested
+    );
     gate.open(); // attempt 1 fails
 
-    let job = env.wait_for_job(id, "finished", |j| j.state.is_final()).await;
-    assert_eq!(job.state, JobState::Cancelled, "the cancel was lost; errors: {:#?}", job.errors);
-    assert_eq!(runs.snapshot(), [1], "the handler ran again after the job was cancelled");
+    let job = env
+        .wait_for_job(id, "finished", |j| j.state.is_final())
+        .await;
+    assert_eq!(
+        job.state,
+        JobState::Cancelled,
+        "the cancel was lost; errors: {:#?}",
+        job.errors
+    );
+    assert_eq!(
+        runs.snapshot(),
+        [1],
+        "the handler ran again after the job was cancelled"
+    );
     worker.shutdown(Duration::from_secs(5)).await;
 }

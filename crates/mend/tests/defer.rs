@@ -7,7 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::{wait_for_event, Env, Log};
-use mend::{AttemptExit, CleanupOutcome, ErrorKind, EventOutcome, JobArgs, JobContext, JobError, JobState, Registry};
+use mend::{
+    AttemptExit, CleanupOutcome, ErrorKind, EventOutcome, JobArgs, JobContext, JobError, JobState,
+    Registry,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -73,13 +76,20 @@ fn registry(log: &Log<(String, AttemptExit)>, started: mpsc::UnboundedSender<Uui
 fn assert_lifo(log: &Log<(String, AttemptExit)>, expected: &AttemptExit) {
     let entries = log.snapshot();
     let names: Vec<_> = entries.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["third", "second", "first"], "cleanups run last-registered first: {entries:?}");
+    assert_eq!(
+        names,
+        ["third", "second", "first"],
+        "cleanups run last-registered first: {entries:?}"
+    );
     for (name, exit) in &entries {
         assert_eq!(exit, expected, "cleanup {name} was told {exit:?}");
     }
 }
 
-async fn run_one(ending: Ending, timeout: Option<Duration>) -> (Log<(String, AttemptExit)>, mend::JobRow) {
+async fn run_one(
+    ending: Ending,
+    timeout: Option<Duration>,
+) -> (Log<(String, AttemptExit)>, mend::JobRow) {
     let env = Env::new().await;
     let log = Log::new();
     let (tx, _rx) = mpsc::unbounded_channel();
@@ -89,7 +99,9 @@ async fn run_one(ending: Ending, timeout: Option<Duration>) -> (Log<(String, Att
         job = job.with_timeout(t);
     }
     let id = env.insert(job).await.id;
-    let row = env.wait_for_job(id, "finished", |j| j.state.is_final()).await;
+    let row = env
+        .wait_for_job(id, "finished", |j| j.state.is_final())
+        .await;
     worker.shutdown(Duration::from_secs(5)).await;
     (log, row)
 }
@@ -141,7 +153,14 @@ async fn defers_run_lifo_on_cancel() {
     let log = Log::new();
     let (tx, mut started) = mpsc::unbounded_channel();
     let worker = env.worker(registry(&log, tx), 2, |_| {}).await;
-    let id = env.client.enqueue(&Cleanly { ending: Ending::Block }).await.unwrap().id;
+    let id = env
+        .client
+        .enqueue(&Cleanly {
+            ending: Ending::Block,
+        })
+        .await
+        .unwrap()
+        .id;
     assert_eq!(common::recv(&mut started, "the handler to start").await, id);
 
     worker.cancel(id).await.unwrap();
@@ -157,7 +176,14 @@ async fn defers_run_lifo_on_shutdown_release() {
     let log = Log::new();
     let (tx, mut started) = mpsc::unbounded_channel();
     let worker = env.worker(registry(&log, tx), 2, |_| {}).await;
-    let id = env.client.enqueue(&Cleanly { ending: Ending::Block }).await.unwrap().id;
+    let id = env
+        .client
+        .enqueue(&Cleanly {
+            ending: Ending::Block,
+        })
+        .await
+        .unwrap()
+        .id;
     assert_eq!(common::recv(&mut started, "the handler to start").await, id);
 
     let report = worker.shutdown(Duration::from_millis(100)).await;
@@ -207,13 +233,19 @@ async fn a_panicking_cleanup_is_recorded_and_the_others_still_run() {
     let id = env.client.enqueue(&Messy { fail: false }).await.unwrap().id;
 
     let ev = wait_for_event(&mut events, id, "the attempt's outcome", |_| true).await;
-    assert_eq!(ev.outcome, EventOutcome::Completed, "a broken cleanup does not fail a successful attempt");
+    assert_eq!(
+        ev.outcome,
+        EventOutcome::Completed,
+        "a broken cleanup does not fail a successful attempt"
+    );
     assert!(!ev.fenced);
     let names: Vec<_> = ev.cleanups.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["unlock", "broken", "close-file"]);
     assert_eq!(ev.cleanups[0].outcome, CleanupOutcome::Ok);
     match &ev.cleanups[1].outcome {
-        CleanupOutcome::Panicked { message } => assert!(message.contains("cleanup broke"), "{message}"),
+        CleanupOutcome::Panicked { message } => {
+            assert!(message.contains("cleanup broke"), "{message}")
+        }
         other => panic!("the panicking cleanup was reported as {other:?}"),
     }
     assert_eq!(ev.cleanups[2].outcome, CleanupOutcome::Ok);
@@ -232,7 +264,10 @@ async fn a_broken_cleanup_is_named_in_the_attempts_error() {
     let job = env.wait_for_state(id, JobState::Discarded).await;
     let message = &job.errors[0].message;
     assert!(message.starts_with("handler failed"), "{message}");
-    assert!(message.contains("cleanups that failed: broken"), "{message}");
+    assert!(
+        message.contains("cleanups that failed: broken"),
+        "{message}"
+    );
     assert_eq!(ran.snapshot(), ["unlock", "close-file"]);
     worker.shutdown(Duration::from_secs(5)).await;
 }
@@ -253,7 +288,9 @@ async fn a_hung_cleanup_is_abandoned_after_the_cleanup_timeout() {
         }
     });
     let worker = env
-        .worker(registry, 2, |c| c.cleanup_timeout = Duration::from_millis(100))
+        .worker(registry, 2, |c| {
+            c.cleanup_timeout = Duration::from_millis(100)
+        })
         .await;
     let mut events = worker.events();
     let id = env.client.enqueue(&Messy { fail: false }).await.unwrap().id;

@@ -8,7 +8,9 @@ use std::time::Duration;
 use chrono::Utc;
 use common::{recv, stat, wait_for_event, Env, Gate, Log};
 use mend::store::{CompleteParams, Outcome, OutcomeKind, RescueParams};
-use mend::{AttemptExit, ErrorKind, EventOutcome, JobArgs, JobContext, JobError, JobState, NewJob, Registry};
+use mend::{
+    AttemptExit, ErrorKind, EventOutcome, JobArgs, JobContext, JobError, JobState, NewJob, Registry,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -66,7 +68,9 @@ async fn a_worker_that_lost_the_lease_cannot_complete_the_job() {
     // One slot, so the rescued job cannot be claimed again while attempt 1 still holds it; a
     // heartbeat too slow to notice the lost lease, so attempt 1 really tries to write.
     let worker = env
-        .worker(registry(1, &gate, &exits, tx), 1, |c| c.heartbeat_interval = Duration::from_secs(3600))
+        .worker(registry(1, &gate, &exits, tx), 1, |c| {
+            c.heartbeat_interval = Duration::from_secs(3600)
+        })
         .await;
     common::wait_for_first_heartbeat(&env, &worker).await;
     let mut events = worker.events();
@@ -77,7 +81,11 @@ async fn a_worker_that_lost_the_lease_cannot_complete_the_job() {
     gate.open(); // attempt 1 finishes and tries to complete the job
 
     let ev = wait_for_event(&mut events, id, "attempt 1's outcome", |e| e.attempt == 1).await;
-    assert_eq!(ev.outcome, EventOutcome::Completed, "attempt 1 did try to complete");
+    assert_eq!(
+        ev.outcome,
+        EventOutcome::Completed,
+        "attempt 1 did try to complete"
+    );
     assert!(ev.fenced, "the store refused attempt 1's completion");
     assert!(stat(&worker.stats().fenced) >= 1);
 
@@ -86,10 +94,17 @@ async fn a_worker_that_lost_the_lease_cannot_complete_the_job() {
     assert_eq!(job.attempt, 2);
     assert_eq!(job.result, Some(serde_json::json!("done by attempt 2")));
     assert_eq!(job.errors.len(), 1);
-    assert_eq!((job.errors[0].attempt, job.errors[0].kind), (1, ErrorKind::Lost));
+    assert_eq!(
+        (job.errors[0].attempt, job.errors[0].kind),
+        (1, ErrorKind::Lost)
+    );
     let ev = wait_for_event(&mut events, id, "attempt 2's outcome", |e| e.attempt == 2).await;
     assert!(!ev.fenced);
-    assert_eq!(stat(&worker.stats().completed), 1, "only attempt 2's completion counts");
+    assert_eq!(
+        stat(&worker.stats().completed),
+        1,
+        "only attempt 2's completion counts"
+    );
     worker.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -99,7 +114,9 @@ async fn the_heartbeat_stops_an_attempt_whose_lease_was_lost() {
     let (gate, exits) = (Gate::new(), Log::new());
     let (tx, mut started) = mpsc::unbounded_channel();
     let worker = env
-        .worker(registry(1, &gate, &exits, tx), 1, |c| c.heartbeat_interval = Duration::from_millis(50))
+        .worker(registry(1, &gate, &exits, tx), 1, |c| {
+            c.heartbeat_interval = Duration::from_millis(50)
+        })
         .await;
     let mut events = worker.events();
     let id = env.client.enqueue(&Held).await.unwrap().id;
@@ -119,7 +136,10 @@ async fn the_heartbeat_stops_an_attempt_whose_lease_was_lost() {
     );
     // Attempt 1 wrote nothing: the only event is attempt 2's.
     let ev = wait_for_event(&mut events, id, "an outcome", |_| true).await;
-    assert_eq!((ev.attempt, ev.outcome, ev.fenced), (2, EventOutcome::Completed, false));
+    assert_eq!(
+        (ev.attempt, ev.outcome, ev.fenced),
+        (2, EventOutcome::Completed, false)
+    );
     worker.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -135,7 +155,9 @@ async fn a_stale_attempt_ending_does_not_untrack_the_new_attempt() {
     // Two slots so the rescued job can be claimed again while attempt 1 still runs; no
     // heartbeat during the test, so attempt 1 is not stopped for its lost lease.
     let worker = env
-        .worker(registry(2, &gate, &exits, tx), 2, |c| c.heartbeat_interval = Duration::from_secs(3600))
+        .worker(registry(2, &gate, &exits, tx), 2, |c| {
+            c.heartbeat_interval = Duration::from_secs(3600)
+        })
         .await;
     common::wait_for_first_heartbeat(&env, &worker).await;
     let mut events = worker.events();
@@ -155,9 +177,14 @@ async fn a_stale_attempt_ending_does_not_untrack_the_new_attempt() {
     assert_eq!((job.state, job.attempt), (JobState::Running, 2));
     assert_eq!(worker.in_flight(), 1, "the worker still tracks attempt 2");
     worker.cancel(id).await.unwrap();
-    let job = env.wait_for_job(id, "cancelled", |j| j.state.is_final()).await;
+    let job = env
+        .wait_for_job(id, "cancelled", |j| j.state.is_final())
+        .await;
     assert_eq!(job.state, JobState::Cancelled);
-    assert_eq!(exits.snapshot(), [(1, AttemptExit::Completed), (2, AttemptExit::Cancelled)]);
+    assert_eq!(
+        exits.snapshot(),
+        [(1, AttemptExit::Completed), (2, AttemptExit::Cancelled)]
+    );
     worker.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -166,7 +193,11 @@ async fn complete_many_fences_wrong_owner_and_wrong_attempt() {
     let env = Env::new().await;
     let ids: Vec<Uuid> = env
         .client
-        .insert_many((0..3).map(|_| NewJob::new("held", serde_json::json!(null))).collect())
+        .insert_many(
+            (0..3)
+                .map(|_| NewJob::new("held", serde_json::json!(null)))
+                .collect(),
+        )
         .await
         .unwrap()
         .into_iter()
@@ -174,7 +205,9 @@ async fn complete_many_fences_wrong_owner_and_wrong_attempt() {
         .collect();
     let claimed = env.claim_as("node-a", Duration::from_secs(60)).await;
     assert_eq!(claimed.len(), 3);
-    assert!(claimed.iter().all(|j| j.attempt == 1 && j.lease_owner.as_deref() == Some("node-a")));
+    assert!(claimed
+        .iter()
+        .all(|j| j.attempt == 1 && j.lease_owner.as_deref() == Some("node-a")));
 
     let outcome = |id: Uuid, attempt: i32, owner: &str| Outcome {
         id,
@@ -200,7 +233,11 @@ async fn complete_many_fences_wrong_owner_and_wrong_attempt() {
     assert_eq!(result.applied, [ids[2]]);
     for id in &ids[..2] {
         let job = env.job(*id).await;
-        assert_eq!(job.state, JobState::Running, "a fenced write changes nothing");
+        assert_eq!(
+            job.state,
+            JobState::Running,
+            "a fenced write changes nothing"
+        );
         assert_eq!(job.result, None);
     }
     assert_eq!(env.job(ids[2]).await.state, JobState::Completed);
@@ -213,27 +250,52 @@ async fn complete_many_fences_wrong_owner_and_wrong_attempt() {
         at: Utc::now(),
     };
     let kinds = [
-        OutcomeKind::Retry { error: error.clone(), run_at: Utc::now() },
-        OutcomeKind::Discard { error: error.clone() },
+        OutcomeKind::Retry {
+            error: error.clone(),
+            run_at: Utc::now(),
+        },
+        OutcomeKind::Discard {
+            error: error.clone(),
+        },
         OutcomeKind::Cancelled { error },
         OutcomeKind::Snooze { run_at: Utc::now() },
         OutcomeKind::Release,
     ];
     for kind in kinds {
         let stale = vec![
-            Outcome { kind: kind.clone(), ..outcome(ids[0], 1, "node-b") },
-            Outcome { kind: kind.clone(), ..outcome(ids[1], 0, "node-a") },
-            Outcome { kind: kind.clone(), ..outcome(ids[2], 1, "node-a") }, // already completed
+            Outcome {
+                kind: kind.clone(),
+                ..outcome(ids[0], 1, "node-b")
+            },
+            Outcome {
+                kind: kind.clone(),
+                ..outcome(ids[1], 0, "node-a")
+            },
+            Outcome {
+                kind: kind.clone(),
+                ..outcome(ids[2], 1, "node-a")
+            }, // already completed
         ];
         let r = env
             .store
-            .complete_many(CompleteParams { outcomes: stale, now: Utc::now() })
+            .complete_many(CompleteParams {
+                outcomes: stale,
+                now: Utc::now(),
+            })
             .await
             .unwrap();
-        assert!(r.applied.is_empty(), "{kind:?} was applied despite the fence: {:?}", r.applied);
+        assert!(
+            r.applied.is_empty(),
+            "{kind:?} was applied despite the fence: {:?}",
+            r.applied
+        );
         assert_eq!(r.fenced.len(), 3);
     }
-    for (id, state) in [(ids[0], JobState::Running), (ids[1], JobState::Running), (ids[2], JobState::Completed)] {
+    for (id, state) in [
+        (ids[0], JobState::Running),
+        (ids[1], JobState::Running),
+        (ids[2], JobState::Completed),
+    ] {
         let job = env.job(id).await;
         assert_eq!(job.state, state);
         assert_eq!(job.attempt, 1);
@@ -243,13 +305,20 @@ async fn complete_many_fences_wrong_owner_and_wrong_attempt() {
     // After a rescue, the old owner's write is refused even with the right attempt.
     let rescued = env
         .store
-        .rescue(RescueParams { dead_nodes: vec!["node-a".into()], now: Utc::now(), quarantine_after_lost: 3 })
+        .rescue(RescueParams {
+            dead_nodes: vec!["node-a".into()],
+            now: Utc::now(),
+            quarantine_after_lost: 3,
+        })
         .await
         .unwrap();
     assert_eq!(rescued.len(), 2);
     let r = env
         .store
-        .complete_many(CompleteParams { outcomes: vec![outcome(ids[0], 1, "node-a")], now: Utc::now() })
+        .complete_many(CompleteParams {
+            outcomes: vec![outcome(ids[0], 1, "node-a")],
+            now: Utc::now(),
+        })
         .await
         .unwrap();
     assert_eq!(r.fenced, [ids[0]]);

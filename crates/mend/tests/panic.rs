@@ -50,20 +50,42 @@ fn registry() -> Registry {
 async fn panic_is_recorded_with_message_and_location() {
     let env = Env::new().await;
     // One slot: the jobs after the panic run on the very same worker and slot.
-    let worker = env.worker(registry(), 1, |c| c.retry_policy = std::sync::Arc::new(mend::FixedDelay(Duration::from_millis(10)))).await;
-    let id = env.client.enqueue(&Explode { what: "kaboom".into() }).await.unwrap().id;
+    let worker = env
+        .worker(registry(), 1, |c| {
+            c.retry_policy = std::sync::Arc::new(mend::FixedDelay(Duration::from_millis(10)))
+        })
+        .await;
+    let id = env
+        .client
+        .enqueue(&Explode {
+            what: "kaboom".into(),
+        })
+        .await
+        .unwrap()
+        .id;
 
     let job = env.wait_for_state(id, JobState::Discarded).await;
-    assert_eq!(job.attempt, 2, "a panic counts as a failed attempt and is retried like an error");
+    assert_eq!(
+        job.attempt, 2,
+        "a panic counts as a failed attempt and is retried like an error"
+    );
     assert_eq!(job.errors.len(), 2);
     let line = PANIC_LINE.load(Ordering::SeqCst);
     assert_ne!(line, 0);
     for (i, e) in job.errors.iter().enumerate() {
         assert_eq!(e.attempt, i as i32 + 1);
         assert_eq!(e.kind, ErrorKind::Panic);
-        assert!(e.message.contains("the handler blew up: kaboom"), "message lacks the panic text: {}", e.message);
+        assert!(
+            e.message.contains("the handler blew up: kaboom"),
+            "message lacks the panic text: {}",
+            e.message
+        );
         let location = format!("tests/panic.rs:{line}:");
-        assert!(e.message.contains(&location), "message lacks the location {location}: {}", e.message);
+        assert!(
+            e.message.contains(&location),
+            "message lacks the location {location}: {}",
+            e.message
+        );
     }
     assert_eq!(stat(&worker.stats().panics), 2, "the panics counter moved");
 
@@ -96,7 +118,10 @@ async fn panicking_handler_still_runs_its_defers_and_reports_the_panic_to_them()
         }
     });
     let worker = env.worker(registry, 1, |_| {}).await;
-    let job = Explode { what: "x".into() }.to_new_job().unwrap().with_max_attempts(1);
+    let job = Explode { what: "x".into() }
+        .to_new_job()
+        .unwrap()
+        .with_max_attempts(1);
     let id = env.insert(job).await.id;
 
     let job = env.wait_for_state(id, JobState::Discarded).await;
@@ -104,7 +129,9 @@ async fn panicking_handler_still_runs_its_defers_and_reports_the_panic_to_them()
     let exits = exits.snapshot();
     assert_eq!(exits.len(), 1, "{exits:?}");
     match &exits[0] {
-        AttemptExit::Panicked { message } => assert!(message.contains("boom in handler"), "{message}"),
+        AttemptExit::Panicked { message } => {
+            assert!(message.contains("boom in handler"), "{message}")
+        }
         other => panic!("defer was told {other:?}, expected Panicked"),
     }
     worker.shutdown(Duration::from_secs(5)).await;
@@ -126,7 +153,11 @@ impl mend::Handler for EagerBoomHandler {
     // Not an `async fn`: the panic happens while the handler's future is being built, before
     // it is ever polled.
     #[allow(clippy::manual_async_fn)]
-    fn run(&self, _ctx: mend::JobContext, _: EagerBoom) -> impl std::future::Future<Output = Result<(), JobError>> + Send {
+    fn run(
+        &self,
+        _ctx: mend::JobContext,
+        _: EagerBoom,
+    ) -> impl std::future::Future<Output = Result<(), JobError>> + Send {
         panic!("panicked before returning a future");
         #[allow(unreachable_code)]
         async {
@@ -145,8 +176,18 @@ async fn a_panic_while_building_the_handler_future_is_caught_too() {
 
     let job = env.wait_for_state(id, JobState::Discarded).await;
     assert_eq!(job.errors[0].kind, ErrorKind::Panic);
-    assert!(job.errors[0].message.contains("panicked before returning a future"), "{}", job.errors[0].message);
-    assert!(job.errors[0].message.contains("tests/panic.rs:"), "{}", job.errors[0].message);
+    assert!(
+        job.errors[0]
+            .message
+            .contains("panicked before returning a future"),
+        "{}",
+        job.errors[0].message
+    );
+    assert!(
+        job.errors[0].message.contains("tests/panic.rs:"),
+        "{}",
+        job.errors[0].message
+    );
     let fine = env.client.enqueue(&Fine { n: 21 }).await.unwrap().id;
     let job = env.wait_for_state(fine, JobState::Completed).await;
     assert_eq!(job.result, Some(serde_json::json!(42)));

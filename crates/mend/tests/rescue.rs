@@ -31,13 +31,19 @@ fn registry(runs: &Log<(Uuid, i32)>) -> Registry {
 
 /// Registers a node for a process that has exited and been reaped: a crashed worker.
 async fn dead_node(env: &Env, id: &str) -> NodeInfo {
-    let mut child = std::process::Command::new("true").spawn().expect("spawn `true`");
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn `true`");
     let pid = child.id();
     // Read the identity while the process entry still exists (a zombie until waited).
     let key = process_key(pid);
     child.wait().expect("wait for `true`");
     let node = env.register_node(id, pid, key).await;
-    assert_eq!(check_process(&node), Liveness::Dead, "test setup: {node:?} should look dead");
+    assert_eq!(
+        check_process(&node),
+        Liveness::Dead,
+        "test setup: {node:?} should look dead"
+    );
     node
 }
 
@@ -71,11 +77,18 @@ async fn a_crashed_process_job_is_rescued_at_start_up_and_completed() {
     let e = &job.errors[0];
     assert_eq!((e.attempt, e.kind), (1, ErrorKind::Lost));
     assert!(e.message.contains("worker lost"), "{}", e.message);
-    assert!(e.message.contains("crashed-node"), "the message names the lost node: {}", e.message);
+    assert!(
+        e.message.contains("crashed-node"),
+        "the message names the lost node: {}",
+        e.message
+    );
     assert_eq!(job.lease_owner.as_deref(), Some(worker.node_id()));
     assert_eq!(runs.snapshot(), [(id, 2)]);
     let nodes = env.store.list_nodes().await.unwrap();
-    assert!(nodes.iter().all(|n| n.id != crashed.id), "the dead node is removed: {nodes:?}");
+    assert!(
+        nodes.iter().all(|n| n.id != crashed.id),
+        "the dead node is removed: {nodes:?}"
+    );
     worker.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -95,29 +108,47 @@ async fn jobs_of_a_live_process_are_not_rescued() {
             c.heartbeat_interval = Duration::from_millis(20);
         })
         .await;
-    assert_eq!(stat(&worker.stats().rescued), 0, "nothing rescued at start-up");
+    assert_eq!(
+        stat(&worker.stats().rescued),
+        0,
+        "nothing rescued at start-up"
+    );
 
     // A job of a process that dies after the worker started, on a queue this worker does not
     // work (so only a rescue pass can touch it): once a periodic pass has rescued it, passes
     // have run while the live node's job was there to be (wrongly) taken.
     let crashed = dead_node(&env, "later-crash").await;
     let late = env.insert(new_job().with_queue("elsewhere")).await.id;
-    let claimed = env.claim_in("elsewhere", &crashed.id, Duration::from_secs(3600)).await;
+    let claimed = env
+        .claim_in("elsewhere", &crashed.id, Duration::from_secs(3600))
+        .await;
     assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), [late]);
     let rescued = env
-        .wait_for_job(late, "rescued by a periodic pass", |j| j.state == JobState::Retryable)
+        .wait_for_job(late, "rescued by a periodic pass", |j| {
+            j.state == JobState::Retryable
+        })
         .await;
     assert_eq!(rescued.errors[0].kind, ErrorKind::Lost);
-    common::wait_until("the worker counts the rescue", common::WAIT, || async { stat(&worker.stats().rescued) == 1 }).await;
+    common::wait_until("the worker counts the rescue", common::WAIT, || async {
+        stat(&worker.stats().rescued) == 1
+    })
+    .await;
 
     let job = env.job(busy).await;
-    assert_eq!(job.state, JobState::Running, "a live worker's job stays with it");
+    assert_eq!(
+        job.state,
+        JobState::Running,
+        "a live worker's job stays with it"
+    );
     assert_eq!(job.lease_owner.as_deref(), Some("busy-node"));
     assert_eq!(job.attempt, 1);
     assert!(job.errors.is_empty());
     assert!(!runs.snapshot().iter().any(|(id, _)| *id == busy));
     let nodes = env.store.list_nodes().await.unwrap();
-    assert!(nodes.iter().any(|n| n.id == "busy-node"), "a live node stays registered");
+    assert!(
+        nodes.iter().any(|n| n.id == "busy-node"),
+        "a live node stays registered"
+    );
     worker.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -147,18 +178,41 @@ async fn a_job_lost_three_times_in_a_row_is_quarantined() {
     // The third attempt kills its process too.
     let crashed = dead_node(&env, "crash-3").await;
     let claimed = env.claim_as(&crashed.id, Duration::from_secs(3600)).await;
-    assert_eq!(claimed.iter().map(|j| (j.id, j.attempt)).collect::<Vec<_>>(), [(id, 3)]);
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|j| (j.id, j.attempt))
+            .collect::<Vec<_>>(),
+        [(id, 3)]
+    );
 
     let runs = Log::new();
     let worker = env.worker(registry(&runs), 2, |_| {}).await;
     let job = env.wait_for_state(id, JobState::Discarded).await;
     assert_eq!(job.attempt, 3);
-    assert!(job.max_attempts > 3, "discarded by quarantine, not for running out of attempts");
+    assert!(
+        job.max_attempts > 3,
+        "discarded by quarantine, not for running out of attempts"
+    );
     let kinds: Vec<_> = job.errors.iter().map(|e| (e.attempt, e.kind)).collect();
-    assert_eq!(kinds, [(1, ErrorKind::Lost), (2, ErrorKind::Lost), (3, ErrorKind::Lost)]);
-    assert!(job.errors[2].message.contains("quarantined"), "{}", job.errors[2].message);
+    assert_eq!(
+        kinds,
+        [
+            (1, ErrorKind::Lost),
+            (2, ErrorKind::Lost),
+            (3, ErrorKind::Lost)
+        ]
+    );
+    assert!(
+        job.errors[2].message.contains("quarantined"),
+        "{}",
+        job.errors[2].message
+    );
     assert!(job.finalized_at.is_some());
-    assert!(runs.snapshot().is_empty(), "a quarantined job is not run again");
+    assert!(
+        runs.snapshot().is_empty(),
+        "a quarantined job is not run again"
+    );
     worker.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -174,7 +228,11 @@ async fn a_lost_job_out_of_attempts_is_discarded_not_retried() {
     assert_eq!(job.attempt, 1);
     assert_eq!(job.errors.len(), 1);
     assert_eq!(job.errors[0].kind, ErrorKind::Lost);
-    assert!(!job.errors[0].message.contains("quarantined"), "{}", job.errors[0].message);
+    assert!(
+        !job.errors[0].message.contains("quarantined"),
+        "{}",
+        job.errors[0].message
+    );
     assert!(runs.snapshot().is_empty());
     worker.shutdown(Duration::from_secs(5)).await;
 }
@@ -207,6 +265,9 @@ async fn an_expired_lease_of_a_node_that_cannot_be_checked_is_rescued() {
     assert_eq!(job.attempt, 2);
     assert_eq!(job.errors[0].kind, ErrorKind::Lost);
     let nodes = env.store.list_nodes().await.unwrap();
-    assert!(nodes.iter().any(|n| n.id == "remote-node"), "a live remote node is not removed");
+    assert!(
+        nodes.iter().any(|n| n.id == "remote-node"),
+        "a live remote node is not removed"
+    );
     worker.shutdown(Duration::from_secs(5)).await;
 }

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{stat, Env, Log};
-use mend::{ErrorKind, FixedDelay, Handler, JobArgs, JobContext, JobError, JobState, NewJob, Registry, RetryPolicy};
+use mend::{
+    ErrorKind, FixedDelay, Handler, JobArgs, JobContext, JobError, JobState, NewJob, Registry,
+    RetryPolicy,
+};
 use serde::{Deserialize, Serialize};
 
 /// Fails the first `fail` attempts, then returns the attempt number.
@@ -52,13 +55,24 @@ fn flaky_registry(delay: Duration) -> Registry {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fails_n_times_then_completes_with_errors_in_order() {
     let env = Env::new().await;
-    let worker = env.worker(flaky_registry(Duration::from_millis(10)), 2, slow_default).await;
+    let worker = env
+        .worker(flaky_registry(Duration::from_millis(10)), 2, slow_default)
+        .await;
     let id = env.client.enqueue(&Flaky { fail: 3 }).await.unwrap().id;
 
     let job = env.wait_for_state(id, JobState::Completed).await;
     assert_eq!(job.attempt, 4, "completed on attempt N+1");
-    assert_eq!(job.result, Some(serde_json::json!(4)), "the handler's output is stored");
-    assert_eq!(job.errors.len(), 3, "one error per failed attempt: {:#?}", job.errors);
+    assert_eq!(
+        job.result,
+        Some(serde_json::json!(4)),
+        "the handler's output is stored"
+    );
+    assert_eq!(
+        job.errors.len(),
+        3,
+        "one error per failed attempt: {:#?}",
+        job.errors
+    );
     for (i, e) in job.errors.iter().enumerate() {
         let n = i as i32 + 1;
         assert_eq!(e.attempt, n, "errors are recorded in attempt order");
@@ -89,7 +103,8 @@ async fn retry_waits_for_the_handlers_policy_delay() {
     let second_started = job.attempted_at.expect("attempted_at is set");
     // The store keeps run_at/attempted_at in microseconds while the error time keeps
     // nanoseconds, so allow the sub-microsecond truncation and nothing more.
-    let earliest = failed_at + chrono::Duration::from_std(delay).unwrap() - chrono::Duration::microseconds(1);
+    let earliest =
+        failed_at + chrono::Duration::from_std(delay).unwrap() - chrono::Duration::microseconds(1);
     assert!(
         second_started >= earliest,
         "attempt 2 started at {second_started}, before the failure at {failed_at} + {delay:?}"
@@ -100,14 +115,26 @@ async fn retry_waits_for_the_handlers_policy_delay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reaching_max_attempts_discards() {
     let env = Env::new().await;
-    let worker = env.worker(flaky_registry(Duration::from_millis(10)), 2, slow_default).await;
-    let job = Flaky { fail: 100 }.to_new_job().unwrap().with_max_attempts(3);
+    let worker = env
+        .worker(flaky_registry(Duration::from_millis(10)), 2, slow_default)
+        .await;
+    let job = Flaky { fail: 100 }
+        .to_new_job()
+        .unwrap()
+        .with_max_attempts(3);
     let id = env.insert(job).await.id;
 
     let job = env.wait_for_state(id, JobState::Discarded).await;
     assert_eq!(job.attempt, 3, "ran exactly max_attempts times");
     let attempts: Vec<_> = job.errors.iter().map(|e| (e.attempt, e.kind)).collect();
-    assert_eq!(attempts, [(1, ErrorKind::Error), (2, ErrorKind::Error), (3, ErrorKind::Error)]);
+    assert_eq!(
+        attempts,
+        [
+            (1, ErrorKind::Error),
+            (2, ErrorKind::Error),
+            (3, ErrorKind::Error)
+        ]
+    );
     assert_eq!(job.errors[2].message, "fail #3");
     assert!(job.finalized_at.is_some());
     worker.shutdown(Duration::from_secs(5)).await;
@@ -138,10 +165,18 @@ async fn fatal_error_discards_after_one_attempt() {
 
     let job = env.wait_for_state(id, JobState::Discarded).await;
     assert_eq!(job.attempt, 1);
-    assert_eq!(job.max_attempts, mend::job::DEFAULT_MAX_ATTEMPTS, "attempts were left, yet no retry");
+    assert_eq!(
+        job.max_attempts,
+        mend::job::DEFAULT_MAX_ATTEMPTS,
+        "attempts were left, yet no retry"
+    );
     assert_eq!(job.errors.len(), 1);
     assert_eq!(job.errors[0].kind, ErrorKind::Error);
-    assert!(job.errors[0].message.contains("the account was deleted"), "{}", job.errors[0].message);
+    assert!(
+        job.errors[0].message.contains("the account was deleted"),
+        "{}",
+        job.errors[0].message
+    );
     assert_eq!(calls.snapshot(), [1]);
     worker.shutdown(Duration::from_secs(5)).await;
 }
@@ -171,13 +206,24 @@ async fn snooze_runs_again_without_using_an_attempt() {
         }
     });
     let worker = env.worker(registry, 2, slow_default).await;
-    let job = Sleepy { snoozes: 2 }.to_new_job().unwrap().with_max_attempts(1);
+    let job = Sleepy { snoozes: 2 }
+        .to_new_job()
+        .unwrap()
+        .with_max_attempts(1);
     let id = env.insert(job).await.id;
 
     let job = env.wait_for_state(id, JobState::Completed).await;
-    assert_eq!(seen.snapshot(), [1, 1, 1], "ran three times, each as attempt 1");
+    assert_eq!(
+        seen.snapshot(),
+        [1, 1, 1],
+        "ran three times, each as attempt 1"
+    );
     assert_eq!(job.attempt, 1, "snoozes are not counted as attempts");
-    assert!(job.errors.is_empty(), "a snooze is not an error: {:#?}", job.errors);
+    assert!(
+        job.errors.is_empty(),
+        "a snooze is not an error: {:#?}",
+        job.errors
+    );
     worker.shutdown(Duration::from_secs(5)).await;
     assert_eq!(stat(&worker.stats().snoozed), 2);
 }
@@ -194,7 +240,10 @@ impl Handler for RateLimitedHandler {
     type Output = ();
     async fn run(&self, ctx: JobContext, _: RateLimited) -> Result<(), JobError> {
         if ctx.attempt() == 1 {
-            return Err(JobError::retry_after("429 Too Many Requests", Duration::from_millis(200)));
+            return Err(JobError::retry_after(
+                "429 Too Many Requests",
+                Duration::from_millis(200),
+            ));
         }
         Ok(())
     }
@@ -210,14 +259,21 @@ async fn retry_after_overrides_the_policy() {
     let mut registry = Registry::new();
     registry.register(RateLimitedHandler);
     let worker = env.worker(registry, 2, slow_default).await;
-    let id = env.insert(NewJob::new(RateLimited::KIND, serde_json::json!(null))).await.id;
+    let id = env
+        .insert(NewJob::new(RateLimited::KIND, serde_json::json!(null)))
+        .await
+        .id;
 
     let job = env.wait_for_state(id, JobState::Completed).await;
     assert_eq!(job.attempt, 2);
     assert_eq!(job.errors.len(), 1);
     assert_eq!(job.errors[0].message, "429 Too Many Requests");
-    let earliest = job.errors[0].at + chrono::Duration::milliseconds(200) - chrono::Duration::microseconds(1);
+    let earliest =
+        job.errors[0].at + chrono::Duration::milliseconds(200) - chrono::Duration::microseconds(1);
     let started = job.attempted_at.unwrap();
-    assert!(started >= earliest, "attempt 2 started at {started}, before the retry_after delay passed ({earliest})");
+    assert!(
+        started >= earliest,
+        "attempt 2 started at {started}, before the retry_after delay passed ({earliest})"
+    );
     worker.shutdown(Duration::from_secs(5)).await;
 }

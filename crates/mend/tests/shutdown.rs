@@ -25,11 +25,18 @@ impl JobArgs for Work {
 }
 
 fn work(fail_first: bool, cooperative: bool) -> Work {
-    Work { fail_first, cooperative }
+    Work {
+        fail_first,
+        cooperative,
+    }
 }
 
 /// Each attempt logs its defer exit, signals `started`, then waits at `gate`.
-fn registry(gate: &Gate, exits: &Log<AttemptExit>, started: mpsc::UnboundedSender<(Uuid, i32)>) -> Registry {
+fn registry(
+    gate: &Gate,
+    exits: &Log<AttemptExit>,
+    started: mpsc::UnboundedSender<(Uuid, i32)>,
+) -> Registry {
     let mut registry = Registry::new();
     let (gate, exits) = (gate.clone(), exits.clone());
     registry.register_fn(move |ctx: JobContext, args: Work| {
@@ -60,7 +67,11 @@ async fn in_flight_jobs_that_finish_within_the_drain_complete() {
     let (gate, exits) = (Gate::new(), Log::new());
     let (tx, mut started) = mpsc::unbounded_channel();
     let worker = env.worker(registry(&gate, &exits, tx), 4, |_| {}).await;
-    let rows = env.client.enqueue_many(&[work(false, false), work(false, false)]).await.unwrap();
+    let rows = env
+        .client
+        .enqueue_many(&[work(false, false), work(false, false)])
+        .await
+        .unwrap();
     for _ in 0..2 {
         recv(&mut started, "both handlers to start").await;
     }
@@ -68,27 +79,52 @@ async fn in_flight_jobs_that_finish_within_the_drain_complete() {
 
     let h = worker.clone();
     let shutdown = tokio::spawn(async move { h.shutdown(Duration::from_secs(30)).await });
-    wait_until("readiness drops once shutdown begins", WAIT, || async { !worker.is_ready() }).await;
+    wait_until("readiness drops once shutdown begins", WAIT, || async {
+        !worker.is_ready()
+    })
+    .await;
     // No more claiming: a job enqueued now stays put.
     let late = env.client.enqueue(&work(false, false)).await.unwrap().id;
-    assert!(!shutdown.is_finished(), "shutdown waits for the in-flight attempts");
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown waits for the in-flight attempts"
+    );
     assert_eq!(worker.in_flight(), 2);
 
     gate.open();
     gate.open();
-    let report = tokio::time::timeout(WAIT, shutdown).await.expect("shutdown finishes once the jobs do").unwrap();
-    assert_eq!(report, ShutdownReport { drained: 2, released: 0 });
+    let report = tokio::time::timeout(WAIT, shutdown)
+        .await
+        .expect("shutdown finishes once the jobs do")
+        .unwrap();
+    assert_eq!(
+        report,
+        ShutdownReport {
+            drained: 2,
+            released: 0
+        }
+    );
     for row in &rows {
         let job = env.job(row.id).await;
         assert_eq!(job.state, JobState::Completed);
         assert_eq!(job.attempt, 1);
     }
-    assert_eq!(exits.snapshot(), [AttemptExit::Completed, AttemptExit::Completed]);
+    assert_eq!(
+        exits.snapshot(),
+        [AttemptExit::Completed, AttemptExit::Completed]
+    );
     let late = env.job(late).await;
-    assert_eq!((late.state, late.attempt), (JobState::Available, 0), "nothing is claimed after shutdown began");
+    assert_eq!(
+        (late.state, late.attempt),
+        (JobState::Available, 0),
+        "nothing is claimed after shutdown began"
+    );
     assert!(!worker.is_ready());
     let nodes = env.store.list_nodes().await.unwrap();
-    assert!(nodes.iter().all(|n| n.id != worker.node_id()), "the node is deregistered: {nodes:?}");
+    assert!(
+        nodes.iter().all(|n| n.id != worker.node_id()),
+        "the node is deregistered: {nodes:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,15 +132,31 @@ async fn a_job_running_past_the_drain_is_released_without_using_an_attempt() {
     let env = Env::new().await;
     let (gate, exits) = (Gate::new(), Log::new());
     let (tx, mut started) = mpsc::unbounded_channel();
-    let worker = env.worker(registry(&gate, &exits, tx.clone()), 2, |_| {}).await;
+    let worker = env
+        .worker(registry(&gate, &exits, tx.clone()), 2, |_| {})
+        .await;
     let mut events = worker.events();
     let id = env.client.enqueue(&work(false, false)).await.unwrap().id;
     assert_eq!(recv(&mut started, "the handler to start").await, (id, 1));
-    assert_eq!(env.job(id).await.attempt, 1, "claimed: attempt 1 is running");
+    assert_eq!(
+        env.job(id).await.attempt,
+        1,
+        "claimed: attempt 1 is running"
+    );
 
     let report = worker.shutdown(Duration::from_millis(100)).await;
-    assert_eq!(report, ShutdownReport { drained: 0, released: 1 });
-    assert_eq!(exits.snapshot(), [AttemptExit::Shutdown], "defers are told the attempt was shut down");
+    assert_eq!(
+        report,
+        ShutdownReport {
+            drained: 0,
+            released: 1
+        }
+    );
+    assert_eq!(
+        exits.snapshot(),
+        [AttemptExit::Shutdown],
+        "defers are told the attempt was shut down"
+    );
     let ev = common::wait_for_event(&mut events, id, "the release", |_| true).await;
     assert_eq!(ev.outcome, mend::EventOutcome::Released);
     assert!(!ev.fenced);
@@ -113,7 +165,11 @@ async fn a_job_running_past_the_drain_is_released_without_using_an_attempt() {
     let job = env.job(id).await;
     assert_eq!(job.state, JobState::Available);
     assert_eq!(job.attempt, 0, "the interrupted attempt does not count");
-    assert!(job.errors.is_empty(), "a release records no error: {:#?}", job.errors);
+    assert!(
+        job.errors.is_empty(),
+        "a release records no error: {:#?}",
+        job.errors
+    );
     assert!(job.finalized_at.is_none());
 
     // The next worker runs it as attempt 1.
@@ -140,8 +196,16 @@ async fn a_released_job_keeps_the_attempt_count_it_had_before_the_claim() {
     assert_eq!(report.released, 1);
     let job = env.job(id).await;
     assert_eq!(job.state, JobState::Available);
-    assert_eq!(job.attempt, 1, "back to the count before attempt 2 was claimed");
-    assert_eq!(job.errors.len(), 1, "only attempt 1's error: {:#?}", job.errors);
+    assert_eq!(
+        job.attempt, 1,
+        "back to the count before attempt 2 was claimed"
+    );
+    assert_eq!(
+        job.errors.len(),
+        1,
+        "only attempt 1's error: {:#?}",
+        job.errors
+    );
     assert_eq!(job.errors[0].attempt, 1);
 }
 
@@ -179,20 +243,29 @@ async fn a_second_shutdown_call_returns_at_once() {
     let first = tokio::spawn(async move { h.shutdown(Duration::from_secs(30)).await });
     wait_until("shutdown begins", WAIT, || async { !worker.is_ready() }).await;
     // While the first is still draining (the job is blocked), a second call does not wait.
-    let second = tokio::time::timeout(Duration::from_secs(2), worker.shutdown(Duration::from_secs(30)))
-        .await
-        .expect("a second shutdown call returns at once while the first drains");
+    let second = tokio::time::timeout(
+        Duration::from_secs(2),
+        worker.shutdown(Duration::from_secs(30)),
+    )
+    .await
+    .expect("a second shutdown call returns at once while the first drains");
     assert_eq!(second, ShutdownReport::default());
     assert!(!first.is_finished());
 
     gate.open();
-    let report = tokio::time::timeout(WAIT, first).await.expect("the first shutdown finishes").unwrap();
+    let report = tokio::time::timeout(WAIT, first)
+        .await
+        .expect("the first shutdown finishes")
+        .unwrap();
     assert_eq!(report.drained, 1);
     assert_eq!(env.job(id).await.state, JobState::Completed);
     // And after it finished.
-    let third = tokio::time::timeout(Duration::from_secs(2), worker.shutdown(Duration::from_secs(30)))
-        .await
-        .expect("shutdown after shutdown returns at once");
+    let third = tokio::time::timeout(
+        Duration::from_secs(2),
+        worker.shutdown(Duration::from_secs(30)),
+    )
+    .await
+    .expect("shutdown after shutdown returns at once");
     assert_eq!(third, ShutdownReport::default());
 }
 

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mend::store::{
-    CancelParams, ClaimParams, CompleteParams, ListParams, Outcome, OutcomeKind, RescueParams, RetryParams,
+    CancelParams, ClaimParams, CompleteParams, ListParams, Outcome, OutcomeKind, RescueParams,
+    RetryParams,
 };
 use mend::{AttemptError, ErrorKind, JobRow, JobState, NewJob, Store};
 use proptest::prelude::*;
@@ -41,13 +42,34 @@ enum Kind {
 #[derive(Debug, Clone)]
 enum Op {
     /// `schedule`: run an hour from the start instead of now.
-    Insert { queue: usize, max_attempts: i32, schedule: bool },
+    Insert {
+        queue: usize,
+        max_attempts: i32,
+        schedule: bool,
+    },
     /// `later`: two hours after the start (promotes scheduled jobs, expires leases).
-    Claim { queue: usize, owner: usize, limit: usize, short_lease: bool, later: bool },
-    Complete { job: usize, kind: Kind, fence: Fence },
-    Cancel { job: usize },
-    Retry { job: usize },
-    Rescue { dead: Vec<usize>, later: bool },
+    Claim {
+        queue: usize,
+        owner: usize,
+        limit: usize,
+        short_lease: bool,
+        later: bool,
+    },
+    Complete {
+        job: usize,
+        kind: Kind,
+        fence: Fence,
+    },
+    Cancel {
+        job: usize,
+    },
+    Retry {
+        job: usize,
+    },
+    Rescue {
+        dead: Vec<usize>,
+        later: bool,
+    },
 }
 
 fn kind() -> impl Strategy<Value = Kind> {
@@ -110,10 +132,20 @@ async fn apply(
     t0: DateTime<Utc>,
     op: &Op,
 ) -> Result<(), TestCaseError> {
-    let at = |later: bool| if later { t0 + chrono::Duration::hours(2) } else { t0 };
+    let at = |later: bool| {
+        if later {
+            t0 + chrono::Duration::hours(2)
+        } else {
+            t0
+        }
+    };
     let pick = |i: usize, ids: &Vec<Uuid>| (!ids.is_empty()).then(|| ids[i % ids.len()]);
     match op {
-        Op::Insert { queue, max_attempts, schedule } => {
+        Op::Insert {
+            queue,
+            max_attempts,
+            schedule,
+        } => {
             let mut job = NewJob::new("k", serde_json::json!({"n": ids.len()}))
                 .with_queue(QUEUES[*queue])
                 .with_max_attempts(*max_attempts);
@@ -123,13 +155,27 @@ async fn apply(
             let rows = store.insert_many(vec![job]).await.unwrap();
             prop_assert_eq!(rows.len(), 1);
             let row = &rows[0];
-            let expected = if *schedule { JobState::Scheduled } else { JobState::Available };
+            let expected = if *schedule {
+                JobState::Scheduled
+            } else {
+                JobState::Available
+            };
             prop_assert_eq!(row.state, expected);
             prop_assert_eq!(row.attempt, 0);
             ids.push(row.id);
         }
-        Op::Claim { queue, owner, limit, short_lease, later } => {
-            let lease = if *short_lease { Duration::from_millis(1) } else { Duration::from_secs(3600) };
+        Op::Claim {
+            queue,
+            owner,
+            limit,
+            short_lease,
+            later,
+        } => {
+            let lease = if *short_lease {
+                Duration::from_millis(1)
+            } else {
+                Duration::from_secs(3600)
+            };
             let claimed = store
                 .claim(ClaimParams {
                     queue: QUEUES[*queue].to_owned(),
@@ -141,16 +187,29 @@ async fn apply(
                 })
                 .await
                 .unwrap();
-            prop_assert!(claimed.len() <= *limit, "claimed {} > limit {}", claimed.len(), limit);
+            prop_assert!(
+                claimed.len() <= *limit,
+                "claimed {} > limit {}",
+                claimed.len(),
+                limit
+            );
             for job in &claimed {
                 let prev = &before[&job.id];
                 prop_assert_eq!(&job.queue, QUEUES[*queue]);
                 prop_assert_eq!(job.state, JobState::Running);
-                prop_assert_eq!(job.attempt, prev.attempt + 1, "a claim starts the next attempt");
+                prop_assert_eq!(
+                    job.attempt,
+                    prev.attempt + 1,
+                    "a claim starts the next attempt"
+                );
                 prop_assert_eq!(job.lease_owner.as_deref(), Some(OWNERS[*owner]));
                 // The runtime fences its writes with the returned row: it must be the stored one.
                 let stored = store.get(job.id).await.unwrap().unwrap();
-                prop_assert_eq!(&stored, job, "claim returned a row that differs from the stored one");
+                prop_assert_eq!(
+                    &stored,
+                    job,
+                    "claim returned a row that differs from the stored one"
+                );
             }
             // Claim takes available jobs first-come: if it took fewer than asked, none is left.
             if claimed.len() < *limit {
@@ -159,16 +218,28 @@ async fn apply(
                     .values()
                     .filter(|j| j.queue == QUEUES[*queue] && j.state == JobState::Available)
                     .count();
-                prop_assert_eq!(waiting, 0, "claim left available jobs behind although it had room");
+                prop_assert_eq!(
+                    waiting,
+                    0,
+                    "claim left available jobs behind although it had room"
+                );
             }
         }
         Op::Complete { job, kind, fence } => {
-            let Some(id) = pick(*job, ids) else { return Ok(()) };
+            let Some(id) = pick(*job, ids) else {
+                return Ok(());
+            };
             let prev = &before[&id];
             let (attempt, owner) = match fence {
-                Fence::Right => (prev.attempt, prev.lease_owner.clone().unwrap_or_else(|| "nobody".into())),
+                Fence::Right => (
+                    prev.attempt,
+                    prev.lease_owner.clone().unwrap_or_else(|| "nobody".into()),
+                ),
                 Fence::WrongOwner => (prev.attempt, "intruder".to_owned()),
-                Fence::WrongAttempt => (prev.attempt - 1, prev.lease_owner.clone().unwrap_or_default()),
+                Fence::WrongAttempt => (
+                    prev.attempt - 1,
+                    prev.lease_owner.clone().unwrap_or_default(),
+                ),
             };
             let error = AttemptError {
                 attempt,
@@ -176,25 +247,44 @@ async fn apply(
                 message: "boom".into(),
                 at: t0,
             };
-            let run_at = |later: bool| at(later) + chrono::Duration::seconds(if later { 1 } else { -1 });
+            let run_at =
+                |later: bool| at(later) + chrono::Duration::seconds(if later { 1 } else { -1 });
             let outcome_kind = match kind {
-                Kind::Completed => OutcomeKind::Completed { result: Some(serde_json::json!(1)) },
-                Kind::Retry { later } => OutcomeKind::Retry { error, run_at: run_at(*later) },
+                Kind::Completed => OutcomeKind::Completed {
+                    result: Some(serde_json::json!(1)),
+                },
+                Kind::Retry { later } => OutcomeKind::Retry {
+                    error,
+                    run_at: run_at(*later),
+                },
                 Kind::Discard => OutcomeKind::Discard { error },
                 Kind::Cancelled => OutcomeKind::Cancelled { error },
-                Kind::Snooze { later } => OutcomeKind::Snooze { run_at: run_at(*later) },
+                Kind::Snooze { later } => OutcomeKind::Snooze {
+                    run_at: run_at(*later),
+                },
                 Kind::Release => OutcomeKind::Release,
             };
             let r = store
                 .complete_many(CompleteParams {
-                    outcomes: vec![Outcome { id, attempt, lease_owner: owner, kind: outcome_kind }],
+                    outcomes: vec![Outcome {
+                        id,
+                        attempt,
+                        lease_owner: owner,
+                        kind: outcome_kind,
+                    }],
                     now: t0,
                 })
                 .await
                 .unwrap();
             let should_apply = prev.state == JobState::Running && matches!(fence, Fence::Right);
             prop_assert_eq!(r.applied.len() + r.fenced.len(), 1);
-            prop_assert_eq!(!r.applied.is_empty(), should_apply, "fence decision for {:?} on a {} job", fence, prev.state);
+            prop_assert_eq!(
+                !r.applied.is_empty(),
+                should_apply,
+                "fence decision for {:?} on a {} job",
+                fence,
+                prev.state
+            );
             let now = store.get(id).await.unwrap().unwrap();
             if should_apply {
                 let (state, attempt, errors) = match kind {
@@ -215,9 +305,17 @@ async fn apply(
             }
         }
         Op::Cancel { job } => {
-            let Some(id) = pick(*job, ids) else { return Ok(()) };
+            let Some(id) = pick(*job, ids) else {
+                return Ok(());
+            };
             let prev = &before[&id];
-            let rows = store.cancel(CancelParams { ids: vec![id], now: t0 }).await.unwrap();
+            let rows = store
+                .cancel(CancelParams {
+                    ids: vec![id],
+                    now: t0,
+                })
+                .await
+                .unwrap();
             prop_assert_eq!(rows.len(), 1);
             let now = &rows[0];
             match prev.state {
@@ -233,16 +331,27 @@ async fn apply(
             }
         }
         Op::Retry { job } => {
-            let Some(id) = pick(*job, ids) else { return Ok(()) };
+            let Some(id) = pick(*job, ids) else {
+                return Ok(());
+            };
             let prev = &before[&id];
-            let rows = store.retry(RetryParams { ids: vec![id], now: t0 }).await.unwrap();
+            let rows = store
+                .retry(RetryParams {
+                    ids: vec![id],
+                    now: t0,
+                })
+                .await
+                .unwrap();
             prop_assert_eq!(rows.len(), 1);
             let now = &rows[0];
             if prev.state.is_final() {
                 prop_assert_eq!(now.state, JobState::Available);
                 prop_assert!(now.finalized_at.is_none());
                 prop_assert!(!now.cancel_requested);
-                prop_assert!(now.max_attempts > now.attempt, "a retried job has an attempt left");
+                prop_assert!(
+                    now.max_attempts > now.attempt,
+                    "a retried job has an attempt left"
+                );
             } else {
                 prop_assert_eq!(now, prev, "retrying an unfinished job changes nothing");
             }
@@ -251,15 +360,26 @@ async fn apply(
             let dead: Vec<String> = dead.iter().map(|i| OWNERS[*i].to_owned()).collect();
             let now = at(*later);
             let rescued = store
-                .rescue(RescueParams { dead_nodes: dead.clone(), now, quarantine_after_lost: 3 })
+                .rescue(RescueParams {
+                    dead_nodes: dead.clone(),
+                    now,
+                    quarantine_after_lost: 3,
+                })
                 .await
                 .unwrap();
             for r in &rescued {
                 let prev = &before[&r.job.id];
-                prop_assert_eq!(prev.state, JobState::Running, "only running jobs are rescued");
+                prop_assert_eq!(
+                    prev.state,
+                    JobState::Running,
+                    "only running jobs are rescued"
+                );
                 let owner_dead = prev.lease_owner.as_ref().is_some_and(|o| dead.contains(o));
                 let expired = prev.lease_expires_at.is_some_and(|t| t < now);
-                prop_assert!(owner_dead || expired, "rescued a job of a live owner with a valid lease");
+                prop_assert!(
+                    owner_dead || expired,
+                    "rescued a job of a live owner with a valid lease"
+                );
                 prop_assert_eq!(r.job.attempt, prev.attempt);
                 prop_assert_eq!(r.job.errors.len(), prev.errors.len() + 1);
                 prop_assert_eq!(r.job.errors.last().map(|e| e.kind), Some(ErrorKind::Lost));
@@ -275,7 +395,11 @@ async fn apply(
                 let owner_dead = prev.lease_owner.as_ref().is_some_and(|o| dead.contains(o));
                 let expired = prev.lease_expires_at.is_some_and(|t| t < now);
                 if owner_dead || expired {
-                    prop_assert!(rescued.iter().any(|r| r.job.id == prev.id), "job {} should have been rescued", prev.id);
+                    prop_assert!(
+                        rescued.iter().any(|r| r.job.id == prev.id),
+                        "job {} should have been rescued",
+                        prev.id
+                    );
                 }
             }
         }
@@ -287,7 +411,9 @@ async fn apply(
 fn targets(op: &Op, ids: &[Uuid]) -> Option<Vec<Uuid>> {
     let pick = |i: usize| (!ids.is_empty()).then(|| ids[i % ids.len()]);
     match op {
-        Op::Complete { job, .. } | Op::Cancel { job } | Op::Retry { job } => Some(pick(*job).into_iter().collect()),
+        Op::Complete { job, .. } | Op::Cancel { job } | Op::Retry { job } => {
+            Some(pick(*job).into_iter().collect())
+        }
         // Insert adds one; claim and rescue may touch many.
         _ => None,
     }
@@ -296,7 +422,9 @@ fn targets(op: &Op, ids: &[Uuid]) -> Option<Vec<Uuid>> {
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mend.db");
-    let sqlite = mend_sqlite::SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+    let sqlite = mend_sqlite::SqliteStore::open(path.to_str().unwrap())
+        .await
+        .unwrap();
     let store: &dyn Store = &sqlite;
     let t0 = Utc::now();
     let mut ids = Vec::new();
@@ -306,22 +434,50 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             .await
             .map_err(|e| TestCaseError::fail(format!("step {step} {op:?}: {e}")))?;
         let after = snapshot(store).await;
-        prop_assert_eq!(after.len(), ids.len(), "jobs appeared or vanished at step {}", step);
+        prop_assert_eq!(
+            after.len(),
+            ids.len(),
+            "jobs appeared or vanished at step {}",
+            step
+        );
         for (id, now) in &after {
             let Some(prev) = before.get(id) else { continue };
             prop_assert!(
                 allowed(op, prev.state, now.state),
                 "step {} {:?}: job {} moved {} -> {}, which the state machine forbids",
-                step, op, id, prev.state, now.state
+                step,
+                op,
+                id,
+                prev.state,
+                now.state
             );
-            prop_assert!(now.attempt >= 0, "negative attempt at step {}: {:?}", step, now);
-            prop_assert!(now.errors.len() >= prev.errors.len(), "errors were lost at step {}", step);
+            prop_assert!(
+                now.attempt >= 0,
+                "negative attempt at step {}: {:?}",
+                step,
+                now
+            );
+            prop_assert!(
+                now.errors.len() >= prev.errors.len(),
+                "errors were lost at step {}",
+                step
+            );
             if now.state == JobState::Running {
-                prop_assert!(now.lease_owner.is_some() && now.lease_expires_at.is_some(), "running without a lease: {:?}", now);
+                prop_assert!(
+                    now.lease_owner.is_some() && now.lease_expires_at.is_some(),
+                    "running without a lease: {:?}",
+                    now
+                );
             }
             if let Some(targets) = targets(op, &ids) {
                 if !targets.contains(id) {
-                    prop_assert_eq!(now, prev, "step {} {:?} changed a job it did not target", step, op);
+                    prop_assert_eq!(
+                        now,
+                        prev,
+                        "step {} {:?} changed a job it did not target",
+                        step,
+                        op
+                    );
                 }
             }
         }

@@ -53,7 +53,13 @@ fn registry(timeout: Option<Duration>, exits: &Log<AttemptExit>) -> Registry {
 async fn per_kind_timeout_fails_the_attempt() {
     let env = Env::new().await;
     let exits = Log::new();
-    let worker = env.worker(registry(Some(Duration::from_millis(100)), &exits), 2, |_| {}).await;
+    let worker = env
+        .worker(
+            registry(Some(Duration::from_millis(100)), &exits),
+            2,
+            |_| {},
+        )
+        .await;
     let id = env.client.enqueue(&Nap { ms: 60_000 }).await.unwrap().id;
 
     let job = env.wait_for_state(id, JobState::Discarded).await;
@@ -71,8 +77,13 @@ async fn per_job_timeout_overrides_the_kinds() {
     let env = Env::new().await;
     let exits = Log::new();
     // The kind allows a minute; the job only 150ms.
-    let worker = env.worker(registry(Some(Duration::from_secs(60)), &exits), 2, |_| {}).await;
-    let job = Nap { ms: 60_000 }.to_new_job().unwrap().with_timeout(Duration::from_millis(150));
+    let worker = env
+        .worker(registry(Some(Duration::from_secs(60)), &exits), 2, |_| {})
+        .await;
+    let job = Nap { ms: 60_000 }
+        .to_new_job()
+        .unwrap()
+        .with_timeout(Duration::from_millis(150));
     assert_eq!(job.timeout_ms, Some(150));
     let id = env.insert(job).await.id;
 
@@ -90,8 +101,13 @@ async fn a_longer_per_job_timeout_also_wins_over_the_kinds() {
     let env = Env::new().await;
     let exits = Log::new();
     // The kind allows 50ms, but this job is allowed 10s: its 200ms nap completes.
-    let worker = env.worker(registry(Some(Duration::from_millis(50)), &exits), 2, |_| {}).await;
-    let long = Nap { ms: 200 }.to_new_job().unwrap().with_timeout(Duration::from_secs(10));
+    let worker = env
+        .worker(registry(Some(Duration::from_millis(50)), &exits), 2, |_| {})
+        .await;
+    let long = Nap { ms: 200 }
+        .to_new_job()
+        .unwrap()
+        .with_timeout(Duration::from_secs(10));
     let long = env.insert(long).await.id;
     // Control: the same nap under the kind's own timeout times out.
     let short = env.client.enqueue(&Nap { ms: 200 }).await.unwrap().id;
@@ -100,7 +116,11 @@ async fn a_longer_per_job_timeout_also_wins_over_the_kinds() {
     assert!(job.errors.is_empty(), "{:#?}", job.errors);
     let job = env.wait_for_state(short, JobState::Discarded).await;
     assert_eq!(job.errors[0].kind, ErrorKind::Timeout);
-    assert!(job.errors[0].message.contains("timed out after 50ms"), "{}", job.errors[0].message);
+    assert!(
+        job.errors[0].message.contains("timed out after 50ms"),
+        "{}",
+        job.errors[0].message
+    );
     worker.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -109,13 +129,19 @@ async fn worker_default_timeout_applies_when_nobody_sets_one() {
     let env = Env::new().await;
     let exits = Log::new();
     let worker = env
-        .worker(registry(None, &exits), 2, |c| c.default_timeout = Duration::from_millis(120))
+        .worker(registry(None, &exits), 2, |c| {
+            c.default_timeout = Duration::from_millis(120)
+        })
         .await;
     let id = env.client.enqueue(&Nap { ms: 60_000 }).await.unwrap().id;
 
     let job = env.wait_for_state(id, JobState::Discarded).await;
     assert_eq!(job.errors[0].kind, ErrorKind::Timeout);
-    assert!(job.errors[0].message.contains("timed out after 120ms"), "{}", job.errors[0].message);
+    assert!(
+        job.errors[0].message.contains("timed out after 120ms"),
+        "{}",
+        job.errors[0].message
+    );
     assert_eq!(exits.snapshot(), [AttemptExit::TimedOut]);
     worker.shutdown(Duration::from_secs(5)).await;
 }
@@ -127,28 +153,43 @@ async fn a_timed_out_job_with_attempts_left_is_retried() {
     let attempts = Log::new();
     let mut registry = Registry::new();
     let (a, x) = (attempts.clone(), exits.clone());
-    registry.register_raw("slow_once", Some(Duration::from_millis(100)), move |ctx, _args| {
-        let (a, x) = (a.clone(), x.clone());
-        async move {
-            a.push(ctx.attempt());
-            ctx.defer(move |exit| async move { x.push(exit) });
-            if ctx.attempt() == 1 {
-                tokio::time::sleep(Duration::from_secs(60)).await;
+    registry.register_raw(
+        "slow_once",
+        Some(Duration::from_millis(100)),
+        move |ctx, _args| {
+            let (a, x) = (a.clone(), x.clone());
+            async move {
+                a.push(ctx.attempt());
+                ctx.defer(move |exit| async move { x.push(exit) });
+                if ctx.attempt() == 1 {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+                Ok(None)
             }
-            Ok(None)
-        }
-    });
+        },
+    );
     let worker = env
-        .worker(registry, 2, |c| c.retry_policy = std::sync::Arc::new(mend::FixedDelay(Duration::from_millis(10))))
+        .worker(registry, 2, |c| {
+            c.retry_policy = std::sync::Arc::new(mend::FixedDelay(Duration::from_millis(10)))
+        })
         .await;
-    let id = env.insert(mend::NewJob::new("slow_once", serde_json::json!({}))).await.id;
+    let id = env
+        .insert(mend::NewJob::new("slow_once", serde_json::json!({})))
+        .await
+        .id;
 
     let job = env.wait_for_state(id, JobState::Completed).await;
     assert_eq!(job.attempt, 2);
     assert_eq!(job.errors.len(), 1);
-    assert_eq!((job.errors[0].attempt, job.errors[0].kind), (1, ErrorKind::Timeout));
+    assert_eq!(
+        (job.errors[0].attempt, job.errors[0].kind),
+        (1, ErrorKind::Timeout)
+    );
     assert_eq!(attempts.snapshot(), [1, 2]);
-    assert_eq!(exits.snapshot(), [AttemptExit::TimedOut, AttemptExit::Completed]);
+    assert_eq!(
+        exits.snapshot(),
+        [AttemptExit::TimedOut, AttemptExit::Completed]
+    );
     worker.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -162,19 +203,23 @@ async fn a_timed_out_attempt_fires_its_cancellation_token() {
     let fired = Log::new();
     let mut registry = Registry::new();
     let f = fired.clone();
-    registry.register_raw("spawner", Some(Duration::from_millis(100)), move |ctx, _args| {
-        let f = f.clone();
-        async move {
-            let child = ctx.cancellation_token().child_token();
-            let id = ctx.id();
-            tokio::spawn(async move {
-                child.cancelled().await;
-                f.push(id);
-            });
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            Ok(None)
-        }
-    });
+    registry.register_raw(
+        "spawner",
+        Some(Duration::from_millis(100)),
+        move |ctx, _args| {
+            let f = f.clone();
+            async move {
+                let child = ctx.cancellation_token().child_token();
+                let id = ctx.id();
+                tokio::spawn(async move {
+                    child.cancelled().await;
+                    f.push(id);
+                });
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(None)
+            }
+        },
+    );
     let worker = env.worker(registry, 2, |_| {}).await;
     let id = env
         .insert(mend::NewJob::new("spawner", serde_json::json!({})).with_max_attempts(1))
@@ -182,9 +227,11 @@ async fn a_timed_out_attempt_fires_its_cancellation_token() {
         .id;
     let job = env.wait_for_state(id, JobState::Discarded).await;
     assert_eq!(job.errors[0].kind, ErrorKind::Timeout);
-    common::wait_until("the timed-out attempt's token fires", Duration::from_secs(3), || async {
-        fired.snapshot() == [id]
-    })
+    common::wait_until(
+        "the timed-out attempt's token fires",
+        Duration::from_secs(3),
+        || async { fired.snapshot() == [id] },
+    )
     .await;
     worker.shutdown(Duration::from_secs(5)).await;
 }

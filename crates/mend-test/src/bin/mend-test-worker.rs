@@ -30,7 +30,8 @@ fn append(path: &str, line: &str) {
         .open(path)
         .expect("ledger opens");
     // One write per line: O_APPEND keeps concurrent writers from interleaving.
-    f.write_all(format!("{line}\n").as_bytes()).expect("ledger write");
+    f.write_all(format!("{line}\n").as_bytes())
+        .expect("ledger write");
 }
 
 fn flag(args: &[String], name: &str, default: u64) -> u64 {
@@ -47,8 +48,15 @@ async fn main() {
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
     let args: Vec<String> = std::env::args().collect();
-    let db = args.get(1).expect("usage: mend-test-worker DB LEDGER").clone();
-    let ledger: Arc<str> = args.get(2).expect("usage: mend-test-worker DB LEDGER").as_str().into();
+    let db = args
+        .get(1)
+        .expect("usage: mend-test-worker DB LEDGER")
+        .clone();
+    let ledger: Arc<str> = args
+        .get(2)
+        .expect("usage: mend-test-worker DB LEDGER")
+        .as_str()
+        .into();
     let concurrency = flag(&args, "--concurrency", 4) as usize;
     let drain = Duration::from_millis(flag(&args, "--drain-ms", 5000));
     let rescue = Duration::from_millis(flag(&args, "--rescue-ms", 5000));
@@ -86,5 +94,11 @@ async fn main() {
         .expect("worker starts");
     println!("ready {}", handle.node_id());
     let report = handle.run_until_signal(drain).await;
-    append(&ledger, &format!("exit drained={} released={}", report.drained, report.released));
+    append(
+        &ledger,
+        &format!(
+            "exit drained={} released={}",
+            report.drained, report.released
+        ),
+    );
 }

@@ -24,13 +24,27 @@ impl Env {
         let db = dir.path().join("jobs.db");
         let ledger = dir.path().join("ledger.txt");
         std::fs::write(&ledger, "").unwrap();
-        let store: Arc<dyn Store> = Arc::new(mend_sqlite::SqliteStore::open(db.to_str().unwrap()).await.unwrap());
-        Env { dir, db, ledger, store }
+        let store: Arc<dyn Store> = Arc::new(
+            mend_sqlite::SqliteStore::open(db.to_str().unwrap())
+                .await
+                .unwrap(),
+        );
+        Env {
+            dir,
+            db,
+            ledger,
+            store,
+        }
     }
 
     pub async fn enqueue(&self, n: usize, first_ms: u64, then_ms: u64) -> Vec<JobRow> {
         let jobs = (0..n)
-            .map(|_| NewJob::new("work", serde_json::json!({"first_ms": first_ms, "then_ms": then_ms})))
+            .map(|_| {
+                NewJob::new(
+                    "work",
+                    serde_json::json!({"first_ms": first_ms, "then_ms": then_ms}),
+                )
+            })
             .collect();
         self.store.insert_many(jobs).await.unwrap()
     }
@@ -46,25 +60,39 @@ impl Env {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         assert!(line.starts_with("ready"), "worker did not start: {line:?}");
         child
     }
 
     pub async fn jobs(&self) -> Vec<JobRow> {
         self.store
-            .list(ListParams { limit: 1000, ..Default::default() })
+            .list(ListParams {
+                limit: 1000,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .jobs
     }
 
     pub async fn count(&self, state: JobState) -> usize {
-        self.jobs().await.iter().filter(|j| j.state == state).count()
+        self.jobs()
+            .await
+            .iter()
+            .filter(|j| j.state == state)
+            .count()
     }
 
     /// Polls until `f` holds for the jobs, or panics after `limit` with the jobs' states.
-    pub async fn wait_for(&self, what: &str, limit: Duration, f: impl Fn(&[JobRow]) -> bool) -> Vec<JobRow> {
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        limit: Duration,
+        f: impl Fn(&[JobRow]) -> bool,
+    ) -> Vec<JobRow> {
         let start = Instant::now();
         loop {
             let jobs = self.jobs().await;
@@ -82,9 +110,18 @@ impl Env {
     /// Polls the ledger until `n` lines start with `prefix`.
     pub async fn wait_ledger(&self, prefix: &str, n: usize, limit: Duration) {
         let start = Instant::now();
-        while self.ledger().iter().filter(|l| l.starts_with(prefix)).count() < n {
+        while self
+            .ledger()
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .count()
+            < n
+        {
             if start.elapsed() > limit {
-                panic!("timed out waiting for {n} ledger lines starting with {prefix:?}: {:?}", self.ledger());
+                panic!(
+                    "timed out waiting for {n} ledger lines starting with {prefix:?}: {:?}",
+                    self.ledger()
+                );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -101,11 +138,19 @@ impl Env {
 }
 
 pub fn read_lines(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p).unwrap().lines().map(str::to_owned).collect()
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 pub fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(status.success(), "kill -{sig} failed");
 }
 

@@ -19,7 +19,9 @@ pub async fn rescue_once(
     quarantine_after_lost: u32,
 ) -> Result<Vec<Rescued>> {
     let stale = chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
-    let stale_before = now.checked_sub_signed(stale).unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let stale_before = now
+        .checked_sub_signed(stale)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let dead: Vec<String> = store
         .list_nodes()
         .await?
@@ -60,7 +62,11 @@ pub struct RescueDecision {
 }
 
 /// Decide a rescued job's fate. `job` is the row as it is while still `running`.
-pub fn decide(job: &crate::job::JobRow, now: DateTime<Utc>, quarantine_after_lost: u32) -> RescueDecision {
+pub fn decide(
+    job: &crate::job::JobRow,
+    now: DateTime<Utc>,
+    quarantine_after_lost: u32,
+) -> RescueDecision {
     use crate::job::{AttemptError, ErrorKind, JobState};
     let owner = job.lease_owner.as_deref().unwrap_or("unknown");
     let lost_in_a_row = job.consecutive_lost() + 1;

@@ -22,7 +22,11 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// Write attempts made after shutdown began before giving up on a batch.
 const ATTEMPTS_AFTER_STOP: u32 = 5;
 
-pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pending>, stop: CancellationToken) {
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    stop: CancellationToken,
+) {
     loop {
         let first = tokio::select! {
             biased;
@@ -93,7 +97,9 @@ async fn flush(shared: &Shared, batch: Vec<Pending>, stop: &CancellationToken) {
     }
     let fenced: std::collections::HashSet<_> = result.fenced.iter().copied().collect();
     let stats = &shared.stats;
-    stats.fenced.fetch_add(fenced.len() as u64, Ordering::Relaxed);
+    stats
+        .fenced
+        .fetch_add(fenced.len() as u64, Ordering::Relaxed);
     let publish = shared.events.receiver_count() > 0;
     for p in batch {
         let was_fenced = fenced.contains(&p.outcome.id);

@@ -88,28 +88,44 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     };
     // (how cleanups are told it ended, the failure to record if any, the outcome if no failure)
     let (exit, failure, outcome) = match ended {
-        Ended::Ran(Ok(Ok(result))) => (AttemptExit::Completed, None, Some(OutcomeKind::Completed { result })),
+        Ended::Ran(Ok(Ok(result))) => (
+            AttemptExit::Completed,
+            None,
+            Some(OutcomeKind::Completed { result }),
+        ),
         Ended::Ran(Ok(Err(JobError::Retry { message, after }))) => (
-            AttemptExit::Failed { message: message.clone() },
+            AttemptExit::Failed {
+                message: message.clone(),
+            },
             Some((error(ErrorKind::Error, message), after, false)),
             None,
         ),
         Ended::Ran(Ok(Err(JobError::Fatal { message }))) => (
-            AttemptExit::Failed { message: message.clone() },
+            AttemptExit::Failed {
+                message: message.clone(),
+            },
             Some((error(ErrorKind::Error, message), None, true)),
             None,
         ),
         Ended::Ran(Ok(Err(JobError::Snooze { delay }))) => {
             let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-            let run_at = now.checked_add_signed(delay).unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
-            (AttemptExit::Snoozed, None, Some(OutcomeKind::Snooze { run_at }))
+            let run_at = now
+                .checked_add_signed(delay)
+                .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+            (
+                AttemptExit::Snoozed,
+                None,
+                Some(OutcomeKind::Snooze { run_at }),
+            )
         }
         Ended::Ran(Err(panic)) => {
             shared.stats.panics.fetch_add(1, Ordering::Relaxed);
             let message = panic.to_string();
             tracing::error!(id = %job.id, kind = %job.kind, attempt = job.attempt, %message, "handler panicked; the worker carries on");
             (
-                AttemptExit::Panicked { message: message.clone() },
+                AttemptExit::Panicked {
+                    message: message.clone(),
+                },
                 Some((error(ErrorKind::Panic, message), None, false)),
                 None,
             )
@@ -117,7 +133,11 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
         Ended::TimedOut => {
             shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);
             let message = format!("timed out after {timeout:?}");
-            (AttemptExit::TimedOut, Some((error(ErrorKind::Timeout, message), None, false)), None)
+            (
+                AttemptExit::TimedOut,
+                Some((error(ErrorKind::Timeout, message), None, false)),
+                None,
+            )
         }
         Ended::Stopped => match StopReason::from_u8(reason.load(Ordering::Acquire)) {
             StopReason::Shutdown => (AttemptExit::Shutdown, None, Some(OutcomeKind::Release)),
@@ -135,7 +155,9 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     let cleanups = if ctx.defers().is_empty() {
         Vec::new()
     } else {
-        ctx.defers().run_all(&exit, shared.config.cleanup_timeout).await
+        ctx.defers()
+            .run_all(&exit, shared.config.cleanup_timeout)
+            .await
     };
 
     let outcome = match failure {
@@ -146,7 +168,11 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
                 .map(|c| format!("{} {:?}", c.name, c.outcome))
                 .collect();
             if !broken.is_empty() {
-                err.message = format!("{}; cleanups that failed: {}", err.message, broken.join(", "));
+                err.message = format!(
+                    "{}; cleanups that failed: {}",
+                    err.message,
+                    broken.join(", ")
+                );
             }
             if fatal || job.attempt >= job.max_attempts {
                 Some(OutcomeKind::Discard { error: err })
@@ -158,7 +184,9 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
                     .unwrap_or_else(|| shared.config.retry_policy.clone());
                 let delay = after.unwrap_or_else(|| policy.backoff(job.attempt));
                 let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-                let run_at = now.checked_add_signed(delay).unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+                let run_at = now
+                    .checked_add_signed(delay)
+                    .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
                 Some(OutcomeKind::Retry { error: err, run_at })
             }
         }

@@ -22,7 +22,12 @@ const BUSY_FETCH_COOLDOWN: Duration = Duration::from_millis(1);
 /// Longest pause between claim attempts while the store keeps failing.
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
 
-pub(super) async fn run(shared: Arc<Shared>, queue: String, concurrency: usize, stop: CancellationToken) {
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    queue: String,
+    concurrency: usize,
+    stop: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(concurrency));
     let wake = shared.store.wakeup();
     let kinds = shared.registry.kinds();

@@ -33,7 +33,10 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             .await
             {
                 Ok(rescued) => {
-                    shared.stats.rescued.fetch_add(rescued.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    shared
+                        .stats
+                        .rescued
+                        .fetch_add(rescued.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 }
                 Err(e) => tracing::warn!(error = %e, "rescue pass failed; will try again"),
             }
@@ -49,12 +52,16 @@ async fn beat(shared: &Shared) {
     let jobs: Vec<HeldJob> = shared
         .inflight()
         .iter()
-        .map(|(id, f)| HeldJob { id: *id, attempt: f.attempt })
+        .map(|(id, f)| HeldJob {
+            id: *id,
+            attempt: f.attempt,
+        })
         .collect();
     if jobs.is_empty() {
         return;
     }
-    let lease = chrono::Duration::from_std(shared.config.lease_duration).unwrap_or(chrono::Duration::MAX);
+    let lease =
+        chrono::Duration::from_std(shared.config.lease_duration).unwrap_or(chrono::Duration::MAX);
     let result = shared
         .store
         .extend_leases(ExtendLeasesParams {

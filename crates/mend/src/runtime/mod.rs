@@ -493,7 +493,10 @@ impl WorkerHandle {
                     released += 1;
                 }
             }
-            tracing::warn!(released, "shutdown: drain deadline passed; cancelling the rest and releasing them");
+            tracing::warn!(
+                released,
+                "shutdown: drain deadline passed; cancelling the rest and releasing them"
+            );
             shared.tracker.wait().await;
         }
         self.service_stop.cancel();

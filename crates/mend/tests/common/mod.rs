@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mend::store::{ClaimParams, NodeInfo};
-use mend::{Client, JobEvent, JobRow, JobState, Registry, Store, Worker, WorkerConfig, WorkerHandle};
+use mend::{
+    Client, JobEvent, JobRow, JobState, Registry, Store, Worker, WorkerConfig, WorkerHandle,
+};
 use mend_sqlite::SqliteStore;
 use tempfile::TempDir;
 use tokio::sync::{broadcast, mpsc, Semaphore};
@@ -107,7 +109,12 @@ impl Env {
 
     /// Wait until the job satisfies `pred`; returns the row that did. On timeout, panics with
     /// `what` and the last row seen.
-    pub async fn wait_for_job(&self, id: Uuid, what: &str, pred: impl Fn(&JobRow) -> bool) -> JobRow {
+    pub async fn wait_for_job(
+        &self,
+        id: Uuid,
+        what: &str,
+        pred: impl Fn(&JobRow) -> bool,
+    ) -> JobRow {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let job = self.job(id).await;
@@ -123,7 +130,8 @@ impl Env {
 
     /// Wait until the job is in `state`.
     pub async fn wait_for_state(&self, id: Uuid, state: JobState) -> JobRow {
-        self.wait_for_job(id, state.as_str(), |j| j.state == state).await
+        self.wait_for_job(id, state.as_str(), |j| j.state == state)
+            .await
     }
 
     /// Register a node record for another (fake) process.
@@ -137,7 +145,10 @@ impl Env {
             started_at: now,
             last_seen: now,
         };
-        self.store.register_node(node.clone()).await.expect("register_node");
+        self.store
+            .register_node(node.clone())
+            .await
+            .expect("register_node");
         node
     }
 
@@ -235,7 +246,11 @@ impl Gate {
 
     /// Wait until opened; consumes one opening.
     pub async fn wait(&self) {
-        self.0.acquire().await.expect("gate semaphore closed").forget();
+        self.0
+            .acquire()
+            .await
+            .expect("gate semaphore closed")
+            .forget();
     }
 
     /// Let one waiter through (now or when it arrives).
@@ -291,7 +306,10 @@ pub async fn wait_for_first_heartbeat(env: &Env, worker: &WorkerHandle) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let nodes = env.store.list_nodes().await.expect("list_nodes");
-        if nodes.iter().any(|n| n.id == id && n.last_seen > n.started_at) {
+        if nodes
+            .iter()
+            .any(|n| n.id == id && n.last_seen > n.started_at)
+        {
             // The beat reads the in-flight set right after this write; give it a moment to see
             // it empty before the test starts any job.
             tokio::task::yield_now().await;
