@@ -57,12 +57,12 @@ macro_rules! fenced {
     };
 }
 const SQL_COMPLETED: &str = fenced!("state = 'completed', finalized_at = ?4, result = ?5");
-const SQL_RETRY: &str =
-    fenced!("state = 'retryable', run_at = ?4, errors = json_insert(errors, '$[#]', json(?5))");
+// A cancel request that arrived during the attempt wins over retry, snooze and release.
+const SQL_RETRY: &str = fenced!("state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'retryable' END, finalized_at = CASE WHEN cancel_requested THEN ?6 END, run_at = ?4, errors = json_insert(errors, '$[#]', json(?5))");
 const SQL_FINISH_WITH_ERROR: &str =
     fenced!("state = ?6, finalized_at = ?4, errors = json_insert(errors, '$[#]', json(?5))");
-const SQL_SNOOZE: &str = fenced!("state = ?5, run_at = ?4, attempt = attempt - 1");
-const SQL_RELEASE: &str = fenced!("state = 'available', attempt = attempt - 1, run_at = ?4");
+const SQL_SNOOZE: &str = fenced!("state = CASE WHEN cancel_requested THEN 'cancelled' ELSE ?5 END, finalized_at = CASE WHEN cancel_requested THEN ?6 END, run_at = ?4, attempt = attempt - 1");
+const SQL_RELEASE: &str = fenced!("state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'available' END, finalized_at = CASE WHEN cancel_requested THEN ?4 END, attempt = attempt - 1, run_at = ?4");
 
 const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms";
 
@@ -400,8 +400,7 @@ fn error_json(e: &AttemptError) -> String {
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<()> {
-        self.write(true, schema::migrate)
-            .await
+        self.write(true, schema::migrate).await
     }
 
     async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobRow>> {
@@ -585,7 +584,8 @@ impl Store for SqliteStore {
                                     o.attempt,
                                     o.lease_owner,
                                     micros(*run_at),
-                                    error_json(error)
+                                    error_json(error),
+                                    now
                                 ])
                             })
                         }
@@ -619,7 +619,8 @@ impl Store for SqliteStore {
                                     o.attempt,
                                     o.lease_owner,
                                     micros(*run_at),
-                                    state
+                                    state,
+                                    now
                                 ])
                             })
                         }
@@ -666,7 +667,7 @@ impl Store for SqliteStore {
                     .optional()
                     .map_err(|e| map_err(path, e))?;
                 match cancel {
-                    None => out.lost.push(held.id),
+                    None => out.lost.push(held),
                     Some(true) => out.cancel_requested.push(held.id),
                     Some(false) => {}
                 }

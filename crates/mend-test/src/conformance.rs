@@ -401,7 +401,13 @@ pub async fn extend_leases_reports_lost_and_cancel_requests(store: Arc<dyn Store
         .await
         .unwrap();
     assert_eq!(r.cancel_requested, vec![c[1].id]);
-    assert_eq!(r.lost, vec![c[2].id]);
+    assert_eq!(
+        r.lost,
+        vec![HeldJob {
+            id: c[2].id,
+            attempt: c[2].attempt + 1
+        }]
+    );
     let extended = get(&store, c[0].id).await.lease_expires_at.unwrap();
     assert!(
         (extended - until).num_milliseconds().abs() < 2,
@@ -420,7 +426,10 @@ pub async fn extend_leases_reports_lost_and_cancel_requests(store: Arc<dyn Store
         .unwrap();
     assert_eq!(
         other.lost,
-        vec![c[0].id],
+        vec![HeldJob {
+            id: c[0].id,
+            attempt: c[0].attempt
+        }],
         "another node cannot extend our lease"
     );
 }
@@ -586,6 +595,49 @@ pub async fn cancel_waiting_and_running_jobs(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(get(&store, running.id).await, before);
+}
+
+pub async fn a_cancel_request_wins_over_retry_snooze_and_release(store: Arc<dyn Store>) {
+    store
+        .insert_many((0..3).map(|_| job("k")).collect())
+        .await
+        .unwrap();
+    let c = claim(&store, "default", 3).await;
+    let ids: Vec<Uuid> = c.iter().map(|j| j.id).collect();
+    store
+        .cancel(CancelParams {
+            ids: ids.clone(),
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let r = complete(
+        &store,
+        vec![
+            outcome(
+                &c[0],
+                OutcomeKind::Retry {
+                    error: err(1, ErrorKind::Error, "failed anyway"),
+                    run_at: later,
+                },
+            ),
+            outcome(&c[1], OutcomeKind::Snooze { run_at: later }),
+            outcome(&c[2], OutcomeKind::Release),
+        ],
+    )
+    .await;
+    assert_eq!(r.applied.len(), 3);
+    for id in ids {
+        let j = get(&store, id).await;
+        assert_eq!(
+            j.state,
+            JobState::Cancelled,
+            "the cancel request is not lost: {j:?}"
+        );
+        assert!(j.finalized_at.is_some());
+    }
+    assert!(claim(&store, "default", 10).await.is_empty());
 }
 
 pub async fn retry_finished_jobs(store: Arc<dyn Store>) {

@@ -46,6 +46,7 @@ macro_rules! store_conformance {
             rescue_quarantines_a_poison_pill,
             rescue_discards_when_out_of_attempts,
             cancel_waiting_and_running_jobs,
+            a_cancel_request_wins_over_retry_snooze_and_release,
             retry_finished_jobs,
             list_filters_and_pages_without_gaps,
             queue_counts_per_state,

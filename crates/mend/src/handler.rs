@@ -235,8 +235,9 @@ impl JobContext {
     }
 
     /// Cancelled when the attempt must stop (cancel request, shutdown past the drain deadline,
-    /// lost lease). The handler's future is dropped at that moment; pass a child of this token
-    /// to work the handler spawns so it stops too.
+    /// lost lease) and, in any case, when the attempt is over (returned, failed, panicked or
+    /// timed out). The handler's future is dropped when a stop is requested; pass a child of
+    /// this token to work the handler spawns so it stops with the attempt.
     pub fn cancellation_token(&self) -> &CancellationToken {
         &self.inner.cancel
     }

@@ -160,6 +160,26 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// Longest error message stored per attempt; longer ones are cut (on a char boundary) with a
+/// note. A job that fails 25 times with a megabyte of error text each would otherwise make
+/// every read of it slow.
+pub const MAX_ERROR_MESSAGE: usize = 4096;
+
+/// Cuts `message` to [`MAX_ERROR_MESSAGE`] bytes, saying how much was left out.
+pub fn bound_message(mut message: String) -> String {
+    if message.len() <= MAX_ERROR_MESSAGE {
+        return message;
+    }
+    let total = message.len();
+    let mut cut = MAX_ERROR_MESSAGE;
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    message.truncate(cut);
+    message.push_str(&format!("… [{} more bytes cut]", total - cut));
+    message
+}
+
 /// The record of one failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptError {
@@ -436,6 +456,15 @@ mod tests {
         ];
         assert_eq!(job.consecutive_lost(), 2);
         assert_eq!(job.count_errors(ErrorKind::Lost), 3);
+    }
+
+    #[test]
+    fn long_messages_are_bounded_on_a_char_boundary() {
+        assert_eq!(bound_message("short".into()), "short");
+        let long = "é".repeat(MAX_ERROR_MESSAGE);
+        let cut = bound_message(long);
+        assert!(cut.len() < MAX_ERROR_MESSAGE + 40, "{}", cut.len());
+        assert!(cut.ends_with("more bytes cut]"));
     }
 
     #[test]

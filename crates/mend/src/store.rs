@@ -188,8 +188,8 @@ pub struct ExtendLeasesParams {
 /// What a heartbeat learned.
 #[derive(Debug, Clone, Default)]
 pub struct ExtendLeasesResult {
-    /// Jobs the node no longer holds (rescued or finished by someone else): stop them.
-    pub lost: Vec<Uuid>,
+    /// Attempts the node no longer holds (rescued or finished by someone else): stop them.
+    pub lost: Vec<HeldJob>,
     /// Jobs someone asked to cancel: cancel them.
     pub cancel_requested: Vec<Uuid>,
 }
@@ -255,7 +255,8 @@ pub struct QueueCount {
 }
 
 /// Cancel jobs: waiting ones become `cancelled` at once; running ones are flagged and their
-/// worker stops them.
+/// worker stops them. A flagged job whose attempt then ends in a retry, snooze or release is
+/// `cancelled` instead: the request is never lost.
 #[derive(Debug, Clone)]
 pub struct CancelParams {
     /// The jobs.

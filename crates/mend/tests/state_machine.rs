@@ -296,6 +296,15 @@ async fn apply(
                     Kind::Snooze { later: false } => (JobState::Available, prev.attempt - 1, 0),
                     Kind::Release => (JobState::Available, prev.attempt - 1, 0),
                 };
+                // A cancel request made during the attempt wins over retry, snooze and release.
+                let state = match kind {
+                    Kind::Retry { .. } | Kind::Snooze { .. } | Kind::Release
+                        if prev.cancel_requested =>
+                    {
+                        JobState::Cancelled
+                    }
+                    _ => state,
+                };
                 prop_assert_eq!(now.state, state);
                 prop_assert_eq!(now.attempt, attempt);
                 prop_assert_eq!(now.errors.len(), prev.errors.len() + errors);

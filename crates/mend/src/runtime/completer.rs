@@ -92,7 +92,7 @@ async fn flush(shared: &Shared, batch: Vec<Pending>, stop: &CancellationToken) {
     {
         let mut inflight = shared.inflight();
         for p in &batch {
-            inflight.remove(&p.outcome.id);
+            inflight.remove(&(p.outcome.id, p.outcome.attempt));
         }
     }
     let fenced: std::collections::HashSet<_> = result.fenced.iter().copied().collect();

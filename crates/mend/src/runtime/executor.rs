@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{InFlight, Pending, Shared, StopReason};
 use crate::cleanup::{AttemptExit, CleanupOutcome};
 use crate::handler::{JobContext, JobError};
-use crate::job::{AttemptError, ErrorKind, JobRow};
+use crate::job::{bound_message, AttemptError, ErrorKind, JobRow};
 use crate::panic::CatchPanic;
 use crate::store::{Outcome, OutcomeKind};
 
@@ -22,7 +22,7 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     let reason = Arc::new(AtomicU8::new(StopReason::None as u8));
     let attempt_over = Arc::new(AtomicBool::new(false));
     shared.inflight().insert(
-        job.id,
+        (job.id, job.attempt),
         InFlight {
             attempt: job.attempt,
             token: token.clone(),
@@ -79,11 +79,24 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
         _ = token.cancelled() => Ended::Stopped,
     };
 
+    // A stop request (cancel, shutdown, lost lease) wins over how the handler ended, unless
+    // the handler finished its work: a cooperative handler that returns an error because it
+    // saw the token was stopped, not failed.
+    let ended = match ended {
+        Ended::Ran(Ok(Ok(result))) => Ended::Ran(Ok(Ok(result))),
+        _ if StopReason::from_u8(reason.load(Ordering::Acquire)) != StopReason::None => {
+            Ended::Stopped
+        }
+        other => other,
+    };
+    // The attempt is over however it ended: work spawned on its token stops too.
+    token.cancel();
+
     let now = Utc::now();
     let error = |kind: ErrorKind, message: String| AttemptError {
         attempt: job.attempt,
         kind,
-        message,
+        message: bound_message(message),
         at: now,
     };
     // (how cleanups are told it ended, the failure to record if any, the outcome if no failure)
@@ -211,7 +224,7 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
         }
         None => {
             // Lease lost: the job belongs to someone else now; there is nothing to write.
-            shared.inflight().remove(&job.id);
+            shared.inflight().remove(&(job.id, job.attempt));
             tracing::warn!(id = %job.id, "attempt stopped: this worker lost the job's lease");
         }
     }

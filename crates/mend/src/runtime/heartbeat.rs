@@ -52,7 +52,7 @@ async fn beat(shared: &Shared) {
     let jobs: Vec<HeldJob> = shared
         .inflight()
         .iter()
-        .map(|(id, f)| HeldJob {
+        .map(|((id, _), f)| HeldJob {
             id: *id,
             attempt: f.attempt,
         })
@@ -77,10 +77,10 @@ async fn beat(shared: &Shared) {
                     tracing::info!(%id, "cancel requested; stopping the attempt");
                 }
             }
-            for id in r.lost {
-                // An attempt whose outcome is already queued for the completer is not lost.
-                if shared.stop_job(id, StopReason::LeaseLost) {
-                    tracing::warn!(%id, "lease lost; stopping the attempt");
+            for held in r.lost {
+                // An attempt whose outcome is already queued for the completer is not stopped.
+                if shared.stop_attempt(held.id, held.attempt, StopReason::LeaseLost) {
+                    tracing::warn!(id = %held.id, attempt = held.attempt, "lease lost; stopping the attempt");
                 }
             }
         }

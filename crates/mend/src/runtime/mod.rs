@@ -205,6 +205,22 @@ struct InFlight {
     ended: Arc<AtomicBool>,
 }
 
+impl InFlight {
+    fn stop(&self, reason: StopReason) -> bool {
+        if self.ended.load(Ordering::Acquire) {
+            return false;
+        }
+        let _ = self.reason.compare_exchange(
+            StopReason::None as u8,
+            reason as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        self.token.cancel();
+        true
+    }
+}
+
 struct Pending {
     outcome: Outcome,
     kind: String,
@@ -217,7 +233,9 @@ pub(crate) struct Shared {
     registry: Registry,
     config: WorkerConfig,
     node: NodeInfo,
-    inflight: Mutex<HashMap<Uuid, InFlight>>,
+    /// Keyed by (job, attempt): a rescued job may be claimed again here while its stale
+    /// attempt is still winding down, and the two must not be confused.
+    inflight: Mutex<HashMap<(Uuid, i32), InFlight>>,
     outcomes: mpsc::UnboundedSender<Pending>,
     stats: Stats,
     events: broadcast::Sender<JobEvent>,
@@ -226,26 +244,25 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, InFlight>> {
+    fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<(Uuid, i32), InFlight>> {
         self.inflight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stops one running attempt for `reason`; returns whether it was running here.
+    /// Stops every running attempt of job `id` for `reason`; returns whether one was running.
     fn stop_job(&self, id: Uuid, reason: StopReason) -> bool {
         let guard = self.inflight();
-        match guard.get(&id) {
-            Some(f) if !f.ended.load(Ordering::Acquire) => {
-                let _ = f.reason.compare_exchange(
-                    StopReason::None as u8,
-                    reason as u8,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
-                f.token.cancel();
-                true
-            }
-            _ => false,
+        let mut stopped = false;
+        for ((_, _), f) in guard.iter().filter(|((job, _), _)| *job == id) {
+            stopped |= f.stop(reason);
         }
+        stopped
+    }
+
+    /// Stops one attempt; returns whether it was running.
+    fn stop_attempt(&self, id: Uuid, attempt: i32, reason: StopReason) -> bool {
+        self.inflight()
+            .get(&(id, attempt))
+            .is_some_and(|f| f.stop(reason))
     }
 }
 
@@ -487,9 +504,8 @@ impl WorkerHandle {
         };
         let mut released = 0;
         if !drained_in_time {
-            let ids: Vec<Uuid> = shared.inflight().keys().copied().collect();
-            for id in ids {
-                if shared.stop_job(id, StopReason::Shutdown) {
+            for f in shared.inflight().values() {
+                if f.stop(StopReason::Shutdown) {
                     released += 1;
                 }
             }
