@@ -49,8 +49,9 @@ impl Env {
         self.store.insert_many(jobs).await.unwrap()
     }
 
-    /// Starts a worker process and waits for it to say it is ready.
-    pub fn spawn(&self, extra: &[&str]) -> Child {
+    /// Starts a worker process and waits for it to say it is ready. The process is killed when
+    /// the guard drops, so a failing test leaves no worker behind.
+    pub fn spawn(&self, extra: &[&str]) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mend-test-worker"))
             .arg(&self.db)
             .arg(&self.ledger)
@@ -64,7 +65,7 @@ impl Env {
             .read_line(&mut line)
             .unwrap();
         assert!(line.starts_with("ready"), "worker did not start: {line:?}");
-        child
+        Proc(child)
     }
 
     pub async fn jobs(&self) -> Vec<JobRow> {
@@ -134,6 +135,31 @@ impl Env {
     pub fn ledger_count(&self, prefix: &str, id: uuid::Uuid) -> usize {
         let p = format!("{prefix} {id}");
         self.ledger().iter().filter(|l| l.starts_with(&p)).count()
+    }
+}
+
+/// A worker process, killed on drop.
+pub struct Proc(pub Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 

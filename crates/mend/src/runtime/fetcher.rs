@@ -13,10 +13,10 @@ use tracing::Instrument;
 use super::{executor, Shared, MAX_CLAIM_BATCH};
 use crate::store::ClaimParams;
 
-/// While the queue is busy (the last claim filled every free slot), wait this long after a
-/// slot frees before claiming, so one claim takes many jobs instead of one claim per finished
-/// job. It never delays an idle queue: a claim that came back short means the next job starts
-/// as soon as it is enqueued.
+/// While the queue is busy (the last claim filled every free slot), wait for half the slots to
+/// free up, or at most this long, before claiming, so one claim takes many jobs instead of one
+/// claim per finished job. It never delays an idle queue: a claim that came back short means
+/// the next job starts as soon as it is enqueued.
 const BUSY_FETCH_COOLDOWN: Duration = Duration::from_millis(1);
 
 /// Longest pause between claim attempts while the store keeps failing.
@@ -43,10 +43,15 @@ pub(super) async fn run(
             },
         };
         if busy {
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(BUSY_FETCH_COOLDOWN) => {}
+            // Wait for half the slots to free up (or the cooldown), then claim them together.
+            let half = u32::try_from(concurrency / 2).unwrap_or(u32::MAX).saturating_sub(1);
+            if half > 0 {
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return,
+                    p = slots.acquire_many(half) => drop(p),
+                    _ = tokio::time::sleep(BUSY_FETCH_COOLDOWN) => {}
+                }
             }
         }
         let mut permits = vec![first];
