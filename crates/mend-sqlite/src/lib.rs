@@ -289,31 +289,30 @@ impl SqliteStore {
     /// The VDBE opcodes of a statement (diagnostics: tests check that hot writes build no
     /// temporary tables).
     pub async fn opcodes(&self, sql: &'static str) -> Result<Vec<String>> {
-        self.read(move |conn, path| {
-            let mut stmt = conn
-                .prepare(&format!("EXPLAIN {sql}"))
-                .map_err(|e| map_err(path, e))?;
-            let n = stmt.parameter_count();
-            let nulls: Vec<rusqlite::types::Null> = vec![rusqlite::types::Null; n];
-            let rows = stmt
-                .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(1))
-                .map_err(|e| map_err(path, e))?;
-            rows.collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| map_err(path, e))
-        })
-        .await
+        self.explain_column("EXPLAIN", sql, 1).await
     }
 
     /// How SQLite plans a query; used by tests that keep hot queries index-backed.
     pub async fn explain(&self, sql: &'static str) -> Result<Vec<String>> {
+        self.explain_column("EXPLAIN QUERY PLAN", sql, 3).await
+    }
+
+    /// One text column of `{prefix} {sql}`, run with every parameter NULL.
+    async fn explain_column(
+        &self,
+        prefix: &'static str,
+        sql: &'static str,
+        column: usize,
+    ) -> Result<Vec<String>> {
         self.read(move |conn, path| {
             let mut stmt = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .prepare(&format!("{prefix} {sql}"))
                 .map_err(|e| map_err(path, e))?;
-            let n = stmt.parameter_count();
-            let nulls: Vec<rusqlite::types::Null> = vec![rusqlite::types::Null; n];
+            let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
             let rows = stmt
-                .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
+                .query_map(rusqlite::params_from_iter(nulls), |r| {
+                    r.get::<_, String>(column)
+                })
                 .map_err(|e| map_err(path, e))?;
             rows.collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| map_err(path, e))
@@ -568,14 +567,16 @@ impl Store for SqliteStore {
             .write(true, move |conn, path| {
                 let now = micros(p.now);
                 let mut result = CompleteResult::default();
+                // The common outcome's statement is looked up once per batch, not per row.
+                let mut completed = conn
+                    .prepare_cached(SQL_COMPLETED)
+                    .map_err(|e| map_err(path, e))?;
                 for o in p.outcomes {
-                    let id = o.id.as_bytes().to_vec();
+                    let id = o.id.as_bytes().as_slice();
                     let n = match &o.kind {
                         OutcomeKind::Completed { result } => {
                             let result = result.as_ref().map(|v| v.to_string());
-                            conn.prepare_cached(SQL_COMPLETED).and_then(|mut s| {
-                                s.execute(params![id, o.attempt, o.lease_owner, now, result])
-                            })
+                            completed.execute(params![id, o.attempt, o.lease_owner, now, result])
                         }
                         OutcomeKind::Retry { error, run_at } => {
                             conn.prepare_cached(SQL_RETRY).and_then(|mut s| {

@@ -44,7 +44,9 @@ pub(super) async fn run(
         };
         if busy {
             // Wait for half the slots to free up (or the cooldown), then claim them together.
-            let half = u32::try_from(concurrency / 2).unwrap_or(u32::MAX).saturating_sub(1);
+            let half = u32::try_from(concurrency / 2)
+                .unwrap_or(u32::MAX)
+                .saturating_sub(1);
             if half > 0 {
                 tokio::select! {
                     biased;
