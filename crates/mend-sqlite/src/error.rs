@@ -22,10 +22,8 @@ pub(crate) fn map_err(path: &str, e: rusqlite::Error) -> StoreError {
             ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
                 return StoreError::Locked { detail }
             }
-            ErrorCode::CannotOpen
-            | ErrorCode::PermissionDenied
-            | ErrorCode::SystemIoFailure
-            | ErrorCode::DiskFull => {
+            ErrorCode::SystemIoFailure | ErrorCode::DiskFull => return StoreError::Io { detail },
+            ErrorCode::CannotOpen | ErrorCode::PermissionDenied => {
                 return StoreError::Unavailable {
                     target: path.to_owned(),
                     detail,

@@ -58,11 +58,12 @@ macro_rules! fenced {
 }
 const SQL_COMPLETED: &str = fenced!("state = 'completed', finalized_at = ?4, result = ?5");
 // A cancel request that arrived during the attempt wins over retry, snooze and release.
-const SQL_RETRY: &str = fenced!("state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'retryable' END, finalized_at = CASE WHEN cancel_requested THEN ?6 END, run_at = ?4, errors = json_insert(errors, '$[#]', json(?5))");
+const SQL_RETRY: &str = fenced!("state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'retryable' END, finalized_at = CASE WHEN cancel_requested THEN ?6 END, run_at = ?4, errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json(?5))");
 const SQL_FINISH_WITH_ERROR: &str =
-    fenced!("state = ?6, finalized_at = ?4, errors = json_insert(errors, '$[#]', json(?5))");
+    fenced!("state = ?6, finalized_at = ?4, errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json(?5))");
 const SQL_SNOOZE: &str = fenced!("state = CASE WHEN cancel_requested THEN 'cancelled' ELSE ?5 END, finalized_at = CASE WHEN cancel_requested THEN ?6 END, run_at = ?4, attempt = attempt - 1");
-const SQL_RELEASE: &str = fenced!("state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'available' END, finalized_at = CASE WHEN cancel_requested THEN ?4 END, attempt = attempt - 1, run_at = ?4");
+// A released job keeps its run_at, and so its place in the queue.
+const SQL_RELEASE: &str = fenced!("state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'available' END, finalized_at = CASE WHEN cancel_requested THEN ?4 END, attempt = attempt - 1");
 
 const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms";
 
@@ -93,7 +94,8 @@ pub struct SqliteStore {
 
 struct Inner {
     path: String,
-    writer: Mutex<mpsc::Sender<Command>>,
+    writer: mpsc::Sender<Command>,
+    busy_timeout: Duration,
     readers: Mutex<Vec<Connection>>,
     wake: Arc<Notify>,
     synchronous_full: bool,
@@ -169,7 +171,7 @@ fn open_writer(path: &str, config: &SqliteConfig) -> Result<Connection> {
     Ok(conn)
 }
 
-fn open_reader(path: &str) -> Result<Connection> {
+fn open_reader(path: &str, busy_timeout: Duration) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -177,7 +179,7 @@ fn open_reader(path: &str) -> Result<Connection> {
             | OpenFlags::SQLITE_OPEN_URI,
     )
     .map_err(|e| map_err(path, e))?;
-    conn.busy_timeout(BUSY_TIMEOUT)
+    conn.busy_timeout(busy_timeout)
         .map_err(|e| map_err(path, e))?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
@@ -206,6 +208,7 @@ impl SqliteStore {
         let path = parse_url(url)?;
         let p = path.clone();
         let synchronous_full = config.synchronous_full;
+        let busy_timeout = config.busy_timeout;
         let conn = tokio::task::spawn_blocking(move || {
             let conn = open_writer(&p, &config)?;
             migrate_in_tx(&conn, &p)?;
@@ -217,7 +220,7 @@ impl SqliteStore {
         let p = path.clone();
         std::thread::Builder::new()
             .name("mend-sqlite-writer".into())
-            .spawn(move || writer::run(conn, p, rx))
+            .spawn(move || writer::run(conn, p, synchronous_full, rx))
             .map_err(|e| StoreError::Unavailable {
                 target: path.clone(),
                 detail: format!("cannot start the writer thread: {e}"),
@@ -225,7 +228,8 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
-                writer: Mutex::new(tx),
+                writer: tx,
+                busy_timeout,
                 readers: Mutex::new(Vec::new()),
                 wake: Arc::new(Notify::new()),
                 synchronous_full,
@@ -252,8 +256,6 @@ impl SqliteStore {
         let (cmd, rx) = Command::new(durable, move |conn| f(conn, &path));
         self.inner
             .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .send(cmd)
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -273,7 +275,7 @@ impl SqliteStore {
                 .pop();
             let conn = match pooled {
                 Some(c) => c,
-                None => open_reader(&inner.path)?,
+                None => open_reader(&inner.path, inner.busy_timeout)?,
             };
             let r = f(&conn, &inner.path);
             let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
@@ -367,6 +369,58 @@ fn row_to_job(r: &Row<'_>) -> Result<JobRow> {
     })
 }
 
+/// A stored row that could not be decoded: its raw id and why.
+type Undecodable = (Vec<u8>, StoreError);
+
+/// Like [`query_jobs`], but a row that cannot be decoded does not fail the whole query: it
+/// is returned apart (id and error), so one damaged row cannot wedge a queue or the rescuer.
+fn query_jobs_lenient(
+    conn: &Connection,
+    path: &str,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<(Vec<JobRow>, Vec<Undecodable>)> {
+    let mut stmt = conn.prepare_cached(sql).map_err(|e| map_err(path, e))?;
+    let mut rows = stmt.query(params).map_err(|e| map_err(path, e))?;
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    while let Some(r) = rows.next().map_err(|e| map_err(path, e))? {
+        match row_to_job(r) {
+            Ok(job) => good.push(job),
+            Err(e) => bad.push((r.get::<_, Vec<u8>>(0).unwrap_or_default(), e)),
+        }
+    }
+    Ok((good, bad))
+}
+
+/// Takes damaged rows out of circulation: `discarded`, with the decode error recorded, so a
+/// person can see and repair them instead of every claim or rescue failing on them.
+fn discard_undecodable(
+    conn: &Connection,
+    path: &str,
+    bad: Vec<(Vec<u8>, StoreError)>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for (id, e) in bad {
+        tracing::error!(error = %e, "discarding a job whose stored row cannot be read");
+        let record = error_json(&AttemptError {
+            attempt: 0,
+            kind: mend::ErrorKind::Error,
+            message: format!(
+                "the stored job cannot be read ({e}); repair the row, then retry the job"
+            ),
+            at: now,
+        })?;
+        conn.prepare_cached(
+            "UPDATE mend_jobs SET state = 'discarded', finalized_at = ?2, lease_expires_at = NULL,
+                errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json(?3))
+             WHERE id = ?1",
+        )
+        .and_then(|mut s| s.execute(params![id, micros(now), record]))
+        .map_err(|e| map_err(path, e))?;
+    }
+    Ok(())
+}
+
 fn query_jobs(
     conn: &Connection,
     path: &str,
@@ -392,8 +446,9 @@ fn get_job(conn: &Connection, path: &str, id: Uuid) -> Result<Option<JobRow>> {
     .pop())
 }
 
-fn error_json(e: &AttemptError) -> String {
-    serde_json::to_string(e).unwrap_or_else(|_| "{}".into())
+fn error_json(e: &AttemptError) -> Result<String> {
+    serde_json::to_string(e)
+        .map_err(|e| StoreError::Database(format!("encoding an attempt error: {e}")))
 }
 
 #[async_trait]
@@ -515,8 +570,8 @@ impl Store for SqliteStore {
             // Select, then update by primary key: the writer holds the write lock, so nothing
             // can change in between, and this avoids the temporary tables that
             // `UPDATE .. WHERE id IN (SELECT ..) RETURNING` builds on every claim.
-            let mut jobs = if p.kinds.is_empty() {
-                query_jobs(
+            let (mut jobs, bad) = if p.kinds.is_empty() {
+                query_jobs_lenient(
                     conn,
                     path,
                     &format!(
@@ -534,8 +589,9 @@ impl Store for SqliteStore {
                 );
                 let mut args: Vec<rusqlite::types::Value> = vec![p.queue.clone().into(), limit.into()];
                 args.extend(p.kinds.iter().map(|k| rusqlite::types::Value::from(k.clone())));
-                query_jobs(conn, path, &sql, rusqlite::params_from_iter(args))?
+                query_jobs_lenient(conn, path, &sql, rusqlite::params_from_iter(args))?
             };
+            discard_undecodable(conn, path, bad, p.now)?;
             let mut stmt = conn
                 .prepare_cached(
                     "UPDATE mend_jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?2,
@@ -546,8 +602,14 @@ impl Store for SqliteStore {
             let stored_now = DateTime::from_timestamp_micros(now).unwrap_or(p.now);
             let stored_expiry = DateTime::from_timestamp_micros(micros(expires_at)).unwrap_or(expires_at);
             for job in &mut jobs {
-                stmt.execute(params![job.id.as_bytes().as_slice(), now, p.lease_owner, micros(expires_at)])
+                let n = stmt
+                    .execute(params![job.id.as_bytes().as_slice(), now, p.lease_owner, micros(expires_at)])
                     .map_err(|e| map_err(path, e))?;
+                if n != 1 {
+                    // Cannot happen while this thread holds the write lock; if it ever does,
+                    // the job was not claimed and must not be returned as ours.
+                    return Err(StoreError::Database(format!("job {} changed while being claimed", job.id)));
+                }
                 job.state = JobState::Running;
                 job.attempt += 1;
                 job.attempted_at = Some(stored_now);
@@ -563,6 +625,12 @@ impl Store for SqliteStore {
         if p.outcomes.is_empty() {
             return Ok(CompleteResult::default());
         }
+        // Jobs that go straight back to `available` (released, snoozed by zero) wake fetchers.
+        let requeued = p.outcomes.iter().any(|o| match o.kind {
+            OutcomeKind::Release => true,
+            OutcomeKind::Snooze { run_at } => run_at <= p.now,
+            _ => false,
+        });
         let result = self
             .write(true, move |conn, path| {
                 let now = micros(p.now);
@@ -579,13 +647,14 @@ impl Store for SqliteStore {
                             completed.execute(params![id, o.attempt, o.lease_owner, now, result])
                         }
                         OutcomeKind::Retry { error, run_at } => {
+                            let record = error_json(error)?;
                             conn.prepare_cached(SQL_RETRY).and_then(|mut s| {
                                 s.execute(params![
                                     id,
                                     o.attempt,
                                     o.lease_owner,
                                     micros(*run_at),
-                                    error_json(error),
+                                    record,
                                     now
                                 ])
                             })
@@ -596,6 +665,7 @@ impl Store for SqliteStore {
                             } else {
                                 "cancelled"
                             };
+                            let record = error_json(error)?;
                             conn.prepare_cached(SQL_FINISH_WITH_ERROR)
                                 .and_then(|mut s| {
                                     s.execute(params![
@@ -603,7 +673,7 @@ impl Store for SqliteStore {
                                         o.attempt,
                                         o.lease_owner,
                                         now,
-                                        error_json(error),
+                                        record,
                                         state
                                     ])
                                 })
@@ -641,6 +711,9 @@ impl Store for SqliteStore {
                 Ok(result)
             })
             .await?;
+        if requeued {
+            self.inner.wake.notify_waiters();
+        }
         Ok(result)
     }
 
@@ -682,7 +755,7 @@ impl Store for SqliteStore {
         self.write(true, move |conn, path| {
             let dead = serde_json::to_string(&p.dead_nodes).map_err(|e| StoreError::Database(e.to_string()))?;
             let now = micros(p.now);
-            let candidates = query_jobs(
+            let (candidates, bad) = query_jobs_lenient(
                 conn,
                 path,
                 &format!(
@@ -691,18 +764,23 @@ impl Store for SqliteStore {
                 ),
                 params![dead, now],
             )?;
+            discard_undecodable(conn, path, bad, p.now)?;
             let mut out = Vec::new();
             for job in candidates {
                 let d = rescuer::decide(&job, p.now, p.quarantine_after_lost);
                 let finalized = (d.state == JobState::Discarded).then_some(now);
+                let record = error_json(&d.error)?;
                 let n = conn
                     .prepare_cached(
-                        "UPDATE mend_jobs SET state = ?1, run_at = ?2, finalized_at = ?3, lease_expires_at = NULL,
-                            errors = json_insert(errors, '$[#]', json(?4))
+                        // A job someone asked to cancel is not run again after its worker died.
+                        "UPDATE mend_jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE ?1 END,
+                            finalized_at = CASE WHEN cancel_requested THEN ?2 ELSE ?3 END,
+                            run_at = ?2, lease_expires_at = NULL,
+                            errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json(?4))
                          WHERE id = ?5 AND attempt = ?6 AND state = 'running'",
                     )
                     .and_then(|mut s| {
-                        s.execute(params![d.state.as_str(), now, finalized, error_json(&d.error), job.id.as_bytes().as_slice(), job.attempt])
+                        s.execute(params![d.state.as_str(), now, finalized, record, job.id.as_bytes().as_slice(), job.attempt])
                     })
                     .map_err(|e| map_err(path, e))?;
                 if n == 1 {
@@ -864,13 +942,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn heartbeat_node(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
+    async fn heartbeat_node(&self, id: &str, now: DateTime<Utc>) -> Result<bool> {
         let id = id.to_owned();
         self.write(false, move |conn, path| {
-            conn.prepare_cached("UPDATE mend_nodes SET last_seen = ?2 WHERE id = ?1")
+            let n = conn
+                .prepare_cached("UPDATE mend_nodes SET last_seen = ?2 WHERE id = ?1")
                 .and_then(|mut s| s.execute(params![id, micros(now)]))
                 .map_err(|e| map_err(path, e))?;
-            Ok(())
+            Ok(n == 1)
         })
         .await
     }
@@ -894,11 +973,29 @@ impl Store for SqliteStore {
                 .map_err(|e| map_err(path, e))?;
             let mut out = Vec::new();
             for row in rows {
-                let (id, host, pid, process_key, started, seen) = row.map_err(|e| map_err(path, e))?;
-                let bad = |c: &str| StoreError::Database(format!("node {id}: bad timestamp in {c}"));
+                // A damaged node row is skipped (its jobs are still rescued when their leases
+                // expire) rather than failing every rescue pass.
+                let (id, host, pid, process_key, started, seen) = match row {
+                    Ok(r) => r,
+                    Err(
+                        e @ (rusqlite::Error::FromSqlConversionFailure(..)
+                        | rusqlite::Error::IntegralValueOutOfRange(..)
+                        | rusqlite::Error::InvalidColumnType(..)),
+                    ) => {
+                        tracing::warn!(error = %e, "skipping an unreadable row in mend_nodes");
+                        continue;
+                    }
+                    Err(e) => return Err(map_err(path, e)),
+                };
+                let (Some(started_at), Some(last_seen)) =
+                    (DateTime::from_timestamp_micros(started), DateTime::from_timestamp_micros(seen))
+                else {
+                    tracing::warn!(node = %id, "skipping a node row with an impossible timestamp");
+                    continue;
+                };
                 out.push(NodeInfo {
-                    started_at: DateTime::from_timestamp_micros(started).ok_or_else(|| bad("started_at"))?,
-                    last_seen: DateTime::from_timestamp_micros(seen).ok_or_else(|| bad("last_seen"))?,
+                    started_at,
+                    last_seen,
                     id,
                     host,
                     pid,

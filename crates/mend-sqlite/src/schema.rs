@@ -66,6 +66,12 @@ pub(crate) fn migrate(conn: &Connection, path: &str) -> Result<()> {
     let current: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| map_err(path, e))?;
+    if current < 0 {
+        return Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: format!("user_version is {current}; this file belongs to another program"),
+        });
+    }
     if current > 0 {
         // Not ours? A mend database always has mend_jobs once migrated.
         let has_jobs: bool = conn

@@ -73,8 +73,14 @@ impl Command {
     }
 }
 
-pub(crate) fn run(conn: Connection, path: String, rx: mpsc::Receiver<Command>) {
-    let mut synchronous_full = true;
+pub(crate) fn run(
+    conn: Connection,
+    path: String,
+    synchronous_full: bool,
+    rx: mpsc::Receiver<Command>,
+) {
+    // What `PRAGMA synchronous` is set to right now (open_writer set the configured level).
+    let mut full_now = synchronous_full;
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -83,47 +89,88 @@ pub(crate) fn run(conn: Connection, path: String, rx: mpsc::Receiver<Command>) {
                 Err(_) => break,
             }
         }
-        let durable = group.iter().any(|c| c.durable);
-        if durable != synchronous_full {
-            let pragma = if durable {
+        // Durable commands get FULL when the store is configured for it; a group of claims and
+        // heartbeats only never waits for the disk.
+        let want_full = synchronous_full && group.iter().any(|c| c.durable);
+        if want_full != full_now {
+            let pragma = if want_full {
                 "PRAGMA synchronous=FULL"
             } else {
                 "PRAGMA synchronous=NORMAL"
             };
-            if conn.execute_batch(pragma).is_ok() {
-                synchronous_full = durable;
+            match conn.execute_batch(pragma) {
+                Ok(()) => full_now = want_full,
+                Err(e) if want_full => {
+                    // Never commit a durable command with weaker durability than promised.
+                    let e = map_err(&path, e);
+                    tracing::error!(error = %e, "cannot switch to synchronous=FULL; failing this group");
+                    fail_all(group, &e);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot switch to synchronous=NORMAL; committing with FULL")
+                }
             }
         }
+        // A failed COMMIT/ROLLBACK can leave the connection inside a transaction; every later
+        // BEGIN would then fail. Start from a clean state.
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let e = map_err(&path, e);
-            for c in group {
-                let (_, reply) = (c.run)(Err(e.clone()));
-                reply(Err(e.clone()));
-            }
+            fail_all(group, &map_err(&path, e));
             continue;
         }
         let mut replies = Vec::with_capacity(group.len());
+        let mut broken: Option<StoreError> = None;
         for c in group {
-            let savepoint = conn.execute_batch("SAVEPOINT cmd");
+            if let Some(e) = &broken {
+                let (_, reply) = (c.run)(Err(e.clone()));
+                replies.push(reply);
+                continue;
+            }
+            // Each command in its own savepoint, so one failing command does not undo the
+            // others. Without a savepoint a failing command could not be undone alone: it
+            // does not run at all.
+            if let Err(e) = conn.execute_batch("SAVEPOINT cmd") {
+                let e = map_err(&path, e);
+                let (_, reply) = (c.run)(Err(e.clone()));
+                replies.push(reply);
+                broken = Some(e);
+                continue;
+            }
             let (ok, reply) = (c.run)(Ok(&conn));
-            if savepoint.is_ok() {
-                let end = if ok {
-                    "RELEASE cmd"
-                } else {
-                    "ROLLBACK TO cmd; RELEASE cmd"
-                };
-                if let Err(e) = conn.execute_batch(end) {
-                    tracing::error!(error = %e, "savepoint cleanup failed");
-                }
+            let end = if ok {
+                "RELEASE cmd"
+            } else {
+                "ROLLBACK TO cmd; RELEASE cmd"
+            };
+            if let Err(e) = conn.execute_batch(end) {
+                // The command's writes cannot be told apart from the others': undo the group.
+                broken = Some(map_err(&path, e));
             }
             replies.push(reply);
         }
-        let commit = conn.execute_batch("COMMIT").map_err(|e| map_err(&path, e));
-        if commit.is_err() {
+        let commit = match broken {
+            Some(e) => {
+                tracing::error!(error = %e, "a savepoint failed; rolling back the whole group");
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+            None => conn.execute_batch("COMMIT").map_err(|e| map_err(&path, e)),
+        };
+        if commit.is_err() && !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
         for reply in replies {
             reply(commit.clone());
         }
+    }
+}
+
+fn fail_all(group: Vec<Command>, e: &StoreError) {
+    for c in group {
+        let (_, reply) = (c.run)(Err(e.clone()));
+        reply(Err(e.clone()));
     }
 }

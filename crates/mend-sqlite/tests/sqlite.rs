@@ -242,3 +242,47 @@ async fn a_locked_database_times_out_with_a_clear_error_and_loses_nothing() {
     let job = b.get(rows[0].id).await.unwrap().unwrap();
     assert_eq!(job.state, mend::JobState::Available);
 }
+
+#[tokio::test]
+async fn a_damaged_row_is_set_aside_instead_of_wedging_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("damaged.db");
+    let store = open_at(&path).await;
+    let rows = store
+        .insert_many(vec![
+            NewJob::new("k", serde_json::json!({"n": 1})),
+            NewJob::new("k", serde_json::json!({"n": 2})),
+        ])
+        .await
+        .unwrap();
+    // Someone edits the file by hand and breaks the first job's args.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute(
+        "UPDATE mend_jobs SET args = 'not json' WHERE id = ?1",
+        [rows[0].id.as_bytes().as_slice()],
+    )
+    .unwrap();
+    let claim = |limit| ClaimParams {
+        queue: "default".into(),
+        kinds: vec![],
+        limit,
+        lease_owner: "n".into(),
+        lease_duration: Duration::from_secs(30),
+        now: chrono::Utc::now(),
+    };
+    let claimed = store.claim(claim(10)).await.unwrap();
+    assert_eq!(claimed.len(), 1, "the healthy job is still claimed");
+    assert_eq!(claimed[0].id, rows[1].id);
+    let (state, errors): (String, String) = raw
+        .query_row(
+            "SELECT state, errors FROM mend_jobs WHERE id = ?1",
+            [rows[0].id.as_bytes().as_slice()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(state, "discarded");
+    assert!(errors.contains("cannot be read"), "{errors}");
+    // Reading the damaged job says which column is bad instead of panicking.
+    let err = store.get(rows[0].id).await.unwrap_err();
+    assert!(err.to_string().contains("args"), "{err}");
+}

@@ -347,6 +347,10 @@ pub async fn outcomes_move_jobs_as_the_state_machine_says(store: Arc<dyn Store>)
     assert_eq!(after[4].run_at, later);
     assert_eq!(after[5].state, JobState::Available);
     assert_eq!(
+        after[5].run_at, c[5].run_at,
+        "a released job keeps its place in the queue"
+    );
+    assert_eq!(
         after[5].attempt, 0,
         "a shutdown release does not use up an attempt"
     );
@@ -524,6 +528,39 @@ pub async fn rescue_quarantines_a_poison_pill(store: Arc<dyn Store>) {
             assert_eq!(r.job.consecutive_lost(), 3);
         }
     }
+}
+
+pub async fn rescue_cancels_a_job_whose_cancel_was_requested(store: Arc<dyn Store>) {
+    store.insert_many(vec![job("k")]).await.unwrap();
+    let c = store
+        .claim(claim_params("default", 1, "gone"))
+        .await
+        .unwrap();
+    store
+        .cancel(CancelParams {
+            ids: vec![c[0].id],
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
+    let r = store
+        .rescue(RescueParams {
+            dead_nodes: vec!["gone".into()],
+            now: Utc::now(),
+            quarantine_after_lost: 3,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        r[0].job.state,
+        JobState::Cancelled,
+        "a cancel request survives the worker's death"
+    );
+    assert!(r[0].job.finalized_at.is_some());
+    assert!(
+        claim(&store, "default", 10).await.is_empty(),
+        "it is not run again"
+    );
 }
 
 pub async fn rescue_discards_when_out_of_attempts(store: Arc<dyn Store>) {
@@ -832,7 +869,11 @@ pub async fn nodes_register_heartbeat_and_deregister(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(store.list_nodes().await.unwrap()[0], node);
     let t1 = t0 + chrono::Duration::seconds(5);
-    store.heartbeat_node("n1", t1).await.unwrap();
+    assert!(store.heartbeat_node("n1", t1).await.unwrap());
+    assert!(
+        !store.heartbeat_node("never-registered", t1).await.unwrap(),
+        "an unknown node is reported so it can register again"
+    );
     let nodes = store.list_nodes().await.unwrap();
     assert_eq!(nodes.len(), 2);
     assert_eq!(nodes.iter().find(|n| n.id == "n1").unwrap().last_seen, t1);

@@ -45,6 +45,7 @@ macro_rules! store_conformance {
             rescue_takes_dead_nodes_and_expired_leases_only,
             rescue_quarantines_a_poison_pill,
             rescue_discards_when_out_of_attempts,
+            rescue_cancels_a_job_whose_cancel_was_requested,
             cancel_waiting_and_running_jobs,
             a_cancel_request_wins_over_retry_snooze_and_release,
             retry_finished_jobs,

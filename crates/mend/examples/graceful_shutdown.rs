@@ -25,8 +25,9 @@ impl JobArgs for Render {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter("info").init();
     let dir = std::env::temp_dir().join("mend-graceful-shutdown.db");
-    let store: Arc<dyn mend::Store> =
-        Arc::new(mend_sqlite::SqliteStore::open(dir.to_str().ok_or("temp path is not UTF-8")?).await?);
+    let store: Arc<dyn mend::Store> = Arc::new(
+        mend_sqlite::SqliteStore::open(dir.to_str().ok_or("temp path is not UTF-8")?).await?,
+    );
 
     let mut registry = Registry::new();
     registry.register_fn(|ctx, args: Render| async move {

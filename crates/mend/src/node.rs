@@ -2,9 +2,10 @@
 //! still alive.
 //!
 //! On one host (several processes sharing a SQLite file) a node is dead when its process is
-//! gone; the check reads `/proc`, and compares the process start time so a reused pid is not
-//! mistaken for the original. For nodes on another host or in another pid namespace, only the
-//! heartbeat age can tell; that is the slower path.
+//! gone; the check reads `/proc`, and compares the boot id and the process start time so a
+//! reused pid or a same-named host is not mistaken for the original. When that cannot be
+//! checked (another host, another pid namespace, `hidepid`), only the heartbeat age can tell;
+//! that is the slower path.
 
 use chrono::{DateTime, Utc};
 
@@ -26,21 +27,64 @@ fn pid_namespace() -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
-/// The start time of a process, in clock ticks since boot (field 22 of `/proc/PID/stat`).
-fn process_start(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses; fields after the last
-    // ')' are plain.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19).map(str::to_owned)
+/// Names this boot of this machine: two hosts with the same host name (clones, "localhost")
+/// and the same initial pid namespace must not judge each other's pids.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
 }
 
-/// A key that names this very process on this host: pid namespace and start time.
+/// What `/proc/PID/stat` says about a process.
+enum ProcStat {
+    /// Running (or sleeping...), with its start time in clock ticks since boot.
+    Live(String),
+    /// A zombie: exited, not yet reaped.
+    Zombie,
+    /// No such process.
+    Gone,
+    /// Cannot tell (no `/proc`, no permission).
+    Unreadable,
+}
+
+fn proc_stat(pid: u32) -> ProcStat {
+    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ProcStat::Gone,
+        Err(_) => return ProcStat::Unreadable,
+    };
+    // The command name (field 2) may contain spaces and parentheses; fields after the last
+    // ')' are plain: state is the first of them, start time the twentieth.
+    let Some(close) = stat.rfind(')') else {
+        return ProcStat::Unreadable;
+    };
+    let mut fields = stat[close + 1..].split_whitespace();
+    match (fields.next(), fields.nth(18)) {
+        (Some("Z") | Some("X"), _) => ProcStat::Zombie,
+        (Some(_), Some(start)) => ProcStat::Live(start.to_owned()),
+        _ => ProcStat::Unreadable,
+    }
+}
+
+/// Whether this process can see other processes in `/proc` (not with `hidepid`, where other
+/// users' processes look like they do not exist).
+fn proc_shows_others() -> bool {
+    std::path::Path::new("/proc/1/stat").exists()
+}
+
+/// A key that names this very process: boot, pid namespace and start time, so neither a
+/// reused pid nor a same-named host is mistaken for it.
 pub fn process_key(pid: u32) -> String {
+    let start = match proc_stat(pid) {
+        ProcStat::Live(start) => start,
+        _ => String::new(),
+    };
     format!(
-        "{}|{}",
+        "{}|{}|{}",
+        boot_id().unwrap_or_default(),
         pid_namespace().unwrap_or_default(),
-        process_start(pid).unwrap_or_default()
+        start
     )
 }
 
@@ -73,18 +117,24 @@ pub fn check_process(node: &NodeInfo) -> Liveness {
     if node.host != host_name() {
         return Liveness::Unknown;
     }
-    let Some(ns) = pid_namespace() else {
+    let mut parts = node.process_key.splitn(3, '|');
+    let (Some(their_boot), Some(their_ns), Some(their_start)) =
+        (parts.next(), parts.next(), parts.next())
+    else {
         return Liveness::Unknown;
     };
-    let Some((their_ns, their_start)) = node.process_key.split_once('|') else {
+    let (Some(boot), Some(ns)) = (boot_id(), pid_namespace()) else {
         return Liveness::Unknown;
     };
-    if their_ns != ns || their_start.is_empty() {
+    if their_boot != boot || their_ns != ns || their_start.is_empty() {
         return Liveness::Unknown;
     }
-    match process_start(node.pid) {
-        Some(start) if start == their_start => Liveness::Alive,
-        _ => Liveness::Dead,
+    match proc_stat(node.pid) {
+        ProcStat::Live(start) if start == their_start => Liveness::Alive,
+        // Same pid, other start time: the pid was reused; the original is gone.
+        ProcStat::Live(_) | ProcStat::Zombie => Liveness::Dead,
+        ProcStat::Gone if proc_shows_others() => Liveness::Dead,
+        ProcStat::Gone | ProcStat::Unreadable => Liveness::Unknown,
     }
 }
 
@@ -108,9 +158,13 @@ mod tests {
         let me = this_node(now);
         assert_eq!(check_process(&me), Liveness::Alive);
 
-        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         let pid = child.id();
         let key = process_key(pid);
+        child.kill().unwrap();
         child.wait().unwrap();
         let gone = NodeInfo {
             pid,
@@ -121,9 +175,19 @@ mod tests {
 
         // Same pid, different start time: a reused pid is not the original process.
         let reused = NodeInfo {
-            process_key: format!("{}|1", pid_namespace().unwrap()),
+            process_key: format!("{}|{}|1", boot_id().unwrap(), pid_namespace().unwrap()),
             ..me.clone()
         };
+        assert_eq!(check_process(&reused), Liveness::Dead);
+
+        // Another boot (or another machine with the same name): cannot judge by pid.
+        let other_boot = NodeInfo {
+            process_key: me
+                .process_key
+                .replacen(&boot_id().unwrap(), "another-boot", 1),
+            ..me.clone()
+        };
+        assert_eq!(check_process(&other_boot), Liveness::Unknown);
         assert_eq!(check_process(&reused), Liveness::Dead);
 
         let elsewhere = NodeInfo {

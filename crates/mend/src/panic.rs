@@ -88,6 +88,8 @@ impl<T> Future for CatchPanic<T> {
                 location: None,
             }));
         };
+        // A panic the handler caught itself earlier must not be mistaken for this one.
+        LAST.with(|last| last.borrow_mut().take());
         let was_inside = INSIDE.with(|i| i.replace(true));
         let polled = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx)));
         INSIDE.with(|i| i.set(was_inside));
@@ -107,6 +109,22 @@ impl<T> Future for CatchPanic<T> {
     }
 }
 
+impl<T> Drop for CatchPanic<T> {
+    fn drop(&mut self) {
+        // A timeout or a stop drops the handler's future early; its destructors are user code
+        // and may panic too. Contain that here instead of unwinding into the executor.
+        if let Some(fut) = self.inner.take() {
+            let was_inside = INSIDE.with(|i| i.replace(true));
+            if catch_unwind(AssertUnwindSafe(move || drop(fut))).is_err() {
+                tracing::error!(
+                    "a handler's future panicked while being dropped (after a timeout or stop)"
+                );
+            }
+            INSIDE.with(|i| i.set(was_inside));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +140,25 @@ mod tests {
         assert_eq!(caught.message, "boom 42");
         let loc = caught.location.unwrap();
         assert!(loc.contains("panic.rs"), "{loc}");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_destructor_is_contained() {
+        struct Bomb;
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                panic!("destructor boom");
+            }
+        }
+        let fut = CatchPanic::new(Box::pin(async {
+            let _bomb = Bomb;
+            std::future::pending::<()>().await;
+        }));
+        let timed_out = tokio::time::timeout(std::time::Duration::from_millis(5), fut).await;
+        assert!(
+            timed_out.is_err(),
+            "the future was dropped by the timeout without unwinding"
+        );
     }
 
     #[tokio::test]

@@ -53,7 +53,8 @@ impl ExponentialBackoff {
         let exp = attempt.saturating_sub(1).clamp(0, 64);
         let secs = self.base.as_secs_f64() * self.factor.max(1.0).powi(exp);
         let capped = secs.min(self.max.as_secs_f64());
-        Duration::from_secs_f64(capped.max(0.0))
+        // `max: Duration::MAX` ("no cap") overflows `from_secs_f64`; saturate instead.
+        Duration::try_from_secs_f64(capped.max(0.0)).unwrap_or(self.max)
     }
 }
 
@@ -62,7 +63,7 @@ impl RetryPolicy for ExponentialBackoff {
         let nominal = self.nominal(attempt).as_secs_f64();
         let jitter = self.jitter.clamp(0.0, 1.0);
         let scale = 1.0 - jitter + 2.0 * jitter * fastrand::f64();
-        Duration::from_secs_f64((nominal * scale).max(0.0))
+        Duration::try_from_secs_f64((nominal * scale).max(0.0)).unwrap_or(Duration::MAX)
     }
 }
 
@@ -91,6 +92,16 @@ mod tests {
         assert_eq!(p.backoff(2), Duration::from_secs(2));
         assert_eq!(p.backoff(5), Duration::from_secs(16));
         assert_eq!(p.backoff(40), DEFAULT_BACKOFF_MAX);
+    }
+
+    #[test]
+    fn no_cap_does_not_overflow() {
+        let p = ExponentialBackoff {
+            max: Duration::MAX,
+            ..Default::default()
+        };
+        assert!(p.backoff(100) > Duration::from_secs(3600));
+        assert!(p.backoff(i32::MAX) > Duration::ZERO);
     }
 
     proptest! {

@@ -53,6 +53,12 @@ pub enum StoreError {
         /// What went wrong.
         detail: String,
     },
+    /// Reading or writing the file failed at the operating-system level.
+    #[error("the database file could not be read or written ({detail}); check free disk space and the disk's health")]
+    Io {
+        /// What the driver said.
+        detail: String,
+    },
     /// The schema was written by a newer mend.
     #[error("the database schema is at version {found} but this mend knows versions up to {known}; upgrade mend")]
     SchemaTooNew {
@@ -67,7 +73,8 @@ pub enum StoreError {
     /// The store has been closed (its writer stopped).
     #[error("the store is closed")]
     Closed,
-    /// A stored value could not be decoded; the row is left untouched.
+    /// A stored value could not be decoded. Reads of that job fail with this error; claims and
+    /// rescues set such a job aside (`discarded`, with the error) instead of failing.
     #[error("stored job {id} has an unreadable column {column}: {detail}")]
     Decode {
         /// The job.
@@ -334,8 +341,9 @@ pub trait Store: Send + Sync + 'static {
     /// Register or refresh a node.
     async fn register_node(&self, node: NodeInfo) -> Result<()>;
 
-    /// Record that a node is alive.
-    async fn heartbeat_node(&self, id: &str, now: DateTime<Utc>) -> Result<()>;
+    /// Record that a node is alive. Returns `false` when the node is not registered (another
+    /// process removed it as dead); the caller registers again.
+    async fn heartbeat_node(&self, id: &str, now: DateTime<Utc>) -> Result<bool>;
 
     /// All registered nodes.
     async fn list_nodes(&self) -> Result<Vec<NodeInfo>>;

@@ -277,3 +277,52 @@ async fn retry_after_overrides_the_policy() {
     );
     worker.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A retry policy that panics (user code) must not leave the job stuck in `running`: the
+/// attempt is still recorded and the job retried after a fallback delay.
+#[derive(Serialize, Deserialize)]
+struct BadPolicyJob;
+impl JobArgs for BadPolicyJob {
+    const KIND: &'static str = "bad_policy";
+}
+
+#[derive(Debug)]
+struct PanickingPolicy;
+impl RetryPolicy for PanickingPolicy {
+    fn backoff(&self, _attempt: i32) -> Duration {
+        panic!("this policy is broken");
+    }
+}
+
+struct BadPolicyHandler;
+impl Handler for BadPolicyHandler {
+    type Args = BadPolicyJob;
+    type Output = ();
+    async fn run(&self, _ctx: JobContext, _args: BadPolicyJob) -> Result<(), JobError> {
+        Err(JobError::retry("failing on purpose"))
+    }
+    fn retry_policy(&self) -> Option<Arc<dyn RetryPolicy>> {
+        Some(Arc::new(PanickingPolicy))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_retry_policy_does_not_strand_the_job() {
+    let env = Env::new().await;
+    let mut registry = Registry::new();
+    registry.register(BadPolicyHandler);
+    let worker = env.worker(registry, 2, |_| {}).await;
+    let job = env
+        .insert(NewJob::new(BadPolicyJob::KIND, serde_json::json!(null)))
+        .await;
+    let row = env.wait_for_state(job.id, JobState::Retryable).await;
+    assert_eq!(row.errors.len(), 1);
+    assert_eq!(row.errors[0].message, "failing on purpose");
+    let delay = row.run_at - row.errors[0].at;
+    assert!(
+        delay >= chrono::Duration::seconds(50),
+        "the fallback delay applies: {delay}"
+    );
+    assert_eq!(worker.in_flight(), 0);
+    worker.shutdown(Duration::from_secs(5)).await;
+}

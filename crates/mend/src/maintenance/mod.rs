@@ -1,4 +1,4 @@
 //! Background upkeep, one small service per file. Each is safe to run from several processes
-//! at once: every pass is one idempotent store call.
+//! at once: every store call in a pass is idempotent, so two passes racing do no harm.
 
 pub mod rescuer;

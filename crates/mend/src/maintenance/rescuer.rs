@@ -1,7 +1,9 @@
 //! The rescuer: finds nodes that are gone and jobs whose lease ran out, and hands their
 //! running jobs back to the queue with a `lost` error (or quarantines a job that keeps killing
-//! its workers). A live process's jobs are never taken: its process is checked on this host,
-//! and its leases are extended while it runs.
+//! its workers). A live process's jobs are not taken while it heartbeats: its process is
+//! checked on this host and its leases are extended while it runs. A process that stops
+//! extending its leases for a whole lease (hung, or cut off from the database) is treated as
+//! dead for those jobs; it fences itself (stops them) before that point.
 
 use std::time::Duration;
 

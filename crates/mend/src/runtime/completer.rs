@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{EventOutcome, JobEvent, Pending, Shared};
-use crate::store::{CompleteParams, OutcomeKind};
+use crate::store::{CompleteParams, CompleteResult, OutcomeKind, StoreError};
 
 /// Most outcomes written in one store call.
 const MAX_BATCH: usize = 1000;
@@ -59,40 +59,118 @@ pub(super) async fn run(
     }
 }
 
+/// After this many failed writes of a batch, write its outcomes one at a time to find out
+/// whether one of them is what fails.
+const SPLIT_AFTER: u32 = 3;
+
+async fn write(shared: &Shared, batch: &[Pending]) -> Result<CompleteResult, StoreError> {
+    shared
+        .store
+        .complete_many(CompleteParams {
+            outcomes: batch.iter().map(|p| p.outcome.clone()).collect(),
+            now: Utc::now(),
+        })
+        .await
+}
+
 async fn flush(shared: &Shared, batch: Vec<Pending>, stop: &CancellationToken) {
-    let outcomes: Vec<_> = batch.iter().map(|p| p.outcome.clone()).collect();
     let mut delay = Duration::from_millis(50);
-    let mut attempts_after_stop = 0;
-    let result = loop {
-        match shared
-            .store
-            .complete_many(CompleteParams {
-                outcomes: outcomes.clone(),
-                now: Utc::now(),
-            })
-            .await
-        {
-            Ok(r) => break Some(r),
-            Err(e) => {
-                if stop.is_cancelled() {
-                    attempts_after_stop += 1;
-                    if attempts_after_stop >= ATTEMPTS_AFTER_STOP {
-                        tracing::error!(error = %e, jobs = outcomes.len(), "giving up on writing outcomes at shutdown; these jobs will be rescued as lost and retried");
-                        break None;
-                    }
+    let mut failures = 0;
+    loop {
+        let e = match write(shared, &batch).await {
+            Ok(r) => return finish(shared, batch, r),
+            Err(e) => e,
+        };
+        failures += 1;
+        if failures >= SPLIT_AFTER && batch.len() > 1 {
+            match one_by_one(shared, batch).await {
+                Some(rest) => {
+                    // Every single write failed as well: the store is down, not one row bad.
+                    tracing::warn!(error = %e, jobs = rest.len(), "the store keeps failing; keeping the outcomes and retrying");
+                    return flush_systemic(shared, rest, stop, delay).await;
                 }
-                tracing::warn!(error = %e, jobs = outcomes.len(), retry_in = ?delay, "writing outcomes failed; keeping them and retrying");
-                tokio::time::sleep(delay).await;
+                None => return,
+            }
+        }
+        if stop.is_cancelled() && failures >= ATTEMPTS_AFTER_STOP {
+            give_up(shared, &batch, &e);
+            return;
+        }
+        tracing::warn!(error = %e, jobs = batch.len(), retry_in = ?delay, "writing outcomes failed; keeping them and retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(MAX_RETRY_DELAY);
+    }
+}
+
+/// Retries a batch that failed as a whole and one by one: only a recovering store helps.
+async fn flush_systemic(
+    shared: &Shared,
+    batch: Vec<Pending>,
+    stop: &CancellationToken,
+    mut delay: Duration,
+) {
+    let mut failures = 0;
+    loop {
+        tokio::time::sleep(delay).await;
+        match write(shared, &batch).await {
+            Ok(r) => return finish(shared, batch, r),
+            Err(e) => {
+                failures += 1;
+                if stop.is_cancelled() && failures >= ATTEMPTS_AFTER_STOP {
+                    give_up(shared, &batch, &e);
+                    return;
+                }
+                tracing::warn!(error = %e, jobs = batch.len(), retry_in = ?delay, "writing outcomes failed; keeping them and retrying");
                 delay = (delay * 2).min(MAX_RETRY_DELAY);
             }
         }
-    };
-    let Some(result) = result else { return };
+    }
+}
 
+/// Writes each outcome alone. If some land and others fail, the failing ones are poison (a
+/// row the store cannot update): they are given up so they cannot block every later outcome.
+/// Returns the outcomes back when every single write failed.
+async fn one_by_one(shared: &Shared, batch: Vec<Pending>) -> Option<Vec<Pending>> {
+    let total = batch.len();
+    let mut failed = Vec::new();
+    for p in batch {
+        match write(shared, std::slice::from_ref(&p)).await {
+            Ok(r) => finish(shared, vec![p], r),
+            Err(e) => failed.push((p, e)),
+        }
+    }
+    if failed.len() == total {
+        return Some(failed.into_iter().map(|(p, _)| p).collect());
+    }
+    for (p, e) in failed {
+        give_up(shared, std::slice::from_ref(&p), &e);
+    }
+    None
+}
+
+/// Stops tracking outcomes that cannot be written: their leases lapse and the rescuer hands
+/// the jobs back (as `lost`), which is safe; keeping them would block the completer forever.
+fn give_up(shared: &Shared, batch: &[Pending], e: &StoreError) {
+    tracing::error!(error = %e, jobs = batch.len(), ids = ?batch.iter().map(|p| p.outcome.id).collect::<Vec<_>>(), "giving up on writing these outcomes; the jobs will be rescued as lost and retried");
+    let mut inflight = shared.inflight();
+    for p in batch {
+        inflight.remove(&(p.outcome.id, p.outcome.attempt));
+    }
+}
+
+fn finish(shared: &Shared, batch: Vec<Pending>, result: CompleteResult) {
     {
         let mut inflight = shared.inflight();
         for p in &batch {
-            inflight.remove(&(p.outcome.id, p.outcome.attempt));
+            let key = (p.outcome.id, p.outcome.attempt);
+            // A snooze or release hands the attempt number back, so the same key may already
+            // belong to a new attempt of this job that started meanwhile: leave that one.
+            if inflight
+                .get(&key)
+                .is_some_and(|f| f.ended.load(Ordering::Acquire))
+            {
+                inflight.remove(&key);
+            }
         }
     }
     let fenced: std::collections::HashSet<_> = result.fenced.iter().copied().collect();

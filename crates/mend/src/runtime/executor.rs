@@ -8,17 +8,47 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_util::sync::CancellationToken;
 
 use super::{InFlight, Pending, Shared, StopReason};
+
+/// Retry delay used when a retry policy panics.
+const FALLBACK_BACKOFF: Duration = Duration::from_secs(60);
 use crate::cleanup::{AttemptExit, CleanupOutcome};
 use crate::handler::{JobContext, JobError};
 use crate::job::{bound_message, AttemptError, ErrorKind, JobRow};
 use crate::panic::CatchPanic;
 use crate::store::{Outcome, OutcomeKind};
 
+/// If the executor itself panics (outside the handler's guard), the attempt must not stay in
+/// the in-flight map: its lease would be extended forever and the job never rescued. Dropping
+/// the entry lets the lease lapse, and the rescuer hands the job back as `lost`.
+struct Untrack<'a> {
+    shared: &'a Shared,
+    key: (uuid::Uuid, i32),
+    armed: bool,
+}
+
+impl Drop for Untrack<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::error!(id = %self.key.0, attempt = self.key.1, "internal error: the executor stopped unexpectedly; the job will be rescued when its lease expires");
+            self.shared.inflight().remove(&self.key);
+        }
+    }
+}
+
+/// Runs `f` (user code: a handler's policy methods) and falls back to `default` if it panics.
+fn guarded<T>(what: &str, default: T, f: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        tracing::error!("{what} panicked; using the default");
+        default
+    })
+}
+
 pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedSemaphorePermit) {
-    let token = CancellationToken::new();
+    // A child of the worker's stop token: a shutdown past its deadline reaches attempts that
+    // were spawned but had not yet registered themselves.
+    let token = shared.hard_stop.child_token();
     let reason = Arc::new(AtomicU8::new(StopReason::None as u8));
     let attempt_over = Arc::new(AtomicBool::new(false));
     shared.inflight().insert(
@@ -30,26 +60,36 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
             ended: attempt_over.clone(),
         },
     );
+    let mut untrack = Untrack {
+        shared: &shared,
+        key: (job.id, job.attempt),
+        armed: true,
+    };
     shared.stats.started.fetch_add(1, Ordering::Relaxed);
-    // A cancel request may have landed between the claim and now.
+    // A cancel request may have landed between the claim and now: then the handler never runs.
     if job.cancel_requested {
-        shared.stop_job(job.id, StopReason::Cancel);
+        shared.stop_attempt(job.id, job.attempt, StopReason::Cancel);
     }
 
     let handler = shared.registry.get(&job.kind).cloned();
+    let kind_timeout = handler
+        .as_ref()
+        .and_then(|h| guarded("Handler::timeout", None, || h.timeout()));
     let timeout = job
         .timeout_ms
         .and_then(|ms| u64::try_from(ms).ok())
         .map(Duration::from_millis)
-        .or_else(|| handler.as_ref().and_then(|h| h.timeout()))
+        .or(kind_timeout)
         .unwrap_or(shared.config.default_timeout);
+    // The handler gets a child token: cancelling it from inside the handler does not end the
+    // attempt as "cancelled", while every stop of the attempt reaches it.
     let ctx = JobContext::new(
         job.id,
         job.queue.clone(),
         job.kind.clone(),
         job.attempt,
         job.max_attempts,
-        token.clone(),
+        token.child_token(),
     );
     let args = std::mem::take(&mut job.args);
 
@@ -70,14 +110,28 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
         TimedOut,
         Stopped,
     }
-    let ended = tokio::select! {
-        biased;
-        r = tokio::time::timeout(timeout, call) => match r {
-            Ok(r) => Ended::Ran(r),
-            Err(_) => Ended::TimedOut,
-        },
-        _ = token.cancelled() => Ended::Stopped,
+    let ended = if token.is_cancelled() {
+        drop(call);
+        Ended::Stopped
+    } else {
+        tokio::select! {
+            biased;
+            r = tokio::time::timeout(timeout, call) => match r {
+                Ok(r) => Ended::Ran(r),
+                Err(_) => Ended::TimedOut,
+            },
+            _ = token.cancelled() => Ended::Stopped,
+        }
     };
+    // A stop that came from the worker's shutdown token (not through the in-flight entry).
+    if shared.hard_stop.is_cancelled() {
+        let _ = reason.compare_exchange(
+            StopReason::None as u8,
+            StopReason::Shutdown as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
 
     // A stop request (cancel, shutdown, lost lease) wins over how the handler ended, unless
     // the handler finished its work: a cooperative handler that returns an error because it
@@ -193,9 +247,13 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
                 let policy = shared
                     .registry
                     .get(&job.kind)
-                    .and_then(|h| h.retry_policy())
+                    .and_then(|h| guarded("Handler::retry_policy", None, || h.retry_policy()))
                     .unwrap_or_else(|| shared.config.retry_policy.clone());
-                let delay = after.unwrap_or_else(|| policy.backoff(job.attempt));
+                let delay = after.unwrap_or_else(|| {
+                    guarded("RetryPolicy::backoff", FALLBACK_BACKOFF, || {
+                        policy.backoff(job.attempt)
+                    })
+                });
                 let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
                 let run_at = now
                     .checked_add_signed(delay)
@@ -207,10 +265,11 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     };
 
     attempt_over.store(true, Ordering::Release);
+    untrack.armed = false;
     drop(permit);
     match outcome {
         Some(kind) => {
-            let _ = shared.outcomes.send(Pending {
+            let sent = shared.outcomes.send(Pending {
                 outcome: Outcome {
                     id: job.id,
                     attempt: job.attempt,
@@ -221,6 +280,12 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
                 queue: job.queue,
                 cleanups,
             });
+            if sent.is_err() {
+                // Only after the completer is gone (a bug or a panic there): the lease lapses
+                // and the job is rescued, so say so instead of dropping it silently.
+                tracing::error!(id = %job.id, "the completer is gone; this outcome is not saved and the job will be rescued");
+                shared.inflight().remove(&(job.id, job.attempt));
+            }
         }
         None => {
             // Lease lost: the job belongs to someone else now; there is nothing to write.

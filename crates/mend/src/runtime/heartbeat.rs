@@ -5,22 +5,26 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::{Shared, StopReason};
 use crate::store::{ExtendLeasesParams, HeldJob};
 
+/// Share of the lease after which failed extensions make the worker stop its own attempts.
+const SELF_FENCE_AT: f64 = 0.8;
+
 pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(shared.config.heartbeat_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_rescue = Instant::now();
+    let mut last_extended = Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        beat(&shared).await;
+        beat(&shared, &mut last_extended).await;
         if last_rescue.elapsed() >= shared.config.rescue_interval {
             last_rescue = Instant::now();
             match crate::maintenance::rescuer::rescue_once(
@@ -44,10 +48,23 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
-async fn beat(shared: &Shared) {
+async fn beat(shared: &Shared, last_extended: &mut Instant) {
     let now = Utc::now();
-    if let Err(e) = shared.store.heartbeat_node(&shared.node.id, now).await {
-        tracing::warn!(error = %e, "node heartbeat failed");
+    match shared.store.heartbeat_node(&shared.node.id, now).await {
+        Ok(true) => {}
+        Ok(false) => {
+            // Another process took us for dead and removed our row (a long pause, a clock
+            // jump). Our leases are fenced already; register again so we are seen as alive.
+            tracing::warn!(node = %shared.node.id, "this node was removed from the registry; registering again");
+            let node = crate::store::NodeInfo {
+                last_seen: now,
+                ..shared.node.clone()
+            };
+            if let Err(e) = shared.store.register_node(node).await {
+                tracing::warn!(error = %e, "registering again failed; will try again");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "node heartbeat failed"),
     }
     let jobs: Vec<HeldJob> = shared
         .inflight()
@@ -58,6 +75,7 @@ async fn beat(shared: &Shared) {
         })
         .collect();
     if jobs.is_empty() {
+        *last_extended = Instant::now();
         return;
     }
     let lease =
@@ -67,11 +85,14 @@ async fn beat(shared: &Shared) {
         .extend_leases(ExtendLeasesParams {
             lease_owner: shared.node.id.clone(),
             jobs,
-            expires_at: now + lease,
+            expires_at: now
+                .checked_add_signed(lease)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
         })
         .await;
     match result {
         Ok(r) => {
+            *last_extended = Instant::now();
             for id in r.cancel_requested {
                 if shared.stop_job(id, StopReason::Cancel) {
                     tracing::info!(%id, "cancel requested; stopping the attempt");
@@ -84,6 +105,17 @@ async fn beat(shared: &Shared) {
                 }
             }
         }
-        Err(e) => tracing::warn!(error = %e, "extending leases failed; will try again"),
+        Err(e) => {
+            tracing::warn!(error = %e, "extending leases failed; will try again");
+            // Self-fencing: once our leases may have run out, another node may be running
+            // these jobs; stop ours rather than run them twice.
+            if last_extended.elapsed() >= shared.config.lease_duration.mul_f64(SELF_FENCE_AT) {
+                let held: Vec<(uuid::Uuid, i32)> = shared.inflight().keys().copied().collect();
+                tracing::error!(jobs = held.len(), "leases could not be extended for most of their duration; stopping the attempts so they are not run twice");
+                for (id, attempt) in held {
+                    shared.stop_attempt(id, attempt, StopReason::LeaseLost);
+                }
+            }
+        }
     }
 }

@@ -54,9 +54,16 @@ pub const DEFAULT_RESCUE_INTERVAL: Duration = Duration::from_secs(5);
 /// heartbeat: many heartbeats missed, not one slow one.
 pub const DEFAULT_NODE_STALE_AFTER: Duration = Duration::from_secs(30);
 
+/// How long shutdown waits, beyond the cleanup timeout, for cancelled attempts to wind down.
+const FINAL_GRACE: Duration = Duration::from_secs(5);
+
 /// Attempt timeout when neither the job nor its handler sets one: long enough for real batch
 /// work, short enough that a stuck job does not hold a slot forever.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Highest concurrency per queue (a semaphore cannot hold more permits than this, and no
+/// machine runs more attempts at once).
+pub const MAX_CONCURRENCY: usize = 1 << 20;
 
 /// Most jobs claimed in one statement; bounds one transaction's size.
 pub const MAX_CLAIM_BATCH: usize = 1000;
@@ -241,6 +248,8 @@ pub(crate) struct Shared {
     events: broadcast::Sender<JobEvent>,
     tracker: TaskTracker,
     ready: AtomicBool,
+    /// Parent of every attempt's token: cancelled when a shutdown passes its drain deadline.
+    hard_stop: CancellationToken,
 }
 
 impl Shared {
@@ -282,7 +291,9 @@ impl WorkerBuilder {
 
     /// Work `queue` with up to `concurrency` attempts at once.
     pub fn queue(mut self, queue: impl Into<String>, concurrency: usize) -> Self {
-        self.config.queues.push((queue.into(), concurrency.max(1)));
+        self.config
+            .queues
+            .push((queue.into(), concurrency.clamp(1, MAX_CONCURRENCY)));
         self
     }
 
@@ -372,6 +383,7 @@ impl Worker {
             events,
             tracker: TaskTracker::new(),
             ready: AtomicBool::new(true),
+            hard_stop: CancellationToken::new(),
         });
         shared
             .stats
@@ -380,7 +392,8 @@ impl Worker {
         tracing::info!(node = %shared.node.id, queues = ?shared.config.queues, kinds = ?shared.registry.kinds(), rescued = rescued.len(), "worker started");
 
         let fetch_stop = CancellationToken::new();
-        let service_stop = CancellationToken::new();
+        let completer_stop = CancellationToken::new();
+        let heartbeat_stop = CancellationToken::new();
         let fetchers = shared
             .config
             .queues
@@ -394,12 +407,13 @@ impl Worker {
                 ))
             })
             .collect();
-        let completer = tokio::spawn(completer::run(shared.clone(), rx, service_stop.clone()));
-        let heartbeat = tokio::spawn(heartbeat::run(shared.clone(), service_stop.clone()));
+        let completer = tokio::spawn(completer::run(shared.clone(), rx, completer_stop.clone()));
+        let heartbeat = tokio::spawn(heartbeat::run(shared.clone(), heartbeat_stop.clone()));
         Ok(WorkerHandle {
             shared,
             fetch_stop,
-            service_stop,
+            completer_stop,
+            heartbeat_stop,
             cut_drain: CancellationToken::new(),
             tasks: Arc::new(tokio::sync::Mutex::new(Some(Tasks {
                 fetchers,
@@ -421,7 +435,8 @@ struct Tasks {
 pub struct WorkerHandle {
     shared: Arc<Shared>,
     fetch_stop: CancellationToken,
-    service_stop: CancellationToken,
+    completer_stop: CancellationToken,
+    heartbeat_stop: CancellationToken,
     cut_drain: CancellationToken,
     tasks: Arc<tokio::sync::Mutex<Option<Tasks>>>,
 }
@@ -461,8 +476,9 @@ impl WorkerHandle {
         self.shared.events.subscribe()
     }
 
-    /// Cancel a job: a waiting one at once, a running one (here or in another process) is
-    /// stopped, its cleanups run and it ends `cancelled`.
+    /// Cancel a job: a waiting one at once; a running one (here at once, in another process
+    /// within a heartbeat) is stopped, its cleanups run and it ends `cancelled` — unless its
+    /// handler had already finished successfully, in which case it stays `completed`.
     pub async fn cancel(&self, id: Uuid) -> Result<Option<crate::JobRow>, StoreError> {
         let rows = self
             .shared
@@ -504,19 +520,31 @@ impl WorkerHandle {
         };
         let mut released = 0;
         if !drained_in_time {
-            for f in shared.inflight().values() {
-                if f.stop(StopReason::Shutdown) {
-                    released += 1;
-                }
-            }
+            released = shared
+                .inflight()
+                .values()
+                .filter(|f| !f.ended.load(Ordering::Acquire))
+                .count();
+            // Through the token tree, so attempts spawned but not yet registered stop too.
+            shared.hard_stop.cancel();
             tracing::warn!(
                 released,
                 "shutdown: drain deadline passed; cancelling the rest and releasing them"
             );
-            shared.tracker.wait().await;
+            // Cleanups are bounded by their own timeout; a handler that blocks its thread
+            // cannot be stopped at all, so bound the wait and leave such a job to the rescuer.
+            let bound = shared.config.cleanup_timeout + FINAL_GRACE;
+            if tokio::time::timeout(bound, shared.tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::error!(?bound, "shutdown: attempts still running after cancellation (a handler blocking its thread?); leaving them to be rescued as lost");
+            }
         }
-        self.service_stop.cancel();
+        // Outcomes first, while heartbeats still keep the leases alive; then the heartbeat.
+        self.completer_stop.cancel();
         let _ = tasks.completer.await;
+        self.heartbeat_stop.cancel();
         let _ = tasks.heartbeat.await;
         if let Err(e) = shared
             .store
@@ -533,15 +561,19 @@ impl WorkerHandle {
     }
 
     /// Run until SIGTERM or SIGINT, then shut down with `drain`. A second signal cuts the
-    /// drain short (running attempts are cancelled and released at once).
+    /// drain short (running attempts are cancelled and released at once); a third exits the
+    /// process at once with status 130 (leases then lapse and the jobs are rescued).
     pub async fn run_until_signal(&self, drain: Duration) -> ShutdownReport {
         wait_for_signal().await;
         tracing::info!("signal received; shutting down (send another to stop at once)");
         let me = self.clone();
         let second = tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::warn!("second signal: cutting the drain short");
+            tracing::warn!("second signal: cutting the drain short (a third exits at once)");
             me.cut_drain();
+            wait_for_signal().await;
+            tracing::error!("third signal: exiting now");
+            std::process::exit(130);
         });
         let report = self.shutdown(drain).await;
         second.abort();
