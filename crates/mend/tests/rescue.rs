@@ -31,13 +31,15 @@ fn registry(runs: &Log<(Uuid, i32)>) -> Registry {
 
 /// Registers a node for a process that has exited and been reaped: a crashed worker.
 async fn dead_node(env: &Env, id: &str) -> NodeInfo {
-    let mut child = std::process::Command::new("true")
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
         .spawn()
-        .expect("spawn `true`");
+        .expect("spawn `sleep`");
     let pid = child.id();
-    // Read the identity while the process entry still exists (a zombie until waited).
+    // Read the identity while the process runs, then kill it: a crashed worker.
     let key = process_key(pid);
-    child.wait().expect("wait for `true`");
+    child.kill().expect("kill `sleep`");
+    child.wait().expect("wait for `sleep`");
     let node = env.register_node(id, pid, key).await;
     assert_eq!(
         check_process(&node),

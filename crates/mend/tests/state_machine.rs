@@ -392,7 +392,10 @@ async fn apply(
                 prop_assert_eq!(r.job.attempt, prev.attempt);
                 prop_assert_eq!(r.job.errors.len(), prev.errors.len() + 1);
                 prop_assert_eq!(r.job.errors.last().map(|e| e.kind), Some(ErrorKind::Lost));
-                let expected = if r.quarantined || prev.attempt >= prev.max_attempts {
+                let expected = if prev.cancel_requested {
+                    // A cancel request survives the worker's death.
+                    JobState::Cancelled
+                } else if r.quarantined || prev.attempt >= prev.max_attempts {
                     JobState::Discarded
                 } else {
                     JobState::Retryable
