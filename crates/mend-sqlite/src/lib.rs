@@ -97,6 +97,8 @@ struct Inner {
     writer: mpsc::Sender<Command>,
     busy_timeout: Duration,
     readers: Mutex<Vec<Connection>>,
+    /// Queues whose last claim came back short (see `claim`).
+    idle_queues: Mutex<std::collections::HashSet<String>>,
     wake: Arc<Notify>,
     synchronous_full: bool,
 }
@@ -231,6 +233,7 @@ impl SqliteStore {
                 writer: tx,
                 busy_timeout,
                 readers: Mutex::new(Vec::new()),
+                idle_queues: Mutex::new(std::collections::HashSet::new()),
                 wake: Arc::new(Notify::new()),
                 synchronous_full,
             }),
@@ -545,7 +548,33 @@ impl Store for SqliteStore {
         if p.limit == 0 {
             return Ok(Vec::new());
         }
-        self.write(false, move |conn, path| {
+        // An idle queue is probed on a reader first: polling an empty queue then never takes
+        // the write lock, which matters when several processes share the file.
+        let was_idle = self
+            .inner
+            .idle_queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&p.queue);
+        if was_idle {
+            let (queue, now) = (p.queue.clone(), micros(p.now));
+            let work = self
+                .read(move |conn, path| {
+                    conn.prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM mend_jobs WHERE state = 'available' AND queue = ?1)
+                             OR EXISTS (SELECT 1 FROM mend_jobs WHERE (state = 'scheduled' OR state = 'retryable') AND run_at <= ?2)",
+                    )
+                    .and_then(|mut s| s.query_row(params![queue, now], |r| r.get::<_, bool>(0)))
+                    .map_err(|e| map_err(path, e))
+                })
+                .await?;
+            if !work {
+                return Ok(Vec::new());
+            }
+        }
+        let queue = p.queue.clone();
+        let limit = p.limit;
+        let jobs = self.write(false, move |conn, path| {
             let now = micros(p.now);
             // Promote due jobs only when there are some: the probe is one index seek, while
             // the bounded UPDATE builds a temporary table even when nothing is due.
@@ -618,7 +647,18 @@ impl Store for SqliteStore {
             }
             Ok(jobs)
         })
-        .await
+        .await?;
+        let mut idle = self
+            .inner
+            .idle_queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if jobs.len() < limit {
+            idle.insert(queue);
+        } else {
+            idle.remove(&queue);
+        }
+        Ok(jobs)
     }
 
     async fn complete_many(&self, p: CompleteParams) -> Result<CompleteResult> {

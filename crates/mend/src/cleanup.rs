@@ -20,6 +20,10 @@ use crate::panic::CatchPanic;
 /// file or releasing a lock and short enough not to stall a drain.
 pub const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most cleanups run for one attempt: bounds an attempt whose cleanups keep registering new
+/// ones, which would otherwise hold the job (and a shutdown) forever.
+pub const MAX_CLEANUPS: usize = 10_000;
+
 /// How an attempt ended, as told to each cleanup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "exit", rename_all = "snake_case")]
@@ -122,6 +126,11 @@ impl DeferStack {
     pub(crate) async fn run_all(&self, exit: &AttemptExit, limit: Duration) -> Vec<CleanupReport> {
         let mut reports = Vec::new();
         loop {
+            if reports.len() >= MAX_CLEANUPS {
+                let left = self.items.lock().unwrap_or_else(|p| p.into_inner()).len();
+                tracing::error!(left, "more than {MAX_CLEANUPS} cleanups in one attempt (a cleanup registering cleanups?); skipping the rest");
+                break;
+            }
             let next = self.items.lock().unwrap_or_else(|p| p.into_inner()).pop();
             let Some(deferred) = next else { break };
             let started = Instant::now();
