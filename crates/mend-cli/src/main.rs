@@ -1,7 +1,9 @@
-//! The `mend` binary. For now one subcommand, `mend bench`, so anyone can measure the engine
-//! on their own machine; `serve`, `enqueue`, `jobs`, `queues` and `migrate` come with the server.
+//! The `mend` binary: `mend serve` (HTTP API + workers on one database) and `mend bench`
+//! (measure the engine on your machine). Client commands (`enqueue`, `jobs`, `queues`,
+//! `migrate`) come next.
 
 mod bench;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -15,6 +17,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the HTTP API and run the workers (built-in executors) on one database.
+    ///
+    /// Example: MEND_API_TOKEN=$(openssl rand -hex 24) mend serve --bind 0.0.0.0:7878
+    Serve(serve::ServeArgs),
     /// Measure throughput and latency: enqueue N no-op jobs in batches, run them in-process,
     /// and report jobs/s end to end, enqueue rows/s, and enqueue→start latency when idle.
     ///
@@ -44,6 +50,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Bench(args) => bench::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
         }
     });
     match result {

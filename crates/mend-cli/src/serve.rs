@@ -1,0 +1,247 @@
+//! `mend serve`: the HTTP API and the workers (built-in executors) on one database, with
+//! configuration from flags, `MEND_*` environment variables and an optional `mend.toml`
+//! (in that order of precedence), and graceful shutdown on SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// Arguments of `mend serve`. Each has an environment variable; `mend.toml` fills in what
+/// neither flag nor variable sets.
+#[derive(clap::Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Database URL [default: sqlite://mend.db]
+    #[arg(long, env = "MEND_DATABASE_URL")]
+    database: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:7878]; port 0 picks a free port.
+    #[arg(long, env = "MEND_BIND")]
+    bind: Option<String>,
+    /// Bearer token the API requires. Without one, only a loopback address is allowed.
+    #[arg(long, env = "MEND_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Queues to work, as NAME=CONCURRENCY, comma-separated [default: default=10]
+    #[arg(long, env = "MEND_QUEUES", value_delimiter = ',')]
+    queues: Vec<String>,
+    /// How long in-flight jobs may run on after SIGTERM before they are cancelled and
+    /// released [default: 30s]
+    #[arg(long, env = "MEND_DRAIN_MS")]
+    drain_ms: Option<u64>,
+    /// How long readiness reports false before new connections are refused [default: 1s]
+    #[arg(long, env = "MEND_SHUTDOWN_GRACE_MS")]
+    shutdown_grace_ms: Option<u64>,
+    /// Largest request body in bytes [default: 1 MiB]
+    #[arg(long, env = "MEND_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
+    /// Configuration file [default: ./mend.toml when it exists]
+    #[arg(long, env = "MEND_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// `mend.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    database: Option<String>,
+    bind: Option<String>,
+    token: Option<String>,
+    queues: Option<std::collections::BTreeMap<String, usize>>,
+    drain_ms: Option<u64>,
+    shutdown_grace_ms: Option<u64>,
+    max_body_bytes: Option<usize>,
+}
+
+/// The settings in force.
+#[derive(Debug)]
+struct Settings {
+    database: String,
+    bind: String,
+    token: Option<String>,
+    queues: Vec<(String, usize)>,
+    drain: Duration,
+    grace: Duration,
+    max_body_bytes: usize,
+}
+
+fn load(args: ServeArgs) -> anyhow::Result<Settings> {
+    let path = args.config.clone().or_else(|| {
+        let p = PathBuf::from("mend.toml");
+        p.exists().then_some(p)
+    });
+    let file: FileConfig = match &path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("{} is not a valid mend.toml", p.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let queues = if !args.queues.is_empty() {
+        args.queues
+            .iter()
+            .map(|q| {
+                let (name, n) = q
+                    .split_once('=')
+                    .with_context(|| format!("--queues takes NAME=CONCURRENCY, got {q:?}"))?;
+                let n: usize = n
+                    .parse()
+                    .with_context(|| format!("concurrency of queue {name:?} must be a whole number, got {n:?}"))?;
+                Ok((name.to_owned(), n))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    } else if let Some(q) = file.queues {
+        q.into_iter().collect()
+    } else {
+        vec![("default".to_owned(), 10)]
+    };
+    if queues.iter().any(|(_, n)| *n == 0) {
+        bail!("queue concurrency must be at least 1");
+    }
+    Ok(Settings {
+        database: args.database.or(file.database).unwrap_or_else(|| "sqlite://mend.db".into()),
+        bind: args.bind.or(file.bind).unwrap_or_else(|| "127.0.0.1:7878".into()),
+        token: args.token.or(file.token).filter(|t| !t.is_empty()),
+        queues,
+        drain: Duration::from_millis(args.drain_ms.or(file.drain_ms).unwrap_or(30_000)),
+        grace: Duration::from_millis(args.shutdown_grace_ms.or(file.shutdown_grace_ms).unwrap_or(1000)),
+        max_body_bytes: args
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(mend_server::DEFAULT_MAX_BODY_BYTES),
+    })
+}
+
+fn register_builtins(registry: &mut mend::Registry) {
+    // `noop`: optional {"sleep_ms": n}; for smoke tests, demos and load tests.
+    registry.register_raw("noop", None, |_ctx, args| async move {
+        let ms = match args.get("sleep_ms") {
+            None | Some(serde_json::Value::Null) => 0,
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| mend::JobError::fatal("noop: sleep_ms must be a whole number of milliseconds"))?,
+        };
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        Ok(None)
+    });
+}
+
+fn validate_builtin(kind: &str, args: &serde_json::Value) -> Result<(), String> {
+    if kind == "noop" {
+        match args.get("sleep_ms") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(v) if v.as_u64().is_some() => {}
+            Some(v) => return Err(format!("noop: sleep_ms must be a whole number of milliseconds, got {v}")),
+        }
+    }
+    Ok(())
+}
+
+/// Runs the server until SIGTERM/SIGINT.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let s = load(args)?;
+    let addr: SocketAddr = s
+        .bind
+        .parse()
+        .with_context(|| format!("--bind must be IP:PORT such as 127.0.0.1:7878, got {:?}", s.bind))?;
+    if s.token.is_none() && !addr.ip().is_loopback() {
+        bail!(
+            "refusing to serve on {addr} without a token: anyone who can reach it could run jobs. \
+             Set MEND_API_TOKEN (or --token, or token in mend.toml) to a long random value, or bind to 127.0.0.1"
+        );
+    }
+    if !s.database.starts_with("sqlite:") && s.database.contains("://") {
+        bail!("this build supports sqlite:// databases only (got a {} URL)", s.database.split("://").next().unwrap_or("?"));
+    }
+    let store: Arc<dyn mend::Store> = Arc::new(
+        mend_sqlite::SqliteStore::open(&s.database)
+            .await
+            .with_context(|| format!("opening {}", s.database))?,
+    );
+
+    let mut registry = mend::Registry::new();
+    register_builtins(&mut registry);
+    let mut builder = mend::Worker::builder(store.clone()).registry(registry);
+    for (q, n) in &s.queues {
+        builder = builder.queue(q.clone(), *n);
+    }
+    let worker = builder.build().start().await.context("starting the workers")?;
+
+    let mut state = mend_server::AppState::new(store);
+    state.token = s.token.as_deref().map(Arc::from);
+    state.max_body_bytes = s.max_body_bytes;
+    state.validator = Some(Arc::new(validate_builtin));
+    let ready = state.ready.clone();
+    let app = mend_server::app(state);
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (in use? try another --bind)"))?;
+    let local = listener.local_addr()?;
+    // Scripts and tests read this line to find the port.
+    println!("mend listening on http://{local}");
+    tracing::info!(%local, queues = ?s.queues, auth = s.token.is_some(), "serving");
+
+    let http_stop = tokio_util::sync::CancellationToken::new();
+    let http_wait = http_stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_wait.cancelled().await })
+            .await
+    });
+
+    mend::runtime::wait_for_signal().await;
+    tracing::info!("signal received: readiness off, draining (send another signal to stop at once)");
+    ready.store(false, Ordering::Release);
+    let w = worker.clone();
+    let second = tokio::spawn(async move {
+        mend::runtime::wait_for_signal().await;
+        tracing::warn!("second signal: cancelling in-flight jobs and releasing them now");
+        w.cut_drain();
+        mend::runtime::wait_for_signal().await;
+        std::process::exit(130);
+    });
+    // Readiness is false for the grace period, so load balancers stop sending new work
+    // before connections are refused.
+    tokio::time::sleep(s.grace).await;
+    http_stop.cancel();
+    let drained = worker.shutdown(s.drain).await;
+    match tokio::time::timeout(Duration::from_secs(10), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
+        Err(_) => tracing::warn!("HTTP connections still open after 10 s; closing them"),
+    }
+    second.abort();
+    tracing::info!(?drained, "stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mend.toml");
+        std::fs::write(&path, "bind = \"127.0.0.1:9000\"\ndrain_ms = 5\n[queues]\nmail = 3\n").unwrap();
+        let s = load(ServeArgs {
+            config: Some(path.clone()),
+            drain_ms: Some(7),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.bind, "127.0.0.1:9000");
+        assert_eq!(s.drain, Duration::from_millis(7));
+        assert_eq!(s.queues, vec![("mail".to_owned(), 3)]);
+        assert_eq!(s.database, "sqlite://mend.db");
+        std::fs::write(&path, "bnid = 1\n").unwrap();
+        let err = load(ServeArgs { config: Some(path), ..Default::default() }).unwrap_err();
+        assert!(format!("{err:#}").contains("bnid"), "{err:#}");
+    }
+}

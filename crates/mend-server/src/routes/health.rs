@@ -1,0 +1,33 @@
+//! Liveness and readiness probes, and the answer for unknown paths.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Alive: the process answers.
+pub(crate) async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready: false (503) as soon as shutdown begins, so load balancers stop sending work.
+pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if state.is_ready() {
+        (StatusCode::OK, Json(json!({"status": "ready"})))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "shutting down"})),
+        )
+    }
+}
+
+pub(crate) async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no route {}; the API lives under /v1 (see /v1/jobs and /v1/queues)",
+        uri.path()
+    ))
+}

@@ -1,0 +1,378 @@
+//! Jobs: enqueue (one or a batch, idempotent with `Idempotency-Key`), get, list with filters
+//! and cursor paging, cancel and retry.
+//!
+//! Every request is checked completely before the store is touched, and a batch is stored in
+//! one transaction, so a bad request never changes stored jobs.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use mend::store::{CancelParams, ListParams, RetryParams, MAX_PAGE};
+use mend::{JobRow, JobState, NewJob};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::{AppState, MAX_BATCH};
+
+/// The header that makes an enqueue idempotent.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Longest time a job may be delayed or limited to (a year and a week: sanity, not policy).
+const MAX_DELAY_MS: u64 = 366 * 24 * 3600 * 1000;
+const MAX_TIMEOUT_MS: i64 = 7 * 24 * 3600 * 1000;
+const MAX_ATTEMPTS_LIMIT: i32 = 10_000;
+const MAX_TAGS: usize = 32;
+const MAX_NAME: usize = 128;
+
+/// One job to enqueue.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueRequest {
+    /// Which handler runs it.
+    pub kind: String,
+    /// Its input (default `{}`).
+    #[serde(default)]
+    pub args: Option<serde_json::Value>,
+    /// The queue (default `default`).
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// Lower runs first (default 0).
+    #[serde(default)]
+    pub priority: Option<i16>,
+    /// Attempts allowed (default 25).
+    #[serde(default)]
+    pub max_attempts: Option<i32>,
+    /// Do not run before this RFC 3339 time.
+    #[serde(default)]
+    pub run_at: Option<String>,
+    /// Do not run before this many milliseconds from now.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// Per-attempt time limit.
+    #[serde(default)]
+    pub timeout_ms: Option<i64>,
+    /// Labels for filtering.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// Enqueueing again with the same key returns the first job (same as the
+    /// `Idempotency-Key` header; `unique_key` is accepted as an alias).
+    #[serde(default, alias = "unique_key")]
+    pub idempotency_key: Option<String>,
+}
+
+/// A batch to enqueue.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// The jobs, stored all or nothing.
+    pub jobs: Vec<EnqueueRequest>,
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'))
+}
+
+fn to_new_job(
+    state: &AppState,
+    req: EnqueueRequest,
+    header_key: Option<&str>,
+    at: &str,
+) -> Result<NewJob, ApiError> {
+    let field = |name: &str| format!("{at}{name}");
+    if !valid_name(&req.kind) {
+        return Err(ApiError::invalid(
+            field("kind"),
+            format!("kind must be 1–{MAX_NAME} characters of letters, digits and _ - . : / (got {:?})", req.kind),
+        ));
+    }
+    let queue = req.queue.unwrap_or_else(|| mend::job::DEFAULT_QUEUE.to_owned());
+    if !valid_name(&queue) {
+        return Err(ApiError::invalid(
+            field("queue"),
+            format!("queue must be 1–{MAX_NAME} characters of letters, digits and _ - . : / (got {queue:?})"),
+        ));
+    }
+    let args = req.args.unwrap_or_else(|| serde_json::json!({}));
+    if let Some(validate) = &state.validator {
+        validate(&req.kind, &args).map_err(|m| ApiError::invalid(field("args"), m))?;
+    }
+    let mut job = NewJob::new(req.kind, args).with_queue(queue);
+    if let Some(p) = req.priority {
+        job = job.with_priority(p);
+    }
+    if let Some(m) = req.max_attempts {
+        if !(1..=MAX_ATTEMPTS_LIMIT).contains(&m) {
+            return Err(ApiError::invalid(
+                field("max_attempts"),
+                format!("max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT} (got {m})"),
+            ));
+        }
+        job = job.with_max_attempts(m);
+    }
+    match (req.run_at, req.delay_ms) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                field("run_at"),
+                "give either run_at or delay_ms, not both",
+            ))
+        }
+        (Some(t), None) => {
+            let t: DateTime<Utc> = DateTime::parse_from_rfc3339(&t)
+                .map_err(|e| {
+                    ApiError::invalid(
+                        field("run_at"),
+                        format!("run_at must be an RFC 3339 time such as 2026-11-21T10:00:00Z ({e}; got {t:?})"),
+                    )
+                })?
+                .with_timezone(&Utc);
+            job = job.with_run_at(t);
+        }
+        (None, Some(ms)) => {
+            if ms > MAX_DELAY_MS {
+                return Err(ApiError::invalid(
+                    field("delay_ms"),
+                    format!("delay_ms must be at most {MAX_DELAY_MS} (a year); got {ms}"),
+                ));
+            }
+            job = job.with_delay(std::time::Duration::from_millis(ms));
+        }
+        (None, None) => {}
+    }
+    if let Some(t) = req.timeout_ms {
+        if !(1..=MAX_TIMEOUT_MS).contains(&t) {
+            return Err(ApiError::invalid(
+                field("timeout_ms"),
+                format!("timeout_ms must be between 1 and {MAX_TIMEOUT_MS} (a week); got {t}"),
+            ));
+        }
+        job.timeout_ms = Some(t);
+    }
+    if let Some(tags) = req.tags {
+        if tags.len() > MAX_TAGS || tags.iter().any(|t| t.is_empty() || t.len() > MAX_NAME) {
+            return Err(ApiError::invalid(
+                field("tags"),
+                format!("at most {MAX_TAGS} tags, each 1–{MAX_NAME} characters"),
+            ));
+        }
+        job.tags = tags;
+    }
+    let key = match (header_key, req.idempotency_key) {
+        (Some(h), Some(b)) if h != b => {
+            return Err(ApiError::invalid(
+                field("idempotency_key"),
+                "the Idempotency-Key header and the idempotency_key field differ; send one",
+            ))
+        }
+        (Some(h), _) => Some(h.to_owned()),
+        (None, b) => b,
+    };
+    if let Some(k) = &key {
+        if k.is_empty() || k.len() > 255 {
+            return Err(ApiError::invalid(
+                field("idempotency_key"),
+                "an idempotency key must be 1–255 characters",
+            ));
+        }
+    }
+    job.unique_key = key;
+    job.validate().map_err(|e| ApiError::invalid(field(e.field), e.to_string()))?;
+    Ok(job)
+}
+
+fn header_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    match headers.get(IDEMPOTENCY_KEY) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| {
+            ApiError::invalid("Idempotency-Key", "the Idempotency-Key header must be visible ASCII")
+        }),
+    }
+}
+
+pub(crate) async fn enqueue(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<EnqueueRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    if !state.is_ready() {
+        return Err(shutting_down());
+    }
+    let Json(req) = body?;
+    let job = to_new_job(&state, req, header_key(&headers)?, "")?;
+    let new_id = job.id;
+    let mut rows = state.store.insert_many(vec![job]).await?;
+    let row = rows
+        .pop()
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the store returned no job"))?;
+    let replayed = row.id != new_id;
+    let status = if replayed { StatusCode::OK } else { StatusCode::CREATED };
+    let mut resp = (status, Json(row)).into_response();
+    if replayed {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+pub(crate) async fn enqueue_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<BatchRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    if !state.is_ready() {
+        return Err(shutting_down());
+    }
+    let Json(req) = body?;
+    if headers.contains_key(IDEMPOTENCY_KEY) {
+        return Err(ApiError::invalid(
+            "Idempotency-Key",
+            "a batch takes idempotency keys per job (the idempotency_key field of each item), not the header",
+        ));
+    }
+    if req.jobs.is_empty() || req.jobs.len() > MAX_BATCH {
+        return Err(ApiError::invalid(
+            "jobs",
+            format!("a batch holds 1–{MAX_BATCH} jobs (got {})", req.jobs.len()),
+        ));
+    }
+    let mut jobs = Vec::with_capacity(req.jobs.len());
+    for (i, item) in req.jobs.into_iter().enumerate() {
+        jobs.push(to_new_job(&state, item, None, &format!("jobs[{i}]."))?);
+    }
+    let rows = state.store.insert_many(jobs).await?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "jobs": rows }))).into_response())
+}
+
+fn parse_id(p: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
+    let Path(raw) = p?;
+    Uuid::parse_str(&raw).map_err(|_| {
+        ApiError::bad_request("invalid-id", format!("{raw:?} is not a job id (a UUID such as 01933b6e-8f3a-7c2d-9b1e-0a1b2c3d4e5f)"))
+    })
+}
+
+pub(crate) async fn get_job(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<JobRow>, ApiError> {
+    let id = parse_id(id)?;
+    state
+        .store
+        .get(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+}
+
+/// Filters of `GET /v1/jobs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    queue: Option<String>,
+    /// One state or several, comma-separated.
+    state: Option<String>,
+    kind: Option<String>,
+    tag: Option<String>,
+    /// The previous page's `next_cursor`.
+    before: Option<String>,
+    limit: Option<usize>,
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<mend::store::JobPage>, ApiError> {
+    let Query(q) = q?;
+    let states = match q.state.as_deref() {
+        None | Some("") => Vec::new(),
+        Some(s) => s
+            .split(',')
+            .map(|p| p.trim().parse::<JobState>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ApiError::invalid("state", e.to_string()))?,
+    };
+    let before = q
+        .before
+        .map(|b| {
+            Uuid::parse_str(&b).map_err(|_| {
+                ApiError::invalid("before", "before must be the next_cursor of a previous page")
+            })
+        })
+        .transpose()?;
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::invalid("limit", format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    let page = state
+        .store
+        .list(ListParams {
+            queue: q.queue,
+            states,
+            kind: q.kind,
+            tag: q.tag,
+            before,
+            limit,
+        })
+        .await?;
+    Ok(Json(page))
+}
+
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<JobRow>, ApiError> {
+    let id = parse_id(id)?;
+    let rows = state
+        .store
+        .cancel(CancelParams {
+            ids: vec![id],
+            now: Utc::now(),
+        })
+        .await?;
+    rows.into_iter()
+        .next()
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+}
+
+pub(crate) async fn retry(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<JobRow>, ApiError> {
+    let id = parse_id(id)?;
+    let before = state
+        .store
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    if !before.state.is_final() {
+        return Err(ApiError::conflict(format!(
+            "job {id} is {}; only completed, cancelled or discarded jobs can be retried",
+            before.state
+        )));
+    }
+    let rows = state
+        .store
+        .retry(RetryParams {
+            ids: vec![id],
+            now: Utc::now(),
+        })
+        .await?;
+    rows.into_iter()
+        .next()
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+}
+
+fn shutting_down() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting-down",
+        "the server is shutting down and takes no new jobs; retry against another instance or after the restart",
+    )
+}
