@@ -98,11 +98,7 @@ impl ApiError {
     pub fn problem(&self, request_id: Option<String>) -> Problem {
         Problem {
             type_: format!("https://mend.dev/problems/{}", self.kind),
-            title: self
-                .status
-                .canonical_reason()
-                .unwrap_or("Error")
-                .to_owned(),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
             status: self.status.as_u16(),
             detail: self.detail.clone(),
             field: self.field.clone(),
@@ -156,7 +152,10 @@ impl From<JsonRejection> for ApiError {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
                 kind: "invalid-body",
                 // serde's message names the field and what was expected.
-                detail: format!("the JSON body does not match the expected shape: {}", e.body_text()),
+                detail: format!(
+                    "the JSON body does not match the expected shape: {}",
+                    e.body_text()
+                ),
                 field: None,
             },
             JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
@@ -187,12 +186,18 @@ pub fn too_large() -> ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        ApiError::bad_request("invalid-query", format!("bad query string: {}", r.body_text()))
+        ApiError::bad_request(
+            "invalid-query",
+            format!("bad query string: {}", r.body_text()),
+        )
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
-        ApiError::bad_request("invalid-path", format!("bad path parameter: {}", r.body_text()))
+        ApiError::bad_request(
+            "invalid-path",
+            format!("bad path parameter: {}", r.body_text()),
+        )
     }
 }

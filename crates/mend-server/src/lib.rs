@@ -80,8 +80,14 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
     let limit = state.max_body_bytes;
     routes::router()
         .merge(extra)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::auth))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::guard))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::auth,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::guard,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -108,7 +108,8 @@ pub(crate) async fn auth(State(state): State<AppState>, req: Request, next: Next
 }
 
 fn unauthorized(detail: &str) -> Response {
-    let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail).into_response_with_id(None);
+    let mut resp =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail).into_response_with_id(None);
     resp.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     resp

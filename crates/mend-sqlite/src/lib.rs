@@ -575,6 +575,13 @@ impl Store for SqliteStore {
         let queue = p.queue.clone();
         let limit = p.limit;
         let jobs = self.write(false, move |conn, path| {
+            let paused: bool = conn
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM mend_queues WHERE name = ?1 AND paused = 1)")
+                .and_then(|mut s| s.query_row(params![p.queue], |r| r.get(0)))
+                .map_err(|e| map_err(path, e))?;
+            if paused {
+                return Ok(Vec::new());
+            }
             let now = micros(p.now);
             // Promote due jobs only when there are some: the probe is one index seek, while
             // the bounded UPDATE builds a temporary table even when nothing is due.
@@ -1056,6 +1063,38 @@ impl Store for SqliteStore {
                 stmt.execute(params![id]).map_err(|e| map_err(path, e))?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn set_queue_paused(&self, queue: &str, paused: bool, now: DateTime<Utc>) -> Result<()> {
+        let queue = queue.to_owned();
+        self.write(true, move |conn, path| {
+            conn.prepare_cached(
+                "INSERT INTO mend_queues (name, paused, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
+            )
+            .and_then(|mut s| s.execute(params![queue, paused, micros(now)]))
+            .map_err(|e| map_err(path, e))?;
+            Ok(())
+        })
+        .await?;
+        if !paused {
+            self.inner.wake.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn paused_queues(&self) -> Result<Vec<String>> {
+        self.read(|conn, path| {
+            let mut stmt = conn
+                .prepare_cached("SELECT name FROM mend_queues WHERE paused = 1 ORDER BY name")
+                .map_err(|e| map_err(path, e))?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(|e| map_err(path, e))?;
+            rows.collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| map_err(path, e))
         })
         .await
     }

@@ -8,7 +8,8 @@ use rusqlite::Connection;
 use crate::error::map_err;
 
 /// Migrations in order; index + 1 is the version each one brings the schema to.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE mend_jobs (
     id               BLOB PRIMARY KEY,
     queue            TEXT NOT NULL,
@@ -57,7 +58,16 @@ CREATE TABLE mend_nodes (
     started_at  INTEGER NOT NULL,
     last_seen   INTEGER NOT NULL
 );
-"#];
+"#,
+    // 2: queues that can be paused.
+    r#"
+CREATE TABLE mend_queues (
+    name       TEXT PRIMARY KEY,
+    paused     INTEGER NOT NULL DEFAULT 0,
+    updated_at INTEGER NOT NULL
+);
+"#,
+];
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -885,6 +885,43 @@ pub async fn nodes_register_heartbeat_and_deregister(store: Arc<dyn Store>) {
     );
 }
 
+pub async fn paused_queues_are_not_claimed(store: Arc<dyn Store>) {
+    store
+        .insert_many(vec![job("k").with_queue("mail"), job("k")])
+        .await
+        .unwrap();
+    store
+        .set_queue_paused("mail", true, Utc::now())
+        .await
+        .unwrap();
+    store
+        .set_queue_paused("empty", true, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.paused_queues().await.unwrap(),
+        vec!["empty".to_string(), "mail".to_string()]
+    );
+    assert!(
+        claim(&store, "mail", 10).await.is_empty(),
+        "a paused queue yields nothing"
+    );
+    assert_eq!(
+        claim(&store, "default", 10).await.len(),
+        1,
+        "other queues go on"
+    );
+    store
+        .set_queue_paused("mail", false, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.paused_queues().await.unwrap(),
+        vec!["empty".to_string()]
+    );
+    assert_eq!(claim(&store, "mail", 10).await.len(), 1, "resumed");
+}
+
 pub async fn insert_wakes_idle_fetchers(store: Arc<dyn Store>) {
     let wake = store.wakeup();
     let notified = wake.notified();

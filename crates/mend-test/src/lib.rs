@@ -52,6 +52,7 @@ macro_rules! store_conformance {
             list_filters_and_pages_without_gaps,
             queue_counts_per_state,
             nodes_register_heartbeat_and_deregister,
+            paused_queues_are_not_claimed,
             insert_wakes_idle_fetchers
         );
     };

@@ -310,7 +310,7 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobRow>>;
 
     /// Move due `scheduled`/`retryable` jobs to `available`, then claim up to `limit` available
-    /// jobs in priority → run_at → id order, in one statement.
+    /// jobs in priority → run_at → id order, in one transaction. A paused queue yields none.
     async fn claim(&self, params: ClaimParams) -> Result<Vec<JobRow>>;
 
     /// Record outcomes, fenced. See [`CompleteResult`].
@@ -350,6 +350,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Remove a node (graceful shutdown, or after its jobs were rescued).
     async fn deregister_nodes(&self, ids: Vec<String>) -> Result<()>;
+
+    /// Pause (`true`) or resume (`false`) a queue: a paused queue's jobs are not claimed;
+    /// running ones finish. Pausing a queue that has no jobs yet is allowed.
+    async fn set_queue_paused(&self, queue: &str, paused: bool, now: DateTime<Utc>) -> Result<()>;
+
+    /// The paused queues, sorted.
+    async fn paused_queues(&self) -> Result<Vec<String>>;
 
     /// Woken when jobs are inserted (in this process, or by the backend's notifications), so
     /// idle fetchers start within milliseconds instead of waiting for their poll.

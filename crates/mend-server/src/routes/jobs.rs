@@ -89,10 +89,15 @@ fn to_new_job(
     if !valid_name(&req.kind) {
         return Err(ApiError::invalid(
             field("kind"),
-            format!("kind must be 1–{MAX_NAME} characters of letters, digits and _ - . : / (got {:?})", req.kind),
+            format!(
+                "kind must be 1–{MAX_NAME} characters of letters, digits and _ - . : / (got {:?})",
+                req.kind
+            ),
         ));
     }
-    let queue = req.queue.unwrap_or_else(|| mend::job::DEFAULT_QUEUE.to_owned());
+    let queue = req
+        .queue
+        .unwrap_or_else(|| mend::job::DEFAULT_QUEUE.to_owned());
     if !valid_name(&queue) {
         return Err(ApiError::invalid(
             field("queue"),
@@ -182,7 +187,8 @@ fn to_new_job(
         }
     }
     job.unique_key = key;
-    job.validate().map_err(|e| ApiError::invalid(field(e.field), e.to_string()))?;
+    job.validate()
+        .map_err(|e| ApiError::invalid(field(e.field), e.to_string()))?;
     Ok(job)
 }
 
@@ -190,7 +196,10 @@ fn header_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     match headers.get(IDEMPOTENCY_KEY) {
         None => Ok(None),
         Some(v) => v.to_str().map(Some).map_err(|_| {
-            ApiError::invalid("Idempotency-Key", "the Idempotency-Key header must be visible ASCII")
+            ApiError::invalid(
+                "Idempotency-Key",
+                "the Idempotency-Key header must be visible ASCII",
+            )
         }),
     }
 }
@@ -207,11 +216,19 @@ pub(crate) async fn enqueue(
     let job = to_new_job(&state, req, header_key(&headers)?, "")?;
     let new_id = job.id;
     let mut rows = state.store.insert_many(vec![job]).await?;
-    let row = rows
-        .pop()
-        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the store returned no job"))?;
+    let row = rows.pop().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the store returned no job",
+        )
+    })?;
     let replayed = row.id != new_id;
-    let status = if replayed { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     let mut resp = (status, Json(row)).into_response();
     if replayed {
         resp.headers_mut()
@@ -246,13 +263,22 @@ pub(crate) async fn enqueue_batch(
         jobs.push(to_new_job(&state, item, None, &format!("jobs[{i}]."))?);
     }
     let rows = state.store.insert_many(jobs).await?;
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "jobs": rows }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "jobs": rows })),
+    )
+        .into_response())
 }
 
 fn parse_id(p: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
     let Path(raw) = p?;
     Uuid::parse_str(&raw).map_err(|_| {
-        ApiError::bad_request("invalid-id", format!("{raw:?} is not a job id (a UUID such as 01933b6e-8f3a-7c2d-9b1e-0a1b2c3d4e5f)"))
+        ApiError::bad_request(
+            "invalid-id",
+            format!(
+                "{raw:?} is not a job id (a UUID such as 01933b6e-8f3a-7c2d-9b1e-0a1b2c3d4e5f)"
+            ),
+        )
     })
 }
 
@@ -300,13 +326,19 @@ pub(crate) async fn list(
         .before
         .map(|b| {
             Uuid::parse_str(&b).map_err(|_| {
-                ApiError::invalid("before", "before must be the next_cursor of a previous page")
+                ApiError::invalid(
+                    "before",
+                    "before must be the next_cursor of a previous page",
+                )
             })
         })
         .transpose()?;
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::invalid("limit", format!("limit must be between 1 and {MAX_PAGE}")));
+        return Err(ApiError::invalid(
+            "limit",
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        ));
     }
     let page = state
         .store

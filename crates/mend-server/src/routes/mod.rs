@@ -3,6 +3,7 @@
 mod health;
 mod jobs;
 mod queues;
+mod workers;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -19,5 +20,11 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/v1/queues", get(queues::list))
+        .route("/v1/queues/{name}/pause", post(queues::pause))
+        .route("/v1/queues/{name}/resume", post(queues::resume))
+        .route("/v1/workers/claim", post(workers::claim))
+        .route("/v1/workers/heartbeat", post(workers::heartbeat))
+        .route("/v1/jobs/{id}/complete", post(workers::complete))
+        .route("/v1/jobs/{id}/fail", post(workers::fail))
         .fallback(health::not_found)
 }

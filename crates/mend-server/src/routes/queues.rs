@@ -1,4 +1,4 @@
-//! Queues: the counts of jobs per state in each queue.
+//! Queues: the counts of jobs per state in each queue, and pausing and resuming a queue.
 
 use std::collections::BTreeMap;
 
@@ -16,20 +16,86 @@ pub struct QueueView {
     pub name: String,
     /// Jobs per state (every state is present, zero when empty).
     pub counts: BTreeMap<&'static str, u64>,
+    /// Paused queues hand out no jobs; running ones finish.
+    pub paused: bool,
 }
 
-pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let counts = state.store.queue_counts().await?;
+    let paused = state.store.paused_queues().await?;
+    let zero = || {
+        mend::JobState::ALL
+            .iter()
+            .map(|s| (s.as_str(), 0))
+            .collect()
+    };
     let mut queues: BTreeMap<String, BTreeMap<&'static str, u64>> = BTreeMap::new();
+    for p in &paused {
+        queues.entry(p.clone()).or_insert_with(zero);
+    }
     for c in counts {
         let entry = queues.entry(c.queue).or_insert_with(|| {
-            mend::JobState::ALL.iter().map(|s| (s.as_str(), 0)).collect()
+            mend::JobState::ALL
+                .iter()
+                .map(|s| (s.as_str(), 0))
+                .collect()
         });
         entry.insert(c.state.as_str(), c.count);
     }
     let queues: Vec<QueueView> = queues
         .into_iter()
-        .map(|(name, counts)| QueueView { name, counts })
+        .map(|(name, counts)| QueueView {
+            paused: paused.contains(&name),
+            name,
+            counts,
+        })
         .collect();
     Ok(Json(serde_json::json!({ "queues": queues })))
+}
+
+fn queue_name(
+    p: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<String, ApiError> {
+    let axum::extract::Path(name) = p?;
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'))
+    {
+        return Err(ApiError::invalid(
+            "name",
+            format!("{name:?} is not a queue name (1–128 letters, digits, _ - . : /)"),
+        ));
+    }
+    Ok(name)
+}
+
+async fn set_paused(
+    state: AppState,
+    name: String,
+    paused: bool,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state
+        .store
+        .set_queue_paused(&name, paused, chrono::Utc::now())
+        .await?;
+    tracing::info!(queue = %name, paused, "queue paused state changed");
+    Ok(Json(serde_json::json!({ "name": name, "paused": paused })))
+}
+
+pub(crate) async fn pause(
+    State(state): State<AppState>,
+    name: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    set_paused(state, queue_name(name)?, true).await
+}
+
+pub(crate) async fn resume(
+    State(state): State<AppState>,
+    name: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    set_paused(state, queue_name(name)?, false).await
 }

@@ -1,0 +1,334 @@
+//! The remote worker protocol: workers in any language claim jobs (long-polling), heartbeat
+//! their leases, and complete or fail their attempts over HTTP.
+//!
+//! A remote worker is the lease owner `remote:<worker_id>`. Every write is fenced by (job id,
+//! attempt, lease owner) exactly as for in-process workers, so a worker that lost its lease
+//! gets 409 and changes nothing. A worker that vanishes stops heartbeating; when its leases
+//! expire the server's rescuer hands the jobs back (error kind `lost`).
+
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::Json;
+use chrono::Utc;
+use mend::store::{ClaimParams, CompleteParams, ExtendLeasesParams, HeldJob, Outcome, OutcomeKind};
+use mend::{AttemptError, ErrorKind, JobRow, RetryPolicy};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Longest long-poll: below the request time limit, so a poll never times out as an error.
+const MAX_WAIT_MS: u64 = 20_000;
+/// Default and bounds of a remote lease.
+const DEFAULT_LEASE_MS: u64 = 30_000;
+const MIN_LEASE_MS: u64 = 1_000;
+const MAX_LEASE_MS: u64 = 3_600_000;
+/// Most jobs one claim hands out.
+const MAX_CLAIM: usize = 100;
+/// How often a long-poll looks again when no wake-up arrives (jobs falling due, other
+/// processes enqueueing).
+const POLL_EVERY: Duration = Duration::from_millis(100);
+
+fn owner(worker_id: &str) -> Result<String, ApiError> {
+    if worker_id.is_empty()
+        || worker_id.len() > 128
+        || !worker_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+    {
+        return Err(ApiError::invalid(
+            "worker_id",
+            "worker_id must be 1–128 letters, digits, _ - . : (make it unique per worker process)",
+        ));
+    }
+    Ok(format!("remote:{worker_id}"))
+}
+
+fn lease(ms: Option<u64>) -> Result<Duration, ApiError> {
+    let ms = ms.unwrap_or(DEFAULT_LEASE_MS);
+    if !(MIN_LEASE_MS..=MAX_LEASE_MS).contains(&ms) {
+        return Err(ApiError::invalid(
+            "lease_ms",
+            format!("lease_ms must be between {MIN_LEASE_MS} and {MAX_LEASE_MS}; heartbeat well within it"),
+        ));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// `POST /v1/workers/claim`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    /// Unique per worker process.
+    pub worker_id: String,
+    /// The queue (default `default`).
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// The kinds this worker runs (at least one).
+    pub kinds: Vec<String>,
+    /// At most this many jobs (default 1, at most 100).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Wait up to this long for a job when none is available (default 0, at most 20000).
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+    /// Lease length (default 30000).
+    #[serde(default)]
+    pub lease_ms: Option<u64>,
+}
+
+pub(crate) async fn claim(
+    State(state): State<AppState>,
+    body: Result<Json<ClaimRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(req) = body?;
+    let owner = owner(&req.worker_id)?;
+    if req.kinds.is_empty() {
+        return Err(ApiError::invalid(
+            "kinds",
+            "name the kinds this worker runs, e.g. [\"send_email\"]",
+        ));
+    }
+    let limit = req.limit.unwrap_or(1);
+    if limit == 0 || limit > MAX_CLAIM {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("limit must be between 1 and {MAX_CLAIM}"),
+        ));
+    }
+    let wait = req.wait_ms.unwrap_or(0);
+    if wait > MAX_WAIT_MS {
+        return Err(ApiError::invalid(
+            "wait_ms",
+            format!("wait_ms must be at most {MAX_WAIT_MS}; poll again after it"),
+        ));
+    }
+    let lease = lease(req.lease_ms)?;
+    let queue = req
+        .queue
+        .unwrap_or_else(|| mend::job::DEFAULT_QUEUE.to_owned());
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
+    let wake = state.store.wakeup();
+    loop {
+        if !state.is_ready() {
+            return Ok(Json(
+                serde_json::json!({ "jobs": [], "lease_owner": owner }),
+            ));
+        }
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let jobs = state
+            .store
+            .claim(ClaimParams {
+                queue: queue.clone(),
+                kinds: req.kinds.clone(),
+                limit,
+                lease_owner: owner.clone(),
+                lease_duration: lease,
+                now: Utc::now(),
+            })
+            .await?;
+        let now = tokio::time::Instant::now();
+        if !jobs.is_empty() || now >= deadline {
+            return Ok(Json(
+                serde_json::json!({ "jobs": jobs, "lease_owner": owner }),
+            ));
+        }
+        let nap = POLL_EVERY.min(deadline - now);
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep(nap) => {}
+        }
+    }
+}
+
+/// `POST /v1/workers/heartbeat`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    /// The worker.
+    pub worker_id: String,
+    /// The attempts it is running.
+    pub jobs: Vec<HeldAttempt>,
+    /// New lease length from now (default 30000).
+    #[serde(default)]
+    pub lease_ms: Option<u64>,
+}
+
+/// An attempt a worker holds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldAttempt {
+    /// The job.
+    pub id: Uuid,
+    /// The attempt number it got from the claim.
+    pub attempt: i32,
+}
+
+pub(crate) async fn heartbeat(
+    State(state): State<AppState>,
+    body: Result<Json<HeartbeatRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(req) = body?;
+    let owner = owner(&req.worker_id)?;
+    let lease = chrono::Duration::from_std(lease(req.lease_ms)?).unwrap_or(chrono::Duration::MAX);
+    let r = state
+        .store
+        .extend_leases(ExtendLeasesParams {
+            lease_owner: owner,
+            jobs: req
+                .jobs
+                .iter()
+                .map(|j| HeldJob {
+                    id: j.id,
+                    attempt: j.attempt,
+                })
+                .collect(),
+            expires_at: Utc::now() + lease,
+        })
+        .await?;
+    let lost: Vec<_> = r
+        .lost
+        .iter()
+        .map(|h| serde_json::json!({"id": h.id, "attempt": h.attempt}))
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "lost": lost, "cancel_requested": r.cancel_requested }),
+    ))
+}
+
+/// `POST /v1/jobs/{id}/complete`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    /// The worker.
+    pub worker_id: String,
+    /// The attempt it ran.
+    pub attempt: i32,
+    /// Stored as the job's result.
+    #[serde(default)]
+    pub result: Option<serde_json::Value>,
+}
+
+/// `POST /v1/jobs/{id}/fail`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailRequest {
+    /// The worker.
+    pub worker_id: String,
+    /// The attempt it ran.
+    pub attempt: i32,
+    /// What went wrong.
+    pub error: String,
+    /// Do not retry: discard the job.
+    #[serde(default)]
+    pub fatal: bool,
+    /// Retry after this long instead of the default backoff.
+    #[serde(default)]
+    pub retry_after_ms: Option<u64>,
+}
+
+fn job_id(p: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
+    let Path(raw) = p?;
+    Uuid::parse_str(&raw)
+        .map_err(|_| ApiError::bad_request("invalid-id", format!("{raw:?} is not a job id")))
+}
+
+async fn record(state: &AppState, id: Uuid, outcome: Outcome) -> Result<Json<JobRow>, ApiError> {
+    let (attempt, owner) = (outcome.attempt, outcome.lease_owner.clone());
+    let r = state
+        .store
+        .complete_many(CompleteParams {
+            outcomes: vec![outcome],
+            now: Utc::now(),
+        })
+        .await?;
+    if !r.fenced.is_empty() {
+        return Err(ApiError::conflict(format!(
+            "{owner} does not hold attempt {attempt} of job {id} any more (its lease expired and it was rescued, or it was cancelled or finished elsewhere); drop the job"
+        )));
+    }
+    state
+        .store
+        .get(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+}
+
+pub(crate) async fn complete(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<CompleteRequest>, JsonRejection>,
+) -> Result<Json<JobRow>, ApiError> {
+    let id = job_id(id)?;
+    let Json(req) = body?;
+    let owner = owner(&req.worker_id)?;
+    let result = req.result.filter(|v| !v.is_null());
+    record(
+        &state,
+        id,
+        Outcome {
+            id,
+            attempt: req.attempt,
+            lease_owner: owner,
+            kind: OutcomeKind::Completed { result },
+        },
+    )
+    .await
+}
+
+pub(crate) async fn fail(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<FailRequest>, JsonRejection>,
+) -> Result<Json<JobRow>, ApiError> {
+    let id = job_id(id)?;
+    let Json(req) = body?;
+    let owner = owner(&req.worker_id)?;
+    if req.error.trim().is_empty() {
+        return Err(ApiError::invalid("error", "say what went wrong"));
+    }
+    let job = state
+        .store
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let now = Utc::now();
+    let error = AttemptError {
+        attempt: req.attempt,
+        kind: ErrorKind::Error,
+        message: mend::job::bound_message(req.error),
+        at: now,
+    };
+    let kind = if req.fatal || req.attempt >= job.max_attempts {
+        OutcomeKind::Discard { error }
+    } else {
+        let delay = match req.retry_after_ms {
+            Some(ms) => Duration::from_millis(ms.min(MAX_LEASE_MS * 24)),
+            None => mend::ExponentialBackoff::default().backoff(req.attempt),
+        };
+        let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        OutcomeKind::Retry {
+            error,
+            run_at: now
+                .checked_add_signed(delay)
+                .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC),
+        }
+    };
+    record(
+        &state,
+        id,
+        Outcome {
+            id,
+            attempt: req.attempt,
+            lease_owner: owner,
+            kind,
+        },
+    )
+    .await
+}
