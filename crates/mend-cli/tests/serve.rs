@@ -1,0 +1,177 @@
+//! `mend serve` as a real process: SIGTERM with jobs in flight (readiness off first, exit 0,
+//! nothing lost), refusal to serve on a public address without a token, and a remote worker
+//! that vanishes having its jobs rescued.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Serve {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn serve(extra: &[&str]) -> Serve {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("serve.db").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mend"))
+        .args(["serve", "--database", &db, "--bind", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("mend listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    Serve { child, addr, _dir: dir }
+}
+
+/// One HTTP/1.1 request; returns (status, JSON body). `None` when the server refuses the
+/// connection.
+fn http(addr: &str, method: &str, path: &str, body: Option<Value>) -> Option<(u16, Value)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, rest) = out.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, serde_json::from_str(rest).unwrap_or(Value::Null)))
+}
+
+fn signal(child: &Child, sig: &str) {
+    assert!(Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success());
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_turns_readiness_off_drains_in_flight_jobs_and_exits_zero() {
+    let mut s = serve(&["--shutdown-grace-ms", "700", "--drain-ms", "10000", "--queues", "default=2"]);
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let (status, job) = http(&s.addr, "POST", "/v1/jobs", Some(json!({"kind": "noop", "args": {"sleep_ms": 1500}}))).unwrap();
+        assert_eq!(status, 201);
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    wait_until("two jobs running", Duration::from_secs(10), || {
+        let (_, page) = http(&s.addr, "GET", "/v1/jobs?state=running", None).unwrap();
+        page["jobs"].as_array().unwrap().len() == 2
+    });
+    signal(&s.child, "TERM");
+    // During the grace period the server still answers, but is no longer ready.
+    wait_until("readiness off", Duration::from_secs(2), || {
+        matches!(http(&s.addr, "GET", "/readyz", None), Some((503, _)))
+    });
+    let (status, _) = http(&s.addr, "GET", "/healthz", None).unwrap();
+    assert_eq!(status, 200, "alive while draining");
+    let started = Instant::now();
+    let code = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "mend serve did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0), "graceful shutdown exits 0");
+
+    // Nothing lost: reopen the database and look.
+    let db = s._dir.path().join("serve.db");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let store = mend_sqlite::SqliteStore::open(db.to_str().unwrap()).await.unwrap();
+        let mut states = Vec::new();
+        for id in &ids {
+            let job = mend::Store::get(&store, id.parse().unwrap()).await.unwrap().unwrap();
+            states.push((job.state, job.attempt));
+        }
+        let completed = states.iter().filter(|(s, _)| *s == mend::JobState::Completed).count();
+        let waiting = states
+            .iter()
+            .filter(|(s, a)| *s == mend::JobState::Available && *a == 0)
+            .count();
+        assert_eq!((completed, waiting), (2, 2), "in-flight jobs finished, the rest wait: {states:?}");
+    });
+}
+
+#[test]
+fn refuses_a_public_address_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mend"))
+        .args(["serve", "--bind", "0.0.0.0:0", "--database"])
+        .arg(format!("sqlite://{}", dir.path().join("x.db").display()))
+        .env_remove("MEND_API_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without a token") && err.contains("MEND_API_TOKEN"), "{err}");
+}
+
+#[test]
+fn a_remote_worker_that_vanishes_has_its_jobs_rescued() {
+    let s = serve(&[]);
+    let (_, job) = http(&s.addr, "POST", "/v1/jobs", Some(json!({"kind": "remote_only"}))).unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let (status, claim) = http(
+        &s.addr,
+        "POST",
+        "/v1/workers/claim",
+        Some(json!({"worker_id": "gone", "kinds": ["remote_only"], "lease_ms": 1000})),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(claim["jobs"][0]["id"], id.as_str());
+    // The worker never heartbeats again; the server's rescuer takes the job back.
+    wait_until("the rescue", Duration::from_secs(20), || {
+        let (_, j) = http(&s.addr, "GET", &format!("/v1/jobs/{id}"), None).unwrap();
+        j["state"] != "running"
+    });
+    let (_, j) = http(&s.addr, "GET", &format!("/v1/jobs/{id}"), None).unwrap();
+    assert_eq!(j["errors"][0]["kind"], "lost", "{j}");
+    // A late completion from the vanished worker is refused.
+    let (status, _) = http(
+        &s.addr,
+        "POST",
+        &format!("/v1/jobs/{id}/complete"),
+        Some(json!({"worker_id": "gone", "attempt": 1})),
+    )
+    .unwrap();
+    assert_eq!(status, 409);
+}
