@@ -53,6 +53,8 @@ struct FileConfig {
     drain_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
     max_body_bytes: Option<usize>,
+    /// The built-in executors' settings (`[exec.allow.NAME]` tables).
+    exec: Option<mend_executors::ExecutorsConfig>,
 }
 
 /// The settings in force.
@@ -65,6 +67,7 @@ struct Settings {
     drain: Duration,
     grace: Duration,
     max_body_bytes: usize,
+    executors: mend_executors::ExecutorsConfig,
 }
 
 fn load(args: ServeArgs) -> anyhow::Result<Settings> {
@@ -74,8 +77,10 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
     });
     let file: FileConfig = match &path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            toml::from_str(&text).with_context(|| format!("{} is not a valid mend.toml", p.display()))?
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("{} is not a valid mend.toml", p.display()))?
         }
         None => FileConfig::default(),
     };
@@ -86,9 +91,9 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
                 let (name, n) = q
                     .split_once('=')
                     .with_context(|| format!("--queues takes NAME=CONCURRENCY, got {q:?}"))?;
-                let n: usize = n
-                    .parse()
-                    .with_context(|| format!("concurrency of queue {name:?} must be a whole number, got {n:?}"))?;
+                let n: usize = n.parse().with_context(|| {
+                    format!("concurrency of queue {name:?} must be a whole number, got {n:?}")
+                })?;
                 Ok((name.to_owned(), n))
             })
             .collect::<anyhow::Result<Vec<_>>>()?
@@ -101,53 +106,39 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
         bail!("queue concurrency must be at least 1");
     }
     Ok(Settings {
-        database: args.database.or(file.database).unwrap_or_else(|| "sqlite://mend.db".into()),
-        bind: args.bind.or(file.bind).unwrap_or_else(|| "127.0.0.1:7878".into()),
+        database: args
+            .database
+            .or(file.database)
+            .unwrap_or_else(|| "sqlite://mend.db".into()),
+        bind: args
+            .bind
+            .or(file.bind)
+            .unwrap_or_else(|| "127.0.0.1:7878".into()),
         token: args.token.or(file.token).filter(|t| !t.is_empty()),
         queues,
         drain: Duration::from_millis(args.drain_ms.or(file.drain_ms).unwrap_or(30_000)),
-        grace: Duration::from_millis(args.shutdown_grace_ms.or(file.shutdown_grace_ms).unwrap_or(1000)),
+        grace: Duration::from_millis(
+            args.shutdown_grace_ms
+                .or(file.shutdown_grace_ms)
+                .unwrap_or(1000),
+        ),
         max_body_bytes: args
             .max_body_bytes
             .or(file.max_body_bytes)
             .unwrap_or(mend_server::DEFAULT_MAX_BODY_BYTES),
+        executors: file.exec.unwrap_or_default(),
     })
-}
-
-fn register_builtins(registry: &mut mend::Registry) {
-    // `noop`: optional {"sleep_ms": n}; for smoke tests, demos and load tests.
-    registry.register_raw("noop", None, |_ctx, args| async move {
-        let ms = match args.get("sleep_ms") {
-            None | Some(serde_json::Value::Null) => 0,
-            Some(v) => v
-                .as_u64()
-                .ok_or_else(|| mend::JobError::fatal("noop: sleep_ms must be a whole number of milliseconds"))?,
-        };
-        if ms > 0 {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
-        Ok(None)
-    });
-}
-
-fn validate_builtin(kind: &str, args: &serde_json::Value) -> Result<(), String> {
-    if kind == "noop" {
-        match args.get("sleep_ms") {
-            None | Some(serde_json::Value::Null) => {}
-            Some(v) if v.as_u64().is_some() => {}
-            Some(v) => return Err(format!("noop: sleep_ms must be a whole number of milliseconds, got {v}")),
-        }
-    }
-    Ok(())
 }
 
 /// Runs the server until SIGTERM/SIGINT.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let s = load(args)?;
-    let addr: SocketAddr = s
-        .bind
-        .parse()
-        .with_context(|| format!("--bind must be IP:PORT such as 127.0.0.1:7878, got {:?}", s.bind))?;
+    let addr: SocketAddr = s.bind.parse().with_context(|| {
+        format!(
+            "--bind must be IP:PORT such as 127.0.0.1:7878, got {:?}",
+            s.bind
+        )
+    })?;
     if s.token.is_none() && !addr.ip().is_loopback() {
         bail!(
             "refusing to serve on {addr} without a token: anyone who can reach it could run jobs. \
@@ -155,7 +146,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     if !s.database.starts_with("sqlite:") && s.database.contains("://") {
-        bail!("this build supports sqlite:// databases only (got a {} URL)", s.database.split("://").next().unwrap_or("?"));
+        bail!(
+            "this build supports sqlite:// databases only (got a {} URL)",
+            s.database.split("://").next().unwrap_or("?")
+        );
     }
     let store: Arc<dyn mend::Store> = Arc::new(
         mend_sqlite::SqliteStore::open(&s.database)
@@ -164,17 +158,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
 
     let mut registry = mend::Registry::new();
-    register_builtins(&mut registry);
+    mend_executors::register(&mut registry, &s.executors);
     let mut builder = mend::Worker::builder(store.clone()).registry(registry);
     for (q, n) in &s.queues {
         builder = builder.queue(q.clone(), *n);
     }
-    let worker = builder.build().start().await.context("starting the workers")?;
+    let worker = builder
+        .build()
+        .start()
+        .await
+        .context("starting the workers")?;
 
     let mut state = mend_server::AppState::new(store);
     state.token = s.token.as_deref().map(Arc::from);
     state.max_body_bytes = s.max_body_bytes;
-    state.validator = Some(Arc::new(validate_builtin));
+    let executors = s.executors.clone();
+    state.validator = Some(Arc::new(move |kind: &str, args: &serde_json::Value| {
+        mend_executors::validate(kind, args, &executors)
+    }));
     let ready = state.ready.clone();
     let app = mend_server::app(state);
 
@@ -195,7 +196,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
 
     mend::runtime::wait_for_signal().await;
-    tracing::info!("signal received: readiness off, draining (send another signal to stop at once)");
+    tracing::info!(
+        "signal received: readiness off, draining (send another signal to stop at once)"
+    );
     ready.store(false, Ordering::Release);
     let w = worker.clone();
     let second = tokio::spawn(async move {
@@ -229,7 +232,11 @@ mod tests {
     fn flags_beat_the_file_and_the_file_beats_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mend.toml");
-        std::fs::write(&path, "bind = \"127.0.0.1:9000\"\ndrain_ms = 5\n[queues]\nmail = 3\n").unwrap();
+        std::fs::write(
+            &path,
+            "bind = \"127.0.0.1:9000\"\ndrain_ms = 5\n[queues]\nmail = 3\n",
+        )
+        .unwrap();
         let s = load(ServeArgs {
             config: Some(path.clone()),
             drain_ms: Some(7),
@@ -240,8 +247,13 @@ mod tests {
         assert_eq!(s.drain, Duration::from_millis(7));
         assert_eq!(s.queues, vec![("mail".to_owned(), 3)]);
         assert_eq!(s.database, "sqlite://mend.db");
+        assert!(s.executors.exec_allow.contains_key("report"));
         std::fs::write(&path, "bnid = 1\n").unwrap();
-        let err = load(ServeArgs { config: Some(path), ..Default::default() }).unwrap_err();
+        let err = load(ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(format!("{err:#}").contains("bnid"), "{err:#}");
     }
 }
