@@ -9,7 +9,7 @@
 
 pub mod error;
 mod middleware;
-mod routes;
+pub mod routes;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use axum::Router;
 use mend::Store;
 
 pub use error::ApiError;
+pub use routes::ApiDoc;
 
 /// Default request body limit: a batch of a thousand jobs with modest args fits.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;

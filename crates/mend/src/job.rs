@@ -33,6 +33,7 @@ pub const DEFAULT_QUARANTINE_AFTER_LOST: u32 = 3;
 ///  retryable ──(due)──────┘ ◀──(error, panic, timeout, lost)
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting for its `run_at` time.
@@ -127,6 +128,7 @@ impl FromStr for JobState {
 
 /// How an attempt ended badly; one [`AttemptError`] is stored per failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The handler returned an error.
@@ -182,6 +184,7 @@ pub fn bound_message(mut message: String) -> String {
 
 /// The record of one failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttemptError {
     /// Which attempt (1-based) this was.
     pub attempt: i32,
@@ -195,6 +198,7 @@ pub struct AttemptError {
 
 /// A job as stored. Field names match the database columns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobRow {
     /// UUIDv7: sorts by creation time.
     pub id: Uuid,
@@ -203,6 +207,7 @@ pub struct JobRow {
     /// Which handler runs it.
     pub kind: String,
     /// The handler's input.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub args: serde_json::Value,
     /// Where it is in its life.
     pub state: JobState,
@@ -233,6 +238,7 @@ pub struct JobRow {
     /// Free-form labels for filtering.
     pub tags: Vec<String>,
     /// What the handler returned, when it completed.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub result: Option<serde_json::Value>,
     /// Per-job attempt timeout, overriding the handler's.
     pub timeout_ms: Option<i64>,

@@ -243,6 +243,7 @@ pub const MAX_PAGE: usize = 1000;
 
 /// A page of jobs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobPage {
     /// The jobs, newest first.
     pub jobs: Vec<JobRow>,

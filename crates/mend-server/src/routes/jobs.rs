@@ -15,7 +15,7 @@ use mend::{JobRow, JobState, NewJob};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::{AppState, MAX_BATCH};
 
 /// The header that makes an enqueue idempotent.
@@ -29,13 +29,14 @@ const MAX_TAGS: usize = 32;
 const MAX_NAME: usize = 128;
 
 /// One job to enqueue.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnqueueRequest {
     /// Which handler runs it.
     pub kind: String,
     /// Its input (default `{}`).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub args: Option<serde_json::Value>,
     /// The queue (default `default`).
     #[serde(default)]
@@ -65,7 +66,7 @@ pub struct EnqueueRequest {
 }
 
 /// A batch to enqueue.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// The jobs, stored all or nothing.
@@ -204,6 +205,12 @@ fn header_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     }
 }
 
+/// Enqueues a job. With an `Idempotency-Key` header, enqueueing again with the same key
+/// answers 200 with the original job.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = EnqueueRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the enqueue idempotent")),
+    responses((status = 201, body = JobRow), (status = 200, description = "Replayed: the job first enqueued with this key", body = JobRow),
+              (status = 422, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn enqueue(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -237,6 +244,9 @@ pub(crate) async fn enqueue(
     Ok(resp)
 }
 
+/// Enqueues up to 1000 jobs in one transaction: all or nothing.
+#[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = BatchRequest,
+    responses((status = 201, description = "`{\"jobs\": [JobRow]}`", body = Object), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn enqueue_batch(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -282,6 +292,9 @@ fn parse_id(p: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
     })
 }
 
+/// One job, with its per-attempt errors.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path)),
+    responses((status = 200, body = JobRow), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_job(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
@@ -296,7 +309,8 @@ pub(crate) async fn get_job(
 }
 
 /// Filters of `GET /v1/jobs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     queue: Option<String>,
@@ -309,6 +323,9 @@ pub struct ListQuery {
     limit: Option<usize>,
 }
 
+/// Lists jobs, newest first, with filters and cursor paging.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
+    responses((status = 200, body = mend::store::JobPage), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     q: Result<Query<ListQuery>, QueryRejection>,
@@ -354,6 +371,9 @@ pub(crate) async fn list(
     Ok(Json(page))
 }
 
+/// Cancels a job: a waiting one at once, a running one is stopped by its worker.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = Uuid, Path)),
+    responses((status = 200, body = JobRow), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
@@ -372,6 +392,10 @@ pub(crate) async fn cancel(
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
+/// Retries a completed, cancelled or discarded job now.
+#[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", params(("id" = Uuid, Path)),
+    responses((status = 200, body = JobRow), (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn retry(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,

@@ -10,8 +10,42 @@ use axum::Router;
 
 use crate::AppState;
 
+/// The OpenAPI description, generated from the handlers' annotations and the types.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "mend", description = "Durable background jobs that heal themselves."),
+    paths(
+        health::healthz, health::readyz,
+        jobs::enqueue, jobs::enqueue_batch, jobs::get_job, jobs::list, jobs::cancel, jobs::retry,
+        queues::list, queues::pause, queues::resume,
+        workers::claim, workers::heartbeat, workers::complete, workers::fail,
+    ),
+    components(schemas(mend::JobRow, mend::JobState, mend::AttemptError, mend::ErrorKind, crate::error::Problem, queues::QueueView)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(<ApiDoc as utoipa::OpenApi>::openapi())
+}
+
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
+        .route("/openapi.json", get(openapi_json))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/v1/jobs", post(jobs::enqueue).get(jobs::list))

@@ -6,20 +6,24 @@ use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::AppState;
 
 /// One queue and its counts per state.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct QueueView {
     /// The queue's name.
     pub name: String,
     /// Jobs per state (every state is present, zero when empty).
+    #[schema(value_type = BTreeMap<String, u64>)]
     pub counts: BTreeMap<&'static str, u64>,
     /// Paused queues hand out no jobs; running ones finish.
     pub paused: bool,
 }
 
+/// Lists queues with their counts per state.
+#[utoipa::path(get, path = "/v1/queues", tag = "queues",
+    responses((status = 200, description = "`{\"queues\": [QueueView]}`", body = Object)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -86,6 +90,11 @@ async fn set_paused(
     Ok(Json(serde_json::json!({ "name": name, "paused": paused })))
 }
 
+/// Pauses a queue: its jobs are not handed out until it is resumed; running ones finish.
+#[utoipa::path(post, path = "/v1/queues/{name}/pause", tag = "queues",
+    params(("name" = String, Path, description = "Queue name")),
+    responses((status = 200, description = "`{\"name\": .., \"paused\": true}`", body = Object),
+              (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn pause(
     State(state): State<AppState>,
     name: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
@@ -93,6 +102,11 @@ pub(crate) async fn pause(
     set_paused(state, queue_name(name)?, true).await
 }
 
+/// Resumes a paused queue.
+#[utoipa::path(post, path = "/v1/queues/{name}/resume", tag = "queues",
+    params(("name" = String, Path, description = "Queue name")),
+    responses((status = 200, description = "`{\"name\": .., \"paused\": false}`", body = Object),
+              (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn resume(
     State(state): State<AppState>,
     name: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,

@@ -17,7 +17,7 @@ use mend::{AttemptError, ErrorKind, JobRow, RetryPolicy};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::AppState;
 
 /// Longest long-poll: below the request time limit, so a poll never times out as an error.
@@ -59,7 +59,7 @@ fn lease(ms: Option<u64>) -> Result<Duration, ApiError> {
 }
 
 /// `POST /v1/workers/claim`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
     /// Unique per worker process.
@@ -80,6 +80,9 @@ pub struct ClaimRequest {
     pub lease_ms: Option<u64>,
 }
 
+/// Claims jobs of the given kinds for a remote worker, waiting up to `wait_ms` for one.
+#[utoipa::path(post, path = "/v1/workers/claim", tag = "workers", request_body = ClaimRequest,
+    responses((status = 200, description = "`{\"jobs\": [JobRow], \"lease_owner\": \"remote:<worker_id>\"}`", body = Object), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn claim(
     State(state): State<AppState>,
     body: Result<Json<ClaimRequest>, JsonRejection>,
@@ -147,7 +150,7 @@ pub(crate) async fn claim(
 }
 
 /// `POST /v1/workers/heartbeat`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     /// The worker.
@@ -160,7 +163,7 @@ pub struct HeartbeatRequest {
 }
 
 /// An attempt a worker holds.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeldAttempt {
     /// The job.
@@ -169,6 +172,9 @@ pub struct HeldAttempt {
     pub attempt: i32,
 }
 
+/// Extends a remote worker's leases; reports attempts it lost and cancel requests.
+#[utoipa::path(post, path = "/v1/workers/heartbeat", tag = "workers", request_body = HeartbeatRequest,
+    responses((status = 200, description = "`{\"lost\": [{id, attempt}], \"cancel_requested\": [id]}`", body = Object), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn heartbeat(
     State(state): State<AppState>,
     body: Result<Json<HeartbeatRequest>, JsonRejection>,
@@ -202,7 +208,7 @@ pub(crate) async fn heartbeat(
 }
 
 /// `POST /v1/jobs/{id}/complete`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteRequest {
     /// The worker.
@@ -211,11 +217,12 @@ pub struct CompleteRequest {
     pub attempt: i32,
     /// Stored as the job's result.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
 }
 
 /// `POST /v1/jobs/{id}/fail`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailRequest {
     /// The worker.
@@ -260,6 +267,9 @@ async fn record(state: &AppState, id: Uuid, outcome: Outcome) -> Result<Json<Job
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
+/// Completes a remote worker's attempt (fenced by worker and attempt).
+#[utoipa::path(post, path = "/v1/jobs/{id}/complete", tag = "workers", request_body = CompleteRequest, params(("id" = Uuid, Path)),
+    responses((status = 200, body = JobRow), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn complete(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
@@ -282,6 +292,10 @@ pub(crate) async fn complete(
     .await
 }
 
+/// Fails a remote worker's attempt: retried with backoff (or `retry_after_ms`), or discarded
+/// when `fatal` or out of attempts.
+#[utoipa::path(post, path = "/v1/jobs/{id}/fail", tag = "workers", request_body = FailRequest, params(("id" = Uuid, Path)),
+    responses((status = 200, body = JobRow), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn fail(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
