@@ -1,8 +1,9 @@
-//! The `mend` binary: `mend serve` (HTTP API + workers on one database) and `mend bench`
-//! (measure the engine on your machine). Client commands (`enqueue`, `jobs`, `queues`,
-//! `migrate`) come next.
+//! The `mend` binary: `mend serve` (HTTP API + workers on one database), the client commands
+//! `enqueue`, `jobs` and `queues` (talk to a running server over HTTP), `mend migrate` (bring a
+//! database's schema up to date) and `mend bench` (measure the engine on your machine).
 
 mod bench;
+mod client;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,20 @@ enum Command {
     ///
     /// Example: mend bench --database sqlite:///tmp/bench.db --jobs 200000 --json
     Bench(bench::BenchArgs),
+    /// Enqueue a job on a running server and print its id.
+    Enqueue(client::EnqueueArgs),
+    /// List, show, cancel and retry jobs on a running server.
+    ///
+    /// Example: mend jobs list --state retryable,discarded
+    #[command(subcommand)]
+    Jobs(client::JobsCommand),
+    /// List queues with their job counts per state; pause and resume them.
+    ///
+    /// Example: mend queues list
+    #[command(subcommand)]
+    Queues(client::QueuesCommand),
+    /// Create or migrate a database to this build's schema and print the schema version.
+    Migrate(client::MigrateArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +66,10 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Bench(args) => bench::run(args).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::Enqueue(args) => client::enqueue(args).await,
+            Command::Jobs(cmd) => client::jobs(cmd).await,
+            Command::Queues(cmd) => client::queues(cmd).await,
+            Command::Migrate(args) => client::migrate(args).await,
         }
     });
     match result {

@@ -234,7 +234,7 @@ mod tests {
         let path = dir.path().join("mend.toml");
         std::fs::write(
             &path,
-            "bind = \"127.0.0.1:9000\"\ndrain_ms = 5\n[queues]\nmail = 3\n",
+            "bind = \"127.0.0.1:9000\"\ndrain_ms = 5\n[queues]\nmail = 3\n\n[exec.allow.report]\nprogram = \"/bin/echo\"\nargs = [\"hi\"]\n",
         )
         .unwrap();
         let s = load(ServeArgs {

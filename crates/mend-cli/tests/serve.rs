@@ -37,13 +37,19 @@ fn serve(extra: &[&str]) -> Serve {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let addr = line
         .trim()
         .strip_prefix("mend listening on http://")
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
         .to_owned();
-    Serve { child, addr, _dir: dir }
+    Serve {
+        child,
+        addr,
+        _dir: dir,
+    }
 }
 
 /// One HTTP/1.1 request; returns (status, JSON body). `None` when the server refuses the
@@ -76,17 +82,33 @@ fn signal(child: &Child, sig: &str) {
 fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 #[test]
 fn sigterm_turns_readiness_off_drains_in_flight_jobs_and_exits_zero() {
-    let mut s = serve(&["--shutdown-grace-ms", "700", "--drain-ms", "10000", "--queues", "default=2"]);
+    let mut s = serve(&[
+        "--shutdown-grace-ms",
+        "700",
+        "--drain-ms",
+        "10000",
+        "--queues",
+        "default=2",
+    ]);
     let mut ids = Vec::new();
     for _ in 0..4 {
-        let (status, job) = http(&s.addr, "POST", "/v1/jobs", Some(json!({"kind": "noop", "args": {"sleep_ms": 1500}}))).unwrap();
+        let (status, job) = http(
+            &s.addr,
+            "POST",
+            "/v1/jobs",
+            Some(json!({"kind": "noop", "args": {"sleep_ms": 1500}})),
+        )
+        .unwrap();
         assert_eq!(status, 201);
         ids.push(job["id"].as_str().unwrap().to_owned());
     }
@@ -106,27 +128,45 @@ fn sigterm_turns_readiness_off_drains_in_flight_jobs_and_exits_zero() {
         if let Some(st) = s.child.try_wait().unwrap() {
             break st.code();
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "mend serve did not exit");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "mend serve did not exit"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(code, Some(0), "graceful shutdown exits 0");
 
     // Nothing lost: reopen the database and look.
     let db = s._dir.path().join("serve.db");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let store = mend_sqlite::SqliteStore::open(db.to_str().unwrap()).await.unwrap();
+        let store = mend_sqlite::SqliteStore::open(db.to_str().unwrap())
+            .await
+            .unwrap();
         let mut states = Vec::new();
         for id in &ids {
-            let job = mend::Store::get(&store, id.parse().unwrap()).await.unwrap().unwrap();
+            let job = mend::Store::get(&store, id.parse().unwrap())
+                .await
+                .unwrap()
+                .unwrap();
             states.push((job.state, job.attempt));
         }
-        let completed = states.iter().filter(|(s, _)| *s == mend::JobState::Completed).count();
+        let completed = states
+            .iter()
+            .filter(|(s, _)| *s == mend::JobState::Completed)
+            .count();
         let waiting = states
             .iter()
             .filter(|(s, a)| *s == mend::JobState::Available && *a == 0)
             .count();
-        assert_eq!((completed, waiting), (2, 2), "in-flight jobs finished, the rest wait: {states:?}");
+        assert_eq!(
+            (completed, waiting),
+            (2, 2),
+            "in-flight jobs finished, the rest wait: {states:?}"
+        );
     });
 }
 
@@ -141,13 +181,22 @@ fn refuses_a_public_address_without_a_token() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("without a token") && err.contains("MEND_API_TOKEN"), "{err}");
+    assert!(
+        err.contains("without a token") && err.contains("MEND_API_TOKEN"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_remote_worker_that_vanishes_has_its_jobs_rescued() {
     let s = serve(&[]);
-    let (_, job) = http(&s.addr, "POST", "/v1/jobs", Some(json!({"kind": "remote_only"}))).unwrap();
+    let (_, job) = http(
+        &s.addr,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"kind": "remote_only"})),
+    )
+    .unwrap();
     let id = job["id"].as_str().unwrap().to_owned();
     let (status, claim) = http(
         &s.addr,

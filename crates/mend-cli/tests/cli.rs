@@ -1,0 +1,740 @@
+//! The client commands as a user runs them: a real `mend serve` child process on a temporary
+//! database, and the `mend` binary run as a subprocess for each command, checked on its stdout,
+//! stderr and exit code.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const TOKEN: &str = "t0k3n-value";
+
+/// A running `mend serve`, killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `MEND_*` variables a developer's shell may have set; cleared so each test says what it
+/// means.
+const MEND_VARS: [&str; 4] = [
+    "MEND_SERVER",
+    "MEND_API_TOKEN",
+    "MEND_DATABASE_URL",
+    "MEND_CONFIG",
+];
+
+fn mend_cmd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mend"));
+    for v in MEND_VARS {
+        c.env_remove(v);
+    }
+    for v in ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"] {
+        c.env_remove(v);
+    }
+    c
+}
+
+fn start(extra: &[&str]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("t.db").display());
+    let mut child = mend_cmd()
+        .args(["serve", "--database", &db, "--bind", "127.0.0.1:0"])
+        .args(["--shutdown-grace-ms", "50", "--drain-ms", "500"])
+        .args(extra)
+        // No ./mend.toml of the developer's is picked up.
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    // Reads the first line, then keeps draining stdout so the server never blocks on it.
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next());
+        for _ in lines {}
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(15)) {
+        Ok(Some(Ok(l))) => l,
+        other => {
+            let _ = child.kill();
+            panic!("mend serve did not print its address: {other:?}");
+        }
+    };
+    let url = line
+        .trim()
+        .strip_prefix("mend listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    Server {
+        child,
+        url,
+        _dir: dir,
+    }
+}
+
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn ok(self) -> Self {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "expected success; stdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts a failure reported as exactly one `error: …` line on stderr; returns that line.
+    fn fails(&self) -> &str {
+        assert_ne!(
+            self.code,
+            Some(0),
+            "expected failure; stdout: {}",
+            self.stdout
+        );
+        assert!(
+            self.code.is_some(),
+            "killed by a signal; stderr: {}",
+            self.stderr
+        );
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line on stderr, got: {:?}", self.stderr);
+        assert!(lines[0].starts_with("error: "), "{:?}", lines[0]);
+        assert!(
+            self.stdout.is_empty(),
+            "nothing on stdout: {:?}",
+            self.stdout
+        );
+        lines[0]
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {:?}", self.stdout))
+    }
+}
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Out {
+    let out = mend_cmd()
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Out {
+        code: out.status.code(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+impl Server {
+    /// `mend ARGS --server URL`.
+    fn mend(&self, args: &[&str]) -> Out {
+        let mut all = args.to_vec();
+        all.extend(["--server", &self.url]);
+        run(&all, &[])
+    }
+
+    fn job(&self, id: &str) -> Value {
+        self.mend(&["jobs", "show", id, "--json"]).ok().json()
+    }
+
+    fn wait_for_state(&self, id: &str, state: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let job = self.job(id);
+            if job["state"] == state {
+                return job;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "job {id} never became {state}: {job}"
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
+/// A port nothing listens on (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn enqueue_list_show_cancel_and_retry_over_http() {
+    let s = start(&[]);
+
+    // enqueue prints the id and nothing else; `noop` on the worked queue completes.
+    let out = s.mend(&["enqueue", "noop"]).ok();
+    let done = out.stdout.trim().to_owned();
+    assert!(is_uuid(&done), "{:?}", out.stdout);
+    assert_eq!(out.stdout, format!("{done}\n"));
+
+    // Every option reaches the server. The `mail` queue has no workers, so its job waits.
+    let out = s
+        .mend(&[
+            "enqueue",
+            "noop",
+            "--queue",
+            "mail",
+            "--args",
+            r#"{"sleep_ms": 1}"#,
+            "--priority",
+            "-3",
+            "--max-attempts",
+            "5",
+            "--delay",
+            "1h",
+            "--tag",
+            "vip",
+            "--tag",
+            "eu",
+            "--timeout",
+            "1m",
+        ])
+        .ok();
+    let waiting = out.stdout.trim().to_owned();
+    let job = s.job(&waiting);
+    assert_eq!(job["queue"], "mail");
+    assert_eq!(job["args"]["sleep_ms"], 1);
+    assert_eq!(job["priority"], -3);
+    assert_eq!(job["max_attempts"], 5);
+    assert_eq!(job["tags"], serde_json::json!(["vip", "eu"]));
+    assert_eq!(job["timeout_ms"], 60_000);
+    assert_eq!(job["state"], "scheduled", "delayed by an hour");
+
+    // --json gives the job as the server sent it.
+    let out = s
+        .mend(&["enqueue", "report", "--queue", "mail", "--json"])
+        .ok();
+    let j = out.json();
+    assert_eq!(j["kind"], "report");
+    assert_eq!(j["state"], "available");
+    let available = j["id"].as_str().unwrap().to_owned();
+
+    // The same idempotency key gives the same job, and says so on stderr.
+    let first = s
+        .mend(&[
+            "enqueue",
+            "report",
+            "--queue",
+            "mail",
+            "--idempotency-key",
+            "order-1",
+        ])
+        .ok();
+    let again = s
+        .mend(&[
+            "enqueue",
+            "report",
+            "--queue",
+            "mail",
+            "--idempotency-key",
+            "order-1",
+        ])
+        .ok();
+    assert_eq!(first.stdout, again.stdout);
+    assert!(first.stderr.is_empty(), "{}", first.stderr);
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+    let keyed = first.stdout.trim().to_owned();
+    assert_eq!(s.job(&keyed)["unique_key"], "order-1");
+
+    // jobs show: the state, and once the worker ran it, completed.
+    s.wait_for_state(&done, "completed");
+    let out = s.mend(&["jobs", "show", &done]).ok();
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("state:") && l.ends_with("completed")),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains(&done));
+
+    // jobs list: a table with the columns and every job.
+    let out = s.mend(&["jobs", "list"]).ok();
+    let mut lines = out.stdout.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap()
+        .split("  ")
+        .filter(|c| !c.is_empty())
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        header,
+        ["ID", "KIND", "QUEUE", "STATE", "ATTEMPT", "RUN AT"]
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 4, "{}", out.stdout);
+    let row = rows.iter().find(|r| r.starts_with(&done)).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells[1..5],
+        ["noop", "default", "completed", "1/25"],
+        "{row}"
+    );
+    assert!(out.stderr.is_empty(), "one page, no hint: {}", out.stderr);
+
+    // Filters reach the server.
+    let ids = |out: Out| -> Vec<String> {
+        out.ok().json()["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mail = ids(s.mend(&["jobs", "list", "--queue", "mail", "--json"]));
+    assert_eq!(mail.len(), 3);
+    assert!(!mail.contains(&done));
+    assert_eq!(
+        ids(s.mend(&["jobs", "list", "--state", "completed", "--json"])),
+        vec![done.clone()]
+    );
+    assert_eq!(
+        ids(s.mend(&["jobs", "list", "--state", "scheduled,completed", "--json"])).len(),
+        2
+    );
+    assert_eq!(
+        ids(s.mend(&["jobs", "list", "--kind", "noop", "--tag", "vip", "--json"])),
+        vec![waiting.clone()]
+    );
+    let empty = s
+        .mend(&["jobs", "list", "--kind", "nothing-like-this"])
+        .ok();
+    assert_eq!(empty.stdout, "no jobs match\n");
+
+    // Paging: one page says there is more; --all follows the cursor to the end.
+    let out = s.mend(&["jobs", "list", "--limit", "1"]).ok();
+    assert_eq!(
+        out.stdout.lines().count(),
+        2,
+        "header and one row: {}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("--before") && out.stderr.contains("--all"),
+        "{}",
+        out.stderr
+    );
+    let page = s
+        .mend(&["jobs", "list", "--limit", "1", "--json"])
+        .ok()
+        .json();
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let second = ids(s.mend(&[
+        "jobs", "list", "--limit", "1", "--before", &cursor, "--json",
+    ]));
+    assert_eq!(second.len(), 1);
+    assert_ne!(second[0], page["jobs"][0]["id"].as_str().unwrap());
+    let all = s
+        .mend(&["jobs", "list", "--limit", "1", "--all", "--json"])
+        .ok()
+        .json();
+    assert_eq!(all["jobs"].as_array().unwrap().len(), 4);
+    assert!(all["next_cursor"].is_null());
+    let all_table = s.mend(&["jobs", "list", "--limit", "2", "--all"]).ok();
+    assert_eq!(all_table.stdout.lines().count(), 5);
+
+    // Cancel a waiting job, then retry it.
+    let out = s.mend(&["jobs", "cancel", &available]).ok();
+    assert!(out.stdout.contains("cancelled"), "{}", out.stdout);
+    assert_eq!(s.job(&available)["state"], "cancelled");
+    let out = s.mend(&["jobs", "retry", &available]).ok();
+    assert!(out.stdout.contains("will run again"), "{}", out.stdout);
+    assert_eq!(s.job(&available)["state"], "available");
+    let j = s
+        .mend(&["jobs", "cancel", &available, "--json"])
+        .ok()
+        .json();
+    assert_eq!(j["state"], "cancelled");
+
+    // Errors of the server are one line with the detail and the status.
+    let line = s.mend(&["jobs", "retry", &waiting]).fails().to_owned();
+    assert!(
+        line.contains("only completed, cancelled or discarded") && line.ends_with("(HTTP 409)"),
+        "{line}"
+    );
+    let line = s
+        .mend(&["jobs", "show", "01933b6e-8f3a-7c2d-9b1e-0a1b2c3d4e5f"])
+        .fails()
+        .to_owned();
+    assert!(
+        line.contains("no job") && line.ends_with("(HTTP 404)"),
+        "{line}"
+    );
+    let line = s
+        .mend(&["jobs", "list", "--state", "sleeping"])
+        .fails()
+        .to_owned();
+    assert!(
+        line.contains("unknown job state") && line.ends_with("(HTTP 422, field state)"),
+        "{line}"
+    );
+    let line = s
+        .mend(&["enqueue", "noop", "--run-at", "tomorrow"])
+        .fails()
+        .to_owned();
+    assert!(
+        line.contains("RFC 3339") && line.ends_with("(HTTP 422, field run_at)"),
+        "{line}"
+    );
+    let line = s
+        .mend(&["enqueue", "noop", "--args", r#"{"sleep_ms": "soon"}"#])
+        .fails()
+        .to_owned();
+    assert!(
+        line.contains("sleep_ms") && line.ends_with("(HTTP 422, field args)"),
+        "{line}"
+    );
+
+    // queues list: a row per queue, a column per state.
+    let out = s.mend(&["queues", "list"]).ok();
+    let mut lines = out.stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header[0], "NAME");
+    for st in [
+        "SCHEDULED",
+        "AVAILABLE",
+        "RUNNING",
+        "RETRYABLE",
+        "COMPLETED",
+        "CANCELLED",
+        "DISCARDED",
+    ] {
+        assert!(header.contains(&st), "{header:?}");
+    }
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+    let default = rows.iter().find(|r| r[0] == "default").unwrap();
+    assert_eq!(default[col("COMPLETED")], "1");
+    let mail_row = rows.iter().find(|r| r[0] == "mail").unwrap();
+    assert_eq!(mail_row[col("SCHEDULED")], "1");
+    assert_eq!(mail_row[col("CANCELLED")], "1");
+    assert_eq!(mail_row[col("AVAILABLE")], "1");
+    let q = s.mend(&["queues", "list", "--json"]).ok().json();
+    assert_eq!(q["queues"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn failed_attempts_show_their_errors_and_retry_runs_again() {
+    let s = start(&[]);
+    // An attempt that outlives its time limit fails; with one attempt allowed, it is discarded.
+    let id = s
+        .mend(&[
+            "enqueue",
+            "noop",
+            "--args",
+            r#"{"sleep_ms": 5000}"#,
+            "--timeout",
+            "50ms",
+            "--max-attempts",
+            "1",
+        ])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    s.wait_for_state(&id, "discarded");
+    let out = s.mend(&["jobs", "show", &id]).ok();
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("state:") && l.ends_with("discarded")),
+        "{}",
+        out.stdout
+    );
+    let errors = out
+        .stdout
+        .split_once("errors:\n")
+        .map(|(_, e)| e)
+        .unwrap_or_default();
+    assert!(
+        errors.contains("attempt 1 (timeout") && errors.contains("timed out after 50ms"),
+        "{}",
+        out.stdout
+    );
+
+    let out = s.mend(&["jobs", "retry", &id]).ok();
+    assert!(out.stdout.contains("will run again"), "{}", out.stdout);
+    // It runs again (and times out again): a second attempt, a second error.
+    let start = Instant::now();
+    loop {
+        let j = s.job(&id);
+        if j["errors"].as_array().unwrap().len() == 2 && j["state"] == "discarded" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no second attempt: {j}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let out = s.mend(&["jobs", "show", &id]).ok();
+    assert!(out.stdout.contains("attempt 2 (timeout"), "{}", out.stdout);
+}
+
+#[test]
+fn queues_pause_and_resume() {
+    let s = start(&[]);
+    s.mend(&["enqueue", "noop", "--queue", "mail"]).ok();
+    let out = s.mend(&["queues", "pause", "mail"]).ok();
+    assert!(out.stdout.contains("queue mail paused"), "{}", out.stdout);
+    let j = s.mend(&["queues", "pause", "mail", "--json"]).ok().json();
+    assert_eq!(j, serde_json::json!({"name": "mail", "paused": true}));
+    let q = s.mend(&["queues", "list", "--json"]).ok().json();
+    let mail = q["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "mail")
+        .unwrap()
+        .clone();
+    assert_eq!(mail["paused"], true, "{q}");
+    let out = s.mend(&["queues", "resume", "mail"]).ok();
+    assert!(out.stdout.contains("queue mail resumed"), "{}", out.stdout);
+    let j = s.mend(&["queues", "resume", "mail", "--json"]).ok().json();
+    assert_eq!(j["paused"], false);
+    // A name with a slash stays one path segment.
+    let j = s
+        .mend(&["queues", "pause", "team/mail", "--json"])
+        .ok()
+        .json();
+    assert_eq!(j["name"], "team/mail");
+}
+
+#[test]
+fn bad_input_is_one_clear_line_before_any_request() {
+    // No server: these must fail on the input, not on the connection.
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let line = run(
+        &["enqueue", "noop", "--args", "{to: a}", "--server", &nowhere],
+        &[],
+    )
+    .fails()
+    .to_owned();
+    assert!(line.contains("--args is not valid JSON"), "{line}");
+    let line = run(
+        &[
+            "enqueue", "noop", "--args", "not json", "--server", &nowhere,
+        ],
+        &[],
+    )
+    .fails()
+    .to_owned();
+    assert!(line.contains("--args is not valid JSON"), "{line}");
+    let line = run(
+        &["enqueue", "noop", "--delay", "soon", "--server", &nowhere],
+        &[],
+    )
+    .fails()
+    .to_owned();
+    assert!(line.contains("--delay") && line.contains("30s"), "{line}");
+    let line = run(
+        &["enqueue", "noop", "--timeout", "30", "--server", &nowhere],
+        &[],
+    )
+    .fails()
+    .to_owned();
+    assert!(line.contains("needs a unit"), "{line}");
+    let line = run(&["jobs", "list", "--server", "ftp://example.com"], &[])
+        .fails()
+        .to_owned();
+    assert!(line.contains("http://"), "{line}");
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.json");
+    let line = run(
+        &[
+            "enqueue",
+            "noop",
+            "--args",
+            &format!("@{}", missing.display()),
+            "--server",
+            &nowhere,
+        ],
+        &[],
+    )
+    .fails()
+    .to_owned();
+    assert!(line.contains("cannot read the file"), "{line}");
+}
+
+#[test]
+fn a_server_that_is_not_running_is_reported_as_not_reachable() {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    for out in [
+        run(&["jobs", "list", "--server", &url], &[]),
+        run(&["enqueue", "noop"], &[("MEND_SERVER", url.as_str())]),
+        run(&["queues", "list"], &[("MEND_SERVER", url.as_str())]),
+    ] {
+        let line = out.fails();
+        assert!(line.contains(&format!("not reachable at {url}")), "{line}");
+        assert!(
+            line.contains("mend serve") && line.contains("MEND_SERVER"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn the_token_is_sent_and_never_shown() {
+    let s = start(&["--token", TOKEN]);
+    let mut outputs = Vec::new();
+
+    let out = s.mend(&["jobs", "list"]);
+    let line = out.fails().to_owned();
+    assert!(
+        line.contains("needs a token") && line.contains("(HTTP 401)") && line.contains("--token"),
+        "{line}"
+    );
+    outputs.push(out);
+
+    let out = s.mend(&["jobs", "list", "--token", "wrong-token"]);
+    let line = out.fails().to_owned();
+    assert!(
+        line.contains("not valid") && line.contains("(HTTP 401)"),
+        "{line}"
+    );
+    outputs.push(out);
+
+    let out = s.mend(&["enqueue", "noop", "--token", TOKEN]).ok();
+    assert!(is_uuid(out.stdout.trim()));
+    outputs.push(out);
+    let out = s.mend(&["jobs", "list", "--token", TOKEN]).ok();
+    assert!(out.stdout.contains("noop"));
+    outputs.push(out);
+    let out = s.mend(&["jobs", "list", "--token", TOKEN, "--json"]).ok();
+    outputs.push(out);
+    let out = run(
+        &["queues", "list", "--server", &s.url],
+        &[("MEND_API_TOKEN", TOKEN)],
+    )
+    .ok();
+    assert!(out.stdout.contains("default"));
+    outputs.push(out);
+
+    // Help shows that the variable is used, not its value.
+    for args in [
+        &["jobs", "list", "--help"][..],
+        &["enqueue", "--help"],
+        &["queues", "list", "--help"],
+    ] {
+        let out = run(args, &[("MEND_API_TOKEN", TOKEN)]).ok();
+        assert!(out.stdout.contains("MEND_API_TOKEN"), "{}", out.stdout);
+        outputs.push(out);
+    }
+    // Nor is it shown when the server is unreachable.
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let out = run(
+        &["jobs", "list", "--server", &nowhere, "--token", TOKEN],
+        &[],
+    );
+    out.fails();
+    outputs.push(out);
+
+    for o in &outputs {
+        assert!(
+            !o.stdout.contains(TOKEN) && !o.stderr.contains(TOKEN),
+            "token shown: {}{}",
+            o.stdout,
+            o.stderr
+        );
+    }
+}
+
+#[test]
+fn migrate_creates_a_fresh_database_at_the_current_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("fresh.db").display());
+    let out = run(&["migrate", "--database", &url], &[]).ok();
+    assert_eq!(
+        out.stdout,
+        format!(
+            "{url}: schema version {} (up to date)\n",
+            mend_sqlite::SCHEMA_VERSION
+        )
+    );
+    assert!(dir.path().join("fresh.db").exists());
+    // Again, from the environment, with --json: nothing to do, same version.
+    let out = run(
+        &["migrate", "--json"],
+        &[("MEND_DATABASE_URL", url.as_str())],
+    )
+    .ok();
+    let j = out.json();
+    assert_eq!(j["schema_version"], mend_sqlite::SCHEMA_VERSION);
+    assert_eq!(j["database"], url.as_str());
+    let line = run(&["migrate", "--database", "postgres://localhost/x"], &[])
+        .fails()
+        .to_owned();
+    assert!(line.contains("sqlite://"), "{line}");
+}
+
+#[test]
+fn every_command_teaches_in_its_help() {
+    for args in [
+        &["enqueue"][..],
+        &["jobs", "list"],
+        &["jobs", "show"],
+        &["jobs", "cancel"],
+        &["jobs", "retry"],
+        &["queues", "list"],
+        &["queues", "pause"],
+        &["queues", "resume"],
+        &["migrate"],
+    ] {
+        let mut all = args.to_vec();
+        all.push("--help");
+        let out = run(&all, &[]).ok();
+        assert!(
+            out.stdout.contains("Example"),
+            "{args:?} --help has no example:\n{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains(&format!("mend {}", args.join(" "))),
+            "{args:?}:\n{}",
+            out.stdout
+        );
+    }
+    for group in ["jobs", "queues"] {
+        let out = run(&[group, "--help"], &[]).ok();
+        assert!(
+            out.stdout.contains("Example"),
+            "{group} --help:\n{}",
+            out.stdout
+        );
+    }
+}
