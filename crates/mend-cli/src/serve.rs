@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// Largest request body in bytes [default: 1 MiB]
     #[arg(long, env = "MEND_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
+    /// Delete completed, cancelled and discarded jobs after this many hours; 0 keeps them
+    /// forever [default: 168, a week]
+    #[arg(long, env = "MEND_RETENTION_HOURS")]
+    retention_hours: Option<u64>,
     /// Configuration file [default: ./mend.toml when it exists]
     #[arg(long, env = "MEND_CONFIG")]
     config: Option<PathBuf>,
@@ -53,6 +57,7 @@ struct FileConfig {
     drain_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
     max_body_bytes: Option<usize>,
+    retention_hours: Option<u64>,
     /// The built-in executors' settings (`[exec.allow.NAME]` tables).
     exec: Option<mend_executors::ExecutorsConfig>,
 }
@@ -67,6 +72,7 @@ struct Settings {
     drain: Duration,
     grace: Duration,
     max_body_bytes: usize,
+    retention: Option<Duration>,
     executors: mend_executors::ExecutorsConfig,
 }
 
@@ -126,6 +132,10 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
             .max_body_bytes
             .or(file.max_body_bytes)
             .unwrap_or(mend_server::DEFAULT_MAX_BODY_BYTES),
+        retention: match args.retention_hours.or(file.retention_hours).unwrap_or(168) {
+            0 => None,
+            h => Some(Duration::from_secs(h.saturating_mul(3600))),
+        },
         executors: file.exec.unwrap_or_default(),
     })
 }
@@ -159,7 +169,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut registry = mend::Registry::new();
     mend_executors::register(&mut registry, &s.executors);
-    let mut builder = mend::Worker::builder(store.clone()).registry(registry);
+    let retention = s.retention;
+    let mut builder = mend::Worker::builder(store.clone())
+        .registry(registry)
+        .configure(|c| c.retention = retention);
     for (q, n) in &s.queues {
         builder = builder.queue(q.clone(), *n);
     }

@@ -102,7 +102,7 @@ impl HttpRequest {
                 url.scheme()
             ));
         }
-        if url.host_str().map_or(true, str::is_empty) {
+        if url.host_str().is_none_or(str::is_empty) {
             return Err("field `url` has no host".to_owned());
         }
 

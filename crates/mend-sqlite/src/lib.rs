@@ -28,8 +28,8 @@ use mend::job::{AttemptError, JobRow, JobState, NewJob};
 use mend::maintenance::rescuer;
 use mend::store::{
     CancelParams, ClaimParams, CompleteParams, CompleteResult, ExtendLeasesParams,
-    ExtendLeasesResult, JobPage, ListParams, NodeInfo, OutcomeKind, QueueCount, RescueParams,
-    Rescued, Result, RetryParams, Store, StoreError, MAX_PAGE,
+    ExtendLeasesResult, JobPage, ListParams, NodeInfo, OutcomeKind, PruneParams, QueueCount,
+    RescueParams, Rescued, Result, RetryParams, Store, StoreError, MAX_PAGE,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::Notify;
@@ -1063,6 +1063,23 @@ impl Store for SqliteStore {
                 stmt.execute(params![id]).map_err(|e| map_err(path, e))?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn prune(&self, p: PruneParams) -> Result<u64> {
+        self.write(true, move |conn, path| {
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM mend_jobs WHERE id IN (
+                        SELECT id FROM mend_jobs WHERE finalized_at IS NOT NULL AND finalized_at < ?1
+                        ORDER BY finalized_at LIMIT ?2)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![micros(p.finalized_before), i64::try_from(p.limit).unwrap_or(i64::MAX)])
+                })
+                .map_err(|e| map_err(path, e))?;
+            Ok(n as u64)
         })
         .await
     }

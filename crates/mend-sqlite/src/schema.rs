@@ -46,7 +46,7 @@ CREATE INDEX mend_jobs_running ON mend_jobs (lease_owner) WHERE state = 'running
 -- finished jobs (finalized_at is set exactly in the final states), for counts per queue and
 -- state and for pruning by age. There is no index over every state: each one costs two
 -- b-tree writes per state change on the hot path.
-CREATE INDEX mend_jobs_finished ON mend_jobs (queue, state, finalized_at)
+CREATE INDEX mend_jobs_finished ON mend_jobs (finalized_at, queue, state)
     WHERE finalized_at IS NOT NULL;
 CREATE UNIQUE INDEX mend_jobs_unique ON mend_jobs (unique_key) WHERE unique_key IS NOT NULL;
 

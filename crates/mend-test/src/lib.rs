@@ -53,6 +53,7 @@ macro_rules! store_conformance {
             queue_counts_per_state,
             nodes_register_heartbeat_and_deregister,
             paused_queues_are_not_claimed,
+            prune_deletes_old_finished_jobs_only,
             insert_wakes_idle_fetchers
         );
     };

@@ -282,6 +282,15 @@ pub struct RetryParams {
     pub now: DateTime<Utc>,
 }
 
+/// Delete finished jobs older than a cutoff, a bounded batch at a time.
+#[derive(Debug, Clone)]
+pub struct PruneParams {
+    /// Completed, cancelled and discarded jobs finalized before this go.
+    pub finalized_before: DateTime<Utc>,
+    /// At most this many per call (keeps each transaction, and its lock, short).
+    pub limit: usize,
+}
+
 /// A process (or one worker inside it) that runs jobs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
@@ -351,6 +360,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Remove a node (graceful shutdown, or after its jobs were rescued).
     async fn deregister_nodes(&self, ids: Vec<String>) -> Result<()>;
+
+    /// Delete up to `limit` finished jobs finalized before the cutoff; returns how many went.
+    async fn prune(&self, params: PruneParams) -> Result<u64>;
 
     /// Pause (`true`) or resume (`false`) a queue: a paused queue's jobs are not claimed;
     /// running ones finish. Pausing a queue that has no jobs yet is allowed.

@@ -91,6 +91,9 @@ pub struct WorkerConfig {
     pub quarantine_after_lost: u32,
     /// Used for kinds whose handler has no policy of its own.
     pub retry_policy: Arc<dyn RetryPolicy>,
+    /// Finished jobs older than this are deleted (`None`: keep them forever). See
+    /// [`crate::maintenance::pruner::DEFAULT_RETENTION`].
+    pub retention: Option<Duration>,
 }
 
 impl Default for WorkerConfig {
@@ -106,6 +109,7 @@ impl Default for WorkerConfig {
             cleanup_timeout: DEFAULT_CLEANUP_TIMEOUT,
             quarantine_after_lost: DEFAULT_QUARANTINE_AFTER_LOST,
             retry_policy: Arc::new(ExponentialBackoff::default()),
+            retention: Some(crate::maintenance::pruner::DEFAULT_RETENTION),
         }
     }
 }
