@@ -189,6 +189,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     state.validator = Some(Arc::new(move |kind: &str, args: &serde_json::Value| {
         mend_executors::validate(kind, args, &executors)
     }));
+    state.worker = Some(worker.clone());
     let ready = state.ready.clone();
     let app = mend_server::app(state);
 

@@ -50,6 +50,10 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Per-request time limit.
     pub request_timeout: Duration,
+    /// The in-process workers, for `/metrics` (none when the server only serves the API).
+    pub worker: Option<mend::WorkerHandle>,
+    /// Jobs enqueued through this server.
+    pub enqueued: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl AppState {
@@ -62,6 +66,8 @@ impl AppState {
             validator: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            worker: None,
+            enqueued: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
     }
 

@@ -48,6 +48,7 @@ async fn every_documented_operation_exists_and_every_route_is_documented() {
     let routed: BTreeSet<String> = [
         "GET /healthz",
         "GET /readyz",
+        "GET /metrics",
         "POST /v1/jobs",
         "GET /v1/jobs",
         "POST /v1/jobs/batch",

@@ -231,6 +231,11 @@ pub(crate) async fn enqueue(
         )
     })?;
     let replayed = row.id != new_id;
+    if !replayed {
+        state
+            .enqueued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let status = if replayed {
         StatusCode::OK
     } else {
@@ -272,7 +277,12 @@ pub(crate) async fn enqueue_batch(
     for (i, item) in req.jobs.into_iter().enumerate() {
         jobs.push(to_new_job(&state, item, None, &format!("jobs[{i}]."))?);
     }
+    let ids: std::collections::HashSet<Uuid> = jobs.iter().map(|j| j.id).collect();
     let rows = state.store.insert_many(jobs).await?;
+    let new = rows.iter().filter(|r| ids.contains(&r.id)).count();
+    state
+        .enqueued
+        .fetch_add(new as u64, std::sync::atomic::Ordering::Relaxed);
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "jobs": rows })),

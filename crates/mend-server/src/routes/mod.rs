@@ -2,6 +2,7 @@
 
 mod health;
 mod jobs;
+mod metrics;
 mod queues;
 mod workers;
 
@@ -15,7 +16,7 @@ use crate::AppState;
 #[openapi(
     info(title = "mend", description = "Durable background jobs that heal themselves."),
     paths(
-        health::healthz, health::readyz,
+        health::healthz, health::readyz, metrics::metrics,
         jobs::enqueue, jobs::enqueue_batch, jobs::get_job, jobs::list, jobs::cancel, jobs::retry,
         queues::list, queues::pause, queues::resume,
         workers::claim, workers::heartbeat, workers::complete, workers::fail,
@@ -46,6 +47,7 @@ async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/openapi.json", get(openapi_json))
+        .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/v1/jobs", post(jobs::enqueue).get(jobs::list))

@@ -66,6 +66,11 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
         armed: true,
     };
     shared.stats.started.fetch_add(1, Ordering::Relaxed);
+    let due = job.run_at.max(job.created_at);
+    if let Ok(waited) = (Utc::now() - due).to_std() {
+        shared.stats.enqueue_to_start.observe(waited);
+    }
+    let started = std::time::Instant::now();
     // A cancel request may have landed between the claim and now: then the handler never runs.
     if job.cancel_requested {
         shared.stop_attempt(job.id, job.attempt, StopReason::Cancel);
@@ -145,6 +150,13 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     };
     // The attempt is over however it ended: work spawned on its token stops too.
     token.cancel();
+    shared.stats.run_time.observe(started.elapsed());
+    if matches!(
+        ended,
+        Ended::Ran(Ok(Err(JobError::Retry { .. } | JobError::Fatal { .. })))
+    ) {
+        shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+    }
 
     let now = Utc::now();
     let error = |kind: ErrorKind, message: String| AttemptError {
@@ -226,6 +238,14 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
             .run_all(&exit, shared.config.cleanup_timeout)
             .await
     };
+    for c in &cleanups {
+        let counter = match c.outcome {
+            CleanupOutcome::Ok => &shared.stats.cleanups_ok,
+            CleanupOutcome::Panicked { .. } => &shared.stats.cleanups_panicked,
+            CleanupOutcome::TimedOut => &shared.stats.cleanups_timed_out,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 
     let outcome = match failure {
         Some((mut err, after, fatal)) => {

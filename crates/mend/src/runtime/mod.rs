@@ -11,6 +11,7 @@ mod completer;
 mod executor;
 mod fetcher;
 mod heartbeat;
+pub mod histogram;
 mod signal;
 
 use std::collections::HashMap;
@@ -178,6 +179,18 @@ pub struct Stats {
     pub timeouts: AtomicU64,
     /// Jobs rescued from dead nodes or expired leases.
     pub rescued: AtomicU64,
+    /// Attempts whose handler returned an error.
+    pub errors: AtomicU64,
+    /// In-memory cleanups that finished.
+    pub cleanups_ok: AtomicU64,
+    /// In-memory cleanups that panicked.
+    pub cleanups_panicked: AtomicU64,
+    /// In-memory cleanups abandoned at their timeout.
+    pub cleanups_timed_out: AtomicU64,
+    /// From when a job was due (enqueued, or its run_at) to its attempt starting.
+    pub enqueue_to_start: histogram::Histogram,
+    /// How long attempts ran (handler only, cleanups excluded).
+    pub run_time: histogram::Histogram,
 }
 
 impl Stats {

@@ -1,0 +1,149 @@
+//! `/metrics` in the Prometheus text format: what the workers did since start (counters),
+//! how deep each queue is (gauges, read from the store), and latency histograms.
+//!
+//! Names follow Prometheus conventions (`mend_` prefix, `_total` counters, `_seconds`
+//! histograms) and labels stay low-cardinality (queue, state, outcome; never job ids).
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, h: &mend::runtime::histogram::Histogram) {
+    let (buckets, sum, count) = h.snapshot();
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (le, c) in buckets {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {c}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {count}");
+}
+
+/// Renders the metrics.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let mut out = String::with_capacity(4096);
+    counter(
+        &mut out,
+        "mend_jobs_enqueued_total",
+        "Jobs enqueued through this server's API.",
+        &[("", state.enqueued.load(Ordering::Relaxed))],
+    );
+    if let Some(w) = &state.worker {
+        let s = w.stats();
+        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        counter(
+            &mut out,
+            "mend_attempts_started_total",
+            "Attempts started.",
+            &[("", g(&s.started))],
+        );
+        counter(
+            &mut out,
+            "mend_jobs_finished_total",
+            "Attempt outcomes written to the store, by outcome.",
+            &[
+                ("outcome=\"completed\"", g(&s.completed)),
+                ("outcome=\"retried\"", g(&s.retried)),
+                ("outcome=\"discarded\"", g(&s.discarded)),
+                ("outcome=\"cancelled\"", g(&s.cancelled)),
+                ("outcome=\"snoozed\"", g(&s.snoozed)),
+                ("outcome=\"released\"", g(&s.released)),
+            ],
+        );
+        counter(
+            &mut out,
+            "mend_attempts_failed_total",
+            "Failed attempts, by kind of failure.",
+            &[
+                ("kind=\"error\"", g(&s.errors)),
+                ("kind=\"panic\"", g(&s.panics)),
+                ("kind=\"timeout\"", g(&s.timeouts)),
+            ],
+        );
+        counter(
+            &mut out,
+            "mend_jobs_rescued_total",
+            "Jobs rescued from dead workers or expired leases.",
+            &[("", g(&s.rescued))],
+        );
+        counter(
+            &mut out,
+            "mend_outcomes_fenced_total",
+            "Outcomes refused because the worker had lost the job.",
+            &[("", g(&s.fenced))],
+        );
+        counter(
+            &mut out,
+            "mend_cleanups_total",
+            "In-memory cleanups run, by outcome.",
+            &[
+                ("outcome=\"ok\"", g(&s.cleanups_ok)),
+                ("outcome=\"panicked\"", g(&s.cleanups_panicked)),
+                ("outcome=\"timed_out\"", g(&s.cleanups_timed_out)),
+            ],
+        );
+        let _ = writeln!(
+            out,
+            "# HELP mend_in_flight Attempts running now.\n# TYPE mend_in_flight gauge\nmend_in_flight {}",
+            w.in_flight()
+        );
+        histogram(
+            &mut out,
+            "mend_enqueue_to_start_seconds",
+            "From when a job was due to its attempt starting.",
+            &s.enqueue_to_start,
+        );
+        histogram(
+            &mut out,
+            "mend_run_seconds",
+            "How long attempts ran.",
+            &s.run_time,
+        );
+    }
+    let counts = state.store.queue_counts().await?;
+    let _ = writeln!(
+        out,
+        "# HELP mend_queue_jobs Jobs per queue and state.\n# TYPE mend_queue_jobs gauge"
+    );
+    for c in counts {
+        let _ = writeln!(
+            out,
+            "mend_queue_jobs{{queue=\"{}\",state=\"{}\"}} {}",
+            escape(&c.queue),
+            c.state,
+            c.count
+        );
+    }
+    let mut resp = out.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(resp)
+}
