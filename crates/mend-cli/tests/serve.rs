@@ -242,14 +242,21 @@ fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
         if line.starts_with("# HELP ") {
             continue;
         }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line {line:?}"));
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample line {line:?}"));
         let name = series.split('{').next().unwrap();
         let family = ["_bucket", "_sum", "_count"]
             .iter()
             .find_map(|s| name.strip_suffix(s).filter(|f| declared.contains(*f)))
             .unwrap_or(name);
-        assert!(declared.contains(family), "sample {name} has no # TYPE before it");
-        let v: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        assert!(
+            declared.contains(family),
+            "sample {name} has no # TYPE before it"
+        );
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
         samples.insert(series.to_owned(), v);
     }
     samples
@@ -257,12 +264,17 @@ fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
 
 fn scrape(addr: &str) -> std::collections::HashMap<String, f64> {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let (head, body) = out.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
     parse_metrics(body)
 }
 
@@ -270,20 +282,48 @@ fn scrape(addr: &str) -> std::collections::HashMap<String, f64> {
 fn metrics_parse_and_move_as_jobs_run() {
     let s = serve(&[]);
     let before = scrape(&s.addr);
-    let get = |m: &std::collections::HashMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+    let get =
+        |m: &std::collections::HashMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
     for _ in 0..5 {
         http(&s.addr, "POST", "/v1/jobs", Some(json!({"kind": "noop"}))).unwrap();
     }
-    let (_, bad) = http(&s.addr, "POST", "/v1/jobs", Some(json!({"kind": "exec", "args": {"command": "rm"}}))).unwrap();
-    assert_eq!(bad["status"], 422, "exec outside the allow-list is refused at enqueue: {bad}");
+    let (_, bad) = http(
+        &s.addr,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"kind": "exec", "args": {"command": "rm"}})),
+    )
+    .unwrap();
+    assert_eq!(
+        bad["status"], 422,
+        "exec outside the allow-list is refused at enqueue: {bad}"
+    );
     wait_until("five completions", Duration::from_secs(10), || {
-        get(&scrape(&s.addr), "mend_jobs_finished_total{outcome=\"completed\"}") >= 5.0
+        get(
+            &scrape(&s.addr),
+            "mend_jobs_finished_total{outcome=\"completed\"}",
+        ) >= 5.0
     });
     let after = scrape(&s.addr);
-    assert_eq!(get(&after, "mend_jobs_enqueued_total") - get(&before, "mend_jobs_enqueued_total"), 5.0);
-    assert_eq!(get(&after, "mend_attempts_started_total") - get(&before, "mend_attempts_started_total"), 5.0);
-    assert_eq!(get(&after, "mend_queue_jobs{queue=\"default\",state=\"completed\"}"), 5.0);
+    assert_eq!(
+        get(&after, "mend_jobs_enqueued_total") - get(&before, "mend_jobs_enqueued_total"),
+        5.0
+    );
+    assert_eq!(
+        get(&after, "mend_attempts_started_total") - get(&before, "mend_attempts_started_total"),
+        5.0
+    );
+    assert_eq!(
+        get(
+            &after,
+            "mend_queue_jobs{queue=\"default\",state=\"completed\"}"
+        ),
+        5.0
+    );
     assert_eq!(get(&after, "mend_run_seconds_count"), 5.0);
-    assert_eq!(get(&after, "mend_enqueue_to_start_seconds_bucket{le=\"+Inf\"}"), 5.0);
+    assert_eq!(
+        get(&after, "mend_enqueue_to_start_seconds_bucket{le=\"+Inf\"}"),
+        5.0
+    );
     assert_eq!(get(&after, "mend_in_flight"), 0.0);
 }

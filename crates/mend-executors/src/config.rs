@@ -4,9 +4,15 @@
 //! ```toml
 //! [exec.allow.thumbnail]               # jobs say {"command": "thumbnail", ...}
 //! program = "/usr/local/bin/thumbnail" # run as is: no shell
-//! args = ["--quality", "80"]           # put before the job's own args
+//! args = ["--quality", "80"]           # always passed first
+//! job_args = false                     # may jobs add arguments? (default: no)
+//! env = { MAGICK_HOME = "/opt/magick" } # extra environment; nothing else is inherited
 //! timeout_ms = 60000                   # default and upper limit of a job's timeout_ms
 //! ```
+//!
+//! Allowing a program with `job_args = true` allows every option it has (think `curl -o`,
+//! `tar --checkpoint-action`, `find -exec`): only do it for programs whose every argument is
+//! safe in a job author's hands. Jobs can always pass data on stdin (`input`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -44,6 +50,15 @@ pub struct ExecCommand {
     /// Arguments put before the job's own `args`.
     #[serde(default)]
     pub args: Vec<String>,
+    /// Whether jobs may append arguments of their own (default `false`: a job's `args` are
+    /// refused). See the module docs before turning it on.
+    #[serde(default)]
+    pub job_args: bool,
+    /// Environment variables the program gets, besides `PATH`, `LANG`, `TZ` and the job's
+    /// `MEND_JOB_ID`/`MEND_JOB_ATTEMPT`. Nothing else of the server's environment (its API
+    /// token, its database URL, cloud credentials) is passed on.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
     /// How long one run may take when the job does not say (`timeout_ms` in `mend.toml`); a
     /// job may ask for less, never for more. `None`: the job's `timeout_ms`, or
     /// [`crate::exec::DEFAULT_TIMEOUT`].
@@ -57,8 +72,22 @@ impl ExecCommand {
         ExecCommand {
             program: program.into(),
             args: Vec::new(),
+            job_args: false,
+            env: BTreeMap::new(),
             timeout: None,
         }
+    }
+
+    /// Let jobs append arguments of their own (see the module docs).
+    pub fn with_job_args(mut self, allowed: bool) -> Self {
+        self.job_args = allowed;
+        self
+    }
+
+    /// Add an environment variable for the program.
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
     }
 
     /// Arguments put before the job's own.

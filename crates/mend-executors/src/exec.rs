@@ -88,6 +88,13 @@ impl<'c> ExecRequest<'c> {
             ));
         };
         let job_args = f.str_array("args")?;
+        if !job_args.is_empty() && !command.job_args {
+            return Err(format!(
+                "field `args`: command `{name}` takes no arguments from jobs (its allow-list entry \
+                 fixes them); pass data in `input` instead, or set job_args = true in \
+                 [exec.allow.{name}] if every option of the program is safe for job authors"
+            ));
+        }
         if let Some(i) = job_args.iter().position(|a| a.contains('\0')) {
             return Err(format!("field `args`: item {i} contains a NUL byte"));
         }
@@ -113,6 +120,9 @@ impl<'c> ExecRequest<'c> {
     }
 }
 
+/// The only variables of the server's environment an `exec` program inherits.
+const INHERITED_ENV: [&str; 4] = ["PATH", "LANG", "LC_ALL", "TZ"];
+
 /// Run one attempt of an `exec` job.
 pub async fn run(
     config: &ExecutorsConfig,
@@ -124,6 +134,15 @@ pub async fn run(
     let program = &req.command.program;
 
     let mut cmd = tokio::process::Command::new(program);
+    // A clean environment: the server's own (its API token, database URL, credentials) stays
+    // with the server.
+    cmd.env_clear();
+    for key in INHERITED_ENV {
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        }
+    }
+    cmd.envs(&req.command.env);
     cmd.args(&req.command.args)
         .args(&req.args)
         .env("MEND_JOB_ID", ctx.id().to_string())
@@ -320,7 +339,7 @@ mod tests {
 
     fn config() -> ExecutorsConfig {
         ExecutorsConfig::default()
-            .allow("echo", ExecCommand::new("/bin/echo"))
+            .allow("echo", ExecCommand::new("/bin/echo").with_job_args(true))
             .allow(
                 "limited",
                 ExecCommand::new("/bin/true").with_timeout(Duration::from_secs(5)),

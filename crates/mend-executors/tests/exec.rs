@@ -17,7 +17,13 @@ use serde_json::json;
 /// `sh` runs its first job arg as a script; `cat` echoes stdin.
 fn config() -> ExecutorsConfig {
     ExecutorsConfig::default()
-        .allow("sh", ExecCommand::new("/bin/sh").with_args(["-c"]))
+        .allow(
+            "sh",
+            ExecCommand::new("/bin/sh")
+                .with_args(["-c"])
+                .with_job_args(true),
+        )
+        .allow("env", ExecCommand::new("env").with_env("GREETING", "hi"))
         .allow("cat", ExecCommand::new("cat"))
         .allow(
             "missing",
@@ -284,5 +290,34 @@ async fn only_allow_listed_commands_run() {
         msg.contains("cannot start command `missing` (/nonexistent/mend-test-program)"),
         "{msg}"
     );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_program_gets_a_clean_environment_and_fixed_args() {
+    // The server's secrets are in its environment; the program must not see them.
+    std::env::set_var("MEND_API_TOKEN", "server-secret-token");
+    let config = config();
+    let env = Env::start(config.clone()).await;
+    let id = env.enqueue("exec", json!({"command": "env"}), 1).await;
+    let done = env.wait_for_state(id, JobState::Completed).await;
+    let out = done.result.unwrap()["stdout_tail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!out.contains("server-secret-token"), "{out}");
+    assert!(
+        out.contains("GREETING=hi"),
+        "configured variables are passed: {out}"
+    );
+    assert!(out.contains(&format!("MEND_JOB_ID={id}")), "{out}");
+    // A command without job_args refuses arguments from the job.
+    let err = mend_executors::validate(
+        "exec",
+        &json!({"command": "env", "args": ["-u", "PATH"]}),
+        &config,
+    )
+    .unwrap_err();
+    assert!(err.contains("takes no arguments from jobs"), "{err}");
     env.stop().await;
 }
