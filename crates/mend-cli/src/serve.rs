@@ -167,6 +167,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("opening {}", s.database))?,
     );
 
+    // Listen first: if the port is taken, fail before any job is claimed.
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (in use? try another --bind)"))?;
     let mut registry = mend::Registry::new();
     mend_executors::register(&mut registry, &s.executors);
     let retention = s.retention;
@@ -193,9 +197,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let ready = state.ready.clone();
     let app = mend_server::app(state);
 
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (in use? try another --bind)"))?;
     let local = listener.local_addr()?;
     // Scripts and tests read this line to find the port.
     println!("mend listening on http://{local}");

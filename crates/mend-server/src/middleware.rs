@@ -69,7 +69,8 @@ fn is_problem(resp: &Response) -> bool {
 /// Puts the request id into a problem+json body that was built without it.
 async fn add_request_id(resp: Response, id: &str) -> Response {
     let (parts, body) = resp.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+    // The body is one we built (in memory already); any size is fine.
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return Response::from_parts(parts, Body::empty());
     };
     let mut value: serde_json::Value = match serde_json::from_slice(&bytes) {
@@ -89,6 +90,17 @@ async fn add_request_id(resp: Response, id: &str) -> Response {
 /// Bearer-token auth, when a token is configured. Health probes stay open.
 pub(crate) async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(token) = state.token.as_deref() else {
+        // Without a token the server listens on loopback only; still, a web page the user
+        // visits could reach it (cross-site requests, DNS rebinding). Only loopback hosts and
+        // origins get in.
+        if let Some(why) = foreign_request(&req) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("{why}; without a token this server only answers requests addressed to localhost. Configure MEND_API_TOKEN to serve other hosts"),
+            )
+            .into_response_with_id(None);
+        }
         return next.run(req).await;
     };
     let path = req.uri().path();
@@ -105,6 +117,46 @@ pub(crate) async fn auth(State(state): State<AppState>, req: Request, next: Next
         Some(_) => unauthorized("the bearer token is not valid"),
         None => unauthorized("this server needs a token: send `Authorization: Bearer <token>` (the value of MEND_API_TOKEN on the server)"),
     }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    // host[:port], with IPv6 in brackets.
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Why a request does not look like it came from this machine's own clients, if it does not.
+fn foreign_request(req: &Request) -> Option<&'static str> {
+    let headers = req.headers();
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if let Some(host) = host {
+        if !is_loopback_host(host) {
+            return Some("the Host header names another host");
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let hostport = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+        if origin != "null" && !is_loopback_host(hostport) {
+            return Some("the request comes from a web page of another origin");
+        }
+        if origin == "null" {
+            return Some("the request comes from a web page of an opaque origin");
+        }
+    }
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site")
+    {
+        return Some("the request comes from another site");
+    }
+    None
 }
 
 fn unauthorized(detail: &str) -> Response {
@@ -130,6 +182,29 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::constant_time_eq;
+
+    #[test]
+    fn loopback_hosts() {
+        use super::is_loopback_host;
+        for h in [
+            "localhost",
+            "localhost:7878",
+            "127.0.0.1:7878",
+            "[::1]:80",
+            "[::1]",
+            "127.0.0.2",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "example.com",
+            "evil.localhost.example.com:80",
+            "10.0.0.1:7878",
+            "[2001:db8::1]:80",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
 
     #[test]
     fn compares_exactly() {

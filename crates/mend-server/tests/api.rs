@@ -335,3 +335,89 @@ async fn readiness_turns_off_at_shutdown_and_enqueues_are_refused() {
         "still alive"
     );
 }
+
+#[tokio::test]
+async fn wrong_methods_foreign_hosts_and_huge_values_get_clear_problems() {
+    let s = start(None, None).await;
+    let r = s.call("GET", "/v1/jobs/batch", None).await;
+    assert!(r.problem(405).contains("does not take GET"));
+
+    // Without a token, only requests addressed to loopback get in (DNS rebinding, CSRF).
+    let r = s
+        .raw("GET", "/v1/queues", &[("host", "evil.example.com")], None)
+        .await;
+    assert!(r.problem(403).contains("localhost"));
+    let r = s
+        .raw(
+            "POST",
+            "/v1/queues/default/pause",
+            &[("origin", "https://evil.example.com")],
+            None,
+        )
+        .await;
+    r.problem(403);
+    let r = s
+        .raw(
+            "GET",
+            "/v1/queues",
+            &[("sec-fetch-site", "cross-site")],
+            None,
+        )
+        .await;
+    r.problem(403);
+    let r = s
+        .raw(
+            "GET",
+            "/v1/queues",
+            &[("origin", "http://localhost:3000")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+
+    let huge = "x".repeat(200_000);
+    let r = s
+        .call("POST", "/v1/jobs", Some(json!({"kind": huge})))
+        .await;
+    let detail = r.problem(422);
+    assert!(
+        detail.len() < 400,
+        "the bad value is cut in the answer: {} bytes",
+        detail.len()
+    );
+}
+
+#[tokio::test]
+async fn cancel_of_a_finished_job_and_retry_of_a_completed_one_are_refused() {
+    let s = start(None, None).await;
+    let id = s
+        .call("POST", "/v1/jobs", Some(json!({"kind": "remote"})))
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.call(
+        "POST",
+        "/v1/workers/claim",
+        Some(json!({"worker_id": "w", "kinds": ["remote"]})),
+    )
+    .await;
+    let done = s
+        .call(
+            "POST",
+            &format!("/v1/jobs/{id}/complete"),
+            Some(json!({"worker_id": "w", "attempt": 1})),
+        )
+        .await;
+    assert_eq!(done.body["state"], "completed");
+    let r = s.call("POST", &format!("/v1/jobs/{id}/cancel"), None).await;
+    assert!(r.problem(409).contains("already completed"));
+    let r = s.call("POST", &format!("/v1/jobs/{id}/retry"), None).await;
+    assert!(r.problem(409).contains("force=true"));
+    let r = s
+        .call("POST", &format!("/v1/jobs/{id}/retry?force=true"), None)
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["state"], "available");
+}

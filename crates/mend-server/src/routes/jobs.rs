@@ -73,6 +73,19 @@ pub struct BatchRequest {
     pub jobs: Vec<EnqueueRequest>,
 }
 
+/// A value echoed in an error message, cut so a huge input cannot make a huge answer.
+fn shown(s: &str) -> String {
+    const MAX: usize = 80;
+    if s.len() <= MAX {
+        return format!("{s:?}");
+    }
+    let mut cut = MAX;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{:?}… ({} bytes)", &s[..cut], s.len())
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_NAME
@@ -91,8 +104,8 @@ fn to_new_job(
         return Err(ApiError::invalid(
             field("kind"),
             format!(
-                "kind must be 1–{MAX_NAME} characters of letters, digits and _ - . : / (got {:?})",
-                req.kind
+                "kind must be 1–{MAX_NAME} characters of letters, digits and _ - . : / (got {})",
+                shown(&req.kind)
             ),
         ));
     }
@@ -102,7 +115,10 @@ fn to_new_job(
     if !valid_name(&queue) {
         return Err(ApiError::invalid(
             field("queue"),
-            format!("queue must be 1–{MAX_NAME} characters of letters, digits and _ - . : / (got {queue:?})"),
+            format!(
+                "queue must be 1–{MAX_NAME} characters of letters, digits and _ - . : / (got {})",
+                shown(&queue)
+            ),
         ));
     }
     let args = req.args.unwrap_or_else(|| serde_json::json!({}));
@@ -134,7 +150,7 @@ fn to_new_job(
                 .map_err(|e| {
                     ApiError::invalid(
                         field("run_at"),
-                        format!("run_at must be an RFC 3339 time such as 2026-11-21T10:00:00Z ({e}; got {t:?})"),
+                        format!("run_at must be an RFC 3339 time such as 2026-11-21T10:00:00Z ({e}; got {})", shown(&t)),
                     )
                 })?
                 .with_timezone(&Utc);
@@ -396,21 +412,40 @@ pub(crate) async fn cancel(
             now: Utc::now(),
         })
         .await?;
-    rows.into_iter()
+    let job = rows
+        .into_iter()
         .next()
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    if job.state.is_final() && job.state != JobState::Cancelled {
+        return Err(ApiError::conflict(format!(
+            "job {id} is already {}; there is nothing to cancel",
+            job.state
+        )));
+    }
+    Ok(Json(job))
 }
 
-/// Retries a completed, cancelled or discarded job now.
-#[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", params(("id" = Uuid, Path)),
+/// `?force=true` on retry.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RetryQuery {
+    /// Retry a completed job too (its effects happen again).
+    #[serde(default)]
+    force: bool,
+}
+
+/// Retries a cancelled or discarded job now (a completed one only with `?force=true`).
+#[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", params(("id" = Uuid, Path), RetryQuery),
     responses((status = 200, body = JobRow), (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 409, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn retry(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
+    q: Result<Query<RetryQuery>, QueryRejection>,
 ) -> Result<Json<JobRow>, ApiError> {
     let id = parse_id(id)?;
+    let Query(q) = q?;
     let before = state
         .store
         .get(id)
@@ -420,6 +455,11 @@ pub(crate) async fn retry(
         return Err(ApiError::conflict(format!(
             "job {id} is {}; only completed, cancelled or discarded jobs can be retried",
             before.state
+        )));
+    }
+    if before.state == JobState::Completed && !q.force {
+        return Err(ApiError::conflict(format!(
+            "job {id} completed; retrying it runs it (and its effects) again. Add ?force=true if that is what you want"
         )));
     }
     let rows = state

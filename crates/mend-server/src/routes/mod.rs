@@ -63,4 +63,5 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/jobs/{id}/complete", post(workers::complete))
         .route("/v1/jobs/{id}/fail", post(workers::fail))
         .fallback(health::not_found)
+        .method_not_allowed_fallback(health::method_not_allowed)
 }

@@ -92,8 +92,10 @@ impl Server {
         body: Option<&[u8]>,
     ) -> Resp {
         let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let mut req =
-            format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n");
+        let mut req = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req.push_str("host: localhost\r\n");
+        }
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
