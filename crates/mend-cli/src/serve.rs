@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 /// Arguments of `mend serve`. Each has an environment variable; `mend.toml` fills in what
 /// neither flag nor variable sets.
-#[derive(clap::Args, Debug, Default)]
+#[derive(clap::Args, Default)]
 pub struct ServeArgs {
     /// Database URL [default: sqlite://mend.db]
     #[arg(long, env = "MEND_DATABASE_URL")]
@@ -47,7 +47,7 @@ pub struct ServeArgs {
 }
 
 /// `mend.toml`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     database: Option<String>,
@@ -63,7 +63,6 @@ struct FileConfig {
 }
 
 /// The settings in force.
-#[derive(Debug)]
 struct Settings {
     database: String,
     bind: String,
@@ -74,6 +73,20 @@ struct Settings {
     max_body_bytes: usize,
     retention: Option<Duration>,
     executors: mend_executors::ExecutorsConfig,
+}
+
+impl std::fmt::Debug for Settings {
+    // Written out so the token can never reach a log line through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("database", &self.database)
+            .field("bind", &self.bind)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("queues", &self.queues)
+            .field("drain", &self.drain)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
 }
 
 fn load(args: ServeArgs) -> anyhow::Result<Settings> {
@@ -120,7 +133,11 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
             .bind
             .or(file.bind)
             .unwrap_or_else(|| "127.0.0.1:7878".into()),
-        token: args.token.or(file.token).filter(|t| !t.is_empty()),
+        token: args
+            .token
+            .or(file.token)
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty()),
         queues,
         drain: Duration::from_millis(args.drain_ms.or(file.drain_ms).unwrap_or(30_000)),
         grace: Duration::from_millis(
@@ -216,16 +233,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     ready.store(false, Ordering::Release);
     let w = worker.clone();
+    let hurry = tokio_util::sync::CancellationToken::new();
+    let hurry_on_signal = hurry.clone();
     let second = tokio::spawn(async move {
         mend::runtime::wait_for_signal().await;
-        tracing::warn!("second signal: cancelling in-flight jobs and releasing them now");
+        tracing::warn!("second signal: cancelling in-flight jobs and releasing them now (a third exits at once)");
+        hurry_on_signal.cancel();
         w.cut_drain();
         mend::runtime::wait_for_signal().await;
         std::process::exit(130);
     });
     // Readiness is false for the grace period, so load balancers stop sending new work
     // before connections are refused.
-    tokio::time::sleep(s.grace).await;
+    tokio::select! {
+        _ = tokio::time::sleep(s.grace) => {}
+        _ = hurry.cancelled() => {}
+    }
     http_stop.cancel();
     let drained = worker.shutdown(s.drain).await;
     match tokio::time::timeout(Duration::from_secs(10), server).await {

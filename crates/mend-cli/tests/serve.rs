@@ -327,3 +327,58 @@ fn metrics_parse_and_move_as_jobs_run() {
     );
     assert_eq!(get(&after, "mend_in_flight"), 0.0);
 }
+
+#[test]
+fn a_second_signal_releases_running_jobs_and_exits_at_once() {
+    let mut s = serve(&["--shutdown-grace-ms", "5000", "--drain-ms", "60000"]);
+    let (_, job) = http(
+        &s.addr,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"kind": "noop", "args": {"sleep_ms": 60000}})),
+    )
+    .unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    wait_until("the job running", Duration::from_secs(10), || {
+        let (_, j) = http(&s.addr, "GET", &format!("/v1/jobs/{id}"), None).unwrap();
+        j["state"] == "running"
+    });
+    signal(&s.child, "TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        s.child.try_wait().unwrap().is_none(),
+        "still in its grace period"
+    );
+    let started = Instant::now();
+    signal(&s.child, "INT");
+    let code = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the second signal did not stop it"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0));
+    let db = s._dir.path().join("serve.db");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = mend_sqlite::SqliteStore::open(db.to_str().unwrap())
+            .await
+            .unwrap();
+        let job = mend::Store::get(&store, id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (job.state, job.attempt),
+            (mend::JobState::Available, 0),
+            "released, attempt not used"
+        );
+    });
+}

@@ -111,7 +111,11 @@ pub(crate) async fn auth(State(state): State<AppState>, req: Request, next: Next
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| {
+            // The scheme name is case-insensitive (RFC 7235).
+            let (scheme, value) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| value.trim())
+        });
     match given {
         Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => next.run(req).await,
         Some(_) => unauthorized("the bearer token is not valid"),

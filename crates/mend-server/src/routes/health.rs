@@ -9,13 +9,13 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// Alive: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Object)))]
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, body = Object)))]
 pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Ready: false (503) as soon as shutdown begins, so load balancers stop sending work.
-#[utoipa::path(get, path = "/readyz", tag = "health",
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
     responses((status = 200, body = Object), (status = 503, body = Object)))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if state.is_ready() {

@@ -232,9 +232,6 @@ pub(crate) async fn enqueue(
     headers: HeaderMap,
     body: Result<Json<EnqueueRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    if !state.is_ready() {
-        return Err(shutting_down());
-    }
     let Json(req) = body?;
     let job = to_new_job(&state, req, header_key(&headers)?, "")?;
     let new_id = job.id;
@@ -273,9 +270,6 @@ pub(crate) async fn enqueue_batch(
     headers: HeaderMap,
     body: Result<Json<BatchRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    if !state.is_ready() {
-        return Err(shutting_down());
-    }
     let Json(req) = body?;
     if headers.contains_key(IDEMPOTENCY_KEY) {
         return Err(ApiError::invalid(
@@ -473,12 +467,4 @@ pub(crate) async fn retry(
         .next()
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
-}
-
-fn shutting_down() -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "shutting-down",
-        "the server is shutting down and takes no new jobs; retry against another instance or after the restart",
-    )
 }

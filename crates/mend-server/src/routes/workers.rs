@@ -117,6 +117,8 @@ pub(crate) async fn claim(
     let wake = state.store.wakeup();
     loop {
         if !state.is_ready() {
+            // Shutting down: hand out nothing, but wait as asked so workers do not spin.
+            tokio::time::sleep_until(deadline).await;
             return Ok(Json(
                 serde_json::json!({ "jobs": [], "lease_owner": owner }),
             ));
