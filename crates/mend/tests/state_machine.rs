@@ -271,6 +271,7 @@ async fn apply(
                         attempt,
                         lease_owner: owner,
                         kind: outcome_kind,
+                        cleanups: vec![],
                     }],
                     now: t0,
                 })

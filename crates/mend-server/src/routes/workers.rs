@@ -289,6 +289,7 @@ pub(crate) async fn complete(
             attempt: req.attempt,
             lease_owner: owner,
             kind: OutcomeKind::Completed { result },
+            cleanups: vec![],
         },
     )
     .await
@@ -344,6 +345,7 @@ pub(crate) async fn fail(
             attempt: req.attempt,
             lease_owner: owner,
             kind,
+            cleanups: vec![],
         },
     )
     .await
