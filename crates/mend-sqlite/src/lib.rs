@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mend::job::{AttemptError, JobRow, JobState, NewJob, TimelineEvent};
+use mend::job::{AttemptError, JobRow, JobState, NewJob};
 use mend::maintenance::rescuer;
 use mend::store::{
     CancelParams, ClaimParams, CompleteParams, CompleteResult, ExtendLeasesParams,
@@ -51,49 +51,21 @@ const READERS: usize = 4;
 const PROMOTE_BATCH: i64 = 10_000;
 
 /// Every write of a running job's outcome is fenced by (id, attempt, lease owner).
-/// Appends the JSON event in parameter `$p` to the job's timeline, keeping it bounded the way
-/// [`mend::job::TimelineEvent::push_onto`] does.
-macro_rules! push_event {
-    ($p:literal) => {
-        concat!("events = json_insert(CASE WHEN json_array_length(events) >= 100 THEN json_remove(events, '$[1]') ELSE events END, '$[#]', json(", $p, "))")
+macro_rules! fenced {
+    ($set:literal) => {
+        concat!("UPDATE mend_jobs SET ", $set, ", lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'")
     };
 }
-
-/// The errors column with one more record (a damaged column starts over rather than failing).
-macro_rules! push_error {
-    ($p:literal) => {
-        concat!("errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json(", $p, "))")
-    };
-}
-
-const SQL_COMPLETED: &str = concat!(
-    "UPDATE mend_jobs SET state = 'completed', finalized_at = ?4, result = ?5, ",
-    push_event!("?6"),
-    ", lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'"
-);
+const SQL_COMPLETED: &str = fenced!("state = 'completed', finalized_at = ?4, result = ?5");
 // A cancel request that arrived during the attempt wins over retry, snooze and release.
-const SQL_RETRY: &str = concat!(
-    "UPDATE mend_jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'retryable' END, finalized_at = CASE WHEN cancel_requested THEN ?6 END, run_at = ?4, ",
-    push_error!("?5"), ", ", push_event!("?7"),
-    ", lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'"
-);
-const SQL_FINISH_WITH_ERROR: &str = concat!(
-    "UPDATE mend_jobs SET state = ?6, finalized_at = ?4, ",
-    push_error!("?5"), ", ", push_event!("?7"),
-    ", lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'"
-);
-const SQL_SNOOZE: &str = concat!(
-    "UPDATE mend_jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE ?5 END, finalized_at = CASE WHEN cancel_requested THEN ?6 END, run_at = ?4, attempt = attempt - 1, ",
-    push_event!("?7"),
-    ", lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'"
-);
+const SQL_RETRY: &str = fenced!("state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'retryable' END, finalized_at = CASE WHEN cancel_requested THEN ?6 END, run_at = ?4, errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json(?5))");
+const SQL_FINISH_WITH_ERROR: &str =
+    fenced!("state = ?6, finalized_at = ?4, errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json(?5))");
+const SQL_SNOOZE: &str = fenced!("state = CASE WHEN cancel_requested THEN 'cancelled' ELSE ?5 END, finalized_at = CASE WHEN cancel_requested THEN ?6 END, run_at = ?4, attempt = attempt - 1");
 // A released job keeps its run_at, and so its place in the queue.
-const SQL_RELEASE: &str = concat!(
-    "UPDATE mend_jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'available' END, finalized_at = CASE WHEN cancel_requested THEN ?4 END, attempt = attempt - 1, ",
-    push_event!("?5"),
-    ", lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'"
-);
-const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events";
+const SQL_RELEASE: &str = fenced!("state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'available' END, finalized_at = CASE WHEN cancel_requested THEN ?4 END, attempt = attempt - 1");
+
+const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms";
 
 /// How the store is opened.
 #[derive(Debug, Clone)]
@@ -397,7 +369,6 @@ fn row_to_job(r: &Row<'_>) -> Result<JobRow> {
         tags: json(&id, "tags", &tags)?,
         result: result.map(|s| json(&id, "result", &s)).transpose()?,
         timeout_ms: r.get(19).map_err(raw)?,
-        timeline: json(&id, "events", &r.get::<_, String>(20).map_err(raw)?)?,
     })
 }
 
@@ -501,8 +472,8 @@ impl Store for SqliteStore {
                 let now = Utc::now();
                 let mut stmt = conn
                     .prepare_cached(
-                        "INSERT INTO mend_jobs (id, queue, kind, args, state, priority, max_attempts, run_at, created_at, unique_key, tags, timeout_ms, events)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                        "INSERT INTO mend_jobs (id, queue, kind, args, state, priority, max_attempts, run_at, created_at, unique_key, tags, timeout_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                          ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING",
                     )
                     .map_err(|e| map_err(path, e))?;
@@ -512,13 +483,6 @@ impl Store for SqliteStore {
                     let state = if run_at > now { JobState::Scheduled } else { JobState::Available };
                     let args = serde_json::to_string(&job.args).map_err(|e| StoreError::Database(e.to_string()))?;
                     let tags = serde_json::to_string(&job.tags).map_err(|e| StoreError::Database(e.to_string()))?;
-                    let stored_now = DateTime::from_timestamp_micros(micros(now)).unwrap_or(now);
-                    let mut enqueued = TimelineEvent::new(stored_now, "enqueued");
-                    if state == JobState::Scheduled {
-                        enqueued = enqueued.detail(format!("scheduled for {run_at}"));
-                    }
-                    let timeline = vec![enqueued];
-                    let events = serde_json::to_string(&timeline).map_err(|e| StoreError::Database(e.to_string()))?;
                     let n = stmt
                         .execute(params![
                             job.id.as_bytes().as_slice(),
@@ -533,7 +497,6 @@ impl Store for SqliteStore {
                             job.unique_key,
                             tags,
                             job.timeout_ms,
-                            events,
                         ])
                         .map_err(|e| map_err(path, e))?;
                     if n == 0 {
@@ -569,7 +532,6 @@ impl Store for SqliteStore {
                             tags: job.tags,
                             result: None,
                             timeout_ms: job.timeout_ms,
-                            timeline,
                         });
                     }
                 }
@@ -668,29 +630,17 @@ impl Store for SqliteStore {
             discard_undecodable(conn, path, bad, p.now)?;
             let mut stmt = conn
                 .prepare_cached(
-                    concat!(
-                        "UPDATE mend_jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?2,
-                            lease_owner = ?3, lease_expires_at = ?4, ",
-                        push_event!("?5"),
-                        " WHERE id = ?1 AND state = 'available'"
-                    ),
+                    "UPDATE mend_jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?2,
+                        lease_owner = ?3, lease_expires_at = ?4
+                     WHERE id = ?1 AND state = 'available'",
                 )
                 .map_err(|e| map_err(path, e))?;
             let stored_now = DateTime::from_timestamp_micros(now).unwrap_or(p.now);
             let stored_expiry = DateTime::from_timestamp_micros(micros(expires_at)).unwrap_or(expires_at);
             for job in &mut jobs {
-                // The caller read its clock before the claim waited for the writer, so it may
-                // predate the job's latest event (an enqueue or an outcome written meanwhile);
-                // the timeline must stay in order.
-                let latest = job.timeline.last().map_or(job.created_at, |e| e.at);
-                let event = TimelineEvent::new(stored_now.max(latest), "claimed")
-                    .attempt(job.attempt + 1)
-                    .node(p.lease_owner.clone());
-                let event_json = serde_json::to_string(&event).map_err(|e| StoreError::Database(e.to_string()))?;
                 let n = stmt
-                    .execute(params![job.id.as_bytes().as_slice(), now, p.lease_owner, micros(expires_at), event_json])
+                    .execute(params![job.id.as_bytes().as_slice(), now, p.lease_owner, micros(expires_at)])
                     .map_err(|e| map_err(path, e))?;
-                event.push_onto(&mut job.timeline);
                 if n != 1 {
                     // Cannot happen while this thread holds the write lock; if it ever does,
                     // the job was not claimed and must not be returned as ours.
@@ -736,22 +686,12 @@ impl Store for SqliteStore {
                 let mut completed = conn
                     .prepare_cached(SQL_COMPLETED)
                     .map_err(|e| map_err(path, e))?;
-                let stored_now = DateTime::from_timestamp_micros(now).unwrap_or(p.now);
                 for o in p.outcomes {
                     let id = o.id.as_bytes().as_slice();
-                    let event = serde_json::to_string(&o.timeline_event(stored_now))
-                        .map_err(|e| StoreError::Database(e.to_string()))?;
                     let n = match &o.kind {
                         OutcomeKind::Completed { result } => {
                             let result = result.as_ref().map(|v| v.to_string());
-                            completed.execute(params![
-                                id,
-                                o.attempt,
-                                o.lease_owner,
-                                now,
-                                result,
-                                event
-                            ])
+                            completed.execute(params![id, o.attempt, o.lease_owner, now, result])
                         }
                         OutcomeKind::Retry { error, run_at } => {
                             let record = error_json(error)?;
@@ -762,8 +702,7 @@ impl Store for SqliteStore {
                                     o.lease_owner,
                                     micros(*run_at),
                                     record,
-                                    now,
-                                    event
+                                    now
                                 ])
                             })
                         }
@@ -782,8 +721,7 @@ impl Store for SqliteStore {
                                         o.lease_owner,
                                         now,
                                         record,
-                                        state,
-                                        event
+                                        state
                                     ])
                                 })
                         }
@@ -800,14 +738,13 @@ impl Store for SqliteStore {
                                     o.lease_owner,
                                     micros(*run_at),
                                     state,
-                                    now,
-                                    event
+                                    now
                                 ])
                             })
                         }
                         OutcomeKind::Release => {
                             conn.prepare_cached(SQL_RELEASE).and_then(|mut s| {
-                                s.execute(params![id, o.attempt, o.lease_owner, now, event])
+                                s.execute(params![id, o.attempt, o.lease_owner, now])
                             })
                         }
                     }
@@ -880,27 +817,17 @@ impl Store for SqliteStore {
                 let d = rescuer::decide(&job, p.now, p.quarantine_after_lost);
                 let finalized = (d.state == JobState::Discarded).then_some(now);
                 let record = error_json(&d.error)?;
-                let stored_now = DateTime::from_timestamp_micros(now).unwrap_or(p.now);
-                let mut event = TimelineEvent::new(stored_now, if d.quarantined { "quarantined" } else { "rescued" })
-                    .attempt(job.attempt)
-                    .detail(d.error.message.clone());
-                if let Some(owner) = &job.lease_owner {
-                    event = event.node(owner.clone());
-                }
-                let event = serde_json::to_string(&event).map_err(|e| StoreError::Database(e.to_string()))?;
                 let n = conn
-                    .prepare_cached(concat!(
+                    .prepare_cached(
                         // A job someone asked to cancel is not run again after its worker died.
                         "UPDATE mend_jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE ?1 END,
                             finalized_at = CASE WHEN cancel_requested THEN ?2 ELSE ?3 END,
-                            run_at = ?2, lease_expires_at = NULL, ",
-                        push_error!("?4"),
-                        ", ",
-                        push_event!("?7"),
-                        " WHERE id = ?5 AND attempt = ?6 AND state = 'running'"
-                    ))
+                            run_at = ?2, lease_expires_at = NULL,
+                            errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json(?4))
+                         WHERE id = ?5 AND attempt = ?6 AND state = 'running'",
+                    )
                     .and_then(|mut s| {
-                        s.execute(params![d.state.as_str(), now, finalized, record, job.id.as_bytes().as_slice(), job.attempt, event])
+                        s.execute(params![d.state.as_str(), now, finalized, record, job.id.as_bytes().as_slice(), job.attempt])
                     })
                     .map_err(|e| map_err(path, e))?;
                 if n == 1 {
@@ -917,28 +844,19 @@ impl Store for SqliteStore {
     async fn cancel(&self, p: CancelParams) -> Result<Vec<JobRow>> {
         self.write(true, move |conn, path| {
             let now = micros(p.now);
-            let stored_now = DateTime::from_timestamp_micros(now).unwrap_or(p.now);
-            let event = |name: &str| {
-                serde_json::to_string(&TimelineEvent::new(stored_now, name).detail("on request"))
-                    .map_err(|e| StoreError::Database(e.to_string()))
-            };
-            let (cancelled, requested) = (event("cancelled")?, event("cancel_requested")?);
             let mut out = Vec::new();
             for id in p.ids {
                 let key = id.as_bytes().to_vec();
-                conn.prepare_cached(concat!(
-                    "UPDATE mend_jobs SET state = 'cancelled', finalized_at = ?2, ",
-                    push_event!("?3"),
-                    " WHERE id = ?1 AND state IN ('scheduled', 'available', 'retryable')"
-                ))
-                .and_then(|mut s| s.execute(params![key, now, cancelled]))
+                conn.prepare_cached(
+                    "UPDATE mend_jobs SET state = 'cancelled', finalized_at = ?2
+                     WHERE id = ?1 AND state IN ('scheduled', 'available', 'retryable')",
+                )
+                .and_then(|mut s| s.execute(params![key, now]))
                 .map_err(|e| map_err(path, e))?;
-                conn.prepare_cached(concat!(
-                    "UPDATE mend_jobs SET cancel_requested = 1, ",
-                    push_event!("?2"),
-                    " WHERE id = ?1 AND state = 'running' AND cancel_requested = 0"
-                ))
-                .and_then(|mut s| s.execute(params![key, requested]))
+                conn.prepare_cached(
+                    "UPDATE mend_jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'",
+                )
+                .and_then(|mut s| s.execute(params![key]))
                 .map_err(|e| map_err(path, e))?;
                 if let Some(job) = get_job(conn, path, id)? {
                     out.push(job);
@@ -953,20 +871,14 @@ impl Store for SqliteStore {
         let rows = self
             .write(true, move |conn, path| {
                 let now = micros(p.now);
-                let stored_now = DateTime::from_timestamp_micros(now).unwrap_or(p.now);
-                let event = serde_json::to_string(
-                    &TimelineEvent::new(stored_now, "retried").detail("on request"),
-                )
-                .map_err(|e| StoreError::Database(e.to_string()))?;
                 let mut out = Vec::new();
                 for id in p.ids {
-                    conn.prepare_cached(concat!(
+                    conn.prepare_cached(
                         "UPDATE mend_jobs SET state = 'available', run_at = ?2, finalized_at = NULL,
-                            cancel_requested = 0, max_attempts = max(max_attempts, attempt + 1), ",
-                        push_event!("?3"),
-                        " WHERE id = ?1 AND state IN ('completed', 'cancelled', 'discarded')"
-                    ))
-                    .and_then(|mut s| s.execute(params![id.as_bytes().as_slice(), now, event]))
+                            cancel_requested = 0, max_attempts = max(max_attempts, attempt + 1)
+                         WHERE id = ?1 AND state IN ('completed', 'cancelled', 'discarded')",
+                    )
+                    .and_then(|mut s| s.execute(params![id.as_bytes().as_slice(), now]))
                     .map_err(|e| map_err(path, e))?;
                     if let Some(job) = get_job(conn, path, id)? {
                         out.push(job);

@@ -57,7 +57,6 @@ fn outcome(job: &JobRow, kind: OutcomeKind) -> Outcome {
         attempt: job.attempt,
         lease_owner: job.lease_owner.clone().expect("claimed job has an owner"),
         kind,
-        cleanups: vec![],
     }
 }
 

@@ -196,74 +196,6 @@ pub struct AttemptError {
     pub at: DateTime<Utc>,
 }
 
-/// Most events kept per job: the first (`enqueued`) and the latest ones. A job retried
-/// hundreds of times keeps its beginning and its recent history, not an unbounded list.
-pub const MAX_TIMELINE: usize = 100;
-
-/// One step in a job's life, for its timeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct TimelineEvent {
-    /// When it happened.
-    pub at: DateTime<Utc>,
-    /// What happened: `enqueued`, `claimed`, `completed`, `failed`, `discarded`, `cancelled`,
-    /// `cancel_requested`, `snoozed`, `released`, `rescued`, `quarantined`, `retried`.
-    pub event: String,
-    /// The attempt it concerns.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attempt: Option<i32>,
-    /// The node (worker) involved.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
-    /// Details for a person: the error, the next run time, the dead node.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// The in-memory cleanups the attempt ran, in order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub cleanups: Vec<crate::cleanup::CleanupReport>,
-}
-
-impl TimelineEvent {
-    /// An event with no attempt, node or detail yet.
-    pub fn new(at: DateTime<Utc>, event: &str) -> Self {
-        TimelineEvent {
-            at,
-            event: event.to_owned(),
-            attempt: None,
-            node: None,
-            detail: None,
-            cleanups: Vec::new(),
-        }
-    }
-
-    /// For an attempt.
-    pub fn attempt(mut self, attempt: i32) -> Self {
-        self.attempt = Some(attempt);
-        self
-    }
-
-    /// By or about a node.
-    pub fn node(mut self, node: impl Into<String>) -> Self {
-        self.node = Some(node.into());
-        self
-    }
-
-    /// With details.
-    pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
-        self
-    }
-
-    /// Appends this event to a timeline the way every store does: past [`MAX_TIMELINE`]
-    /// events, the second one (the oldest after `enqueued`) goes.
-    pub fn push_onto(self, timeline: &mut Vec<TimelineEvent>) {
-        if timeline.len() >= MAX_TIMELINE {
-            timeline.remove(1.min(timeline.len() - 1));
-        }
-        timeline.push(self);
-    }
-}
-
 /// A job as stored. Field names match the database columns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -310,9 +242,6 @@ pub struct JobRow {
     pub result: Option<serde_json::Value>,
     /// Per-job attempt timeout, overriding the handler's.
     pub timeout_ms: Option<i64>,
-    /// What happened to the job, oldest first (bounded by [`MAX_TIMELINE`]).
-    #[serde(default)]
-    pub timeline: Vec<TimelineEvent>,
 }
 
 impl JobRow {
@@ -518,7 +447,6 @@ mod tests {
             tags: vec![],
             result: None,
             timeout_ms: None,
-            timeline: vec![],
         };
         let err = |kind| AttemptError {
             attempt: 1,

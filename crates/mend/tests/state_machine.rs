@@ -271,7 +271,6 @@ async fn apply(
                         attempt,
                         lease_owner: owner,
                         kind: outcome_kind,
-                        cleanups: vec![],
                     }],
                     now: t0,
                 })

@@ -289,7 +289,6 @@ pub(crate) async fn complete(
             attempt: req.attempt,
             lease_owner: owner,
             kind: OutcomeKind::Completed { result },
-            cleanups: vec![],
         },
     )
     .await
@@ -345,7 +344,6 @@ pub(crate) async fn fail(
             attempt: req.attempt,
             lease_owner: owner,
             kind,
-            cleanups: vec![],
         },
     )
     .await

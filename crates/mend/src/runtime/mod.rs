@@ -249,6 +249,7 @@ struct Pending {
     outcome: Outcome,
     kind: String,
     queue: String,
+    cleanups: Vec<CleanupReport>,
 }
 
 pub(crate) struct Shared {
