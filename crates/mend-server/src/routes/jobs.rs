@@ -86,7 +86,8 @@ fn shown(s: &str) -> String {
     format!("{:?}… ({} bytes)", &s[..cut], s.len())
 }
 
-fn valid_name(s: &str) -> bool {
+/// Whether `s` can name a kind or a queue: 1–128 letters, digits and `_ - . : /`.
+pub(crate) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_NAME
         && s.chars()

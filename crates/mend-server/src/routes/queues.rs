@@ -63,12 +63,7 @@ fn queue_name(
     p: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<String, ApiError> {
     let axum::extract::Path(name) = p?;
-    if name.is_empty()
-        || name.len() > 128
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'))
-    {
+    if !super::jobs::valid_name(&name) {
         return Err(ApiError::invalid(
             "name",
             format!("{name:?} is not a queue name (1–128 letters, digits, _ - . : /)"),

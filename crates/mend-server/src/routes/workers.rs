@@ -113,6 +113,19 @@ pub(crate) async fn claim(
     let queue = req
         .queue
         .unwrap_or_else(|| mend::job::DEFAULT_QUEUE.to_owned());
+    if !super::jobs::valid_name(&queue) {
+        return Err(ApiError::invalid(
+            "queue",
+            "queue must be 1–128 letters, digits, _ - . : /",
+        ));
+    }
+    if let Some(k) = req.kinds.iter().find(|k| !super::jobs::valid_name(k)) {
+        let k: String = k.chars().take(80).collect();
+        return Err(ApiError::invalid(
+            "kinds",
+            format!("{k:?} is not a kind name (1–128 letters, digits, _ - . : /)"),
+        ));
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
     let wake = state.store.wakeup();
     loop {
