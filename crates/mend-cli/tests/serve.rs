@@ -382,3 +382,26 @@ fn a_second_signal_releases_running_jobs_and_exits_at_once() {
         );
     });
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mend"))
+        .args(["--log-format", "json", "migrate", "--database"])
+        .arg(format!("sqlite://{}", dir.path().join("logs.db").display()))
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "applied migration" && l["level"] == "INFO"),
+        "{stderr}"
+    );
+}

@@ -87,7 +87,7 @@ pub(super) async fn run(
                 busy = got == wanted;
                 for job in jobs {
                     let Some(permit) = permits.pop() else { break };
-                    let span = tracing::debug_span!("job", id = %job.id, kind = %job.kind, queue = %job.queue, attempt = job.attempt);
+                    let span = tracing::info_span!("job", id = %job.id, kind = %job.kind, queue = %job.queue, attempt = job.attempt, node = %shared.node.id);
                     shared
                         .tracker
                         .spawn(executor::execute(shared.clone(), job, permit).instrument(span));
