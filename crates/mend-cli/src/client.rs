@@ -769,6 +769,44 @@ fn describe_job(job: &Value) -> String {
             }
         }
     }
+    let timeline = job
+        .get("timeline")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if !timeline.is_empty() {
+        out.push_str("timeline:\n");
+        for e in &timeline {
+            let mut line = format!("  {}  {}", time_field(e, "at"), str_field(e, "event"));
+            if let Some(a) = e.get("attempt").and_then(Value::as_i64) {
+                line.push_str(&format!(" (attempt {a})"));
+            }
+            if let Some(n) = e.get("node").and_then(Value::as_str) {
+                line.push_str(&format!(" on {n}"));
+            }
+            if let Some(d) = e.get("detail").and_then(Value::as_str) {
+                line.push_str(&format!(": {}", d.lines().next().unwrap_or("")));
+            }
+            out.push_str(&line);
+            out.push('\n');
+            for c in e
+                .get("cleanups")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                out.push_str(&format!(
+                    "      cleanup {} {} ({} ms)\n",
+                    str_field(c, "name"),
+                    c.get("outcome")
+                        .and_then(|o| o.get("outcome"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("?"),
+                    num_field(c, "duration_ms")
+                ));
+            }
+        }
+    }
     out
 }
 

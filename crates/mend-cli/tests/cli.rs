@@ -469,6 +469,21 @@ fn failed_attempts_show_their_errors_and_retry_runs_again() {
         .to_owned();
     s.wait_for_state(&id, "discarded");
     let out = s.mend(&["jobs", "show", &id]).ok();
+    let timeline = out
+        .stdout
+        .split_once("timeline:\n")
+        .map(|(_, t)| t)
+        .unwrap_or_default();
+    let steps: Vec<&str> = timeline
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(
+        steps,
+        ["enqueued", "claimed", "discarded"],
+        "{}",
+        out.stdout
+    );
     assert!(
         out.stdout
             .lines()

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mend::job::{AttemptError, JobRow, JobState, NewJob};
+use mend::job::{AttemptError, JobRow, JobState, NewJob, TimelineEvent};
 use mend::maintenance::rescuer;
 use mend::store::{
     CancelParams, ClaimParams, CompleteParams, CompleteResult, ExtendLeasesParams,
@@ -50,22 +50,68 @@ const READERS: usize = 4;
 /// Most due scheduled/retryable jobs promoted per claim; bounds one claim's transaction.
 const PROMOTE_BATCH: i64 = 10_000;
 
-/// Every write of a running job's outcome is fenced by (id, attempt, lease owner).
-macro_rules! fenced {
-    ($set:literal) => {
-        concat!("UPDATE mend_jobs SET ", $set, ", lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'")
+/// Appends the JSON event in parameter `$p` to the job's stored events. Past
+/// [`mend::job::MAX_TIMELINE_BYTES`] the oldest stored event makes room. Only rare paths
+/// write events (see [`mend::job::build_timeline`]).
+macro_rules! push_event {
+    ($p:literal) => {
+        concat!("events = json_insert(CASE WHEN octet_length(events) > 32768 THEN json_remove(events, '$[0]') ELSE events END, '$[#]', json(", $p, "))")
     };
 }
-const SQL_COMPLETED: &str = fenced!("state = 'completed', finalized_at = ?4, result = ?5");
-// A cancel request that arrived during the attempt wins over retry, snooze and release.
-const SQL_RETRY: &str = fenced!("state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'retryable' END, finalized_at = CASE WHEN cancel_requested THEN ?6 END, run_at = ?4, errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json(?5))");
-const SQL_FINISH_WITH_ERROR: &str =
-    fenced!("state = ?6, finalized_at = ?4, errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json(?5))");
-const SQL_SNOOZE: &str = fenced!("state = CASE WHEN cancel_requested THEN 'cancelled' ELSE ?5 END, finalized_at = CASE WHEN cancel_requested THEN ?6 END, run_at = ?4, attempt = attempt - 1");
-// A released job keeps its run_at, and so its place in the queue.
-const SQL_RELEASE: &str = fenced!("state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'available' END, finalized_at = CASE WHEN cancel_requested THEN ?4 END, attempt = attempt - 1");
 
-const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms";
+/// Like `push_event!`, for an event that ends an attempt: it records when the attempt started
+/// (from `attempted_at`, to the microsecond), so the timeline can show the attempt's claim
+/// without the claim having written anything.
+macro_rules! push_attempt_event {
+    ($p:literal) => {
+        concat!(
+            "events = json_insert(CASE WHEN octet_length(events) > 32768 THEN json_remove(events, '$[0]') ELSE events END, '$[#]', ",
+            "json_set(json(", $p, "), '$.started_at', strftime('%Y-%m-%dT%H:%M:%S', attempted_at / 1000000, 'unixepoch') || '.' || printf('%06d', attempted_at % 1000000) || 'Z'))"
+        )
+    };
+}
+
+/// The errors column with one more record (a damaged column starts over rather than failing).
+macro_rules! push_error {
+    ($p:literal) => {
+        concat!("errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json(", $p, "))")
+    };
+}
+
+/// The hot path: completion writes no event (the timeline derives it from `finalized_at`).
+const SQL_COMPLETED: &str = "UPDATE mend_jobs SET state = 'completed', finalized_at = ?4, result = ?5, lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'";
+/// A completion whose attempt ran cleanups: they are worth a timeline event.
+const SQL_COMPLETED_WITH_EVENT: &str = concat!(
+    "UPDATE mend_jobs SET state = 'completed', finalized_at = ?4, result = ?5, ",
+    push_attempt_event!("?6"),
+    ", lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'"
+);
+// A cancel request that arrived during the attempt wins over retry, snooze and release.
+const SQL_RETRY: &str = concat!(
+    "UPDATE mend_jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'retryable' END, finalized_at = CASE WHEN cancel_requested THEN ?6 END, run_at = ?4, ",
+    push_error!("?5"), ", ", push_attempt_event!("?7"),
+    ", lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'"
+);
+const SQL_FINISH_WITH_ERROR: &str = concat!(
+    "UPDATE mend_jobs SET state = ?6, finalized_at = ?4, ",
+    push_error!("?5"), ", ", push_attempt_event!("?7"),
+    ", lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'"
+);
+const SQL_SNOOZE: &str = concat!(
+    "UPDATE mend_jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE ?5 END, finalized_at = CASE WHEN cancel_requested THEN ?6 END, run_at = ?4, attempt = attempt - 1, ",
+    push_attempt_event!("?7"),
+    ", lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'"
+);
+// A released job keeps its run_at, and so its place in the queue.
+const SQL_RELEASE: &str = concat!(
+    "UPDATE mend_jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'available' END, finalized_at = CASE WHEN cancel_requested THEN ?4 END, attempt = attempt - 1, ",
+    push_attempt_event!("?5"),
+    ", lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'"
+);
+const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events";
+
+/// [`COLS`] without the stored events, for claims: running a job does not need its history.
+const COLS_TO_RUN: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, NULL";
 
 /// How the store is opened.
 #[derive(Debug, Clone)]
@@ -342,13 +388,15 @@ fn json<T: serde::de::DeserializeOwned>(id: &[u8], column: &'static str, s: &str
 fn row_to_job(r: &Row<'_>) -> Result<JobRow> {
     let raw = |e: rusqlite::Error| StoreError::Database(format!("reading a job row: {e}"));
     let id: Vec<u8> = r.get(0).map_err(raw)?;
+    // NULL when the query left the events out (claims): no timeline then.
+    let events: Option<String> = r.get(20).map_err(raw)?;
     let uuid = Uuid::from_slice(&id).map_err(|e| decode(&id, "id", e))?;
     let state: String = r.get(4).map_err(raw)?;
     let args: String = r.get(3).map_err(raw)?;
     let errors: String = r.get(15).map_err(raw)?;
     let tags: String = r.get(17).map_err(raw)?;
     let result: Option<String> = r.get(18).map_err(raw)?;
-    Ok(JobRow {
+    let mut job = JobRow {
         id: uuid,
         queue: r.get(1).map_err(raw)?,
         kind: r.get(2).map_err(raw)?,
@@ -369,7 +417,13 @@ fn row_to_job(r: &Row<'_>) -> Result<JobRow> {
         tags: json(&id, "tags", &tags)?,
         result: result.map(|s| json(&id, "result", &s)).transpose()?,
         timeout_ms: r.get(19).map_err(raw)?,
-    })
+        timeline: Vec::new(),
+    };
+    if let Some(events) = events {
+        let stored: Vec<TimelineEvent> = json(&id, "events", &events)?;
+        job.timeline = mend::job::build_timeline(&job, stored);
+    }
+    Ok(job)
 }
 
 /// A stored row that could not be decoded: its raw id and why.
@@ -483,6 +537,9 @@ impl Store for SqliteStore {
                     let state = if run_at > now { JobState::Scheduled } else { JobState::Available };
                     let args = serde_json::to_string(&job.args).map_err(|e| StoreError::Database(e.to_string()))?;
                     let tags = serde_json::to_string(&job.tags).map_err(|e| StoreError::Database(e.to_string()))?;
+                    let stored_now = DateTime::from_timestamp_micros(micros(now)).unwrap_or(now);
+                    // The same as a read derives (see mend::job::build_timeline).
+                    let timeline = vec![TimelineEvent::new(stored_now, "enqueued")];
                     let n = stmt
                         .execute(params![
                             job.id.as_bytes().as_slice(),
@@ -532,6 +589,7 @@ impl Store for SqliteStore {
                             tags: job.tags,
                             result: None,
                             timeout_ms: job.timeout_ms,
+                            timeline,
                         });
                     }
                 }
@@ -611,7 +669,7 @@ impl Store for SqliteStore {
                     conn,
                     path,
                     &format!(
-                        "SELECT {COLS} FROM mend_jobs WHERE state = 'available' AND queue = ?1
+                        "SELECT {COLS_TO_RUN} FROM mend_jobs WHERE state = 'available' AND queue = ?1
                          ORDER BY priority, run_at, id LIMIT ?2"
                     ),
                     params![p.queue, limit],
@@ -619,7 +677,7 @@ impl Store for SqliteStore {
             } else {
                 let placeholders: Vec<String> = (0..p.kinds.len()).map(|i| format!("?{}", i + 3)).collect();
                 let sql = format!(
-                    "SELECT {COLS} FROM mend_jobs WHERE state = 'available' AND queue = ?1
+                    "SELECT {COLS_TO_RUN} FROM mend_jobs WHERE state = 'available' AND queue = ?1
                      AND kind IN ({}) ORDER BY priority, run_at, id LIMIT ?2",
                     placeholders.join(", ")
                 );
@@ -630,9 +688,11 @@ impl Store for SqliteStore {
             discard_undecodable(conn, path, bad, p.now)?;
             let mut stmt = conn
                 .prepare_cached(
-                    "UPDATE mend_jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?2,
-                        lease_owner = ?3, lease_expires_at = ?4
-                     WHERE id = ?1 AND state = 'available'",
+                    concat!(
+                        "UPDATE mend_jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?2,
+                            lease_owner = ?3, lease_expires_at = ?4",
+                        " WHERE id = ?1 AND state = 'available'"
+                    ),
                 )
                 .map_err(|e| map_err(path, e))?;
             let stored_now = DateTime::from_timestamp_micros(now).unwrap_or(p.now);
@@ -686,12 +746,36 @@ impl Store for SqliteStore {
                 let mut completed = conn
                     .prepare_cached(SQL_COMPLETED)
                     .map_err(|e| map_err(path, e))?;
+                let stored_now = DateTime::from_timestamp_micros(now).unwrap_or(p.now);
                 for o in p.outcomes {
                     let id = o.id.as_bytes().as_slice();
+                    // A plain completion writes no event: the timeline derives it.
+                    let quiet =
+                        matches!(o.kind, OutcomeKind::Completed { .. }) && o.cleanups.is_empty();
+                    let event = if quiet {
+                        String::new()
+                    } else {
+                        serde_json::to_string(&o.timeline_event(stored_now))
+                            .map_err(|e| StoreError::Database(e.to_string()))?
+                    };
                     let n = match &o.kind {
-                        OutcomeKind::Completed { result } => {
+                        OutcomeKind::Completed { result } if quiet => {
                             let result = result.as_ref().map(|v| v.to_string());
                             completed.execute(params![id, o.attempt, o.lease_owner, now, result])
+                        }
+                        OutcomeKind::Completed { result } => {
+                            let result = result.as_ref().map(|v| v.to_string());
+                            conn.prepare_cached(SQL_COMPLETED_WITH_EVENT)
+                                .and_then(|mut s| {
+                                    s.execute(params![
+                                        id,
+                                        o.attempt,
+                                        o.lease_owner,
+                                        now,
+                                        result,
+                                        event
+                                    ])
+                                })
                         }
                         OutcomeKind::Retry { error, run_at } => {
                             let record = error_json(error)?;
@@ -702,7 +786,8 @@ impl Store for SqliteStore {
                                     o.lease_owner,
                                     micros(*run_at),
                                     record,
-                                    now
+                                    now,
+                                    event
                                 ])
                             })
                         }
@@ -721,7 +806,8 @@ impl Store for SqliteStore {
                                         o.lease_owner,
                                         now,
                                         record,
-                                        state
+                                        state,
+                                        event
                                     ])
                                 })
                         }
@@ -738,13 +824,14 @@ impl Store for SqliteStore {
                                     o.lease_owner,
                                     micros(*run_at),
                                     state,
-                                    now
+                                    now,
+                                    event
                                 ])
                             })
                         }
                         OutcomeKind::Release => {
                             conn.prepare_cached(SQL_RELEASE).and_then(|mut s| {
-                                s.execute(params![id, o.attempt, o.lease_owner, now])
+                                s.execute(params![id, o.attempt, o.lease_owner, now, event])
                             })
                         }
                     }
@@ -817,17 +904,27 @@ impl Store for SqliteStore {
                 let d = rescuer::decide(&job, p.now, p.quarantine_after_lost);
                 let finalized = (d.state == JobState::Discarded).then_some(now);
                 let record = error_json(&d.error)?;
+                let stored_now = DateTime::from_timestamp_micros(now).unwrap_or(p.now);
+                let mut event = TimelineEvent::new(stored_now, if d.quarantined { "quarantined" } else { "rescued" })
+                    .attempt(job.attempt)
+                    .detail(d.error.message.clone());
+                if let Some(owner) = &job.lease_owner {
+                    event = event.node(owner.clone());
+                }
+                let event = serde_json::to_string(&event).map_err(|e| StoreError::Database(e.to_string()))?;
                 let n = conn
-                    .prepare_cached(
+                    .prepare_cached(concat!(
                         // A job someone asked to cancel is not run again after its worker died.
                         "UPDATE mend_jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE ?1 END,
                             finalized_at = CASE WHEN cancel_requested THEN ?2 ELSE ?3 END,
-                            run_at = ?2, lease_expires_at = NULL,
-                            errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json(?4))
-                         WHERE id = ?5 AND attempt = ?6 AND state = 'running'",
-                    )
+                            run_at = ?2, lease_expires_at = NULL, ",
+                        push_error!("?4"),
+                        ", ",
+                        push_attempt_event!("?7"),
+                        " WHERE id = ?5 AND attempt = ?6 AND state = 'running'"
+                    ))
                     .and_then(|mut s| {
-                        s.execute(params![d.state.as_str(), now, finalized, record, job.id.as_bytes().as_slice(), job.attempt])
+                        s.execute(params![d.state.as_str(), now, finalized, record, job.id.as_bytes().as_slice(), job.attempt, event])
                     })
                     .map_err(|e| map_err(path, e))?;
                 if n == 1 {
@@ -844,19 +941,28 @@ impl Store for SqliteStore {
     async fn cancel(&self, p: CancelParams) -> Result<Vec<JobRow>> {
         self.write(true, move |conn, path| {
             let now = micros(p.now);
+            let stored_now = DateTime::from_timestamp_micros(now).unwrap_or(p.now);
+            let event = |name: &str| {
+                serde_json::to_string(&TimelineEvent::new(stored_now, name).detail("on request"))
+                    .map_err(|e| StoreError::Database(e.to_string()))
+            };
+            let (cancelled, requested) = (event("cancelled")?, event("cancel_requested")?);
             let mut out = Vec::new();
             for id in p.ids {
                 let key = id.as_bytes().to_vec();
-                conn.prepare_cached(
-                    "UPDATE mend_jobs SET state = 'cancelled', finalized_at = ?2
-                     WHERE id = ?1 AND state IN ('scheduled', 'available', 'retryable')",
-                )
-                .and_then(|mut s| s.execute(params![key, now]))
+                conn.prepare_cached(concat!(
+                    "UPDATE mend_jobs SET state = 'cancelled', finalized_at = ?2, ",
+                    push_event!("?3"),
+                    " WHERE id = ?1 AND state IN ('scheduled', 'available', 'retryable')"
+                ))
+                .and_then(|mut s| s.execute(params![key, now, cancelled]))
                 .map_err(|e| map_err(path, e))?;
-                conn.prepare_cached(
-                    "UPDATE mend_jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'",
-                )
-                .and_then(|mut s| s.execute(params![key]))
+                conn.prepare_cached(concat!(
+                    "UPDATE mend_jobs SET cancel_requested = 1, ",
+                    push_event!("?2"),
+                    " WHERE id = ?1 AND state = 'running' AND cancel_requested = 0"
+                ))
+                .and_then(|mut s| s.execute(params![key, requested]))
                 .map_err(|e| map_err(path, e))?;
                 if let Some(job) = get_job(conn, path, id)? {
                     out.push(job);
@@ -871,14 +977,20 @@ impl Store for SqliteStore {
         let rows = self
             .write(true, move |conn, path| {
                 let now = micros(p.now);
+                let stored_now = DateTime::from_timestamp_micros(now).unwrap_or(p.now);
+                let event = serde_json::to_string(
+                    &TimelineEvent::new(stored_now, "retried").detail("on request"),
+                )
+                .map_err(|e| StoreError::Database(e.to_string()))?;
                 let mut out = Vec::new();
                 for id in p.ids {
-                    conn.prepare_cached(
+                    conn.prepare_cached(concat!(
                         "UPDATE mend_jobs SET state = 'available', run_at = ?2, finalized_at = NULL,
-                            cancel_requested = 0, max_attempts = max(max_attempts, attempt + 1)
-                         WHERE id = ?1 AND state IN ('completed', 'cancelled', 'discarded')",
-                    )
-                    .and_then(|mut s| s.execute(params![id.as_bytes().as_slice(), now]))
+                            cancel_requested = 0, max_attempts = max(max_attempts, attempt + 1), ",
+                        push_event!("?3"),
+                        " WHERE id = ?1 AND state IN ('completed', 'cancelled', 'discarded')"
+                    ))
+                    .and_then(|mut s| s.execute(params![id.as_bytes().as_slice(), now, event]))
                     .map_err(|e| map_err(path, e))?;
                     if let Some(job) = get_job(conn, path, id)? {
                         out.push(job);

@@ -67,6 +67,10 @@ CREATE TABLE mend_queues (
     updated_at INTEGER NOT NULL
 );
 "#,
+    // 3: the per-job timeline.
+    r#"
+ALTER TABLE mend_jobs ADD COLUMN events TEXT NOT NULL DEFAULT '[]';
+"#,
 ];
 
 /// The newest schema version this build knows.

@@ -57,6 +57,7 @@ fn outcome(job: &JobRow, kind: OutcomeKind) -> Outcome {
         attempt: job.attempt,
         lease_owner: job.lease_owner.clone().expect("claimed job has an owner"),
         kind,
+        cleanups: vec![],
     }
 }
 

@@ -70,6 +70,7 @@ struct Deferred {
 
 /// What happened to one cleanup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CleanupReport {
     /// The name given to `defer_named`, or `defer#N` in registration order.
     pub name: String,
@@ -81,6 +82,7 @@ pub struct CleanupReport {
 
 /// How one cleanup ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum CleanupOutcome {
     /// It finished.

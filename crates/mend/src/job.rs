@@ -196,6 +196,115 @@ pub struct AttemptError {
     pub at: DateTime<Utc>,
 }
 
+/// Size the stored events of a job are kept near (32 KiB): past it, each new event pushes out
+/// the oldest stored one. A job retried hundreds of times keeps its recent history, not an
+/// unbounded list.
+pub const MAX_TIMELINE_BYTES: usize = 32 * 1024;
+
+/// One step in a job's life, for its timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TimelineEvent {
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// What happened: `enqueued`, `claimed`, `completed`, `failed`, `discarded`, `cancelled`,
+    /// `cancel_requested`, `snoozed`, `released`, `rescued`, `quarantined`, `retried`.
+    pub event: String,
+    /// The attempt it concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<i32>,
+    /// The node (worker) involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Details for a person: the error, the next run time, the dead node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The in-memory cleanups the attempt ran, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cleanups: Vec<crate::cleanup::CleanupReport>,
+    /// For an event that ends an attempt: when that attempt started (the store fills it in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+impl TimelineEvent {
+    /// An event with no attempt, node or detail yet.
+    pub fn new(at: DateTime<Utc>, event: &str) -> Self {
+        TimelineEvent {
+            at,
+            event: event.to_owned(),
+            attempt: None,
+            node: None,
+            detail: None,
+            cleanups: Vec::new(),
+            started_at: None,
+        }
+    }
+
+    /// For an attempt.
+    pub fn attempt(mut self, attempt: i32) -> Self {
+        self.attempt = Some(attempt);
+        self
+    }
+
+    /// By or about a node.
+    pub fn node(mut self, node: impl Into<String>) -> Self {
+        self.node = Some(node.into());
+        self
+    }
+
+    /// With details.
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// Builds a job's whole timeline from what is stored. Stores write events only on the rare
+/// paths (failures, rescues, cancels, releases, snoozes, retries by hand, cleanups); the
+/// happy path writes none, because growing the row on every claim and completion halved
+/// throughput. The steps it leaves out are derived here from columns the row has anyway:
+/// `enqueued` from `created_at`, each attempt's `claimed` from the `started_at` of the event
+/// that ended it (or from `attempted_at` for the latest attempt), and `completed` from
+/// `finalized_at`.
+pub fn build_timeline(job: &JobRow, stored: Vec<TimelineEvent>) -> Vec<TimelineEvent> {
+    let mut out: Vec<TimelineEvent> = Vec::with_capacity(stored.len() * 2 + 3);
+    out.push(TimelineEvent::new(job.created_at, "enqueued"));
+    // Stored events are in write order. A derived step takes its time from a column written
+    // with the writer's clock reading, which can be a hair older than the step before it (a
+    // claim that queued behind the enqueue): never let it go back in time.
+    let after =
+        |out: &Vec<TimelineEvent>, at: DateTime<Utc>| out.last().map_or(at, |e| at.max(e.at));
+    let completed_stored = stored
+        .iter()
+        .any(|e| e.event == "completed" && e.attempt == Some(job.attempt));
+    for e in stored {
+        if let Some(start) = e.started_at {
+            let mut claimed = TimelineEvent::new(after(&out, start), "claimed");
+            claimed.attempt = e.attempt;
+            claimed.node = e.node.clone();
+            out.push(claimed);
+        }
+        out.push(e);
+    }
+    // The latest attempt has no stored event while it runs, nor when it completed plainly.
+    let open_attempt =
+        job.state == JobState::Running || (job.state == JobState::Completed && !completed_stored);
+    if let (true, Some(at)) = (open_attempt && job.attempt > 0, job.attempted_at) {
+        let mut claimed = TimelineEvent::new(after(&out, at), "claimed").attempt(job.attempt);
+        claimed.node = job.lease_owner.clone();
+        out.push(claimed);
+    }
+    if job.state == JobState::Completed && !completed_stored {
+        if let Some(at) = job.finalized_at {
+            let mut done = TimelineEvent::new(after(&out, at), "completed").attempt(job.attempt);
+            done.node = job.lease_owner.clone();
+            out.push(done);
+        }
+    }
+    out
+}
+
 /// A job as stored. Field names match the database columns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -242,6 +351,10 @@ pub struct JobRow {
     pub result: Option<serde_json::Value>,
     /// Per-job attempt timeout, overriding the handler's.
     pub timeout_ms: Option<i64>,
+    /// What happened to the job, oldest first (see [`build_timeline`]). Jobs handed out by a
+    /// claim carry an empty timeline: running them does not need it.
+    #[serde(default)]
+    pub timeline: Vec<TimelineEvent>,
 }
 
 impl JobRow {
@@ -447,6 +560,7 @@ mod tests {
             tags: vec![],
             result: None,
             timeout_ms: None,
+            timeline: vec![],
         };
         let err = |kind| AttemptError {
             attempt: 1,

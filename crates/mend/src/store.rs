@@ -151,6 +151,36 @@ pub struct Outcome {
     pub lease_owner: String,
     /// What happened.
     pub kind: OutcomeKind,
+    /// The in-memory cleanups the attempt ran (recorded in the job's timeline).
+    pub cleanups: Vec<crate::cleanup::CleanupReport>,
+}
+
+impl Outcome {
+    /// The timeline event every store records for this outcome.
+    pub fn timeline_event(&self, at: DateTime<Utc>) -> crate::job::TimelineEvent {
+        use crate::job::TimelineEvent;
+        let base = |name: &str| {
+            TimelineEvent::new(at, name)
+                .attempt(self.attempt)
+                .node(self.lease_owner.clone())
+        };
+        let mut event = match &self.kind {
+            OutcomeKind::Completed { .. } => base("completed"),
+            OutcomeKind::Retry { error, run_at } => base("failed").detail(format!(
+                "{}: {}; retry at {run_at}",
+                error.kind, error.message
+            )),
+            OutcomeKind::Discard { error } => {
+                base("discarded").detail(format!("{}: {}", error.kind, error.message))
+            }
+            OutcomeKind::Cancelled { .. } => base("cancelled"),
+            OutcomeKind::Snooze { run_at } => base("snoozed").detail(format!("until {run_at}")),
+            OutcomeKind::Release => base("released")
+                .detail("stopped by shutdown; back in the queue, the attempt does not count"),
+        };
+        event.cleanups = self.cleanups.clone();
+        event
+    }
 }
 
 /// Record many outcomes in few transactions.

@@ -216,6 +216,7 @@ async fn complete_many_fences_wrong_owner_and_wrong_attempt() {
         kind: OutcomeKind::Completed {
             result: Some(serde_json::json!("x")),
         },
+        cleanups: vec![],
     };
     let result = env
         .store

@@ -302,6 +302,7 @@ pub(crate) async fn complete(
             attempt: req.attempt,
             lease_owner: owner,
             kind: OutcomeKind::Completed { result },
+            cleanups: vec![],
         },
     )
     .await
@@ -357,6 +358,7 @@ pub(crate) async fn fail(
             attempt: req.attempt,
             lease_owner: owner,
             kind,
+            cleanups: vec![],
         },
     )
     .await

@@ -210,7 +210,7 @@ fn finish(shared: &Shared, batch: Vec<Pending>, result: CompleteResult) {
                 attempt: p.outcome.attempt,
                 outcome: short,
                 error,
-                cleanups: p.cleanups,
+                cleanups: p.outcome.cleanups,
                 fenced: was_fenced,
             });
         }

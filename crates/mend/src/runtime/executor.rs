@@ -295,10 +295,10 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
                     attempt: job.attempt,
                     lease_owner: shared.node.id.clone(),
                     kind,
+                    cleanups,
                 },
                 kind: job.kind,
                 queue: job.queue,
-                cleanups,
             });
             if sent.is_err() {
                 // Only after the completer is gone (a bug or a panic there): the lease lapses

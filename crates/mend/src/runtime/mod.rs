@@ -249,7 +249,6 @@ struct Pending {
     outcome: Outcome,
     kind: String,
     queue: String,
-    cleanups: Vec<CleanupReport>,
 }
 
 pub(crate) struct Shared {

@@ -1,0 +1,112 @@
+//! The per-job timeline: a job that panicked once, was rescued once and then completed shows
+//! exactly those steps, in order, with the attempt and node of each.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use common::{Env, Gate};
+use mend::store::RescueParams;
+use mend::{FixedDelay, JobArgs, JobError, JobState, NewJob, Registry};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+struct Bumpy;
+impl JobArgs for Bumpy {
+    const KIND: &'static str = "bumpy";
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panicked_then_rescued_then_completed() {
+    let env = Env::new().await;
+    let gate = Gate::new();
+    let mut registry = Registry::new();
+    let g = gate.clone();
+    registry.register_fn(move |ctx, _: Bumpy| {
+        let gate = g.clone();
+        async move {
+            match ctx.attempt() {
+                1 => panic!("first attempt blows up"),
+                // The second attempt hangs until its worker is declared dead.
+                2 => {
+                    gate.wait().await;
+                    Ok::<_, JobError>(())
+                }
+                _ => Ok(()),
+            }
+        }
+    });
+    let worker = env
+        .worker(registry, 2, |c| {
+            c.retry_policy = Arc::new(FixedDelay(Duration::from_millis(10)));
+            c.heartbeat_interval = Duration::from_millis(50);
+        })
+        .await;
+    let node = worker.node_id().to_owned();
+    let job = env
+        .insert(NewJob::new(Bumpy::KIND, serde_json::json!(null)))
+        .await;
+    env.wait_for_job(job.id, "the second attempt to run", |j| {
+        j.state == JobState::Running && j.attempt == 2
+    })
+    .await;
+    // The worker is declared dead (as the rescuer does for a crashed process).
+    let rescued = env
+        .store
+        .rescue(RescueParams {
+            dead_nodes: vec![node.clone()],
+            now: Utc::now(),
+            quarantine_after_lost: 3,
+        })
+        .await
+        .unwrap();
+    assert_eq!(rescued.len(), 1);
+    let done = env.wait_for_state(job.id, JobState::Completed).await;
+    gate.open();
+
+    let steps: Vec<(String, Option<i32>)> = done
+        .timeline
+        .iter()
+        .map(|e| (e.event.clone(), e.attempt))
+        .collect();
+    let expected: Vec<(String, Option<i32>)> = [
+        ("enqueued", None),
+        ("claimed", Some(1)),
+        ("failed", Some(1)),
+        ("claimed", Some(2)),
+        ("rescued", Some(2)),
+        ("claimed", Some(3)),
+        ("completed", Some(3)),
+    ]
+    .into_iter()
+    .map(|(e, a)| (e.to_owned(), a))
+    .collect();
+    assert_eq!(steps, expected, "{:#?}", done.timeline);
+    let failed = &done.timeline[2];
+    let detail = failed.detail.as_deref().unwrap();
+    assert!(
+        detail.starts_with("panic: ")
+            && detail.contains("first attempt blows up")
+            && detail.contains("timeline.rs"),
+        "{detail}"
+    );
+    assert_eq!(done.timeline[1].node.as_deref(), Some(node.as_str()));
+    assert!(done.timeline[4]
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains("worker lost"));
+    assert!(
+        done.timeline.windows(2).all(|w| w[0].at <= w[1].at),
+        "in time order: {:#?}",
+        done.timeline
+            .iter()
+            .map(|e| (&e.event, e.at))
+            .collect::<Vec<_>>()
+    );
+    worker.shutdown(Duration::from_secs(5)).await;
+}
