@@ -301,7 +301,7 @@ fn metrics_parse_and_move_as_jobs_run() {
     wait_until("five completions", Duration::from_secs(10), || {
         get(
             &scrape(&s.addr),
-            "mend_jobs_finished_total{outcome=\"completed\"}",
+            "mend_attempt_outcomes_total{outcome=\"completed\"}",
         ) >= 5.0
     });
     let after = scrape(&s.addr);
@@ -325,7 +325,12 @@ fn metrics_parse_and_move_as_jobs_run() {
         get(&after, "mend_enqueue_to_start_seconds_bucket{le=\"+Inf\"}"),
         5.0
     );
-    assert_eq!(get(&after, "mend_in_flight"), 0.0);
+    assert_eq!(get(&after, "mend_attempts_in_flight"), 0.0);
+    assert_eq!(
+        after.get("mend_queue_jobs{queue=\"default\",state=\"running\"}"),
+        Some(&0.0),
+        "empty states are reported as zero, not left out"
+    );
 }
 
 #[test]

@@ -55,7 +55,7 @@ const PROMOTE_BATCH: i64 = 10_000;
 /// write events (see [`mend::job::build_timeline`]).
 macro_rules! push_event {
     ($p:literal) => {
-        concat!("events = json_insert(CASE WHEN octet_length(events) > 32768 THEN json_remove(events, '$[0]') ELSE events END, '$[#]', json(", $p, "))")
+        concat!("events = json_insert(CASE WHEN NOT json_valid(events) THEN '[]' WHEN octet_length(events) > 32768 THEN json_remove(events, '$[0]') ELSE events END, '$[#]', json(", $p, "))")
     };
 }
 
@@ -65,9 +65,28 @@ macro_rules! push_event {
 macro_rules! push_attempt_event {
     ($p:literal) => {
         concat!(
-            "events = json_insert(CASE WHEN octet_length(events) > 32768 THEN json_remove(events, '$[0]') ELSE events END, '$[#]', ",
-            "json_set(json(", $p, "), '$.started_at', strftime('%Y-%m-%dT%H:%M:%S', attempted_at / 1000000, 'unixepoch') || '.' || printf('%06d', attempted_at % 1000000) || 'Z'))"
+            "events = json_insert(CASE WHEN NOT json_valid(events) THEN '[]' WHEN octet_length(events) > 32768 THEN json_remove(events, '$[0]') ELSE events END, '$[#]', ",
+            "json_set(json(", $p, "), '$.started_at', ", started_at_sql!(), "))"
         )
+    };
+}
+
+/// Like `push_attempt_event!` for outcomes a pending cancel request turns into `cancelled`
+/// (retry, snooze, release, rescue): the event then says so, matching the state.
+macro_rules! push_attempt_event_or_cancelled {
+    ($p:literal) => {
+        concat!(
+            "events = json_insert(CASE WHEN NOT json_valid(events) THEN '[]' WHEN octet_length(events) > 32768 THEN json_remove(events, '$[0]') ELSE events END, '$[#]', ",
+            "json_set(json(", $p, "), '$.started_at', ", started_at_sql!(),
+            ", '$.event', CASE WHEN cancel_requested THEN 'cancelled' ELSE json_extract(", $p, ", '$.event') END))"
+        )
+    };
+}
+
+/// `attempted_at` (microseconds) as the RFC 3339 text serde reads back exactly.
+macro_rules! started_at_sql {
+    () => {
+        "strftime('%Y-%m-%dT%H:%M:%S', attempted_at / 1000000, 'unixepoch') || '.' || printf('%06d', attempted_at % 1000000) || 'Z'"
     };
 }
 
@@ -89,7 +108,7 @@ const SQL_COMPLETED_WITH_EVENT: &str = concat!(
 // A cancel request that arrived during the attempt wins over retry, snooze and release.
 const SQL_RETRY: &str = concat!(
     "UPDATE mend_jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'retryable' END, finalized_at = CASE WHEN cancel_requested THEN ?6 END, run_at = ?4, ",
-    push_error!("?5"), ", ", push_attempt_event!("?7"),
+    push_error!("?5"), ", ", push_attempt_event_or_cancelled!("?7"),
     ", lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'"
 );
 const SQL_FINISH_WITH_ERROR: &str = concat!(
@@ -99,13 +118,13 @@ const SQL_FINISH_WITH_ERROR: &str = concat!(
 );
 const SQL_SNOOZE: &str = concat!(
     "UPDATE mend_jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE ?5 END, finalized_at = CASE WHEN cancel_requested THEN ?6 END, run_at = ?4, attempt = attempt - 1, ",
-    push_attempt_event!("?7"),
+    push_attempt_event_or_cancelled!("?7"),
     ", lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'"
 );
 // A released job keeps its run_at, and so its place in the queue.
 const SQL_RELEASE: &str = concat!(
     "UPDATE mend_jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'available' END, finalized_at = CASE WHEN cancel_requested THEN ?4 END, attempt = attempt - 1, ",
-    push_attempt_event!("?5"),
+    push_attempt_event_or_cancelled!("?5"),
     ", lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'"
 );
 const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events";
@@ -420,7 +439,11 @@ fn row_to_job(r: &Row<'_>) -> Result<JobRow> {
         timeline: Vec::new(),
     };
     if let Some(events) = events {
-        let stored: Vec<TimelineEvent> = json(&id, "events", &events)?;
+        // History that cannot be read must not make the job itself unreadable.
+        let stored: Vec<TimelineEvent> = serde_json::from_str(&events).unwrap_or_else(|e| {
+            tracing::warn!(id = %job.id, error = %e, "the job's stored timeline cannot be read; showing the derived steps only");
+            Vec::new()
+        });
         job.timeline = mend::job::build_timeline(&job, stored);
     }
     Ok(job)
@@ -920,7 +943,7 @@ impl Store for SqliteStore {
                             run_at = ?2, lease_expires_at = NULL, ",
                         push_error!("?4"),
                         ", ",
-                        push_attempt_event!("?7"),
+                        push_attempt_event_or_cancelled!("?7"),
                         " WHERE id = ?5 AND attempt = ?6 AND state = 'running'"
                     ))
                     .and_then(|mut s| {
@@ -987,7 +1010,17 @@ impl Store for SqliteStore {
                     conn.prepare_cached(concat!(
                         "UPDATE mend_jobs SET state = 'available', run_at = ?2, finalized_at = NULL,
                             cancel_requested = 0, max_attempts = max(max_attempts, attempt + 1), ",
-                        push_event!("?3"),
+                        // A plain completion stored no event (the timeline derived it from
+                        // finalized_at, which the retry clears): write it down first.
+                        "events = json_insert(CASE WHEN NOT json_valid(events) THEN '[]'
+                            WHEN state = 'completed' AND NOT EXISTS (SELECT 1 FROM json_each(events)
+                                WHERE json_extract(value, '$.event') = 'completed' AND json_extract(value, '$.attempt') = attempt)
+                            THEN json_insert(events, '$[#]', json_object(
+                                'at', strftime('%Y-%m-%dT%H:%M:%S', finalized_at / 1000000, 'unixepoch') || '.' || printf('%06d', finalized_at % 1000000) || 'Z',
+                                'event', 'completed', 'attempt', attempt, 'node', lease_owner, 'started_at', ",
+                        started_at_sql!(),
+                        "))
+                            ELSE events END, '$[#]', json(?3))",
                         " WHERE id = ?1 AND state IN ('completed', 'cancelled', 'discarded')"
                     ))
                     .and_then(|mut s| s.execute(params![id.as_bytes().as_slice(), now, event]))

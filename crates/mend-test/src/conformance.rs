@@ -974,6 +974,105 @@ pub async fn prune_deletes_old_finished_jobs_only(store: Arc<dyn Store>) {
     assert_eq!(none, 0);
 }
 
+fn steps(job: &JobRow) -> Vec<(String, Option<i32>)> {
+    job.timeline
+        .iter()
+        .map(|e| (e.event.clone(), e.attempt))
+        .collect()
+}
+
+fn expect(steps: &[(&str, Option<i32>)]) -> Vec<(String, Option<i32>)> {
+    steps.iter().map(|(e, a)| (e.to_string(), *a)).collect()
+}
+
+pub async fn timeline_tells_each_jobs_story(store: Arc<dyn Store>) {
+    // Completes, is retried by hand, completes again: both runs stay in the story.
+    let a = job("k");
+    store.insert_many(vec![a.clone()]).await.unwrap();
+    assert_eq!(
+        steps(&get(&store, a.id).await),
+        expect(&[("enqueued", None)])
+    );
+    let c = claim(&store, "default", 1).await;
+    assert!(c[0].timeline.is_empty(), "claims leave the timeline out");
+    assert_eq!(
+        steps(&get(&store, a.id).await),
+        expect(&[("enqueued", None), ("claimed", Some(1))])
+    );
+    complete(
+        &store,
+        vec![outcome(&c[0], OutcomeKind::Completed { result: None })],
+    )
+    .await;
+    store
+        .retry(RetryParams {
+            ids: vec![a.id],
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
+    let c = claim(&store, "default", 1).await;
+    complete(
+        &store,
+        vec![outcome(&c[0], OutcomeKind::Completed { result: None })],
+    )
+    .await;
+    let done = get(&store, a.id).await;
+    assert_eq!(
+        steps(&done),
+        expect(&[
+            ("enqueued", None),
+            ("claimed", Some(1)),
+            ("completed", Some(1)),
+            ("retried", None),
+            ("claimed", Some(2)),
+            ("completed", Some(2)),
+        ]),
+        "{:#?}",
+        done.timeline
+    );
+    assert!(done.timeline.windows(2).all(|w| w[0].at <= w[1].at));
+    assert_eq!(done.timeline[1].node.as_deref(), Some(OWNER));
+
+    // A cancel request lands while it runs, then the attempt fails: it ends cancelled, and
+    // the story says so.
+    let b = job("k");
+    store.insert_many(vec![b.clone()]).await.unwrap();
+    let c = claim(&store, "default", 1).await;
+    store
+        .cancel(CancelParams {
+            ids: vec![b.id],
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
+    let later = Utc::now() + chrono::Duration::hours(1);
+    complete(
+        &store,
+        vec![outcome(
+            &c[0],
+            OutcomeKind::Retry {
+                error: err(1, ErrorKind::Error, "boom"),
+                run_at: later,
+            },
+        )],
+    )
+    .await;
+    let b = get(&store, b.id).await;
+    assert_eq!(b.state, JobState::Cancelled);
+    assert_eq!(
+        steps(&b),
+        expect(&[
+            ("enqueued", None),
+            ("claimed", Some(1)),
+            ("cancel_requested", None),
+            ("cancelled", Some(1)),
+        ]),
+        "{:#?}",
+        b.timeline
+    );
+}
+
 pub async fn insert_wakes_idle_fetchers(store: Arc<dyn Store>) {
     let wake = store.wakeup();
     let notified = wake.notified();

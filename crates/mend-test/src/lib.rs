@@ -54,6 +54,7 @@ macro_rules! store_conformance {
             nodes_register_heartbeat_and_deregister,
             paused_queues_are_not_claimed,
             prune_deletes_old_finished_jobs_only,
+            timeline_tells_each_jobs_story,
             insert_wakes_idle_fetchers
         );
     };

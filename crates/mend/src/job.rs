@@ -270,20 +270,20 @@ impl TimelineEvent {
 pub fn build_timeline(job: &JobRow, stored: Vec<TimelineEvent>) -> Vec<TimelineEvent> {
     let mut out: Vec<TimelineEvent> = Vec::with_capacity(stored.len() * 2 + 3);
     out.push(TimelineEvent::new(job.created_at, "enqueued"));
-    // Stored events are in write order. A derived step takes its time from a column written
-    // with the writer's clock reading, which can be a hair older than the step before it (a
-    // claim that queued behind the enqueue): never let it go back in time.
-    let after =
-        |out: &Vec<TimelineEvent>, at: DateTime<Utc>| out.last().map_or(at, |e| at.max(e.at));
+    // A derived claim takes its time from a clock read before the claim queued for the writer,
+    // which can be a hair older than the enqueue or the previous attempt's end: it is never
+    // placed before those. Events of the same attempt (a cancel request) keep their place.
+    let mut floor = job.created_at;
     let completed_stored = stored
         .iter()
         .any(|e| e.event == "completed" && e.attempt == Some(job.attempt));
     for e in stored {
         if let Some(start) = e.started_at {
-            let mut claimed = TimelineEvent::new(after(&out, start), "claimed");
+            let mut claimed = TimelineEvent::new(start.max(floor), "claimed");
             claimed.attempt = e.attempt;
             claimed.node = e.node.clone();
             out.push(claimed);
+            floor = floor.max(e.at);
         }
         out.push(e);
     }
@@ -291,17 +291,21 @@ pub fn build_timeline(job: &JobRow, stored: Vec<TimelineEvent>) -> Vec<TimelineE
     let open_attempt =
         job.state == JobState::Running || (job.state == JobState::Completed && !completed_stored);
     if let (true, Some(at)) = (open_attempt && job.attempt > 0, job.attempted_at) {
-        let mut claimed = TimelineEvent::new(after(&out, at), "claimed").attempt(job.attempt);
+        let at = at.max(floor);
+        let mut claimed = TimelineEvent::new(at, "claimed").attempt(job.attempt);
         claimed.node = job.lease_owner.clone();
         out.push(claimed);
-    }
-    if job.state == JobState::Completed && !completed_stored {
-        if let Some(at) = job.finalized_at {
-            let mut done = TimelineEvent::new(after(&out, at), "completed").attempt(job.attempt);
-            done.node = job.lease_owner.clone();
-            out.push(done);
+        if job.state == JobState::Completed {
+            if let Some(done_at) = job.finalized_at {
+                let mut done =
+                    TimelineEvent::new(done_at.max(at), "completed").attempt(job.attempt);
+                done.node = job.lease_owner.clone();
+                out.push(done);
+            }
         }
     }
+    // Stable: equal times keep the order above (a claim before the event that ended it).
+    out.sort_by_key(|e| e.at);
     out
 }
 

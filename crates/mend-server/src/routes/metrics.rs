@@ -65,7 +65,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
         );
         counter(
             &mut out,
-            "mend_jobs_finished_total",
+            "mend_attempt_outcomes_total",
             "Attempt outcomes written to the store, by outcome.",
             &[
                 ("outcome=\"completed\"", g(&s.completed)),
@@ -110,7 +110,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
         );
         let _ = writeln!(
             out,
-            "# HELP mend_in_flight Attempts running now.\n# TYPE mend_in_flight gauge\nmend_in_flight {}",
+            "# HELP mend_attempts_in_flight Attempts running now.\n# TYPE mend_attempts_in_flight gauge\nmend_attempts_in_flight {}",
             w.in_flight()
         );
         histogram(
@@ -131,14 +131,26 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
         out,
         "# HELP mend_queue_jobs Jobs per queue and state.\n# TYPE mend_queue_jobs gauge"
     );
+    // Every state of every known queue, zeros included, so a series does not vanish when a
+    // queue empties.
+    let mut table: std::collections::BTreeMap<String, [u64; 7]> = std::collections::BTreeMap::new();
     for c in counts {
-        let _ = writeln!(
-            out,
-            "mend_queue_jobs{{queue=\"{}\",state=\"{}\"}} {}",
-            escape(&c.queue),
-            c.state,
-            c.count
-        );
+        let slot = mend::JobState::ALL
+            .iter()
+            .position(|s| *s == c.state)
+            .unwrap_or(0);
+        table.entry(c.queue).or_default()[slot] = c.count;
+    }
+    for (queue, row) in table {
+        for (state, n) in mend::JobState::ALL.iter().zip(row) {
+            let _ = writeln!(
+                out,
+                "mend_queue_jobs{{queue=\"{}\",state=\"{}\"}} {}",
+                escape(&queue),
+                state,
+                n
+            );
+        }
     }
     let mut resp = out.into_response();
     resp.headers_mut().insert(

@@ -18,9 +18,26 @@ pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 /// Jobs deleted per transaction.
 pub const PRUNE_BATCH: usize = 1000;
 
-/// Most batches per pass: a large backlog is worked off over several passes instead of one
-/// long burst of writes.
-const MAX_BATCHES_PER_PASS: usize = 100;
+/// Longest a pass keeps deleting: a large backlog is worked off over several passes instead
+/// of one long burst of writes that claims and outcomes would queue behind.
+const MAX_PASS_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs a pass every [`PRUNE_INTERVAL`] until `stop` (first one at once).
+pub async fn run(
+    store: std::sync::Arc<dyn Store>,
+    retention: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        if let Err(e) = prune_once(store.as_ref(), Utc::now(), retention).await {
+            tracing::warn!(error = %e, "pruning finished jobs failed; will try again");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(PRUNE_INTERVAL) => {}
+        }
+    }
+}
 
 /// One pass: deletes finished jobs finalized before `now - retention`. Returns how many went.
 pub async fn prune_once(store: &dyn Store, now: DateTime<Utc>, retention: Duration) -> Result<u64> {
@@ -29,7 +46,8 @@ pub async fn prune_once(store: &dyn Store, now: DateTime<Utc>, retention: Durati
         .checked_sub_signed(keep)
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let mut total = 0;
-    for _ in 0..MAX_BATCHES_PER_PASS {
+    let started = std::time::Instant::now();
+    while started.elapsed() < MAX_PASS_TIME {
         let n = store
             .prune(PruneParams {
                 finalized_before: cutoff,

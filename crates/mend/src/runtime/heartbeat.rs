@@ -19,28 +19,12 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_rescue = Instant::now();
     let mut last_extended = Instant::now();
-    let mut last_prune: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
         beat(&shared, &mut last_extended).await;
-        if let Some(retention) = shared.config.retention {
-            if last_prune.is_none_or(|t| t.elapsed() >= crate::maintenance::pruner::PRUNE_INTERVAL)
-            {
-                last_prune = Some(Instant::now());
-                if let Err(e) = crate::maintenance::pruner::prune_once(
-                    shared.store.as_ref(),
-                    Utc::now(),
-                    retention,
-                )
-                .await
-                {
-                    tracing::warn!(error = %e, "pruning finished jobs failed; will try again");
-                }
-            }
-        }
         if last_rescue.elapsed() >= shared.config.rescue_interval {
             last_rescue = Instant::now();
             match crate::maintenance::rescuer::rescue_once(

@@ -44,7 +44,9 @@ impl Histogram {
             })
             .collect();
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        (buckets, sum, self.count.load(Ordering::Relaxed))
+        // Read without a lock while others record: never let +Inf fall below a bucket.
+        let count = self.count.load(Ordering::Relaxed).max(running);
+        (buckets, sum, count)
     }
 }
 
