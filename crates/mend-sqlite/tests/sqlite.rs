@@ -132,37 +132,65 @@ async fn another_programs_database_is_refused() {
     assert_eq!(tables, 1, "the other program's file is left alone");
 }
 
+/// The user the read-only check runs as when the suite runs as root (root may write any file).
+const NOBODY: u32 = 65534;
+
 #[tokio::test]
 async fn a_read_only_file_gives_a_clear_error() {
+    // Inner run (see below): open the file as an unprivileged user and check the error.
+    if let Ok(path) = std::env::var("MEND_TEST_READ_ONLY_PATH") {
+        let err = SqliteStore::open(&path)
+            .await
+            .err()
+            .expect("opening a read-only database for writing must fail");
+        assert!(
+            matches!(
+                err,
+                StoreError::ReadOnly { .. } | StoreError::Unavailable { .. }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("read-only") || err.to_string().contains("permissions"),
+            "{err}"
+        );
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ro.db");
     drop(open_at(&path).await);
-    // Remove the WAL side files so the next open must create them.
-    let mut perms = std::fs::metadata(&path).unwrap().permissions();
-    perms.set_readonly(true);
-    std::fs::set_permissions(&path, perms).unwrap();
-    let mut dperms = std::fs::metadata(dir.path()).unwrap().permissions();
-    dperms.set_readonly(true);
-    std::fs::set_permissions(dir.path(), dperms).unwrap();
-    let result = SqliteStore::open(path.to_str().unwrap()).await;
-    // Restore so the temp dir can be removed.
-    let mut dperms = std::fs::metadata(dir.path()).unwrap().permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    dperms.set_readonly(false);
-    std::fs::set_permissions(dir.path(), dperms).unwrap();
-    if is_root() {
-        eprintln!("SKIPPED: a_read_only_file_gives_a_clear_error runs as root, who can write read-only files; the mode=ro variant below still runs");
-        return;
+    // No side files: the open must create them, and cannot.
+    for side in ["ro.db-wal", "ro.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(side));
     }
-    let err = result
-        .err()
-        .expect("opening a read-only database for writing must fail");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    // Run this same test again in a child process: as `nobody` when we are root (root writes
+    // read-only files), as ourselves otherwise.
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child
+        .args([
+            "--exact",
+            "a_read_only_file_gives_a_clear_error",
+            "--nocapture",
+        ])
+        .env("MEND_TEST_READ_ONLY_PATH", &path);
+    if is_root() {
+        child.uid(NOBODY).gid(NOBODY);
+    }
+    let out = child.output().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     assert!(
-        matches!(
-            err,
-            StoreError::ReadOnly { .. } | StoreError::Unavailable { .. }
-        ),
-        "{err:?}"
+        out.status.success(),
+        "the read-only open did not fail clearly:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "the inner check ran"
     );
 }
 
