@@ -110,3 +110,42 @@ async fn panicked_then_rescued_then_completed() {
     );
     worker.shutdown(Duration::from_secs(5)).await;
 }
+
+#[derive(Serialize, Deserialize)]
+struct WithCleanups;
+impl JobArgs for WithCleanups {
+    const KIND: &'static str = "with_cleanups";
+}
+
+/// DESIGN.md: "A panic inside one cleanup is caught and recorded; the remaining cleanups
+/// still run." Recorded durably: the job's timeline keeps each cleanup's outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_cleanup_is_recorded_in_the_timeline() {
+    let env = Env::new().await;
+    let mut registry = Registry::new();
+    registry.register_fn(|ctx, _: WithCleanups| async move {
+        ctx.defer_named("close-file", |_| async {});
+        ctx.defer_named("release-lock", |_| async { panic!("lock server gone") });
+        Ok::<_, JobError>(())
+    });
+    let worker = env.worker(registry, 2, |_| {}).await;
+    let job = env
+        .insert(NewJob::new(WithCleanups::KIND, serde_json::json!(null)))
+        .await;
+    let done = env.wait_for_state(job.id, JobState::Completed).await;
+    let completed = done
+        .timeline
+        .iter()
+        .find(|e| e.event == "completed")
+        .expect("a completed step");
+    let names: Vec<&str> = completed.cleanups.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["release-lock", "close-file"], "LIFO, both ran");
+    match &completed.cleanups[0].outcome {
+        mend::CleanupOutcome::Panicked { message } => {
+            assert!(message.contains("lock server gone"), "{message}")
+        }
+        other => panic!("expected a recorded panic, got {other:?}"),
+    }
+    assert_eq!(completed.cleanups[1].outcome, mend::CleanupOutcome::Ok);
+    worker.shutdown(Duration::from_secs(5)).await;
+}
