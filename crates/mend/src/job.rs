@@ -493,6 +493,33 @@ impl NewJob {
         if self.id.get_version_num() != 7 {
             return Err(InvalidJob::new("id", "must be a UUIDv7 (time-ordered)"));
         }
+        // Text columns of some databases (PostgreSQL) cannot hold NUL; refuse it everywhere so
+        // a job valid on one backend is valid on all.
+        let has_nul = |s: &str| s.contains('\0');
+        if has_nul(&self.kind) || has_nul(&self.queue) {
+            return Err(InvalidJob::new(
+                "kind/queue",
+                "must not contain NUL characters",
+            ));
+        }
+        if self.unique_key.as_deref().is_some_and(has_nul) {
+            return Err(InvalidJob::new(
+                "unique_key",
+                "must not contain NUL characters",
+            ));
+        }
+        if self.tags.iter().any(|t| has_nul(t)) {
+            return Err(InvalidJob::new("tags", "must not contain NUL characters"));
+        }
+        if let Some(run_at) = self.run_at {
+            use chrono::Datelike;
+            if !(1..=9999).contains(&run_at.year()) {
+                return Err(InvalidJob::new(
+                    "run_at",
+                    "must be between the years 1 and 9999",
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -606,5 +633,13 @@ mod tests {
         let mut job = NewJob::new("k", serde_json::json!({}));
         job.id = Uuid::nil();
         assert_eq!(job.validate().unwrap_err().field, "id");
+        let job = NewJob::new("k\0", serde_json::json!({}));
+        assert_eq!(job.validate().unwrap_err().field, "kind/queue");
+        let mut job = NewJob::new("k", serde_json::json!({}));
+        job.tags = vec!["a\0".into()];
+        assert_eq!(job.validate().unwrap_err().field, "tags");
+        let mut job = NewJob::new("k", serde_json::json!({}));
+        job.run_at = DateTime::<Utc>::from_timestamp(-70_000_000_000, 0);
+        assert_eq!(job.validate().unwrap_err().field, "run_at");
     }
 }

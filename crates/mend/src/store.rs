@@ -404,4 +404,31 @@ pub trait Store: Send + Sync + 'static {
     /// Woken when jobs are inserted (in this process, or by the backend's notifications), so
     /// idle fetchers start within milliseconds instead of waiting for their poll.
     fn wakeup(&self) -> Arc<Notify>;
+
+    /// Registered nodes (other than `self_id`) that are dead. The default asks the operating
+    /// system about nodes on this host and falls back to heartbeat age (`last_seen` before
+    /// `stale_before`) for the rest; a server backend can tell faster (PostgreSQL: the node's
+    /// session lock is gone).
+    async fn dead_nodes(&self, self_id: &str, stale_before: DateTime<Utc>) -> Result<Vec<String>> {
+        Ok(self
+            .list_nodes()
+            .await?
+            .into_iter()
+            .filter(|n| n.id != self_id && crate::node::is_dead(n, stale_before))
+            .map(|n| n.id)
+            .collect())
+    }
+
+    /// Whether this process should run the rescuer now. The default is always: rescues are
+    /// fenced, so several rescuers are safe. A backend shared by many nodes elects one leader
+    /// so the work is not repeated by all of them.
+    async fn is_leader(&self) -> Result<bool> {
+        Ok(true)
+    }
+
+    /// How often the rescuer should look for dead nodes on this backend, when it can tell
+    /// cheaply and faster than [`WorkerConfig`](crate::WorkerConfig)'s `rescue_interval`.
+    fn rescue_interval(&self) -> Option<Duration> {
+        None
+    }
 }

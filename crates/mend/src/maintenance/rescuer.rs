@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::node::is_dead;
 use crate::store::{RescueParams, Rescued, Result, Store};
 
-/// One rescue pass. Returns the jobs rescued.
+/// One rescue pass. Returns the jobs rescued (none when another process leads maintenance).
 pub async fn rescue_once(
     store: &dyn Store,
     self_id: &str,
@@ -24,13 +23,10 @@ pub async fn rescue_once(
     let stale_before = now
         .checked_sub_signed(stale)
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
-    let dead: Vec<String> = store
-        .list_nodes()
-        .await?
-        .into_iter()
-        .filter(|n| n.id != self_id && is_dead(n, stale_before))
-        .map(|n| n.id)
-        .collect();
+    if !store.is_leader().await? {
+        return Ok(Vec::new());
+    }
+    let dead = store.dead_nodes(self_id, stale_before).await?;
     let rescued = store
         .rescue(RescueParams {
             dead_nodes: dead.clone(),

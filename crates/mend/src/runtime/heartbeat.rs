@@ -17,7 +17,6 @@ const SELF_FENCE_AT: f64 = 0.8;
 pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(shared.config.heartbeat_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_rescue = Instant::now();
     let mut last_extended = Instant::now();
     loop {
         tokio::select! {
@@ -25,25 +24,42 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             _ = ticker.tick() => {}
         }
         beat(&shared, &mut last_extended).await;
-        if last_rescue.elapsed() >= shared.config.rescue_interval {
-            last_rescue = Instant::now();
-            match crate::maintenance::rescuer::rescue_once(
-                shared.store.as_ref(),
-                &shared.node.id,
-                Utc::now(),
-                shared.config.node_stale_after,
-                shared.config.quarantine_after_lost,
-            )
-            .await
-            {
-                Ok(rescued) => {
-                    shared
-                        .stats
-                        .rescued
-                        .fetch_add(rescued.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                }
-                Err(e) => tracing::warn!(error = %e, "rescue pass failed; will try again"),
+    }
+}
+
+/// Periodic rescue passes, in their own task so a slow pass never delays a heartbeat. The
+/// backend may ask for a shorter interval than configured when it can tell dead nodes cheaply
+/// (PostgreSQL's session locks).
+pub(super) async fn rescue_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let every = match shared.store.rescue_interval() {
+        Some(hint) => hint.min(shared.config.rescue_interval),
+        None => shared.config.rescue_interval,
+    };
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate, and start-up has just rescued.
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match crate::maintenance::rescuer::rescue_once(
+            shared.store.as_ref(),
+            &shared.node.id,
+            Utc::now(),
+            shared.config.node_stale_after,
+            shared.config.quarantine_after_lost,
+        )
+        .await
+        {
+            Ok(rescued) => {
+                shared
+                    .stats
+                    .rescued
+                    .fetch_add(rescued.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }
+            Err(e) => tracing::warn!(error = %e, "rescue pass failed; will try again"),
         }
     }
 }

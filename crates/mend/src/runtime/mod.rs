@@ -425,6 +425,10 @@ impl Worker {
             .collect();
         let completer = tokio::spawn(completer::run(shared.clone(), rx, completer_stop.clone()));
         let heartbeat = tokio::spawn(heartbeat::run(shared.clone(), heartbeat_stop.clone()));
+        tokio::spawn(heartbeat::rescue_loop(
+            shared.clone(),
+            heartbeat_stop.clone(),
+        ));
         // Its own task: a long pruning pass must never delay heartbeats (leases would lapse).
         if let Some(retention) = shared.config.retention {
             tokio::spawn(crate::maintenance::pruner::run(

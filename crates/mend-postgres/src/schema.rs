@@ -1,0 +1,132 @@
+//! The PostgreSQL schema and its versioned migrations, kept in their own schema (`mend` by
+//! default). Applied under a transaction-level advisory lock, so nodes that start together
+//! migrate exactly once.
+
+use mend::store::{Result, StoreError};
+
+use crate::error::map_pg;
+
+/// Migrations in order; index + 1 is the version each one brings the schema to. `{S}` stands
+/// for the quoted schema name.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE {S}.mend_jobs (
+    id               uuid PRIMARY KEY,
+    queue            text NOT NULL,
+    kind             text NOT NULL,
+    -- json (not jsonb): the caller's document is kept exactly, NUL escapes included.
+    args             json NOT NULL,
+    state            text NOT NULL CHECK (state IN ('scheduled', 'available', 'running', 'retryable', 'completed', 'cancelled', 'discarded')),
+    priority         smallint NOT NULL DEFAULT 0,
+    attempt          integer NOT NULL DEFAULT 0,
+    max_attempts     integer NOT NULL,
+    run_at           timestamptz NOT NULL,
+    created_at       timestamptz NOT NULL,
+    attempted_at     timestamptz,
+    finalized_at     timestamptz,
+    lease_owner      text,
+    lease_expires_at timestamptz,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    errors           jsonb NOT NULL DEFAULT '[]',
+    unique_key       text,
+    tags             text[] NOT NULL DEFAULT '{}',
+    result           json,
+    timeout_ms       bigint,
+    events           jsonb NOT NULL DEFAULT '[]'
+) WITH (fillfactor = 85, autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0);
+
+-- claim: the head of one queue's available jobs, in priority -> run_at -> id order.
+CREATE INDEX mend_jobs_claim ON {S}.mend_jobs (queue, priority, run_at, id) WHERE state = 'available';
+-- promotion of due scheduled and retryable jobs.
+CREATE INDEX mend_jobs_due ON {S}.mend_jobs (run_at) WHERE state IN ('scheduled', 'retryable');
+-- rescue and heartbeats: only running jobs, a set bounded by total concurrency.
+CREATE INDEX mend_jobs_running ON {S}.mend_jobs (lease_owner) WHERE state = 'running';
+-- finished jobs, for counts and pruning by age.
+CREATE INDEX mend_jobs_finished ON {S}.mend_jobs (finalized_at) WHERE finalized_at IS NOT NULL;
+CREATE UNIQUE INDEX mend_jobs_unique ON {S}.mend_jobs (unique_key) WHERE unique_key IS NOT NULL;
+
+CREATE SEQUENCE {S}.mend_node_lock_seq AS integer MINVALUE 1 CYCLE;
+
+CREATE TABLE {S}.mend_nodes (
+    id          text PRIMARY KEY,
+    host        text NOT NULL,
+    pid         bigint NOT NULL,
+    process_key text NOT NULL,
+    started_at  timestamptz NOT NULL,
+    last_seen   timestamptz NOT NULL,
+    -- The session-level advisory lock (namespace, lock_key) the node holds while alive.
+    lock_key    integer NOT NULL
+);
+
+CREATE TABLE {S}.mend_queues (
+    name       text PRIMARY KEY,
+    paused     boolean NOT NULL DEFAULT false,
+    updated_at timestamptz NOT NULL
+);
+
+-- Wakes idle fetchers on every node when available jobs are inserted, by any client: the
+-- store, a caller's own transaction (at its commit), or plain SQL.
+CREATE FUNCTION {S}.mend_notify_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM inserted WHERE state = 'available') THEN
+        PERFORM pg_notify('mend_' || TG_TABLE_SCHEMA, '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER mend_jobs_notify AFTER INSERT ON {S}.mend_jobs
+    REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION {S}.mend_notify_inserted();
+"#];
+
+/// The newest schema version this build knows.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the schema up to date inside `tx` (which the caller commits).
+pub(crate) async fn migrate(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema_q: &str,
+    lock_ns: i32,
+    target: &str,
+) -> Result<()> {
+    let pg = |e| map_pg(target, e);
+    // Every node starting at once queues here; the first migrates, the rest find it done.
+    tx.execute("SELECT pg_advisory_xact_lock($1, -1)", &[&lock_ns])
+        .await
+        .map_err(pg)?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema_q};
+         CREATE TABLE IF NOT EXISTS {schema_q}.mend_migrations (
+             version    integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );"
+    ))
+    .await
+    .map_err(pg)?;
+    let current: i64 = tx
+        .query_one(
+            &format!("SELECT coalesce(max(version), 0)::int8 FROM {schema_q}.mend_migrations"),
+            &[],
+        )
+        .await
+        .map_err(pg)?
+        .get(0);
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.batch_execute(&sql.replace("{S}", schema_q))
+            .await
+            .map_err(pg)?;
+        let version = i as i32 + 1;
+        tx.execute(
+            &format!("INSERT INTO {schema_q}.mend_migrations (version) VALUES ($1)"),
+            &[&version],
+        )
+        .await
+        .map_err(pg)?;
+        tracing::info!(version, schema = %schema_q, "applied migration");
+    }
+    Ok(())
+}
