@@ -20,7 +20,8 @@ use tokio::sync::mpsc;
 /// Arguments of `mend bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Database URL (sqlite://PATH). Jobs go to a fresh queue, so an existing database is fine.
+    /// Database URL (sqlite://PATH or postgres://USER@HOST/DB). Jobs go to a fresh queue, so an
+    /// existing database is fine.
     #[arg(
         long,
         env = "MEND_DATABASE_URL",
@@ -30,9 +31,13 @@ pub struct BenchArgs {
     /// Jobs to run end to end.
     #[arg(long, default_value_t = 100_000)]
     jobs: usize,
-    /// Worker concurrency (attempts in flight at once).
+    /// Worker concurrency (attempts in flight at once, shared out between the nodes).
     #[arg(long, default_value_t = 512)]
     concurrency: usize,
+    /// Worker nodes, each with its own store connection(s), session and worker, as separate
+    /// processes would have (useful with PostgreSQL).
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
     /// Jobs per enqueue batch.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
@@ -52,6 +57,7 @@ struct Report {
     database: String,
     jobs: usize,
     concurrency: usize,
+    nodes: usize,
     batch: usize,
     synchronous: &'static str,
     elapsed_sec: f64,
@@ -81,34 +87,54 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.jobs == 0 || args.batch == 0 || args.concurrency == 0 {
         bail!("--jobs, --batch and --concurrency must be at least 1");
     }
-    let config = mend_sqlite::SqliteConfig {
-        synchronous_full: !args.no_fsync,
-        ..Default::default()
-    };
-    if !args.database.starts_with("sqlite:") && args.database.contains("://") {
-        bail!("only sqlite:// databases are supported by this build (got {}); PostgreSQL support is coming", redact(&args.database));
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
     }
-    let store: Arc<dyn Store> = Arc::new(
-        mend_sqlite::SqliteStore::open_with(&args.database, config)
-            .await
-            .with_context(|| format!("opening {}", args.database))?,
-    );
+    let opts = crate::db::OpenOptions {
+        sqlite_fsync: !args.no_fsync,
+    };
+    // Each node is its own store (its own connections, session and locks) and worker, as
+    // separate processes would be; the slots are shared out between them.
+    let mut stores: Vec<Arc<dyn Store>> = Vec::with_capacity(args.nodes);
+    for _ in 0..args.nodes {
+        stores.push(crate::db::open(&args.database, opts).await?);
+    }
+    let store = stores[0].clone();
     let queue = format!("bench-{}", uuid_short());
+    let per_node = args.concurrency.div_ceil(args.nodes);
 
     let (ping_tx, mut ping_rx) = mpsc::unbounded_channel::<Instant>();
-    let mut registry = Registry::new();
-    registry.register_raw(NOOP, None, |_ctx, _args| async { Ok(None) });
-    registry.register_raw(PING, None, move |_ctx, _args| {
-        let _ = ping_tx.send(Instant::now());
-        async { Ok(None) }
-    });
-    let worker = Worker::builder(store.clone())
-        .registry(registry)
-        .queue(queue.clone(), args.concurrency)
-        .build()
-        .start()
-        .await
-        .context("starting the worker")?;
+    let mut workers = Vec::with_capacity(args.nodes);
+    for node_store in &stores {
+        let mut registry = Registry::new();
+        registry.register_raw(NOOP, None, |_ctx, _args| async { Ok(None) });
+        let ping_tx = ping_tx.clone();
+        registry.register_raw(PING, None, move |_ctx, _args| {
+            let _ = ping_tx.send(Instant::now());
+            async { Ok(None) }
+        });
+        workers.push(
+            Worker::builder(node_store.clone())
+                .registry(registry)
+                .queue(queue.clone(), per_node)
+                .build()
+                .start()
+                .await
+                .context("starting a worker")?,
+        );
+    }
+    let completed_now = || -> usize {
+        workers
+            .iter()
+            .map(|w| w.stats().completed.load(Ordering::Relaxed) as usize)
+            .sum()
+    };
+    let started_now = || -> u64 {
+        workers
+            .iter()
+            .map(|w| w.stats().started.load(Ordering::Relaxed))
+            .sum()
+    };
 
     // Phase 1: throughput.
     let progress = Progress::new(args.jobs, !args.json || std::io::stderr().is_terminal());
@@ -130,10 +156,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Ok::<_, mend::StoreError>(started.elapsed())
         })
     };
-    let stats = worker.stats();
     let deadline = Duration::from_secs(600);
     loop {
-        let done = stats.completed.load(Ordering::Relaxed) as usize;
+        let done = completed_now();
         progress.show(done);
         if done >= args.jobs {
             break;
@@ -144,7 +169,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 args.jobs
             );
         }
-        if producer.is_finished() && stats.started.load(Ordering::Relaxed) == 0 {
+        if producer.is_finished() && started_now() == 0 {
             // The producer failed before anything ran; surface its error below.
             break;
         }
@@ -177,14 +202,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Wait for the last outcomes to be written, then verify from the store itself.
     let wait_until = Instant::now() + Duration::from_secs(30);
     loop {
-        if stats.completed.load(Ordering::Relaxed) as usize >= expected_total
-            || Instant::now() > wait_until
-        {
+        if completed_now() >= expected_total || Instant::now() > wait_until {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    worker.shutdown(Duration::from_secs(10)).await;
+    for worker in &workers {
+        worker.shutdown(Duration::from_secs(10)).await;
+    }
     let counts = store.queue_counts().await?;
     let mut completed = 0;
     let mut other = Vec::new();
@@ -203,11 +228,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     let report = Report {
-        database: redact(&args.database),
+        database: crate::db::redact(&args.database),
         jobs: args.jobs,
         concurrency: args.concurrency,
         batch: args.batch,
-        synchronous: if args.no_fsync { "NORMAL" } else { "FULL" },
+        nodes: args.nodes,
+        synchronous: if crate::db::is_postgres(&args.database) {
+            "synchronous_commit=on (claims: off)"
+        } else if args.no_fsync {
+            "NORMAL"
+        } else {
+            "FULL"
+        },
         elapsed_sec: elapsed.as_secs_f64(),
         jobs_per_sec: args.jobs as f64 / elapsed.as_secs_f64(),
         enqueue_sec: enqueue_time.as_secs_f64(),
@@ -222,8 +254,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "mend bench — {} (synchronous={})",
-            report.database, report.synchronous
+            "mend bench — {} ({} node(s), {})",
+            report.database, report.nodes, report.synchronous
         );
         println!(
             "  jobs end to end     {:>12}  in {:.2} s",
@@ -253,17 +285,6 @@ fn uuid_short() -> String {
 }
 
 /// Hides a password in a URL (`scheme://user:secret@host` → `scheme://user:***@host`).
-fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((creds, host)) = rest.split_once('@') {
-            if let Some((user, _)) = creds.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
-            }
-        }
-    }
-    url.to_owned()
-}
-
 struct Progress {
     total: usize,
     enabled: bool,
@@ -305,7 +326,5 @@ mod tests {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
         assert_eq!(percentile(&v, 50.0), 51.0);
         assert_eq!(percentile(&v, 99.0), 99.0);
-        assert_eq!(redact("postgres://u:pw@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
     }
 }

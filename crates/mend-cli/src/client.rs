@@ -204,7 +204,7 @@ Examples:
 Creates the file when it does not exist. Safe to run any number of times, also while
 `mend serve` runs on the same file. `mend serve` migrates at start-up too.")]
 pub struct MigrateArgs {
-    /// Database URL (sqlite://PATH) [default: sqlite://mend.db]
+    /// Database URL (sqlite://PATH or postgres://USER@HOST/DB) [default: sqlite://mend.db]
     #[arg(long, env = "MEND_DATABASE_URL", value_name = "URL")]
     database: Option<String>,
     /// Print `{"database": .., "schema_version": ..}` instead of a sentence.
@@ -943,17 +943,12 @@ async fn pause_queue(a: QueueArgs, pause: bool) -> anyhow::Result<()> {
 /// schema version.
 pub async fn migrate(a: MigrateArgs) -> anyhow::Result<()> {
     let url = a.database.unwrap_or_else(|| "sqlite://mend.db".into());
-    if !url.starts_with("sqlite:") && url.contains("://") {
-        bail!(
-            "this build supports sqlite:// databases only (got a {} URL)",
-            url.split("://").next().unwrap_or("?")
-        );
-    }
-    let store = mend_sqlite::SqliteStore::open(&url)
+    let store = crate::db::open(&url, crate::db::OpenOptions::default())
         .await
-        .with_context(|| format!("migrating {url}"))?;
+        .context("migrating")?;
     drop(store);
-    let version = mend_sqlite::SCHEMA_VERSION;
+    let version = crate::db::schema_version(&url);
+    let url = crate::db::redact(&url);
     if a.json {
         return print_json(&json!({ "database": url, "schema_version": version }));
     }

@@ -4,6 +4,7 @@
 
 mod bench;
 mod client;
+mod db;
 mod serve;
 
 use clap::{Parser, Subcommand};

@@ -15,7 +15,7 @@ use serde::Deserialize;
 /// neither flag nor variable sets.
 #[derive(clap::Args, Default)]
 pub struct ServeArgs {
-    /// Database URL [default: sqlite://mend.db]
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB?schema=NAME [default: sqlite://mend.db]
     #[arg(long, env = "MEND_DATABASE_URL")]
     database: Option<String>,
     /// Address to listen on [default: 127.0.0.1:7878]; port 0 picks a free port.
@@ -172,17 +172,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
              Set MEND_API_TOKEN (or --token, or token in mend.toml) to a long random value, or bind to 127.0.0.1"
         );
     }
-    if !s.database.starts_with("sqlite:") && s.database.contains("://") {
-        bail!(
-            "this build supports sqlite:// databases only (got a {} URL)",
-            s.database.split("://").next().unwrap_or("?")
-        );
-    }
-    let store: Arc<dyn mend::Store> = Arc::new(
-        mend_sqlite::SqliteStore::open(&s.database)
-            .await
-            .with_context(|| format!("opening {}", s.database))?,
-    );
+    let store = crate::db::open(&s.database, crate::db::OpenOptions::default()).await?;
 
     // Listen first: if the port is taken, fail before any job is claimed.
     let listener = tokio::net::TcpListener::bind(addr)

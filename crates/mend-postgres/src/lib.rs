@@ -123,34 +123,7 @@ pub fn is_postgres_url(url: &str) -> bool {
 }
 
 /// The URL with any password hidden, for logs and errors.
-pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let mut out = match base.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((creds, host)) => match creds.split_once(':') {
-                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-                None => base.to_owned(),
-            },
-            None => base.to_owned(),
-        },
-        None => base.to_owned(),
-    };
-    if let Some(q) = query {
-        let params: Vec<String> = q
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => p.to_owned(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
-    }
-    out
-}
+pub use mend::store::redact_url;
 
 /// Splits mend's own `schema` parameter off a URL; the rest goes to the driver.
 fn split_schema(url: &str) -> (String, Option<String>) {
@@ -268,14 +241,14 @@ impl Sql {
                 RETURNING id"),
             select_unique: t(&format!("SELECT {COLS} FROM {{S}}.mend_jobs WHERE unique_key = ANY($1)")),
             promote: format!(
-                "WITH due AS (SELECT id FROM {schema_q}.mend_jobs WHERE state IN ('scheduled', 'retryable') AND run_at <= $1
+                "WITH due AS MATERIALIZED (SELECT id FROM {schema_q}.mend_jobs WHERE state IN ('scheduled', 'retryable') AND run_at <= $1
                     ORDER BY run_at LIMIT {PROMOTE_BATCH} FOR UPDATE SKIP LOCKED)
                  UPDATE {schema_q}.mend_jobs j SET state = 'available' FROM due
                  WHERE j.id = due.id AND j.state IN ('scheduled', 'retryable')
                  RETURNING pg_notify('{channel}', '')"
             ),
             claim: t(&format!(
-                "WITH picked AS (
+                "WITH picked AS MATERIALIZED (
                     SELECT id FROM {{S}}.mend_jobs
                     WHERE state = 'available' AND queue = $1 AND (cardinality($2::text[]) = 0 OR kind = ANY($2::text[]))
                       AND NOT EXISTS (SELECT 1 FROM {{S}}.mend_queues q WHERE q.name = $1 AND q.paused)
@@ -289,9 +262,15 @@ impl Sql {
                     .collect::<Vec<_>>()
                     .join(", ")
             )),
-            complete: t("UPDATE {S}.mend_jobs j SET state = 'completed', finalized_at = $1, result = u.result, lease_expires_at = NULL
-                FROM unnest($2::uuid[], $3::int4[], $4::text[], $5::json[]) AS u(id, attempt, owner, result)
-                WHERE j.id = u.id AND j.attempt = u.attempt AND j.lease_owner = u.owner AND j.state = 'running'
+            // Rows are locked in id order (here and in `extend`), so a completion batch and
+            // a heartbeat over the same running jobs can never deadlock.
+            complete: t("WITH u AS (SELECT * FROM unnest($2::uuid[], $3::int4[], $4::text[], $5::json[]) AS u(id, attempt, owner, result)),
+                locked AS MATERIALIZED (SELECT j.id FROM {S}.mend_jobs j JOIN u ON j.id = u.id
+                    WHERE j.attempt = u.attempt AND j.lease_owner = u.owner AND j.state = 'running'
+                    ORDER BY j.id FOR UPDATE OF j)
+                UPDATE {S}.mend_jobs j SET state = 'completed', finalized_at = $1, result = u.result, lease_expires_at = NULL
+                FROM u, locked
+                WHERE j.id = locked.id AND u.id = locked.id AND j.attempt = u.attempt AND j.lease_owner = u.owner AND j.state = 'running'
                 RETURNING j.id"),
             completed_event: t(&format!(
                 "UPDATE {{S}}.mend_jobs SET state = 'completed', finalized_at = $4, result = $5::json, lease_expires_at = NULL, {} {fence}",
@@ -320,9 +299,13 @@ impl Sql {
                     finalized_at = CASE WHEN cancel_requested THEN $4::timestamptz END, attempt = attempt - 1, {}, lease_expires_at = NULL {fence}",
                 attempt_event_or_cancelled("$5")
             )),
-            extend: t("UPDATE {S}.mend_jobs j SET lease_expires_at = $1
-                FROM unnest($2::uuid[], $3::int4[]) AS u(id, attempt)
-                WHERE j.id = u.id AND j.attempt = u.attempt AND j.lease_owner = $4 AND j.state = 'running'
+            extend: t("WITH u AS (SELECT * FROM unnest($2::uuid[], $3::int4[]) AS u(id, attempt)),
+                locked AS MATERIALIZED (SELECT j.id FROM {S}.mend_jobs j JOIN u ON j.id = u.id
+                    WHERE j.attempt = u.attempt AND j.lease_owner = $4 AND j.state = 'running'
+                    ORDER BY j.id FOR UPDATE OF j)
+                UPDATE {S}.mend_jobs j SET lease_expires_at = $1
+                FROM locked
+                WHERE j.id = locked.id AND j.lease_owner = $4 AND j.state = 'running'
                 RETURNING j.id, j.cancel_requested"),
             rescue_candidates: t(&format!(
                 "SELECT {COLS} FROM {{S}}.mend_jobs WHERE state = 'running'
@@ -661,16 +644,57 @@ impl PgStore {
         move |e| map_pg(&self.inner.target, e)
     }
 
-    /// How PostgreSQL plans a statement (`EXPLAIN`); used by tests that keep hot queries
-    /// index-backed. `{S}` in `sql` stands for the schema; values are written inline.
-    pub async fn explain(&self, sql: &str) -> Result<Vec<String>> {
+    /// How PostgreSQL plans each hot statement (claim, promotion, completion, lease
+    /// extension, rescue scan), as the generic plan a long-lived prepared statement ends up
+    /// with. Tests use it to keep every hot path on an index as the table grows.
+    pub async fn explain_hot_paths(&self) -> Result<Vec<(&'static str, String)>> {
+        let sql = &self.inner.sql;
+        let now = "'2026-01-01T00:00:00Z'";
+        let id = "'01900000-0000-7000-8000-000000000000'";
+        let cases: [(&'static str, &str, &str, String); 5] = [
+            (
+                "claim",
+                &sql.claim,
+                "text, text[], int8, timestamptz, text, timestamptz",
+                format!("'q', '{{}}', 10, {now}, 'n', {now}"),
+            ),
+            ("promote", &sql.promote, "timestamptz", now.to_owned()),
+            (
+                "complete",
+                &sql.complete,
+                "timestamptz, uuid[], int4[], text[], json[]",
+                format!("{now}, ARRAY[{id}]::uuid[], '{{1}}', '{{n}}', ARRAY[NULL]::json[]"),
+            ),
+            (
+                "extend",
+                &sql.extend,
+                "timestamptz, uuid[], int4[], text",
+                format!("{now}, ARRAY[{id}]::uuid[], '{{1}}', 'n'"),
+            ),
+            (
+                "rescue",
+                &sql.rescue_candidates,
+                "text[], timestamptz",
+                format!("'{{n}}', {now}"),
+            ),
+        ];
         let c = self.client().await?;
-        let sql = format!("EXPLAIN {}", sql.replace("{S}", &self.inner.sql.schema_q));
-        let rows = c.query(&sql, &[]).await.map_err(self.pg())?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| r.try_get::<_, String>(0).ok())
-            .collect())
+        let mut out = Vec::new();
+        for (name, statement, types, values) in cases {
+            let script = format!(
+                "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; PREPARE mend_explain ({types}) AS {statement}; EXPLAIN EXECUTE mend_explain ({values}); DEALLOCATE mend_explain; COMMIT;"
+            );
+            let messages = c.simple_query(&script).await.map_err(self.pg())?;
+            let plan: Vec<String> = messages
+                .iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                    _ => None,
+                })
+                .collect();
+            out.push((name, plan.join("\n")));
+        }
+        Ok(out)
     }
 
     async fn discard_undecodable(

@@ -85,3 +85,13 @@ pub async fn fresh_store(test: &str) -> Option<(PgStore, SchemaGuard)> {
     .expect("open the PostgreSQL store (is MEND_TEST_POSTGRES_URL reachable?)");
     Some((store, guard))
 }
+
+/// A plain connection to the test server (call only after `server_url` said it is set).
+pub async fn client() -> tokio_postgres::Client {
+    let url = std::env::var("MEND_TEST_POSTGRES_URL").expect("MEND_TEST_POSTGRES_URL");
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test server");
+    tokio::spawn(conn);
+    client
+}

@@ -1,8 +1,8 @@
-//! A worker process for crash and signal tests: runs the `work` kind against a SQLite file and
-//! writes what happened to a ledger file, so a test can SIGKILL or SIGTERM it and check the
-//! store and the ledger afterwards.
+//! A worker process for crash and signal tests: runs the `work` kind against a SQLite file or a
+//! `postgres://` URL and writes what happened to a ledger file, so a test can SIGKILL or
+//! SIGTERM it and check the store and the ledger afterwards.
 //!
-//! `mend-test-worker DB LEDGER [--concurrency N] [--drain-ms N] [--rescue-ms N] [--heartbeat-ms N]`
+//! `mend-test-worker DB LEDGER [--concurrency N] [--drain-ms N] [--rescue-ms N] [--heartbeat-ms N] [--lease-ms N]`
 //!
 //! Prints `ready <node id>` on stdout once it is claiming.
 
@@ -61,8 +61,17 @@ async fn main() {
     let drain = Duration::from_millis(flag(&args, "--drain-ms", 5000));
     let rescue = Duration::from_millis(flag(&args, "--rescue-ms", 5000));
     let heartbeat = Duration::from_millis(flag(&args, "--heartbeat-ms", 1000));
+    let lease = Duration::from_millis(flag(&args, "--lease-ms", 30_000));
 
-    let store = Arc::new(mend_sqlite::SqliteStore::open(&db).await.expect("open db"));
+    let store: Arc<dyn mend::Store> = if db.starts_with("postgres://") {
+        Arc::new(
+            mend_postgres::PgStore::open(&db)
+                .await
+                .expect("open PostgreSQL"),
+        )
+    } else {
+        Arc::new(mend_sqlite::SqliteStore::open(&db).await.expect("open db"))
+    };
     let mut registry = Registry::new();
     let l = ledger.clone();
     registry.register_fn(move |ctx, w: Work| {
@@ -86,6 +95,7 @@ async fn main() {
         .configure(|c| {
             c.rescue_interval = rescue;
             c.heartbeat_interval = heartbeat;
+            c.lease_duration = lease;
             c.poll_interval = Duration::from_millis(20);
         })
         .build()

@@ -13,28 +13,86 @@ use mend::{JobRow, JobState, NewJob};
 
 pub struct Env {
     pub dir: tempfile::TempDir,
-    pub db: PathBuf,
+    /// The database the workers open: a SQLite path or a `postgres://` URL.
+    pub db: String,
     pub ledger: PathBuf,
     pub store: Arc<dyn Store>,
+    /// PostgreSQL: the test's own schema, dropped with the Env.
+    pub schema: Option<PgSchema>,
 }
 
 impl Env {
     pub async fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("jobs.db");
+        let db = dir.path().join("jobs.db").to_str().unwrap().to_owned();
         let ledger = dir.path().join("ledger.txt");
         std::fs::write(&ledger, "").unwrap();
-        let store: Arc<dyn Store> = Arc::new(
-            mend_sqlite::SqliteStore::open(db.to_str().unwrap())
-                .await
-                .unwrap(),
-        );
+        let store: Arc<dyn Store> = Arc::new(mend_sqlite::SqliteStore::open(&db).await.unwrap());
         Env {
             dir,
             db,
             ledger,
             store,
+            schema: None,
         }
+    }
+
+    /// An Env on the PostgreSQL server of `MEND_TEST_POSTGRES_URL`, in a schema of its own
+    /// (connections tagged with it as their application name, so a test can cut exactly its
+    /// own). `None`, with a note, when the variable is not set.
+    pub async fn postgres(test: &str) -> Option<Env> {
+        let Ok(url) = std::env::var("MEND_TEST_POSTGRES_URL") else {
+            eprintln!(
+                "SKIPPED {test}: MEND_TEST_POSTGRES_URL is not set (CI sets it; see .ci/run)"
+            );
+            return None;
+        };
+        let name = format!(
+            "mend_p_{}",
+            &uuid::Uuid::now_v7().simple().to_string()[20..]
+        );
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let db = format!("{url}{sep}schema={name}&application_name={name}");
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = dir.path().join("ledger.txt");
+        std::fs::write(&ledger, "").unwrap();
+        // The test's own store is not tagged: cutting the workers' connections spares it.
+        let store: Arc<dyn Store> = Arc::new(
+            mend_postgres::PgStore::open(&format!("{url}{sep}schema={name}"))
+                .await
+                .unwrap(),
+        );
+        Some(Env {
+            dir,
+            db,
+            ledger,
+            store,
+            schema: Some(PgSchema { url, name }),
+        })
+    }
+
+    /// A plain connection to the test's PostgreSQL server.
+    pub async fn pg(&self) -> tokio_postgres::Client {
+        let schema = self.schema.as_ref().expect("a PostgreSQL env");
+        let (client, conn) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    /// Terminates every server connection of this test's workers.
+    pub async fn terminate_backends(&self) -> u64 {
+        let name = &self.schema.as_ref().expect("a PostgreSQL env").name;
+        self.pg()
+            .await
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid))::int8 FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                &[name],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0) as u64
     }
 
     pub async fn enqueue(&self, n: usize, first_ms: u64, then_ms: u64) -> Vec<JobRow> {
@@ -135,6 +193,35 @@ impl Env {
     pub fn ledger_count(&self, prefix: &str, id: uuid::Uuid) -> usize {
         let p = format!("{prefix} {id}");
         self.ledger().iter().filter(|l| l.starts_with(&p)).count()
+    }
+}
+
+/// A PostgreSQL schema dropped on drop.
+pub struct PgSchema {
+    pub url: String,
+    pub name: String,
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                        .await;
+                }
+            });
+        })
+        .join();
     }
 }
 

@@ -286,7 +286,6 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
 
     attempt_over.store(true, Ordering::Release);
     untrack.armed = false;
-    drop(permit);
     match outcome {
         Some(kind) => {
             let sent = shared.outcomes.send(Pending {
@@ -299,6 +298,7 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
                 },
                 kind: job.kind,
                 queue: job.queue,
+                _slot: permit,
             });
             if sent.is_err() {
                 // Only after the completer is gone (a bug or a panic there): the lease lapses

@@ -249,6 +249,10 @@ struct Pending {
     outcome: Outcome,
     kind: String,
     queue: String,
+    /// The attempt's concurrency slot, freed only once the outcome is written: a store whose
+    /// writes fall behind its claims (PostgreSQL claims on their own connections) then slows
+    /// the fetcher down instead of piling up claimed jobs whose outcomes wait in memory.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 pub(crate) struct Shared {

@@ -1,0 +1,261 @@
+//! PostgreSQL-specific behaviour: index-backed hot paths, transactional enqueue, the session
+//! lock that tells live nodes from dead ones, concurrent migrations, clear connection errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use mend::store::{ClaimParams, NodeInfo, Store};
+use mend::NewJob;
+use mend_postgres::{PgConfig, PgStore};
+
+fn node(id: &str) -> NodeInfo {
+    NodeInfo {
+        id: id.to_owned(),
+        host: "h".into(),
+        pid: 1,
+        process_key: "k".into(),
+        started_at: Utc::now(),
+        last_seen: Utc::now(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_paths_stay_on_indexes_as_the_table_grows() {
+    let Some((store, _guard)) = common::fresh_store("hot_paths_stay_on_indexes").await else {
+        return;
+    };
+    // Many finished jobs and a few waiting ones: the shape of a long-running system.
+    for _ in 0..4 {
+        let jobs: Vec<NewJob> = (0..5000)
+            .map(|_| NewJob::new("k", serde_json::json!({})).with_queue("old"))
+            .collect();
+        store.insert_many(jobs).await.unwrap();
+    }
+    let c = common::client().await;
+    c.batch_execute(&format!(
+        "UPDATE \"{0}\".mend_jobs SET state = 'completed', finalized_at = now(); ANALYZE \"{0}\".mend_jobs;",
+        store.schema()
+    ))
+    .await
+    .unwrap();
+    for (name, plan) in store.explain_hot_paths().await.unwrap() {
+        assert!(
+            !plan.contains("Seq Scan on mend_jobs"),
+            "{name} scans the whole table:\n{plan}"
+        );
+        let index = match name {
+            "claim" => "mend_jobs_claim",
+            "promote" => "mend_jobs_due",
+            "complete" | "extend" => "mend_jobs_pkey",
+            "rescue" => "mend_jobs_running",
+            _ => unreachable!(),
+        };
+        assert!(plan.contains(index), "{name} does not use {index}:\n{plan}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_enqueued_in_a_callers_transaction_exist_only_if_it_commits() {
+    let Some((store, guard)) = common::fresh_store("transactional_enqueue").await else {
+        return;
+    };
+    let mut c = common::client().await;
+    let tx = c.transaction().await.unwrap();
+    let rolled_back = store
+        .insert_many_in(&tx, vec![NewJob::new("k", serde_json::json!({"n": 1}))])
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert!(store.get(rolled_back[0].id).await.unwrap().is_none());
+
+    // A second store (another node) is woken by the commit, not before.
+    let other = PgStore::open(&guard.store_url()).await.unwrap();
+    let wake = other.wakeup();
+    let woken = wake.notified();
+    tokio::pin!(woken);
+    woken.as_mut().enable();
+    let tx = c.transaction().await.unwrap();
+    let kept = store
+        .insert_many_in(&tx, vec![NewJob::new("k", serde_json::json!({"n": 2}))])
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), woken.as_mut())
+            .await
+            .is_err(),
+        "woken before the commit"
+    );
+    assert!(
+        store.get(kept[0].id).await.unwrap().is_none(),
+        "visible before the commit"
+    );
+    tx.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), woken)
+        .await
+        .expect("the commit's NOTIFY wakes other nodes");
+    assert!(store.get(kept[0].id).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_is_dead_when_its_session_lock_is_gone_and_alive_across_a_cut_session() {
+    let Some((leader, guard)) = common::fresh_store("session_lock_liveness").await else {
+        return;
+    };
+    let tag = format!("{}_n", guard.schema);
+    let url = format!("{}&application_name={tag}", guard.store_url());
+    let member = PgStore::open(&url).await.unwrap();
+    member.register_node(node("member")).await.unwrap();
+    assert!(leader.is_leader().await.unwrap());
+    assert!(!member.is_leader().await.unwrap(), "one leader per schema");
+    // Let the leader's session be older than its start-up grace.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let far_past = Utc::now() - chrono::Duration::hours(1);
+    assert!(leader
+        .dead_nodes("leader", far_past)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Cut every connection of the member: its session comes back and takes its lock again
+    // before the leader would call it dead.
+    let c = common::client().await;
+    let cut: i64 = c
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid))::int8 FROM pg_stat_activity WHERE application_name = $1",
+            &[&tag],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(cut >= 1);
+    for _ in 0..10 {
+        assert!(
+            leader
+                .dead_nodes("leader", far_past)
+                .await
+                .unwrap()
+                .is_empty(),
+            "a node whose session was cut and came back is alive"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(member.heartbeat_node("member", Utc::now()).await.unwrap());
+
+    // Drop the member (its session closes, as when the process dies): dead within a second.
+    drop(member);
+    let start = Instant::now();
+    loop {
+        if leader.dead_nodes("leader", far_past).await.unwrap() == vec!["member".to_owned()] {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the dead node was not seen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_migrate_once() {
+    let Some(url) = common::server_url("migrate_once") else {
+        return;
+    };
+    let guard = common::SchemaGuard::new(&url);
+    let opens = (0..4).map(|_| {
+        let url = guard.store_url();
+        tokio::spawn(async move {
+            PgStore::open_with(
+                &url,
+                PgConfig {
+                    pool_size: 2,
+                    ..PgConfig::default()
+                },
+            )
+            .await
+        })
+    });
+    for open in opens {
+        open.await.unwrap().expect("every node opens");
+    }
+    let c = common::client().await;
+    let versions: i64 = c
+        .query_one(
+            &format!(
+                "SELECT count(*)::int8 FROM \"{}\".mend_migrations",
+                guard.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(versions, mend_postgres::SCHEMA_VERSION);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_or_a_bad_url_is_a_clear_error() {
+    let err = PgStore::open("postgres://postgres:secret@127.0.0.1:1/test")
+        .await
+        .err()
+        .expect("nothing listens on port 1");
+    let msg = err.to_string();
+    assert!(msg.contains("cannot open the database"), "{msg}");
+    assert!(!msg.contains("secret"), "the password leaked: {msg}");
+    let err = PgStore::open("postgres://h/db?schema=Bad-Name")
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("schema name"), "{err}");
+    let err = PgStore::open("postgres://h/db?bogus_option=1")
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("expected postgres://"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_survive_a_cut_connection_pool() {
+    let Some((store, guard)) = common::fresh_store("claims_survive_cut").await else {
+        return;
+    };
+    store
+        .insert_many(vec![NewJob::new("k", serde_json::json!({}))])
+        .await
+        .unwrap();
+    // Cut the store's pooled connections: the next use fails or reconnects, never panics,
+    // and a retry succeeds.
+    let c = common::client().await;
+    c.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mend' AND query LIKE $1",
+        &[&format!("%{}%", guard.schema)],
+    )
+    .await
+    .unwrap();
+    let params = ClaimParams {
+        queue: "default".into(),
+        kinds: vec![],
+        limit: 10,
+        lease_owner: "n".into(),
+        lease_duration: Duration::from_secs(30),
+        now: Utc::now(),
+    };
+    let mut claimed = Vec::new();
+    for _ in 0..5 {
+        match store.claim(params.clone()).await {
+            Ok(jobs) => {
+                claimed = jobs;
+                break;
+            }
+            Err(e) => {
+                assert!(matches!(e, mend::StoreError::Unavailable { .. }), "{e:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert_eq!(claimed.len(), 1);
+}

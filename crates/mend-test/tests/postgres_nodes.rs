@@ -1,0 +1,169 @@
+//! Several real worker processes on one PostgreSQL database: a SIGKILLed node's jobs are
+//! rescued by the others within about a second; no job runs twice among live nodes; cutting
+//! every database connection mid-run loses nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use mend::{ErrorKind, JobState};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_sigkill_one_and_the_others_rescue_its_jobs_within_seconds() {
+    let Some(env) = Env::postgres("three_nodes_sigkill").await else {
+        return;
+    };
+    let mut nodes: Vec<Proc> = (0..3).map(|_| env.spawn(&["--concurrency", "8"])).collect();
+    // First attempts hang (a minute); a rescued job's second attempt is quick.
+    let jobs = env.enqueue(12, 60_000, 20).await;
+    let running = env
+        .wait_for("12 jobs running", Duration::from_secs(15), |j| {
+            j.iter().filter(|j| j.state == JobState::Running).count() == 12
+        })
+        .await;
+    let mut by_owner: HashMap<String, Vec<uuid::Uuid>> = HashMap::new();
+    for j in &running {
+        by_owner
+            .entry(j.lease_owner.clone().unwrap())
+            .or_default()
+            .push(j.id);
+    }
+    let node_ids: Vec<String> = env
+        .store
+        .list_nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(
+        node_ids.len(),
+        3,
+        "three worker nodes registered: {node_ids:?}"
+    );
+    // The victim: a node holding jobs. Node ids end with the pid.
+    let (victim_node, victim_jobs) = by_owner
+        .iter()
+        .max_by_key(|(_, v)| v.len())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unwrap();
+    let node_pid = env
+        .store
+        .list_nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|n| n.id == victim_node)
+        .unwrap()
+        .pid;
+    let victim = nodes.iter_mut().position(|p| p.id() == node_pid).unwrap();
+
+    let killed_at = Instant::now();
+    nodes[victim].kill().unwrap(); // SIGKILL
+    nodes[victim].wait().unwrap();
+    let rescued = env
+        .wait_for(
+            "the dead node's jobs rescued",
+            Duration::from_secs(15),
+            |j| {
+                j.iter().filter(|j| victim_jobs.contains(&j.id)).all(|j| {
+                    j.lease_owner.as_deref() != Some(&victim_node) || j.state != JobState::Running
+                })
+            },
+        )
+        .await;
+    let time_to_rescue = killed_at.elapsed();
+    eprintln!(
+        "time to rescue after SIGKILL: {time_to_rescue:?} ({} jobs)",
+        victim_jobs.len()
+    );
+    assert!(
+        time_to_rescue < Duration::from_secs(10),
+        "rescue took {time_to_rescue:?}"
+    );
+    let _ = rescued;
+    // The survivors run the rescued jobs (second attempts are quick).
+    let done = env
+        .wait_for("the rescued jobs completed", Duration::from_secs(15), |j| {
+            j.iter()
+                .filter(|j| victim_jobs.contains(&j.id))
+                .all(|j| j.state == JobState::Completed)
+        })
+        .await;
+    for job in done.iter().filter(|j| victim_jobs.contains(&j.id)) {
+        assert_eq!(job.attempt, 2, "{job:?}");
+        assert_eq!(job.errors.len(), 1);
+        assert_eq!(job.errors[0].kind, ErrorKind::Lost);
+        assert_ne!(job.lease_owner.as_deref(), Some(victim_node.as_str()));
+        assert_eq!(
+            env.ledger_count("done", job.id),
+            1,
+            "completed once: {job:?}"
+        );
+    }
+    // The survivors' own jobs were never touched.
+    for job in done.iter().filter(|j| !victim_jobs.contains(&j.id)) {
+        assert_eq!(job.state, JobState::Running, "{job:?}");
+        assert_eq!(job.attempt, 1);
+    }
+    assert!(
+        !env.store
+            .list_nodes()
+            .await
+            .unwrap()
+            .iter()
+            .any(|n| n.id == victim_node),
+        "the dead node was removed from the registry"
+    );
+    assert_eq!(jobs.len(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_nodes_run_each_job_once_even_when_their_connections_are_cut() {
+    let Some(env) = Env::postgres("each_job_once").await else {
+        return;
+    };
+    let nodes: Vec<Proc> = (0..3)
+        .map(|_| env.spawn(&["--concurrency", "6", "--lease-ms", "5000"]))
+        .collect();
+    let n = 300;
+    let jobs = env.enqueue(n, 15, 15).await;
+    // Cut every connection of every node a few times while they work.
+    let mut cuts = 0;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        cuts += env.terminate_backends().await;
+    }
+    assert!(cuts > 0, "the test cut no connection; it proves nothing");
+    let done = env
+        .wait_for("all jobs completed", Duration::from_secs(60), |j| {
+            j.len() == n && j.iter().all(|j| j.state == JobState::Completed)
+        })
+        .await;
+    let ledger = env.ledger();
+    for job in &done {
+        let id = job.id.to_string();
+        let runs = ledger
+            .iter()
+            .filter(|l| l.starts_with("done") && l.contains(&id))
+            .count();
+        assert_eq!(runs, 1, "job {id} ran to completion {runs} times: {job:?}");
+        let starts = ledger
+            .iter()
+            .filter(|l| l.starts_with("start") && l.contains(&id))
+            .count();
+        assert_eq!(starts, 1, "job {id} was started {starts} times: {job:?}");
+        // A claim whose reply was cut off leaves its job leased to a node that never ran
+        // it; the lease lapses and the job is rescued as `lost`. Nothing else may fail.
+        assert!(
+            job.errors.iter().all(|e| e.kind == ErrorKind::Lost),
+            "{job:?}"
+        );
+    }
+    assert_eq!(jobs.len(), done.len());
+    drop(nodes);
+}
