@@ -47,14 +47,19 @@ async fn hot_paths_stay_on_indexes_as_the_table_grows() {
             !plan.contains("Seq Scan on mend_jobs"),
             "{name} scans the whole table:\n{plan}"
         );
-        let index = match name {
-            "claim" => "mend_jobs_claim",
-            "promote" => "mend_jobs_due",
-            "complete" | "extend" => "mend_jobs_pkey",
-            "rescue" => "mend_jobs_running",
+        // Completions and heartbeats touch running jobs only: by primary key, or through the
+        // running jobs' partial index (bounded by total concurrency, not by the table).
+        let indexes: &[&str] = match name {
+            "claim" => &["mend_jobs_claim"],
+            "promote" => &["mend_jobs_due"],
+            "complete" | "extend" => &["mend_jobs_pkey", "mend_jobs_running"],
+            "rescue" => &["mend_jobs_running"],
             _ => unreachable!(),
         };
-        assert!(plan.contains(index), "{name} does not use {index}:\n{plan}");
+        assert!(
+            indexes.iter().any(|i| plan.contains(i)),
+            "{name} uses none of {indexes:?}:\n{plan}"
+        );
     }
 }
 
