@@ -71,9 +71,10 @@ pub struct PgConfig {
     pub schema: String,
     /// Most connections for enqueues, outcomes and reads. Default 8.
     pub pool_size: usize,
-    /// Most connections for claims and heartbeats. Default 4.
+    /// Most connections for claims and node heartbeats. Default 4.
     pub claim_pool_size: usize,
-    /// Claims and heartbeats commit without waiting for the WAL flush (see the module docs).
+    /// Claims and node heartbeats commit without waiting for the WAL flush (see the module
+    /// docs).
     /// Default `true`.
     pub async_claims: bool,
     /// How long to wait for a pooled connection before reporting the database unavailable.
@@ -525,10 +526,12 @@ impl PgStore {
         // from empty has statistics that say "one row", and then the planner prefers a bitmap
         // scan of the whole queue plus a sort (measured: 55 ms per claim at 70k waiting jobs
         // instead of well under 1 ms); without bitmap scans the ordered walk is the cheapest.
+        // Claims keep the default plan caching: a claim's generic plan is the ordered index
+        // walk, and planning every claim would add most of a millisecond to pickup latency.
         let claim_options = if config.async_claims {
-            "-c plan_cache_mode=force_custom_plan -c enable_bitmapscan=off -c synchronous_commit=off"
+            "-c enable_bitmapscan=off -c synchronous_commit=off"
         } else {
-            "-c plan_cache_mode=force_custom_plan -c enable_bitmapscan=off"
+            "-c enable_bitmapscan=off"
         };
         let fast_pg = with_options(claim_options);
         let fast = make_pool(fast_pg, config.claim_pool_size)?;
@@ -590,6 +593,21 @@ impl PgStore {
         client: &C,
         jobs: Vec<NewJob>,
     ) -> Result<Vec<JobRow>> {
+        self.insert_with(client, self.inner.sql.insert.as_str(), jobs)
+            .await
+    }
+
+    /// The insert, with its statement given as text (a caller's client) or prepared (ours).
+    async fn insert_with<C, S>(
+        &self,
+        client: &C,
+        insert: &S,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<JobRow>>
+    where
+        C: GenericClient + Sync,
+        S: tokio_postgres::ToStatement + ?Sized + Sync + Send,
+    {
         let t = &self.inner.target;
         for job in &jobs {
             job.validate()?;
@@ -604,7 +622,7 @@ impl PgStore {
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))
             .collect();
         let inserted: HashSet<Uuid> = client
-            .query(&self.inner.sql.insert, &refs)
+            .query(insert, &refs)
             .await
             .map_err(|e| map_pg(t, e))?
             .iter()
@@ -848,7 +866,11 @@ impl Store for PgStore {
 
     async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobRow>> {
         let c = self.client().await?;
-        let rows = self.insert_many_in(&**c, jobs).await?;
+        let insert = c
+            .prepare_cached(&self.inner.sql.insert)
+            .await
+            .map_err(self.pg())?;
+        let rows = self.insert_with(&**c, &insert, jobs).await?;
         // Local fetchers at once; other nodes hear the trigger's NOTIFY.
         if rows.iter().any(|r| r.state == JobState::Available) {
             self.inner.wake.notify_waiters();
@@ -1016,7 +1038,8 @@ impl Store for PgStore {
     }
 
     async fn extend_leases(&self, p: ExtendLeasesParams) -> Result<ExtendLeasesResult> {
-        let c = self.fast_client().await?;
+        // The main pool: its custom plans size the unnest join by the real batch.
+        let c = self.client().await?;
         let st = c
             .prepare_cached(&self.inner.sql.extend)
             .await
