@@ -286,6 +286,7 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
 
     attempt_over.store(true, Ordering::Release);
     untrack.armed = false;
+    drop(permit);
     match outcome {
         Some(kind) => {
             let sent = shared.outcomes.send(Pending {
@@ -298,7 +299,7 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
                 },
                 kind: job.kind,
                 queue: job.queue,
-                _slot: permit,
+                _backlog: shared.backlog.clone().try_acquire_owned().ok(),
             });
             if sent.is_err() {
                 // Only after the completer is gone (a bug or a panic there): the lease lapses

@@ -56,6 +56,14 @@ pub(super) async fn run(
                 }
             }
         }
+        // Backpressure: while the completer is far behind, claim nothing more.
+        if shared.backlog.available_permits() == 0 {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                p = shared.backlog.acquire() => drop(p),
+            }
+        }
         let mut permits = vec![first];
         while permits.len() < MAX_CLAIM_BATCH {
             match slots.clone().try_acquire_owned() {

@@ -249,13 +249,22 @@ struct Pending {
     outcome: Outcome,
     kind: String,
     queue: String,
-    /// The attempt's concurrency slot, freed only once the outcome is written: a store whose
-    /// writes fall behind its claims (PostgreSQL claims on their own connections) then slows
-    /// the fetcher down instead of piling up claimed jobs whose outcomes wait in memory.
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    /// A place in the completer's backlog, held until the outcome is written (see
+    /// [`OUTCOME_BACKLOG`]); `None` when the backlog was already full (an outcome is never held
+    /// back for want of one).
+    _backlog: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
+/// Most outcomes waiting to be written before fetchers stop claiming. A slot is freed as soon
+/// as its attempt ends (the next job starts while the outcome is written in a batch), so a
+/// store whose writes fall behind its claims (PostgreSQL claims on their own connections)
+/// would otherwise pile up claimed jobs whose outcomes wait in memory, and heartbeats that
+/// grow with them.
+pub(crate) const OUTCOME_BACKLOG: usize = 2 * 1000;
+
 pub(crate) struct Shared {
+    /// Places in the completer's backlog; fetchers wait for one before claiming.
+    backlog: Arc<tokio::sync::Semaphore>,
     store: Arc<dyn Store>,
     registry: Registry,
     config: WorkerConfig,
@@ -399,6 +408,7 @@ impl Worker {
             node,
             inflight: Mutex::new(HashMap::new()),
             outcomes: tx,
+            backlog: Arc::new(tokio::sync::Semaphore::new(OUTCOME_BACKLOG)),
             stats: Stats::default(),
             events,
             tracker: TaskTracker::new(),
