@@ -62,6 +62,9 @@ async fn three_nodes_sigkill_one_and_the_others_rescue_its_jobs_within_seconds()
         .pid;
     let victim = nodes.iter_mut().position(|p| p.id() == node_pid).unwrap();
 
+    // Steady state: every session older than the leader's start-up grace (a new leader does
+    // not judge nodes by their locks while sessions may still be reconnecting).
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let killed_at = Instant::now();
     nodes[victim].kill().unwrap(); // SIGKILL
     nodes[victim].wait().unwrap();
