@@ -921,7 +921,7 @@ impl Store for PgStore {
         if !bad.is_empty() {
             self.discard_undecodable(&**c, bad, p.now).await?;
         }
-        jobs.sort_by(|a, b| (a.priority, a.run_at, a.id).cmp(&(b.priority, b.run_at, b.id)));
+        jobs.sort_by_key(|a| (a.priority, a.run_at, a.id));
         Ok(jobs)
     }
 
