@@ -711,10 +711,47 @@ fn migrate_creates_a_fresh_database_at_the_current_schema() {
     let j = out.json();
     assert_eq!(j["schema_version"], mend_sqlite::SCHEMA_VERSION);
     assert_eq!(j["database"], url.as_str());
-    let line = run(&["migrate", "--database", "postgres://localhost/x"], &[])
+    let line = run(&["migrate", "--database", "mysql://localhost/x"], &[])
         .fails()
         .to_owned();
-    assert!(line.contains("sqlite://"), "{line}");
+    assert!(
+        line.contains("sqlite://") && line.contains("postgres://"),
+        "{line}"
+    );
+}
+
+#[test]
+fn migrate_brings_a_postgres_schema_up_and_hides_the_password() {
+    let Ok(server) = std::env::var("MEND_TEST_POSTGRES_URL") else {
+        eprintln!("SKIPPED: MEND_TEST_POSTGRES_URL is not set (CI sets it; see .ci/run)");
+        return;
+    };
+    let schema = format!("mend_cli_{}", std::process::id());
+    let sep = if server.contains('?') { '&' } else { '?' };
+    let url = format!("{server}{sep}schema={schema}");
+    let out = run(&["migrate", "--database", &url, "--json"], &[]).ok();
+    let j = out.json();
+    assert_eq!(j["schema_version"], mend_postgres::SCHEMA_VERSION);
+    // A wrong password never shows in the error.
+    let bad = "postgres://postgres:hunter2@127.0.0.1:1/test";
+    let line = run(&["migrate", "--database", bad], &[]).fails().to_owned();
+    assert!(line.contains("cannot open the database"), "{line}");
+    assert!(!line.contains("hunter2"), "{line}");
+    // Clean up the schema with the server's own client library.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+            .await
+            .unwrap();
+    });
 }
 
 #[test]
