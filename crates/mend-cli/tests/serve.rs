@@ -29,8 +29,12 @@ impl Drop for Serve {
 fn serve(extra: &[&str]) -> Serve {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("serve.db").display());
+    serve_on(&db, dir, extra)
+}
+
+fn serve_on(db: &str, dir: tempfile::TempDir, extra: &[&str]) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mend"))
-        .args(["serve", "--database", &db, "--bind", "127.0.0.1:0"])
+        .args(["serve", "--database", db, "--bind", "127.0.0.1:0"])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -409,4 +413,61 @@ fn json_logs_are_one_object_per_line() {
             .any(|l| l["fields"]["message"] == "applied migration" && l["level"] == "INFO"),
         "{stderr}"
     );
+}
+
+#[test]
+fn serves_and_runs_jobs_on_postgres() {
+    let Ok(server) = std::env::var("MEND_TEST_POSTGRES_URL") else {
+        eprintln!("SKIPPED: MEND_TEST_POSTGRES_URL is not set (CI sets it; see .ci/run)");
+        return;
+    };
+    let schema = format!("mend_serve_{}", std::process::id());
+    let sep = if server.contains('?') { '&' } else { '?' };
+    let db = format!("{server}{sep}schema={schema}");
+    let mut s = serve_on(&db, tempfile::tempdir().unwrap(), &[]);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (status, job) = http(
+            &s.addr,
+            "POST",
+            "/v1/jobs",
+            Some(json!({"kind": "noop", "args": {"sleep_ms": 10 * i}})),
+        )
+        .unwrap();
+        assert_eq!(status, 201, "{job}");
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    wait_until("three jobs completed", Duration::from_secs(15), || {
+        ids.iter().all(|id| {
+            http(&s.addr, "GET", &format!("/v1/jobs/{id}"), None)
+                .is_some_and(|(_, j)| j["state"] == "completed")
+        })
+    });
+    signal(&s.child, "TERM");
+    let status = s.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        // The node deregistered on its way out.
+        let nodes: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM \"{schema}\".mend_nodes"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(nodes, 0, "a graceful shutdown deregisters the node");
+        client
+            .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+            .await
+            .unwrap();
+    });
 }
