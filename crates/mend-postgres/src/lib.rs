@@ -677,6 +677,22 @@ impl PgStore {
             .map_err(|e| map_pool(&self.inner.target, e))
     }
 
+    /// Runs `template` (with `{S}` standing for the schema) on a pooled connection.
+    async fn query_s(&self, template: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let c = self.client().await?;
+        c.query(&template.replace("{S}", &self.inner.sql.schema_q), params)
+            .await
+            .map_err(self.pg())
+    }
+
+    /// Like [`Self::query_s`], for a statement whose row count is all that matters.
+    async fn execute_s(&self, template: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let c = self.client().await?;
+        c.execute(&template.replace("{S}", &self.inner.sql.schema_q), params)
+            .await
+            .map_err(self.pg())
+    }
+
     fn pg(&self) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
         move |e| map_pg(&self.inner.target, e)
     }
@@ -742,14 +758,7 @@ impl PgStore {
     ) -> Result<()> {
         for (id, e) in bad {
             tracing::error!(error = %e, "discarding a job whose stored row cannot be read");
-            let record = jsonb(&AttemptError {
-                attempt: 0,
-                kind: mend::ErrorKind::Error,
-                message: format!(
-                    "the stored job cannot be read ({e}); repair the row, then retry the job"
-                ),
-                at: now,
-            })?;
+            let record = jsonb(&AttemptError::unreadable_row(&e, now))?;
             client
                 .execute(&self.inner.sql.discard_bad, &[&id, &now, &record])
                 .await
@@ -807,30 +816,7 @@ fn insert_params(jobs: &[NewJob], now: DateTime<Utc>) -> Result<(Params, Vec<Job
         keys.push(job.unique_key.clone());
         tags.push(serde_json::json!(job.tags));
         timeouts.push(job.timeout_ms);
-        rows.push(JobRow {
-            id: job.id,
-            queue: job.queue.clone(),
-            kind: job.kind.clone(),
-            args: job.args.clone(),
-            state,
-            priority: job.priority,
-            attempt: 0,
-            max_attempts: job.max_attempts,
-            run_at,
-            created_at: now,
-            attempted_at: None,
-            finalized_at: None,
-            lease_owner: None,
-            lease_expires_at: None,
-            cancel_requested: false,
-            errors: Vec::new(),
-            unique_key: job.unique_key.clone(),
-            tags: job.tags.clone(),
-            result: None,
-            timeout_ms: job.timeout_ms,
-            // The same as a read derives (see mend::job::build_timeline).
-            timeline: vec![TimelineEvent::new(now, "enqueued")],
-        });
+        rows.push(job.clone().into_row(state, run_at, now));
     }
     let params: Params = vec![
         Box::new(ids),
@@ -953,8 +939,9 @@ impl Store for PgStore {
         }
         let mut c = self.client().await?;
         let mut applied: HashSet<Uuid> = HashSet::new();
-        if rare.is_empty() {
-            // The hot path: one statement, no transaction round trips.
+        // The plain completions: one statement of their own (each outcome is fenced on its
+        // own, so they need no transaction with the rare ones).
+        if !ids.is_empty() {
             let st = c.prepare_cached(&sql.complete).await.map_err(self.pg())?;
             for r in c
                 .query(&st, &[&now, &ids, &attempts, &owners, &results])
@@ -963,18 +950,9 @@ impl Store for PgStore {
             {
                 applied.insert(r.try_get(0).map_err(self.pg())?);
             }
-        } else {
+        }
+        if !rare.is_empty() {
             let tx = c.transaction().await.map_err(self.pg())?;
-            if !ids.is_empty() {
-                let st = tx.prepare_cached(&sql.complete).await.map_err(self.pg())?;
-                for r in tx
-                    .query(&st, &[&now, &ids, &attempts, &owners, &results])
-                    .await
-                    .map_err(self.pg())?
-                {
-                    applied.insert(r.try_get(0).map_err(self.pg())?);
-                }
-            }
             for o in rare {
                 let event = jsonb(&o.timeline_event(now))?;
                 let (id, attempt, owner) = (&o.id, &o.attempt, &o.lease_owner);
@@ -1289,14 +1267,10 @@ impl Store for PgStore {
     async fn register_node(&self, node: NodeInfo) -> Result<()> {
         // The lock first: a registered node without its lock would look dead.
         let key = self.inner.session.lock_node(&node.id).await?;
-        let c = self.client().await?;
-        c.execute(
-            &format!(
-                "INSERT INTO {}.mend_nodes (id, host, pid, process_key, started_at, last_seen, lock_key)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, lock_key = excluded.lock_key",
-                self.inner.sql.schema_q
-            ),
+        self.execute_s(
+            "INSERT INTO {S}.mend_nodes (id, host, pid, process_key, started_at, last_seen, lock_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, lock_key = excluded.lock_key",
             &[
                 &node.id,
                 &node.host,
@@ -1307,8 +1281,7 @@ impl Store for PgStore {
                 &key,
             ],
         )
-        .await
-        .map_err(self.pg())?;
+        .await?;
         Ok(())
     }
 
@@ -1328,17 +1301,12 @@ impl Store for PgStore {
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeInfo>> {
-        let c = self.client().await?;
-        let rows = c
-            .query(
-                &format!(
-                    "SELECT id, host, pid, process_key, started_at, last_seen FROM {}.mend_nodes ORDER BY id",
-                    self.inner.sql.schema_q
-                ),
+        let rows = self
+            .query_s(
+                "SELECT id, host, pid, process_key, started_at, last_seen FROM {S}.mend_nodes ORDER BY id",
                 &[],
             )
-            .await
-            .map_err(self.pg())?;
+            .await?;
         let mut out = Vec::new();
         for r in rows {
             let pid: i64 = r.try_get(2).map_err(self.pg())?;
@@ -1355,48 +1323,29 @@ impl Store for PgStore {
     }
 
     async fn deregister_nodes(&self, ids: Vec<String>) -> Result<()> {
-        let c = self.client().await?;
-        c.execute(
-            &format!(
-                "DELETE FROM {}.mend_nodes WHERE id = ANY($1)",
-                self.inner.sql.schema_q
-            ),
-            &[&ids],
-        )
-        .await
-        .map_err(self.pg())?;
+        self.execute_s("DELETE FROM {S}.mend_nodes WHERE id = ANY($1)", &[&ids])
+            .await?;
         self.inner.session.unlock_nodes(&ids).await;
         Ok(())
     }
 
     async fn prune(&self, p: PruneParams) -> Result<u64> {
-        let c = self.client().await?;
-        c.execute(
-            &format!(
-                "DELETE FROM {0}.mend_jobs WHERE id IN (
-                    SELECT id FROM {0}.mend_jobs WHERE finalized_at IS NOT NULL AND finalized_at < $1
-                    ORDER BY finalized_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                self.inner.sql.schema_q
-            ),
+        self.execute_s(
+            "DELETE FROM {S}.mend_jobs WHERE id IN (
+                SELECT id FROM {S}.mend_jobs WHERE finalized_at IS NOT NULL AND finalized_at < $1
+                ORDER BY finalized_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
             &[&p.finalized_before, &bound(p.limit)],
         )
         .await
-        .map_err(self.pg())
     }
 
     async fn set_queue_paused(&self, queue: &str, paused: bool, now: DateTime<Utc>) -> Result<()> {
-        let c = self.client().await?;
-        c.execute(
-            &format!(
-                "INSERT INTO {}.mend_queues (name, paused, updated_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
-                self.inner.sql.schema_q
-            ),
+        self.execute_s(
+            "INSERT INTO {S}.mend_queues (name, paused, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
             &[&queue, &paused, &micros(now)],
         )
-        .await
-        .map_err(self.pg())?;
-        drop(c);
+        .await?;
         if !paused {
             self.notify_all().await;
         }
@@ -1404,17 +1353,12 @@ impl Store for PgStore {
     }
 
     async fn paused_queues(&self) -> Result<Vec<String>> {
-        let c = self.client().await?;
-        let rows = c
-            .query(
-                &format!(
-                    "SELECT name FROM {}.mend_queues WHERE paused ORDER BY name",
-                    self.inner.sql.schema_q
-                ),
+        let rows = self
+            .query_s(
+                "SELECT name FROM {S}.mend_queues WHERE paused ORDER BY name",
                 &[],
             )
-            .await
-            .map_err(self.pg())?;
+            .await?;
         rows.iter()
             .map(|r| r.try_get(0).map_err(self.pg()))
             .collect()

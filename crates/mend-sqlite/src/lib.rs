@@ -482,14 +482,7 @@ fn discard_undecodable(
 ) -> Result<()> {
     for (id, e) in bad {
         tracing::error!(error = %e, "discarding a job whose stored row cannot be read");
-        let record = error_json(&AttemptError {
-            attempt: 0,
-            kind: mend::ErrorKind::Error,
-            message: format!(
-                "the stored job cannot be read ({e}); repair the row, then retry the job"
-            ),
-            at: now,
-        })?;
+        let record = error_json(&AttemptError::unreadable_row(&e, now))?;
         conn.prepare_cached(
             "UPDATE mend_jobs SET state = 'discarded', finalized_at = ?2, lease_expires_at = NULL,
                 errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json(?3))
@@ -561,8 +554,6 @@ impl Store for SqliteStore {
                     let args = serde_json::to_string(&job.args).map_err(|e| StoreError::Database(e.to_string()))?;
                     let tags = serde_json::to_string(&job.tags).map_err(|e| StoreError::Database(e.to_string()))?;
                     let stored_now = DateTime::from_timestamp_micros(micros(now)).unwrap_or(now);
-                    // The same as a read derives (see mend::job::build_timeline).
-                    let timeline = vec![TimelineEvent::new(stored_now, "enqueued")];
                     let n = stmt
                         .execute(params![
                             job.id.as_bytes().as_slice(),
@@ -590,30 +581,9 @@ impl Store for SqliteStore {
                         .ok_or_else(|| StoreError::Database("unique key conflict without a row".into()))?;
                         out.push(existing);
                     } else {
-                        out.push(JobRow {
-                            id: job.id,
-                            queue: job.queue,
-                            kind: job.kind,
-                            args: job.args,
-                            state,
-                            priority: job.priority,
-                            attempt: 0,
-                            max_attempts: job.max_attempts,
-                            // Stored with microsecond precision; return what a read would.
-                            run_at: DateTime::from_timestamp_micros(micros(run_at)).unwrap_or(run_at),
-                            created_at: DateTime::from_timestamp_micros(micros(now)).unwrap_or(now),
-                            attempted_at: None,
-                            finalized_at: None,
-                            lease_owner: None,
-                            lease_expires_at: None,
-                            cancel_requested: false,
-                            errors: Vec::new(),
-                            unique_key: job.unique_key,
-                            tags: job.tags,
-                            result: None,
-                            timeout_ms: job.timeout_ms,
-                            timeline,
-                        });
+                        // Stored with microsecond precision; return what a read would.
+                        let run_at = DateTime::from_timestamp_micros(micros(run_at)).unwrap_or(run_at);
+                        out.push(job.into_row(state, run_at, stored_now));
                     }
                 }
                 Ok(out)

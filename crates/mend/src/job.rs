@@ -196,6 +196,20 @@ pub struct AttemptError {
     pub at: DateTime<Utc>,
 }
 
+impl AttemptError {
+    /// The record a store writes when it sets aside a job whose stored row it cannot read.
+    pub fn unreadable_row(why: &dyn fmt::Display, now: DateTime<Utc>) -> Self {
+        AttemptError {
+            attempt: 0,
+            kind: ErrorKind::Error,
+            message: format!(
+                "the stored job cannot be read ({why}); repair the row, then retry the job"
+            ),
+            at: now,
+        }
+    }
+}
+
 /// Size the stored events of a job are kept near (32 KiB): past it, each new event pushes out
 /// the oldest stored one. A job retried hundreds of times keeps its recent history, not an
 /// unbounded list.
@@ -471,6 +485,40 @@ impl NewJob {
     pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.timeout_ms = Some(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
         self
+    }
+
+    /// The row a store holds right after inserting this job in `state` at `created_at` (both
+    /// already at the store's precision), as a later read would return it.
+    pub fn into_row(
+        self,
+        state: JobState,
+        run_at: DateTime<Utc>,
+        created_at: DateTime<Utc>,
+    ) -> JobRow {
+        JobRow {
+            id: self.id,
+            queue: self.queue,
+            kind: self.kind,
+            args: self.args,
+            state,
+            priority: self.priority,
+            attempt: 0,
+            max_attempts: self.max_attempts,
+            run_at,
+            created_at,
+            attempted_at: None,
+            finalized_at: None,
+            lease_owner: None,
+            lease_expires_at: None,
+            cancel_requested: false,
+            errors: Vec::new(),
+            unique_key: self.unique_key,
+            tags: self.tags,
+            result: None,
+            timeout_ms: self.timeout_ms,
+            // The same as a read derives (see build_timeline).
+            timeline: vec![TimelineEvent::new(created_at, "enqueued")],
+        }
     }
 
     /// Checks what a store cannot fix later: empty names, nonsense attempt counts.
