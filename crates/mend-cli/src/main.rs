@@ -64,6 +64,40 @@ enum Command {
     Migrate(client::MigrateArgs),
 }
 
+/// Logs on stderr (text or JSON), plus OTLP span export when `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set.
+fn init_tracing(filter: tracing_subscriber::EnvFilter, format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let otlp = mend_server::otel::OtlpConfig::from_env().and_then(|config| {
+        let url = config.traces_url.clone();
+        match mend_server::otel::layer(config) {
+            Ok(layer) => Some((layer, url)),
+            Err(e) => {
+                eprintln!("warning: cannot start the OTLP exporter ({e}); spans are not exported");
+                None
+            }
+        }
+    });
+    let (otlp, url) = match otlp {
+        Some((layer, url)) => (Some(layer), Some(url)),
+        None => (None, None),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(otlp);
+    let text = matches!(format, LogFormat::Text)
+        .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let json = matches!(format, LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_writer(std::io::stderr)
+    });
+    registry.with(text).with(json).init();
+    if let Some(url) = url {
+        tracing::info!(%url, "exporting spans over OTLP/HTTP (JSON)");
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Serve(_)) {
@@ -73,13 +107,7 @@ fn main() -> std::process::ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().with_current_span(true).init(),
-    }
+    init_tracing(filter, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

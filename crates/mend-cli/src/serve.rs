@@ -249,6 +249,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     second.abort();
     tracing::info!(?drained, "stopped");
+    // Spans of the last jobs and of the shutdown itself.
+    mend_server::otel::flush(Duration::from_secs(2));
     Ok(())
 }
 

@@ -33,9 +33,14 @@ fn serve(extra: &[&str]) -> Serve {
 }
 
 fn serve_on(db: &str, dir: tempfile::TempDir, extra: &[&str]) -> Serve {
+    serve_with_env(db, dir, extra, &[])
+}
+
+fn serve_with_env(db: &str, dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mend"))
         .args(["serve", "--database", db, "--bind", "127.0.0.1:0"])
         .args(extra)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -59,11 +64,22 @@ fn serve_on(db: &str, dir: tempfile::TempDir, extra: &[&str]) -> Serve {
 /// One HTTP/1.1 request; returns (status, JSON body). `None` when the server refuses the
 /// connection.
 fn http(addr: &str, method: &str, path: &str, body: Option<Value>) -> Option<(u16, Value)> {
+    http_with(addr, method, path, body, "")
+}
+
+/// [`http`] with extra header lines (each ending in `\r\n`).
+fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    headers: &str,
+) -> Option<(u16, Value)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).ok()?;
@@ -470,4 +486,128 @@ fn serves_and_runs_jobs_on_postgres() {
             .await
             .unwrap();
     });
+}
+
+/// A stand-in OTLP/HTTP collector: accepts `POST /v1/traces` (JSON) and keeps every span.
+struct Collector {
+    addr: String,
+    spans: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl Collector {
+    fn start() -> Collector {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = spans.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let (mut line, mut length, mut path) = (String::new(), 0usize, String::new());
+                reader.read_line(&mut line).unwrap();
+                if let Some(p) = line.split_whitespace().nth(1) {
+                    path = p.to_owned();
+                }
+                loop {
+                    line.clear();
+                    reader.read_line(&mut line).unwrap();
+                    if line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                }
+                let mut body = vec![0u8; length];
+                reader.read_exact(&mut body).unwrap();
+                assert_eq!(path, "/v1/traces");
+                let doc: Value = serde_json::from_slice(&body).unwrap();
+                for rs in doc["resourceSpans"].as_array().unwrap() {
+                    assert_eq!(rs["resource"]["attributes"][0]["key"], "service.name");
+                    for ss in rs["scopeSpans"].as_array().unwrap() {
+                        kept.lock()
+                            .unwrap()
+                            .extend(ss["spans"].as_array().unwrap().iter().cloned());
+                    }
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+                );
+            }
+        });
+        Collector { addr, spans }
+    }
+
+    fn find(&self, f: impl Fn(&Value) -> bool) -> Option<Value> {
+        self.spans.lock().unwrap().iter().find(|s| f(s)).cloned()
+    }
+}
+
+#[test]
+fn otlp_export_shows_enqueue_and_attempts_in_the_callers_trace() {
+    let collector = Collector::start();
+    let endpoint = format!("http://{}", collector.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("serve.db").display());
+    let s = serve_with_env(
+        &db,
+        dir,
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+    );
+    let (trace, caller) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let (status, job) = http_with(
+        &s.addr,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"kind": "noop"})),
+        &format!("traceparent: 00-{trace}-{caller}-01\r\n"),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let stored = job["trace_parent"].as_str().unwrap().to_owned();
+    assert!(
+        stored.starts_with(&format!("00-{trace}-")),
+        "the job carries the caller's trace: {stored}"
+    );
+    let mut enqueue = None;
+    let mut attempt = None;
+    wait_until(
+        "the enqueue and attempt spans",
+        Duration::from_secs(15),
+        || {
+            let attr = |s: &Value, k: &str| {
+                s["attributes"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|x| x["key"] == k))
+                    .map(|x| x["value"]["stringValue"].clone())
+            };
+            enqueue = collector.find(|s| s["name"] == "enqueue" && s["traceId"] == trace);
+            attempt = collector.find(|s| s["name"] == "job" && attr(s, "id") == Some(json!(id)));
+            enqueue.is_some() && attempt.is_some()
+        },
+    );
+    let (enqueue, attempt) = (enqueue.unwrap(), attempt.unwrap());
+    // The request span hangs under the caller's span, the enqueue under the request.
+    let request = collector
+        .find(|s| s["name"] == "request" && s["spanId"] == enqueue["parentSpanId"])
+        .expect("the enqueue span's parent is the request span");
+    assert_eq!(request["traceId"], trace);
+    assert_eq!(request["parentSpanId"], caller);
+    // The stored context is the enqueue span's; the attempt is in the same trace, under the
+    // enqueue span, and links to it.
+    assert_eq!(
+        stored,
+        format!("00-{trace}-{}-01", enqueue["spanId"].as_str().unwrap())
+    );
+    assert_eq!(attempt["traceId"], trace);
+    assert_eq!(attempt["parentSpanId"], enqueue["spanId"]);
+    assert_eq!(
+        attempt["links"],
+        json!([{"traceId": trace, "spanId": enqueue["spanId"]}])
+    );
 }

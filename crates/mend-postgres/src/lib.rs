@@ -193,7 +193,7 @@ struct Sql {
     discard_bad: String,
 }
 
-const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events";
+const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events, trace_parent";
 
 /// A timestamp as the RFC 3339 text serde reads back exactly (microseconds, UTC).
 fn ts_text(column: &str) -> String {
@@ -234,11 +234,11 @@ impl Sql {
         let fence = "WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = 'running'";
         Sql {
             schema_q: schema_q.to_owned(),
-            insert: t("INSERT INTO {S}.mend_jobs (id, queue, kind, args, state, priority, max_attempts, run_at, created_at, unique_key, tags, timeout_ms)
+            insert: t("INSERT INTO {S}.mend_jobs (id, queue, kind, args, state, priority, max_attempts, run_at, created_at, unique_key, tags, timeout_ms, trace_parent)
                 SELECT u.id, u.queue, u.kind, u.args, u.state, u.priority, u.max_attempts, u.run_at, $9, u.unique_key,
-                       ARRAY(SELECT json_array_elements_text(u.tags)), u.timeout_ms
-                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::json[], $5::text[], $6::int2[], $7::int4[], $8::timestamptz[], $10::text[], $11::json[], $12::int8[])
-                    AS u(id, queue, kind, args, state, priority, max_attempts, run_at, unique_key, tags, timeout_ms)
+                       ARRAY(SELECT json_array_elements_text(u.tags)), u.timeout_ms, u.trace_parent
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::json[], $5::text[], $6::int2[], $7::int4[], $8::timestamptz[], $10::text[], $11::json[], $12::int8[], $13::text[])
+                    AS u(id, queue, kind, args, state, priority, max_attempts, run_at, unique_key, tags, timeout_ms, trace_parent)
                 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
                 RETURNING id"),
             select_unique: t(&format!("SELECT {COLS} FROM {{S}}.mend_jobs WHERE unique_key = ANY($1)")),
@@ -404,6 +404,7 @@ fn row_to_job(r: &Row) -> Result<JobRow> {
         tags: r.try_get(17).map_err(col("tags"))?,
         result: r.try_get(18).map_err(col("result"))?,
         timeout_ms: r.try_get(19).map_err(col("timeout_ms"))?,
+        trace_parent: r.try_get(21).map_err(col("trace_parent"))?,
         timeline: Vec::new(),
     };
     if let Some(events) = events {
@@ -789,6 +790,7 @@ fn insert_params(jobs: &[NewJob], now: DateTime<Utc>) -> Result<(Params, Vec<Job
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    let mut trace_parents = Vec::with_capacity(n);
     let (mut prios, mut maxes, mut run_ats, mut keys, mut tags, mut timeouts) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -816,6 +818,7 @@ fn insert_params(jobs: &[NewJob], now: DateTime<Utc>) -> Result<(Params, Vec<Job
         keys.push(job.unique_key.clone());
         tags.push(serde_json::json!(job.tags));
         timeouts.push(job.timeout_ms);
+        trace_parents.push(job.trace_parent.clone());
         rows.push(job.clone().into_row(state, run_at, now));
     }
     let params: Params = vec![
@@ -831,6 +834,7 @@ fn insert_params(jobs: &[NewJob], now: DateTime<Utc>) -> Result<(Params, Vec<Job
         Box::new(keys),
         Box::new(tags),
         Box::new(timeouts),
+        Box::new(trace_parents),
     ];
     Ok((params, rows))
 }

@@ -8,7 +8,8 @@ use crate::error::map_pg;
 
 /// Migrations in order; index + 1 is the version each one brings the schema to. `{S}` stands
 /// for the quoted schema name.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE {S}.mend_jobs (
     id               uuid PRIMARY KEY,
     queue            text NOT NULL,
@@ -75,7 +76,12 @@ END
 $$;
 CREATE TRIGGER mend_jobs_notify AFTER INSERT ON {S}.mend_jobs
     REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION {S}.mend_notify_inserted();
-"#];
+"#,
+    // 2: the enqueue's W3C trace context.
+    r#"
+ALTER TABLE {S}.mend_jobs ADD COLUMN trace_parent text;
+"#,
+];
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -9,6 +9,7 @@
 
 pub mod error;
 mod middleware;
+pub mod otel;
 pub mod routes;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -28,7 +28,14 @@ pub(crate) async fn guard(State(state): State<AppState>, mut req: Request, next:
     if let Ok(v) = HeaderValue::from_str(&id) {
         req.headers_mut().insert(REQUEST_ID, v);
     }
-    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id);
+    // A caller's W3C trace context makes this request part of the caller's trace.
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| mend::trace::TraceParent::parse(v).is_some())
+        .map(str::to_owned);
+    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, traceparent = traceparent.as_deref());
     let run = mend::panic::CatchPanic::new(Box::pin(next.run(req).instrument(span.clone())));
     let mut resp = match tokio::time::timeout(state.request_timeout, run).await {
         Ok(Ok(resp)) => resp,

@@ -127,10 +127,10 @@ const SQL_RELEASE: &str = concat!(
     push_attempt_event_or_cancelled!("?5"),
     ", lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'"
 );
-const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events";
+const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events, trace_parent";
 
 /// [`COLS`] without the stored events, for claims: running a job does not need its history.
-const COLS_TO_RUN: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, NULL";
+const COLS_TO_RUN: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, NULL, trace_parent";
 
 /// How the store is opened.
 #[derive(Debug, Clone)]
@@ -436,6 +436,7 @@ fn row_to_job(r: &Row<'_>) -> Result<JobRow> {
         tags: json(&id, "tags", &tags)?,
         result: result.map(|s| json(&id, "result", &s)).transpose()?,
         timeout_ms: r.get(19).map_err(raw)?,
+        trace_parent: r.get(21).map_err(raw)?,
         timeline: Vec::new(),
     };
     if let Some(events) = events {
@@ -542,8 +543,8 @@ impl Store for SqliteStore {
                 let now = Utc::now();
                 let mut stmt = conn
                     .prepare_cached(
-                        "INSERT INTO mend_jobs (id, queue, kind, args, state, priority, max_attempts, run_at, created_at, unique_key, tags, timeout_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                        "INSERT INTO mend_jobs (id, queue, kind, args, state, priority, max_attempts, run_at, created_at, unique_key, tags, timeout_ms, trace_parent)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                          ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING",
                     )
                     .map_err(|e| map_err(path, e))?;
@@ -568,6 +569,7 @@ impl Store for SqliteStore {
                             job.unique_key,
                             tags,
                             job.timeout_ms,
+                            job.trace_parent,
                         ])
                         .map_err(|e| map_err(path, e))?;
                     if n == 0 {

@@ -71,6 +71,10 @@ CREATE TABLE mend_queues (
     r#"
 ALTER TABLE mend_jobs ADD COLUMN events TEXT NOT NULL DEFAULT '[]';
 "#,
+    // 4: the enqueue's W3C trace context.
+    r#"
+ALTER TABLE mend_jobs ADD COLUMN trace_parent TEXT;
+"#,
 ];
 
 /// The newest schema version this build knows.

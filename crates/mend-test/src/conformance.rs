@@ -85,7 +85,8 @@ pub async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
         .with_max_attempts(7)
         .with_tag("welcome")
         .with_tag("eu")
-        .with_timeout(Duration::from_secs(9));
+        .with_timeout(Duration::from_secs(9))
+        .with_trace_parent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
     let rows = store.insert_many(vec![new.clone()]).await.unwrap();
     assert_eq!(rows.len(), 1);
     let stored = get(&store, new.id).await;
@@ -103,8 +104,15 @@ pub async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
     assert_eq!(stored.max_attempts, 7);
     assert_eq!(stored.tags, vec!["welcome".to_string(), "eu".to_string()]);
     assert_eq!(stored.timeout_ms, Some(9000));
+    assert_eq!(
+        stored.trace_parent.as_deref(),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
     assert!(stored.errors.is_empty() && stored.result.is_none() && stored.lease_owner.is_none());
     assert!(store.get(Uuid::now_v7()).await.unwrap().is_none());
+    // The worker that claims the job gets its trace context too.
+    let claimed = claim(&store, "mail", 1).await;
+    assert_eq!(claimed[0].trace_parent, stored.trace_parent);
 
     // A batch comes back in input order.
     let batch: Vec<NewJob> = (0..50)

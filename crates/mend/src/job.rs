@@ -369,6 +369,9 @@ pub struct JobRow {
     pub result: Option<serde_json::Value>,
     /// Per-job attempt timeout, overriding the handler's.
     pub timeout_ms: Option<i64>,
+    /// The W3C `traceparent` of the enqueue, if there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<String>,
     /// What happened to the job, oldest first (see [`build_timeline`]). Jobs handed out by a
     /// claim carry an empty timeline: running them does not need it.
     #[serde(default)]
@@ -415,6 +418,8 @@ pub struct NewJob {
     pub tags: Vec<String>,
     /// Per-job attempt timeout, overriding the handler's.
     pub timeout_ms: Option<i64>,
+    /// The W3C `traceparent` of the enqueue, so the job's attempts join the enqueuer's trace.
+    pub trace_parent: Option<String>,
 }
 
 impl NewJob {
@@ -431,7 +436,15 @@ impl NewJob {
             unique_key: None,
             tags: Vec::new(),
             timeout_ms: None,
+            trace_parent: None,
         }
+    }
+
+    /// Join the trace of this W3C `traceparent` (the enqueue's span): attempts become part of
+    /// it.
+    pub fn with_trace_parent(mut self, traceparent: impl Into<String>) -> Self {
+        self.trace_parent = Some(traceparent.into());
+        self
     }
 
     /// Put it on another queue.
@@ -516,6 +529,7 @@ impl NewJob {
             tags: self.tags,
             result: None,
             timeout_ms: self.timeout_ms,
+            trace_parent: self.trace_parent,
             // The same as a read derives (see build_timeline).
             timeline: vec![TimelineEvent::new(created_at, "enqueued")],
         }
@@ -558,6 +572,14 @@ impl NewJob {
         }
         if self.tags.iter().any(|t| has_nul(t)) {
             return Err(InvalidJob::new("tags", "must not contain NUL characters"));
+        }
+        if let Some(tp) = &self.trace_parent {
+            if crate::trace::TraceParent::parse(tp).is_none() {
+                return Err(InvalidJob::new(
+                    "trace_parent",
+                    "must be a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)",
+                ));
+            }
         }
         if let Some(run_at) = self.run_at {
             use chrono::Datelike;
@@ -639,6 +661,7 @@ mod tests {
             tags: vec![],
             result: None,
             timeout_ms: None,
+            trace_parent: None,
             timeline: vec![],
         };
         let err = |kind| AttemptError {

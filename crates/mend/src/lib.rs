@@ -46,6 +46,7 @@ pub mod panic;
 pub mod retry;
 pub mod runtime;
 pub mod store;
+pub mod trace;
 
 pub use cleanup::{AttemptExit, CleanupOutcome, CleanupReport};
 pub use client::{Client, ClientError};

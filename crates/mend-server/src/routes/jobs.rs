@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use mend::store::{CancelParams, ListParams, RetryParams, MAX_PAGE};
 use mend::{JobRow, JobState, NewJob};
 use serde::Deserialize;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::error::{ApiError, Problem};
@@ -222,6 +223,18 @@ fn header_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     }
 }
 
+/// The trace context stored with enqueued jobs: the enqueue span's own when spans are
+/// exported (attempts then hang under it), else the caller's `traceparent` header as is.
+fn enqueue_trace(span: &tracing::Span, headers: &HeaderMap) -> Option<String> {
+    span.in_scope(crate::otel::current_traceparent).or_else(|| {
+        headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| mend::trace::TraceParent::parse(v).is_some())
+            .map(str::to_owned)
+    })
+}
+
 /// Enqueues a job. With an `Idempotency-Key` header, enqueueing again with the same key
 /// answers 200 with the original job.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = EnqueueRequest,
@@ -234,9 +247,11 @@ pub(crate) async fn enqueue(
     body: Result<Json<EnqueueRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
-    let job = to_new_job(&state, req, header_key(&headers)?, "")?;
+    let mut job = to_new_job(&state, req, header_key(&headers)?, "")?;
     let new_id = job.id;
-    let mut rows = state.store.insert_many(vec![job]).await?;
+    let span = tracing::info_span!("enqueue", kind = %job.kind, queue = %job.queue, jobs = 1);
+    job.trace_parent = enqueue_trace(&span, &headers);
+    let mut rows = state.store.insert_many(vec![job]).instrument(span).await?;
     let row = rows.pop().ok_or_else(|| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -284,12 +299,16 @@ pub(crate) async fn enqueue_batch(
             format!("a batch holds 1–{MAX_BATCH} jobs (got {})", req.jobs.len()),
         ));
     }
+    let span = tracing::info_span!("enqueue", jobs = req.jobs.len());
+    let trace_parent = enqueue_trace(&span, &headers);
     let mut jobs = Vec::with_capacity(req.jobs.len());
     for (i, item) in req.jobs.into_iter().enumerate() {
-        jobs.push(to_new_job(&state, item, None, &format!("jobs[{i}]."))?);
+        let mut job = to_new_job(&state, item, None, &format!("jobs[{i}]."))?;
+        job.trace_parent = trace_parent.clone();
+        jobs.push(job);
     }
     let ids: std::collections::HashSet<Uuid> = jobs.iter().map(|j| j.id).collect();
-    let rows = state.store.insert_many(jobs).await?;
+    let rows = state.store.insert_many(jobs).instrument(span).await?;
     let new = rows.iter().filter(|r| ids.contains(&r.id)).count();
     state
         .enqueued

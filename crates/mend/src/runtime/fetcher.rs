@@ -95,7 +95,8 @@ pub(super) async fn run(
                 busy = got == wanted;
                 for job in jobs {
                     let Some(permit) = permits.pop() else { break };
-                    let span = tracing::info_span!("job", id = %job.id, kind = %job.kind, queue = %job.queue, attempt = job.attempt, node = %shared.node.id);
+                    // The enqueue's trace context: the attempt joins that trace and links to the enqueue.
+                    let span = tracing::info_span!("job", id = %job.id, kind = %job.kind, queue = %job.queue, attempt = job.attempt, node = %shared.node.id, traceparent = job.trace_parent.as_deref(), trace_link = job.trace_parent.as_deref());
                     shared
                         .tracker
                         .spawn(executor::execute(shared.clone(), job, permit).instrument(span));
