@@ -35,9 +35,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use mend::job::{AttemptError, JobRow, JobState, NewJob, TimelineEvent};
 use mend::maintenance::rescuer;
 use mend::store::{
-    CancelParams, ClaimParams, CompleteParams, CompleteResult, ExtendLeasesParams,
-    ExtendLeasesResult, HeldJob, JobPage, ListParams, NodeInfo, OutcomeKind, PruneParams,
-    QueueCount, RescueParams, Rescued, Result, RetryParams, Store, StoreError, MAX_PAGE,
+    CancelParams, CheckpointParams, ClaimParams, CompleteParams, CompleteResult,
+    ExtendLeasesParams, ExtendLeasesResult, HeldJob, JobPage, ListParams, NodeInfo, OutcomeKind,
+    PruneParams, QueueCount, RescueParams, Rescued, Result, RetryParams, Store, StoreError,
+    MAX_PAGE,
 };
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -193,7 +194,7 @@ struct Sql {
     discard_bad: String,
 }
 
-const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events, trace_parent";
+const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events, trace_parent, checkpoint";
 
 /// A timestamp as the RFC 3339 text serde reads back exactly (microseconds, UTC).
 fn ts_text(column: &str) -> String {
@@ -336,6 +337,7 @@ impl Sql {
             retry_finished: t(&format!(
                 "UPDATE {{S}}.mend_jobs SET state = 'available', run_at = $2, finalized_at = NULL,
                     cancel_requested = false, max_attempts = greatest(max_attempts, attempt + 1),
+                    checkpoint = CASE WHEN state = 'completed' THEN NULL ELSE checkpoint END,
                     events = (CASE WHEN jsonb_typeof(events) <> 'array' THEN '[]'::jsonb
                         WHEN state = 'completed' AND NOT events @> jsonb_build_array(jsonb_build_object('event', 'completed', 'attempt', attempt))
                         THEN events || jsonb_build_array(jsonb_build_object('at', {}, 'event', 'completed', 'attempt', attempt, 'node', lease_owner, 'started_at', {}))
@@ -405,6 +407,7 @@ fn row_to_job(r: &Row) -> Result<JobRow> {
         result: r.try_get(18).map_err(col("result"))?,
         timeout_ms: r.try_get(19).map_err(col("timeout_ms"))?,
         trace_parent: r.try_get(21).map_err(col("trace_parent"))?,
+        checkpoint: r.try_get(22).map_err(col("checkpoint"))?,
         timeline: Vec::new(),
     };
     if let Some(events) = events {
@@ -1017,6 +1020,17 @@ impl Store for PgStore {
             self.notify_all().await;
         }
         Ok(result)
+    }
+
+    async fn checkpoint(&self, p: CheckpointParams) -> Result<bool> {
+        let n = self
+            .execute_s(
+                "UPDATE {S}.mend_jobs SET checkpoint = $4
+                 WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = 'running'",
+                &[&p.id, &p.attempt, &p.lease_owner, &p.state],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     async fn extend_leases(&self, p: ExtendLeasesParams) -> Result<ExtendLeasesResult> {

@@ -81,6 +81,10 @@ CREATE TRIGGER mend_jobs_notify AFTER INSERT ON {S}.mend_jobs
     r#"
 ALTER TABLE {S}.mend_jobs ADD COLUMN trace_parent text;
 "#,
+    // 3: checkpoints.
+    r#"
+ALTER TABLE {S}.mend_jobs ADD COLUMN checkpoint json;
+"#,
 ];
 
 /// The newest schema version this build knows.

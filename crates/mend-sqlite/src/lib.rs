@@ -27,9 +27,10 @@ use chrono::{DateTime, Utc};
 use mend::job::{AttemptError, JobRow, JobState, NewJob, TimelineEvent};
 use mend::maintenance::rescuer;
 use mend::store::{
-    CancelParams, ClaimParams, CompleteParams, CompleteResult, ExtendLeasesParams,
-    ExtendLeasesResult, JobPage, ListParams, NodeInfo, OutcomeKind, PruneParams, QueueCount,
-    RescueParams, Rescued, Result, RetryParams, Store, StoreError, MAX_PAGE,
+    CancelParams, CheckpointParams, ClaimParams, CompleteParams, CompleteResult,
+    ExtendLeasesParams, ExtendLeasesResult, JobPage, ListParams, NodeInfo, OutcomeKind,
+    PruneParams, QueueCount, RescueParams, Rescued, Result, RetryParams, Store, StoreError,
+    MAX_PAGE,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::Notify;
@@ -127,10 +128,10 @@ const SQL_RELEASE: &str = concat!(
     push_attempt_event_or_cancelled!("?5"),
     ", lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'"
 );
-const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events, trace_parent";
+const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events, trace_parent, checkpoint";
 
 /// [`COLS`] without the stored events, for claims: running a job does not need its history.
-const COLS_TO_RUN: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, NULL, trace_parent";
+const COLS_TO_RUN: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, NULL, trace_parent, checkpoint";
 
 /// How the store is opened.
 #[derive(Debug, Clone)]
@@ -415,6 +416,7 @@ fn row_to_job(r: &Row<'_>) -> Result<JobRow> {
     let errors: String = r.get(15).map_err(raw)?;
     let tags: String = r.get(17).map_err(raw)?;
     let result: Option<String> = r.get(18).map_err(raw)?;
+    let checkpoint: Option<String> = r.get(22).map_err(raw)?;
     let mut job = JobRow {
         id: uuid,
         queue: r.get(1).map_err(raw)?,
@@ -437,8 +439,12 @@ fn row_to_job(r: &Row<'_>) -> Result<JobRow> {
         result: result.map(|s| json(&id, "result", &s)).transpose()?,
         timeout_ms: r.get(19).map_err(raw)?,
         trace_parent: r.get(21).map_err(raw)?,
+        checkpoint: None,
         timeline: Vec::new(),
     };
+    job.checkpoint = checkpoint
+        .map(|s| json(&id, "checkpoint", &s))
+        .transpose()?;
     if let Some(events) = events {
         // History that cannot be read must not make the job itself unreadable.
         let stored: Vec<TimelineEvent> = serde_json::from_str(&events).unwrap_or_else(|e| {
@@ -846,6 +852,28 @@ impl Store for SqliteStore {
         Ok(result)
     }
 
+    async fn checkpoint(&self, p: CheckpointParams) -> Result<bool> {
+        let state = p.state.to_string();
+        self.write(true, move |conn, path| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE mend_jobs SET checkpoint = ?4
+                     WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        p.id.as_bytes().as_slice(),
+                        p.attempt,
+                        p.lease_owner,
+                        state
+                    ])
+                })
+                .map_err(|e| map_err(path, e))?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn extend_leases(&self, p: ExtendLeasesParams) -> Result<ExtendLeasesResult> {
         self.write(false, move |conn, path| {
             let mut out = ExtendLeasesResult::default();
@@ -981,7 +1009,8 @@ impl Store for SqliteStore {
                 for id in p.ids {
                     conn.prepare_cached(concat!(
                         "UPDATE mend_jobs SET state = 'available', run_at = ?2, finalized_at = NULL,
-                            cancel_requested = 0, max_attempts = max(max_attempts, attempt + 1), ",
+                            cancel_requested = 0, max_attempts = max(max_attempts, attempt + 1),
+                            checkpoint = CASE WHEN state = 'completed' THEN NULL ELSE checkpoint END, ",
                         // A plain completion stored no event (the timeline derived it from
                         // finalized_at, which the retry clears): write it down first.
                         "events = json_insert(CASE WHEN NOT json_valid(events) THEN '[]'

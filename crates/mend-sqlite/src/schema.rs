@@ -75,6 +75,10 @@ ALTER TABLE mend_jobs ADD COLUMN events TEXT NOT NULL DEFAULT '[]';
     r#"
 ALTER TABLE mend_jobs ADD COLUMN trace_parent TEXT;
 "#,
+    // 5: checkpoints.
+    r#"
+ALTER TABLE mend_jobs ADD COLUMN checkpoint TEXT;
+"#,
 ];
 
 /// The newest schema version this build knows.

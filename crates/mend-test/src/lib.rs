@@ -55,6 +55,7 @@ macro_rules! store_conformance {
             paused_queues_are_not_claimed,
             prune_deletes_old_finished_jobs_only,
             timeline_tells_each_jobs_story,
+            checkpoints_are_fenced_and_reach_the_next_attempt,
             insert_wakes_idle_fetchers
         );
     };

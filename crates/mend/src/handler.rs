@@ -189,6 +189,11 @@ struct ContextInner {
     max_attempts: i32,
     cancel: CancellationToken,
     defers: DeferStack,
+    /// Where checkpoints go: the store and this attempt's lease owner (`None` outside a
+    /// worker, e.g. in unit tests of a handler).
+    persist: Option<(Arc<dyn crate::Store>, String)>,
+    /// The last checkpoint: the stored one at claim, then each one saved.
+    checkpoint: std::sync::Mutex<Option<serde_json::Value>>,
 }
 
 impl JobContext {
@@ -209,8 +214,75 @@ impl JobContext {
                 max_attempts,
                 cancel,
                 defers: DeferStack::default(),
+                persist: None,
+                checkpoint: std::sync::Mutex::new(None),
             }),
         }
+    }
+
+    /// Lets `checkpoint` save to `store` under `lease_owner`, starting from `last`.
+    pub(crate) fn with_checkpoints(
+        mut self,
+        store: Arc<dyn crate::Store>,
+        lease_owner: String,
+        last: Option<serde_json::Value>,
+    ) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.persist = Some((store, lease_owner));
+            inner.checkpoint = std::sync::Mutex::new(last);
+        }
+        self
+    }
+
+    /// Saves `state` with the job, durably, before returning: the next attempt (after an
+    /// error, a timeout, a panic, or a crash of the whole process) starts with it, so a long
+    /// job resumes where it was instead of starting over. Fenced like every write of a
+    /// running job: once this attempt has lost the job the save is refused, and the returned
+    /// error stops the attempt.
+    pub async fn checkpoint<T: Serialize + ?Sized>(&self, state: &T) -> Result<(), JobError> {
+        let value = serde_json::to_value(state)
+            .map_err(|e| JobError::fatal(format!("the checkpoint cannot be encoded: {e}")))?;
+        if let Some((store, owner)) = &self.inner.persist {
+            let saved = store
+                .checkpoint(crate::store::CheckpointParams {
+                    id: self.inner.id,
+                    attempt: self.inner.attempt,
+                    lease_owner: owner.clone(),
+                    state: value.clone(),
+                })
+                .await
+                .map_err(|e| JobError::retry(format!("saving a checkpoint failed: {e}")))?;
+            if !saved {
+                return Err(JobError::retry(
+                    "checkpoint refused: this attempt no longer holds the job (rescued or cancelled elsewhere)",
+                ));
+            }
+        }
+        *self
+            .inner
+            .checkpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(value);
+        Ok(())
+    }
+
+    /// The last checkpoint saved for this job, by this attempt or an earlier one; `None` when
+    /// there is none (the first attempt, or a job retried by hand after completing).
+    pub fn resume<T: DeserializeOwned>(&self) -> Result<Option<T>, JobError> {
+        let last = self
+            .inner
+            .checkpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        last.map(|v| {
+            serde_json::from_value(v).map_err(|e| {
+                JobError::fatal(format!(
+                    "the saved checkpoint does not match the type asked for: {e}"
+                ))
+            })
+        })
+        .transpose()
     }
 
     /// The job's id: use it as an idempotency key for effects outside the job's database.

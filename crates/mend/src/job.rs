@@ -372,6 +372,10 @@ pub struct JobRow {
     /// The W3C `traceparent` of the enqueue, if there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_parent: Option<String>,
+    /// The last checkpoint a handler saved (`JobContext::checkpoint`); the next attempt
+    /// starts with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<serde_json::Value>,
     /// What happened to the job, oldest first (see [`build_timeline`]). Jobs handed out by a
     /// claim carry an empty timeline: running them does not need it.
     #[serde(default)]
@@ -530,6 +534,7 @@ impl NewJob {
             result: None,
             timeout_ms: self.timeout_ms,
             trace_parent: self.trace_parent,
+            checkpoint: None,
             // The same as a read derives (see build_timeline).
             timeline: vec![TimelineEvent::new(created_at, "enqueued")],
         }
@@ -662,6 +667,7 @@ mod tests {
             result: None,
             timeout_ms: None,
             trace_parent: None,
+            checkpoint: None,
             timeline: vec![],
         };
         let err = |kind| AttemptError {

@@ -214,6 +214,19 @@ impl Outcome {
     }
 }
 
+/// Save a running attempt's checkpoint, fenced by (id, attempt, lease owner).
+#[derive(Debug, Clone)]
+pub struct CheckpointParams {
+    /// The job.
+    pub id: Uuid,
+    /// The attempt saving it.
+    pub attempt: i32,
+    /// The worker's node.
+    pub lease_owner: String,
+    /// The state to resume from.
+    pub state: serde_json::Value,
+}
+
 /// Record many outcomes in few transactions.
 #[derive(Debug, Clone)]
 pub struct CompleteParams {
@@ -386,6 +399,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Record outcomes, fenced. See [`CompleteResult`].
     async fn complete_many(&self, params: CompleteParams) -> Result<CompleteResult>;
+
+    /// Save a checkpoint durably; `false` when the fence refused it (the attempt lost the job).
+    async fn checkpoint(&self, params: CheckpointParams) -> Result<bool>;
 
     /// Extend leases; report jobs lost and cancel requests.
     async fn extend_leases(&self, params: ExtendLeasesParams) -> Result<ExtendLeasesResult>;

@@ -23,6 +23,22 @@ impl JobArgs for Work {
     const KIND: &'static str = "work";
 }
 
+/// Runs steps `1..=steps`, `step_ms` each, saving a checkpoint after each: a resumed attempt
+/// starts after the last saved step.
+#[derive(Serialize, Deserialize)]
+struct Steps {
+    steps: u32,
+    step_ms: u64,
+}
+impl JobArgs for Steps {
+    const KIND: &'static str = "steps";
+}
+
+#[derive(Serialize, Deserialize)]
+struct Progress {
+    done: u32,
+}
+
 fn append(path: &str, line: &str) {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -85,6 +101,21 @@ async fn main() {
             append(&ledger, &format!("start {id} {attempt}"));
             let ms = if attempt == 1 { w.first_ms } else { w.then_ms };
             tokio::time::sleep(Duration::from_millis(ms)).await;
+            append(&ledger, &format!("done {id} {attempt}"));
+            Ok::<_, JobError>(())
+        }
+    });
+    let l = ledger.clone();
+    registry.register_fn(move |ctx, s: Steps| {
+        let ledger = l.clone();
+        async move {
+            let (id, attempt) = (ctx.id(), ctx.attempt());
+            let from = ctx.resume::<Progress>()?.map_or(0, |p| p.done);
+            for step in from + 1..=s.steps {
+                append(&ledger, &format!("step {id} {step} {attempt}"));
+                tokio::time::sleep(Duration::from_millis(s.step_ms)).await;
+                ctx.checkpoint(&Progress { done: step }).await?;
+            }
             append(&ledger, &format!("done {id} {attempt}"));
             Ok::<_, JobError>(())
         }

@@ -95,6 +95,11 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
         job.attempt,
         job.max_attempts,
         token.child_token(),
+    )
+    .with_checkpoints(
+        shared.store.clone(),
+        shared.node.id.clone(),
+        job.checkpoint.take(),
     );
     let args = std::mem::take(&mut job.args);
 
