@@ -35,10 +35,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use mend::job::{AttemptError, JobRow, JobState, NewJob, TimelineEvent};
 use mend::maintenance::rescuer;
 use mend::store::{
-    CancelParams, CheckpointParams, ClaimParams, CompleteParams, CompleteResult,
-    ExtendLeasesParams, ExtendLeasesResult, HeldJob, JobPage, ListParams, NodeInfo, OutcomeKind,
-    PruneParams, QueueCount, RescueParams, Rescued, Result, RetryParams, Store, StoreError,
-    MAX_PAGE,
+    CancelParams, CheckpointParams, ClaimParams, CleanupDoneParams, CompleteParams, CompleteResult,
+    DeferDurableParams, ExtendLeasesParams, ExtendLeasesResult, HeldJob, JobPage, ListParams,
+    NodeInfo, OutcomeKind, PruneParams, QueueCount, RescueParams, Rescued, Result, RetryParams,
+    Store, StoreError, MAX_PAGE,
 };
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -194,7 +194,7 @@ struct Sql {
     discard_bad: String,
 }
 
-const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events, trace_parent, checkpoint";
+const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events, trace_parent, checkpoint, pending_cleanups";
 
 /// A timestamp as the RFC 3339 text serde reads back exactly (microseconds, UTC).
 fn ts_text(column: &str) -> String {
@@ -265,12 +265,13 @@ impl Sql {
                     .collect::<Vec<_>>()
                     .join(", ")
             )),
-            complete: t("UPDATE {S}.mend_jobs j SET state = 'completed', finalized_at = $1, result = u.result, lease_expires_at = NULL
+            // A completed attempt's durable cleanups are dropped with it.
+            complete: t("UPDATE {S}.mend_jobs j SET state = 'completed', finalized_at = $1, result = u.result, lease_expires_at = NULL, pending_cleanups = NULL
                 FROM unnest($2::uuid[], $3::int4[], $4::text[], $5::json[]) AS u(id, attempt, owner, result)
                 WHERE j.id = u.id AND j.attempt = u.attempt AND j.lease_owner = u.owner AND j.state = 'running'
                 RETURNING j.id"),
             completed_event: t(&format!(
-                "UPDATE {{S}}.mend_jobs SET state = 'completed', finalized_at = $4, result = $5::json, lease_expires_at = NULL, {} {fence}",
+                "UPDATE {{S}}.mend_jobs SET state = 'completed', finalized_at = $4, result = $5::json, lease_expires_at = NULL, pending_cleanups = NULL, {} {fence}",
                 attempt_event("$6")
             )),
             // A cancel request that arrived during the attempt wins over retry, snooze and release.
@@ -408,8 +409,14 @@ fn row_to_job(r: &Row) -> Result<JobRow> {
         timeout_ms: r.try_get(19).map_err(col("timeout_ms"))?,
         trace_parent: r.try_get(21).map_err(col("trace_parent"))?,
         checkpoint: r.try_get(22).map_err(col("checkpoint"))?,
+        pending_cleanups: Vec::new(),
         timeline: Vec::new(),
     };
+    let pending: Option<Value> = r.try_get(23).map_err(col("pending_cleanups"))?;
+    if let Some(list) = pending {
+        job.pending_cleanups =
+            serde_json::from_value(list).map_err(|e| decode(Some(id), "pending_cleanups", e))?;
+    }
     if let Some(events) = events {
         // History that cannot be read must not make the job itself unreadable.
         let stored: Vec<TimelineEvent> = serde_json::from_value(events).unwrap_or_else(|e| {
@@ -1020,6 +1027,88 @@ impl Store for PgStore {
             self.notify_all().await;
         }
         Ok(result)
+    }
+
+    async fn defer_durable(&self, p: DeferDurableParams) -> Result<Option<u32>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(self.pg())?;
+        let rows = tx
+            .query(
+                &format!("SELECT pending_cleanups FROM {}.mend_jobs WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = 'running' FOR UPDATE", self.inner.sql.schema_q),
+                &[&p.id, &p.attempt, &p.lease_owner],
+            )
+            .await
+            .map_err(self.pg())?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let current: Option<Value> = row.try_get(0).map_err(self.pg())?;
+        let mut list: Vec<mend::cleanup::DurableCleanup> = match current {
+            Some(v) => {
+                serde_json::from_value(v).map_err(|e| decode(Some(p.id), "pending_cleanups", e))?
+            }
+            None => Vec::new(),
+        };
+        let seq = list.iter().map(|c| c.seq).max().unwrap_or(0) + 1;
+        list.push(mend::cleanup::DurableCleanup {
+            seq,
+            attempt: p.attempt,
+            name: p.name,
+            args: p.args,
+        });
+        let list = jsonb(&list)?;
+        tx.execute(
+            &format!(
+                "UPDATE {}.mend_jobs SET pending_cleanups = $2 WHERE id = $1",
+                self.inner.sql.schema_q
+            ),
+            &[&p.id, &list],
+        )
+        .await
+        .map_err(self.pg())?;
+        tx.commit().await.map_err(self.pg())?;
+        Ok(Some(seq))
+    }
+
+    async fn cleanup_done(&self, p: CleanupDoneParams) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(self.pg())?;
+        let rows = tx
+            .query(
+                &format!("SELECT pending_cleanups FROM {}.mend_jobs WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = 'running' FOR UPDATE", self.inner.sql.schema_q),
+                &[&p.id, &p.attempt, &p.lease_owner],
+            )
+            .await
+            .map_err(self.pg())?;
+        let Some(row) = rows.first() else {
+            return Ok(false);
+        };
+        let current: Option<Value> = row.try_get(0).map_err(self.pg())?;
+        let mut list: Vec<mend::cleanup::DurableCleanup> = match current {
+            Some(v) => {
+                serde_json::from_value(v).map_err(|e| decode(Some(p.id), "pending_cleanups", e))?
+            }
+            None => Vec::new(),
+        };
+        list.retain(|c| c.seq != p.seq);
+        let list = if list.is_empty() {
+            None
+        } else {
+            Some(jsonb(&list)?)
+        };
+        let event = jsonb(&p.event)?;
+        tx.execute(
+            &format!(
+                "UPDATE {}.mend_jobs SET pending_cleanups = $2, {} WHERE id = $1",
+                self.inner.sql.schema_q,
+                push_event("$3::jsonb")
+            ),
+            &[&p.id, &list, &event],
+        )
+        .await
+        .map_err(self.pg())?;
+        tx.commit().await.map_err(self.pg())?;
+        Ok(true)
     }
 
     async fn checkpoint(&self, p: CheckpointParams) -> Result<bool> {

@@ -85,6 +85,10 @@ ALTER TABLE {S}.mend_jobs ADD COLUMN trace_parent text;
     r#"
 ALTER TABLE {S}.mend_jobs ADD COLUMN checkpoint json;
 "#,
+    // 4: durable cleanups not yet run.
+    r#"
+ALTER TABLE {S}.mend_jobs ADD COLUMN pending_cleanups jsonb;
+"#,
 ];
 
 /// The newest schema version this build knows.

@@ -27,10 +27,10 @@ use chrono::{DateTime, Utc};
 use mend::job::{AttemptError, JobRow, JobState, NewJob, TimelineEvent};
 use mend::maintenance::rescuer;
 use mend::store::{
-    CancelParams, CheckpointParams, ClaimParams, CompleteParams, CompleteResult,
-    ExtendLeasesParams, ExtendLeasesResult, JobPage, ListParams, NodeInfo, OutcomeKind,
-    PruneParams, QueueCount, RescueParams, Rescued, Result, RetryParams, Store, StoreError,
-    MAX_PAGE,
+    CancelParams, CheckpointParams, ClaimParams, CleanupDoneParams, CompleteParams, CompleteResult,
+    DeferDurableParams, ExtendLeasesParams, ExtendLeasesResult, JobPage, ListParams, NodeInfo,
+    OutcomeKind, PruneParams, QueueCount, RescueParams, Rescued, Result, RetryParams, Store,
+    StoreError, MAX_PAGE,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::Notify;
@@ -99,10 +99,11 @@ macro_rules! push_error {
 }
 
 /// The hot path: completion writes no event (the timeline derives it from `finalized_at`).
-const SQL_COMPLETED: &str = "UPDATE mend_jobs SET state = 'completed', finalized_at = ?4, result = ?5, lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'";
+// A completed attempt's durable cleanups are dropped with it.
+const SQL_COMPLETED: &str = "UPDATE mend_jobs SET state = 'completed', finalized_at = ?4, result = ?5, lease_expires_at = NULL, pending_cleanups = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'";
 /// A completion whose attempt ran cleanups: they are worth a timeline event.
 const SQL_COMPLETED_WITH_EVENT: &str = concat!(
-    "UPDATE mend_jobs SET state = 'completed', finalized_at = ?4, result = ?5, ",
+    "UPDATE mend_jobs SET state = 'completed', finalized_at = ?4, result = ?5, pending_cleanups = NULL, ",
     push_attempt_event!("?6"),
     ", lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'"
 );
@@ -128,10 +129,10 @@ const SQL_RELEASE: &str = concat!(
     push_attempt_event_or_cancelled!("?5"),
     ", lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'"
 );
-const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events, trace_parent, checkpoint";
+const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events, trace_parent, checkpoint, pending_cleanups";
 
 /// [`COLS`] without the stored events, for claims: running a job does not need its history.
-const COLS_TO_RUN: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, NULL, trace_parent, checkpoint";
+const COLS_TO_RUN: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, NULL, trace_parent, checkpoint, pending_cleanups";
 
 /// How the store is opened.
 #[derive(Debug, Clone)]
@@ -417,6 +418,7 @@ fn row_to_job(r: &Row<'_>) -> Result<JobRow> {
     let tags: String = r.get(17).map_err(raw)?;
     let result: Option<String> = r.get(18).map_err(raw)?;
     let checkpoint: Option<String> = r.get(22).map_err(raw)?;
+    let pending_cleanups: Option<String> = r.get(23).map_err(raw)?;
     let mut job = JobRow {
         id: uuid,
         queue: r.get(1).map_err(raw)?,
@@ -440,11 +442,15 @@ fn row_to_job(r: &Row<'_>) -> Result<JobRow> {
         timeout_ms: r.get(19).map_err(raw)?,
         trace_parent: r.get(21).map_err(raw)?,
         checkpoint: None,
+        pending_cleanups: Vec::new(),
         timeline: Vec::new(),
     };
     job.checkpoint = checkpoint
         .map(|s| json(&id, "checkpoint", &s))
         .transpose()?;
+    if let Some(list) = pending_cleanups {
+        job.pending_cleanups = json(&id, "pending_cleanups", &list)?;
+    }
     if let Some(events) = events {
         // History that cannot be read must not make the job itself unreadable.
         let stored: Vec<TimelineEvent> = serde_json::from_str(&events).unwrap_or_else(|e| {
@@ -870,6 +876,86 @@ impl Store for SqliteStore {
                 })
                 .map_err(|e| map_err(path, e))?;
             Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn defer_durable(&self, p: DeferDurableParams) -> Result<Option<u32>> {
+        self.write(true, move |conn, path| {
+            let id = p.id.as_bytes().to_vec();
+            let current: Option<Option<String>> = conn
+                .prepare_cached(
+                    "SELECT pending_cleanups FROM mend_jobs
+                     WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![id, p.attempt, p.lease_owner], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(|e| map_err(path, e))?;
+            let Some(current) = current else {
+                return Ok(None);
+            };
+            let mut list: Vec<mend::cleanup::DurableCleanup> = match current {
+                Some(s) => json(&id, "pending_cleanups", &s)?,
+                None => Vec::new(),
+            };
+            let seq = list.iter().map(|c| c.seq).max().unwrap_or(0) + 1;
+            list.push(mend::cleanup::DurableCleanup {
+                seq,
+                attempt: p.attempt,
+                name: p.name,
+                args: p.args,
+            });
+            let text =
+                serde_json::to_string(&list).map_err(|e| StoreError::Database(e.to_string()))?;
+            conn.prepare_cached("UPDATE mend_jobs SET pending_cleanups = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![id, text]))
+                .map_err(|e| map_err(path, e))?;
+            Ok(Some(seq))
+        })
+        .await
+    }
+
+    async fn cleanup_done(&self, p: CleanupDoneParams) -> Result<bool> {
+        let event =
+            serde_json::to_string(&p.event).map_err(|e| StoreError::Database(e.to_string()))?;
+        self.write(true, move |conn, path| {
+            let id = p.id.as_bytes().to_vec();
+            let current: Option<Option<String>> = conn
+                .prepare_cached(
+                    "SELECT pending_cleanups FROM mend_jobs
+                     WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![id, p.attempt, p.lease_owner], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(|e| map_err(path, e))?;
+            let Some(current) = current else {
+                return Ok(false);
+            };
+            let mut list: Vec<mend::cleanup::DurableCleanup> = match current {
+                Some(s) => json(&id, "pending_cleanups", &s)?,
+                None => Vec::new(),
+            };
+            list.retain(|c| c.seq != p.seq);
+            let text = if list.is_empty() {
+                None
+            } else {
+                Some(
+                    serde_json::to_string(&list)
+                        .map_err(|e| StoreError::Database(e.to_string()))?,
+                )
+            };
+            conn.prepare_cached(concat!(
+                "UPDATE mend_jobs SET pending_cleanups = ?2, ",
+                push_event!("?3"),
+                " WHERE id = ?1"
+            ))
+            .and_then(|mut s| s.execute(params![id, text, event]))
+            .map_err(|e| map_err(path, e))?;
+            Ok(true)
         })
         .await
     }

@@ -79,6 +79,10 @@ ALTER TABLE mend_jobs ADD COLUMN trace_parent TEXT;
     r#"
 ALTER TABLE mend_jobs ADD COLUMN checkpoint TEXT;
 "#,
+    // 6: durable cleanups not yet run.
+    r#"
+ALTER TABLE mend_jobs ADD COLUMN pending_cleanups TEXT;
+"#,
 ];
 
 /// The newest schema version this build knows.

@@ -204,3 +204,37 @@ mod tests {
         assert_eq!(reports[0].outcome, CleanupOutcome::TimedOut);
     }
 }
+
+/// A cleanup written down with the job before the work it undoes (`JobContext::defer_durable`),
+/// so it runs even when the process dies: by the worker that runs the job's next attempt,
+/// before that attempt starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DurableCleanup {
+    /// Order of registration within the job (cleanups run highest first).
+    pub seq: u32,
+    /// The attempt that registered it.
+    pub attempt: i32,
+    /// The registered cleanup action to run (see `Registry::register_cleanup`).
+    pub name: String,
+    /// Its arguments.
+    pub args: serde_json::Value,
+}
+
+/// Typed arguments of a durable cleanup action, named like a job kind.
+pub trait CleanupArgs: Serialize + serde::de::DeserializeOwned + Send + 'static {
+    /// The action's name, unique within a worker's registry.
+    const NAME: &'static str;
+}
+
+/// A registered durable cleanup action: its arguments in, `Err(message)` when it failed (it is
+/// retried, then the job is stopped with the error). Must be idempotent: after a crash it may
+/// run again.
+pub type CleanupAction = std::sync::Arc<
+    dyn Fn(
+            serde_json::Value,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;

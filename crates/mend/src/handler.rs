@@ -194,6 +194,8 @@ struct ContextInner {
     persist: Option<(Arc<dyn crate::Store>, String)>,
     /// The last checkpoint: the stored one at claim, then each one saved.
     checkpoint: std::sync::Mutex<Option<serde_json::Value>>,
+    /// Durable cleanups this attempt wrote down, in order.
+    durable: std::sync::Mutex<Vec<crate::cleanup::DurableCleanup>>,
 }
 
 impl JobContext {
@@ -216,6 +218,7 @@ impl JobContext {
                 defers: DeferStack::default(),
                 persist: None,
                 checkpoint: std::sync::Mutex::new(None),
+                durable: std::sync::Mutex::new(Vec::new()),
             }),
         }
     }
@@ -264,6 +267,58 @@ impl JobContext {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(value);
         Ok(())
+    }
+
+    /// Writes a cleanup down with the job, durably, before returning — call it before the work
+    /// it undoes. If the attempt fails, panics, times out, is cancelled or is stopped by
+    /// shutdown, it runs (after the in-memory `defer`s, last registered first); if the whole
+    /// process dies, it runs before the job's next attempt, on whichever worker claims it. It
+    /// is dropped when the attempt completes. The action must be registered on every worker
+    /// of the queue (`Registry::register_cleanup`) and be idempotent.
+    pub async fn defer_durable<A: crate::cleanup::CleanupArgs>(
+        &self,
+        args: &A,
+    ) -> Result<(), JobError> {
+        let value = serde_json::to_value(args).map_err(|e| {
+            JobError::fatal(format!("the cleanup's arguments cannot be encoded: {e}"))
+        })?;
+        let Some((store, owner)) = &self.inner.persist else {
+            return Ok(());
+        };
+        let saved = store
+            .defer_durable(crate::store::DeferDurableParams {
+                id: self.inner.id,
+                attempt: self.inner.attempt,
+                lease_owner: owner.clone(),
+                name: A::NAME.to_owned(),
+                args: value.clone(),
+            })
+            .await
+            .map_err(|e| JobError::retry(format!("writing down a durable cleanup failed: {e}")))?;
+        let Some(seq) = saved else {
+            return Err(JobError::retry(
+                "durable cleanup refused: this attempt no longer holds the job",
+            ));
+        };
+        self.inner
+            .durable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(crate::cleanup::DurableCleanup {
+                seq,
+                attempt: self.inner.attempt,
+                name: A::NAME.to_owned(),
+                args: value,
+            });
+        Ok(())
+    }
+
+    pub(crate) fn durable_cleanups(&self) -> Vec<crate::cleanup::DurableCleanup> {
+        self.inner
+            .durable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The last checkpoint saved for this job, by this attempt or an earlier one; `None` when
@@ -458,6 +513,7 @@ where
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+    cleanups: HashMap<String, crate::cleanup::CleanupAction>,
 }
 
 impl Registry {
@@ -501,6 +557,32 @@ impl Registry {
         self.handlers
             .insert(kind.into(), Arc::new(RawHandler { f, timeout }));
         self
+    }
+
+    /// Register a durable cleanup action (see `JobContext::defer_durable`). It must be
+    /// idempotent: after a crash it may run a second time.
+    pub fn register_cleanup<A, F, Fut>(&mut self, f: F) -> &mut Self
+    where
+        A: crate::cleanup::CleanupArgs,
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let action: crate::cleanup::CleanupAction = Arc::new(move |raw: serde_json::Value| {
+            let f = f.clone();
+            Box::pin(async move {
+                let args: A = serde_json::from_value(raw)
+                    .map_err(|e| format!("the cleanup's stored arguments do not decode: {e}"))?;
+                f(args).await
+            })
+        });
+        self.cleanups.insert(A::NAME.to_owned(), action);
+        self
+    }
+
+    /// The durable cleanup action of that name.
+    pub fn cleanup(&self, name: &str) -> Option<&crate::cleanup::CleanupAction> {
+        self.cleanups.get(name)
     }
 
     /// The handler for a kind.

@@ -376,6 +376,9 @@ pub struct JobRow {
     /// starts with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<serde_json::Value>,
+    /// Durable cleanups written down and not yet run (a completed attempt drops its own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_cleanups: Vec<crate::cleanup::DurableCleanup>,
     /// What happened to the job, oldest first (see [`build_timeline`]). Jobs handed out by a
     /// claim carry an empty timeline: running them does not need it.
     #[serde(default)]
@@ -535,6 +538,7 @@ impl NewJob {
             timeout_ms: self.timeout_ms,
             trace_parent: self.trace_parent,
             checkpoint: None,
+            pending_cleanups: Vec::new(),
             // The same as a read derives (see build_timeline).
             timeline: vec![TimelineEvent::new(created_at, "enqueued")],
         }
@@ -668,6 +672,7 @@ mod tests {
             timeout_ms: None,
             trace_parent: None,
             checkpoint: None,
+            pending_cleanups: vec![],
             timeline: vec![],
         };
         let err = |kind| AttemptError {

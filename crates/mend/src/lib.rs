@@ -48,7 +48,7 @@ pub mod runtime;
 pub mod store;
 pub mod trace;
 
-pub use cleanup::{AttemptExit, CleanupOutcome, CleanupReport};
+pub use cleanup::{AttemptExit, CleanupArgs, CleanupOutcome, CleanupReport, DurableCleanup};
 pub use client::{Client, ClientError};
 pub use handler::{Handler, JobArgs, JobContext, JobError, Registry, ResultExt};
 pub use job::{AttemptError, ErrorKind, JobRow, JobState, NewJob};

@@ -227,6 +227,37 @@ pub struct CheckpointParams {
     pub state: serde_json::Value,
 }
 
+/// Write a durable cleanup down with a running job, fenced by (id, attempt, lease owner).
+#[derive(Debug, Clone)]
+pub struct DeferDurableParams {
+    /// The job.
+    pub id: Uuid,
+    /// The attempt registering it.
+    pub attempt: i32,
+    /// The worker's node.
+    pub lease_owner: String,
+    /// The cleanup action.
+    pub name: String,
+    /// Its arguments.
+    pub args: serde_json::Value,
+}
+
+/// A durable cleanup ran: remove it from the job and record the run in the timeline, fenced by
+/// the running attempt (which may be a later one than the cleanup's).
+#[derive(Debug, Clone)]
+pub struct CleanupDoneParams {
+    /// The job.
+    pub id: Uuid,
+    /// The attempt that ran it (the job's current one).
+    pub attempt: i32,
+    /// The worker's node.
+    pub lease_owner: String,
+    /// Which cleanup.
+    pub seq: u32,
+    /// The run, for the timeline.
+    pub event: crate::job::TimelineEvent,
+}
+
 /// Record many outcomes in few transactions.
 #[derive(Debug, Clone)]
 pub struct CompleteParams {
@@ -402,6 +433,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Save a checkpoint durably; `false` when the fence refused it (the attempt lost the job).
     async fn checkpoint(&self, params: CheckpointParams) -> Result<bool>;
+
+    /// Append a durable cleanup to the job's pending ones; returns its `seq`, or `None` when
+    /// fenced.
+    async fn defer_durable(&self, params: DeferDurableParams) -> Result<Option<u32>>;
+
+    /// Remove a pending durable cleanup that ran; `false` when fenced.
+    async fn cleanup_done(&self, params: CleanupDoneParams) -> Result<bool>;
 
     /// Extend leases; report jobs lost and cancel requests.
     async fn extend_leases(&self, params: ExtendLeasesParams) -> Result<ExtendLeasesResult>;

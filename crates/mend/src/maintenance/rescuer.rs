@@ -76,11 +76,14 @@ pub fn decide(
     } else {
         format!("worker lost (node {owner} died or stopped heartbeating mid-attempt)")
     };
-    let state = if quarantined || job.attempt >= job.max_attempts {
-        JobState::Discarded
-    } else {
-        JobState::Retryable
-    };
+    // A job with durable cleanups still written down goes back to the queue even when it is
+    // done for: the worker that claims it runs the cleanups, then discards it.
+    let state =
+        if (quarantined || job.attempt >= job.max_attempts) && job.pending_cleanups.is_empty() {
+            JobState::Discarded
+        } else {
+            JobState::Retryable
+        };
     RescueDecision {
         state,
         error: AttemptError {

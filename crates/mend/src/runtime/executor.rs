@@ -103,6 +103,30 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     );
     let args = std::mem::take(&mut job.args);
 
+    // Durable cleanups a lost attempt left behind run before this attempt does anything.
+    let pending = std::mem::take(&mut job.pending_cleanups);
+    let mut before: Option<(String, bool)> = None;
+    if !pending.is_empty() {
+        match run_durable(&shared, &job, pending).await {
+            Err(message) => before = Some((message, true)),
+            Ok(()) => {
+                let quarantined = shared.config.quarantine_after_lost > 0
+                    && job.consecutive_lost() >= shared.config.quarantine_after_lost;
+                if job.attempt > job.max_attempts || quarantined {
+                    // The rescue kept the job alive only so these cleanups could run.
+                    before = Some((
+                        if quarantined {
+                            "quarantined: its attempts keep killing the worker; the lost attempt's durable cleanups have run. Fix the handler or the args, then retry the job by hand".to_owned()
+                        } else {
+                            "out of attempts: the last attempt's worker was lost; its durable cleanups have run".to_owned()
+                        },
+                        true,
+                    ));
+                }
+            }
+        }
+    }
+
     let call_ctx = ctx.clone();
     let kind = job.kind.clone();
     // The handler is called inside the panic guard: building its future runs user code too.
@@ -120,7 +144,12 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
         TimedOut,
         Stopped,
     }
-    let ended = if token.is_cancelled() {
+    let ended = if let Some((message, _)) = &before {
+        drop(call);
+        Ended::Ran(Ok(Err(JobError::Fatal {
+            message: message.clone(),
+        })))
+    } else if token.is_cancelled() {
         drop(call);
         Ended::Stopped
     } else {
@@ -243,6 +272,20 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
             .run_all(&exit, shared.config.cleanup_timeout)
             .await
     };
+    // This attempt's durable cleanups: dropped when it completed (the store forgets them with
+    // the completion), left to the job's new owner when the lease was lost, run otherwise.
+    let mut failure = failure;
+    if !matches!(
+        exit,
+        AttemptExit::Completed | AttemptExit::LeaseLost | AttemptExit::Snoozed
+    ) {
+        let own = ctx.durable_cleanups();
+        if !own.is_empty() {
+            if let Err(message) = run_durable(&shared, &job, own).await {
+                failure = Some((error(ErrorKind::Error, message), None, true));
+            }
+        }
+    }
     for c in &cleanups {
         let counter = match c.outcome {
             CleanupOutcome::Ok => &shared.stats.cleanups_ok,
@@ -319,4 +362,80 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
             tracing::warn!(id = %job.id, "attempt stopped: this worker lost the job's lease");
         }
     }
+}
+
+/// Tries per durable cleanup before the job is stopped with its error.
+const CLEANUP_TRIES: u32 = 3;
+
+/// Runs durable cleanups last-registered first, each up to [`CLEANUP_TRIES`] times with
+/// backoff, and records each run with the store (which removes it from the job). Stops at the
+/// first that keeps failing (it and the rest stay pending) and returns why.
+async fn run_durable(
+    shared: &Shared,
+    job: &JobRow,
+    mut list: Vec<crate::cleanup::DurableCleanup>,
+) -> Result<(), String> {
+    list.sort_by_key(|c| std::cmp::Reverse(c.seq));
+    for c in list {
+        let Some(action) = shared.registry.cleanup(&c.name).cloned() else {
+            return Err(format!(
+                "durable cleanup `{}` is not registered on this worker; register it (Registry::register_cleanup) on every worker of the queue, then retry the job",
+                c.name
+            ));
+        };
+        let started = std::time::Instant::now();
+        let mut last = String::new();
+        let mut ran = false;
+        for try_no in 0..CLEANUP_TRIES {
+            if try_no > 0 {
+                tokio::time::sleep(Duration::from_millis(100 * 4u64.pow(try_no - 1))).await;
+            }
+            let run = CatchPanic::new(action(c.args.clone()));
+            match tokio::time::timeout(shared.config.cleanup_timeout, run).await {
+                Ok(Ok(Ok(()))) => {
+                    ran = true;
+                    break;
+                }
+                Ok(Ok(Err(e))) => last = e,
+                Ok(Err(panic)) => last = format!("panicked: {panic}"),
+                Err(_) => last = format!("timed out after {:?}", shared.config.cleanup_timeout),
+            }
+            tracing::warn!(id = %job.id, cleanup = %c.name, try_no = try_no + 1, error = %last, "durable cleanup failed");
+        }
+        if !ran {
+            return Err(bound_message(format!(
+                "cleanup failed: durable cleanup `{}` (written down by attempt {}) failed {CLEANUP_TRIES} times: {last}. The job is stopped so the cleanup is not lost; fix it, then retry the job",
+                c.name, c.attempt
+            )));
+        }
+        shared.stats.cleanups_ok.fetch_add(1, Ordering::Relaxed);
+        let event = crate::job::TimelineEvent::new(Utc::now(), "cleanup")
+            .attempt(job.attempt)
+            .node(shared.node.id.clone())
+            .detail(format!(
+                "durable cleanup `{}` of attempt {} ran ({} ms)",
+                c.name,
+                c.attempt,
+                started.elapsed().as_millis()
+            ));
+        let done = shared
+            .store
+            .cleanup_done(crate::store::CleanupDoneParams {
+                id: job.id,
+                attempt: job.attempt,
+                lease_owner: shared.node.id.clone(),
+                seq: c.seq,
+                event,
+            })
+            .await;
+        match done {
+            Ok(true) => {}
+            Ok(false) => return Err("this attempt no longer holds the job".to_owned()),
+            // It ran; it stays written down and runs again later (cleanups are idempotent).
+            Err(e) => {
+                tracing::warn!(id = %job.id, cleanup = %c.name, error = %e, "recording a durable cleanup's run failed; it will run again")
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,143 @@
+//! Durable cleanups (`ctx.defer_durable`) in a live process: written down before the work,
+//! run last-registered first when the attempt fails, panics, times out or is cancelled,
+//! dropped when it completes; one that keeps failing stops the job with a clear error instead
+//! of being lost. (After `kill -9` they run before the next attempt: see
+//! `crates/mend-test/tests/durable_crash.rs`.)
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Env, Log};
+use mend::{CleanupArgs, ErrorKind, JobArgs, JobContext, JobError, JobState, Registry};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+enum Ending {
+    Ok,
+    Err,
+    Panic,
+    Hang,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Work {
+    ending: Ending,
+}
+impl JobArgs for Work {
+    const KIND: &'static str = "durable_work";
+    fn configure(job: mend::NewJob) -> mend::NewJob {
+        job.with_max_attempts(1)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Undo {
+    tag: String,
+}
+impl CleanupArgs for Undo {
+    const NAME: &'static str = "undo";
+}
+
+fn registry(log: &Log<String>, broken: Arc<AtomicBool>) -> Registry {
+    let mut registry = Registry::new();
+    let undo_log = log.clone();
+    registry.register_cleanup(move |u: Undo| {
+        let (log, broken) = (undo_log.clone(), broken.clone());
+        async move {
+            if u.tag == "b" && broken.load(Ordering::SeqCst) {
+                log.push("b failed".into());
+                return Err("the disk is gone".to_owned());
+            }
+            log.push(u.tag);
+            Ok(())
+        }
+    });
+    registry.register_fn(move |ctx: JobContext, w: Work| async move {
+        ctx.defer_durable(&Undo { tag: "a".into() }).await?;
+        ctx.defer_durable(&Undo { tag: "b".into() }).await?;
+        match w.ending {
+            Ending::Ok => Ok(()),
+            Ending::Err => Err(JobError::retry("it went wrong")),
+            Ending::Panic => panic!("it blew up"),
+            Ending::Hang => {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(())
+            }
+        }
+    });
+    registry
+}
+
+async fn run(ending: Ending, broken: bool) -> (Vec<String>, mend::JobRow) {
+    let env = Env::new().await;
+    let log = Log::new();
+    let worker = env
+        .worker(registry(&log, Arc::new(AtomicBool::new(broken))), 2, |_| {})
+        .await;
+    let mut job = Work { ending }.to_new_job().expect("encode");
+    if matches!(ending, Ending::Hang) {
+        job = job.with_timeout(Duration::from_millis(100));
+    }
+    let id = env.insert(job).await.id;
+    let row = env
+        .wait_for_job(id, "finished", |j| j.state.is_final())
+        .await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    (log.snapshot(), row)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_cleanups_run_lifo_when_the_attempt_fails_panics_or_times_out() {
+    for ending in [Ending::Err, Ending::Panic, Ending::Hang] {
+        let (log, job) = run(ending, false).await;
+        assert_eq!(log, ["b", "a"], "{ending:?}: last registered first");
+        assert_eq!(job.state, JobState::Discarded, "{ending:?}");
+        assert!(job.pending_cleanups.is_empty(), "{ending:?}: {job:?}");
+        let runs = job.timeline.iter().filter(|e| e.event == "cleanup").count();
+        assert_eq!(
+            runs, 2,
+            "{ending:?}: each run is in the timeline: {:?}",
+            job.timeline
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_cleanups_are_dropped_when_the_attempt_completes() {
+    let (log, job) = run(Ending::Ok, false).await;
+    assert!(log.is_empty(), "{log:?}");
+    assert_eq!(job.state, JobState::Completed);
+    assert!(job.pending_cleanups.is_empty(), "{job:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleanup_that_keeps_failing_stops_the_job_and_stays_written_down() {
+    let (log, job) = run(Ending::Err, true).await;
+    assert_eq!(
+        log,
+        ["b failed", "b failed", "b failed"],
+        "tried three times, then stopped"
+    );
+    assert_eq!(job.state, JobState::Discarded);
+    let last = job.errors.last().expect("an error");
+    assert_eq!(last.kind, ErrorKind::Error);
+    assert!(last.message.contains("cleanup failed"), "{}", last.message);
+    assert!(
+        last.message.contains("the disk is gone"),
+        "{}",
+        last.message
+    );
+    let names: Vec<&str> = job
+        .pending_cleanups
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["undo", "undo"],
+        "neither ran to the end: both stay for a person"
+    );
+}
