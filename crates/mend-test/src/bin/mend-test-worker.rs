@@ -39,6 +39,27 @@ struct Progress {
     done: u32,
 }
 
+/// Creates a marker file, after writing down a durable cleanup that removes it; the first
+/// attempt then hangs `first_ms` (long enough to be killed), later ones finish at once.
+#[derive(Serialize, Deserialize)]
+struct Marked {
+    dir: String,
+    first_ms: u64,
+}
+impl JobArgs for Marked {
+    const KIND: &'static str = "marked";
+}
+
+/// The durable cleanup: removes the marker (idempotent) and notes it in the ledger.
+#[derive(Serialize, Deserialize)]
+struct RemoveMarker {
+    path: String,
+    ledger: String,
+}
+impl mend::CleanupArgs for RemoveMarker {
+    const NAME: &'static str = "remove_marker";
+}
+
 fn append(path: &str, line: &str) {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -116,6 +137,35 @@ async fn main() {
                 tokio::time::sleep(Duration::from_millis(s.step_ms)).await;
                 ctx.checkpoint(&Progress { done: step }).await?;
             }
+            append(&ledger, &format!("done {id} {attempt}"));
+            Ok::<_, JobError>(())
+        }
+    });
+    registry.register_cleanup(|c: RemoveMarker| async move {
+        match std::fs::remove_file(&c.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot remove {}: {e}", c.path)),
+        }
+        append(&c.ledger, &format!("durable-cleanup {}", c.path));
+        Ok(())
+    });
+    let l = ledger.clone();
+    registry.register_fn(move |ctx, m: Marked| {
+        let ledger = l.clone();
+        async move {
+            let (id, attempt) = (ctx.id(), ctx.attempt());
+            let path = format!("{}/marker-{id}-{attempt}", m.dir);
+            ctx.defer_durable(&RemoveMarker {
+                path: path.clone(),
+                ledger: ledger.to_string(),
+            })
+            .await?;
+            std::fs::write(&path, b"work in progress")
+                .map_err(|e| JobError::retry(e.to_string()))?;
+            append(&ledger, &format!("start {id} {attempt}"));
+            let ms = if attempt == 1 { m.first_ms } else { 20 };
+            tokio::time::sleep(Duration::from_millis(ms)).await;
             append(&ledger, &format!("done {id} {attempt}"));
             Ok::<_, JobError>(())
         }
