@@ -704,6 +704,55 @@ impl PgStore {
             .map_err(self.pg())
     }
 
+    /// Changes a running attempt's pending durable cleanups (fenced; `None` when the attempt
+    /// no longer holds the job), optionally recording a timeline event in the same write.
+    async fn edit_pending<T>(
+        &self,
+        id: Uuid,
+        attempt: i32,
+        lease_owner: &str,
+        event: Option<Value>,
+        edit: impl FnOnce(&mut Vec<mend::cleanup::DurableCleanup>) -> T,
+    ) -> Result<Option<T>> {
+        let schema = &self.inner.sql.schema_q;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(self.pg())?;
+        let rows = tx
+            .query(
+                &format!("SELECT pending_cleanups FROM {schema}.mend_jobs WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = 'running' FOR UPDATE"),
+                &[&id, &attempt, &lease_owner],
+            )
+            .await
+            .map_err(self.pg())?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let current: Option<Value> = row.try_get(0).map_err(self.pg())?;
+        let mut list: Vec<mend::cleanup::DurableCleanup> = match current {
+            Some(v) => {
+                serde_json::from_value(v).map_err(|e| decode(Some(id), "pending_cleanups", e))?
+            }
+            None => Vec::new(),
+        };
+        let out = edit(&mut list);
+        let list = if list.is_empty() {
+            None
+        } else {
+            Some(jsonb(&list)?)
+        };
+        tx.execute(
+            &format!(
+                "UPDATE {schema}.mend_jobs SET pending_cleanups = $2, events = CASE WHEN $3::jsonb IS NULL THEN events ELSE {} END WHERE id = $1",
+                push_event("$3::jsonb").trim_start_matches("events = ")
+            ),
+            &[&id, &list, &event],
+        )
+        .await
+        .map_err(self.pg())?;
+        tx.commit().await.map_err(self.pg())?;
+        Ok(Some(out))
+    }
+
     fn pg(&self) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
         move |e| map_pg(&self.inner.target, e)
     }
@@ -1030,85 +1079,29 @@ impl Store for PgStore {
     }
 
     async fn defer_durable(&self, p: DeferDurableParams) -> Result<Option<u32>> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(self.pg())?;
-        let rows = tx
-            .query(
-                &format!("SELECT pending_cleanups FROM {}.mend_jobs WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = 'running' FOR UPDATE", self.inner.sql.schema_q),
-                &[&p.id, &p.attempt, &p.lease_owner],
-            )
-            .await
-            .map_err(self.pg())?;
-        let Some(row) = rows.first() else {
-            return Ok(None);
-        };
-        let current: Option<Value> = row.try_get(0).map_err(self.pg())?;
-        let mut list: Vec<mend::cleanup::DurableCleanup> = match current {
-            Some(v) => {
-                serde_json::from_value(v).map_err(|e| decode(Some(p.id), "pending_cleanups", e))?
-            }
-            None => Vec::new(),
-        };
-        let seq = list.iter().map(|c| c.seq).max().unwrap_or(0) + 1;
-        list.push(mend::cleanup::DurableCleanup {
-            seq,
-            attempt: p.attempt,
-            name: p.name,
-            args: p.args,
-        });
-        let list = jsonb(&list)?;
-        tx.execute(
-            &format!(
-                "UPDATE {}.mend_jobs SET pending_cleanups = $2 WHERE id = $1",
-                self.inner.sql.schema_q
-            ),
-            &[&p.id, &list],
-        )
+        let (attempt, name, args) = (p.attempt, p.name, p.args);
+        self.edit_pending(p.id, p.attempt, &p.lease_owner, None, move |list| {
+            let seq = list.iter().map(|c| c.seq).max().unwrap_or(0) + 1;
+            list.push(mend::cleanup::DurableCleanup {
+                seq,
+                attempt,
+                name,
+                args,
+            });
+            seq
+        })
         .await
-        .map_err(self.pg())?;
-        tx.commit().await.map_err(self.pg())?;
-        Ok(Some(seq))
     }
 
     async fn cleanup_done(&self, p: CleanupDoneParams) -> Result<bool> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(self.pg())?;
-        let rows = tx
-            .query(
-                &format!("SELECT pending_cleanups FROM {}.mend_jobs WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = 'running' FOR UPDATE", self.inner.sql.schema_q),
-                &[&p.id, &p.attempt, &p.lease_owner],
-            )
-            .await
-            .map_err(self.pg())?;
-        let Some(row) = rows.first() else {
-            return Ok(false);
-        };
-        let current: Option<Value> = row.try_get(0).map_err(self.pg())?;
-        let mut list: Vec<mend::cleanup::DurableCleanup> = match current {
-            Some(v) => {
-                serde_json::from_value(v).map_err(|e| decode(Some(p.id), "pending_cleanups", e))?
-            }
-            None => Vec::new(),
-        };
-        list.retain(|c| c.seq != p.seq);
-        let list = if list.is_empty() {
-            None
-        } else {
-            Some(jsonb(&list)?)
-        };
         let event = jsonb(&p.event)?;
-        tx.execute(
-            &format!(
-                "UPDATE {}.mend_jobs SET pending_cleanups = $2, {} WHERE id = $1",
-                self.inner.sql.schema_q,
-                push_event("$3::jsonb")
-            ),
-            &[&p.id, &list, &event],
-        )
-        .await
-        .map_err(self.pg())?;
-        tx.commit().await.map_err(self.pg())?;
-        Ok(true)
+        let seq = p.seq;
+        let done = self
+            .edit_pending(p.id, p.attempt, &p.lease_owner, Some(event), move |list| {
+                list.retain(|c| c.seq != seq)
+            })
+            .await?;
+        Ok(done.is_some())
     }
 
     async fn checkpoint(&self, p: CheckpointParams) -> Result<bool> {

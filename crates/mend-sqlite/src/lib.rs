@@ -358,6 +358,57 @@ impl SqliteStore {
         .map_err(|e| StoreError::Database(format!("a read panicked: {e}")))?
     }
 
+    /// Changes a running attempt's pending durable cleanups (fenced; `None` when the attempt
+    /// no longer holds the job), optionally recording a timeline event in the same write.
+    async fn edit_pending<T, F>(
+        &self,
+        id: uuid::Uuid,
+        attempt: i32,
+        lease_owner: String,
+        event: Option<String>,
+        edit: F,
+    ) -> Result<Option<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Vec<mend::cleanup::DurableCleanup>) -> T + Send + 'static,
+    {
+        self.write(true, move |conn, path| {
+            let key = id.as_bytes().to_vec();
+            let current: Option<Option<String>> = conn
+                .prepare_cached(
+                    "SELECT pending_cleanups FROM mend_jobs
+                     WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![key, attempt, lease_owner], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(|e| map_err(path, e))?;
+            let Some(current) = current else {
+                return Ok(None);
+            };
+            let mut list: Vec<mend::cleanup::DurableCleanup> = match current {
+                Some(s) => json(&key, "pending_cleanups", &s)?,
+                None => Vec::new(),
+            };
+            let out = edit(&mut list);
+            let text = if list.is_empty() {
+                None
+            } else {
+                Some(serde_json::to_string(&list).map_err(|e| StoreError::Database(e.to_string()))?)
+            };
+            conn.prepare_cached(concat!(
+                "UPDATE mend_jobs SET pending_cleanups = ?2, events = CASE WHEN ?3 IS NULL THEN events ELSE ",
+                "json_insert(CASE WHEN NOT json_valid(events) THEN '[]' WHEN octet_length(events) > 32768 THEN json_remove(events, '$[0]') ELSE events END, '$[#]', json(?3))",
+                " END WHERE id = ?1"
+            ))
+            .and_then(|mut s| s.execute(params![key, text, event]))
+            .map_err(|e| map_err(path, e))?;
+            Ok(Some(out))
+        })
+        .await
+    }
+
     /// The VDBE opcodes of a statement (diagnostics: tests check that hot writes build no
     /// temporary tables).
     pub async fn opcodes(&self, sql: &'static str) -> Result<Vec<String>> {
@@ -881,38 +932,16 @@ impl Store for SqliteStore {
     }
 
     async fn defer_durable(&self, p: DeferDurableParams) -> Result<Option<u32>> {
-        self.write(true, move |conn, path| {
-            let id = p.id.as_bytes().to_vec();
-            let current: Option<Option<String>> = conn
-                .prepare_cached(
-                    "SELECT pending_cleanups FROM mend_jobs
-                     WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'",
-                )
-                .and_then(|mut s| {
-                    s.query_row(params![id, p.attempt, p.lease_owner], |r| r.get(0))
-                        .optional()
-                })
-                .map_err(|e| map_err(path, e))?;
-            let Some(current) = current else {
-                return Ok(None);
-            };
-            let mut list: Vec<mend::cleanup::DurableCleanup> = match current {
-                Some(s) => json(&id, "pending_cleanups", &s)?,
-                None => Vec::new(),
-            };
+        let (attempt, name, args) = (p.attempt, p.name, p.args);
+        self.edit_pending(p.id, p.attempt, p.lease_owner, None, move |list| {
             let seq = list.iter().map(|c| c.seq).max().unwrap_or(0) + 1;
             list.push(mend::cleanup::DurableCleanup {
                 seq,
-                attempt: p.attempt,
-                name: p.name,
-                args: p.args,
+                attempt,
+                name,
+                args,
             });
-            let text =
-                serde_json::to_string(&list).map_err(|e| StoreError::Database(e.to_string()))?;
-            conn.prepare_cached("UPDATE mend_jobs SET pending_cleanups = ?2 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![id, text]))
-                .map_err(|e| map_err(path, e))?;
-            Ok(Some(seq))
+            seq
         })
         .await
     }
@@ -920,44 +949,13 @@ impl Store for SqliteStore {
     async fn cleanup_done(&self, p: CleanupDoneParams) -> Result<bool> {
         let event =
             serde_json::to_string(&p.event).map_err(|e| StoreError::Database(e.to_string()))?;
-        self.write(true, move |conn, path| {
-            let id = p.id.as_bytes().to_vec();
-            let current: Option<Option<String>> = conn
-                .prepare_cached(
-                    "SELECT pending_cleanups FROM mend_jobs
-                     WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'",
-                )
-                .and_then(|mut s| {
-                    s.query_row(params![id, p.attempt, p.lease_owner], |r| r.get(0))
-                        .optional()
-                })
-                .map_err(|e| map_err(path, e))?;
-            let Some(current) = current else {
-                return Ok(false);
-            };
-            let mut list: Vec<mend::cleanup::DurableCleanup> = match current {
-                Some(s) => json(&id, "pending_cleanups", &s)?,
-                None => Vec::new(),
-            };
-            list.retain(|c| c.seq != p.seq);
-            let text = if list.is_empty() {
-                None
-            } else {
-                Some(
-                    serde_json::to_string(&list)
-                        .map_err(|e| StoreError::Database(e.to_string()))?,
-                )
-            };
-            conn.prepare_cached(concat!(
-                "UPDATE mend_jobs SET pending_cleanups = ?2, ",
-                push_event!("?3"),
-                " WHERE id = ?1"
-            ))
-            .and_then(|mut s| s.execute(params![id, text, event]))
-            .map_err(|e| map_err(path, e))?;
-            Ok(true)
-        })
-        .await
+        let seq = p.seq;
+        let done = self
+            .edit_pending(p.id, p.attempt, p.lease_owner, Some(event), move |list| {
+                list.retain(|c| c.seq != seq)
+            })
+            .await?;
+        Ok(done.is_some())
     }
 
     async fn extend_leases(&self, p: ExtendLeasesParams) -> Result<ExtendLeasesResult> {
