@@ -1,6 +1,7 @@
 //! Durable cleanups across `kill -9`: a cleanup written down before the work runs after the
 //! process is killed mid-attempt — on restart, before the job's next attempt starts — and a
-//! completed attempt keeps its effect.
+//! completed attempt keeps its effect. Staged files: a killed attempt leaves no temp file
+//! behind once recovered, and the completed retry leaves exactly the final file.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -76,6 +77,80 @@ async fn cleanup_of_a_killed_attempt_runs_before_the_retry(env: Env) {
     signal(&child, "TERM");
     let (code, _) = wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(code, Some(0));
+}
+
+async fn a_staged_file_of_a_killed_attempt_leaves_no_temp_file(env: Env) {
+    let out = env.dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let job = env
+        .store
+        .insert_many(vec![NewJob::new(
+            "staged",
+            serde_json::json!({"dir": out.to_str().unwrap(), "first_ms": 60_000}),
+        )])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let mut child = env.spawn(&["--concurrency", "1"]);
+    let start = std::time::Instant::now();
+    while listing().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the temp file never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    child.kill().unwrap(); // SIGKILL with the temp file written, the job not complete
+    child.wait().unwrap();
+    let before = listing();
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert!(
+        before[0].ends_with(".tmp"),
+        "only the temp file: {before:?}"
+    );
+
+    let mut child = env.spawn(&["--concurrency", "1"]);
+    env.wait_for("the job completed", Duration::from_secs(30), |j| {
+        j.iter()
+            .any(|j| j.id == job.id && j.state == JobState::Completed)
+    })
+    .await;
+    let final_name = format!("out-{}.txt", job.id);
+    assert_eq!(
+        listing(),
+        [final_name.clone()],
+        "exactly the final file, no temp left"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join(&final_name)).unwrap(),
+        "attempt 2"
+    );
+    signal(&child, "TERM");
+    let (code, _) = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_staged_file_of_a_killed_attempt_leaves_no_temp_file() {
+    a_staged_file_of_a_killed_attempt_leaves_no_temp_file(Env::new().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_staged_file_of_a_killed_attempt_leaves_no_temp_file() {
+    let Some(env) = Env::postgres("staged_crash").await else {
+        return;
+    };
+    a_staged_file_of_a_killed_attempt_leaves_no_temp_file(env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -238,3 +238,55 @@ pub type CleanupAction = std::sync::Arc<
         + Send
         + Sync,
 >;
+
+/// The built-in durable cleanup behind `JobContext::stage_file`: removes the temporary file.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RemoveStaged {
+    /// The temporary file.
+    pub path: String,
+}
+
+impl CleanupArgs for RemoveStaged {
+    const NAME: &'static str = "mend.remove_staged";
+}
+
+pub(crate) async fn remove_staged(c: RemoveStaged) -> Result<(), String> {
+    // One small unlink: not worth a blocking-pool round trip.
+    match std::fs::remove_file(&c.path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot remove the staged file {}: {e}", c.path)),
+    }
+}
+
+/// Moves staged files into place: fsync each file, rename it over its final path, fsync the
+/// directory, so the rename survives power loss once the completion commits.
+pub(crate) async fn promote_staged(
+    files: Vec<(std::path::PathBuf, std::path::PathBuf)>,
+) -> Result<(), String> {
+    tokio::task::spawn_blocking(move || {
+        for (temp, dest) in files {
+            let fail = |what: &str, e: std::io::Error| {
+                format!(
+                    "{what} the staged file {} for {}: {e}",
+                    temp.display(),
+                    dest.display()
+                )
+            };
+            std::fs::File::open(&temp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| fail("cannot sync", e))?;
+            std::fs::rename(&temp, &dest).map_err(|e| fail("cannot move", e))?;
+            let dir = dest
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or_else(|| std::path::Path::new("."));
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| fail("cannot sync the directory of", e))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| format!("promoting staged files panicked: {e}"))?
+}

@@ -196,6 +196,8 @@ struct ContextInner {
     checkpoint: std::sync::Mutex<Option<serde_json::Value>>,
     /// Durable cleanups this attempt wrote down, in order.
     durable: std::sync::Mutex<Vec<crate::cleanup::DurableCleanup>>,
+    /// Staged files: (temporary path, final path).
+    staged: std::sync::Mutex<Vec<(std::path::PathBuf, std::path::PathBuf)>>,
 }
 
 impl JobContext {
@@ -219,6 +221,7 @@ impl JobContext {
                 persist: None,
                 checkpoint: std::sync::Mutex::new(None),
                 durable: std::sync::Mutex::new(Vec::new()),
+                staged: std::sync::Mutex::new(Vec::new()),
             }),
         }
     }
@@ -311,6 +314,55 @@ impl JobContext {
                 args: value,
             });
         Ok(())
+    }
+
+    /// A temporary path, on the same filesystem as `final_path`, to write a file the job
+    /// produces. When the attempt completes, the file is moved into place (fsync of the file,
+    /// atomic rename, fsync of the directory) just before the completion is committed; when it
+    /// fails in any way, or the process dies, the temporary file is removed (a durable cleanup,
+    /// written down before this returns). A crash between the rename and the commit leaves the
+    /// final file in place and the job is retried, which writes it again.
+    pub async fn stage_file(
+        &self,
+        final_path: impl AsRef<std::path::Path>,
+    ) -> Result<std::path::PathBuf, JobError> {
+        let final_path = final_path.as_ref().to_path_buf();
+        let name = final_path
+            .file_name()
+            .ok_or_else(|| {
+                JobError::fatal(format!(
+                    "stage_file needs a file path, got {}",
+                    final_path.display()
+                ))
+            })?
+            .to_string_lossy()
+            .into_owned();
+        let dir = final_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| std::path::Path::new("."));
+        let temp = dir.join(format!(
+            ".{name}.mend-{}-{}.tmp",
+            self.inner.id, self.inner.attempt
+        ));
+        self.defer_durable(&crate::cleanup::RemoveStaged {
+            path: temp.to_string_lossy().into_owned(),
+        })
+        .await?;
+        self.inner
+            .staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((temp.clone(), final_path));
+        Ok(temp)
+    }
+
+    pub(crate) fn staged_files(&self) -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
+        self.inner
+            .staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(crate) fn durable_cleanups(&self) -> Vec<crate::cleanup::DurableCleanup> {
@@ -509,15 +561,27 @@ where
     }
 }
 
-/// Handlers by kind.
-#[derive(Clone, Default)]
+/// Handlers by kind, and durable cleanup actions by name.
+#[derive(Clone)]
 pub struct Registry {
     handlers: HashMap<String, Arc<dyn ErasedHandler>>,
     cleanups: HashMap<String, crate::cleanup::CleanupAction>,
 }
 
+impl Default for Registry {
+    /// No handlers; the built-in cleanup actions (staged files).
+    fn default() -> Self {
+        let mut registry = Registry {
+            handlers: HashMap::new(),
+            cleanups: HashMap::new(),
+        };
+        registry.register_cleanup(crate::cleanup::remove_staged);
+        registry
+    }
+}
+
 impl Registry {
-    /// An empty registry.
+    /// No handlers yet; the built-in cleanup actions are registered.
     pub fn new() -> Self {
         Self::default()
     }

@@ -141,3 +141,80 @@ async fn a_cleanup_that_keeps_failing_stops_the_job_and_stays_written_down() {
         "neither ran to the end: both stay for a person"
     );
 }
+
+#[derive(Serialize, Deserialize)]
+struct Produce {
+    dir: String,
+    fail: bool,
+}
+impl JobArgs for Produce {
+    const KIND: &'static str = "produce";
+    fn configure(job: mend::NewJob) -> mend::NewJob {
+        job.with_max_attempts(1)
+    }
+}
+
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn produce(fail: bool) -> (tempfile::TempDir, mend::JobRow) {
+    let env = Env::new().await;
+    let out = tempfile::tempdir().unwrap();
+    let mut registry = Registry::new();
+    registry.register_fn(|ctx: JobContext, p: Produce| async move {
+        let temp = ctx
+            .stage_file(std::path::Path::new(&p.dir).join("report.csv"))
+            .await?;
+        std::fs::write(&temp, "a,b\n1,2\n").map_err(|e| JobError::retry(e.to_string()))?;
+        if p.fail {
+            return Err(JobError::retry("the report is wrong"));
+        }
+        Ok(())
+    });
+    let worker = env.worker(registry, 1, |_| {}).await;
+    let job = Produce {
+        dir: out.path().to_string_lossy().into_owned(),
+        fail,
+    }
+    .to_new_job()
+    .unwrap();
+    let id = env.insert(job).await.id;
+    let row = env
+        .wait_for_job(id, "finished", |j| j.state.is_final())
+        .await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    (out, row)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_file_is_moved_into_place_when_the_attempt_completes() {
+    let (out, job) = produce(false).await;
+    assert_eq!(job.state, JobState::Completed);
+    assert_eq!(
+        files_in(out.path()),
+        ["report.csv"],
+        "exactly the final file, no temp"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("report.csv")).unwrap(),
+        "a,b\n1,2\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_file_is_removed_when_the_attempt_fails() {
+    let (out, job) = produce(true).await;
+    assert_eq!(job.state, JobState::Discarded);
+    assert!(
+        files_in(out.path()).is_empty(),
+        "{:?}",
+        files_in(out.path())
+    );
+    assert!(job.pending_cleanups.is_empty());
+}

@@ -50,6 +50,17 @@ impl JobArgs for Marked {
     const KIND: &'static str = "marked";
 }
 
+/// Writes `dir/out-ID.txt` through a staged file; the first attempt hangs `first_ms` after
+/// writing the temporary file (long enough to be killed).
+#[derive(Serialize, Deserialize)]
+struct Staged {
+    dir: String,
+    first_ms: u64,
+}
+impl JobArgs for Staged {
+    const KIND: &'static str = "staged";
+}
+
 /// The durable cleanup: removes the marker (idempotent) and notes it in the ledger.
 #[derive(Serialize, Deserialize)]
 struct RemoveMarker {
@@ -149,6 +160,16 @@ async fn main() {
         }
         append(&c.ledger, &format!("durable-cleanup {}", c.path));
         Ok(())
+    });
+    registry.register_fn(|ctx, s: Staged| async move {
+        let temp = ctx
+            .stage_file(format!("{}/out-{}.txt", s.dir, ctx.id()))
+            .await?;
+        std::fs::write(&temp, format!("attempt {}", ctx.attempt()))
+            .map_err(|e| JobError::retry(e.to_string()))?;
+        let ms = if ctx.attempt() == 1 { s.first_ms } else { 20 };
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok::<_, JobError>(())
     });
     let l = ledger.clone();
     registry.register_fn(move |ctx, m: Marked| {

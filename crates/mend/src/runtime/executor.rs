@@ -192,6 +192,21 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
         shared.stats.errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    // A completed attempt's staged files move into place before the completion is written.
+    let ended = match ended {
+        Ended::Ran(Ok(Ok(result))) => {
+            let staged = ctx.staged_files();
+            if staged.is_empty() {
+                Ended::Ran(Ok(Ok(result)))
+            } else {
+                match crate::cleanup::promote_staged(staged).await {
+                    Ok(()) => Ended::Ran(Ok(Ok(result))),
+                    Err(message) => Ended::Ran(Ok(Err(JobError::retry(message)))),
+                }
+            }
+        }
+        other => other,
+    };
     let now = Utc::now();
     let error = |kind: ErrorKind, message: String| AttemptError {
         attempt: job.attempt,
