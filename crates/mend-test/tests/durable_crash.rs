@@ -128,7 +128,7 @@ async fn a_staged_file_of_a_killed_attempt_leaves_no_temp_file(env: Env) {
     let final_name = format!("out-{}.txt", job.id);
     assert_eq!(
         listing(),
-        [final_name.clone()],
+        std::slice::from_ref(&final_name),
         "exactly the final file, no temp left"
     );
     assert_eq!(
