@@ -4,6 +4,8 @@
 //! of being lost. (After `kill -9` they run before the next attempt: see
 //! `crates/mend-test/tests/durable_crash.rs`.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
