@@ -119,6 +119,51 @@ impl Drop for Inner {
     }
 }
 
+/// What [`effect`] wraps: the handler's writes, run inside the transaction that completes the
+/// job.
+type EffectFn = Box<
+    dyn for<'t> FnOnce(
+            &'t tokio_postgres::Transaction<'t>,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>>
+                    + Send
+                    + 't,
+            >,
+        > + Send,
+>;
+
+/// The handler's own writes to this database, to commit with its job's completion
+/// (`JobContext::commit_with_completion`): they run inside the transaction that marks the job
+/// completed; an error rolls both back.
+///
+/// ```no_run
+/// # fn demo(ctx: &mend::JobContext, order: i64) {
+/// ctx.commit_with_completion(mend_postgres::effect(move |tx| {
+///     Box::pin(async move {
+///         tx.execute("UPDATE orders SET receipt_sent = true WHERE id = $1", &[&order]).await?;
+///         Ok(())
+///     })
+/// }));
+/// # }
+/// ```
+pub fn effect<F>(f: F) -> mend::store::TxEffect
+where
+    F: for<'t> FnOnce(
+            &'t tokio_postgres::Transaction<'t>,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>>
+                    + Send
+                    + 't,
+            >,
+        > + Send
+        + 'static,
+{
+    let f: EffectFn = Box::new(f);
+    mend::store::TxEffect::new(Box::new(f))
+}
+
 /// Whether `url` names a PostgreSQL database.
 pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
@@ -1102,6 +1147,48 @@ impl Store for PgStore {
             })
             .await?;
         Ok(done.is_some())
+    }
+
+    async fn complete_with_effect(
+        &self,
+        outcome: mend::store::Outcome,
+        effect: mend::store::TxEffect,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let Ok(f) = effect.into_inner().downcast::<EffectFn>() else {
+            return Err(StoreError::Database(
+                "this effect was not built by mend_postgres::effect".into(),
+            ));
+        };
+        let OutcomeKind::Completed { result } = &outcome.kind else {
+            return Err(StoreError::Database(
+                "effects commit with completions only".into(),
+            ));
+        };
+        let now = micros(now);
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(self.pg())?;
+        let rows = tx
+            .query(
+                &self.inner.sql.complete,
+                &[
+                    &now,
+                    &vec![outcome.id],
+                    &vec![outcome.attempt],
+                    &vec![outcome.lease_owner.as_str()],
+                    &vec![result.clone()],
+                ],
+            )
+            .await
+            .map_err(self.pg())?;
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        f(&tx)
+            .await
+            .map_err(|e| StoreError::Database(format!("the job's own write failed: {e}")))?;
+        tx.commit().await.map_err(self.pg())?;
+        Ok(true)
     }
 
     async fn checkpoint(&self, p: CheckpointParams) -> Result<bool> {

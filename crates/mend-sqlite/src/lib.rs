@@ -170,6 +170,29 @@ struct Inner {
     synchronous_full: bool,
 }
 
+/// What [`effect`] wraps: the handler's writes, run on the store's connection inside the
+/// transaction that completes the job.
+type EffectFn = Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>;
+
+/// The handler's own writes to this database, to commit with its job's completion
+/// (`JobContext::commit_with_completion`): they run on the store's writer connection inside
+/// the transaction that marks the job completed; an error rolls both back.
+///
+/// ```no_run
+/// # fn demo(ctx: &mend::JobContext, order: i64) {
+/// ctx.commit_with_completion(mend_sqlite::effect(move |conn| {
+///     conn.execute("UPDATE orders SET receipt_sent = 1 WHERE id = ?1", [order])?;
+///     Ok(())
+/// }));
+/// # }
+/// ```
+pub fn effect(
+    f: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
+) -> mend::store::TxEffect {
+    let f: EffectFn = Box::new(f);
+    mend::store::TxEffect::new(Box::new(f))
+}
+
 /// Accepts `sqlite://path`, `sqlite:path` or a plain path.
 pub fn parse_url(url: &str) -> Result<String> {
     let path = url
@@ -907,6 +930,48 @@ impl Store for SqliteStore {
             self.inner.wake.notify_waiters();
         }
         Ok(result)
+    }
+
+    async fn complete_with_effect(
+        &self,
+        outcome: mend::store::Outcome,
+        effect: mend::store::TxEffect,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let Ok(f) = effect.into_inner().downcast::<EffectFn>() else {
+            return Err(StoreError::Database(
+                "this effect was not built by mend_sqlite::effect".into(),
+            ));
+        };
+        let OutcomeKind::Completed { result } = &outcome.kind else {
+            return Err(StoreError::Database(
+                "effects commit with completions only".into(),
+            ));
+        };
+        let result = result.as_ref().map(|v| v.to_string());
+        // One writer command: the completion and the effect share its savepoint, and an error
+        // rolls both back.
+        self.write(true, move |conn, path| {
+            let n = conn
+                .prepare_cached(SQL_COMPLETED)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        outcome.id.as_bytes().as_slice(),
+                        outcome.attempt,
+                        outcome.lease_owner,
+                        micros(now),
+                        result
+                    ])
+                })
+                .map_err(|e| map_err(path, e))?;
+            if n == 0 {
+                return Ok(false);
+            }
+            f(conn)
+                .map_err(|e| StoreError::Database(format!("the job's own write failed: {e}")))?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn checkpoint(&self, p: CheckpointParams) -> Result<bool> {

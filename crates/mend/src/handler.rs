@@ -198,6 +198,8 @@ struct ContextInner {
     durable: std::sync::Mutex<Vec<crate::cleanup::DurableCleanup>>,
     /// Staged files: (temporary path, final path).
     staged: std::sync::Mutex<Vec<(std::path::PathBuf, std::path::PathBuf)>>,
+    /// Writes to commit with the completion.
+    effect: std::sync::Mutex<Option<crate::store::TxEffect>>,
 }
 
 impl JobContext {
@@ -222,6 +224,7 @@ impl JobContext {
                 checkpoint: std::sync::Mutex::new(None),
                 durable: std::sync::Mutex::new(Vec::new()),
                 staged: std::sync::Mutex::new(Vec::new()),
+                effect: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -355,6 +358,24 @@ impl JobContext {
             .unwrap_or_else(|p| p.into_inner())
             .push((temp.clone(), final_path));
         Ok(temp)
+    }
+
+    /// Commit `effect` — the handler's own writes to the job's database, built with
+    /// `mend_sqlite::effect` or `mend_postgres::effect` — in the same transaction that marks
+    /// the job completed, if this attempt completes: the effect and the completion land
+    /// together or not at all (a crash in between leaves neither, and the retry does both
+    /// once). If the effect fails, nothing is written and the attempt is retried. A second
+    /// call replaces the first.
+    pub fn commit_with_completion(&self, effect: crate::store::TxEffect) {
+        *self.inner.effect.lock().unwrap_or_else(|p| p.into_inner()) = Some(effect);
+    }
+
+    pub(crate) fn take_effect(&self) -> Option<crate::store::TxEffect> {
+        self.inner
+            .effect
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     pub(crate) fn staged_files(&self) -> Vec<(std::path::PathBuf, std::path::PathBuf)> {

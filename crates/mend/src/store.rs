@@ -258,6 +258,29 @@ pub struct CleanupDoneParams {
     pub event: crate::job::TimelineEvent,
 }
 
+/// The handler's own database writes, to commit in the same transaction as its job's
+/// completion (`JobContext::commit_with_completion`). Built by the backend's `effect`
+/// function (`mend_sqlite::effect`, `mend_postgres::effect`), which knows what is inside.
+pub struct TxEffect(std::sync::Mutex<Box<dyn std::any::Any + Send>>);
+
+impl TxEffect {
+    /// Wraps a backend's effect (the backend downcasts it back).
+    pub fn new(inner: Box<dyn std::any::Any + Send>) -> Self {
+        TxEffect(std::sync::Mutex::new(inner))
+    }
+
+    /// The backend's effect.
+    pub fn into_inner(self) -> Box<dyn std::any::Any + Send> {
+        self.0.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl std::fmt::Debug for TxEffect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TxEffect(..)")
+    }
+}
+
 /// Record many outcomes in few transactions.
 #[derive(Debug, Clone)]
 pub struct CompleteParams {
@@ -430,6 +453,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Record outcomes, fenced. See [`CompleteResult`].
     async fn complete_many(&self, params: CompleteParams) -> Result<CompleteResult>;
+
+    /// Record one completion and the handler's own writes in one transaction: both commit or
+    /// neither does. `Ok(false)` when fenced (nothing written); an error when the effect or
+    /// the store failed (nothing written either). Backends without effects refuse.
+    async fn complete_with_effect(
+        &self,
+        outcome: Outcome,
+        effect: TxEffect,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let _ = (outcome, effect, now);
+        Err(StoreError::Database(
+            "this store cannot commit a job's own writes with its completion".into(),
+        ))
+    }
 
     /// Save a checkpoint durably; `false` when the fence refused it (the attempt lost the job).
     async fn checkpoint(&self, params: CheckpointParams) -> Result<bool>;

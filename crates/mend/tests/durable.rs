@@ -220,3 +220,80 @@ async fn a_staged_file_is_removed_when_the_attempt_fails() {
     );
     assert!(job.pending_cleanups.is_empty());
 }
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    bad_sql: bool,
+}
+impl JobArgs for Record {
+    const KIND: &'static str = "record";
+    fn configure(job: mend::NewJob) -> mend::NewJob {
+        job.with_max_attempts(1)
+    }
+}
+
+async fn record(bad_sql: bool) -> (Env, mend::JobRow) {
+    let env = Env::new().await;
+    let db = env.dir.path().join("mend.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE effects (job_id TEXT NOT NULL)")
+        .unwrap();
+    let mut registry = Registry::new();
+    registry.register_fn(|ctx: JobContext, r: Record| async move {
+        let id = ctx.id().to_string();
+        let table = if r.bad_sql {
+            "no_such_table"
+        } else {
+            "effects"
+        };
+        ctx.commit_with_completion(mend_sqlite::effect(move |conn| {
+            conn.execute(&format!("INSERT INTO {table} (job_id) VALUES (?1)"), [id])?;
+            Ok(())
+        }));
+        Ok(())
+    });
+    let worker = env.worker(registry, 1, |_| {}).await;
+    let id = env
+        .insert(Record { bad_sql }.to_new_job().unwrap())
+        .await
+        .id;
+    let row = env
+        .wait_for_job(id, "finished", |j| j.state.is_final())
+        .await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    (env, row)
+}
+
+fn effects(env: &Env) -> Vec<String> {
+    let conn = rusqlite::Connection::open(env.dir.path().join("mend.db")).unwrap();
+    let mut stmt = conn.prepare("SELECT job_id FROM effects").unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handlers_own_write_commits_with_the_completion() {
+    let (env, job) = record(false).await;
+    assert_eq!(job.state, JobState::Completed);
+    assert_eq!(effects(&env), [job.id.to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_write_leaves_neither_it_nor_the_completion() {
+    let (env, job) = record(true).await;
+    assert_eq!(
+        job.state,
+        JobState::Discarded,
+        "out of attempts after the failed commit"
+    );
+    assert!(effects(&env).is_empty());
+    let message = &job.errors.last().unwrap().message;
+    assert!(
+        message.contains("did not commit with its completion"),
+        "{message}"
+    );
+    assert!(message.contains("no_such_table"), "{message}");
+}

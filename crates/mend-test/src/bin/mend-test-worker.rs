@@ -61,6 +61,18 @@ impl JobArgs for Staged {
     const KIND: &'static str = "staged";
 }
 
+/// Inserts a row into `table` (job id, attempt) committed with the job's completion; on the
+/// first attempt the commit is held back `first_ms` inside the transaction (long enough to be
+/// killed), after noting `effect ID ATTEMPT` in the ledger.
+#[derive(Serialize, Deserialize)]
+struct Ledgered {
+    table: String,
+    first_ms: u64,
+}
+impl JobArgs for Ledgered {
+    const KIND: &'static str = "ledgered";
+}
+
 /// The durable cleanup: removes the marker (idempotent) and notes it in the ledger.
 #[derive(Serialize, Deserialize)]
 struct RemoveMarker {
@@ -170,6 +182,33 @@ async fn main() {
         let ms = if ctx.attempt() == 1 { s.first_ms } else { 20 };
         tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok::<_, JobError>(())
+    });
+    let (l, on_postgres) = (ledger.clone(), db.starts_with("postgres://"));
+    registry.register_fn(move |ctx, w: Ledgered| {
+        let ledger = l.clone();
+        async move {
+            let (id, attempt) = (ctx.id(), ctx.attempt());
+            let hold = if attempt == 1 { w.first_ms } else { 0 };
+            let sql = format!("INSERT INTO {} (job_id, attempt) VALUES ($1, $2)", w.table);
+            if on_postgres {
+                ctx.commit_with_completion(mend_postgres::effect(move |tx| {
+                    Box::pin(async move {
+                        tx.execute(&sql, &[&id.to_string(), &attempt]).await?;
+                        append(&ledger, &format!("effect {id} {attempt}"));
+                        tokio::time::sleep(Duration::from_millis(hold)).await;
+                        Ok(())
+                    })
+                }));
+            } else {
+                ctx.commit_with_completion(mend_sqlite::effect(move |conn| {
+                    conn.execute(&sql, rusqlite::params![id.to_string(), attempt])?;
+                    append(&ledger, &format!("effect {id} {attempt}"));
+                    std::thread::sleep(Duration::from_millis(hold));
+                    Ok(())
+                }));
+            }
+            Ok::<_, JobError>(())
+        }
     });
     let l = ledger.clone();
     registry.register_fn(move |ctx, m: Marked| {

@@ -73,7 +73,71 @@ async fn write(shared: &Shared, batch: &[Pending]) -> Result<CompleteResult, Sto
         .await
 }
 
+/// Completions that carry the handler's own writes go alone, in their own transaction. If
+/// that fails (the effect or the store), nothing was written and the attempt becomes a retry
+/// (or a discard when out of attempts), written with the rest of the batch.
+async fn write_effects(shared: &Shared, batch: Vec<Pending>) -> Vec<Pending> {
+    let mut rest = Vec::with_capacity(batch.len());
+    for mut p in batch {
+        let Some(effect) = p.effect.take() else {
+            rest.push(p);
+            continue;
+        };
+        let now = Utc::now();
+        match shared
+            .store
+            .complete_with_effect(p.outcome.clone(), effect, now)
+            .await
+        {
+            Ok(applied) => {
+                let id = p.outcome.id;
+                let result = if applied {
+                    CompleteResult {
+                        applied: vec![id],
+                        fenced: vec![],
+                    }
+                } else {
+                    CompleteResult {
+                        applied: vec![],
+                        fenced: vec![id],
+                    }
+                };
+                finish(shared, vec![p], result);
+            }
+            Err(e) => {
+                tracing::warn!(id = %p.outcome.id, error = %e, "the job's own writes did not commit with its completion; retrying the job");
+                let error = crate::job::AttemptError {
+                    attempt: p.outcome.attempt,
+                    kind: crate::job::ErrorKind::Error,
+                    message: crate::job::bound_message(format!(
+                        "the job's own writes did not commit with its completion (nothing was written): {e}"
+                    )),
+                    at: now,
+                };
+                p.outcome.kind = if p.max_attempts_reached {
+                    OutcomeKind::Discard { error }
+                } else {
+                    OutcomeKind::Retry {
+                        error,
+                        run_at: now + chrono::Duration::seconds(1),
+                    }
+                };
+                rest.push(p);
+            }
+        }
+    }
+    rest
+}
+
 async fn flush(shared: &Shared, batch: Vec<Pending>, stop: &CancellationToken) {
+    let batch = if batch.iter().any(|p| p.effect.is_some()) {
+        write_effects(shared, batch).await
+    } else {
+        batch
+    };
+    if batch.is_empty() {
+        return;
+    }
     let mut delay = Duration::from_millis(50);
     let mut failures = 0;
     loop {

@@ -352,6 +352,11 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     drop(permit);
     match outcome {
         Some(kind) => {
+            let effect = if matches!(kind, OutcomeKind::Completed { .. }) {
+                ctx.take_effect()
+            } else {
+                None
+            };
             let sent = shared.outcomes.send(Pending {
                 outcome: Outcome {
                     id: job.id,
@@ -363,6 +368,8 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
                 kind: job.kind,
                 queue: job.queue,
                 _backlog: shared.backlog.clone().try_acquire_owned().ok(),
+                max_attempts_reached: job.attempt >= job.max_attempts,
+                effect,
             });
             if sent.is_err() {
                 // Only after the completer is gone (a bug or a panic there): the lease lapses

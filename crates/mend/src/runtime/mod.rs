@@ -253,6 +253,10 @@ struct Pending {
     /// [`OUTCOME_BACKLOG`]); `None` when the backlog was already full (an outcome is never held
     /// back for want of one).
     _backlog: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Writes to commit with a completion (written alone, not in a batch).
+    effect: Option<crate::store::TxEffect>,
+    /// The attempt was the job's last allowed one (a failed effect then discards the job).
+    max_attempts_reached: bool,
 }
 
 /// Most outcomes waiting to be written before fetchers stop claiming. A slot is freed as soon
