@@ -25,16 +25,20 @@ async fn cleanup_of_a_killed_attempt_runs_before_the_retry(env: Env) {
         .pop()
         .unwrap();
     let first_marker = env.dir.path().join(format!("marker-{}-1", job.id));
+    let second_marker = env.dir.path().join(format!("marker-{}-1-second", job.id));
     let mut child = env.spawn(&["--concurrency", "1"]);
     env.wait_ledger(&format!("start {}", job.id), 1, Duration::from_secs(20))
         .await;
     child.kill().unwrap(); // SIGKILL mid-attempt
     child.wait().unwrap();
-    assert!(first_marker.exists(), "nothing could run after SIGKILL");
+    assert!(
+        first_marker.exists() && second_marker.exists(),
+        "nothing could run after SIGKILL"
+    );
     let stored = env.store.get(job.id).await.unwrap().unwrap();
     assert_eq!(
         stored.pending_cleanups.len(),
-        1,
+        2,
         "written down before the work: {stored:?}"
     );
 
@@ -49,14 +53,22 @@ async fn cleanup_of_a_killed_attempt_runs_before_the_retry(env: Env) {
         .find(|j| j.id == job.id)
         .unwrap();
     assert!(
-        !first_marker.exists(),
-        "the killed attempt's marker was removed"
+        !first_marker.exists() && !second_marker.exists(),
+        "the killed attempt's markers were removed"
     );
     let ledger = env.ledger();
     let cleaned = ledger
         .iter()
         .position(|l| l == &format!("durable-cleanup {}", first_marker.display()))
-        .expect("the durable cleanup ran");
+        .expect("the first durable cleanup ran");
+    let cleaned_second = ledger
+        .iter()
+        .position(|l| l == &format!("durable-cleanup {}", second_marker.display()))
+        .expect("the second durable cleanup ran");
+    assert!(
+        cleaned_second < cleaned,
+        "last registered first: {ledger:?}"
+    );
     let second = ledger
         .iter()
         .position(|l| l == &format!("start {} 2", job.id))

@@ -1,8 +1,9 @@
 //! Durable cleanups (`ctx.defer_durable`) in a live process: written down before the work,
-//! run last-registered first when the attempt fails, panics, times out or is cancelled,
-//! dropped when it completes; one that keeps failing stops the job with a clear error instead
-//! of being lost. (After `kill -9` they run before the next attempt: see
-//! `crates/mend-test/tests/durable_crash.rs`.)
+//! run last-registered first when the attempt fails, panics, times out, is cancelled or is
+//! stopped by shutdown, dropped when it completes; one that keeps failing stops the job with
+//! a clear error instead of being lost. Staged files and writes committed with the
+//! completion, in a live process. (Across `kill -9`: `crates/mend-test/tests/durable_crash.rs`
+//! and `transactional.rs`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -22,6 +23,8 @@ enum Ending {
     Err,
     Panic,
     Hang,
+    /// Waits until the test stops it (cancel, shutdown).
+    Block,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -66,6 +69,10 @@ fn registry(log: &Log<String>, broken: Arc<AtomicBool>) -> Registry {
             Ending::Panic => panic!("it blew up"),
             Ending::Hang => {
                 tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(())
+            }
+            Ending::Block => {
+                std::future::pending::<()>().await;
                 Ok(())
             }
         }
@@ -296,4 +303,55 @@ async fn a_failing_write_leaves_neither_it_nor_the_completion() {
         "{message}"
     );
     assert!(message.contains("no_such_table"), "{message}");
+}
+
+/// Starts a blocking job and waits until both durable cleanups are written down.
+async fn blocked(env: &Env, log: &Log<String>) -> (mend::WorkerHandle, uuid::Uuid) {
+    let worker = env
+        .worker(registry(log, Arc::new(AtomicBool::new(false))), 2, |_| {})
+        .await;
+    let id = env
+        .insert(
+            Work {
+                ending: Ending::Block,
+            }
+            .to_new_job()
+            .unwrap(),
+        )
+        .await
+        .id;
+    env.wait_for_job(id, "running with both cleanups written down", |j| {
+        j.state == JobState::Running && j.pending_cleanups.len() == 2
+    })
+    .await;
+    (worker, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_cleanups_run_lifo_when_the_job_is_cancelled() {
+    let env = Env::new().await;
+    let log = Log::new();
+    let (worker, id) = blocked(&env, &log).await;
+    worker.cancel(id).await.unwrap();
+    let job = env.wait_for_state(id, JobState::Cancelled).await;
+    assert_eq!(log.snapshot(), ["b", "a"]);
+    assert!(job.pending_cleanups.is_empty(), "{job:?}");
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_cleanups_run_lifo_when_shutdown_passes_its_deadline() {
+    let env = Env::new().await;
+    let log = Log::new();
+    let (worker, id) = blocked(&env, &log).await;
+    let report = worker.shutdown(Duration::from_millis(100)).await;
+    assert_eq!(report.released, 1);
+    assert_eq!(log.snapshot(), ["b", "a"]);
+    let job = env.job(id).await;
+    assert_eq!(
+        job.state,
+        JobState::Available,
+        "released without using an attempt"
+    );
+    assert!(job.pending_cleanups.is_empty(), "{job:?}");
 }

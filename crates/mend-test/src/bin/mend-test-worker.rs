@@ -215,14 +215,17 @@ async fn main() {
         let ledger = l.clone();
         async move {
             let (id, attempt) = (ctx.id(), ctx.attempt());
-            let path = format!("{}/marker-{id}-{attempt}", m.dir);
-            ctx.defer_durable(&RemoveMarker {
-                path: path.clone(),
-                ledger: ledger.to_string(),
-            })
-            .await?;
-            std::fs::write(&path, b"work in progress")
-                .map_err(|e| JobError::retry(e.to_string()))?;
+            // Two markers, each created after its cleanup is written down.
+            for n in ["", "-second"] {
+                let path = format!("{}/marker-{id}-{attempt}{n}", m.dir);
+                ctx.defer_durable(&RemoveMarker {
+                    path: path.clone(),
+                    ledger: ledger.to_string(),
+                })
+                .await?;
+                std::fs::write(&path, b"work in progress")
+                    .map_err(|e| JobError::retry(e.to_string()))?;
+            }
             append(&ledger, &format!("start {id} {attempt}"));
             let ms = if attempt == 1 { m.first_ms } else { 20 };
             tokio::time::sleep(Duration::from_millis(ms)).await;
