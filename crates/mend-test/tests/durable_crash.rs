@@ -152,6 +152,85 @@ async fn a_staged_file_of_a_killed_attempt_leaves_no_temp_file(env: Env) {
     assert_eq!(code, Some(0));
 }
 
+/// The window between a staged file's rename and the completion's commit, reached by fault
+/// injection: the worker dies there; the job is retried and writes the file again.
+async fn a_crash_between_rename_and_commit_is_retried(env: Env) {
+    let out = env.dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let job = env
+        .store
+        .insert_many(vec![NewJob::new(
+            "staged",
+            serde_json::json!({"dir": out.to_str().unwrap(), "first_ms": 0}),
+        )])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    let final_path = out.join(format!("out-{}.txt", job.id));
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let mut child = env.spawn_with_env(
+        &["--concurrency", "1"],
+        &[("MEND_TEST_CRASH", "before-completion")],
+    );
+    let (code, _) = wait_exit(&mut child, Duration::from_secs(20));
+    assert_eq!(code, None, "the worker died by the injected fault");
+    assert_eq!(
+        std::fs::read_to_string(&final_path).unwrap(),
+        "attempt 1",
+        "renamed into place before the crash"
+    );
+    assert_eq!(listing().len(), 1, "no temp file: {:?}", listing());
+    let stored = env.store.get(job.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.state,
+        JobState::Running,
+        "the completion never committed"
+    );
+
+    let mut child = env.spawn(&["--concurrency", "1"]);
+    let done = env
+        .wait_for("the job completed", Duration::from_secs(30), |j| {
+            j.iter()
+                .any(|j| j.id == job.id && j.state == JobState::Completed)
+        })
+        .await
+        .into_iter()
+        .find(|j| j.id == job.id)
+        .unwrap();
+    assert_eq!(done.attempt, 2);
+    assert_eq!(std::fs::read_to_string(&final_path).unwrap(), "attempt 2");
+    assert_eq!(
+        listing().len(),
+        1,
+        "exactly the final file: {:?}",
+        listing()
+    );
+    signal(&child, "TERM");
+    let (code, _) = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_crash_between_rename_and_commit_is_retried() {
+    a_crash_between_rename_and_commit_is_retried(Env::new().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_crash_between_rename_and_commit_is_retried() {
+    let Some(env) = Env::postgres("rename_commit_crash").await else {
+        return;
+    };
+    a_crash_between_rename_and_commit_is_retried(env).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_a_staged_file_of_a_killed_attempt_leaves_no_temp_file() {
     a_staged_file_of_a_killed_attempt_leaves_no_temp_file(Env::new().await).await;

@@ -132,6 +132,14 @@ async fn main() {
     } else {
         Arc::new(mend_sqlite::SqliteStore::open(&db).await.expect("open db"))
     };
+    // Fault injection (tests only): die at a chosen point.
+    let store: Arc<dyn mend::Store> = match std::env::var("MEND_TEST_CRASH").as_deref() {
+        Ok("before-completion") => Arc::new(mend_test::fault::Crashing {
+            inner: store,
+            at: mend_test::fault::CrashPoint::BeforeCompletion,
+        }),
+        _ => store,
+    };
     let mut registry = Registry::new();
     let l = ledger.clone();
     registry.register_fn(move |ctx, w: Work| {

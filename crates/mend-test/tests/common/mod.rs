@@ -110,10 +110,16 @@ impl Env {
     /// Starts a worker process and waits for it to say it is ready. The process is killed when
     /// the guard drops, so a failing test leaves no worker behind.
     pub fn spawn(&self, extra: &[&str]) -> Proc {
+        self.spawn_with_env(extra, &[])
+    }
+
+    /// [`Env::spawn`] with extra environment variables (fault injection).
+    pub fn spawn_with_env(&self, extra: &[&str], vars: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mend-test-worker"))
             .arg(&self.db)
             .arg(&self.ledger)
             .args(extra)
+            .envs(vars.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

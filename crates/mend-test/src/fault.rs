@@ -1,0 +1,117 @@
+//! Fault injection for crash tests: a [`Store`] wrapper that kills the process at a chosen
+//! point, so a test can reach a window a real crash would only hit by chance (for example
+//! between a staged file's rename and the completion's commit).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mend::store::*;
+use mend::{JobRow, NewJob};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// Where to crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// Just before writing any completion: its attempt's effects outside the store (a staged
+    /// file's rename) have happened, its commit has not.
+    BeforeCompletion,
+}
+
+/// Delegates everything to the inner store, and aborts the process at the crash point.
+pub struct Crashing {
+    /// The real store.
+    pub inner: Arc<dyn Store>,
+    /// Where to die.
+    pub at: CrashPoint,
+}
+
+#[async_trait]
+impl Store for Crashing {
+    async fn migrate(&self) -> Result<()> {
+        self.inner.migrate().await
+    }
+    async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobRow>> {
+        self.inner.insert_many(jobs).await
+    }
+    async fn claim(&self, params: ClaimParams) -> Result<Vec<JobRow>> {
+        self.inner.claim(params).await
+    }
+    async fn complete_many(&self, params: CompleteParams) -> Result<CompleteResult> {
+        if self.at == CrashPoint::BeforeCompletion
+            && params
+                .outcomes
+                .iter()
+                .any(|o| matches!(o.kind, OutcomeKind::Completed { .. }))
+        {
+            eprintln!("fault injection: crashing before the completion commits");
+            std::process::abort();
+        }
+        self.inner.complete_many(params).await
+    }
+    async fn checkpoint(&self, params: CheckpointParams) -> Result<bool> {
+        self.inner.checkpoint(params).await
+    }
+    async fn defer_durable(&self, params: DeferDurableParams) -> Result<Option<u32>> {
+        self.inner.defer_durable(params).await
+    }
+    async fn cleanup_done(&self, params: CleanupDoneParams) -> Result<bool> {
+        self.inner.cleanup_done(params).await
+    }
+    async fn extend_leases(&self, params: ExtendLeasesParams) -> Result<ExtendLeasesResult> {
+        self.inner.extend_leases(params).await
+    }
+    async fn rescue(&self, params: RescueParams) -> Result<Vec<Rescued>> {
+        self.inner.rescue(params).await
+    }
+    async fn cancel(&self, params: CancelParams) -> Result<Vec<JobRow>> {
+        self.inner.cancel(params).await
+    }
+    async fn retry(&self, params: RetryParams) -> Result<Vec<JobRow>> {
+        self.inner.retry(params).await
+    }
+    async fn get(&self, id: Uuid) -> Result<Option<JobRow>> {
+        self.inner.get(id).await
+    }
+    async fn list(&self, params: ListParams) -> Result<JobPage> {
+        self.inner.list(params).await
+    }
+    async fn queue_counts(&self) -> Result<Vec<QueueCount>> {
+        self.inner.queue_counts().await
+    }
+    async fn register_node(&self, node: NodeInfo) -> Result<()> {
+        self.inner.register_node(node).await
+    }
+    async fn heartbeat_node(&self, id: &str, now: DateTime<Utc>) -> Result<bool> {
+        self.inner.heartbeat_node(id, now).await
+    }
+    async fn list_nodes(&self) -> Result<Vec<NodeInfo>> {
+        self.inner.list_nodes().await
+    }
+    async fn deregister_nodes(&self, ids: Vec<String>) -> Result<()> {
+        self.inner.deregister_nodes(ids).await
+    }
+    async fn prune(&self, params: PruneParams) -> Result<u64> {
+        self.inner.prune(params).await
+    }
+    async fn set_queue_paused(&self, queue: &str, paused: bool, now: DateTime<Utc>) -> Result<()> {
+        self.inner.set_queue_paused(queue, paused, now).await
+    }
+    async fn paused_queues(&self) -> Result<Vec<String>> {
+        self.inner.paused_queues().await
+    }
+    fn wakeup(&self) -> Arc<Notify> {
+        self.inner.wakeup()
+    }
+    async fn dead_nodes(&self, self_id: &str, stale_before: DateTime<Utc>) -> Result<Vec<String>> {
+        self.inner.dead_nodes(self_id, stale_before).await
+    }
+    async fn is_leader(&self) -> Result<bool> {
+        self.inner.is_leader().await
+    }
+    fn rescue_interval(&self) -> Option<Duration> {
+        self.inner.rescue_interval()
+    }
+}
