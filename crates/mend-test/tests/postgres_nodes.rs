@@ -1,6 +1,7 @@
 //! Several real worker processes on one PostgreSQL database: a SIGKILLed node's jobs are
-//! rescued by the others within about a second; no job runs twice among live nodes; cutting
-//! every database connection mid-run loses nothing.
+//! rescued by the others within about a second; no job runs twice among live nodes (a ledger
+//! row written in each completion's transaction, and a ledger file written by each run);
+//! cutting every database connection mid-run loses nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -133,6 +134,23 @@ async fn many_nodes_run_each_job_once_even_when_their_connections_are_cut() {
     let nodes: Vec<Proc> = (0..3)
         .map(|_| env.spawn(&["--concurrency", "6", "--lease-ms", "5000"]))
         .collect();
+    // Jobs whose effect is a ledger row written in their completion's transaction.
+    let table = format!("\"{}\".ledger", env.schema.as_ref().unwrap().name);
+    let pg = env.pg().await;
+    pg.batch_execute(&format!(
+        "CREATE TABLE {table} (job_id text NOT NULL, attempt integer NOT NULL)"
+    ))
+    .await
+    .unwrap();
+    let ledgered: Vec<mend::NewJob> = (0..100)
+        .map(|_| {
+            mend::NewJob::new(
+                "ledgered",
+                serde_json::json!({"table": table, "first_ms": 0}),
+            )
+        })
+        .collect();
+    let ledgered = env.store.insert_many(ledgered).await.unwrap();
     let n = 300;
     let jobs = env.enqueue(n, 15, 15).await;
     // Cut every connection of every node a few times while they work.
@@ -144,11 +162,28 @@ async fn many_nodes_run_each_job_once_even_when_their_connections_are_cut() {
     assert!(cuts > 0, "the test cut no connection; it proves nothing");
     let done = env
         .wait_for("all jobs completed", Duration::from_secs(60), |j| {
-            j.len() == n && j.iter().all(|j| j.state == JobState::Completed)
+            j.len() == n + ledgered.len() && j.iter().all(|j| j.state == JobState::Completed)
         })
         .await;
+    // Each ledgered job's row committed exactly once, with the completion that stands.
+    let rows = pg
+        .query(
+            &format!("SELECT job_id, count(*)::int8 FROM {table} GROUP BY job_id"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), ledgered.len(), "one ledger row per job");
+    for r in &rows {
+        assert_eq!(
+            r.get::<_, i64>(1),
+            1,
+            "job {} has duplicate rows",
+            r.get::<_, String>(0)
+        );
+    }
     let ledger = env.ledger();
-    for job in &done {
+    for job in done.iter().filter(|j| j.kind == "work") {
         let id = job.id.to_string();
         let runs = ledger
             .iter()
@@ -167,6 +202,6 @@ async fn many_nodes_run_each_job_once_even_when_their_connections_are_cut() {
             "{job:?}"
         );
     }
-    assert_eq!(jobs.len(), done.len());
+    assert_eq!(jobs.len() + ledgered.len(), done.len());
     drop(nodes);
 }
