@@ -12,6 +12,16 @@ use std::time::Duration;
 use common::*;
 use mend::{ErrorKind, JobState, NewJob};
 
+/// The file names in `dir`, sorted.
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 async fn cleanup_of_a_killed_attempt_runs_before_the_retry(env: Env) {
     let dir = env.dir.path().to_str().unwrap().to_owned();
     let job = env
@@ -43,15 +53,7 @@ async fn cleanup_of_a_killed_attempt_runs_before_the_retry(env: Env) {
     );
 
     let mut child = env.spawn(&["--concurrency", "1"]);
-    let done = env
-        .wait_for("the job completed", Duration::from_secs(30), |j| {
-            j.iter()
-                .any(|j| j.id == job.id && j.state == JobState::Completed)
-        })
-        .await
-        .into_iter()
-        .find(|j| j.id == job.id)
-        .unwrap();
+    let done = env.wait_completed(job.id).await;
     assert!(
         !first_marker.exists() && !second_marker.exists(),
         "the killed attempt's markers were removed"
@@ -104,14 +106,7 @@ async fn a_staged_file_of_a_killed_attempt_leaves_no_temp_file(env: Env) {
         .unwrap()
         .pop()
         .unwrap();
-    let listing = || {
-        let mut names: Vec<String> = std::fs::read_dir(&out)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    };
+    let listing = || listing(&out);
     let mut child = env.spawn(&["--concurrency", "1"]);
     let start = std::time::Instant::now();
     while listing().is_empty() {
@@ -168,14 +163,7 @@ async fn a_crash_between_rename_and_commit_is_retried(env: Env) {
         .pop()
         .unwrap();
     let final_path = out.join(format!("out-{}.txt", job.id));
-    let listing = || {
-        let mut names: Vec<String> = std::fs::read_dir(&out)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    };
+    let listing = || listing(&out);
     let mut child = env.spawn_with_env(
         &["--concurrency", "1"],
         &[("MEND_TEST_CRASH", "before-completion")],
@@ -196,15 +184,7 @@ async fn a_crash_between_rename_and_commit_is_retried(env: Env) {
     );
 
     let mut child = env.spawn(&["--concurrency", "1"]);
-    let done = env
-        .wait_for("the job completed", Duration::from_secs(30), |j| {
-            j.iter()
-                .any(|j| j.id == job.id && j.state == JobState::Completed)
-        })
-        .await
-        .into_iter()
-        .find(|j| j.id == job.id)
-        .unwrap();
+    let done = env.wait_completed(job.id).await;
     assert_eq!(done.attempt, 2);
     assert_eq!(std::fs::read_to_string(&final_path).unwrap(), "attempt 2");
     assert_eq!(

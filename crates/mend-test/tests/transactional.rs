@@ -40,15 +40,7 @@ async fn killed_mid_transaction_commits_nothing_and_the_retry_commits_once<F, Fu
     assert_eq!(stored.state, JobState::Running, "nor did the completion");
 
     let mut child = env.spawn(&["--concurrency", "1"]);
-    let done = env
-        .wait_for("the job completed", Duration::from_secs(30), |j| {
-            j.iter()
-                .any(|j| j.id == job.id && j.state == JobState::Completed)
-        })
-        .await
-        .into_iter()
-        .find(|j| j.id == job.id)
-        .unwrap();
+    let done = env.wait_completed(job.id).await;
     assert_eq!(done.attempt, 2);
     assert_eq!(done.errors[0].kind, ErrorKind::Lost);
     assert_eq!(

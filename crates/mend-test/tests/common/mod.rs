@@ -172,6 +172,18 @@ impl Env {
         }
     }
 
+    /// Waits (up to 30 s) until the job is completed; returns it.
+    pub async fn wait_completed(&self, id: uuid::Uuid) -> JobRow {
+        self.wait_for("the job completed", Duration::from_secs(30), |j| {
+            j.iter()
+                .any(|j| j.id == id && j.state == JobState::Completed)
+        })
+        .await
+        .into_iter()
+        .find(|j| j.id == id)
+        .expect("the job is listed")
+    }
+
     /// Polls the ledger until `n` lines start with `prefix`.
     pub async fn wait_ledger(&self, prefix: &str, n: usize, limit: Duration) {
         let start = Instant::now();
