@@ -390,20 +390,23 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
 const CLEANUP_TRIES: u32 = 3;
 
 /// Runs durable cleanups last-registered first, each up to [`CLEANUP_TRIES`] times with
-/// backoff, and records each run with the store (which removes it from the job). Stops at the
-/// first that keeps failing (it and the rest stay pending) and returns why.
+/// backoff, and records each run with the store (which removes it from the job). One that
+/// keeps failing does not stop the others (DESIGN: the remaining cleanups still run); it
+/// stays pending, and the returned error names every one that failed.
 async fn run_durable(
     shared: &Shared,
     job: &JobRow,
     mut list: Vec<crate::cleanup::DurableCleanup>,
 ) -> Result<(), String> {
     list.sort_by_key(|c| std::cmp::Reverse(c.seq));
+    let mut failed: Vec<String> = Vec::new();
     for c in list {
         let Some(action) = shared.registry.cleanup(&c.name).cloned() else {
-            return Err(format!(
-                "durable cleanup `{}` is not registered on this worker; register it (Registry::register_cleanup) on every worker of the queue, then retry the job",
+            failed.push(format!(
+                "durable cleanup `{}` is not registered on this worker (register it with Registry::register_cleanup on every worker of the queue)",
                 c.name
             ));
+            continue;
         };
         let started = std::time::Instant::now();
         let mut last = String::new();
@@ -425,10 +428,11 @@ async fn run_durable(
             tracing::warn!(id = %job.id, cleanup = %c.name, try_no = try_no + 1, error = %last, "durable cleanup failed");
         }
         if !ran {
-            return Err(bound_message(format!(
-                "cleanup failed: durable cleanup `{}` (written down by attempt {}) failed {CLEANUP_TRIES} times: {last}. The job is stopped so the cleanup is not lost; fix it, then retry the job",
+            failed.push(format!(
+                "durable cleanup `{}` (written down by attempt {}) failed {CLEANUP_TRIES} times: {last}",
                 c.name, c.attempt
-            )));
+            ));
+            continue;
         }
         shared.stats.cleanups_ok.fetch_add(1, Ordering::Relaxed);
         let event = crate::job::TimelineEvent::new(Utc::now(), "cleanup")
@@ -459,5 +463,12 @@ async fn run_durable(
             }
         }
     }
-    Ok(())
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(bound_message(format!(
+            "cleanup failed: {}. The job is stopped so no cleanup is lost; fix them, then retry the job",
+            failed.join("; ")
+        )))
+    }
 }
