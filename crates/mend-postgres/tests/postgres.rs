@@ -235,12 +235,18 @@ async fn claims_survive_a_cut_connection_pool() {
     // Cut the store's pooled connections: the next use fails or reconnects, never panics,
     // and a retry succeeds.
     let c = common::client().await;
-    c.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mend' AND query LIKE $1",
-        &[&format!("%{}%", guard.schema)],
-    )
-    .await
-    .unwrap();
+    let cut: i64 = c
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid))::int8 FROM pg_stat_activity WHERE application_name = 'mend' AND query LIKE $1",
+            &[&format!("%{}%", guard.schema)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        cut >= 1,
+        "no connection of the store was cut; the test would prove nothing"
+    );
     let params = ClaimParams {
         queue: "default".into(),
         kinds: vec![],
