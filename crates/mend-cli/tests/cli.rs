@@ -722,13 +722,12 @@ fn migrate_creates_a_fresh_database_at_the_current_schema() {
 
 #[test]
 fn migrate_brings_a_postgres_schema_up_and_hides_the_password() {
-    let Ok(server) = std::env::var("MEND_TEST_POSTGRES_URL") else {
-        eprintln!("SKIPPED: MEND_TEST_POSTGRES_URL is not set (CI sets it; see .ci/run)");
+    let Some(server) = mend_test::pg::server_url("migrate on postgres") else {
         return;
     };
-    let schema = format!("mend_cli_{}", std::process::id());
-    let sep = if server.contains('?') { '&' } else { '?' };
-    let url = format!("{server}{sep}schema={schema}");
+    // Dropped (with the schema) when the test ends.
+    let schema = mend_test::pg::Schema::new(&server, "mend_cli");
+    let url = schema.store_url();
     let out = run(&["migrate", "--database", &url, "--json"], &[]).ok();
     let j = out.json();
     assert_eq!(j["schema_version"], mend_postgres::SCHEMA_VERSION);
@@ -737,21 +736,6 @@ fn migrate_brings_a_postgres_schema_up_and_hides_the_password() {
     let line = run(&["migrate", "--database", bad], &[]).fails().to_owned();
     assert!(line.contains("cannot open the database"), "{line}");
     assert!(!line.contains("hunter2"), "{line}");
-    // Clean up the schema with the server's own client library.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        client
-            .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-            .await
-            .unwrap();
-    });
 }
 
 #[test]

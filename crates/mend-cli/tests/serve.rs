@@ -433,13 +433,12 @@ fn json_logs_are_one_object_per_line() {
 
 #[test]
 fn serves_and_runs_jobs_on_postgres() {
-    let Ok(server) = std::env::var("MEND_TEST_POSTGRES_URL") else {
-        eprintln!("SKIPPED: MEND_TEST_POSTGRES_URL is not set (CI sets it; see .ci/run)");
+    let Some(server) = mend_test::pg::server_url("serve on postgres") else {
         return;
     };
-    let schema = format!("mend_serve_{}", std::process::id());
-    let sep = if server.contains('?') { '&' } else { '?' };
-    let db = format!("{server}{sep}schema={schema}");
+    // Dropped (with the schema) when the test ends.
+    let schema = mend_test::pg::Schema::new(&server, "mend_serve");
+    let db = schema.store_url();
     let mut s = serve_on(&db, tempfile::tempdir().unwrap(), &[]);
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -467,24 +466,17 @@ fn serves_and_runs_jobs_on_postgres() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let client = mend_test::pg::connect(&server).await.unwrap();
         // The node deregistered on its way out.
         let nodes: i64 = client
             .query_one(
-                &format!("SELECT count(*) FROM \"{schema}\".mend_nodes"),
+                &format!("SELECT count(*) FROM \"{}\".mend_nodes", schema.name),
                 &[],
             )
             .await
             .unwrap()
             .get(0);
         assert_eq!(nodes, 0, "a graceful shutdown deregisters the node");
-        client
-            .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-            .await
-            .unwrap();
     });
 }
 

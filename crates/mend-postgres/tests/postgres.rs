@@ -110,7 +110,7 @@ async fn a_node_is_dead_when_its_session_lock_is_gone_and_alive_across_a_cut_ses
     let Some((leader, guard)) = common::fresh_store("session_lock_liveness").await else {
         return;
     };
-    let tag = format!("{}_n", guard.schema);
+    let tag = format!("{}_n", guard.name);
     let url = format!("{}&application_name={tag}", guard.store_url());
     let member = PgStore::open(&url).await.unwrap();
     member.register_node(node("member")).await.unwrap();
@@ -170,7 +170,7 @@ async fn nodes_starting_together_migrate_once() {
     let Some(url) = common::server_url("migrate_once") else {
         return;
     };
-    let guard = common::SchemaGuard::new(&url);
+    let guard = common::Schema::new(&url, "mend_t");
     let opens = (0..4).map(|_| {
         let url = guard.store_url();
         tokio::spawn(async move {
@@ -192,7 +192,7 @@ async fn nodes_starting_together_migrate_once() {
         .query_one(
             &format!(
                 "SELECT count(*)::int8 FROM \"{}\".mend_migrations",
-                guard.schema
+                guard.name
             ),
             &[],
         )
@@ -238,7 +238,7 @@ async fn claims_survive_a_cut_connection_pool() {
     let cut: i64 = c
         .query_one(
             "SELECT count(pg_terminate_backend(pid))::int8 FROM pg_stat_activity WHERE application_name = 'mend' AND query LIKE $1",
-            &[&format!("%{}%", guard.schema)],
+            &[&format!("%{}%", guard.name)],
         )
         .await
         .unwrap()

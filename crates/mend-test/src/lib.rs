@@ -14,6 +14,7 @@
 
 pub mod conformance;
 pub mod fault;
+pub mod pg;
 
 use std::any::Any;
 use std::sync::Arc;

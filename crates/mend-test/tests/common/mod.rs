@@ -18,7 +18,7 @@ pub struct Env {
     pub ledger: PathBuf,
     pub store: Arc<dyn Store>,
     /// PostgreSQL: the test's own schema, dropped with the Env.
-    pub schema: Option<PgSchema>,
+    pub schema: Option<mend_test::pg::Schema>,
 }
 
 impl Env {
@@ -41,24 +41,16 @@ impl Env {
     /// (connections tagged with it as their application name, so a test can cut exactly its
     /// own). `None`, with a note, when the variable is not set.
     pub async fn postgres(test: &str) -> Option<Env> {
-        let Ok(url) = std::env::var("MEND_TEST_POSTGRES_URL") else {
-            eprintln!(
-                "SKIPPED {test}: MEND_TEST_POSTGRES_URL is not set (CI sets it; see .ci/run)"
-            );
-            return None;
-        };
-        let name = format!(
-            "mend_p_{}",
-            &uuid::Uuid::now_v7().simple().to_string()[20..]
-        );
-        let sep = if url.contains('?') { '&' } else { '?' };
-        let db = format!("{url}{sep}schema={name}&application_name={name}");
+        let url = mend_test::pg::server_url(test)?;
+        let schema = mend_test::pg::Schema::new(&url, "mend_p");
+        let name = schema.name.clone();
+        let db = format!("{}&application_name={name}", schema.store_url());
         let dir = tempfile::tempdir().unwrap();
         let ledger = dir.path().join("ledger.txt");
         std::fs::write(&ledger, "").unwrap();
         // The test's own store is not tagged: cutting the workers' connections spares it.
         let store: Arc<dyn Store> = Arc::new(
-            mend_postgres::PgStore::open(&format!("{url}{sep}schema={name}"))
+            mend_postgres::PgStore::open(&schema.store_url())
                 .await
                 .unwrap(),
         );
@@ -67,18 +59,14 @@ impl Env {
             db,
             ledger,
             store,
-            schema: Some(PgSchema { url, name }),
+            schema: Some(schema),
         })
     }
 
     /// A plain connection to the test's PostgreSQL server.
     pub async fn pg(&self) -> tokio_postgres::Client {
         let schema = self.schema.as_ref().expect("a PostgreSQL env");
-        let (client, conn) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        client
+        mend_test::pg::connect(&schema.url).await.unwrap()
     }
 
     /// Terminates every server connection of this test's workers.
@@ -211,35 +199,6 @@ impl Env {
     pub fn ledger_count(&self, prefix: &str, id: uuid::Uuid) -> usize {
         let p = format!("{prefix} {id}");
         self.ledger().iter().filter(|l| l.starts_with(&p)).count()
-    }
-}
-
-/// A PostgreSQL schema dropped on drop.
-pub struct PgSchema {
-    pub url: String,
-    pub name: String,
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let (url, name) = (self.url.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok((client, conn)) =
-                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(conn);
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
-                        .await;
-                }
-            });
-        })
-        .join();
     }
 }
 
