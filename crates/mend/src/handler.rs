@@ -203,13 +203,16 @@ struct ContextInner {
 }
 
 impl JobContext {
+    /// `persist` (the store and this attempt's lease owner) lets `checkpoint`,
+    /// `defer_durable` and `stage_file` write; `last_checkpoint` is what `resume` starts from.
     pub(crate) fn new(
         id: Uuid,
         queue: String,
         kind: String,
-        attempt: i32,
-        max_attempts: i32,
+        (attempt, max_attempts): (i32, i32),
         cancel: CancellationToken,
+        persist: Option<(Arc<dyn crate::Store>, String)>,
+        last_checkpoint: Option<serde_json::Value>,
     ) -> Self {
         JobContext {
             inner: Arc::new(ContextInner {
@@ -220,27 +223,13 @@ impl JobContext {
                 max_attempts,
                 cancel,
                 defers: DeferStack::default(),
-                persist: None,
-                checkpoint: std::sync::Mutex::new(None),
+                persist,
+                checkpoint: std::sync::Mutex::new(last_checkpoint),
                 durable: std::sync::Mutex::new(Vec::new()),
                 staged: std::sync::Mutex::new(Vec::new()),
                 effect: std::sync::Mutex::new(None),
             }),
         }
-    }
-
-    /// Lets `checkpoint` save to `store` under `lease_owner`, starting from `last`.
-    pub(crate) fn with_checkpoints(
-        mut self,
-        store: Arc<dyn crate::Store>,
-        lease_owner: String,
-        last: Option<serde_json::Value>,
-    ) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.persist = Some((store, lease_owner));
-            inner.checkpoint = std::sync::Mutex::new(last);
-        }
-        self
     }
 
     /// Saves `state` with the job, durably, before returning: the next attempt (after an
@@ -710,9 +699,10 @@ mod tests {
             Uuid::now_v7(),
             "q".into(),
             "add".into(),
-            1,
-            3,
+            (1, 3),
             CancellationToken::new(),
+            None,
+            None,
         )
     }
 

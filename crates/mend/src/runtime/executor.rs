@@ -92,13 +92,9 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
         job.id,
         job.queue.clone(),
         job.kind.clone(),
-        job.attempt,
-        job.max_attempts,
+        (job.attempt, job.max_attempts),
         token.child_token(),
-    )
-    .with_checkpoints(
-        shared.store.clone(),
-        shared.node.id.clone(),
+        Some((shared.store.clone(), shared.node.id.clone())),
         job.checkpoint.take(),
     );
     let args = std::mem::take(&mut job.args);
