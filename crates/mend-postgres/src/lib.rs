@@ -247,11 +247,16 @@ fn ts_text(column: &str) -> String {
 }
 
 /// `events` with one more event; past the size bound the oldest stored event makes room.
-fn push_event(event: &str) -> String {
+fn with_event(event: &str) -> String {
     format!(
-        "events = (CASE WHEN jsonb_typeof(events) <> 'array' THEN '[]'::jsonb WHEN pg_column_size(events) > {} THEN events - 0 ELSE events END) || jsonb_build_array({event})",
+        "(CASE WHEN jsonb_typeof(events) <> 'array' THEN '[]'::jsonb WHEN pg_column_size(events) > {} THEN events - 0 ELSE events END) || jsonb_build_array({event})",
         mend::job::MAX_TIMELINE_BYTES
     )
+}
+
+/// The assignment that appends one event (see [`with_event`]).
+fn push_event(event: &str) -> String {
+    format!("events = {}", with_event(event))
 }
 
 /// An event that ends an attempt records when the attempt started (see `mend::job`).
@@ -788,7 +793,7 @@ impl PgStore {
         tx.execute(
             &format!(
                 "UPDATE {schema}.mend_jobs SET pending_cleanups = $2, events = CASE WHEN $3::jsonb IS NULL THEN events ELSE {} END WHERE id = $1",
-                push_event("$3::jsonb").trim_start_matches("events = ")
+                with_event("$3::jsonb")
             ),
             &[&id, &list, &event],
         )
