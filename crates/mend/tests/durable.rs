@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Env, Log};
@@ -46,14 +44,25 @@ impl CleanupArgs for Undo {
     const NAME: &'static str = "undo";
 }
 
-fn registry(log: &Log<String>, broken: Arc<AtomicBool>) -> Registry {
+/// How cleanup `b` behaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Broken {
+    No,
+    Fails,
+    Panics,
+}
+
+fn registry(log: &Log<String>, broken: Broken) -> Registry {
     let mut registry = Registry::new();
     let undo_log = log.clone();
     registry.register_cleanup(move |u: Undo| {
-        let (log, broken) = (undo_log.clone(), broken.clone());
+        let log = undo_log.clone();
         async move {
-            if u.tag == "b" && broken.load(Ordering::SeqCst) {
+            if u.tag == "b" && broken != Broken::No {
                 log.push("b failed".into());
+                if broken == Broken::Panics {
+                    panic!("the cleanup blew up");
+                }
                 return Err("the disk is gone".to_owned());
             }
             log.push(u.tag);
@@ -80,12 +89,10 @@ fn registry(log: &Log<String>, broken: Arc<AtomicBool>) -> Registry {
     registry
 }
 
-async fn run(ending: Ending, broken: bool) -> (Vec<String>, mend::JobRow) {
+async fn run(ending: Ending, broken: Broken) -> (Vec<String>, mend::JobRow) {
     let env = Env::new().await;
     let log = Log::new();
-    let worker = env
-        .worker(registry(&log, Arc::new(AtomicBool::new(broken))), 2, |_| {})
-        .await;
+    let worker = env.worker(registry(&log, broken), 2, |_| {}).await;
     let mut job = Work { ending }.to_new_job().expect("encode");
     if matches!(ending, Ending::Hang) {
         job = job.with_timeout(Duration::from_millis(100));
@@ -101,7 +108,7 @@ async fn run(ending: Ending, broken: bool) -> (Vec<String>, mend::JobRow) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_cleanups_run_lifo_when_the_attempt_fails_panics_or_times_out() {
     for ending in [Ending::Err, Ending::Panic, Ending::Hang] {
-        let (log, job) = run(ending, false).await;
+        let (log, job) = run(ending, Broken::No).await;
         assert_eq!(log, ["b", "a"], "{ending:?}: last registered first");
         assert_eq!(job.state, JobState::Discarded, "{ending:?}");
         assert!(job.pending_cleanups.is_empty(), "{ending:?}: {job:?}");
@@ -116,7 +123,7 @@ async fn durable_cleanups_run_lifo_when_the_attempt_fails_panics_or_times_out() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_cleanups_are_dropped_when_the_attempt_completes() {
-    let (log, job) = run(Ending::Ok, false).await;
+    let (log, job) = run(Ending::Ok, Broken::No).await;
     assert!(log.is_empty(), "{log:?}");
     assert_eq!(job.state, JobState::Completed);
     assert!(job.pending_cleanups.is_empty(), "{job:?}");
@@ -124,7 +131,16 @@ async fn durable_cleanups_are_dropped_when_the_attempt_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cleanup_that_keeps_failing_stops_the_job_and_stays_written_down() {
-    let (log, job) = run(Ending::Err, true).await;
+    for (broken, why) in [
+        (Broken::Fails, "the disk is gone"),
+        (Broken::Panics, "the cleanup blew up"),
+    ] {
+        check_broken_cleanup(broken, why).await;
+    }
+}
+
+async fn check_broken_cleanup(broken: Broken, why: &str) {
+    let (log, job) = run(Ending::Err, broken).await;
     assert_eq!(
         log,
         ["b failed", "b failed", "b failed", "a"],
@@ -134,11 +150,7 @@ async fn a_cleanup_that_keeps_failing_stops_the_job_and_stays_written_down() {
     let last = job.errors.last().expect("an error");
     assert_eq!(last.kind, ErrorKind::Error);
     assert!(last.message.contains("cleanup failed"), "{}", last.message);
-    assert!(
-        last.message.contains("the disk is gone"),
-        "{}",
-        last.message
-    );
+    assert!(last.message.contains(why), "{}", last.message);
     let pending: Vec<(&str, u32)> = job
         .pending_cleanups
         .iter()
@@ -307,9 +319,7 @@ async fn a_failing_write_leaves_neither_it_nor_the_completion() {
 
 /// Starts a blocking job and waits until both durable cleanups are written down.
 async fn blocked(env: &Env, log: &Log<String>) -> (mend::WorkerHandle, uuid::Uuid) {
-    let worker = env
-        .worker(registry(log, Arc::new(AtomicBool::new(false))), 2, |_| {})
-        .await;
+    let worker = env.worker(registry(log, Broken::No), 2, |_| {}).await;
     let id = env
         .insert(
             Work {
