@@ -3,8 +3,10 @@
 //! database's schema up to date) and `mend bench` (measure the engine on your machine).
 
 mod bench;
+mod chaos;
 mod client;
 mod db;
+mod drill;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -60,6 +62,12 @@ enum Command {
     /// Example: mend queues list
     #[command(subcommand)]
     Queues(client::QueuesCommand),
+    /// Run the chaos drill: real `mend serve` nodes on one database, SIGKILLs and restarts, a
+    /// SIGTERM, injected panics, errors and timeouts, cut database connections; then check
+    /// that no job was lost or run twice and no cleanup skipped, and report time to rescue.
+    ///
+    /// Example: mend chaos --database sqlite:///tmp/chaos.db --jobs 2000 --kills 5 --seed 7
+    Chaos(chaos::ChaosArgs),
     /// Create or migrate a database to this build's schema and print the schema version.
     Migrate(client::MigrateArgs),
 }
@@ -126,6 +134,7 @@ fn main() -> std::process::ExitCode {
             Command::Jobs(cmd) => client::jobs(cmd).await,
             Command::Queues(cmd) => client::queues(cmd).await,
             Command::Migrate(args) => client::migrate(args).await,
+            Command::Chaos(args) => chaos::run(args).await,
         }
     });
     match result {

@@ -44,6 +44,12 @@ pub struct ServeArgs {
     /// Configuration file [default: ./mend.toml when it exists]
     #[arg(long, env = "MEND_CONFIG")]
     config: Option<PathBuf>,
+    /// Also run `mend chaos`'s drill kind, keeping its files here (set by `mend chaos`).
+    #[arg(long, hide = true)]
+    drill_dir: Option<PathBuf>,
+    /// A bug the drill kind should have, to prove the drill catches it (tests only).
+    #[arg(long, hide = true, requires = "drill_dir")]
+    drill_break: Option<crate::drill::Breakage>,
 }
 
 /// `mend.toml`.
@@ -73,6 +79,7 @@ struct Settings {
     max_body_bytes: usize,
     retention: Option<Duration>,
     executors: mend_executors::ExecutorsConfig,
+    drill: Option<(PathBuf, Option<crate::drill::Breakage>)>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -154,6 +161,7 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
             h => Some(Duration::from_secs(h.saturating_mul(3600))),
         },
         executors: file.exec.unwrap_or_default(),
+        drill: args.drill_dir.map(|d| (d, args.drill_break)),
     })
 }
 
@@ -180,10 +188,34 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr} (in use? try another --bind)"))?;
     let mut registry = mend::Registry::new();
     mend_executors::register(&mut registry, &s.executors);
+    if let Some((dir, breakage)) = &s.drill {
+        let dir = crate::drill::DrillDir { root: dir.clone() };
+        dir.create()?;
+        crate::drill::register(&mut registry, &s.database, dir, *breakage)?;
+        if let Some(b) = breakage {
+            tracing::warn!(
+                breakage = b.name(),
+                "the drill kind runs with a bug put in on purpose"
+            );
+        }
+    }
     let retention = s.retention;
+    let drilling = s.drill.is_some();
     let mut builder = mend::Worker::builder(store.clone())
         .registry(registry)
-        .configure(|c| c.retention = retention);
+        .configure(|c| {
+            c.retention = retention;
+            if drilling {
+                // A drill injects thousands of failures; production backoff (seconds to an
+                // hour) would leave it waiting instead of exercising recovery.
+                c.retry_policy = Arc::new(mend::retry::ExponentialBackoff {
+                    base: Duration::from_millis(50),
+                    factor: 2.0,
+                    max: Duration::from_secs(1),
+                    jitter: 0.25,
+                });
+            }
+        });
     for (q, n) in &s.queues {
         builder = builder.queue(q.clone(), *n);
     }
@@ -207,6 +239,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     // Scripts and tests read this line to find the port.
     println!("mend listening on http://{local}");
+    println!("mend node {}", worker.node_id());
     tracing::info!(%local, queues = ?s.queues, auth = s.token.is_some(), "serving");
 
     let http_stop = tokio_util::sync::CancellationToken::new();

@@ -173,7 +173,7 @@ pub fn is_postgres_url(url: &str) -> bool {
 pub use mend::store::redact_url;
 
 /// Splits mend's own `schema` parameter off a URL; the rest goes to the driver.
-fn split_schema(url: &str) -> (String, Option<String>) {
+pub fn split_schema(url: &str) -> (String, Option<String>) {
     let Some((base, query)) = url.split_once('?') else {
         return (url.to_owned(), None);
     };

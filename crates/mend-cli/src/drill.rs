@@ -1,0 +1,380 @@
+//! The drill job kind that `mend chaos` runs on its `mend serve` nodes (registered only when a
+//! node is started with `--drill-dir`). Each attempt leaves exactly the traces the drill's
+//! invariants check: a marker file guarded by a durable cleanup, a staged output file promoted
+//! on completion, and a ledger row committed in the completion's own transaction.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use mend::{JobContext, JobError, Registry};
+use serde::{Deserialize, Serialize};
+
+/// The drill's job kind.
+pub const KIND: &str = "mend.drill";
+/// The table of effects, one row per completion (no unique key on purpose: a duplicate must
+/// be visible to the checker, not refused by the database).
+pub const LEDGER_TABLE: &str = "mend_drill_ledger";
+
+/// What one attempt does, fixed at enqueue time from the drill's seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fault {
+    /// Finish normally.
+    Ok,
+    /// Return a retryable error.
+    Error,
+    /// Panic mid-attempt.
+    Panic,
+    /// Hang past the job's timeout.
+    Timeout,
+}
+
+/// A drill job's arguments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DrillArgs {
+    /// The drill run, so a database can hold several runs.
+    pub run: String,
+    /// How long the attempt works before its fault (if any) strikes.
+    pub work_ms: u64,
+    /// What attempt `n` does is `faults[n - 1]`; attempts past the end finish normally.
+    pub faults: Vec<Fault>,
+}
+
+impl mend::JobArgs for DrillArgs {
+    const KIND: &'static str = KIND;
+}
+
+/// A bug put in on purpose, so a test can show the drill's checker catches it. Never use
+/// outside such a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Breakage {
+    /// Commit the ledger row on its own connection before the work, instead of in the
+    /// completion's transaction: a failed or killed attempt leaves a row behind and its retry
+    /// writes another.
+    EffectOutsideTransaction,
+    /// The marker's durable cleanup reports success without removing anything.
+    CleanupDoesNothing,
+}
+
+impl Breakage {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Breakage::EffectOutsideTransaction => "effect-outside-transaction",
+            Breakage::CleanupDoesNothing => "cleanup-does-nothing",
+        }
+    }
+}
+
+/// The durable cleanup of a marker: removes it (idempotent).
+#[derive(Serialize, Deserialize)]
+struct RemoveMarker {
+    path: String,
+}
+
+impl mend::CleanupArgs for RemoveMarker {
+    const NAME: &'static str = "mend.drill.remove_marker";
+}
+
+/// Where a drill keeps its files.
+#[derive(Debug, Clone)]
+pub struct DrillDir {
+    /// The root.
+    pub root: PathBuf,
+}
+
+impl DrillDir {
+    /// Markers of attempts in progress.
+    pub fn markers(&self) -> PathBuf {
+        self.root.join("markers")
+    }
+    /// Promoted output files (and, while attempts run, their staged temporaries).
+    pub fn out(&self) -> PathBuf {
+        self.root.join("out")
+    }
+    /// The final output file of a job.
+    pub fn output(&self, id: uuid::Uuid) -> PathBuf {
+        self.out().join(format!("{id}.out"))
+    }
+    /// Creates the directories.
+    pub fn create(&self) -> anyhow::Result<()> {
+        for d in [self.markers(), self.out(), self.root.join("logs")] {
+            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the ledger lives for a database URL: the table name to use in SQL.
+pub fn ledger_table(database: &str) -> String {
+    #[cfg(feature = "postgres")]
+    if crate::db::is_postgres(database) {
+        let schema = mend_postgres::split_schema(database)
+            .1
+            .unwrap_or_else(|| "mend".into());
+        return format!("\"{schema}\".{LEDGER_TABLE}");
+    }
+    let _ = database;
+    LEDGER_TABLE.to_owned()
+}
+
+/// Creates the ledger table if it is missing (the store, and so its schema, must exist).
+pub async fn create_ledger(database: &str) -> anyhow::Result<()> {
+    let table = ledger_table(database);
+    let ddl = format!(
+        "CREATE TABLE IF NOT EXISTS {table} (run TEXT NOT NULL, job_id TEXT NOT NULL, attempt INTEGER NOT NULL)"
+    );
+    #[cfg(feature = "postgres")]
+    if crate::db::is_postgres(database) {
+        return pg_execute(database, &ddl, &[]).await;
+    }
+    {
+        let path = mend_sqlite::parse_url(database)?;
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            sqlite_conn(&path)?.execute(&ddl, [])?;
+            Ok(())
+        })
+        .await?
+    }
+}
+
+/// Every ledger row of a run: (job id, attempt).
+pub async fn read_ledger(database: &str, run: &str) -> anyhow::Result<Vec<(String, i32)>> {
+    let sql = format!(
+        "SELECT job_id, attempt FROM {} WHERE run = $1",
+        ledger_table(database)
+    );
+    #[cfg(feature = "postgres")]
+    if crate::db::is_postgres(database) {
+        return pg_query(database, &sql, run).await;
+    }
+    {
+        let path = mend_sqlite::parse_url(database)?;
+        let run = run.to_owned();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(String, i32)>> {
+            let conn = sqlite_conn(&path)?;
+            let mut stmt = conn.prepare(&sql.replace("$1", "?1"))?;
+            let rows = stmt
+                .query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await?
+    }
+}
+
+fn sqlite_conn(path: &str) -> anyhow::Result<rusqlite::Connection> {
+    let conn =
+        rusqlite::Connection::open(path).with_context(|| format!("opening {path} for the ledger"))?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    Ok(conn)
+}
+
+#[cfg(feature = "postgres")]
+async fn pg_client(database: &str) -> anyhow::Result<mend_postgres::tokio_postgres::Client> {
+    let (url, _) = mend_postgres::split_schema(database);
+    let (client, conn) = mend_postgres::tokio_postgres::connect(
+        &url,
+        mend_postgres::tokio_postgres::NoTls,
+    )
+    .await
+    .with_context(|| format!("connecting to {}", crate::db::redact(database)))?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+#[cfg(feature = "postgres")]
+async fn pg_execute(
+    database: &str,
+    sql: &str,
+    params: &[&(dyn mend_postgres::tokio_postgres::types::ToSql + Sync)],
+) -> anyhow::Result<()> {
+    pg_client(database).await?.execute(sql, params).await?;
+    Ok(())
+}
+
+#[cfg(feature = "postgres")]
+async fn pg_query(database: &str, sql: &str, run: &str) -> anyhow::Result<Vec<(String, i32)>> {
+    let rows = pg_client(database).await?.query(sql, &[&run]).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Terminates every server connection whose application name is `tag` (the drill's nodes),
+/// and returns how many there were.
+#[cfg(feature = "postgres")]
+pub async fn terminate_backends(database: &str, tag: &str) -> anyhow::Result<u64> {
+    let n: i64 = pg_client(database)
+        .await?
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid))::int8 FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            &[&tag],
+        )
+        .await?
+        .get(0);
+    Ok(n.max(0) as u64)
+}
+
+/// Without PostgreSQL support there is nothing to terminate.
+#[cfg(not(feature = "postgres"))]
+pub async fn terminate_backends(_database: &str, _tag: &str) -> anyhow::Result<u64> {
+    Ok(0)
+}
+
+/// Registers the drill kind and its cleanup, for a node on `database` keeping files in `dir`.
+pub fn register(
+    registry: &mut Registry,
+    database: &str,
+    dir: DrillDir,
+    breakage: Option<Breakage>,
+) -> anyhow::Result<()> {
+    let shared = Arc::new(Drill {
+        database: database.to_owned(),
+        table: ledger_table(database),
+        postgres: crate::db::is_postgres(database),
+        sqlite_path: if crate::db::is_postgres(database) {
+            None
+        } else {
+            Some(mend_sqlite::parse_url(database)?)
+        },
+        dir,
+        breakage,
+    });
+    let d = shared.clone();
+    registry.register_fn(move |ctx, args: DrillArgs| {
+        let d = d.clone();
+        async move { d.run(ctx, args).await }
+    });
+    let lazy = breakage == Some(Breakage::CleanupDoesNothing);
+    registry.register_cleanup(move |c: RemoveMarker| async move {
+        if lazy {
+            return Ok(());
+        }
+        match std::fs::remove_file(&c.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("cannot remove {}: {e}", c.path)),
+        }
+    });
+    Ok(())
+}
+
+struct Drill {
+    database: String,
+    table: String,
+    postgres: bool,
+    sqlite_path: Option<String>,
+    dir: DrillDir,
+    breakage: Option<Breakage>,
+}
+
+impl Drill {
+    async fn run(&self, ctx: JobContext, args: DrillArgs) -> Result<(), JobError> {
+        let (id, attempt) = (ctx.id(), ctx.attempt());
+        let io = |e: std::io::Error| JobError::retry(e.to_string());
+        if self.breakage == Some(Breakage::EffectOutsideTransaction) {
+            self.insert_alone(&args.run, id, attempt)
+                .await
+                .map_err(|e| JobError::retry(format!("{e:#}")))?;
+        }
+        // The marker stands for work in progress that must not outlive a failed attempt; it
+        // is created only once its cleanup is written down.
+        let marker = self.dir.markers().join(format!("{id}.{attempt}"));
+        ctx.defer_durable(&RemoveMarker {
+            path: marker.to_string_lossy().into_owned(),
+        })
+        .await?;
+        std::fs::write(&marker, b"in progress").map_err(io)?;
+        let temp = ctx.stage_file(self.dir.output(id)).await?;
+        std::fs::write(&temp, format!("{id} attempt {attempt}\n")).map_err(io)?;
+        tokio::time::sleep(Duration::from_millis(args.work_ms)).await;
+        let fault = usize::try_from(attempt - 1)
+            .ok()
+            .and_then(|i| args.faults.get(i).copied())
+            .unwrap_or(Fault::Ok);
+        match fault {
+            Fault::Ok => {}
+            Fault::Error => {
+                return Err(JobError::retry_after(
+                    "injected error (mend chaos)",
+                    Duration::from_millis(50),
+                ))
+            }
+            Fault::Panic => panic!("injected panic (mend chaos)"),
+            Fault::Timeout => std::future::pending::<()>().await,
+        }
+        match std::fs::remove_file(&marker) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        if self.breakage != Some(Breakage::EffectOutsideTransaction) {
+            self.insert_with_completion(&ctx, args.run, id, attempt);
+        }
+        Ok(())
+    }
+
+    fn insert_with_completion(&self, ctx: &JobContext, run: String, id: uuid::Uuid, attempt: i32) {
+        let sql = format!(
+            "INSERT INTO {} (run, job_id, attempt) VALUES ($1, $2, $3)",
+            self.table
+        );
+        if self.postgres {
+            #[cfg(feature = "postgres")]
+            ctx.commit_with_completion(mend_postgres::effect(move |tx| {
+                Box::pin(async move {
+                    tx.execute(&sql, &[&run, &id.to_string(), &attempt])
+                        .await?;
+                    Ok(())
+                })
+            }));
+        } else {
+            ctx.commit_with_completion(mend_sqlite::effect(move |conn| {
+                conn.execute(
+                    &sql.replace('$', "?"),
+                    rusqlite::params![run, id.to_string(), attempt],
+                )?;
+                Ok(())
+            }));
+        }
+    }
+
+    /// The broken way: the effect commits on its own, whatever becomes of the attempt.
+    async fn insert_alone(&self, run: &str, id: uuid::Uuid, attempt: i32) -> anyhow::Result<()> {
+        let sql = format!(
+            "INSERT INTO {} (run, job_id, attempt) VALUES ($1, $2, $3)",
+            self.table
+        );
+        #[cfg(feature = "postgres")]
+        if self.postgres {
+            let id = id.to_string();
+            return pg_execute(&self.database, &sql, &[&run, &id, &attempt]).await;
+        }
+        let path = self
+            .sqlite_path
+            .clone()
+            .context("no SQLite path for the ledger")?;
+        let run = run.to_owned();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            sqlite_conn(&path)?.execute(
+                &sql.replace('$', "?"),
+                rusqlite::params![run, id.to_string(), attempt],
+            )?;
+            Ok(())
+        })
+        .await?
+    }
+}
+
+/// Whether a file name in the output directory is a staged temporary (see
+/// `JobContext::stage_file`).
+pub fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
+/// The job id of a final output file's name.
+pub fn output_id(path: &Path) -> Option<uuid::Uuid> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_suffix(".out")?.parse().ok()
+}
