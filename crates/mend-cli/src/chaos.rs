@@ -181,7 +181,8 @@ fn plan(d: &Drill) -> Plan {
         })
         .collect();
     let span = a.duration.as_secs_f64();
-    let mut at = |from: f64, to: f64| Duration::from_secs_f64(span * (from + rng.f64() * (to - from)));
+    let mut at =
+        |from: f64, to: f64| Duration::from_secs_f64(span * (from + rng.f64() * (to - from)));
     let mut events = Vec::new();
     for _ in 0..a.kills {
         let t = at(0.05, 0.85);
@@ -274,10 +275,18 @@ impl Cluster {
                     return Ok(id.trim().to_owned());
                 }
             }
-            anyhow::bail!("node {index} exited before it was ready; see {}", log_path.display())
+            anyhow::bail!(
+                "node {index} exited before it was ready; see {}",
+                log_path.display()
+            )
         })
         .await
-        .with_context(|| format!("node {index} not ready after 60 s; see {}", log_path.display()))??;
+        .with_context(|| {
+            format!(
+                "node {index} not ready after 60 s; see {}",
+                log_path.display()
+            )
+        })??;
         // Keep reading, so the node never writes into a closed pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Node { child, id, pid })
@@ -429,7 +438,10 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
     let dir = DrillDir { root };
     dir.create()?;
     let config = dir.root.join("mend.toml");
-    std::fs::write(&config, "# mend chaos: nodes take all settings from flags\n")?;
+    std::fs::write(
+        &config,
+        "# mend chaos: nodes take all settings from flags\n",
+    )?;
 
     let store = crate::db::open(&d.database, crate::db::OpenOptions::default()).await?;
     drill::create_ledger(&d.database)
@@ -576,7 +588,9 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
                 let command_ms = ms(t.elapsed());
                 let command_ok = matches!(&status, Ok(s) if s.success());
                 if !command_ok {
-                    bar.suspend(|| eprintln!("warning: --restart-db command {cmd:?} failed: {status:?}"));
+                    bar.suspend(|| {
+                        eprintln!("warning: --restart-db command {cmd:?} failed: {status:?}")
+                    });
                 }
                 let before = watch.completed.load(Ordering::Relaxed);
                 let back = Instant::now();
@@ -617,7 +631,10 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
             Ok(other) => stuck_nodes.push(format!("node {i} exited with {other:?}")),
             Err(_) => {
                 let _ = node.child.kill().await;
-                stuck_nodes.push(format!("node {i} did not stop within {:?} of SIGTERM", DRAIN + Duration::from_secs(15)));
+                stuck_nodes.push(format!(
+                    "node {i} did not stop within {:?} of SIGTERM",
+                    DRAIN + Duration::from_secs(15)
+                ));
             }
         }
     }
@@ -1055,11 +1072,22 @@ async fn check(
     cleanup_problems.extend(
         jobs.iter()
             .filter(|j| !j.pending_cleanups.is_empty())
-            .map(|j| format!("{} still has {} pending cleanups", j.id, j.pending_cleanups.len())),
+            .map(|j| {
+                format!(
+                    "{} still has {} pending cleanups",
+                    j.id,
+                    j.pending_cleanups.len()
+                )
+            }),
     );
     cleanup_problems.extend(
         jobs.iter()
-            .filter(|j| j.errors.iter().any(|e| e.message.contains("cleanup failed")))
+            // The executor's words when it stops a job whose cleanups keep failing.
+            .filter(|j| {
+                j.errors
+                    .iter()
+                    .any(|e| e.message.starts_with("cleanup failed:"))
+            })
             .map(|j| format!("{} stopped by a failing cleanup", j.id)),
     );
     let failed_attempts: usize = jobs.iter().map(|j| j.errors.len()).sum();
@@ -1073,7 +1101,12 @@ async fn check(
     let unrescued: Vec<String> = kills
         .iter()
         .filter(|k| k.held > 0 && k.recover_ms.is_none())
-        .map(|k| format!("kill of node {} at {} ms ({} jobs)", k.node, k.at_ms, k.held))
+        .map(|k| {
+            format!(
+                "kill of node {} at {} ms ({} jobs)",
+                k.node, k.at_ms, k.held
+            )
+        })
         .collect();
     push(
         "every kill healed",
@@ -1130,7 +1163,12 @@ fn print_human(r: &Report) {
     println!();
     println!("invariants");
     for i in &r.invariants {
-        println!("  {} {:<44} {}", if i.ok { "ok  " } else { "FAIL" }, i.name, i.detail);
+        println!(
+            "  {} {:<44} {}",
+            if i.ok { "ok  " } else { "FAIL" },
+            i.name,
+            i.detail
+        );
     }
     println!();
     let join = |m: &BTreeMap<String, usize>| {

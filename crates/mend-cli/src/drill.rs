@@ -166,8 +166,8 @@ pub async fn read_ledger(database: &str, run: &str) -> anyhow::Result<Vec<(Strin
 }
 
 fn sqlite_conn(path: &str) -> anyhow::Result<rusqlite::Connection> {
-    let conn =
-        rusqlite::Connection::open(path).with_context(|| format!("opening {path} for the ledger"))?;
+    let conn = rusqlite::Connection::open(path)
+        .with_context(|| format!("opening {path} for the ledger"))?;
     conn.busy_timeout(Duration::from_secs(30))?;
     Ok(conn)
 }
@@ -175,12 +175,10 @@ fn sqlite_conn(path: &str) -> anyhow::Result<rusqlite::Connection> {
 #[cfg(feature = "postgres")]
 async fn pg_client(database: &str) -> anyhow::Result<mend_postgres::tokio_postgres::Client> {
     let (url, _) = mend_postgres::split_schema(database);
-    let (client, conn) = mend_postgres::tokio_postgres::connect(
-        &url,
-        mend_postgres::tokio_postgres::NoTls,
-    )
-    .await
-    .with_context(|| format!("connecting to {}", crate::db::redact(database)))?;
+    let (client, conn) =
+        mend_postgres::tokio_postgres::connect(&url, mend_postgres::tokio_postgres::NoTls)
+            .await
+            .with_context(|| format!("connecting to {}", crate::db::redact(database)))?;
     tokio::spawn(conn);
     Ok(client)
 }
@@ -324,8 +322,7 @@ impl Drill {
             #[cfg(feature = "postgres")]
             ctx.commit_with_completion(mend_postgres::effect(move |tx| {
                 Box::pin(async move {
-                    tx.execute(&sql, &[&run, &id.to_string(), &attempt])
-                        .await?;
+                    tx.execute(&sql, &[&run, &id.to_string(), &attempt]).await?;
                     Ok(())
                 })
             }));

@@ -1,0 +1,224 @@
+//! `mend chaos` as a user runs it: short drills on SQLite and PostgreSQL that must pass, and
+//! drills against nodes with a bug put in on purpose that must fail on the invariant that
+//! guards against that bug (proof that the checker can fail).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Runs `mend chaos --json` with `args` on `database`, files in `dir`; returns the process
+/// output and the parsed report.
+fn drill(database: &str, dir: &std::path::Path, args: &[&str]) -> (Output, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mend"))
+        .args(["chaos", "--json", "--database", database, "--dir"])
+        .arg(dir)
+        .args(args)
+        .env_remove("MEND_DATABASE_URL")
+        .env_remove("MEND_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}); stdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out, report)
+}
+
+fn failed_invariants(report: &Value) -> Vec<String> {
+    report["invariants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["ok"] != Value::Bool(true))
+        .map(|i| i["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// What a passing short drill must show: it passed, the faults really happened and hit work.
+fn assert_passed(out: &Output, report: &Value, jobs: u64, kills: usize) {
+    assert!(
+        out.status.success() && report["passed"] == Value::Bool(true),
+        "drill failed: {:?}\n{report:#}\nstderr:\n{}",
+        failed_invariants(report),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["jobs"], jobs);
+    assert_eq!(report["invariants"].as_array().unwrap().len(), 8);
+    let k = report["kills"].as_array().unwrap();
+    assert_eq!(k.len(), kills, "{report:#}");
+    assert!(
+        k.iter().any(|k| k["held"].as_u64().unwrap() > 0),
+        "no kill hit a node with jobs in flight: {report:#}"
+    );
+    let attempts = &report["attempts"];
+    assert!(attempts["lost"].as_u64().unwrap() > 0, "{attempts}");
+    assert!(attempts["panic"].as_u64().unwrap() > 0, "{attempts}");
+    assert!(attempts["error"].as_u64().unwrap() > 0, "{attempts}");
+    let completed = report["states"]["completed"].as_u64().unwrap();
+    assert_eq!(attempts["ok"].as_u64().unwrap(), completed);
+    assert!(completed > jobs * 9 / 10, "{report:#}");
+    assert_eq!(report["sigterms"][0]["exit_ok"], Value::Bool(true));
+    assert!(report["time_to_rescue_ms"]["max"].as_u64().is_some());
+    assert!(report["mttr_ms"].as_u64().is_some());
+}
+
+#[test]
+fn short_drill_on_sqlite_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("chaos.db").display());
+    let files = dir.path().join("drill");
+    let (out, report) = drill(
+        &db,
+        &files,
+        &[
+            "--jobs",
+            "300",
+            "--kills",
+            "3",
+            "--duration",
+            "6s",
+            "--seed",
+            "7",
+            "--work-ms",
+            "500",
+        ],
+    );
+    assert_passed(&out, &report, 300, 3);
+    assert_eq!(report["seed"], 7);
+    assert_eq!(report["nodes"], 1);
+}
+
+#[test]
+fn short_drill_on_postgres_passes() {
+    let Some(url) = mend_test::pg::server_url("short_drill_on_postgres_passes") else {
+        return;
+    };
+    let schema = mend_test::pg::Schema::new(&url, "mend_chaos");
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = drill(
+        &schema.store_url(),
+        dir.path(),
+        &[
+            "--jobs",
+            "300",
+            "--kills",
+            "3",
+            "--duration",
+            "8s",
+            "--seed",
+            "7",
+            "--work-ms",
+            "500",
+        ],
+    );
+    assert_passed(&out, &report, 300, 3);
+    assert_eq!(report["nodes"], 3);
+    let cut: u64 = report["connections_terminated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert!(cut > 0, "no connection was cut: {report:#}");
+}
+
+#[test]
+fn an_effect_committed_outside_the_completion_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("chaos.db").display());
+    let (out, report) = drill(
+        &db,
+        &dir.path().join("drill"),
+        &[
+            "--jobs",
+            "150",
+            "--kills",
+            "1",
+            "--duration",
+            "3s",
+            "--seed",
+            "3",
+            "--break-on-purpose",
+            "effect-outside-transaction",
+        ],
+    );
+    assert!(!out.status.success(), "a broken build passed the drill");
+    assert_eq!(report["passed"], Value::Bool(false));
+    assert_eq!(
+        failed_invariants(&report),
+        ["effects exactly once"],
+        "{report:#}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the drill failed: effects exactly once") && stderr.contains("seed 3"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_cleanup_that_does_nothing_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("chaos.db").display());
+    let (out, report) = drill(
+        &db,
+        &dir.path().join("drill"),
+        &[
+            "--jobs",
+            "150",
+            "--kills",
+            "1",
+            "--duration",
+            "3s",
+            "--seed",
+            "3",
+            "--break-on-purpose",
+            "cleanup-does-nothing",
+        ],
+    );
+    assert!(!out.status.success(), "a broken build passed the drill");
+    assert_eq!(
+        failed_invariants(&report),
+        ["durable cleanups ran"],
+        "{report:#}"
+    );
+    let detail = report["invariants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "durable cleanups ran")
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.contains("marker left"), "{detail}");
+}
+
+#[test]
+fn bad_drill_settings_are_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("chaos.db").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_mend"))
+        .args(["chaos", "--database", &db, "--panic-rate", "0.95"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at most 0.9"));
+    let out = Command::new(env!("CARGO_BIN_EXE_mend"))
+        .args(["chaos", "--database", &db, "--terminations", "2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SQLite"));
+    let out = Command::new(env!("CARGO_BIN_EXE_mend"))
+        .args(["chaos", "--database", &db, "--duration", "soon"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a duration"));
+}
