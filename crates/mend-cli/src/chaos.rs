@@ -34,7 +34,7 @@ pub struct ChaosArgs {
     /// `mend serve` nodes to run [default: 1 on SQLite, 3 on PostgreSQL]
     #[arg(long)]
     nodes: Option<usize>,
-    /// Jobs to enqueue (spread over the first 60% of --duration).
+    /// Jobs to enqueue (spread over the first 90% of --duration).
     #[arg(long, default_value_t = 1000)]
     jobs: usize,
     /// SIGKILLs of random nodes, each followed by a restart.
@@ -503,7 +503,7 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
         d.queue.clone(),
         d.args.job_timeout,
         plan.jobs,
-        d.args.duration.mul_f64(0.6),
+        d.args.duration.mul_f64(0.9),
         watch.clone(),
     ));
 
@@ -722,8 +722,10 @@ async fn enqueue(
     let per_tick = jobs.len().div_ceil(ticks).max(1);
     let start = Instant::now();
     let mut ids = Vec::with_capacity(jobs.len());
+    let total = jobs.len();
     for (i, chunk) in jobs.chunks(per_tick).enumerate() {
-        let due = TICK * u32::try_from(i).unwrap_or(u32::MAX);
+        // Arrivals spread evenly over the whole window, so faults late in it still hit work.
+        let due = over.mul_f64((i * per_tick) as f64 / total as f64);
         if let Some(wait) = due.checked_sub(start.elapsed()) {
             tokio::time::sleep(wait).await;
         }
