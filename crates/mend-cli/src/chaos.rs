@@ -214,6 +214,8 @@ fn plan(d: &Drill) -> Plan {
 /// A running `mend serve` node.
 struct Node {
     child: Child,
+    /// Held open while the node should live.
+    _lifeline: Option<tokio::process::ChildStdin>,
     id: String,
     pid: u32,
 }
@@ -231,7 +233,23 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Starts node `index`, trying again for a while: a node started while the database
+    /// restarts fails to open it, as it would in production under a supervisor.
     async fn start(&self, index: usize) -> anyhow::Result<Node> {
+        let mut tries = 0;
+        loop {
+            match self.start_once(index).await {
+                Ok(node) => return Ok(node),
+                Err(e) if tries >= 10 => return Err(e),
+                Err(_) => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn start_once(&self, index: usize) -> anyhow::Result<Node> {
         let n = self.starts.fetch_add(1, Ordering::Relaxed);
         let log_path = self
             .dir
@@ -256,7 +274,8 @@ impl Cluster {
             .arg(&self.dir.root)
             .env_remove("MEND_DATABASE_URL")
             .env_remove("MEND_QUEUES")
-            .stdin(Stdio::null())
+            // A drill node exits when this pipe closes: when `mend chaos` dies, so do its nodes.
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(true);
@@ -289,7 +308,13 @@ impl Cluster {
         })??;
         // Keep reading, so the node never writes into a closed pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Node { child, id, pid })
+        let lifeline = child.stdin.take();
+        Ok(Node {
+            child,
+            _lifeline: lifeline,
+            id,
+            pid,
+        })
     }
 }
 
@@ -355,7 +380,7 @@ struct Report {
     elapsed_ms: u64,
     states: BTreeMap<String, usize>,
     attempts: BTreeMap<String, usize>,
-    faults_injected: BTreeMap<String, usize>,
+    faults_planned: BTreeMap<String, usize>,
     kills: Vec<KillRecord>,
     sigterms: Vec<SigtermRecord>,
     connections_terminated: Vec<u64>,
@@ -432,7 +457,8 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
     let started = Instant::now();
     let plan = plan(&d);
     let root = match &d.args.dir {
-        Some(p) => p.clone(),
+        // A directory of its own per run: files of an earlier run must not count.
+        Some(p) => p.join(&d.run),
         None => std::env::temp_dir().join(format!("mend-chaos-{}", d.run)),
     };
     let dir = DrillDir { root };
@@ -523,18 +549,21 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
         match event {
             Event::Kill(i) => {
                 let node = &mut nodes[i];
-                // What it runs just before: a fast restart may rescue them before the watcher
-                // first looks.
-                let held: HashSet<uuid::Uuid> = running_jobs(store.as_ref(), &d.queue)
-                    .await
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|j| j.lease_owner.as_deref() == Some(node.id.as_str()))
-                    .map(|j| j.id)
-                    .collect();
                 signal(node.pid, rustix::process::Signal::KILL)?;
                 let killed = Instant::now();
                 let _ = node.child.wait().await;
+                // Its jobs, read once it is dead and before anything can rescue them (its
+                // replacement is not started yet; a PostgreSQL leader waits for the lock to be
+                // missing a while).
+                let held: Option<HashSet<uuid::Uuid>> = running_jobs(store.as_ref(), &d.queue)
+                    .await
+                    .ok()
+                    .map(|jobs| {
+                        jobs.into_iter()
+                            .filter(|j| j.lease_owner.as_deref() == Some(node.id.as_str()))
+                            .map(|j| j.id)
+                            .collect()
+                    });
                 measurements.push(tokio::spawn(measure_rescue(
                     store.clone(),
                     d.queue.clone(),
@@ -579,14 +608,18 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
             Event::RestartDb => {
                 let cmd = d.args.restart_db.clone().unwrap_or_default();
                 let t = Instant::now();
-                let status = Command::new("sh")
-                    .arg("-c")
-                    .arg(&cmd)
-                    .stdin(Stdio::null())
-                    .status()
-                    .await;
+                let status = tokio::time::timeout(
+                    Duration::from_secs(300),
+                    Command::new("sh")
+                        .arg("-c")
+                        .arg(&cmd)
+                        .stdin(Stdio::null())
+                        .kill_on_drop(true)
+                        .status(),
+                )
+                .await;
                 let command_ms = ms(t.elapsed());
-                let command_ok = matches!(&status, Ok(s) if s.success());
+                let command_ok = matches!(&status, Ok(Ok(s)) if s.success());
                 if !command_ok {
                     bar.suspend(|| {
                         eprintln!("warning: --restart-db command {cmd:?} failed: {status:?}")
@@ -614,7 +647,8 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
     let enqueued_ids = enqueuer.await.context("the enqueuer failed")??;
     let n = enqueued_ids.len() as u64;
     bar.set_message("faults done; waiting for every job to finish".to_string());
-    let deadline = started + d.args.duration + d.args.settle;
+    // Faults may have run late (slow restarts): the settle time counts from their end.
+    let deadline = (started + d.args.duration).max(Instant::now()) + d.args.settle;
     while watch.finished.load(Ordering::Relaxed) < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -623,7 +657,16 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
         kill_records.push(m.await.context("a rescue measurement failed")?);
     }
     bar.set_message("stopping the nodes".to_string());
-    let mut stuck_nodes = Vec::new();
+    let mut stuck_nodes: Vec<String> = sigterms
+        .iter()
+        .filter(|t| !t.exit_ok)
+        .map(|t| {
+            format!(
+                "node {} did not drain and exit 0 after the SIGTERM at {} ms",
+                t.node, t.at_ms
+            )
+        })
+        .collect();
     for (i, node) in nodes.iter_mut().enumerate() {
         let _ = signal(node.pid, rustix::process::Signal::TERM);
         match tokio::time::timeout(DRAIN + Duration::from_secs(15), node.child.wait()).await {
@@ -642,7 +685,16 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
     let _ = watcher.await;
     bar.finish_and_clear();
 
-    let checked = check(&d, &store, &dir, &enqueued_ids, &kill_records, &stuck_nodes).await?;
+    let checked = check(
+        &d,
+        &store,
+        &dir,
+        &enqueued_ids,
+        &kill_records,
+        &stuck_nodes,
+        restart.as_ref(),
+    )
+    .await?;
     let recover: Vec<u64> = kill_records.iter().filter_map(|k| k.recover_ms).collect();
     let mut mttr_samples = recover.clone();
     if let Some(r) = restart.as_ref().and_then(|r| r.recover_ms) {
@@ -659,7 +711,7 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
         elapsed_ms: ms(started.elapsed()),
         states: checked.states,
         attempts: checked.attempts,
-        faults_injected: total_faults,
+        faults_planned: total_faults,
         time_to_rescue_ms: stats(kill_records.iter().filter_map(|k| k.rescue_ms).collect()),
         time_to_recover_ms: stats(recover),
         mttr_ms: (!mttr_samples.is_empty())
@@ -808,12 +860,11 @@ async fn measure_rescue(
     store: Arc<dyn Store>,
     queue: String,
     node_id: String,
-    held_before: HashSet<uuid::Uuid>,
+    mut held: Option<HashSet<uuid::Uuid>>,
     killed: Instant,
     at_ms: u64,
     node: usize,
 ) -> KillRecord {
-    let mut held: Option<HashSet<uuid::Uuid>> = None;
     let mut recovered: HashSet<uuid::Uuid> = HashSet::new();
     let mut rescue_ms = None;
     while killed.elapsed() < RESCUE_LIMIT {
@@ -830,7 +881,7 @@ async fn measure_rescue(
             .filter(|j| j.lease_owner.as_deref() == Some(node_id.as_str()))
             .map(|j| j.id)
             .collect();
-        let held = held.get_or_insert_with(|| owned.union(&held_before).copied().collect());
+        let held = held.get_or_insert_with(|| owned.clone());
         if held.is_empty() {
             return KillRecord {
                 at_ms,
@@ -853,7 +904,8 @@ async fn measure_rescue(
                 continue;
             }
             let back = by_others.contains_key(id)
-                || matches!(store.get(*id).await, Ok(Some(j)) if j.state.is_final());
+                || (!owned.contains(id)
+                    && matches!(store.get(*id).await, Ok(Some(j)) if j.state.is_final()));
             if back {
                 recovered.insert(*id);
             }
@@ -936,6 +988,7 @@ async fn check(
     enqueued: &[uuid::Uuid],
     kills: &[KillRecord],
     stuck_nodes: &[String],
+    restart: Option<&RestartRecord>,
 ) -> anyhow::Result<Checked> {
     let jobs = all_jobs(store.as_ref(), &d.queue).await?;
     let by_id: HashMap<uuid::Uuid, &JobRow> = jobs.iter().map(|j| (j.id, j)).collect();
@@ -1126,6 +1179,46 @@ async fn check(
         "nodes did not stop cleanly",
         "every node drained and exited 0".into(),
     );
+    // Drill jobs have attempts to spare and quarantine is off on drill nodes: a job given up
+    // on before its last attempt was dropped by mistake.
+    let given_up: Vec<String> = jobs
+        .iter()
+        .filter(|j| {
+            j.state != JobState::Completed && j.state.is_final() && j.attempt < j.max_attempts
+        })
+        .map(|j| {
+            let why = j
+                .errors
+                .last()
+                .map_or("no error recorded", |e| e.message.as_str());
+            format!("{} {} after {} attempts: {why}", j.id, j.state, j.attempt)
+        })
+        .collect();
+    push(
+        "jobs complete unless out of attempts",
+        given_up,
+        "jobs were given up early",
+        format!("{} of {} completed", completed.len(), jobs.len()),
+    );
+    if let Some(r) = restart {
+        let mut bad = Vec::new();
+        if !r.command_ok {
+            bad.push("the --restart-db command failed".to_owned());
+        }
+        if r.recover_ms.is_none() {
+            bad.push("no job completed within 2 minutes of the restart".to_owned());
+        }
+        push(
+            "database restart healed",
+            bad,
+            "problems",
+            format!(
+                "restarted in {} ms; jobs completing again {} ms later",
+                r.command_ms,
+                r.recover_ms.unwrap_or_default()
+            ),
+        );
+    }
 
     let mut states = BTreeMap::new();
     for j in &jobs {
@@ -1181,7 +1274,10 @@ fn print_human(r: &Report) {
     };
     println!("jobs       {}", join(&r.states));
     println!("attempts   {}", join(&r.attempts));
-    println!("injected   {}", join(&r.faults_injected));
+    println!(
+        "planned    {} (faults drawn for attempts; a killed attempt uses one up)",
+        join(&r.faults_planned)
+    );
     let held = r.kills.iter().filter(|k| k.held > 0).count();
     println!(
         "faults     {} kills ({held} with jobs in flight) · {} SIGTERM · {} connection cuts ({} connections){}",
@@ -1225,6 +1321,60 @@ mod tests {
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ChaosArgs,
+    }
+
+    fn drill(seed: u64) -> Drill {
+        let seed = seed.to_string();
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "chaos",
+            "--database",
+            "sqlite:///unused.db",
+            "--jobs",
+            "500",
+            "--kills",
+            "4",
+            "--seed",
+            &seed,
+        ])
+        .unwrap();
+        Drill {
+            database: cli.args.database.clone(),
+            postgres: false,
+            nodes: 3,
+            seed: cli.args.seed.unwrap(),
+            run: "r".into(),
+            queue: "chaos-r".into(),
+            terminations: 2,
+            args: cli.args,
+        }
+    }
+
+    fn fingerprint(p: &Plan) -> String {
+        format!("{}{:?}", serde_json::to_string(&p.jobs).unwrap(), p.events)
+    }
+
+    #[test]
+    fn the_seed_fixes_the_schedule_and_the_faults() {
+        let (a, b, c) = (plan(&drill(5)), plan(&drill(5)), plan(&drill(6)));
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(fingerprint(&a), fingerprint(&c));
+        // 4 kills, 1 SIGTERM, 2 cuts, in time order, within the drill, on existing nodes.
+        assert_eq!(a.events.len(), 7);
+        assert!(a.events.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert!(a.events.iter().all(|(t, e)| *t < Duration::from_secs(30)
+            && !matches!(e, Event::Kill(n) | Event::Sigterm(n) if *n >= 3)));
+        // Faults are drawn at about the configured rates (3% + 2% + 5% per attempt).
+        let faulty = a.jobs.iter().filter(|j| !j.faults.is_empty()).count();
+        assert!(
+            (20..=90).contains(&faulty),
+            "{faulty} of 500 jobs have faults"
+        );
     }
 
     #[test]

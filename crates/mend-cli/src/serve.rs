@@ -192,6 +192,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let dir = crate::drill::DrillDir { root: dir.clone() };
         dir.create()?;
         crate::drill::register(&mut registry, &s.database, dir, *breakage)?;
+        // A drill node must not outlive its drill: `mend chaos` holds our stdin open.
+        std::thread::spawn(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            eprintln!("mend chaos is gone (stdin closed); this drill node exits");
+            std::process::exit(3);
+        });
         if let Some(b) = breakage {
             tracing::warn!(
                 breakage = b.name(),
@@ -206,6 +213,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .configure(|c| {
             c.retention = retention;
             if drilling {
+                // A drill's kills come fast, and may hit one job three times in a row; a
+                // quarantine would then discard a healthy job.
+                c.quarantine_after_lost = 0;
                 // A drill injects thousands of failures; production backoff (seconds to an
                 // hour) would leave it waiting instead of exercising recovery.
                 c.retry_policy = Arc::new(mend::retry::ExponentialBackoff {
@@ -237,6 +247,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let app = mend_server::app(state);
 
     let local = listener.local_addr()?;
+    // Before the ready lines: a SIGTERM right after them must drain, not kill.
+    let mut signals = mend::runtime::Signals::listen();
     // Scripts and tests read this line to find the port.
     println!("mend listening on http://{local}");
     println!("mend node {}", worker.node_id());
@@ -250,7 +262,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
     });
 
-    mend::runtime::wait_for_signal().await;
+    signals.recv().await;
     tracing::info!(
         "signal received: readiness off, draining (send another signal to stop at once)"
     );
@@ -259,11 +271,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let hurry = tokio_util::sync::CancellationToken::new();
     let hurry_on_signal = hurry.clone();
     let second = tokio::spawn(async move {
-        mend::runtime::wait_for_signal().await;
+        signals.recv().await;
         tracing::warn!("second signal: cancelling in-flight jobs and releasing them now (a third exits at once)");
         hurry_on_signal.cancel();
         w.cut_drain();
-        mend::runtime::wait_for_signal().await;
+        signals.recv().await;
         std::process::exit(130);
     });
     // Readiness is false for the grace period, so load balancers stop sending new work

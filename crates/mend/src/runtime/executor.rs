@@ -194,6 +194,10 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
             let staged = ctx.staged_files();
             if staged.is_empty() {
                 Ended::Ran(Ok(Ok(result)))
+            } else if StopReason::from_u8(reason.load(Ordering::Acquire)) == StopReason::LeaseLost {
+                // The job is another worker's now: its attempt writes the file; moving ours
+                // into place could overwrite what that attempt completes with.
+                Ended::Stopped
             } else {
                 match crate::cleanup::promote_staged(staged).await {
                     Ok(()) => Ended::Ran(Ok(Ok(result))),

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-pub use signal::wait_for_signal;
+pub use signal::{wait_for_signal, Signals};
 
 use crate::cleanup::{CleanupReport, DEFAULT_CLEANUP_TIMEOUT};
 use crate::handler::Registry;
