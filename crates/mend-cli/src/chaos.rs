@@ -351,6 +351,13 @@ struct SigtermRecord {
 }
 
 #[derive(Debug, Clone, Serialize)]
+struct CutRecord {
+    at_ms: u64,
+    /// Connections terminated.
+    connections: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
 struct RestartRecord {
     at_ms: u64,
     command_ok: bool,
@@ -383,7 +390,7 @@ struct Report {
     faults_planned: BTreeMap<String, usize>,
     kills: Vec<KillRecord>,
     sigterms: Vec<SigtermRecord>,
-    connections_terminated: Vec<u64>,
+    connections_terminated: Vec<CutRecord>,
     db_restart: Option<RestartRecord>,
     time_to_rescue_ms: Option<Stats>,
     time_to_recover_ms: Option<Stats>,
@@ -603,7 +610,10 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
                         bar.suspend(|| eprintln!("warning: terminating connections failed: {e:#}"));
                         0
                     });
-                terminated.push(n);
+                terminated.push(CutRecord {
+                    at_ms,
+                    connections: n,
+                });
             }
             Event::RestartDb => {
                 let cmd = d.args.restart_db.clone().unwrap_or_default();
@@ -1284,7 +1294,10 @@ fn print_human(r: &Report) {
         r.kills.len(),
         r.sigterms.len(),
         r.connections_terminated.len(),
-        r.connections_terminated.iter().sum::<u64>(),
+        r.connections_terminated
+            .iter()
+            .map(|c| c.connections)
+            .sum::<u64>(),
         match &r.db_restart {
             Some(x) => format!(" · database restart ({} ms, ok: {})", x.command_ms, x.command_ok),
             None => String::new(),

@@ -111,6 +111,10 @@ struct Inner {
     wake: Arc<Notify>,
     /// Nodes whose lock was found missing, and when first (see [`CONFIRM_DEAD_AFTER`]).
     suspects: Mutex<HashMap<String, Instant>>,
+    /// Nodes seen holding their lock, and through which session connection (its
+    /// `up_since`). One seen since this session last connected has taken its lock back after
+    /// any outage, so [`SESSION_GRACE`] need not cover it.
+    relocked: Mutex<HashMap<String, Instant>>,
 }
 
 impl Drop for Inner {
@@ -629,6 +633,7 @@ impl PgStore {
                 session_task,
                 wake,
                 suspects: Mutex::new(HashMap::new()),
+                relocked: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -1570,30 +1575,47 @@ impl Store for PgStore {
             )
             .await
             .map_err(self.pg())?;
-        let judge_locks = self.inner.session.up_for() >= SESSION_GRACE;
+        let connection = self.inner.session.up_since();
+        let grace_over = self.inner.session.up_for() >= SESSION_GRACE;
         let now = Instant::now();
         let mut suspects = self
             .inner
             .suspects
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        let mut relocked = self
+            .inner
+            .relocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let mut missing = HashSet::new();
+        let mut listed = HashSet::new();
         let mut dead = Vec::new();
         for r in rows {
             let id: String = r.try_get(0).map_err(self.pg())?;
             let stale: bool = r.try_get(1).map_err(self.pg())?;
             let unlocked: bool = r.try_get(2).map_err(self.pg())?;
+            listed.insert(id.clone());
             if stale {
                 dead.push(id);
             } else if unlocked {
+                // A node that took its lock back since our last reconnect and then lost it
+                // has died since: no need to wait out the grace meant for slow re-lockers.
+                let back_since_reconnect =
+                    connection.is_some() && relocked.get(&id) == connection.as_ref();
                 let since = *suspects.entry(id.clone()).or_insert(now);
-                if judge_locks && now.duration_since(since) >= CONFIRM_DEAD_AFTER {
+                if (grace_over || back_since_reconnect)
+                    && now.duration_since(since) >= CONFIRM_DEAD_AFTER
+                {
                     dead.push(id.clone());
                 }
                 missing.insert(id);
+            } else if let Some(c) = connection {
+                relocked.insert(id, c);
             }
         }
         suspects.retain(|id, _| missing.contains(id));
+        relocked.retain(|id, _| listed.contains(id));
         Ok(dead)
     }
 

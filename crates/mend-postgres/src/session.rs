@@ -64,6 +64,12 @@ impl Session {
         }
     }
 
+    /// When the current connection was made (`None` while down): it names the connection, so
+    /// what was seen through it can be told from what was seen before a reconnect.
+    pub(crate) fn up_since(&self) -> Option<Instant> {
+        *self.up_since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// How long the session has been connected (zero while down).
     pub(crate) fn up_for(&self) -> Duration {
         self.up_since
