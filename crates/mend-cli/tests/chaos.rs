@@ -67,27 +67,32 @@ fn assert_passed(out: &Output, report: &Value, jobs: u64, kills: usize) {
     assert!(report["mttr_ms"].as_u64().is_some());
 }
 
-#[test]
-fn short_drill_on_sqlite_passes() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("chaos.db").display());
-    let files = dir.path().join("drill");
-    let (out, report) = drill(
-        &db,
-        &files,
+/// The suite's short drill: 300 jobs, 3 kills, seed 7; work long enough that kills land on
+/// jobs in flight.
+fn short_drill(database: &str, dir: &std::path::Path, duration: &str) -> (Output, Value) {
+    drill(
+        database,
+        dir,
         &[
             "--jobs",
             "300",
             "--kills",
             "3",
             "--duration",
-            "6s",
+            duration,
             "--seed",
             "7",
             "--work-ms",
             "500",
         ],
-    );
+    )
+}
+
+#[test]
+fn short_drill_on_sqlite_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("chaos.db").display());
+    let (out, report) = short_drill(&db, &dir.path().join("drill"), "6s");
     assert_passed(&out, &report, 300, 3);
     assert_eq!(report["seed"], 7);
     assert_eq!(report["nodes"], 1);
@@ -100,22 +105,7 @@ fn short_drill_on_postgres_passes() {
     };
     let schema = mend_test::pg::Schema::new(&url, "mend_chaos");
     let dir = tempfile::tempdir().unwrap();
-    let (out, report) = drill(
-        &schema.store_url(),
-        dir.path(),
-        &[
-            "--jobs",
-            "300",
-            "--kills",
-            "3",
-            "--duration",
-            "8s",
-            "--seed",
-            "7",
-            "--work-ms",
-            "500",
-        ],
-    );
+    let (out, report) = short_drill(&schema.store_url(), dir.path(), "8s");
     assert_passed(&out, &report, 300, 3);
     assert_eq!(report["nodes"], 3);
     let cut: u64 = report["connections_terminated"]
@@ -127,8 +117,9 @@ fn short_drill_on_postgres_passes() {
     assert!(cut > 0, "no connection was cut: {report:#}");
 }
 
-#[test]
-fn an_effect_committed_outside_the_completion_is_caught() {
+/// A short SQLite drill on nodes with `breakage`: it must fail, and `invariant` must be among
+/// the failed ones. Returns the failing invariant's detail and the drill's stderr.
+fn broken_drill_fails_on(breakage: &str, invariant: &str) -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("chaos.db").display());
     let (out, report) = drill(
@@ -144,17 +135,33 @@ fn an_effect_committed_outside_the_completion_is_caught() {
             "--seed",
             "3",
             "--break-on-purpose",
-            "effect-outside-transaction",
+            breakage,
         ],
     );
     assert!(!out.status.success(), "a broken build passed the drill");
     assert_eq!(report["passed"], Value::Bool(false));
     let failed = failed_invariants(&report);
     assert!(
-        failed.contains(&"effects exactly once".to_owned()),
+        failed.iter().any(|f| f == invariant),
         "{failed:?}\n{report:#}"
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let detail = report["invariants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == invariant)
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (detail, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn an_effect_committed_outside_the_completion_is_caught() {
+    let (detail, stderr) =
+        broken_drill_fails_on("effect-outside-transaction", "effects exactly once");
+    assert!(detail.contains("more than one ledger row"), "{detail}");
     assert!(
         stderr.contains("the drill failed: ")
             && stderr.contains("effects exactly once")
@@ -165,39 +172,7 @@ fn an_effect_committed_outside_the_completion_is_caught() {
 
 #[test]
 fn a_cleanup_that_does_nothing_is_caught() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("chaos.db").display());
-    let (out, report) = drill(
-        &db,
-        &dir.path().join("drill"),
-        &[
-            "--jobs",
-            "150",
-            "--kills",
-            "1",
-            "--duration",
-            "3s",
-            "--seed",
-            "3",
-            "--break-on-purpose",
-            "cleanup-does-nothing",
-        ],
-    );
-    assert!(!out.status.success(), "a broken build passed the drill");
-    let failed = failed_invariants(&report);
-    assert!(
-        failed.contains(&"durable cleanups ran".to_owned()),
-        "{failed:?}\n{report:#}"
-    );
-    let detail = report["invariants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == "durable cleanups ran")
-        .unwrap()["detail"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (detail, _) = broken_drill_fails_on("cleanup-does-nothing", "durable cleanups ran");
     assert!(detail.contains("marker left"), "{detail}");
 }
 
@@ -205,22 +180,17 @@ fn a_cleanup_that_does_nothing_is_caught() {
 fn bad_drill_settings_are_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("chaos.db").display());
-    let out = Command::new(env!("CARGO_BIN_EXE_mend"))
-        .args(["chaos", "--database", &db, "--panic-rate", "0.95"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("at most 0.9"));
-    let out = Command::new(env!("CARGO_BIN_EXE_mend"))
-        .args(["chaos", "--database", &db, "--terminations", "2"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("SQLite"));
-    let out = Command::new(env!("CARGO_BIN_EXE_mend"))
-        .args(["chaos", "--database", &db, "--duration", "soon"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a duration"));
+    for (flag, value, says) in [
+        ("--panic-rate", "0.95", "at most 0.9"),
+        ("--terminations", "2", "SQLite"),
+        ("--duration", "soon", "not a duration"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mend"))
+            .args(["chaos", "--database", &db, flag, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        assert!(stderr.contains(says), "{flag} {value}: {stderr}");
+    }
 }
