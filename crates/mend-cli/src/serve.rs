@@ -249,9 +249,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     // Before the ready lines: a SIGTERM right after them must drain, not kill.
     let mut signals = mend::runtime::Signals::listen();
-    // Scripts and tests read this line to find the port.
-    println!("mend listening on http://{local}");
-    println!("mend node {}", worker.node_id());
+    // Scripts and tests read these lines to find the port and the node. Whoever started us
+    // may have closed stdout after reading what it needed: that must not stop the server.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "mend listening on http://{local}")
+            .and_then(|()| writeln!(out, "mend node {}", worker.node_id()))
+            .and_then(|()| out.flush());
+    }
     tracing::info!(%local, queues = ?s.queues, auth = s.token.is_some(), "serving");
 
     let http_stop = tokio_util::sync::CancellationToken::new();
