@@ -677,17 +677,18 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
             )
         })
         .collect();
-    for (i, node) in nodes.iter_mut().enumerate() {
+    // All at once: each drains in parallel with the others.
+    for node in &nodes {
         let _ = signal(node.pid, rustix::process::Signal::TERM);
-        match tokio::time::timeout(DRAIN + Duration::from_secs(15), node.child.wait()).await {
+    }
+    let limit = DRAIN + Duration::from_secs(15);
+    for (i, node) in nodes.iter_mut().enumerate() {
+        match tokio::time::timeout(limit, node.child.wait()).await {
             Ok(Ok(s)) if s.success() => {}
             Ok(other) => stuck_nodes.push(format!("node {i} exited with {other:?}")),
             Err(_) => {
                 let _ = node.child.kill().await;
-                stuck_nodes.push(format!(
-                    "node {i} did not stop within {:?} of SIGTERM",
-                    DRAIN + Duration::from_secs(15)
-                ));
+                stuck_nodes.push(format!("node {i} did not stop within {limit:?} of SIGTERM"));
             }
         }
     }

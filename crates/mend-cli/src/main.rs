@@ -108,10 +108,12 @@ fn init_tracing(filter: tracing_subscriber::EnvFilter, format: LogFormat) {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Serve(_)) {
-        "info"
-    } else {
-        "warn"
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        // The drill's own store sees the faults it inflicts (cut connections, a restarted
+        // database); its report says what matters, and the nodes log to files.
+        Command::Chaos(_) => "error",
+        _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
