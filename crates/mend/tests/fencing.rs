@@ -327,3 +327,73 @@ async fn complete_many_fences_wrong_owner_and_wrong_attempt() {
     assert_eq!(job.state, JobState::Retryable);
     assert_eq!(job.errors[0].kind, ErrorKind::Lost);
 }
+
+#[derive(Serialize, Deserialize)]
+struct Produce {
+    dir: String,
+}
+impl JobArgs for Produce {
+    const KIND: &'static str = "fenced_produce";
+}
+
+/// A handler that finishes its work after its lease was taken away must not move its staged
+/// file into place: the file belongs to whichever attempt completes the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_that_lost_its_lease_does_not_promote_its_staged_file() {
+    let env = Env::new().await;
+    let out = tempfile::tempdir().unwrap();
+    let final_path = out.path().join("out.txt");
+    let (gate, exits) = (Gate::new(), Log::new());
+    let (tx, mut ended) = mpsc::unbounded_channel();
+    let (staged_tx, mut staged) = mpsc::unbounded_channel();
+    let mut registry = Registry::new();
+    let (g, e) = (gate.clone(), exits.clone());
+    registry.register_fn(move |ctx: JobContext, p: Produce| {
+        let (gate, exits, ended, staged) = (g.clone(), e.clone(), tx.clone(), staged_tx.clone());
+        async move {
+            let attempt = ctx.attempt();
+            ctx.defer(move |exit| async move {
+                exits.push((attempt, exit));
+                let _ = ended.send(attempt);
+            });
+            let temp = ctx
+                .stage_file(std::path::Path::new(&p.dir).join("out.txt"))
+                .await?;
+            std::fs::write(&temp, format!("attempt {attempt}")).unwrap();
+            let _ = staged.send(attempt);
+            if attempt == 1 {
+                // Told the lease is gone, it finishes anyway, as a handler that does not
+                // watch its token would.
+                ctx.cancelled().await;
+            } else {
+                gate.wait().await;
+            }
+            Ok::<_, JobError>(())
+        }
+    });
+    let worker = env
+        .worker(registry, 1, |c| {
+            c.heartbeat_interval = Duration::from_millis(50)
+        })
+        .await;
+    common::wait_for_first_heartbeat(&env, &worker).await;
+    let dir = out.path().to_string_lossy().into_owned();
+    let id = env.client.enqueue(&Produce { dir }).await.unwrap().id;
+    assert_eq!(recv(&mut staged, "attempt 1 to stage its file").await, 1);
+
+    take_the_lease_away(&env, worker.node_id()).await;
+    assert_eq!(recv(&mut ended, "attempt 1 to end").await, 1);
+    assert_eq!(exits.snapshot(), [(1, AttemptExit::LeaseLost)]);
+    assert!(
+        !final_path.exists(),
+        "attempt 1 moved its file into place after losing the job"
+    );
+
+    gate.open();
+    let job = env.wait_for_state(id, JobState::Completed).await;
+    assert_eq!(job.attempt, 2);
+    assert_eq!(std::fs::read_to_string(&final_path).unwrap(), "attempt 2");
+    let left: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "attempt 1's temporary file was removed");
+    worker.shutdown(Duration::from_secs(5)).await;
+}
