@@ -254,8 +254,9 @@ async fn main() {
         .start()
         .await
         .expect("worker starts");
+    let signals = mend::runtime::Signals::listen();
     println!("ready {}", handle.node_id());
-    let report = handle.run_until_signal(drain).await;
+    let report = handle.run_until(signals, drain).await;
     append(
         &ledger,
         &format!(

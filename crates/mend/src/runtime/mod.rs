@@ -610,14 +610,20 @@ impl WorkerHandle {
     /// drain short (running attempts are cancelled and released at once); a third exits the
     /// process at once with status 130 (leases then lapse and the jobs are rescued).
     pub async fn run_until_signal(&self, drain: Duration) -> ShutdownReport {
-        wait_for_signal().await;
+        self.run_until(Signals::listen(), drain).await
+    }
+
+    /// [`WorkerHandle::run_until_signal`] with listeners made earlier: create them before the
+    /// process reports itself ready, so a signal sent right after cannot kill it outright.
+    pub async fn run_until(&self, mut signals: Signals, drain: Duration) -> ShutdownReport {
+        signals.recv().await;
         tracing::info!("signal received; shutting down (send another to stop at once)");
         let me = self.clone();
         let second = tokio::spawn(async move {
-            wait_for_signal().await;
+            signals.recv().await;
             tracing::warn!("second signal: cutting the drain short (a third exits at once)");
             me.cut_drain();
-            wait_for_signal().await;
+            signals.recv().await;
             tracing::error!("third signal: exiting now");
             std::process::exit(130);
         });
