@@ -90,6 +90,18 @@ fn http_with(
     Some((status, serde_json::from_str(rest).unwrap_or(Value::Null)))
 }
 
+/// Waits up to `limit` for the process to exit; its exit code (`None`: killed by a signal).
+fn exit_code(child: &mut Child, limit: Duration, what: &str) -> Option<i32> {
+    let started = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.code();
+        }
+        assert!(started.elapsed() < limit, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn signal(child: &Child, sig: &str) {
     assert!(Command::new("kill")
         .arg(format!("-{sig}"))
@@ -143,17 +155,11 @@ fn sigterm_turns_readiness_off_drains_in_flight_jobs_and_exits_zero() {
     });
     let (status, _) = http(&s.addr, "GET", "/healthz", None).unwrap();
     assert_eq!(status, 200, "alive while draining");
-    let started = Instant::now();
-    let code = loop {
-        if let Some(st) = s.child.try_wait().unwrap() {
-            break st.code();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "mend serve did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let code = exit_code(
+        &mut s.child,
+        Duration::from_secs(15),
+        "mend serve did not exit",
+    );
     assert_eq!(code, Some(0), "graceful shutdown exits 0");
 
     // Nothing lost: reopen the database and look.
@@ -374,18 +380,12 @@ fn a_second_signal_releases_running_jobs_and_exits_at_once() {
         s.child.try_wait().unwrap().is_none(),
         "still in its grace period"
     );
-    let started = Instant::now();
     signal(&s.child, "INT");
-    let code = loop {
-        if let Some(st) = s.child.try_wait().unwrap() {
-            break st.code();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the second signal did not stop it"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let code = exit_code(
+        &mut s.child,
+        Duration::from_secs(10),
+        "the second signal did not stop it",
+    );
     assert_eq!(code, Some(0));
     let db = s._dir.path().join("serve.db");
     let rt = tokio::runtime::Builder::new_current_thread()
