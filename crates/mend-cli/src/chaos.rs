@@ -371,7 +371,6 @@ struct RestartRecord {
 struct Watch {
     finished: AtomicU64,
     completed: AtomicU64,
-    enqueued: AtomicU64,
 }
 
 /// The drill's report.
@@ -537,7 +536,6 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
         d.args.job_timeout,
         plan.jobs,
         d.args.duration.mul_f64(0.9),
-        watch.clone(),
     ));
 
     // The faults, in schedule order.
@@ -778,7 +776,6 @@ async fn enqueue(
     timeout: Duration,
     jobs: Vec<DrillArgs>,
     over: Duration,
-    watch: Arc<Watch>,
 ) -> anyhow::Result<Vec<uuid::Uuid>> {
     const TICK: Duration = Duration::from_millis(50);
     let ticks = (over.as_millis() / TICK.as_millis()).max(1) as usize;
@@ -803,7 +800,6 @@ async fn enqueue(
         }
         ids.extend(batch.iter().map(|j| j.id));
         insert_surely(store.as_ref(), batch).await?;
-        watch.enqueued.store(ids.len() as u64, Ordering::Relaxed);
     }
     Ok(ids)
 }

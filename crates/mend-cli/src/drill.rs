@@ -59,12 +59,11 @@ pub enum Breakage {
 }
 
 impl Breakage {
-    /// The name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Breakage::EffectOutsideTransaction => "effect-outside-transaction",
-            Breakage::CleanupDoesNothing => "cleanup-does-nothing",
-        }
+    /// The name on the command line (clap's, so the two cannot drift apart).
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default()
     }
 }
 
