@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -243,12 +242,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         mend_executors::validate(kind, args, &executors)
     }));
     state.worker = Some(worker.clone());
-    let ready = state.ready.clone();
     let app = mend_server::app(state);
 
     let local = listener.local_addr()?;
     // Before the ready lines: a SIGTERM right after them must drain, not kill.
-    let mut signals = mend::runtime::Signals::listen();
+    let signals = mend::runtime::Signals::listen();
     // Scripts and tests read these lines to find the port and the node. Whoever started us
     // may have closed stdout after reading what it needed: that must not stop the server.
     {
@@ -268,37 +266,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
     });
 
-    signals.recv().await;
-    tracing::info!(
-        "signal received: readiness off, draining (send another signal to stop at once)"
-    );
-    ready.store(false, Ordering::Release);
-    let w = worker.clone();
-    let hurry = tokio_util::sync::CancellationToken::new();
-    let hurry_on_signal = hurry.clone();
-    let second = tokio::spawn(async move {
-        signals.recv().await;
-        tracing::warn!("second signal: cancelling in-flight jobs and releasing them now (a third exits at once)");
-        hurry_on_signal.cancel();
-        w.cut_drain();
-        signals.recv().await;
-        std::process::exit(130);
-    });
-    // Readiness is false for the grace period, so load balancers stop sending new work
-    // before connections are refused.
-    tokio::select! {
-        _ = tokio::time::sleep(s.grace) => {}
-        _ = hurry.cancelled() => {}
-    }
-    http_stop.cancel();
-    let drained = worker.shutdown(s.drain).await;
+    // The library's signal-driven stop: readiness off, the grace period (load balancers stop
+    // sending new work before connections are refused), HTTP stops taking requests, drain.
+    let drained = worker
+        .run_until_with(signals, s.drain, s.grace, || http_stop.cancel())
+        .await;
     match tokio::time::timeout(Duration::from_secs(10), server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
         Err(_) => tracing::warn!("HTTP connections still open after 10 s; closing them"),
     }
-    second.abort();
     tracing::info!(?drained, "stopped");
     // Spans of the last jobs and of the shutdown itself.
     mend_server::otel::flush(Duration::from_secs(2));

@@ -171,6 +171,20 @@ pub enum OutcomeKind {
     Release,
 }
 
+impl OutcomeKind {
+    /// The error recorded for the attempt, if it failed or was cancelled.
+    pub fn error(&self) -> Option<&AttemptError> {
+        match self {
+            OutcomeKind::Retry { error, .. }
+            | OutcomeKind::Discard { error }
+            | OutcomeKind::Cancelled { error } => Some(error),
+            OutcomeKind::Completed { .. } | OutcomeKind::Snooze { .. } | OutcomeKind::Release => {
+                None
+            }
+        }
+    }
+}
+
 /// One attempt's outcome, fenced by (id, attempt, lease owner).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {

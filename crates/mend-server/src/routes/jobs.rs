@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use mend::store::{CancelParams, ListParams, RetryParams, MAX_PAGE};
+use mend::store::{ListParams, MAX_PAGE};
 use mend::{JobRow, JobState, NewJob};
 use serde::Deserialize;
 use tracing::Instrument;
@@ -411,7 +411,8 @@ pub(crate) async fn list(
     Ok(Json(page))
 }
 
-/// Cancels a job: a waiting one at once, a running one is stopped by its worker.
+/// Cancels a job (see `mend::Client::cancel`): a waiting one at once; a running one is stopped
+/// at once on this node, within a heartbeat on another.
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = Uuid, Path)),
     responses((status = 200, body = JobRow), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn cancel(
@@ -419,16 +420,10 @@ pub(crate) async fn cancel(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<JobRow>, ApiError> {
     let id = parse_id(id)?;
-    let rows = state
-        .store
-        .cancel(CancelParams {
-            ids: vec![id],
-            now: Utc::now(),
-        })
-        .await?;
-    let job = rows
-        .into_iter()
-        .next()
+    let job = state
+        .client()
+        .cancel(id)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     if job.state.is_final() && job.state != JobState::Cancelled {
         return Err(ApiError::conflict(format!(
@@ -476,15 +471,10 @@ pub(crate) async fn retry(
             "job {id} completed; retrying it runs it (and its effects) again. Add ?force=true if that is what you want"
         )));
     }
-    let rows = state
-        .store
-        .retry(RetryParams {
-            ids: vec![id],
-            now: Utc::now(),
-        })
-        .await?;
-    rows.into_iter()
-        .next()
+    state
+        .client()
+        .retry(id)
+        .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }

@@ -12,8 +12,9 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::Json;
 use chrono::Utc;
+use mend::settle::{settle, Attempt, Ending, Rules};
 use mend::store::{ClaimParams, CompleteParams, ExtendLeasesParams, HeldJob, Outcome, OutcomeKind};
-use mend::{AttemptError, ErrorKind, JobRow, RetryPolicy};
+use mend::JobRow;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -328,27 +329,31 @@ pub(crate) async fn fail(
         .get(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-    let now = Utc::now();
-    let error = AttemptError {
-        attempt: req.attempt,
-        kind: ErrorKind::Error,
-        message: mend::job::bound_message(req.error),
-        at: now,
-    };
-    let kind = if req.fatal || req.attempt >= job.max_attempts {
-        OutcomeKind::Discard { error }
+    // The same table as an attempt run in-process: settled by `mend::settle`.
+    let ending = if req.fatal {
+        Ending::Fatal { message: req.error }
     } else {
-        let delay = match req.retry_after_ms {
-            Some(ms) => Duration::from_millis(ms.min(MAX_LEASE_MS * 24)),
-            None => mend::ExponentialBackoff::default().backoff(req.attempt),
-        };
-        let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-        OutcomeKind::Retry {
-            error,
-            run_at: now
-                .checked_add_signed(delay)
-                .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC),
+        Ending::Failed {
+            message: req.error,
+            retry_after: req
+                .retry_after_ms
+                .map(|ms| Duration::from_millis(ms.min(MAX_LEASE_MS * 24))),
         }
+    };
+    let facts = Attempt {
+        attempt: req.attempt,
+        ..Attempt::of(&job)
+    };
+    let rules = Rules {
+        now: Utc::now(),
+        retry_policy: &mend::ExponentialBackoff::default(),
+        quarantine_after_lost: 0,
+    };
+    let Some(kind) = settle(ending, &facts, &[], &rules).outcome else {
+        return Err(ApiError::conflict(format!(
+            "attempt {} of job {id} cannot be failed",
+            req.attempt
+        )));
     };
     record(
         &state,

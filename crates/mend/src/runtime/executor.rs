@@ -9,14 +9,13 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{InFlight, Pending, Shared, StopReason};
+use super::{request_stop, stop_of, InFlight, Pending, Shared};
 
-/// Retry delay used when a retry policy panics.
-const FALLBACK_BACKOFF: Duration = Duration::from_secs(60);
 use crate::cleanup::{AttemptExit, CleanupOutcome};
 use crate::handler::{JobContext, JobError};
-use crate::job::{bound_message, AttemptError, ErrorKind, JobRow};
+use crate::job::{bound_message, JobRow};
 use crate::panic::CatchPanic;
+use crate::settle::{self, Attempt, Durable, Ending, Rules, Stop};
 use crate::store::{Outcome, OutcomeKind};
 
 /// If the executor itself panics (outside the handler's guard), the attempt must not stay in
@@ -49,7 +48,7 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     // A child of the worker's stop token: a shutdown past its deadline reaches attempts that
     // were spawned but had not yet registered themselves.
     let token = shared.hard_stop.child_token();
-    let reason = Arc::new(AtomicU8::new(StopReason::None as u8));
+    let reason = Arc::new(AtomicU8::new(0));
     let attempt_over = Arc::new(AtomicBool::new(false));
     shared.inflight().insert(
         (job.id, job.attempt),
@@ -73,7 +72,7 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     let started = std::time::Instant::now();
     // A cancel request may have landed between the claim and now: then the handler never runs.
     if job.cancel_requested {
-        shared.stop_attempt(job.id, job.attempt, StopReason::Cancel);
+        shared.stop_attempt(job.id, job.attempt, Stop::Cancel);
     }
 
     let handler = shared.registry.get(&job.kind).cloned();
@@ -99,28 +98,19 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     );
     let args = std::mem::take(&mut job.args);
 
-    // Durable cleanups a lost attempt left behind run before this attempt does anything.
+    // Durable cleanups a lost attempt left behind run before this attempt does anything; if
+    // the rescue kept the job alive only for them, the job stops here.
     let pending = std::mem::take(&mut job.pending_cleanups);
-    let mut before: Option<(String, bool)> = None;
+    let facts = Attempt {
+        has_pending_cleanups: !pending.is_empty(),
+        ..Attempt::of(&job)
+    };
+    let mut before: Option<Ending> = None;
     if !pending.is_empty() {
-        match run_durable(&shared, &job, pending).await {
-            Err(message) => before = Some((message, true)),
-            Ok(()) => {
-                let quarantined = shared.config.quarantine_after_lost > 0
-                    && job.consecutive_lost() >= shared.config.quarantine_after_lost;
-                if job.attempt > job.max_attempts || quarantined {
-                    // The rescue kept the job alive only so these cleanups could run.
-                    before = Some((
-                        if quarantined {
-                            "quarantined: its attempts keep killing the worker; the lost attempt's durable cleanups have run. Fix the handler or the args, then retry the job by hand".to_owned()
-                        } else {
-                            "out of attempts: the last attempt's worker was lost; its durable cleanups have run".to_owned()
-                        },
-                        true,
-                    ));
-                }
-            }
-        }
+        before = match run_durable(&shared, &job, pending).await {
+            Err(message) => Some(Ending::Fatal { message }),
+            Ok(()) => settle::after_recovery(&facts, shared.config.quarantine_after_lost),
+        };
     }
 
     let call_ctx = ctx.clone();
@@ -135,151 +125,78 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
         }
     }));
 
-    enum Ended {
-        Ran(Result<Result<Option<serde_json::Value>, JobError>, crate::panic::CaughtPanic>),
-        TimedOut,
-        Stopped,
-    }
-    let ended = if let Some((message, _)) = &before {
+    let stopped = || Ending::Stopped(stop_of(&reason).unwrap_or(Stop::Cancel));
+    let ended = if let Some(ending) = before {
         drop(call);
-        Ended::Ran(Ok(Err(JobError::Fatal {
-            message: message.clone(),
-        })))
+        ending
     } else if token.is_cancelled() {
         drop(call);
-        Ended::Stopped
+        stopped()
     } else {
         tokio::select! {
             biased;
             r = tokio::time::timeout(timeout, call) => match r {
-                Ok(r) => Ended::Ran(r),
-                Err(_) => Ended::TimedOut,
+                Ok(Ok(Ok(result))) => Ending::Returned { result },
+                Ok(Ok(Err(e))) => Ending::from(e),
+                Ok(Err(panic)) => Ending::Panicked { message: panic.to_string() },
+                Err(_) => Ending::TimedOut { after: timeout },
             },
-            _ = token.cancelled() => Ended::Stopped,
+            _ = token.cancelled() => stopped(),
         }
     };
     // A stop that came from the worker's shutdown token (not through the in-flight entry).
     if shared.hard_stop.is_cancelled() {
-        let _ = reason.compare_exchange(
-            StopReason::None as u8,
-            StopReason::Shutdown as u8,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        request_stop(&reason, Stop::Shutdown);
     }
 
     // A stop request (cancel, shutdown, lost lease) wins over how the handler ended, unless
     // the handler finished its work: a cooperative handler that returns an error because it
     // saw the token was stopped, not failed.
-    let ended = match ended {
-        Ended::Ran(Ok(Ok(result))) => Ended::Ran(Ok(Ok(result))),
-        _ if StopReason::from_u8(reason.load(Ordering::Acquire)) != StopReason::None => {
-            Ended::Stopped
-        }
-        other => other,
+    let ended = match (ended, stop_of(&reason)) {
+        (ended @ Ending::Returned { .. }, _) | (ended, None) => ended,
+        (_, Some(stop)) => Ending::Stopped(stop),
     };
     // The attempt is over however it ended: work spawned on its token stops too.
     token.cancel();
     shared.stats.run_time.observe(started.elapsed());
-    if matches!(
-        ended,
-        Ended::Ran(Ok(Err(JobError::Retry { .. } | JobError::Fatal { .. })))
-    ) {
+    if ended.is_handler_error() {
         shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    match &ended {
+        Ending::Panicked { message } => {
+            shared.stats.panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(id = %job.id, kind = %job.kind, attempt = job.attempt, %message, "handler panicked; the worker carries on");
+        }
+        Ending::TimedOut { .. } => {
+            shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {}
     }
 
     // A completed attempt's staged files move into place before the completion is written.
     let ended = match ended {
-        Ended::Ran(Ok(Ok(result))) => {
+        Ending::Returned { result } => {
             let staged = ctx.staged_files();
             if staged.is_empty() {
-                Ended::Ran(Ok(Ok(result)))
-            } else if StopReason::from_u8(reason.load(Ordering::Acquire)) == StopReason::LeaseLost {
+                Ending::Returned { result }
+            } else if stop_of(&reason) == Some(Stop::LeaseLost) {
                 // The job is another worker's now: its attempt writes the file; moving ours
                 // into place could overwrite what that attempt completes with.
-                Ended::Stopped
+                Ending::Stopped(Stop::LeaseLost)
             } else {
                 match crate::cleanup::promote_staged(staged).await {
-                    Ok(()) => Ended::Ran(Ok(Ok(result))),
-                    Err(message) => Ended::Ran(Ok(Err(JobError::retry(message)))),
+                    Ok(()) => Ending::Returned { result },
+                    Err(message) => Ending::Failed {
+                        message,
+                        retry_after: None,
+                    },
                 }
             }
         }
         other => other,
     };
-    let now = Utc::now();
-    let error = |kind: ErrorKind, message: String| AttemptError {
-        attempt: job.attempt,
-        kind,
-        message: bound_message(message),
-        at: now,
-    };
-    // (how cleanups are told it ended, the failure to record if any, the outcome if no failure)
-    let (exit, failure, outcome) = match ended {
-        Ended::Ran(Ok(Ok(result))) => (
-            AttemptExit::Completed,
-            None,
-            Some(OutcomeKind::Completed { result }),
-        ),
-        Ended::Ran(Ok(Err(JobError::Retry { message, after }))) => (
-            AttemptExit::Failed {
-                message: message.clone(),
-            },
-            Some((error(ErrorKind::Error, message), after, false)),
-            None,
-        ),
-        Ended::Ran(Ok(Err(JobError::Fatal { message }))) => (
-            AttemptExit::Failed {
-                message: message.clone(),
-            },
-            Some((error(ErrorKind::Error, message), None, true)),
-            None,
-        ),
-        Ended::Ran(Ok(Err(JobError::Snooze { delay }))) => {
-            let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-            let run_at = now
-                .checked_add_signed(delay)
-                .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
-            (
-                AttemptExit::Snoozed,
-                None,
-                Some(OutcomeKind::Snooze { run_at }),
-            )
-        }
-        Ended::Ran(Err(panic)) => {
-            shared.stats.panics.fetch_add(1, Ordering::Relaxed);
-            let message = panic.to_string();
-            tracing::error!(id = %job.id, kind = %job.kind, attempt = job.attempt, %message, "handler panicked; the worker carries on");
-            (
-                AttemptExit::Panicked {
-                    message: message.clone(),
-                },
-                Some((error(ErrorKind::Panic, message), None, false)),
-                None,
-            )
-        }
-        Ended::TimedOut => {
-            shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-            let message = format!("timed out after {timeout:?}");
-            (
-                AttemptExit::TimedOut,
-                Some((error(ErrorKind::Timeout, message), None, false)),
-                None,
-            )
-        }
-        Ended::Stopped => match StopReason::from_u8(reason.load(Ordering::Acquire)) {
-            StopReason::Shutdown => (AttemptExit::Shutdown, None, Some(OutcomeKind::Release)),
-            StopReason::LeaseLost => (AttemptExit::LeaseLost, None, None),
-            StopReason::Cancel | StopReason::None => (
-                AttemptExit::Cancelled,
-                None,
-                Some(OutcomeKind::Cancelled {
-                    error: error(ErrorKind::Cancelled, "cancelled on request".to_owned()),
-                }),
-            ),
-        },
-    };
 
+    let exit = ended.exit().unwrap_or(AttemptExit::LeaseLost);
     let cleanups = if ctx.defers().is_empty() {
         Vec::new()
     } else {
@@ -287,20 +204,6 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
             .run_all(&exit, shared.config.cleanup_timeout)
             .await
     };
-    // This attempt's durable cleanups: dropped when it completed (the store forgets them with
-    // the completion), left to the job's new owner when the lease was lost, run otherwise.
-    let mut failure = failure;
-    if !matches!(
-        exit,
-        AttemptExit::Completed | AttemptExit::LeaseLost | AttemptExit::Snoozed
-    ) {
-        let own = ctx.durable_cleanups();
-        if !own.is_empty() {
-            if let Err(message) = run_durable(&shared, &job, own).await {
-                failure = Some((error(ErrorKind::Error, message), None, true));
-            }
-        }
-    }
     for c in &cleanups {
         let counter = match c.outcome {
             CleanupOutcome::Ok => &shared.stats.cleanups_ok,
@@ -309,43 +212,28 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
-
-    let outcome = match failure {
-        Some((mut err, after, fatal)) => {
-            let broken: Vec<String> = cleanups
-                .iter()
-                .filter(|c| c.outcome != CleanupOutcome::Ok)
-                .map(|c| format!("{} {:?}", c.name, c.outcome))
-                .collect();
-            if !broken.is_empty() {
-                err.message = format!(
-                    "{}; cleanups that failed: {}",
-                    err.message,
-                    broken.join(", ")
-                );
-            }
-            if fatal || job.attempt >= job.max_attempts {
-                Some(OutcomeKind::Discard { error: err })
-            } else {
-                let policy = shared
-                    .registry
-                    .get(&job.kind)
-                    .and_then(|h| guarded("Handler::retry_policy", None, || h.retry_policy()))
-                    .unwrap_or_else(|| shared.config.retry_policy.clone());
-                let delay = after.unwrap_or_else(|| {
-                    guarded("RetryPolicy::backoff", FALLBACK_BACKOFF, || {
-                        policy.backoff(job.attempt)
-                    })
-                });
-                let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-                let run_at = now
-                    .checked_add_signed(delay)
-                    .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
-                Some(OutcomeKind::Retry { error: err, run_at })
+    // This attempt's own durable cleanups; one that keeps failing stops the job.
+    let mut ended = ended;
+    if ended.durable() == Durable::Run {
+        let own = ctx.durable_cleanups();
+        if !own.is_empty() {
+            if let Err(message) = run_durable(&shared, &job, own).await {
+                ended = Ending::Fatal { message };
             }
         }
-        None => outcome,
+    }
+
+    let policy = shared
+        .registry
+        .get(&job.kind)
+        .and_then(|h| guarded("Handler::retry_policy", None, || h.retry_policy()))
+        .unwrap_or_else(|| shared.config.retry_policy.clone());
+    let rules = Rules {
+        now: Utc::now(),
+        retry_policy: policy.as_ref(),
+        quarantine_after_lost: shared.config.quarantine_after_lost,
     };
+    let outcome = settle::settle(ended, &facts, &cleanups, &rules).outcome;
 
     attempt_over.store(true, Ordering::Release);
     untrack.armed = false;
@@ -368,7 +256,7 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
                 kind: job.kind,
                 queue: job.queue,
                 _backlog: shared.backlog.clone().try_acquire_owned().ok(),
-                max_attempts_reached: job.attempt >= job.max_attempts,
+                facts,
                 effect,
             });
             if sent.is_err() {
