@@ -36,29 +36,21 @@ pub struct EnqueueRequest {
     /// Which handler runs it.
     pub kind: String,
     /// Its input (default `{}`).
-    #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub args: Option<serde_json::Value>,
     /// The queue (default `default`).
-    #[serde(default)]
     pub queue: Option<String>,
     /// Lower runs first (default 0).
-    #[serde(default)]
     pub priority: Option<i16>,
     /// Attempts allowed (default 25).
-    #[serde(default)]
     pub max_attempts: Option<i32>,
     /// Do not run before this RFC 3339 time.
-    #[serde(default)]
     pub run_at: Option<String>,
     /// Do not run before this many milliseconds from now.
-    #[serde(default)]
     pub delay_ms: Option<u64>,
     /// Per-attempt time limit.
-    #[serde(default)]
     pub timeout_ms: Option<i64>,
     /// Labels for filtering.
-    #[serde(default)]
     pub tags: Option<Vec<String>>,
     /// Enqueueing again with the same key returns the first job (same as the
     /// `Idempotency-Key` header; `unique_key` is accepted as an alias).
@@ -320,7 +312,7 @@ pub(crate) async fn enqueue_batch(
         .into_response())
 }
 
-fn parse_id(p: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_id(p: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
     let Path(raw) = p?;
     Uuid::parse_str(&raw).map_err(|_| {
         ApiError::bad_request(

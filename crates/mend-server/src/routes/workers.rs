@@ -66,18 +66,14 @@ pub struct ClaimRequest {
     /// Unique per worker process.
     pub worker_id: String,
     /// The queue (default `default`).
-    #[serde(default)]
     pub queue: Option<String>,
     /// The kinds this worker runs (at least one).
     pub kinds: Vec<String>,
     /// At most this many jobs (default 1, at most 100).
-    #[serde(default)]
     pub limit: Option<usize>,
     /// Wait up to this long for a job when none is available (default 0, at most 20000).
-    #[serde(default)]
     pub wait_ms: Option<u64>,
     /// Lease length (default 30000).
-    #[serde(default)]
     pub lease_ms: Option<u64>,
 }
 
@@ -174,7 +170,6 @@ pub struct HeartbeatRequest {
     /// The attempts it is running.
     pub jobs: Vec<HeldAttempt>,
     /// New lease length from now (default 30000).
-    #[serde(default)]
     pub lease_ms: Option<u64>,
 }
 
@@ -232,7 +227,6 @@ pub struct CompleteRequest {
     /// The attempt it ran.
     pub attempt: i32,
     /// Stored as the job's result.
-    #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
 }
@@ -251,14 +245,7 @@ pub struct FailRequest {
     #[serde(default)]
     pub fatal: bool,
     /// Retry after this long instead of the default backoff.
-    #[serde(default)]
     pub retry_after_ms: Option<u64>,
-}
-
-fn job_id(p: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
-    let Path(raw) = p?;
-    Uuid::parse_str(&raw)
-        .map_err(|_| ApiError::bad_request("invalid-id", format!("{raw:?} is not a job id")))
 }
 
 async fn record(state: &AppState, id: Uuid, outcome: Outcome) -> Result<Json<JobRow>, ApiError> {
@@ -291,7 +278,7 @@ pub(crate) async fn complete(
     id: Result<Path<String>, PathRejection>,
     body: Result<Json<CompleteRequest>, JsonRejection>,
 ) -> Result<Json<JobRow>, ApiError> {
-    let id = job_id(id)?;
+    let id = super::jobs::parse_id(id)?;
     let Json(req) = body?;
     let owner = owner(&req.worker_id)?;
     let result = req.result.filter(|v| !v.is_null());
@@ -318,7 +305,7 @@ pub(crate) async fn fail(
     id: Result<Path<String>, PathRejection>,
     body: Result<Json<FailRequest>, JsonRejection>,
 ) -> Result<Json<JobRow>, ApiError> {
-    let id = job_id(id)?;
+    let id = super::jobs::parse_id(id)?;
     let Json(req) = body?;
     let owner = owner(&req.worker_id)?;
     if req.error.trim().is_empty() {
