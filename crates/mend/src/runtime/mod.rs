@@ -413,6 +413,10 @@ impl Worker {
         )
         .await?;
 
+        // One token tree: the worker's root, with a child per stage that shutdown stops in
+        // order (claims; attempts past the drain deadline; the completer; heartbeats and
+        // maintenance).
+        let root = CancellationToken::new();
         let (tx, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
@@ -427,7 +431,7 @@ impl Worker {
             events,
             tracker: TaskTracker::new(),
             ready: AtomicBool::new(true),
-            hard_stop: CancellationToken::new(),
+            hard_stop: root.child_token(),
         });
         shared
             .stats
@@ -435,9 +439,6 @@ impl Worker {
             .fetch_add(rescued.len() as u64, Ordering::Relaxed);
         tracing::info!(node = %shared.node.id, queues = ?shared.config.queues, kinds = ?shared.registry.kinds(), rescued = rescued.len(), "worker started");
 
-        // One token tree: the worker's root, with a child per stage that shutdown stops in
-        // order (claims, then the completer, then heartbeats and maintenance).
-        let root = CancellationToken::new();
         let fetch_stop = root.child_token();
         let completer_stop = root.child_token();
         let heartbeat_stop = root.child_token();
