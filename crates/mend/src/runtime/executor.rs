@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 
 use super::{request_stop, stop_of, InFlight, Pending, Shared};
 
-use crate::cleanup::{AttemptExit, CleanupOutcome};
+use crate::cleanup::{AttemptExit, CleanupOutcome, CleanupReport};
 use crate::handler::{JobContext, JobError};
 use crate::job::{bound_message, JobRow};
 use crate::panic::CatchPanic;
@@ -113,8 +114,50 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
         };
     }
 
+    let ended = run_handler(
+        &shared, &ctx, handler, args, timeout, &token, &reason, before,
+    )
+    .await;
+    // The attempt is over however it ended: work spawned on its token stops too.
+    token.cancel();
+    shared.stats.run_time.observe(started.elapsed());
+    count(&shared, &job, &ended);
+    let ended = promote_staged_files(&ctx, &reason, ended).await;
+    let (ended, cleanups) = run_cleanups(&shared, &ctx, &job, ended).await;
+
+    let policy = shared
+        .registry
+        .get(&job.kind)
+        .and_then(|h| guarded("Handler::retry_policy", None, || h.retry_policy()))
+        .unwrap_or_else(|| shared.config.retry_policy.clone());
+    let rules = Rules {
+        now: Utc::now(),
+        retry_policy: policy.as_ref(),
+        quarantine_after_lost: shared.config.quarantine_after_lost,
+    };
+    let outcome = settle::settle(ended, &facts, &cleanups, &rules).outcome;
+
+    attempt_over.store(true, Ordering::Release);
+    untrack.armed = false;
+    drop(permit);
+    report(&shared, &ctx, job, facts, outcome, cleanups);
+}
+
+/// Runs the handler under its timeout and the attempt's token and says how it ended. `before`
+/// ends the attempt without calling the handler (a lost attempt's cleanups decided so).
+#[allow(clippy::too_many_arguments)]
+async fn run_handler(
+    shared: &Shared,
+    ctx: &JobContext,
+    handler: Option<Arc<dyn crate::handler::ErasedHandler>>,
+    args: serde_json::Value,
+    timeout: Duration,
+    token: &CancellationToken,
+    reason: &AtomicU8,
+    before: Option<Ending>,
+) -> Ending {
     let call_ctx = ctx.clone();
-    let kind = job.kind.clone();
+    let kind = ctx.kind().to_owned();
     // The handler is called inside the panic guard: building its future runs user code too.
     let call = CatchPanic::new(Box::pin(async move {
         match handler {
@@ -124,8 +167,7 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
             ))),
         }
     }));
-
-    let stopped = || Ending::Stopped(stop_of(&reason).unwrap_or(Stop::Cancel));
+    let stopped = || Ending::Stopped(stop_of(reason).unwrap_or(Stop::Cancel));
     let ended = if let Some(ending) = before {
         drop(call);
         ending
@@ -146,23 +188,23 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     };
     // A stop that came from the worker's shutdown token (not through the in-flight entry).
     if shared.hard_stop.is_cancelled() {
-        request_stop(&reason, Stop::Shutdown);
+        request_stop(reason, Stop::Shutdown);
     }
-
     // A stop request (cancel, shutdown, lost lease) wins over how the handler ended, unless
     // the handler finished its work: a cooperative handler that returns an error because it
     // saw the token was stopped, not failed.
-    let ended = match (ended, stop_of(&reason)) {
+    match (ended, stop_of(reason)) {
         (ended @ Ending::Returned { .. }, _) | (ended, None) => ended,
         (_, Some(stop)) => Ending::Stopped(stop),
-    };
-    // The attempt is over however it ended: work spawned on its token stops too.
-    token.cancel();
-    shared.stats.run_time.observe(started.elapsed());
+    }
+}
+
+/// The worker's counters for how the handler ended.
+fn count(shared: &Shared, job: &JobRow, ended: &Ending) {
     if ended.is_handler_error() {
         shared.stats.errors.fetch_add(1, Ordering::Relaxed);
     }
-    match &ended {
+    match ended {
         Ending::Panicked { message } => {
             shared.stats.panics.fetch_add(1, Ordering::Relaxed);
             tracing::error!(id = %job.id, kind = %job.kind, attempt = job.attempt, %message, "handler panicked; the worker carries on");
@@ -172,30 +214,40 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
         }
         _ => {}
     }
+}
 
-    // A completed attempt's staged files move into place before the completion is written.
-    let ended = match ended {
-        Ending::Returned { result } => {
-            let staged = ctx.staged_files();
-            if staged.is_empty() {
-                Ending::Returned { result }
-            } else if stop_of(&reason) == Some(Stop::LeaseLost) {
-                // The job is another worker's now: its attempt writes the file; moving ours
-                // into place could overwrite what that attempt completes with.
-                Ending::Stopped(Stop::LeaseLost)
-            } else {
-                match crate::cleanup::promote_staged(staged).await {
-                    Ok(()) => Ending::Returned { result },
-                    Err(message) => Ending::Failed {
-                        message,
-                        retry_after: None,
-                    },
-                }
-            }
-        }
-        other => other,
+/// A completed attempt's staged files move into place before the completion is written; if
+/// that fails, the attempt failed.
+async fn promote_staged_files(ctx: &JobContext, reason: &AtomicU8, ended: Ending) -> Ending {
+    let Ending::Returned { result } = ended else {
+        return ended;
     };
+    let staged = ctx.staged_files();
+    if staged.is_empty() {
+        Ending::Returned { result }
+    } else if stop_of(reason) == Some(Stop::LeaseLost) {
+        // The job is another worker's now: its attempt writes the file; moving ours into
+        // place could overwrite what that attempt completes with.
+        Ending::Stopped(Stop::LeaseLost)
+    } else {
+        match crate::cleanup::promote_staged(staged).await {
+            Ok(()) => Ending::Returned { result },
+            Err(message) => Ending::Failed {
+                message,
+                retry_after: None,
+            },
+        }
+    }
+}
 
+/// Runs the attempt's in-memory cleanups (LIFO, told how it ended), then its durable ones when
+/// the table says so; a durable cleanup that keeps failing stops the job.
+async fn run_cleanups(
+    shared: &Shared,
+    ctx: &JobContext,
+    job: &JobRow,
+    ended: Ending,
+) -> (Ending, Vec<CleanupReport>) {
     let exit = ended.exit().unwrap_or(AttemptExit::LeaseLost);
     let cleanups = if ctx.defers().is_empty() {
         Vec::new()
@@ -212,65 +264,57 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
-    // This attempt's own durable cleanups; one that keeps failing stops the job.
-    let mut ended = ended;
     if ended.durable() == Durable::Run {
         let own = ctx.durable_cleanups();
         if !own.is_empty() {
-            if let Err(message) = run_durable(&shared, &job, own).await {
-                ended = Ending::Fatal { message };
+            if let Err(message) = run_durable(shared, job, own).await {
+                return (Ending::Fatal { message }, cleanups);
             }
         }
     }
+    (ended, cleanups)
+}
 
-    let policy = shared
-        .registry
-        .get(&job.kind)
-        .and_then(|h| guarded("Handler::retry_policy", None, || h.retry_policy()))
-        .unwrap_or_else(|| shared.config.retry_policy.clone());
-    let rules = Rules {
-        now: Utc::now(),
-        retry_policy: policy.as_ref(),
-        quarantine_after_lost: shared.config.quarantine_after_lost,
+/// Hands the settled outcome to the completer (nothing to write when the lease was lost).
+fn report(
+    shared: &Shared,
+    ctx: &JobContext,
+    job: JobRow,
+    facts: Attempt,
+    outcome: Option<OutcomeKind>,
+    cleanups: Vec<CleanupReport>,
+) {
+    let Some(kind) = outcome else {
+        // Lease lost: the job belongs to someone else now; there is nothing to write.
+        shared.inflight().remove(&(job.id, job.attempt));
+        tracing::warn!(id = %job.id, "attempt stopped: this worker lost the job's lease");
+        return;
     };
-    let outcome = settle::settle(ended, &facts, &cleanups, &rules).outcome;
-
-    attempt_over.store(true, Ordering::Release);
-    untrack.armed = false;
-    drop(permit);
-    match outcome {
-        Some(kind) => {
-            let effect = if matches!(kind, OutcomeKind::Completed { .. }) {
-                ctx.take_effect()
-            } else {
-                None
-            };
-            let sent = shared.outcomes.send(Pending {
-                outcome: Outcome {
-                    id: job.id,
-                    attempt: job.attempt,
-                    lease_owner: shared.node.id.clone(),
-                    kind,
-                    cleanups,
-                },
-                kind: job.kind,
-                queue: job.queue,
-                _backlog: shared.backlog.clone().try_acquire_owned().ok(),
-                facts,
-                effect,
-            });
-            if sent.is_err() {
-                // Only after the completer is gone (a bug or a panic there): the lease lapses
-                // and the job is rescued, so say so instead of dropping it silently.
-                tracing::error!(id = %job.id, "the completer is gone; this outcome is not saved and the job will be rescued");
-                shared.inflight().remove(&(job.id, job.attempt));
-            }
-        }
-        None => {
-            // Lease lost: the job belongs to someone else now; there is nothing to write.
-            shared.inflight().remove(&(job.id, job.attempt));
-            tracing::warn!(id = %job.id, "attempt stopped: this worker lost the job's lease");
-        }
+    let effect = if matches!(kind, OutcomeKind::Completed { .. }) {
+        ctx.take_effect()
+    } else {
+        None
+    };
+    let sent = shared.outcomes.send(Pending {
+        outcome: Outcome {
+            id: job.id,
+            attempt: job.attempt,
+            lease_owner: shared.node.id.clone(),
+            kind,
+            cleanups,
+        },
+        kind: job.kind,
+        queue: job.queue,
+        _backlog: shared.backlog.clone().try_acquire_owned().ok(),
+        facts,
+        effect,
+    });
+    if let Err(unsent) = sent {
+        // Only after the completer is gone (a bug or a panic there): the lease lapses and
+        // the job is rescued, so say so instead of dropping it silently.
+        let id = unsent.0.outcome.id;
+        tracing::error!(%id, "the completer is gone; this outcome is not saved and the job will be rescued");
+        shared.inflight().remove(&(id, facts.attempt));
     }
 }
 
