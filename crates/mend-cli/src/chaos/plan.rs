@@ -101,8 +101,12 @@ mod tests {
     }
 
     fn drill(seed: u64) -> Drill {
+        drill_with(seed, &[])
+    }
+
+    fn drill_with(seed: u64, extra: &[&str]) -> Drill {
         let seed = seed.to_string();
-        let cli = <Cli as clap::Parser>::try_parse_from([
+        let argv = [
             "chaos",
             "--database",
             "sqlite:///unused.db",
@@ -112,8 +116,8 @@ mod tests {
             "4",
             "--seed",
             &seed,
-        ])
-        .unwrap();
+        ];
+        let cli = <Cli as clap::Parser>::try_parse_from(argv.iter().chain(extra)).unwrap();
         Drill {
             database: cli.args.database.clone(),
             postgres: false,
@@ -146,5 +150,30 @@ mod tests {
             (20..=90).contains(&faulty),
             "{faulty} of 500 jobs have faults"
         );
+    }
+
+    #[test]
+    fn work_takes_a_duration_and_the_old_work_ms_its_milliseconds() {
+        let longest = |extra: &[&str]| {
+            let p = plan(&drill_with(5, extra));
+            p.jobs.iter().map(|j| j.work_ms).max().unwrap()
+        };
+        assert!((150..=200).contains(&longest(&[])), "default 200ms");
+        assert_eq!(
+            fingerprint(&plan(&drill_with(5, &["--work", "2s"]))),
+            fingerprint(&plan(&drill_with(5, &["--work-ms", "2000"])))
+        );
+        assert!(longest(&["--work", "2s"]) > 1000);
+        assert_eq!(longest(&["--work", "10ms"]), 10);
+        let err =
+            <Cli as clap::Parser>::try_parse_from(["chaos", "--database", "x", "--work", "200"])
+                .err()
+                .unwrap()
+                .to_string();
+        assert!(err.contains("needs a unit"), "{err}");
+        // The drill's own durations still take a bare number of seconds.
+        let d = drill_with(5, &["--duration", "12", "--settle", "1m"]);
+        assert_eq!(d.args.duration, Duration::from_secs(12));
+        assert_eq!(d.args.settle, Duration::from_secs(60));
     }
 }
