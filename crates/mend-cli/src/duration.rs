@@ -38,6 +38,16 @@ pub fn parse_with(s: &str, bare: Bare) -> Result<Duration, String> {
     if text.is_empty() {
         return Err(not_a_duration());
     }
+    if text.contains('.') {
+        return Err(format!(
+            "{s:?} is not a duration: whole numbers only (1500ms, not 1.5s); {ACCEPTED}"
+        ));
+    }
+    if text.contains(char::is_whitespace) {
+        return Err(format!(
+            "{s:?} is not a duration: no spaces (1h30m, not 1h 30m); {ACCEPTED}"
+        ));
+    }
     if text.bytes().all(|b| b.is_ascii_digit()) {
         let n: u64 = text.parse().map_err(|_| format!("{s:?} is too long"))?;
         return match bare {
@@ -132,6 +142,8 @@ mod tests {
             );
         }
         assert!(parse("soon").is_err_and(|e| e.contains("not a duration")));
+        assert!(parse("1.5s").is_err_and(|e| e.contains("1500ms, not 1.5s")));
+        assert!(parse("1 minute").is_err_and(|e| e.contains("no spaces")));
         assert!(parse("99999999999999999999d").is_err_and(|e| e.contains("too long")));
         assert!(parse_bare_seconds("99999999999999999999").is_err_and(|e| e.contains("too long")));
     }
