@@ -227,8 +227,8 @@ fn enqueue_list_show_cancel_and_retry_over_http() {
     let available = j["id"].as_str().unwrap().to_owned();
 
     // The same idempotency key gives the same job, and says so on stderr.
-    let first = s
-        .mend(&[
+    let enqueue_keyed = || {
+        s.mend(&[
             "enqueue",
             "report",
             "--queue",
@@ -236,17 +236,10 @@ fn enqueue_list_show_cancel_and_retry_over_http() {
             "--idempotency-key",
             "order-1",
         ])
-        .ok();
-    let again = s
-        .mend(&[
-            "enqueue",
-            "report",
-            "--queue",
-            "mail",
-            "--idempotency-key",
-            "order-1",
-        ])
-        .ok();
+        .ok()
+    };
+    let first = enqueue_keyed();
+    let again = enqueue_keyed();
     assert_eq!(first.stdout, again.stdout);
     assert!(first.stderr.is_empty(), "{}", first.stderr);
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
