@@ -1,6 +1,7 @@
 //! What the seed decides: every job's work and faults, and when each fault is inflicted on
 //! which node. Pure: it draws numbers and nothing else, so a seed always gives one plan.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -26,6 +27,19 @@ pub(super) enum Event {
 pub(super) struct Plan {
     pub(super) jobs: Vec<DrillArgs>,
     pub(super) events: Vec<(Duration, Event)>,
+}
+
+impl Plan {
+    /// How many faults of each kind the jobs drew (`panic`, `timeout`, `error`).
+    pub(super) fn fault_counts(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for j in &self.jobs {
+            for f in &j.faults {
+                *m.entry(format!("{f:?}").to_lowercase()).or_default() += 1;
+            }
+        }
+        m
+    }
 }
 
 /// Draws every job's work and faults and the fault schedule from the seed.

@@ -2,7 +2,6 @@
 //! in order, wait for the jobs to settle, stop the nodes, check the invariants and report.
 //! Each step is another module's; this one only puts them in order.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use super::enqueue::enqueue;
 use super::faults;
 use super::plan::{plan, Event};
 use super::report::{print_human, stats, Report};
-use super::watch::{watch_counts, Watch};
+use super::watch::{progress_bar, watch_counts, Watch};
 use crate::drill::{self, DrillDir};
 use crate::duration::as_millis as ms;
 
@@ -68,16 +67,7 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
         nodes.push(cluster.start(i).await?);
     }
 
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(plan.jobs.len() as u64),
-        indicatif::ProgressDrawTarget::stderr_with_hz(4),
-    );
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{elapsed:>4} [{bar:30}] {pos}/{len} jobs finished · {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar(plan.jobs.len());
     let watch = Arc::new(Watch::default());
     let stop_watch = tokio_util::sync::CancellationToken::new();
     let watcher = tokio::spawn(watch_counts(
@@ -88,15 +78,7 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
         stop_watch.clone(),
     ));
 
-    let total_faults: BTreeMap<String, usize> = {
-        let mut m = BTreeMap::new();
-        for j in &plan.jobs {
-            for f in &j.faults {
-                *m.entry(format!("{f:?}").to_lowercase()).or_default() += 1;
-            }
-        }
-        m
-    };
+    let total_faults = plan.fault_counts();
     let enqueuer = tokio::spawn(enqueue(
         store.clone(),
         d.queue.clone(),

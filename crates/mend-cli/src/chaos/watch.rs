@@ -23,6 +23,21 @@ pub(super) struct Watch {
     pub(super) completed: AtomicU64,
 }
 
+/// The progress line on stderr: jobs finished out of `jobs`, and what the drill is doing.
+pub(super) fn progress_bar(jobs: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(jobs as u64),
+        indicatif::ProgressDrawTarget::stderr_with_hz(4),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed:>4} [{bar:30}] {pos}/{len} jobs finished · {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 /// Keeps the finished/completed counts and the progress bar current.
 pub(super) async fn watch_counts(
     store: Arc<dyn Store>,
