@@ -92,56 +92,48 @@ where
 
 /// The insert statement's array parameters, and the rows the insert will store.
 fn insert_params(jobs: &[NewJob], now: DateTime<Utc>) -> Result<(Params, Vec<JobRow>)> {
-    let n = jobs.len();
-    let mut ids = Vec::with_capacity(n);
-    let mut queues = Vec::with_capacity(n);
-    let mut kinds = Vec::with_capacity(n);
-    let mut args = Vec::with_capacity(n);
-    let mut states = Vec::with_capacity(n);
-    let mut prios = Vec::with_capacity(n);
-    let mut maxes = Vec::with_capacity(n);
-    let mut run_ats = Vec::with_capacity(n);
-    let mut keys = Vec::with_capacity(n);
-    let mut tags = Vec::with_capacity(n);
-    let mut timeouts = Vec::with_capacity(n);
-    let mut trace_parents = Vec::with_capacity(n);
-    let mut rows = Vec::with_capacity(n);
-    for job in jobs {
-        let run_at = micros(job.run_at.unwrap_or(now));
-        let state = if run_at > now {
-            JobState::Scheduled
-        } else {
-            JobState::Available
-        };
-        ids.push(job.id);
-        queues.push(job.queue.clone());
-        kinds.push(job.kind.clone());
-        args.push(job.args.clone());
-        states.push(state.as_str().to_owned());
-        prios.push(job.priority);
-        maxes.push(job.max_attempts);
-        run_ats.push(run_at);
-        keys.push(job.unique_key.clone());
-        tags.push(serde_json::json!(job.tags));
-        timeouts.push(job.timeout_ms);
-        trace_parents.push(job.trace_parent.clone());
-        rows.push(job.clone().into_row(state, run_at, now));
+    // Where and when each job starts: due now (`available`) or later (`scheduled`).
+    let placed: Vec<(DateTime<Utc>, JobState)> = jobs
+        .iter()
+        .map(|job| {
+            let run_at = micros(job.run_at.unwrap_or(now));
+            let state = if run_at > now {
+                JobState::Scheduled
+            } else {
+                JobState::Available
+            };
+            (run_at, state)
+        })
+        .collect();
+    // One array per column, in the statement's parameter order ($9 is `now`).
+    fn column<T>(jobs: &[NewJob], f: impl Fn(&NewJob) -> T) -> Vec<T> {
+        jobs.iter().map(f).collect()
     }
     let params: Params = vec![
-        Box::new(ids),
-        Box::new(queues),
-        Box::new(kinds),
-        Box::new(args),
-        Box::new(states),
-        Box::new(prios),
-        Box::new(maxes),
-        Box::new(run_ats),
+        Box::new(column(jobs, |j| j.id)),
+        Box::new(column(jobs, |j| j.queue.clone())),
+        Box::new(column(jobs, |j| j.kind.clone())),
+        Box::new(column(jobs, |j| j.args.clone())),
+        Box::new(
+            placed
+                .iter()
+                .map(|(_, state)| state.as_str().to_owned())
+                .collect::<Vec<_>>(),
+        ),
+        Box::new(column(jobs, |j| j.priority)),
+        Box::new(column(jobs, |j| j.max_attempts)),
+        Box::new(placed.iter().map(|(run_at, _)| *run_at).collect::<Vec<_>>()),
         Box::new(now),
-        Box::new(keys),
-        Box::new(tags),
-        Box::new(timeouts),
-        Box::new(trace_parents),
+        Box::new(column(jobs, |j| j.unique_key.clone())),
+        Box::new(column(jobs, |j| serde_json::json!(j.tags))),
+        Box::new(column(jobs, |j| j.timeout_ms)),
+        Box::new(column(jobs, |j| j.trace_parent.clone())),
     ];
+    let rows = jobs
+        .iter()
+        .zip(&placed)
+        .map(|(job, (run_at, state))| job.clone().into_row(*state, *run_at, now))
+        .collect();
     Ok((params, rows))
 }
 
