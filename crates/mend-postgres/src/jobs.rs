@@ -225,13 +225,9 @@ pub(crate) async fn cancel(store: &PgStore, p: CancelParams) -> Result<Vec<JobRo
     tx.execute(&sql.cancel_running, &[&p.ids, &requested])
         .await
         .map_err(store.pg())?;
-    let rows = decode_all(
-        &tx.query(&sql.get_many, &[&p.ids])
-            .await
-            .map_err(store.pg())?,
-    )?;
+    let rows = get_many(store, &*tx, &p.ids).await?;
     tx.commit().await.map_err(store.pg())?;
-    Ok(in_order(&p.ids, rows))
+    Ok(rows)
 }
 
 /// Runs finished jobs again, and wakes every node's fetchers.
@@ -245,17 +241,27 @@ pub(crate) async fn retry(store: &PgStore, p: RetryParams) -> Result<Vec<JobRow>
         tx.execute(&sql.retry_finished, &[&p.ids, &now, &event])
             .await
             .map_err(store.pg())?;
-        let rows = decode_all(
-            &tx.query(&sql.get_many, &[&p.ids])
-                .await
-                .map_err(store.pg())?,
-        )?;
+        let rows = get_many(store, &*tx, &p.ids).await?;
         tx.execute(&sql.notify, &[]).await.map_err(store.pg())?;
         tx.commit().await.map_err(store.pg())?;
         rows
     };
     store.inner.wake.notify_waiters();
-    Ok(in_order(&p.ids, rows))
+    Ok(rows)
+}
+
+/// The jobs `ids` as `client` sees them (inside a transaction: as it just changed them), in
+/// the order of `ids`, missing ones left out.
+async fn get_many(
+    store: &PgStore,
+    client: &impl GenericClient,
+    ids: &[Uuid],
+) -> Result<Vec<JobRow>> {
+    let rows = client
+        .query(&store.inner.sql.get_many, &[&ids])
+        .await
+        .map_err(store.pg())?;
+    Ok(in_order(ids, decode_all(&rows)?))
 }
 
 /// One job by id.
