@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use mend::cleanup::DurableCleanup;
-use mend::job::{JobState, TimelineEvent};
+use mend::job::JobState;
 use mend::maintenance::rescuer;
 use mend::store::{
     CheckpointParams, CompleteParams, CompleteResult, ExtendLeasesParams, ExtendLeasesResult,
@@ -85,11 +85,7 @@ pub(crate) async fn complete_many(store: &PgStore, p: CompleteParams) -> Result<
                 OutcomeKind::Snooze { run_at: at } => {
                     statement = &sql.snooze;
                     run_at = micros(*at);
-                    state = if run_at > now {
-                        "scheduled"
-                    } else {
-                        "available"
-                    };
+                    state = JobState::waiting_for(run_at, now).as_str();
                     vec![id, attempt, owner, &run_at, &state, &now, &event]
                 }
                 OutcomeKind::Release => {
@@ -240,20 +236,7 @@ pub(crate) async fn rescue(store: &PgStore, p: RescueParams) -> Result<Vec<Rescu
         let d = rescuer::decide(&job, now, p.quarantine_after_lost);
         let finalized = (d.state == JobState::Discarded).then_some(now);
         let record = jsonb(&d.error)?;
-        let mut event = TimelineEvent::new(
-            now,
-            if d.quarantined {
-                "quarantined"
-            } else {
-                "rescued"
-            },
-        )
-        .attempt(job.attempt)
-        .detail(d.error.message.clone());
-        if let Some(owner) = &job.lease_owner {
-            event = event.node(owner.clone());
-        }
-        let event = jsonb(&event)?;
+        let event = jsonb(&d.timeline_event(&job, now))?;
         let rows = tx
             .query(
                 &sql.rescue_one,
@@ -281,21 +264,4 @@ pub(crate) async fn rescue(store: &PgStore, p: RescueParams) -> Result<Vec<Rescu
         store.notify_all().await;
     }
     Ok(out)
-}
-
-/// The pending cleanup a new `defer_durable` adds: numbered after the highest so far.
-pub(crate) fn next_cleanup(
-    list: &mut Vec<DurableCleanup>,
-    attempt: i32,
-    name: String,
-    args: Value,
-) -> u32 {
-    let seq = list.iter().map(|c| c.seq).max().unwrap_or(0) + 1;
-    list.push(DurableCleanup {
-        seq,
-        attempt,
-        name,
-        args,
-    });
-    seq
 }

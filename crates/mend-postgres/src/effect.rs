@@ -5,8 +5,7 @@
 //! fenced-out attempt's effect never runs, and an effect that fails rolls the completion back.
 
 use chrono::{DateTime, Utc};
-use mend::store::{Outcome, OutcomeKind, Result, StoreError, TxEffect};
-use serde_json::Value;
+use mend::store::{Outcome, Result, StoreError, TxEffect};
 
 use crate::row::micros;
 use crate::PgStore;
@@ -47,21 +46,6 @@ where
     TxEffect::new(Box::new(f))
 }
 
-/// The effect's writes and the completion's result, or why this pair cannot commit together.
-fn unpack(outcome: &Outcome, effect: TxEffect) -> Result<(EffectFn, Option<Value>)> {
-    let Ok(f) = effect.into_inner().downcast::<EffectFn>() else {
-        return Err(StoreError::Database(
-            "this effect was not built by mend_postgres::effect".into(),
-        ));
-    };
-    let OutcomeKind::Completed { result } = &outcome.kind else {
-        return Err(StoreError::Database(
-            "effects commit with completions only".into(),
-        ));
-    };
-    Ok((*f, result.clone()))
-}
-
 /// Completes the attempt and runs the effect in one transaction: `false` when the attempt was
 /// fenced out (and the effect did not run).
 pub(crate) async fn complete_with_effect(
@@ -70,7 +54,7 @@ pub(crate) async fn complete_with_effect(
     effect: TxEffect,
     now: DateTime<Utc>,
 ) -> Result<bool> {
-    let (f, result) = unpack(&outcome, effect)?;
+    let (f, result) = effect.unpack::<EffectFn>(&outcome, "mend_postgres::effect")?;
     let now = micros(now);
     let mut c = store.client().await?;
     let tx = c.transaction().await.map_err(store.pg())?;

@@ -97,12 +97,7 @@ fn insert_params(jobs: &[NewJob], now: DateTime<Utc>) -> Result<(Params, Vec<Job
         .iter()
         .map(|job| {
             let run_at = micros(job.run_at.unwrap_or(now));
-            let state = if run_at > now {
-                JobState::Scheduled
-            } else {
-                JobState::Available
-            };
-            (run_at, state)
+            (run_at, JobState::waiting_for(run_at, now))
         })
         .collect();
     // One array per column, in the statement's parameter order ($9 is `now`).
@@ -303,14 +298,8 @@ pub(crate) async fn list(store: &PgStore, p: ListParams) -> Result<JobPage> {
     args.push(Box::new(bound(limit + 1)));
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len()));
     let c = store.client().await?;
-    let mut jobs = decode_all(&c.query(&sql, &refs(&args)).await.map_err(store.pg())?)?;
-    let next_cursor = if jobs.len() > limit {
-        jobs.truncate(limit);
-        jobs.last().map(|j| j.id)
-    } else {
-        None
-    };
-    Ok(JobPage { jobs, next_cursor })
+    let jobs = decode_all(&c.query(&sql, &refs(&args)).await.map_err(store.pg())?)?;
+    Ok(JobPage::from_overfetch(jobs, limit))
 }
 
 /// Deletes the oldest finalized jobs.

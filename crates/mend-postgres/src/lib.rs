@@ -48,8 +48,8 @@ use mend::job::{JobRow, NewJob};
 use mend::store::{
     CancelParams, CheckpointParams, ClaimParams, CleanupDoneParams, CompleteParams, CompleteResult,
     DeferDurableParams, ExtendLeasesParams, ExtendLeasesResult, JobPage, ListParams, NodeInfo,
-    Outcome, OutcomeKind, PruneParams, QueueCount, RescueParams, Rescued, Result, RetryParams,
-    Store, StoreError, TxEffect,
+    Outcome, PruneParams, QueueCount, RescueParams, Rescued, Result, RetryParams, Store,
+    StoreError, TxEffect,
 };
 use tokio::sync::Notify;
 use tokio_postgres::GenericClient;
@@ -257,11 +257,7 @@ impl Store for PgStore {
         if p.outcomes.is_empty() {
             return Ok(CompleteResult::default());
         }
-        let requeued = p.outcomes.iter().any(|o| match o.kind {
-            OutcomeKind::Release => true,
-            OutcomeKind::Snooze { run_at } => run_at <= p.now,
-            _ => false,
-        });
+        let requeued = p.requeues();
         let result = attempts::complete_many(self, p).await?;
         if requeued {
             self.notify_all().await;
@@ -272,7 +268,7 @@ impl Store for PgStore {
     async fn defer_durable(&self, p: DeferDurableParams) -> Result<Option<u32>> {
         let fence = (p.id, p.attempt, p.lease_owner.as_str());
         attempts::edit_pending(self, fence, None, |list| {
-            attempts::next_cleanup(list, p.attempt, p.name, p.args)
+            mend::cleanup::DurableCleanup::push_next(list, p.attempt, p.name, p.args)
         })
         .await
     }

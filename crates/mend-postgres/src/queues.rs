@@ -1,8 +1,7 @@
 //! Queues: pausing (`mend_queues`) and the per-queue counts of jobs by state.
 
 use chrono::{DateTime, Utc};
-use mend::job::JobState;
-use mend::store::{QueueCount, Result, StoreError};
+use mend::store::{QueueCount, Result};
 
 use crate::row::micros;
 use crate::PgStore;
@@ -14,22 +13,12 @@ pub(crate) async fn counts(store: &PgStore) -> Result<Vec<QueueCount>> {
         .query(&store.inner.sql.queue_counts, &[])
         .await
         .map_err(store.pg())?;
-    let mut out = Vec::new();
-    for r in rows {
-        let queue: String = r.try_get(0).map_err(store.pg())?;
-        let state: String = r.try_get(1).map_err(store.pg())?;
-        let count: i64 = r.try_get(2).map_err(store.pg())?;
-        let state = state
-            .parse::<JobState>()
-            .map_err(|e| StoreError::Database(e.to_string()))?;
-        out.push(QueueCount {
-            queue,
-            state,
-            count: u64::try_from(count).unwrap_or(0),
-        });
-    }
-    out.sort_by(|a, b| (&a.queue, a.state).cmp(&(&b.queue, b.state)));
-    Ok(out)
+    let rows = rows
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect::<std::result::Result<Vec<_>, tokio_postgres::Error>>()
+        .map_err(store.pg())?;
+    QueueCount::from_rows(rows)
 }
 
 /// Pauses or resumes `queue`; a resumed queue wakes every node's fetchers.

@@ -4,7 +4,7 @@
 //! is reported as such, never as an error.
 
 use mend::cleanup::DurableCleanup;
-use mend::job::{JobState, TimelineEvent};
+use mend::job::JobState;
 use mend::maintenance::rescuer;
 use mend::store::{
     CheckpointParams, CompleteParams, CompleteResult, ExtendLeasesParams, ExtendLeasesResult,
@@ -84,11 +84,7 @@ pub(crate) fn complete_many(
                     })
             }
             OutcomeKind::Snooze { run_at } => {
-                let state = if micros(*run_at) > now {
-                    "scheduled"
-                } else {
-                    "available"
-                };
+                let state = JobState::waiting_for(stored(*run_at), stored_now).as_str();
                 conn.prepare_cached(&sql::SNOOZE).and_then(|mut s| {
                     s.execute(params![
                         fence.0,
@@ -212,20 +208,7 @@ pub(crate) fn rescue(conn: &Connection, path: &str, p: RescueParams) -> Result<V
         let d = rescuer::decide(&job, p.now, p.quarantine_after_lost);
         let finalized = (d.state == JobState::Discarded).then_some(now);
         let record = error_json(&d.error)?;
-        let mut event = TimelineEvent::new(
-            stored(p.now),
-            if d.quarantined {
-                "quarantined"
-            } else {
-                "rescued"
-            },
-        )
-        .attempt(job.attempt)
-        .detail(d.error.message.clone());
-        if let Some(owner) = &job.lease_owner {
-            event = event.node(owner.clone());
-        }
-        let event = event_json(&event)?;
+        let event = event_json(&d.timeline_event(&job, stored(p.now)))?;
         let n = conn
             .prepare_cached(&sql::RESCUE_ONE)
             .and_then(|mut s| {
@@ -250,21 +233,4 @@ pub(crate) fn rescue(conn: &Connection, path: &str, p: RescueParams) -> Result<V
         }
     }
     Ok(out)
-}
-
-/// The pending cleanup a new `defer_durable` adds: numbered after the highest so far.
-pub(crate) fn next_cleanup(
-    list: &mut Vec<DurableCleanup>,
-    attempt: i32,
-    name: String,
-    args: serde_json::Value,
-) -> u32 {
-    let seq = list.iter().map(|c| c.seq).max().unwrap_or(0) + 1;
-    list.push(DurableCleanup {
-        seq,
-        attempt,
-        name,
-        args,
-    });
-    seq
 }

@@ -5,7 +5,7 @@
 //! never runs. This module must not commit or roll back itself: the writer's savepoint does.
 
 use chrono::{DateTime, Utc};
-use mend::store::{Outcome, OutcomeKind, Result, StoreError, TxEffect};
+use mend::store::{Outcome, Result, StoreError, TxEffect};
 use rusqlite::{params, Connection};
 
 use crate::error::map_err;
@@ -35,17 +35,8 @@ pub fn effect(f: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'stat
 
 /// The effect's writes and the completion's result, or why this pair cannot commit together.
 pub(crate) fn unpack(outcome: &Outcome, effect: TxEffect) -> Result<(EffectFn, Option<String>)> {
-    let Ok(f) = effect.into_inner().downcast::<EffectFn>() else {
-        return Err(StoreError::Database(
-            "this effect was not built by mend_sqlite::effect".into(),
-        ));
-    };
-    let OutcomeKind::Completed { result } = &outcome.kind else {
-        return Err(StoreError::Database(
-            "effects commit with completions only".into(),
-        ));
-    };
-    Ok((*f, result.as_ref().map(|v| v.to_string())))
+    let (f, result) = effect.unpack::<EffectFn>(outcome, "mend_sqlite::effect")?;
+    Ok((f, result.map(|v| v.to_string())))
 }
 
 /// Completes the attempt and runs `f`, in the writer's current transaction: `false` when the

@@ -30,11 +30,7 @@ pub(crate) fn insert(conn: &Connection, path: &str, jobs: Vec<NewJob>) -> Result
     let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
         let run_at = job.run_at.unwrap_or(now);
-        let state = if run_at > now {
-            JobState::Scheduled
-        } else {
-            JobState::Available
-        };
+        let state = JobState::waiting_for(run_at, now);
         let args = to_json(&job.args)?;
         let tags = to_json(&job.tags)?;
         let n = stmt
@@ -244,14 +240,8 @@ pub(crate) fn list(conn: &Connection, path: &str, p: ListParams) -> Result<JobPa
     }
     args.push(i64::try_from(limit + 1).unwrap_or(i64::MAX).into());
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
-    let mut jobs = query_jobs(conn, path, &sql, rusqlite::params_from_iter(args))?;
-    let next_cursor = if jobs.len() > limit {
-        jobs.truncate(limit);
-        jobs.last().map(|j| j.id)
-    } else {
-        None
-    };
-    Ok(JobPage { jobs, next_cursor })
+    let jobs = query_jobs(conn, path, &sql, rusqlite::params_from_iter(args))?;
+    Ok(JobPage::from_overfetch(jobs, limit))
 }
 
 /// Deletes the oldest finalized jobs.

@@ -43,8 +43,8 @@ use mend::job::{JobRow, JobState, NewJob};
 use mend::store::{
     CancelParams, CheckpointParams, ClaimParams, CleanupDoneParams, CompleteParams, CompleteResult,
     DeferDurableParams, ExtendLeasesParams, ExtendLeasesResult, JobPage, ListParams, NodeInfo,
-    Outcome, OutcomeKind, PruneParams, QueueCount, RescueParams, Rescued, Result, RetryParams,
-    Store, StoreError, TxEffect,
+    Outcome, PruneParams, QueueCount, RescueParams, Rescued, Result, RetryParams, Store,
+    StoreError, TxEffect,
 };
 use rusqlite::Connection;
 use tokio::sync::Notify;
@@ -309,11 +309,7 @@ impl Store for SqliteStore {
             return Ok(CompleteResult::default());
         }
         // Jobs that go straight back to `available` (released, snoozed by zero) wake fetchers.
-        let requeued = p.outcomes.iter().any(|o| match o.kind {
-            OutcomeKind::Release => true,
-            OutcomeKind::Snooze { run_at } => run_at <= p.now,
-            _ => false,
-        });
+        let requeued = p.requeues();
         let result = self
             .write(true, move |conn, path| {
                 attempts::complete_many(conn, path, p)
@@ -349,7 +345,7 @@ impl Store for SqliteStore {
         self.write(true, move |conn, path| {
             let fence = (p.id, p.attempt, p.lease_owner.as_str());
             attempts::edit_pending(conn, path, fence, None, |list| {
-                attempts::next_cleanup(list, p.attempt, p.name, p.args)
+                mend::cleanup::DurableCleanup::push_next(list, p.attempt, p.name, p.args)
             })
         })
         .await

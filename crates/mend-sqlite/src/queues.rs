@@ -1,8 +1,7 @@
 //! Queues: pausing (`mend_queues`) and the per-queue counts of jobs by state.
 
 use chrono::{DateTime, Utc};
-use mend::job::JobState;
-use mend::store::{QueueCount, Result, StoreError};
+use mend::store::{QueueCount, Result};
 use rusqlite::{params, Connection};
 
 use crate::error::map_err;
@@ -23,20 +22,10 @@ pub(crate) fn counts(conn: &Connection, path: &str) -> Result<Vec<QueueCount>> {
             ))
         })
         .map_err(|e| map_err(path, e))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (queue, state, count) = row.map_err(|e| map_err(path, e))?;
-        let state = state
-            .parse::<JobState>()
-            .map_err(|e| StoreError::Database(e.to_string()))?;
-        out.push(QueueCount {
-            queue,
-            state,
-            count: u64::try_from(count).unwrap_or(0),
-        });
-    }
-    out.sort_by(|a, b| (&a.queue, a.state).cmp(&(&b.queue, b.state)));
-    Ok(out)
+    let rows = rows
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(|e| map_err(path, e))?;
+    QueueCount::from_rows(rows)
 }
 
 /// Pauses or resumes `queue`.

@@ -97,6 +97,29 @@ pub struct RescueDecision {
     pub quarantined: bool,
 }
 
+impl RescueDecision {
+    /// The timeline event every backend records for this rescue of `job` (the row as it was
+    /// while still running).
+    pub fn timeline_event(
+        &self,
+        job: &crate::job::JobRow,
+        at: DateTime<Utc>,
+    ) -> crate::job::TimelineEvent {
+        let name = if self.quarantined {
+            "quarantined"
+        } else {
+            "rescued"
+        };
+        let event = crate::job::TimelineEvent::new(at, name)
+            .attempt(job.attempt)
+            .detail(self.error.message.clone());
+        match &job.lease_owner {
+            Some(owner) => event.node(owner.clone()),
+            None => event,
+        }
+    }
+}
+
 /// Decide a rescued job's fate: the `kill -9` row of the guarantee table, from
 /// [`crate::settle`]. `job` is the row as it is while still `running`.
 pub fn decide(
