@@ -5,26 +5,14 @@ use mend::store::{QueueCount, Result};
 use rusqlite::{params, Connection};
 
 use crate::error::map_err;
-use crate::row::micros;
+use crate::row::{all_rows, micros};
 use crate::sql;
 
 /// How many jobs each queue holds in each state.
 pub(crate) fn counts(conn: &Connection, path: &str) -> Result<Vec<QueueCount>> {
-    let mut stmt = conn
-        .prepare_cached(sql::QUEUE_COUNTS)
-        .map_err(|e| map_err(path, e))?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })
-        .map_err(|e| map_err(path, e))?;
-    let rows = rows
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(|e| map_err(path, e))?;
+    let rows = all_rows(conn, path, sql::QUEUE_COUNTS, |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
     QueueCount::from_rows(rows)
 }
 
@@ -44,12 +32,5 @@ pub(crate) fn set_paused(
 
 /// The paused queues, by name.
 pub(crate) fn paused(conn: &Connection, path: &str) -> Result<Vec<String>> {
-    let mut stmt = conn
-        .prepare_cached(sql::PAUSED_QUEUES)
-        .map_err(|e| map_err(path, e))?;
-    let rows = stmt
-        .query_map([], |r| r.get::<_, String>(0))
-        .map_err(|e| map_err(path, e))?;
-    rows.collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| map_err(path, e))
+    all_rows(conn, path, sql::PAUSED_QUEUES, |r| r.get(0))
 }

@@ -13,6 +13,19 @@ use uuid::Uuid;
 use crate::error::{decode, map_err};
 use crate::sql;
 
+/// Every row of a query without parameters, each turned into a `T` by `f`.
+pub(crate) fn all_rows<T>(
+    conn: &Connection,
+    path: &str,
+    sql: &str,
+    f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(|e| map_err(path, e))?;
+    let rows = stmt.query_map([], f).map_err(|e| map_err(path, e))?;
+    rows.collect::<rusqlite::Result<Vec<T>>>()
+        .map_err(|e| map_err(path, e))
+}
+
 /// A time as stored: microseconds since the epoch.
 pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()

@@ -331,12 +331,15 @@ pub(crate) async fn get_job(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<JobRow>, ApiError> {
-    let id = parse_id(id)?;
+    load(&state, parse_id(id)?).await.map(Json)
+}
+
+/// The job `id`, or 404.
+pub(crate) async fn load(state: &AppState, id: Uuid) -> Result<JobRow, ApiError> {
     state
         .store
         .get(id)
         .await?
-        .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 

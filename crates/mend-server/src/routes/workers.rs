@@ -248,12 +248,24 @@ pub struct FailRequest {
     pub retry_after_ms: Option<u64>,
 }
 
-async fn record(state: &AppState, id: Uuid, outcome: Outcome) -> Result<Json<JobRow>, ApiError> {
-    let (attempt, owner) = (outcome.attempt, outcome.lease_owner.clone());
+/// Writes a remote worker's outcome for `attempt` of job `id`, fenced by the worker.
+async fn record(
+    state: &AppState,
+    id: Uuid,
+    attempt: i32,
+    owner: String,
+    kind: OutcomeKind,
+) -> Result<Json<JobRow>, ApiError> {
     let r = state
         .store
         .complete_many(CompleteParams {
-            outcomes: vec![outcome],
+            outcomes: vec![Outcome {
+                id,
+                attempt,
+                lease_owner: owner.clone(),
+                kind,
+                cleanups: vec![],
+            }],
             now: Utc::now(),
         })
         .await?;
@@ -262,12 +274,7 @@ async fn record(state: &AppState, id: Uuid, outcome: Outcome) -> Result<Json<Job
             "{owner} does not hold attempt {attempt} of job {id} any more (its lease expired and it was rescued, or it was cancelled or finished elsewhere); drop the job"
         )));
     }
-    state
-        .store
-        .get(id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+    super::jobs::load(state, id).await.map(Json)
 }
 
 /// Completes a remote worker's attempt (fenced by worker and attempt).
@@ -282,18 +289,8 @@ pub(crate) async fn complete(
     let Json(req) = body?;
     let owner = owner(&req.worker_id)?;
     let result = req.result.filter(|v| !v.is_null());
-    record(
-        &state,
-        id,
-        Outcome {
-            id,
-            attempt: req.attempt,
-            lease_owner: owner,
-            kind: OutcomeKind::Completed { result },
-            cleanups: vec![],
-        },
-    )
-    .await
+    let kind = OutcomeKind::Completed { result };
+    record(&state, id, req.attempt, owner, kind).await
 }
 
 /// Fails a remote worker's attempt: retried with backoff (or `retry_after_ms`), or discarded
@@ -311,11 +308,7 @@ pub(crate) async fn fail(
     if req.error.trim().is_empty() {
         return Err(ApiError::invalid("error", "say what went wrong"));
     }
-    let job = state
-        .store
-        .get(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let job = super::jobs::load(&state, id).await?;
     // The same table as an attempt run in-process: settled by `mend::settle`.
     let ending = if req.fatal {
         Ending::Fatal { message: req.error }
@@ -342,16 +335,5 @@ pub(crate) async fn fail(
             req.attempt
         )));
     };
-    record(
-        &state,
-        id,
-        Outcome {
-            id,
-            attempt: req.attempt,
-            lease_owner: owner,
-            kind,
-            cleanups: vec![],
-        },
-    )
-    .await
+    record(&state, id, req.attempt, owner, kind).await
 }

@@ -2,6 +2,18 @@
 
 use super::*;
 
+/// Rescues the jobs of the dead node `node` now, quarantining after three losses in a row.
+async fn rescue_dead(store: &Arc<dyn Store>, node: &str) -> Vec<mend::store::Rescued> {
+    store
+        .rescue(RescueParams {
+            dead_nodes: vec![node.into()],
+            now: Utc::now(),
+            quarantine_after_lost: 3,
+        })
+        .await
+        .unwrap()
+}
+
 pub async fn rescue_takes_dead_nodes_and_expired_leases_only(store: Arc<dyn Store>) {
     store
         .insert_many((0..3).map(|_| job("k")).collect())
@@ -19,14 +31,7 @@ pub async fn rescue_takes_dead_nodes_and_expired_leases_only(store: Arc<dyn Stor
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let rescued = store
-        .rescue(RescueParams {
-            dead_nodes: vec!["dead-node".into()],
-            now: Utc::now(),
-            quarantine_after_lost: 3,
-        })
-        .await
-        .unwrap();
+    let rescued = rescue_dead(&store, "dead-node").await;
     let ids: HashSet<Uuid> = rescued.iter().map(|r| r.job.id).collect();
     assert_eq!(ids, HashSet::from([dead[0].id, hung[0].id]));
     for r in &rescued {
@@ -70,14 +75,7 @@ pub async fn rescue_quarantines_a_poison_pill(store: Arc<dyn Store>) {
             .await
             .unwrap();
         assert_eq!(c.len(), 1, "round {round}: the job is claimable");
-        let rescued = store
-            .rescue(RescueParams {
-                dead_nodes: vec!["crashy".into()],
-                now: Utc::now(),
-                quarantine_after_lost: 3,
-            })
-            .await
-            .unwrap();
+        let rescued = rescue_dead(&store, "crashy").await;
         assert_eq!(rescued.len(), 1);
         let r = &rescued[0];
         if round < 3 {
@@ -107,14 +105,7 @@ pub async fn rescue_cancels_a_job_whose_cancel_was_requested(store: Arc<dyn Stor
         })
         .await
         .unwrap();
-    let r = store
-        .rescue(RescueParams {
-            dead_nodes: vec!["gone".into()],
-            now: Utc::now(),
-            quarantine_after_lost: 3,
-        })
-        .await
-        .unwrap();
+    let r = rescue_dead(&store, "gone").await;
     assert_eq!(
         r[0].job.state,
         JobState::Cancelled,
@@ -136,14 +127,7 @@ pub async fn rescue_discards_when_out_of_attempts(store: Arc<dyn Store>) {
         .claim(claim_params("default", 1, "gone"))
         .await
         .unwrap();
-    let r = store
-        .rescue(RescueParams {
-            dead_nodes: vec!["gone".into()],
-            now: Utc::now(),
-            quarantine_after_lost: 3,
-        })
-        .await
-        .unwrap();
+    let r = rescue_dead(&store, "gone").await;
     assert_eq!(r[0].job.state, JobState::Discarded);
     assert!(!r[0].quarantined);
 }
