@@ -10,7 +10,7 @@ use mend::job::JobState;
 use mend::maintenance::rescuer;
 use mend::store::{
     CheckpointParams, CompleteParams, CompleteResult, ExtendLeasesParams, ExtendLeasesResult,
-    HeldJob, OutcomeKind, RescueParams, Rescued, Result,
+    Fence, HeldJob, OutcomeKind, RescueParams, Rescued, Result,
 };
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
@@ -32,9 +32,9 @@ pub(crate) async fn complete_many(store: &PgStore, p: CompleteParams) -> Result<
     for o in &p.outcomes {
         match &o.kind {
             OutcomeKind::Completed { result } if o.cleanups.is_empty() => {
-                ids.push(o.id);
-                attempts.push(o.attempt);
-                owners.push(o.lease_owner.as_str());
+                ids.push(o.fence.id);
+                attempts.push(o.fence.attempt);
+                owners.push(o.fence.lease_owner.as_str());
                 results.push(result.clone());
             }
             _ => rare.push(o),
@@ -58,7 +58,7 @@ pub(crate) async fn complete_many(store: &PgStore, p: CompleteParams) -> Result<
         let tx = c.transaction().await.map_err(store.pg())?;
         for o in rare {
             let event = jsonb(&o.timeline_event(now))?;
-            let (id, attempt, owner) = (&o.id, &o.attempt, &o.lease_owner);
+            let (id, attempt, owner) = (&o.fence.id, &o.fence.attempt, &o.fence.lease_owner);
             let (statement, state, run_at, record, result);
             let params: Vec<&(dyn ToSql + Sync)> = match &o.kind {
                 OutcomeKind::Completed { result: r } => {
@@ -95,17 +95,17 @@ pub(crate) async fn complete_many(store: &PgStore, p: CompleteParams) -> Result<
             };
             let st = tx.prepare_cached(statement).await.map_err(store.pg())?;
             if tx.execute(&st, &params).await.map_err(store.pg())? == 1 {
-                applied.insert(o.id);
+                applied.insert(o.fence.id);
             }
         }
         tx.commit().await.map_err(store.pg())?;
     }
     let mut result = CompleteResult::default();
     for o in &p.outcomes {
-        if applied.contains(&o.id) {
-            result.applied.push(o.id);
+        if applied.contains(&o.fence.id) {
+            result.applied.push(o.fence.id);
         } else {
-            result.fenced.push(o.id);
+            result.fenced.push(o.fence.id);
         }
     }
     Ok(result)
@@ -117,7 +117,12 @@ pub(crate) async fn checkpoint(store: &PgStore, p: CheckpointParams) -> Result<b
     let n = c
         .execute(
             &store.inner.sql.checkpoint,
-            &[&p.id, &p.attempt, &p.lease_owner, &p.state],
+            &[
+                &p.fence.id,
+                &p.fence.attempt,
+                &p.fence.lease_owner,
+                &p.state,
+            ],
         )
         .await
         .map_err(store.pg())?;
@@ -128,7 +133,7 @@ pub(crate) async fn checkpoint(store: &PgStore, p: CheckpointParams) -> Result<b
 /// no longer holds the job), optionally recording a timeline event in the same write.
 pub(crate) async fn edit_pending<T>(
     store: &PgStore,
-    (id, attempt, lease_owner): (Uuid, i32, &str),
+    fence: &Fence,
     event: Option<Value>,
     edit: impl FnOnce(&mut Vec<DurableCleanup>) -> T,
 ) -> Result<Option<T>> {
@@ -136,7 +141,10 @@ pub(crate) async fn edit_pending<T>(
     let mut c = store.client().await?;
     let tx = c.transaction().await.map_err(store.pg())?;
     let rows = tx
-        .query(&sql.pending_cleanups, &[&id, &attempt, &lease_owner])
+        .query(
+            &sql.pending_cleanups,
+            &[&fence.id, &fence.attempt, &fence.lease_owner],
+        )
         .await
         .map_err(store.pg())?;
     let Some(row) = rows.first() else {
@@ -145,7 +153,7 @@ pub(crate) async fn edit_pending<T>(
     let current: Option<Value> = row.try_get(0).map_err(store.pg())?;
     let mut list: Vec<DurableCleanup> = match current {
         Some(v) => {
-            serde_json::from_value(v).map_err(|e| decode(Some(id), "pending_cleanups", e))?
+            serde_json::from_value(v).map_err(|e| decode(Some(fence.id), "pending_cleanups", e))?
         }
         None => Vec::new(),
     };
@@ -155,7 +163,7 @@ pub(crate) async fn edit_pending<T>(
     } else {
         Some(jsonb(&list)?)
     };
-    tx.execute(&sql.set_pending_cleanups, &[&id, &list, &event])
+    tx.execute(&sql.set_pending_cleanups, &[&fence.id, &list, &event])
         .await
         .map_err(store.pg())?;
     tx.commit().await.map_err(store.pg())?;

@@ -63,9 +63,9 @@ pub(crate) async fn complete_with_effect(
             &store.inner.sql.complete,
             &[
                 &now,
-                &vec![outcome.id],
-                &vec![outcome.attempt],
-                &vec![outcome.lease_owner.as_str()],
+                &vec![outcome.fence.id],
+                &vec![outcome.fence.attempt],
+                &vec![outcome.fence.lease_owner.as_str()],
                 &vec![result],
             ],
         )

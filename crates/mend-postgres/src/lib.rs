@@ -43,13 +43,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use mend::job::{JobRow, NewJob};
 use mend::store::{
     CancelParams, CheckpointParams, ClaimParams, CleanupDoneParams, CompleteParams, CompleteResult,
-    DeferDurableParams, ExtendLeasesParams, ExtendLeasesResult, JobPage, ListParams, NodeInfo,
-    Outcome, PruneParams, QueueCount, RescueParams, Rescued, Result, RetryParams, Store,
-    StoreError, TxEffect,
+    CompleteWithEffectParams, DeadNodesParams, DeferDurableParams, ExtendLeasesParams,
+    ExtendLeasesResult, HeartbeatNodeParams, JobPage, ListParams, NodeInfo, PruneParams,
+    QueueCount, RescueParams, Rescued, Result, RetryParams, SetQueuePausedParams, Store,
+    StoreError,
 };
 use tokio::sync::Notify;
 use tokio_postgres::GenericClient;
@@ -266,30 +266,24 @@ impl Store for PgStore {
     }
 
     async fn defer_durable(&self, p: DeferDurableParams) -> Result<Option<u32>> {
-        let fence = (p.id, p.attempt, p.lease_owner.as_str());
-        attempts::edit_pending(self, fence, None, |list| {
-            mend::cleanup::DurableCleanup::push_next(list, p.attempt, p.name, p.args)
+        let attempt = p.fence.attempt;
+        attempts::edit_pending(self, &p.fence, None, |list| {
+            mend::cleanup::DurableCleanup::push_next(list, attempt, p.name, p.args)
         })
         .await
     }
 
     async fn cleanup_done(&self, p: CleanupDoneParams) -> Result<bool> {
         let event = row::jsonb(&p.event)?;
-        let fence = (p.id, p.attempt, p.lease_owner.as_str());
-        let done = attempts::edit_pending(self, fence, Some(event), |list| {
+        let done = attempts::edit_pending(self, &p.fence, Some(event), |list| {
             list.retain(|c| c.seq != p.seq)
         })
         .await?;
         Ok(done.is_some())
     }
 
-    async fn complete_with_effect(
-        &self,
-        outcome: Outcome,
-        effect: TxEffect,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        effect::complete_with_effect(self, outcome, effect, now).await
+    async fn complete_with_effect(&self, p: CompleteWithEffectParams) -> Result<bool> {
+        effect::complete_with_effect(self, p.outcome, p.effect, p.now).await
     }
 
     async fn checkpoint(&self, p: CheckpointParams) -> Result<bool> {
@@ -328,8 +322,8 @@ impl Store for PgStore {
         nodes::register(self, node).await
     }
 
-    async fn heartbeat_node(&self, id: &str, now: DateTime<Utc>) -> Result<bool> {
-        nodes::heartbeat(self, id, now).await
+    async fn heartbeat_node(&self, p: HeartbeatNodeParams) -> Result<bool> {
+        nodes::heartbeat(self, &p.id, p.now).await
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeInfo>> {
@@ -344,8 +338,8 @@ impl Store for PgStore {
         jobs::prune(self, p).await
     }
 
-    async fn set_queue_paused(&self, queue: &str, paused: bool, now: DateTime<Utc>) -> Result<()> {
-        queues::set_paused(self, queue, paused, now).await
+    async fn set_queue_paused(&self, p: SetQueuePausedParams) -> Result<()> {
+        queues::set_paused(self, &p.queue, p.paused, p.now).await
     }
 
     async fn paused_queues(&self) -> Result<Vec<String>> {
@@ -356,8 +350,8 @@ impl Store for PgStore {
         self.inner.wake.clone()
     }
 
-    async fn dead_nodes(&self, self_id: &str, stale_before: DateTime<Utc>) -> Result<Vec<String>> {
-        liveness::dead_nodes(self, self_id, stale_before).await
+    async fn dead_nodes(&self, p: DeadNodesParams) -> Result<Vec<String>> {
+        liveness::dead_nodes(self, &p.self_id, p.stale_before).await
     }
 
     async fn is_leader(&self) -> Result<bool> {

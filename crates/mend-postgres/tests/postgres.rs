@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use mend::store::{ClaimParams, NodeInfo, Store};
+use mend::store::{ClaimParams, HeartbeatNodeParams, NodeInfo, Store};
 use mend::NewJob;
 use mend_postgres::{PgConfig, PgStore};
 
@@ -120,7 +120,7 @@ async fn a_node_is_dead_when_its_session_lock_is_gone_and_alive_across_a_cut_ses
     tokio::time::sleep(Duration::from_millis(1600)).await;
     let far_past = Utc::now() - chrono::Duration::hours(1);
     assert!(leader
-        .dead_nodes("leader", far_past)
+        .dead_nodes(dead_before("leader", far_past))
         .await
         .unwrap()
         .is_empty());
@@ -140,7 +140,7 @@ async fn a_node_is_dead_when_its_session_lock_is_gone_and_alive_across_a_cut_ses
     for _ in 0..10 {
         assert!(
             leader
-                .dead_nodes("leader", far_past)
+                .dead_nodes(dead_before("leader", far_past))
                 .await
                 .unwrap()
                 .is_empty(),
@@ -148,13 +148,24 @@ async fn a_node_is_dead_when_its_session_lock_is_gone_and_alive_across_a_cut_ses
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(member.heartbeat_node("member", Utc::now()).await.unwrap());
+    assert!(member
+        .heartbeat_node(HeartbeatNodeParams {
+            id: "member".into(),
+            now: Utc::now(),
+        })
+        .await
+        .unwrap());
 
     // Drop the member (its session closes, as when the process dies): dead within a second.
     drop(member);
     let start = Instant::now();
     loop {
-        if leader.dead_nodes("leader", far_past).await.unwrap() == vec!["member".to_owned()] {
+        if leader
+            .dead_nodes(dead_before("leader", far_past))
+            .await
+            .unwrap()
+            == vec!["member".to_owned()]
+        {
             break;
         }
         assert!(
@@ -269,4 +280,12 @@ async fn claims_survive_a_cut_connection_pool() {
         }
     }
     assert_eq!(claimed.len(), 1);
+}
+
+/// Asks for the nodes other than `me` that are dead, with heartbeats older than `before` stale.
+fn dead_before(me: &str, before: chrono::DateTime<Utc>) -> mend::store::DeadNodesParams {
+    mend::store::DeadNodesParams {
+        self_id: me.into(),
+        stale_before: before,
+    }
 }

@@ -8,10 +8,9 @@ use mend::job::JobState;
 use mend::maintenance::rescuer;
 use mend::store::{
     CheckpointParams, CompleteParams, CompleteResult, ExtendLeasesParams, ExtendLeasesResult,
-    OutcomeKind, RescueParams, Rescued, Result,
+    Fence, OutcomeKind, RescueParams, Rescued, Result,
 };
 use rusqlite::{params, Connection, OptionalExtension};
-use uuid::Uuid;
 
 use crate::error::map_err;
 use crate::jobs::discard_undecodable;
@@ -34,7 +33,7 @@ pub(crate) fn complete_many(
         .map_err(|e| map_err(path, e))?;
     let stored_now = stored(p.now);
     for o in p.outcomes {
-        let id = o.id.as_bytes().as_slice();
+        let id = o.fence.id.as_bytes().as_slice();
         // A plain completion writes no event: the timeline derives it.
         let quiet = matches!(o.kind, OutcomeKind::Completed { .. }) && o.cleanups.is_empty();
         let event = if quiet {
@@ -42,7 +41,7 @@ pub(crate) fn complete_many(
         } else {
             event_json(&o.timeline_event(stored_now))?
         };
-        let fence = (id, o.attempt, o.lease_owner.as_str());
+        let fence = (id, o.fence.attempt, o.fence.lease_owner.as_str());
         let n = match &o.kind {
             OutcomeKind::Completed { result } if quiet => {
                 let result = result.as_ref().map(|v| v.to_string());
@@ -103,9 +102,9 @@ pub(crate) fn complete_many(
         }
         .map_err(|e| map_err(path, e))?;
         if n == 1 {
-            result.applied.push(o.id);
+            result.applied.push(o.fence.id);
         } else {
-            result.fenced.push(o.id);
+            result.fenced.push(o.fence.id);
         }
     }
     Ok(result)
@@ -118,9 +117,9 @@ pub(crate) fn checkpoint(conn: &Connection, path: &str, p: CheckpointParams) -> 
         .prepare_cached(&sql::CHECKPOINT)
         .and_then(|mut s| {
             s.execute(params![
-                p.id.as_bytes().as_slice(),
-                p.attempt,
-                p.lease_owner,
+                p.fence.id.as_bytes().as_slice(),
+                p.fence.attempt,
+                p.fence.lease_owner,
                 state
             ])
         })
@@ -133,11 +132,15 @@ pub(crate) fn checkpoint(conn: &Connection, path: &str, p: CheckpointParams) -> 
 pub(crate) fn edit_pending<T>(
     conn: &Connection,
     path: &str,
-    (id, attempt, lease_owner): (Uuid, i32, &str),
+    fence: &Fence,
     event: Option<String>,
     edit: impl FnOnce(&mut Vec<DurableCleanup>) -> T,
 ) -> Result<Option<T>> {
-    let key = id.as_bytes().to_vec();
+    let (key, attempt, lease_owner) = (
+        fence.id.as_bytes().to_vec(),
+        fence.attempt,
+        fence.lease_owner.as_str(),
+    );
     let current: Option<Option<String>> = conn
         .prepare_cached(&sql::PENDING_CLEANUPS)
         .and_then(|mut s| {

@@ -54,9 +54,9 @@ pub(crate) fn complete_with(
         .prepare_cached(&sql::COMPLETED)
         .and_then(|mut s| {
             s.execute(params![
-                outcome.id.as_bytes().as_slice(),
-                outcome.attempt,
-                outcome.lease_owner,
+                outcome.fence.id.as_bytes().as_slice(),
+                outcome.fence.attempt,
+                outcome.fence.lease_owner,
                 micros(now),
                 result
             ])

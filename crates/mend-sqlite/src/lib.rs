@@ -38,13 +38,12 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use mend::job::{JobRow, JobState, NewJob};
 use mend::store::{
     CancelParams, CheckpointParams, ClaimParams, CleanupDoneParams, CompleteParams, CompleteResult,
-    DeferDurableParams, ExtendLeasesParams, ExtendLeasesResult, JobPage, ListParams, NodeInfo,
-    Outcome, PruneParams, QueueCount, RescueParams, Rescued, Result, RetryParams, Store,
-    StoreError, TxEffect,
+    CompleteWithEffectParams, DeferDurableParams, ExtendLeasesParams, ExtendLeasesResult,
+    HeartbeatNodeParams, JobPage, ListParams, NodeInfo, PruneParams, QueueCount, RescueParams,
+    Rescued, Result, RetryParams, SetQueuePausedParams, Store, StoreError,
 };
 use rusqlite::Connection;
 use tokio::sync::Notify;
@@ -321,13 +320,9 @@ impl Store for SqliteStore {
         Ok(result)
     }
 
-    async fn complete_with_effect(
-        &self,
-        outcome: Outcome,
-        effect: TxEffect,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        let (f, result) = effect::unpack(&outcome, effect)?;
+    async fn complete_with_effect(&self, p: CompleteWithEffectParams) -> Result<bool> {
+        let (outcome, now) = (p.outcome, p.now);
+        let (f, result) = effect::unpack(&outcome, p.effect)?;
         // One writer command: the completion and the effect share its savepoint, and an error
         // rolls both back.
         self.write(true, move |conn, path| {
@@ -343,9 +338,9 @@ impl Store for SqliteStore {
 
     async fn defer_durable(&self, p: DeferDurableParams) -> Result<Option<u32>> {
         self.write(true, move |conn, path| {
-            let fence = (p.id, p.attempt, p.lease_owner.as_str());
-            attempts::edit_pending(conn, path, fence, None, |list| {
-                mend::cleanup::DurableCleanup::push_next(list, p.attempt, p.name, p.args)
+            let attempt = p.fence.attempt;
+            attempts::edit_pending(conn, path, &p.fence, None, |list| {
+                mend::cleanup::DurableCleanup::push_next(list, attempt, p.name, p.args)
             })
         })
         .await
@@ -355,8 +350,7 @@ impl Store for SqliteStore {
         let event = row::event_json(&p.event)?;
         let done = self
             .write(true, move |conn, path| {
-                let fence = (p.id, p.attempt, p.lease_owner.as_str());
-                attempts::edit_pending(conn, path, fence, Some(event), |list| {
+                attempts::edit_pending(conn, path, &p.fence, Some(event), |list| {
                     list.retain(|c| c.seq != p.seq)
                 })
             })
@@ -407,10 +401,9 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn heartbeat_node(&self, id: &str, now: DateTime<Utc>) -> Result<bool> {
-        let id = id.to_owned();
+    async fn heartbeat_node(&self, p: HeartbeatNodeParams) -> Result<bool> {
         self.write(false, move |conn, path| {
-            nodes::heartbeat(conn, path, &id, now)
+            nodes::heartbeat(conn, path, &p.id, p.now)
         })
         .await
     }
@@ -429,10 +422,10 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn set_queue_paused(&self, queue: &str, paused: bool, now: DateTime<Utc>) -> Result<()> {
-        let queue = queue.to_owned();
+    async fn set_queue_paused(&self, p: SetQueuePausedParams) -> Result<()> {
+        let paused = p.paused;
         self.write(true, move |conn, path| {
-            queues::set_paused(conn, path, &queue, paused, now)
+            queues::set_paused(conn, path, &p.queue, p.paused, p.now)
         })
         .await?;
         if !paused {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use mend::store::*;
 use mend::{JobRow, NewJob};
 use tokio::sync::Notify;
@@ -84,8 +83,8 @@ impl Store for Crashing {
     async fn register_node(&self, node: NodeInfo) -> Result<()> {
         self.inner.register_node(node).await
     }
-    async fn heartbeat_node(&self, id: &str, now: DateTime<Utc>) -> Result<bool> {
-        self.inner.heartbeat_node(id, now).await
+    async fn heartbeat_node(&self, params: HeartbeatNodeParams) -> Result<bool> {
+        self.inner.heartbeat_node(params).await
     }
     async fn list_nodes(&self) -> Result<Vec<NodeInfo>> {
         self.inner.list_nodes().await
@@ -96,8 +95,8 @@ impl Store for Crashing {
     async fn prune(&self, params: PruneParams) -> Result<u64> {
         self.inner.prune(params).await
     }
-    async fn set_queue_paused(&self, queue: &str, paused: bool, now: DateTime<Utc>) -> Result<()> {
-        self.inner.set_queue_paused(queue, paused, now).await
+    async fn set_queue_paused(&self, params: SetQueuePausedParams) -> Result<()> {
+        self.inner.set_queue_paused(params).await
     }
     async fn paused_queues(&self) -> Result<Vec<String>> {
         self.inner.paused_queues().await
@@ -105,8 +104,8 @@ impl Store for Crashing {
     fn wakeup(&self) -> Arc<Notify> {
         self.inner.wakeup()
     }
-    async fn dead_nodes(&self, self_id: &str, stale_before: DateTime<Utc>) -> Result<Vec<String>> {
-        self.inner.dead_nodes(self_id, stale_before).await
+    async fn dead_nodes(&self, params: DeadNodesParams) -> Result<Vec<String>> {
+        self.inner.dead_nodes(params).await
     }
     async fn is_leader(&self) -> Result<bool> {
         self.inner.is_leader().await

@@ -232,6 +232,11 @@ impl JobContext {
         }
     }
 
+    /// This attempt's fence, held by `owner`.
+    fn fence(&self, owner: &str) -> crate::store::Fence {
+        crate::store::Fence::new(self.inner.id, self.inner.attempt, owner)
+    }
+
     /// Saves `state` with the job, durably, before returning: the next attempt (after an
     /// error, a timeout, a panic, or a crash of the whole process) starts with it, so a long
     /// job resumes where it was instead of starting over. Fenced like every write of a
@@ -243,9 +248,7 @@ impl JobContext {
         if let Some((store, owner)) = &self.inner.persist {
             let saved = store
                 .checkpoint(crate::store::CheckpointParams {
-                    id: self.inner.id,
-                    attempt: self.inner.attempt,
-                    lease_owner: owner.clone(),
+                    fence: self.fence(owner),
                     state: value.clone(),
                 })
                 .await
@@ -282,9 +285,7 @@ impl JobContext {
         };
         let saved = store
             .defer_durable(crate::store::DeferDurableParams {
-                id: self.inner.id,
-                attempt: self.inner.attempt,
-                lease_owner: owner.clone(),
+                fence: self.fence(owner),
                 name: A::NAME.to_owned(),
                 args: value.clone(),
             })

@@ -154,15 +154,36 @@ impl OutcomeKind {
     }
 }
 
+/// Which attempt a write of a running job is for. Every such write applies only while this
+/// attempt is still the job's current one and `lease_owner` still holds its lease: a worker
+/// that lost the job (its lease ran out and it was rescued, or a person cancelled or retried
+/// it) can no longer change it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fence {
+    /// The job.
+    pub id: Uuid,
+    /// The attempt the worker runs.
+    pub attempt: i32,
+    /// The worker's node.
+    pub lease_owner: String,
+}
+
+impl Fence {
+    /// The fence of `job`'s current attempt, as claimed by `lease_owner`.
+    pub fn new(id: Uuid, attempt: i32, lease_owner: impl Into<String>) -> Fence {
+        Fence {
+            id,
+            attempt,
+            lease_owner: lease_owner.into(),
+        }
+    }
+}
+
 /// One attempt's outcome, fenced by (id, attempt, lease owner).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    /// The job.
-    pub id: Uuid,
-    /// The attempt the worker ran; the write applies only if it is still the current one.
-    pub attempt: i32,
-    /// The worker's node; the write applies only if it still holds the lease.
-    pub lease_owner: String,
+    /// The attempt the worker ran; the write applies only while it still holds the job.
+    pub fence: Fence,
     /// What happened.
     pub kind: OutcomeKind,
     /// The in-memory cleanups the attempt ran (recorded in the job's timeline).
@@ -175,8 +196,8 @@ impl Outcome {
         use crate::job::TimelineEvent;
         let base = |name: &str| {
             TimelineEvent::new(at, name)
-                .attempt(self.attempt)
-                .node(self.lease_owner.clone())
+                .attempt(self.fence.attempt)
+                .node(self.fence.lease_owner.clone())
         };
         let mut event = match &self.kind {
             OutcomeKind::Completed { .. } => base("completed"),
@@ -200,12 +221,8 @@ impl Outcome {
 /// Save a running attempt's checkpoint, fenced by (id, attempt, lease owner).
 #[derive(Debug, Clone)]
 pub struct CheckpointParams {
-    /// The job.
-    pub id: Uuid,
     /// The attempt saving it.
-    pub attempt: i32,
-    /// The worker's node.
-    pub lease_owner: String,
+    pub fence: Fence,
     /// The state to resume from.
     pub state: serde_json::Value,
 }
@@ -213,12 +230,8 @@ pub struct CheckpointParams {
 /// Write a durable cleanup down with a running job, fenced by (id, attempt, lease owner).
 #[derive(Debug, Clone)]
 pub struct DeferDurableParams {
-    /// The job.
-    pub id: Uuid,
     /// The attempt registering it.
-    pub attempt: i32,
-    /// The worker's node.
-    pub lease_owner: String,
+    pub fence: Fence,
     /// The cleanup action.
     pub name: String,
     /// Its arguments.
@@ -229,16 +242,53 @@ pub struct DeferDurableParams {
 /// the running attempt (which may be a later one than the cleanup's).
 #[derive(Debug, Clone)]
 pub struct CleanupDoneParams {
-    /// The job.
-    pub id: Uuid,
-    /// The attempt that ran it (the job's current one).
-    pub attempt: i32,
-    /// The worker's node.
-    pub lease_owner: String,
+    /// The attempt that ran it (the job's current one, perhaps later than the cleanup's).
+    pub fence: Fence,
     /// Which cleanup.
     pub seq: u32,
     /// The run, for the timeline.
     pub event: crate::job::TimelineEvent,
+}
+
+/// Record one completion together with the handler's own writes (see
+/// [`Store::complete_with_effect`]).
+#[derive(Debug)]
+pub struct CompleteWithEffectParams {
+    /// The completion, fenced like any outcome.
+    pub outcome: Outcome,
+    /// The handler's writes, built by the backend's `effect` function.
+    pub effect: TxEffect,
+    /// The current time.
+    pub now: DateTime<Utc>,
+}
+
+/// Record that a node is alive.
+#[derive(Debug, Clone)]
+pub struct HeartbeatNodeParams {
+    /// The node.
+    pub id: String,
+    /// The current time (its new `last_seen`).
+    pub now: DateTime<Utc>,
+}
+
+/// Pause or resume a queue.
+#[derive(Debug, Clone)]
+pub struct SetQueuePausedParams {
+    /// The queue.
+    pub queue: String,
+    /// `true` pauses, `false` resumes.
+    pub paused: bool,
+    /// The current time.
+    pub now: DateTime<Utc>,
+}
+
+/// Find the dead nodes (see [`Store::dead_nodes`]).
+#[derive(Debug, Clone)]
+pub struct DeadNodesParams {
+    /// The asking node, never reported.
+    pub self_id: String,
+    /// A node on another host without a heartbeat since this time is dead.
+    pub stale_before: DateTime<Utc>,
 }
 
 /// The handler's own database writes, to commit in the same transaction as its job's
@@ -510,13 +560,8 @@ pub trait Store: Send + Sync + 'static {
     /// Record one completion and the handler's own writes in one transaction: both commit or
     /// neither does. `Ok(false)` when fenced (nothing written); an error when the effect or
     /// the store failed (nothing written either). Backends without effects refuse.
-    async fn complete_with_effect(
-        &self,
-        outcome: Outcome,
-        effect: TxEffect,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        let _ = (outcome, effect, now);
+    async fn complete_with_effect(&self, params: CompleteWithEffectParams) -> Result<bool> {
+        let _ = params;
         Err(StoreError::Database(
             "this store cannot commit a job's own writes with its completion".into(),
         ))
@@ -559,7 +604,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Record that a node is alive. Returns `false` when the node is not registered (another
     /// process removed it as dead); the caller registers again.
-    async fn heartbeat_node(&self, id: &str, now: DateTime<Utc>) -> Result<bool>;
+    async fn heartbeat_node(&self, params: HeartbeatNodeParams) -> Result<bool>;
 
     /// All registered nodes.
     async fn list_nodes(&self) -> Result<Vec<NodeInfo>>;
@@ -572,7 +617,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Pause (`true`) or resume (`false`) a queue: a paused queue's jobs are not claimed;
     /// running ones finish. Pausing a queue that has no jobs yet is allowed.
-    async fn set_queue_paused(&self, queue: &str, paused: bool, now: DateTime<Utc>) -> Result<()>;
+    async fn set_queue_paused(&self, params: SetQueuePausedParams) -> Result<()>;
 
     /// The paused queues, sorted.
     async fn paused_queues(&self) -> Result<Vec<String>>;
@@ -581,16 +626,16 @@ pub trait Store: Send + Sync + 'static {
     /// idle fetchers start within milliseconds instead of waiting for their poll.
     fn wakeup(&self) -> Arc<Notify>;
 
-    /// Registered nodes (other than `self_id`) that are dead. The default asks the operating
-    /// system about nodes on this host and falls back to heartbeat age (`last_seen` before
-    /// `stale_before`) for the rest; a server backend can tell faster (PostgreSQL: the node's
-    /// session lock is gone).
-    async fn dead_nodes(&self, self_id: &str, stale_before: DateTime<Utc>) -> Result<Vec<String>> {
+    /// Registered nodes (other than the asking one) that are dead. The default asks the
+    /// operating system about nodes on this host and falls back to heartbeat age (`last_seen`
+    /// before `stale_before`) for the rest; a server backend can tell faster (PostgreSQL: the
+    /// node's session lock is gone).
+    async fn dead_nodes(&self, params: DeadNodesParams) -> Result<Vec<String>> {
         Ok(self
             .list_nodes()
             .await?
             .into_iter()
-            .filter(|n| n.id != self_id && crate::node::is_dead(n, stale_before))
+            .filter(|n| n.id != params.self_id && crate::node::is_dead(n, params.stale_before))
             .map(|n| n.id)
             .collect())
     }

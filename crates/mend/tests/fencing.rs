@@ -210,9 +210,7 @@ async fn complete_many_fences_wrong_owner_and_wrong_attempt() {
         .all(|j| j.attempt == 1 && j.lease_owner.as_deref() == Some("node-a")));
 
     let outcome = |id: Uuid, attempt: i32, owner: &str| Outcome {
-        id,
-        attempt,
-        lease_owner: owner.to_owned(),
+        fence: mend::store::Fence::new(id, attempt, owner),
         kind: OutcomeKind::Completed {
             result: Some(serde_json::json!("x")),
         },

@@ -280,9 +280,7 @@ async fn apply(
             let r = store
                 .complete_many(CompleteParams {
                     outcomes: vec![Outcome {
-                        id,
-                        attempt,
-                        lease_owner: owner,
+                        fence: mend::store::Fence::new(id, attempt, owner),
                         kind: outcome_kind,
                         cleanups: vec![],
                     }],

@@ -79,7 +79,11 @@ async fn set_paused(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state
         .store
-        .set_queue_paused(&name, paused, chrono::Utc::now())
+        .set_queue_paused(mend::store::SetQueuePausedParams {
+            queue: name.clone(),
+            paused,
+            now: chrono::Utc::now(),
+        })
         .await?;
     tracing::info!(queue = %name, paused, "queue paused state changed");
     Ok(Json(serde_json::json!({ "name": name, "paused": paused })))

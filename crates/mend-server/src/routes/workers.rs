@@ -13,7 +13,9 @@ use axum::extract::{Path, State};
 use axum::Json;
 use chrono::Utc;
 use mend::settle::{settle, Attempt, Ending, Rules};
-use mend::store::{ClaimParams, CompleteParams, ExtendLeasesParams, HeldJob, Outcome, OutcomeKind};
+use mend::store::{
+    ClaimParams, CompleteParams, ExtendLeasesParams, Fence, HeldJob, Outcome, OutcomeKind,
+};
 use mend::JobRow;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -260,9 +262,7 @@ async fn record(
         .store
         .complete_many(CompleteParams {
             outcomes: vec![Outcome {
-                id,
-                attempt,
-                lease_owner: owner.clone(),
+                fence: Fence::new(id, attempt, owner.clone()),
                 kind,
                 cleanups: vec![],
             }],

@@ -99,14 +99,8 @@ pub async fn paused_queues_are_not_claimed(store: Arc<dyn Store>) {
         .insert_many(vec![job("k").with_queue("mail"), job("k")])
         .await
         .unwrap();
-    store
-        .set_queue_paused("mail", true, Utc::now())
-        .await
-        .unwrap();
-    store
-        .set_queue_paused("empty", true, Utc::now())
-        .await
-        .unwrap();
+    store.set_queue_paused(pause("mail", true)).await.unwrap();
+    store.set_queue_paused(pause("empty", true)).await.unwrap();
     assert_eq!(
         store.paused_queues().await.unwrap(),
         vec!["empty".to_string(), "mail".to_string()]
@@ -120,10 +114,7 @@ pub async fn paused_queues_are_not_claimed(store: Arc<dyn Store>) {
         1,
         "other queues go on"
     );
-    store
-        .set_queue_paused("mail", false, Utc::now())
-        .await
-        .unwrap();
+    store.set_queue_paused(pause("mail", false)).await.unwrap();
     assert_eq!(
         store.paused_queues().await.unwrap(),
         vec!["empty".to_string()]

@@ -2,13 +2,11 @@
 //! owner) like every other write of a running job.
 
 use super::*;
-use mend::store::{CleanupDoneParams, DeferDurableParams};
+use mend::store::{CleanupDoneParams, CompleteWithEffectParams, DeferDurableParams};
 
 fn defer(job: &JobRow, owner: &str, attempt: i32, name: &str) -> DeferDurableParams {
     DeferDurableParams {
-        id: job.id,
-        attempt,
-        lease_owner: owner.into(),
+        fence: Fence::new(job.id, attempt, owner),
         name: name.into(),
         args: json!({"path": name}),
     }
@@ -16,9 +14,7 @@ fn defer(job: &JobRow, owner: &str, attempt: i32, name: &str) -> DeferDurablePar
 
 fn done(job: &JobRow, owner: &str, seq: u32) -> CleanupDoneParams {
     CleanupDoneParams {
-        id: job.id,
-        attempt: job.attempt,
-        lease_owner: owner.into(),
+        fence: Fence::new(job.id, job.attempt, owner),
         seq,
         event: mend::job::TimelineEvent::new(Utc::now(), "cleanup")
             .attempt(job.attempt)
@@ -124,7 +120,11 @@ pub async fn completion_commits_with_its_effect_or_not_at_all(
 
     // A failing effect writes nothing: the job is still running under the same lease.
     assert!(store
-        .complete_with_effect(completed(&c[0]), (kit.failing)(), Utc::now())
+        .complete_with_effect(CompleteWithEffectParams {
+            outcome: completed(&c[0]),
+            effect: (kit.failing)(),
+            now: Utc::now(),
+        })
         .await
         .is_err());
     let still = get(&store, c[0].id).await;
@@ -135,9 +135,13 @@ pub async fn completion_commits_with_its_effect_or_not_at_all(
 
     // Fenced: another node's completion (with its effect) is refused and changes nothing.
     let mut foreign = completed(&c[1]);
-    foreign.lease_owner = "node-b".into();
+    foreign.fence.lease_owner = "node-b".into();
     assert!(!store
-        .complete_with_effect(foreign, (kit.ok)(), Utc::now())
+        .complete_with_effect(CompleteWithEffectParams {
+            outcome: foreign,
+            effect: (kit.ok)(),
+            now: Utc::now(),
+        })
         .await
         .unwrap());
     assert_eq!(get(&store, c[1].id).await.state, JobState::Running);
@@ -145,7 +149,11 @@ pub async fn completion_commits_with_its_effect_or_not_at_all(
     // The holder's completion commits with its effect.
     for j in &c {
         assert!(store
-            .complete_with_effect(completed(j), (kit.ok)(), Utc::now())
+            .complete_with_effect(CompleteWithEffectParams {
+                outcome: completed(j),
+                effect: (kit.ok)(),
+                now: Utc::now(),
+            })
             .await
             .unwrap());
         let row = get(&store, j.id).await;

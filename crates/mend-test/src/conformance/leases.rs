@@ -81,9 +81,7 @@ pub async fn checkpoints_are_fenced_and_reach_the_next_attempt(store: Arc<dyn St
         "a first attempt starts from nothing"
     );
     let save = |attempt: i32, owner: &str, step: i32| CheckpointParams {
-        id: new.id,
-        attempt,
-        lease_owner: owner.into(),
+        fence: Fence::new(new.id, attempt, owner),
         state: json!({"step": step}),
     };
     assert!(

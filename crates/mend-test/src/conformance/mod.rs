@@ -9,8 +9,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use mend::job::{AttemptError, ErrorKind, JobRow, JobState, NewJob};
 use mend::store::{
-    CancelParams, ClaimParams, CompleteParams, ExtendLeasesParams, HeldJob, ListParams, NodeInfo,
-    Outcome, OutcomeKind, RescueParams, RetryParams, Store,
+    CancelParams, ClaimParams, CompleteParams, DeadNodesParams, ExtendLeasesParams, Fence,
+    HeartbeatNodeParams, HeldJob, ListParams, NodeInfo, Outcome, OutcomeKind, RescueParams,
+    RetryParams, Store,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -74,11 +75,22 @@ fn err(attempt: i32, kind: ErrorKind, message: &str) -> AttemptError {
     }
 }
 
+/// Pauses (`true`) or resumes `queue` now.
+fn pause(queue: &str, paused: bool) -> mend::store::SetQueuePausedParams {
+    mend::store::SetQueuePausedParams {
+        queue: queue.into(),
+        paused,
+        now: Utc::now(),
+    }
+}
+
 fn outcome(job: &JobRow, kind: OutcomeKind) -> Outcome {
     Outcome {
-        id: job.id,
-        attempt: job.attempt,
-        lease_owner: job.lease_owner.clone().expect("claimed job has an owner"),
+        fence: Fence::new(
+            job.id,
+            job.attempt,
+            job.lease_owner.clone().expect("claimed job has an owner"),
+        ),
         kind,
         cleanups: vec![],
     }

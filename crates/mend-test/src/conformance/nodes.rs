@@ -22,9 +22,21 @@ pub async fn nodes_register_heartbeat_and_deregister(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(store.list_nodes().await.unwrap()[0], node);
     let t1 = t0 + chrono::Duration::seconds(5);
-    assert!(store.heartbeat_node("n1", t1).await.unwrap());
+    assert!(store
+        .heartbeat_node(HeartbeatNodeParams {
+            id: "n1".into(),
+            now: t1,
+        })
+        .await
+        .unwrap());
     assert!(
-        !store.heartbeat_node("never-registered", t1).await.unwrap(),
+        !store
+            .heartbeat_node(HeartbeatNodeParams {
+                id: "never-registered".into(),
+                now: t1,
+            })
+            .await
+            .unwrap(),
         "an unknown node is reported so it can register again"
     );
     let nodes = store.list_nodes().await.unwrap();
@@ -58,7 +70,13 @@ pub async fn dead_nodes_are_the_stale_ones_never_this_one(store: Arc<dyn Store>)
         store.register_node(n).await.unwrap();
     }
     let stale_before = now - chrono::Duration::seconds(60);
-    let dead = store.dead_nodes("me", stale_before).await.unwrap();
+    let dead = store
+        .dead_nodes(DeadNodesParams {
+            self_id: "me".into(),
+            stale_before,
+        })
+        .await
+        .unwrap();
     assert_eq!(
         dead,
         vec!["stale".to_owned()],
@@ -67,7 +85,13 @@ pub async fn dead_nodes_are_the_stale_ones_never_this_one(store: Arc<dyn Store>)
     // A single store leads maintenance (a shared backend elects one leader among its nodes).
     assert!(store.is_leader().await.unwrap());
     store.deregister_nodes(dead).await.unwrap();
-    let dead = store.dead_nodes("me", stale_before).await.unwrap();
+    let dead = store
+        .dead_nodes(DeadNodesParams {
+            self_id: "me".into(),
+            stale_before,
+        })
+        .await
+        .unwrap();
     assert!(
         dead.is_empty(),
         "a removed node is not found again: {dead:?}"

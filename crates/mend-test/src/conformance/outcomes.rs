@@ -10,9 +10,9 @@ pub async fn complete_is_fenced_by_owner_and_attempt(store: Arc<dyn Store>) {
         result: Some(json!("ok")),
     };
     let mut wrong_owner = outcome(j1, done.clone());
-    wrong_owner.lease_owner = "node-b".into();
+    wrong_owner.fence.lease_owner = "node-b".into();
     let mut wrong_attempt = outcome(j2, done.clone());
-    wrong_attempt.attempt += 1;
+    wrong_attempt.fence.attempt += 1;
     let r = complete(&store, vec![wrong_owner, wrong_attempt]).await;
     assert!(r.applied.is_empty());
     assert_eq!(r.fenced.len(), 2);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{RescueParams, Rescued, Result, Store};
+use crate::store::{DeadNodesParams, RescueParams, Rescued, Result, Store};
 
 /// Runs rescue passes every `every` until `stop`, telling `on_rescued` how many jobs each
 /// pass rescued.
@@ -64,7 +64,12 @@ pub async fn rescue_once(
     if !store.is_leader().await? {
         return Ok(Vec::new());
     }
-    let dead = store.dead_nodes(self_id, stale_before).await?;
+    let dead = store
+        .dead_nodes(DeadNodesParams {
+            self_id: self_id.to_owned(),
+            stale_before,
+        })
+        .await?;
     let rescued = store
         .rescue(RescueParams {
             dead_nodes: dead.clone(),

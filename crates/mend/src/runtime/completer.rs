@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{EventOutcome, JobEvent, Pending, Shared};
-use crate::store::{CompleteParams, CompleteResult, StoreError};
+use crate::store::{CompleteParams, CompleteResult, CompleteWithEffectParams, StoreError};
 
 /// Most outcomes written in one store call.
 const MAX_BATCH: usize = 1000;
@@ -89,11 +89,15 @@ async fn write_effects(shared: &Shared, batch: Vec<Pending>) -> Vec<Pending> {
         let now = Utc::now();
         match shared
             .store
-            .complete_with_effect(p.outcome.clone(), effect, now)
+            .complete_with_effect(CompleteWithEffectParams {
+                outcome: p.outcome.clone(),
+                effect,
+                now,
+            })
             .await
         {
             Ok(applied) => {
-                let id = p.outcome.id;
+                let id = p.outcome.fence.id;
                 let result = if applied {
                     CompleteResult {
                         applied: vec![id],
@@ -108,7 +112,7 @@ async fn write_effects(shared: &Shared, batch: Vec<Pending>) -> Vec<Pending> {
                 finish(shared, vec![p], result);
             }
             Err(e) => {
-                tracing::warn!(id = %p.outcome.id, error = %e, "the job's own writes did not commit with its completion; retrying the job");
+                tracing::warn!(id = %p.outcome.fence.id, error = %e, "the job's own writes did not commit with its completion; retrying the job");
                 let ending = crate::settle::Ending::Failed {
                     message: format!(
                         "the job's own writes did not commit with its completion (nothing was written): {e}"
@@ -218,10 +222,10 @@ async fn one_by_one(shared: &Shared, batch: Vec<Pending>) -> Option<Vec<Pending>
 /// Stops tracking outcomes that cannot be written: their leases lapse and the rescuer hands
 /// the jobs back (as `lost`), which is safe; keeping them would block the completer forever.
 fn give_up(shared: &Shared, batch: &[Pending], e: &StoreError) {
-    tracing::error!(error = %e, jobs = batch.len(), ids = ?batch.iter().map(|p| p.outcome.id).collect::<Vec<_>>(), "giving up on writing these outcomes; the jobs will be rescued as lost and retried");
+    tracing::error!(error = %e, jobs = batch.len(), ids = ?batch.iter().map(|p| p.outcome.fence.id).collect::<Vec<_>>(), "giving up on writing these outcomes; the jobs will be rescued as lost and retried");
     let mut inflight = shared.inflight();
     for p in batch {
-        inflight.remove(&(p.outcome.id, p.outcome.attempt));
+        inflight.remove(&(p.outcome.fence.id, p.outcome.fence.attempt));
     }
 }
 
@@ -229,7 +233,7 @@ fn finish(shared: &Shared, batch: Vec<Pending>, result: CompleteResult) {
     {
         let mut inflight = shared.inflight();
         for p in &batch {
-            let key = (p.outcome.id, p.outcome.attempt);
+            let key = (p.outcome.fence.id, p.outcome.fence.attempt);
             // A snooze or release hands the attempt number back, so the same key may already
             // belong to a new attempt of this job that started meanwhile: leave that one.
             if inflight
@@ -247,11 +251,11 @@ fn finish(shared: &Shared, batch: Vec<Pending>, result: CompleteResult) {
         .fetch_add(fenced.len() as u64, Ordering::Relaxed);
     let publish = shared.events.receiver_count() > 0;
     for p in batch {
-        let was_fenced = fenced.contains(&p.outcome.id);
+        let was_fenced = fenced.contains(&p.outcome.fence.id);
         let short = EventOutcome::from(&p.outcome.kind);
         let error = p.outcome.kind.error().cloned();
         if was_fenced {
-            tracing::warn!(id = %p.outcome.id, attempt = p.outcome.attempt, outcome = ?short, "outcome refused: this worker no longer holds the job (rescued or cancelled elsewhere)");
+            tracing::warn!(id = %p.outcome.fence.id, attempt = p.outcome.fence.attempt, outcome = ?short, "outcome refused: this worker no longer holds the job (rescued or cancelled elsewhere)");
         } else {
             let counter = match short {
                 EventOutcome::Completed => &stats.completed,
@@ -265,10 +269,10 @@ fn finish(shared: &Shared, batch: Vec<Pending>, result: CompleteResult) {
         }
         if publish {
             let _ = shared.events.send(JobEvent {
-                id: p.outcome.id,
+                id: p.outcome.fence.id,
                 kind: p.kind,
                 queue: p.queue,
-                attempt: p.outcome.attempt,
+                attempt: p.outcome.fence.attempt,
                 outcome: short,
                 error,
                 cleanups: p.outcome.cleanups,

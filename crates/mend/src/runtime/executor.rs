@@ -17,7 +17,7 @@ use crate::handler::{JobContext, JobError};
 use crate::job::{bound_message, JobRow};
 use crate::panic::CatchPanic;
 use crate::settle::{self, Attempt, Durable, Ending, Rules, Stop};
-use crate::store::{Outcome, OutcomeKind};
+use crate::store::{Fence, Outcome, OutcomeKind};
 
 /// If the executor itself panics (outside the handler's guard), the attempt must not stay in
 /// the in-flight map: its lease would be extended forever and the job never rescued. Dropping
@@ -297,9 +297,7 @@ fn report(
     };
     let sent = shared.outcomes.send(Pending {
         outcome: Outcome {
-            id: job.id,
-            attempt: job.attempt,
-            lease_owner: shared.node.id.clone(),
+            fence: Fence::new(job.id, job.attempt, shared.node.id.clone()),
             kind,
             cleanups,
         },
@@ -312,7 +310,7 @@ fn report(
     if let Err(unsent) = sent {
         // Only after the completer is gone (a bug or a panic there): the lease lapses and
         // the job is rescued, so say so instead of dropping it silently.
-        let id = unsent.0.outcome.id;
+        let id = unsent.0.outcome.fence.id;
         tracing::error!(%id, "the completer is gone; this outcome is not saved and the job will be rescued");
         shared.inflight().remove(&(id, facts.attempt));
     }
@@ -379,9 +377,7 @@ async fn run_durable(
         let done = shared
             .store
             .cleanup_done(crate::store::CleanupDoneParams {
-                id: job.id,
-                attempt: job.attempt,
-                lease_owner: shared.node.id.clone(),
+                fence: Fence::new(job.id, job.attempt, shared.node.id.clone()),
                 seq: c.seq,
                 event,
             })

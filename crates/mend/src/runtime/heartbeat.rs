@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::settle::Stop;
-use crate::store::{ExtendLeasesParams, HeldJob};
+use crate::store::{ExtendLeasesParams, HeartbeatNodeParams, HeldJob};
 
 /// Share of the lease after which failed extensions make the worker stop its own attempts.
 const SELF_FENCE_AT: f64 = 0.8;
@@ -30,7 +30,11 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
 
 async fn beat(shared: &Shared, last_extended: &mut Instant) {
     let now = Utc::now();
-    match shared.store.heartbeat_node(&shared.node.id, now).await {
+    let alive = HeartbeatNodeParams {
+        id: shared.node.id.clone(),
+        now,
+    };
+    match shared.store.heartbeat_node(alive).await {
         Ok(true) => {}
         Ok(false) => {
             // Another process took us for dead and removed our row (a long pause, a clock
