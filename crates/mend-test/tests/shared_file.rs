@@ -3,12 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use mend::{ErrorKind, JobState};
+use mend_test::env::Env;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_neighbour_keeps_its_jobs_and_a_dead_one_is_rescued() {
@@ -48,8 +46,7 @@ async fn a_live_neighbour_keeps_its_jobs_and_a_dead_one_is_rescued() {
         assert!(j.errors.is_empty());
     }
 
-    a.kill().unwrap();
-    a.wait().unwrap();
+    a.kill9();
     let done = env
         .wait_for(
             "B rescues and completes A's jobs",
@@ -68,6 +65,5 @@ async fn a_live_neighbour_keeps_its_jobs_and_a_dead_one_is_rescued() {
         assert_eq!(env.ledger_count("done", j.id), 1);
     }
     assert_eq!(done.len(), jobs.len());
-    signal(&b, "TERM");
-    assert_eq!(wait_exit(&mut b, Duration::from_secs(10)).0, Some(0));
+    b.stop();
 }
