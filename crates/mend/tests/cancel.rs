@@ -3,14 +3,14 @@
 //! `cancelled`, whether the cancel comes from this worker's handle or from another process
 //! through the store (picked up by the heartbeat).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{recv, stat, Env, Log};
 use mend::{
     AttemptExit, ErrorKind, EventOutcome, JobArgs, JobContext, JobError, JobState, Registry,
 };
+use mend_test::env::{stat, Env};
+use mend_test::sync::Log;
+use mend_test::wait::recv;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -109,9 +109,9 @@ async fn cancelling_an_available_job_means_it_never_runs() {
     env.wait_for_state(sentinel, JobState::Completed).await;
     // And the scheduled one's run_at has passed, so a claim would now promote it if it could.
     let deadline = env.job(later).await.run_at;
-    common::wait_until(
+    mend_test::wait::wait_until(
         "the cancelled job's run_at has passed",
-        common::WAIT,
+        mend_test::wait::WAIT,
         || async { chrono::Utc::now() > deadline },
     )
     .await;
@@ -147,7 +147,7 @@ async fn assert_cancelled_while_running(env: &Env, probe: &Probe, id: Uuid) {
         [AttemptExit::Cancelled],
         "defers are told the attempt was cancelled"
     );
-    common::wait_until("the handler's child token fires", common::WAIT, || async {
+    mend_test::wait::wait_until("the handler's child token fires", mend_test::wait::WAIT, || async {
         probe.token_fired.snapshot() == [id]
     })
     .await;
@@ -184,7 +184,7 @@ async fn cancelling_a_running_job_through_the_worker_handle() {
         "a running job is flagged, then stopped by its worker"
     );
     assert_cancelled_while_running(&env, &probe, id).await;
-    let ev = common::wait_for_event(&mut events, id, "the cancel outcome", |_| true).await;
+    let ev = mend_test::wait::wait_for_event(&mut events, id, "the cancel outcome", |_| true).await;
     assert_eq!(ev.outcome, EventOutcome::Cancelled);
     assert!(!ev.fenced);
     assert_eq!(stat(&worker.stats().cancelled), 1);
@@ -276,7 +276,7 @@ impl JobArgs for FailsOnce {
 
 async fn a_cancel_requested_during_an_attempt_that_then_fails_is_not_lost() {
     let env = Env::new().await;
-    let gate = common::Gate::new();
+    let gate = mend_test::sync::Gate::new();
     let runs = Log::new();
     let (tx, mut started) = mpsc::unbounded_channel();
     let mut registry = Registry::new();
@@ -299,7 +299,7 @@ async fn a_cancel_requested_during_an_attempt_that_then_fails_is_not_lost() {
             c.heartbeat_interval = Duration::from_secs(3600)
         })
         .await;
-    common::wait_for_first_heartbeat(&env, &worker).await;
+    env.wait_for_first_heartbeat(&worker).await;
     let id = env.client.enqueue(&FailsOnce).await.unwrap().id;
     assert_eq!(recv(&mut started, "attempt 1 to start").await, id);
 

@@ -2,15 +2,15 @@
 //! short of the process dying, each told how it ended; a cleanup that panics (or hangs) is
 //! recorded and the others still run.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{wait_for_event, Env, Log};
 use mend::{
     AttemptExit, CleanupOutcome, ErrorKind, EventOutcome, JobArgs, JobContext, JobError, JobState,
     Registry,
 };
+use mend_test::env::Env;
+use mend_test::sync::Log;
+use mend_test::wait::wait_for_event;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -161,7 +161,7 @@ async fn defers_run_lifo_on_cancel() {
         .await
         .unwrap()
         .id;
-    assert_eq!(common::recv(&mut started, "the handler to start").await, id);
+    assert_eq!(mend_test::wait::recv(&mut started, "the handler to start").await, id);
 
     worker.cancel(id).await.unwrap();
     let job = env.wait_for_state(id, JobState::Cancelled).await;
@@ -184,7 +184,7 @@ async fn defers_run_lifo_on_shutdown_release() {
         .await
         .unwrap()
         .id;
-    assert_eq!(common::recv(&mut started, "the handler to start").await, id);
+    assert_eq!(mend_test::wait::recv(&mut started, "the handler to start").await, id);
 
     let report = worker.shutdown(Duration::from_millis(100)).await;
     assert_eq!(report.released, 1);

@@ -7,12 +7,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Env, Log};
 use mend::{CleanupArgs, ErrorKind, JobArgs, JobContext, JobError, JobState, Registry};
+use mend_test::env::Env;
+use mend_test::sync::Log;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]

@@ -1,16 +1,16 @@
 //! Fencing: every write for a running job is checked against (id, attempt, lease owner), so a
 //! worker whose job was taken away (rescued as lost) cannot complete it any more.
 
-mod common;
-
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{recv, stat, wait_for_event, Env, Gate, Log};
 use mend::store::{CompleteParams, Outcome, OutcomeKind, RescueParams};
 use mend::{
     AttemptExit, ErrorKind, EventOutcome, JobArgs, JobContext, JobError, JobState, NewJob, Registry,
 };
+use mend_test::env::{stat, Env};
+use mend_test::sync::{Gate, Log};
+use mend_test::wait::{recv, wait_for_event};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -72,7 +72,7 @@ async fn a_worker_that_lost_the_lease_cannot_complete_the_job() {
             c.heartbeat_interval = Duration::from_secs(3600)
         })
         .await;
-    common::wait_for_first_heartbeat(&env, &worker).await;
+    env.wait_for_first_heartbeat(&worker).await;
     let mut events = worker.events();
     let id = env.client.enqueue(&Held).await.unwrap().id;
     assert_eq!(recv(&mut started, "attempt 1 to start").await, 1);
@@ -159,7 +159,7 @@ async fn a_stale_attempt_ending_does_not_untrack_the_new_attempt() {
             c.heartbeat_interval = Duration::from_secs(3600)
         })
         .await;
-    common::wait_for_first_heartbeat(&env, &worker).await;
+    env.wait_for_first_heartbeat(&worker).await;
     let mut events = worker.events();
     let id = env.client.enqueue(&Held).await.unwrap().id;
     assert_eq!(recv(&mut started, "attempt 1 to start").await, 1);
@@ -376,7 +376,7 @@ async fn an_attempt_that_lost_its_lease_does_not_promote_its_staged_file() {
             c.heartbeat_interval = Duration::from_millis(50)
         })
         .await;
-    common::wait_for_first_heartbeat(&env, &worker).await;
+    env.wait_for_first_heartbeat(&worker).await;
     let dir = out.path().to_string_lossy().into_owned();
     let id = env.client.enqueue(&Produce { dir }).await.unwrap().id;
     assert_eq!(recv(&mut staged, "attempt 1 to stage its file").await, 1);

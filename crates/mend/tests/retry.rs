@@ -2,16 +2,15 @@
 //! attempt limit discards; fatal errors discard at once; snoozes do not use attempts; an
 //! explicit `retry_after` wins over the policy.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{stat, Env, Log};
 use mend::{
     ErrorKind, FixedDelay, Handler, JobArgs, JobContext, JobError, JobState, NewJob, Registry,
     RetryPolicy,
 };
+use mend_test::env::{stat, Env};
+use mend_test::sync::Log;
 use serde::{Deserialize, Serialize};
 
 /// Fails the first `fail` attempts, then returns the attempt number.

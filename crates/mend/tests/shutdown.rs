@@ -3,12 +3,12 @@
 //! an attempt or recording an error. Readiness drops as soon as shutdown begins; a second call
 //! returns at once.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{recv, stat, wait_until, Env, Gate, Log, WAIT};
 use mend::{AttemptExit, JobArgs, JobContext, JobError, JobState, Registry, ShutdownReport};
+use mend_test::env::{stat, Env};
+use mend_test::sync::{Gate, Log};
+use mend_test::wait::{recv, wait_until, WAIT};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -151,7 +151,7 @@ async fn a_job_running_past_the_drain_is_released_without_using_an_attempt() {
         [AttemptExit::Shutdown],
         "defers are told the attempt was shut down"
     );
-    let ev = common::wait_for_event(&mut events, id, "the release", |_| true).await;
+    let ev = mend_test::wait::wait_for_event(&mut events, id, "the release", |_| true).await;
     assert_eq!(ev.outcome, mend::EventOutcome::Released);
     assert!(!ev.fenced);
     assert_eq!(stat(&worker.stats().released), 1);

@@ -446,12 +446,8 @@ fn targets(op: &Op, ids: &[Uuid]) -> Option<Vec<Uuid>> {
 }
 
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mend.db");
-    let sqlite = mend_sqlite::SqliteStore::open(path.to_str().unwrap())
-        .await
-        .unwrap();
-    let store: &dyn Store = &sqlite;
+    let env = mend_test::env::Env::new().await;
+    let store: &dyn Store = &*env.store;
     let t0 = Utc::now();
     let mut ids = Vec::new();
     let mut before = snapshot(store).await;
@@ -509,7 +505,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         }
         before = after;
     }
-    drop(sqlite);
+    drop(env);
     Ok(())
 }
 

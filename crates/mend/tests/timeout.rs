@@ -2,12 +2,11 @@
 //! the kind's), recorded as error kind `timeout` ("timed out after …"); in-memory defers are
 //! told `AttemptExit::TimedOut`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{stat, Env, Log};
 use mend::{AttemptExit, ErrorKind, Handler, JobArgs, JobContext, JobError, JobState, Registry};
+use mend_test::env::{stat, Env};
+use mend_test::sync::Log;
 use serde::{Deserialize, Serialize};
 
 /// Sleeps `ms`, with a defer that logs how the attempt ended.
@@ -227,7 +226,7 @@ async fn a_timed_out_attempt_fires_its_cancellation_token() {
         .id;
     let job = env.wait_for_state(id, JobState::Discarded).await;
     assert_eq!(job.errors[0].kind, ErrorKind::Timeout);
-    common::wait_until(
+    mend_test::wait::wait_until(
         "the timed-out attempt's token fires",
         Duration::from_secs(3),
         || async { fired.snapshot() == [id] },
