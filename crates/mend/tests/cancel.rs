@@ -147,9 +147,11 @@ async fn assert_cancelled_while_running(env: &Env, probe: &Probe, id: Uuid) {
         [AttemptExit::Cancelled],
         "defers are told the attempt was cancelled"
     );
-    mend_test::wait::wait_until("the handler's child token fires", mend_test::wait::WAIT, || async {
-        probe.token_fired.snapshot() == [id]
-    })
+    mend_test::wait::wait_until(
+        "the handler's child token fires",
+        mend_test::wait::WAIT,
+        || async { probe.token_fired.snapshot() == [id] },
+    )
     .await;
     assert_eq!(
         probe.runs.snapshot(),

@@ -161,7 +161,10 @@ async fn defers_run_lifo_on_cancel() {
         .await
         .unwrap()
         .id;
-    assert_eq!(mend_test::wait::recv(&mut started, "the handler to start").await, id);
+    assert_eq!(
+        mend_test::wait::recv(&mut started, "the handler to start").await,
+        id
+    );
 
     worker.cancel(id).await.unwrap();
     let job = env.wait_for_state(id, JobState::Cancelled).await;
@@ -184,7 +187,10 @@ async fn defers_run_lifo_on_shutdown_release() {
         .await
         .unwrap()
         .id;
-    assert_eq!(mend_test::wait::recv(&mut started, "the handler to start").await, id);
+    assert_eq!(
+        mend_test::wait::recv(&mut started, "the handler to start").await,
+        id
+    );
 
     let report = worker.shutdown(Duration::from_millis(100)).await;
     assert_eq!(report.released, 1);

@@ -133,9 +133,11 @@ async fn jobs_of_a_live_process_are_not_rescued() {
         })
         .await;
     assert_eq!(rescued.errors[0].kind, ErrorKind::Lost);
-    mend_test::wait::wait_until("the worker counts the rescue", mend_test::wait::WAIT, || async {
-        stat(&worker.stats().rescued) == 1
-    })
+    mend_test::wait::wait_until(
+        "the worker counts the rescue",
+        mend_test::wait::WAIT,
+        || async { stat(&worker.stats().rescued) == 1 },
+    )
     .await;
 
     let job = env.job(busy).await;
