@@ -19,6 +19,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod conformance;
+pub mod ending;
 pub mod env;
 pub mod fault;
 pub mod http;

@@ -10,19 +10,10 @@
 use std::time::Duration;
 
 use mend::{CleanupArgs, ErrorKind, JobArgs, JobContext, JobError, JobState, Registry};
+use mend_test::ending::Ending;
 use mend_test::env::Env;
 use mend_test::sync::Log;
 use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-enum Ending {
-    Ok,
-    Err,
-    Panic,
-    Hang,
-    /// Waits until the test stops it (cancel, shutdown).
-    Block,
-}
 
 #[derive(Serialize, Deserialize)]
 struct Work {
@@ -71,19 +62,7 @@ fn registry(log: &Log<String>, broken: Broken) -> Registry {
     registry.register_fn(move |ctx: JobContext, w: Work| async move {
         ctx.defer_durable(&Undo { tag: "a".into() }).await?;
         ctx.defer_durable(&Undo { tag: "b".into() }).await?;
-        match w.ending {
-            Ending::Ok => Ok(()),
-            Ending::Err => Err(JobError::retry("it went wrong")),
-            Ending::Panic => panic!("it blew up"),
-            Ending::Hang => {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                Ok(())
-            }
-            Ending::Block => {
-                std::future::pending::<()>().await;
-                Ok(())
-            }
-        }
+        w.ending.run().await
     });
     registry
 }

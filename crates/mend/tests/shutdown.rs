@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use mend::{AttemptExit, JobArgs, JobContext, JobError, JobState, Registry, ShutdownReport};
+use mend::{
+    AttemptExit, JobArgs, JobContext, JobError, JobState, Registry, ShutdownReport, WorkerHandle,
+};
 use mend_test::env::{stat, Env};
 use mend_test::sync::{Gate, Log};
 use mend_test::wait::{recv, wait_until, WAIT};
@@ -61,14 +63,62 @@ fn registry(
     registry
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_flight_jobs_that_finish_within_the_drain_complete() {
+/// One test's store and a worker (two slots) running [`registry`], with the handles that steer
+/// its handler.
+struct Rig {
+    env: Env,
+    gate: Gate,
+    exits: Log<AttemptExit>,
+    tx: mpsc::UnboundedSender<(Uuid, i32)>,
+    started: mpsc::UnboundedReceiver<(Uuid, i32)>,
+    worker: WorkerHandle,
+}
+
+async fn rig() -> Rig {
     let env = Env::new().await;
     let (gate, exits) = (Gate::new(), Log::new());
-    let (tx, mut started) = mpsc::unbounded_channel();
-    // Exactly as many slots as jobs: while they run, the fetcher waits for a slot (not in the
-    // middle of a claim), so shutdown counts both as in flight the moment it begins.
-    let worker = env.worker(registry(&gate, &exits, tx), 2, |_| {}).await;
+    let (tx, started) = mpsc::unbounded_channel();
+    // Exactly as many slots as a test has jobs in flight: while they run, the fetcher waits for
+    // a slot (not in the middle of a claim), so shutdown counts them as in flight the moment it
+    // begins.
+    let worker = env
+        .worker(registry(&gate, &exits, tx.clone()), 2, |_| {})
+        .await;
+    Rig {
+        env,
+        gate,
+        exits,
+        tx,
+        started,
+        worker,
+    }
+}
+
+/// Starts `worker.shutdown(drain)` in the background and waits until it has begun (readiness
+/// dropped).
+async fn begin_shutdown(
+    worker: &WorkerHandle,
+    drain: Duration,
+) -> tokio::task::JoinHandle<ShutdownReport> {
+    let h = worker.clone();
+    let shutdown = tokio::spawn(async move { h.shutdown(drain).await });
+    wait_until("readiness drops once shutdown begins", WAIT, || async {
+        !worker.is_ready()
+    })
+    .await;
+    shutdown
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_jobs_that_finish_within_the_drain_complete() {
+    let Rig {
+        env,
+        gate,
+        exits,
+        mut started,
+        worker,
+        ..
+    } = rig().await;
     let rows = env
         .client
         .enqueue_many(&[work(false, false), work(false, false)])
@@ -79,12 +129,7 @@ async fn in_flight_jobs_that_finish_within_the_drain_complete() {
     }
     assert!(worker.is_ready());
 
-    let h = worker.clone();
-    let shutdown = tokio::spawn(async move { h.shutdown(Duration::from_secs(30)).await });
-    wait_until("readiness drops once shutdown begins", WAIT, || async {
-        !worker.is_ready()
-    })
-    .await;
+    let shutdown = begin_shutdown(&worker, Duration::from_secs(30)).await;
     assert!(
         !shutdown.is_finished(),
         "shutdown waits for the in-flight attempts"
@@ -123,12 +168,14 @@ async fn in_flight_jobs_that_finish_within_the_drain_complete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_running_past_the_drain_is_released_without_using_an_attempt() {
-    let env = Env::new().await;
-    let (gate, exits) = (Gate::new(), Log::new());
-    let (tx, mut started) = mpsc::unbounded_channel();
-    let worker = env
-        .worker(registry(&gate, &exits, tx.clone()), 2, |_| {})
-        .await;
+    let Rig {
+        env,
+        gate,
+        exits,
+        tx,
+        mut started,
+        worker,
+    } = rig().await;
     let mut events = worker.events();
     let id = env.client.enqueue(&work(false, false)).await.unwrap().id;
     assert_eq!(recv(&mut started, "the handler to start").await, (id, 1));
@@ -178,10 +225,12 @@ async fn a_job_running_past_the_drain_is_released_without_using_an_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_released_job_keeps_the_attempt_count_it_had_before_the_claim() {
-    let env = Env::new().await;
-    let (gate, exits) = (Gate::new(), Log::new());
-    let (tx, mut started) = mpsc::unbounded_channel();
-    let worker = env.worker(registry(&gate, &exits, tx), 2, |_| {}).await;
+    let Rig {
+        env,
+        mut started,
+        worker,
+        ..
+    } = rig().await;
     let id = env.client.enqueue(&work(true, false)).await.unwrap().id;
     // Attempt 1 failed; attempt 2 is running.
     assert_eq!(recv(&mut started, "attempt 2 to start").await, (id, 2));
@@ -208,10 +257,13 @@ async fn a_released_job_keeps_the_attempt_count_it_had_before_the_claim() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
 async fn a_cooperative_handler_stopped_by_shutdown_is_released_too() {
-    let env = Env::new().await;
-    let (gate, exits) = (Gate::new(), Log::new());
-    let (tx, mut started) = mpsc::unbounded_channel();
-    let worker = env.worker(registry(&gate, &exits, tx), 2, |_| {}).await;
+    let Rig {
+        env,
+        exits,
+        mut started,
+        worker,
+        ..
+    } = rig().await;
     let id = env.client.enqueue(&work(false, true)).await.unwrap().id;
     assert_eq!(recv(&mut started, "the handler to start").await, (id, 1));
 
@@ -226,16 +278,17 @@ async fn a_cooperative_handler_stopped_by_shutdown_is_released_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_shutdown_call_returns_at_once() {
-    let env = Env::new().await;
-    let (gate, exits) = (Gate::new(), Log::new());
-    let (tx, mut started) = mpsc::unbounded_channel();
-    let worker = env.worker(registry(&gate, &exits, tx), 2, |_| {}).await;
+    let Rig {
+        env,
+        gate,
+        mut started,
+        worker,
+        ..
+    } = rig().await;
     let id = env.client.enqueue(&work(false, false)).await.unwrap().id;
     recv(&mut started, "the handler to start").await;
 
-    let h = worker.clone();
-    let first = tokio::spawn(async move { h.shutdown(Duration::from_secs(30)).await });
-    wait_until("shutdown begins", WAIT, || async { !worker.is_ready() }).await;
+    let first = begin_shutdown(&worker, Duration::from_secs(30)).await;
     // While the first is still draining (the job is blocked), a second call does not wait.
     let second = tokio::time::timeout(
         Duration::from_secs(2),
@@ -265,16 +318,17 @@ async fn a_second_shutdown_call_returns_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_drain_releases_at_once() {
-    let env = Env::new().await;
-    let (gate, exits) = (Gate::new(), Log::new());
-    let (tx, mut started) = mpsc::unbounded_channel();
-    let worker = env.worker(registry(&gate, &exits, tx), 2, |_| {}).await;
+    let Rig {
+        env,
+        exits,
+        mut started,
+        worker,
+        ..
+    } = rig().await;
     let id = env.client.enqueue(&work(false, false)).await.unwrap().id;
     recv(&mut started, "the handler to start").await;
 
-    let h = worker.clone();
-    let shutdown = tokio::spawn(async move { h.shutdown(Duration::from_secs(3600)).await });
-    wait_until("shutdown begins", WAIT, || async { !worker.is_ready() }).await;
+    let shutdown = begin_shutdown(&worker, Duration::from_secs(3600)).await;
     worker.cut_drain();
     let report = tokio::time::timeout(WAIT, shutdown)
         .await
