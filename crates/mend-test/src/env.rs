@@ -328,3 +328,18 @@ impl Env {
 pub fn stat(counter: &std::sync::atomic::AtomicU64) -> u64 {
     mend::Stats::get(counter)
 }
+
+/// The names of the files in `dir`, sorted (what a job left behind).
+pub fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| {
+            e.expect("a directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}

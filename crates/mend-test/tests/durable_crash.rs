@@ -8,17 +8,7 @@
 use std::time::Duration;
 
 use mend::{ErrorKind, JobState, NewJob};
-use mend_test::env::Env;
-
-/// The file names in `dir`, sorted.
-fn listing(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
+use mend_test::env::{files_in, Env};
 
 async fn cleanup_of_a_killed_attempt_runs_before_the_retry(env: Env) {
     let dir = env.dir.path().to_str().unwrap().to_owned();
@@ -93,7 +83,7 @@ async fn a_staged_file_of_a_killed_attempt_leaves_no_temp_file(env: Env) {
             serde_json::json!({"dir": out.to_str().unwrap(), "first_ms": 60_000}),
         ))
         .await;
-    let listing = || listing(&out);
+    let listing = || files_in(&out);
     let mut child = env.spawn(&["--concurrency", "1"]);
     env.wait_ledger(&format!("staged {} 1", job.id), 1, Duration::from_secs(20))
         .await;
@@ -136,7 +126,7 @@ async fn a_crash_between_rename_and_commit_is_retried(env: Env) {
         ))
         .await;
     let final_path = out.join(format!("out-{}.txt", job.id));
-    let listing = || listing(&out);
+    let listing = || files_in(&out);
     let mut child = env.spawn_with_env(
         &["--concurrency", "1"],
         &[("MEND_TEST_CRASH", "before-completion")],

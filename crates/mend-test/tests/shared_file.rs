@@ -8,18 +8,21 @@ use std::time::Duration;
 use mend::{ErrorKind, JobState};
 use mend_test::env::Env;
 
+/// Both processes: two slots, a rescue pass every 200 ms, a heartbeat every 100 ms.
+const FLAGS: [&str; 6] = [
+    "--concurrency",
+    "2",
+    "--rescue-ms",
+    "200",
+    "--heartbeat-ms",
+    "100",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_neighbour_keeps_its_jobs_and_a_dead_one_is_rescued() {
     let env = Env::new().await;
     let jobs = env.enqueue(2, 60_000, 50).await;
-    let mut a = env.spawn(&[
-        "--concurrency",
-        "2",
-        "--rescue-ms",
-        "200",
-        "--heartbeat-ms",
-        "100",
-    ]);
+    let mut a = env.spawn(&FLAGS);
     env.wait_for("A runs both jobs", Duration::from_secs(10), |j| {
         j.iter().all(|j| j.state == JobState::Running)
     })
@@ -27,14 +30,7 @@ async fn a_live_neighbour_keeps_its_jobs_and_a_dead_one_is_rescued() {
     let owner_a = env.jobs().await[0].lease_owner.clone().unwrap();
 
     // B starts (its start-up rescue runs) and keeps rescuing every 200 ms.
-    let mut b = env.spawn(&[
-        "--concurrency",
-        "2",
-        "--rescue-ms",
-        "200",
-        "--heartbeat-ms",
-        "100",
-    ]);
+    let mut b = env.spawn(&FLAGS);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     for j in env.jobs().await {
         assert_eq!(

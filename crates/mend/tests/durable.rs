@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use mend::{CleanupArgs, ErrorKind, JobArgs, JobContext, JobError, JobState, Registry};
 use mend_test::ending::Ending;
-use mend_test::env::Env;
+use mend_test::env::{files_in, Env};
 use mend_test::sync::Log;
 use serde::{Deserialize, Serialize};
 
@@ -151,15 +151,6 @@ impl JobArgs for Produce {
     fn configure(job: mend::NewJob) -> mend::NewJob {
         job.with_max_attempts(1)
     }
-}
-
-fn files_in(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 async fn produce(fail: bool) -> (tempfile::TempDir, mend::JobRow) {
