@@ -125,23 +125,9 @@ async fn batches_are_all_or_nothing_and_pages_have_no_gaps() {
 async fn idempotency_key_returns_the_first_job_even_under_concurrency() {
     let s = Arc::new(start(None, None).await);
     let body = json!({"kind": "noop"});
-    let first = s
-        .call_with(
-            "POST",
-            "/v1/jobs",
-            Some(body.clone()),
-            &[("idempotency-key", "order-42")],
-        )
-        .await;
+    let first = s.enqueue_with_key(body.clone(), "order-42").await;
     assert_eq!(first.status, 201);
-    let again = s
-        .call_with(
-            "POST",
-            "/v1/jobs",
-            Some(body.clone()),
-            &[("idempotency-key", "order-42")],
-        )
-        .await;
+    let again = s.enqueue_with_key(body.clone(), "order-42").await;
     assert_eq!(again.status, 200);
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
     assert_eq!(again.body["id"], first.body["id"]);
@@ -151,13 +137,7 @@ async fn idempotency_key_returns_the_first_job_even_under_concurrency() {
         let s = s.clone();
         let body = body.clone();
         tasks.push(tokio::spawn(async move {
-            s.call_with(
-                "POST",
-                "/v1/jobs",
-                Some(body),
-                &[("idempotency-key", "race")],
-            )
-            .await
+            s.enqueue_with_key(body, "race").await
         }));
     }
     let mut ids = std::collections::HashSet::new();

@@ -57,6 +57,12 @@ pub async fn start(token: Option<&str>, max_body: Option<usize>) -> Server {
 }
 
 impl Server {
+    /// `POST /v1/jobs` with an `idempotency-key`.
+    pub async fn enqueue_with_key(&self, body: Value, key: &str) -> Resp {
+        self.call_with("POST", "/v1/jobs", Some(body), &[("idempotency-key", key)])
+            .await
+    }
+
     /// A remote worker's claim (`POST /v1/workers/claim`).
     pub async fn claim(&self, body: Value) -> Resp {
         self.call("POST", "/v1/workers/claim", Some(body)).await
