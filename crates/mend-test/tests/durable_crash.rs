@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use mend::{ErrorKind, JobState, NewJob};
+use mend::{ErrorKind, JobRow, JobState, NewJob};
 use mend_test::env::{files_in, Env};
 
 async fn cleanup_of_a_killed_attempt_runs_before_the_retry(env: Env) {
@@ -74,15 +74,22 @@ async fn cleanup_of_a_killed_attempt_runs_before_the_retry(env: Env) {
     child.stop();
 }
 
-async fn a_staged_file_of_a_killed_attempt_leaves_no_temp_file(env: Env) {
+/// A `staged` job writing into a fresh `out` directory in the test's own; its first attempt
+/// hangs `first_ms` after writing the temp file.
+async fn staged_job(env: &Env, first_ms: u64) -> (std::path::PathBuf, JobRow) {
     let out = env.dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let job = env
         .insert_one(NewJob::new(
             "staged",
-            serde_json::json!({"dir": out.to_str().unwrap(), "first_ms": 60_000}),
+            serde_json::json!({"dir": out.to_str().unwrap(), "first_ms": first_ms}),
         ))
         .await;
+    (out, job)
+}
+
+async fn a_staged_file_of_a_killed_attempt_leaves_no_temp_file(env: Env) {
+    let (out, job) = staged_job(&env, 60_000).await;
     let listing = || files_in(&out);
     let mut child = env.spawn(&["--concurrency", "1"]);
     env.wait_ledger(&format!("staged {} 1", job.id), 1, Duration::from_secs(20))
@@ -96,11 +103,7 @@ async fn a_staged_file_of_a_killed_attempt_leaves_no_temp_file(env: Env) {
     );
 
     let mut child = env.spawn(&["--concurrency", "1"]);
-    env.wait_for("the job completed", Duration::from_secs(30), |j| {
-        j.iter()
-            .any(|j| j.id == job.id && j.state == JobState::Completed)
-    })
-    .await;
+    env.wait_completed(job.id).await;
     let final_name = format!("out-{}.txt", job.id);
     assert_eq!(
         listing(),
@@ -117,14 +120,7 @@ async fn a_staged_file_of_a_killed_attempt_leaves_no_temp_file(env: Env) {
 /// The window between a staged file's rename and the completion's commit, reached by fault
 /// injection: the worker dies there; the job is retried and writes the file again.
 async fn a_crash_between_rename_and_commit_is_retried(env: Env) {
-    let out = env.dir.path().join("out");
-    std::fs::create_dir(&out).unwrap();
-    let job = env
-        .insert_one(NewJob::new(
-            "staged",
-            serde_json::json!({"dir": out.to_str().unwrap(), "first_ms": 0}),
-        ))
-        .await;
+    let (out, job) = staged_job(&env, 0).await;
     let final_path = out.join(format!("out-{}.txt", job.id));
     let listing = || files_in(&out);
     let mut child = env.spawn_with_env(
