@@ -140,6 +140,7 @@ async fn a_long_poll_returns_as_soon_as_a_job_is_enqueued() {
             .await;
         (r, t.elapsed())
     });
+    // Let the claim park in its long poll first: the enqueue must wake it, not precede it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     s.call("POST", "/v1/jobs", Some(json!({"kind": "ping"})))
         .await;

@@ -106,6 +106,7 @@ async fn a_job_that_keeps_killing_its_worker_is_quarantined() {
         "{}",
         j[0].errors[2].message
     );
+    // A window for a wrong fourth run to show up: nothing observable marks its absence.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         env.ledger_count("start", jobs[0].id),

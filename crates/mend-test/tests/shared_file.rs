@@ -31,6 +31,7 @@ async fn a_live_neighbour_keeps_its_jobs_and_a_dead_one_is_rescued() {
 
     // B starts (its start-up rescue runs) and keeps rescuing every 200 ms.
     let mut b = env.spawn(&FLAGS);
+    // Several of B's rescue passes; what is checked is that none of them touches A's jobs.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     for j in env.jobs().await {
         assert_eq!(

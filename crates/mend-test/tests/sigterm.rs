@@ -106,6 +106,8 @@ async fn a_second_signal_cuts_the_drain_short() {
     })
     .await;
     child.signal("TERM");
+    // A window in which a process that ignored the drain would exit: what is checked is that
+    // nothing happens.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         child.try_wait().unwrap().is_none(),
