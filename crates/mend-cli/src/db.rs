@@ -26,7 +26,7 @@ pub fn is_postgres(url: &str) -> bool {
 }
 
 /// The URL with any password hidden, for output and logs.
-pub use mend::store::redact_url as redact;
+pub use mend_postgres::redact_url as redact;
 
 /// Opens (and migrates) the store at `url`.
 pub async fn open(url: &str, opts: OpenOptions) -> anyhow::Result<Arc<dyn Store>> {

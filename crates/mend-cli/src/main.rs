@@ -7,6 +7,7 @@ mod chaos;
 mod client;
 mod db;
 mod drill;
+mod duration;
 mod serve;
 
 use clap::{Parser, Subcommand};

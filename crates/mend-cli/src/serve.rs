@@ -4,12 +4,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
+
+use crate::duration;
 
 /// Arguments of `mend serve`. Each has an environment variable; `mend.toml` fills in what
 /// neither flag nor variable sets.
@@ -28,18 +29,41 @@ pub struct ServeArgs {
     #[arg(long, env = "MEND_QUEUES", value_delimiter = ',')]
     queues: Vec<String>,
     /// How long in-flight jobs may run on after SIGTERM before they are cancelled and
-    /// released [default: 30s]
-    #[arg(long, env = "MEND_DRAIN_MS")]
+    /// released, e.g. 30s, 2m [default: 30s]. The old --drain-ms N (MEND_DRAIN_MS,
+    /// drain_ms in mend.toml), in milliseconds, still works; this one wins over it.
+    #[arg(long, env = "MEND_DRAIN", value_name = "DURATION", value_parser = duration::parse)]
+    drain: Option<Duration>,
+    /// The old name of --drain, in milliseconds.
+    #[arg(long, env = "MEND_DRAIN_MS", value_name = "MS", hide = true)]
     drain_ms: Option<u64>,
-    /// How long readiness reports false before new connections are refused [default: 1s]
-    #[arg(long, env = "MEND_SHUTDOWN_GRACE_MS")]
+    /// How long readiness reports false before new connections are refused, e.g. 1s, 500ms
+    /// [default: 1s]. The old --shutdown-grace-ms N (MEND_SHUTDOWN_GRACE_MS,
+    /// shutdown_grace_ms in mend.toml), in milliseconds, still works.
+    #[arg(
+        long,
+        env = "MEND_SHUTDOWN_GRACE",
+        value_name = "DURATION",
+        value_parser = duration::parse
+    )]
+    shutdown_grace: Option<Duration>,
+    /// The old name of --shutdown-grace, in milliseconds.
+    #[arg(long, env = "MEND_SHUTDOWN_GRACE_MS", value_name = "MS", hide = true)]
     shutdown_grace_ms: Option<u64>,
     /// Largest request body in bytes [default: 1 MiB]
     #[arg(long, env = "MEND_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
-    /// Delete completed, cancelled and discarded jobs after this many hours; 0 keeps them
-    /// forever [default: 168, a week]
-    #[arg(long, env = "MEND_RETENTION_HOURS")]
+    /// Delete completed, cancelled and discarded jobs this long after they finish, e.g. 168h,
+    /// 7d; 0 keeps them forever [default: 168h, a week]. The old --retention-hours N
+    /// (MEND_RETENTION_HOURS, retention_hours in mend.toml), in hours, still works.
+    #[arg(
+        long,
+        env = "MEND_RETENTION",
+        value_name = "DURATION",
+        value_parser = duration::parse
+    )]
+    retention: Option<Duration>,
+    /// The old name of --retention, in hours.
+    #[arg(long, env = "MEND_RETENTION_HOURS", value_name = "HOURS", hide = true)]
     retention_hours: Option<u64>,
     /// Configuration file [default: ./mend.toml when it exists]
     #[arg(long, env = "MEND_CONFIG")]
@@ -52,6 +76,14 @@ pub struct ServeArgs {
     drill_break: Option<crate::drill::Breakage>,
 }
 
+/// How long in-flight jobs may finish after SIGTERM when nothing says otherwise.
+const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+/// How long readiness reports false before connections are refused, when nothing says.
+const DEFAULT_GRACE: Duration = Duration::from_secs(1);
+/// How long finished jobs are kept when nothing says: a week, long enough to look into last
+/// week's failures.
+const DEFAULT_RETENTION: Duration = Duration::from_secs(168 * 3600);
+
 /// `mend.toml`.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,9 +92,17 @@ struct FileConfig {
     bind: Option<String>,
     token: Option<String>,
     queues: Option<std::collections::BTreeMap<String, usize>>,
+    /// A duration such as "30s" (see `duration.rs`).
+    drain: Option<String>,
+    /// The old `drain`, in milliseconds.
     drain_ms: Option<u64>,
+    shutdown_grace: Option<String>,
+    /// The old `shutdown_grace`, in milliseconds.
     shutdown_grace_ms: Option<u64>,
     max_body_bytes: Option<usize>,
+    /// "0" keeps finished jobs forever.
+    retention: Option<String>,
+    /// The old `retention`, in hours.
     retention_hours: Option<u64>,
     /// The built-in executors' settings (`[exec.allow.NAME]` tables).
     exec: Option<mend_executors::ExecutorsConfig>,
@@ -96,6 +136,37 @@ impl std::fmt::Debug for Settings {
     }
 }
 
+/// One duration setting from wherever it is given, first found first: the flag (or its
+/// variable), the old flag in its old unit, the `mend.toml` key, the old key in its old unit.
+struct DurationSources<'a> {
+    /// The `mend.toml` key (the flag without `--`, `-` for `_`).
+    key: &'static str,
+    old_key: &'static str,
+    flag: Option<Duration>,
+    old_flag: Option<Duration>,
+    file: Option<&'a str>,
+    old_file: Option<Duration>,
+}
+
+impl DurationSources<'_> {
+    fn resolve(self, config: &std::path::Path) -> anyhow::Result<Option<Duration>> {
+        let (key, old_key) = (self.key, self.old_key);
+        if self.file.is_some() && self.old_file.is_some() {
+            bail!(
+                "{} sets both {key} and {old_key} (its old name); keep {key}",
+                config.display()
+            );
+        }
+        let file = self
+            .file
+            .map(|text| {
+                duration::parse(text).map_err(|e| anyhow!("{key} in {}: {e}", config.display()))
+            })
+            .transpose()?;
+        Ok(self.flag.or(self.old_flag).or(file).or(self.old_file))
+    }
+}
+
 fn load(args: ServeArgs) -> anyhow::Result<Settings> {
     let path = args.config.clone().or_else(|| {
         let p = PathBuf::from("mend.toml");
@@ -110,6 +181,35 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
         }
         None => FileConfig::default(),
     };
+    let config = path.as_deref().unwrap_or(std::path::Path::new("mend.toml"));
+    let drain = DurationSources {
+        key: "drain",
+        old_key: "drain_ms",
+        flag: args.drain,
+        old_flag: args.drain_ms.map(Duration::from_millis),
+        file: file.drain.as_deref(),
+        old_file: file.drain_ms.map(Duration::from_millis),
+    }
+    .resolve(config)?;
+    let grace = DurationSources {
+        key: "shutdown_grace",
+        old_key: "shutdown_grace_ms",
+        flag: args.shutdown_grace,
+        old_flag: args.shutdown_grace_ms.map(Duration::from_millis),
+        file: file.shutdown_grace.as_deref(),
+        old_file: file.shutdown_grace_ms.map(Duration::from_millis),
+    }
+    .resolve(config)?;
+    let hours = |h: u64| Duration::from_secs(h.saturating_mul(3600));
+    let retention = DurationSources {
+        key: "retention",
+        old_key: "retention_hours",
+        flag: args.retention,
+        old_flag: args.retention_hours.map(hours),
+        file: file.retention.as_deref(),
+        old_file: file.retention_hours.map(hours),
+    }
+    .resolve(config)?;
     let queues = if !args.queues.is_empty() {
         args.queues
             .iter()
@@ -146,20 +246,14 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty()),
         queues,
-        drain: Duration::from_millis(args.drain_ms.or(file.drain_ms).unwrap_or(30_000)),
-        grace: Duration::from_millis(
-            args.shutdown_grace_ms
-                .or(file.shutdown_grace_ms)
-                .unwrap_or(1000),
-        ),
+        drain: drain.unwrap_or(DEFAULT_DRAIN),
+        grace: grace.unwrap_or(DEFAULT_GRACE),
         max_body_bytes: args
             .max_body_bytes
             .or(file.max_body_bytes)
             .unwrap_or(mend_server::DEFAULT_MAX_BODY_BYTES),
-        retention: match args.retention_hours.or(file.retention_hours).unwrap_or(168) {
-            0 => None,
-            h => Some(Duration::from_secs(h.saturating_mul(3600))),
-        },
+        // Zero keeps finished jobs forever.
+        retention: Some(retention.unwrap_or(DEFAULT_RETENTION)).filter(|r| !r.is_zero()),
         executors: file.exec.unwrap_or_default(),
         drill: args.drill_dir.map(|d| (d, args.drill_break)),
     })
@@ -243,12 +337,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         mend_executors::validate(kind, args, &executors)
     }));
     state.worker = Some(worker.clone());
-    let ready = state.ready.clone();
     let app = mend_server::app(state);
 
     let local = listener.local_addr()?;
     // Before the ready lines: a SIGTERM right after them must drain, not kill.
-    let mut signals = mend::runtime::Signals::listen();
+    let signals = mend::runtime::Signals::listen();
     // Scripts and tests read these lines to find the port and the node. Whoever started us
     // may have closed stdout after reading what it needed: that must not stop the server.
     {
@@ -268,37 +361,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
     });
 
-    signals.recv().await;
-    tracing::info!(
-        "signal received: readiness off, draining (send another signal to stop at once)"
-    );
-    ready.store(false, Ordering::Release);
-    let w = worker.clone();
-    let hurry = tokio_util::sync::CancellationToken::new();
-    let hurry_on_signal = hurry.clone();
-    let second = tokio::spawn(async move {
-        signals.recv().await;
-        tracing::warn!("second signal: cancelling in-flight jobs and releasing them now (a third exits at once)");
-        hurry_on_signal.cancel();
-        w.cut_drain();
-        signals.recv().await;
-        std::process::exit(130);
-    });
-    // Readiness is false for the grace period, so load balancers stop sending new work
-    // before connections are refused.
-    tokio::select! {
-        _ = tokio::time::sleep(s.grace) => {}
-        _ = hurry.cancelled() => {}
-    }
-    http_stop.cancel();
-    let drained = worker.shutdown(s.drain).await;
+    // The library's signal-driven stop: readiness off, the grace period (load balancers stop
+    // sending new work before connections are refused), HTTP stops taking requests, drain.
+    let drained = worker
+        .run_until_with(signals, s.drain, s.grace, || http_stop.cancel())
+        .await;
     match tokio::time::timeout(Duration::from_secs(10), server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
         Err(_) => tracing::warn!("HTTP connections still open after 10 s; closing them"),
     }
-    second.abort();
     tracing::info!(?drained, "stopped");
     // Spans of the last jobs and of the shutdown itself.
     mend_server::otel::flush(Duration::from_secs(2));
@@ -336,5 +409,110 @@ mod tests {
         })
         .unwrap_err();
         assert!(format!("{err:#}").contains("bnid"), "{err:#}");
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn parse(flags: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let argv = std::iter::once("serve").chain(flags.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(argv).map(|c| c.args)
+    }
+
+    /// Settings from `flags` and a mend.toml holding `toml`.
+    fn settings(flags: &[&str], toml: &str) -> anyhow::Result<Settings> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mend.toml");
+        std::fs::write(&path, toml).unwrap();
+        let mut args = parse(flags).unwrap();
+        args.config = Some(path);
+        load(args)
+    }
+
+    #[test]
+    fn durations_take_units_and_the_old_names_keep_theirs() {
+        let s = settings(&["--drain", "2s", "--shutdown-grace", "250ms"], "").unwrap();
+        assert_eq!(s.drain, Duration::from_secs(2));
+        assert_eq!(s.grace, Duration::from_millis(250));
+        assert_eq!(s.retention, Some(Duration::from_secs(168 * 3600)));
+        let s = settings(
+            &[
+                "--drain-ms",
+                "1500",
+                "--shutdown-grace-ms",
+                "50",
+                "--retention-hours",
+                "2",
+            ],
+            "",
+        )
+        .unwrap();
+        assert_eq!(s.drain, Duration::from_millis(1500));
+        assert_eq!(s.grace, Duration::from_millis(50));
+        assert_eq!(s.retention, Some(Duration::from_secs(7200)));
+        // Zero keeps finished jobs forever, in either spelling.
+        assert_eq!(settings(&["--retention", "0"], "").unwrap().retention, None);
+        assert_eq!(
+            settings(&["--retention-hours", "0"], "").unwrap().retention,
+            None
+        );
+        // The new name wins over the old one.
+        let s = settings(&["--drain", "1m", "--drain-ms", "5"], "").unwrap();
+        assert_eq!(s.drain, Duration::from_secs(60));
+        // Defaults.
+        let s = settings(&[], "").unwrap();
+        assert_eq!((s.drain, s.grace), (DEFAULT_DRAIN, DEFAULT_GRACE));
+    }
+
+    #[test]
+    fn mend_toml_durations_take_units_and_the_old_keys_keep_theirs() {
+        let s = settings(
+            &[],
+            "drain = \"1m30s\"\nshutdown_grace = \"2s\"\nretention = \"7d\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.drain, Duration::from_secs(90));
+        assert_eq!(s.grace, Duration::from_secs(2));
+        assert_eq!(s.retention, Some(Duration::from_secs(7 * 86400)));
+        let s = settings(&[], "drain_ms = 40\nretention_hours = 0\n").unwrap();
+        assert_eq!(s.drain, Duration::from_millis(40));
+        assert_eq!(s.retention, None);
+        // A flag beats the file, whichever names either uses.
+        let s = settings(&["--drain-ms", "7"], "drain = \"1h\"\n").unwrap();
+        assert_eq!(s.drain, Duration::from_millis(7));
+        let err = settings(&[], "drain = \"30\"\n").unwrap_err().to_string();
+        assert!(
+            err.contains("drain in ") && err.contains("needs a unit"),
+            "{err}"
+        );
+        let err = settings(&[], "retention = \"a week\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("retention in ") && err.contains("1h30m"),
+            "{err}"
+        );
+        let err = settings(&[], "drain = \"1s\"\ndrain_ms = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("both drain and drain_ms"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_duration_flag_says_what_is_accepted() {
+        for (flag, value) in [
+            ("--drain", "30"),
+            ("--shutdown-grace", "soon"),
+            ("--retention", "1w"),
+        ] {
+            let err = parse(&[flag, value]).err().unwrap().to_string();
+            assert!(err.contains(flag), "{err}");
+            assert!(err.contains("e.g.") && err.contains("30s"), "{err}");
+        }
+        // The old names take plain numbers, as they always did.
+        assert!(parse(&["--drain-ms", "2s"]).is_err());
     }
 }

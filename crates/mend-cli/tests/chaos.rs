@@ -4,19 +4,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
+
+mod common;
+use common::mend;
 
 /// Runs `mend chaos --json` with `args` on `database`, files in `dir`; returns the process
 /// output and the parsed report.
 fn drill(database: &str, dir: &std::path::Path, args: &[&str]) -> (Output, Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mend"))
+    let out = mend()
         .args(["chaos", "--json", "--database", database, "--dir"])
         .arg(dir)
         .args(args)
-        .env_remove("MEND_DATABASE_URL")
-        .env_remove("MEND_CONFIG")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -82,8 +83,8 @@ fn short_drill(database: &str, dir: &std::path::Path, duration: &str) -> (Output
             duration,
             "--seed",
             "7",
-            "--work-ms",
-            "500",
+            "--work",
+            "500ms",
         ],
     )
 }
@@ -100,10 +101,9 @@ fn short_drill_on_sqlite_passes() {
 
 #[test]
 fn short_drill_on_postgres_passes() {
-    let Some(url) = mend_test::pg::server_url("short_drill_on_postgres_passes") else {
+    let Some(schema) = common::pg_schema("short_drill_on_postgres_passes", "mend_chaos") else {
         return;
     };
-    let schema = mend_test::pg::Schema::new(&url, "mend_chaos");
     let dir = tempfile::tempdir().unwrap();
     let (out, report) = short_drill(&schema.store_url(), dir.path(), "8s");
     assert_passed(&out, &report, 300, 3);
@@ -184,8 +184,10 @@ fn bad_drill_settings_are_refused_with_a_reason() {
         ("--panic-rate", "0.95", "at most 0.9"),
         ("--terminations", "2", "SQLite"),
         ("--duration", "soon", "not a duration"),
+        ("--settle", "1.5s", "not a duration"),
+        ("--work", "500", "needs a unit"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_mend"))
+        let out = mend()
             .args(["chaos", "--database", &db, flag, value])
             .output()
             .unwrap();

@@ -5,11 +5,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+mod common;
+use common::mend as mend_cmd;
 
 const TOKEN: &str = "t0k3n-value";
 
@@ -27,32 +30,12 @@ impl Drop for Server {
     }
 }
 
-/// The `MEND_*` variables a developer's shell may have set; cleared so each test says what it
-/// means.
-const MEND_VARS: [&str; 4] = [
-    "MEND_SERVER",
-    "MEND_API_TOKEN",
-    "MEND_DATABASE_URL",
-    "MEND_CONFIG",
-];
-
-fn mend_cmd() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mend"));
-    for v in MEND_VARS {
-        c.env_remove(v);
-    }
-    for v in ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"] {
-        c.env_remove(v);
-    }
-    c
-}
-
 fn start(extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("t.db").display());
     let mut child = mend_cmd()
         .args(["serve", "--database", &db, "--bind", "127.0.0.1:0"])
-        .args(["--shutdown-grace-ms", "50", "--drain-ms", "500"])
+        .args(["--shutdown-grace", "50ms", "--drain", "500ms"])
         .args(extra)
         // No ./mend.toml of the developer's is picked up.
         .current_dir(dir.path())
@@ -244,8 +227,8 @@ fn enqueue_list_show_cancel_and_retry_over_http() {
     let available = j["id"].as_str().unwrap().to_owned();
 
     // The same idempotency key gives the same job, and says so on stderr.
-    let first = s
-        .mend(&[
+    let enqueue_keyed = || {
+        s.mend(&[
             "enqueue",
             "report",
             "--queue",
@@ -253,17 +236,10 @@ fn enqueue_list_show_cancel_and_retry_over_http() {
             "--idempotency-key",
             "order-1",
         ])
-        .ok();
-    let again = s
-        .mend(&[
-            "enqueue",
-            "report",
-            "--queue",
-            "mail",
-            "--idempotency-key",
-            "order-1",
-        ])
-        .ok();
+        .ok()
+    };
+    let first = enqueue_keyed();
+    let again = enqueue_keyed();
     assert_eq!(first.stdout, again.stdout);
     assert!(first.stderr.is_empty(), "{}", first.stderr);
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
@@ -382,43 +358,40 @@ fn enqueue_list_show_cancel_and_retry_over_http() {
     assert_eq!(j["state"], "cancelled");
 
     // Errors of the server are one line with the detail and the status.
-    let line = s.mend(&["jobs", "retry", &waiting]).fails().to_owned();
-    assert!(
-        line.contains("only completed, cancelled or discarded") && line.ends_with("(HTTP 409)"),
-        "{line}"
-    );
-    let line = s
-        .mend(&["jobs", "show", "01933b6e-8f3a-7c2d-9b1e-0a1b2c3d4e5f"])
-        .fails()
-        .to_owned();
-    assert!(
-        line.contains("no job") && line.ends_with("(HTTP 404)"),
-        "{line}"
-    );
-    let line = s
-        .mend(&["jobs", "list", "--state", "sleeping"])
-        .fails()
-        .to_owned();
-    assert!(
-        line.contains("unknown job state") && line.ends_with("(HTTP 422, field state)"),
-        "{line}"
-    );
-    let line = s
-        .mend(&["enqueue", "noop", "--run-at", "tomorrow"])
-        .fails()
-        .to_owned();
-    assert!(
-        line.contains("RFC 3339") && line.ends_with("(HTTP 422, field run_at)"),
-        "{line}"
-    );
-    let line = s
-        .mend(&["enqueue", "noop", "--args", r#"{"sleep_ms": "soon"}"#])
-        .fails()
-        .to_owned();
-    assert!(
-        line.contains("sleep_ms") && line.ends_with("(HTTP 422, field args)"),
-        "{line}"
-    );
+    let server_errors: [(&[&str], &str, &str); 5] = [
+        (
+            &["jobs", "retry", &waiting],
+            "only completed, cancelled or discarded",
+            "(HTTP 409)",
+        ),
+        (
+            &["jobs", "show", "01933b6e-8f3a-7c2d-9b1e-0a1b2c3d4e5f"],
+            "no job",
+            "(HTTP 404)",
+        ),
+        (
+            &["jobs", "list", "--state", "sleeping"],
+            "unknown job state",
+            "(HTTP 422, field state)",
+        ),
+        (
+            &["enqueue", "noop", "--run-at", "tomorrow"],
+            "RFC 3339",
+            "(HTTP 422, field run_at)",
+        ),
+        (
+            &["enqueue", "noop", "--args", r#"{"sleep_ms": "soon"}"#],
+            "sleep_ms",
+            "(HTTP 422, field args)",
+        ),
+    ];
+    for (args, says, ends) in server_errors {
+        let line = s.mend(args).fails().to_owned();
+        assert!(
+            line.contains(says) && line.ends_with(ends),
+            "{args:?}: {line}"
+        );
+    }
 
     // queues list: a row per queue, a column per state.
     let out = s.mend(&["queues", "list"]).ok();
@@ -554,56 +527,103 @@ fn queues_pause_and_resume() {
 fn bad_input_is_one_clear_line_before_any_request() {
     // No server: these must fail on the input, not on the connection.
     let nowhere = format!("http://127.0.0.1:{}", free_port());
-    let line = run(
-        &["enqueue", "noop", "--args", "{to: a}", "--server", &nowhere],
-        &[],
-    )
-    .fails()
-    .to_owned();
-    assert!(line.contains("--args is not valid JSON"), "{line}");
-    let line = run(
-        &[
-            "enqueue", "noop", "--args", "not json", "--server", &nowhere,
-        ],
-        &[],
-    )
-    .fails()
-    .to_owned();
-    assert!(line.contains("--args is not valid JSON"), "{line}");
-    let line = run(
-        &["enqueue", "noop", "--delay", "soon", "--server", &nowhere],
-        &[],
-    )
-    .fails()
-    .to_owned();
-    assert!(line.contains("--delay") && line.contains("30s"), "{line}");
-    let line = run(
-        &["enqueue", "noop", "--timeout", "30", "--server", &nowhere],
-        &[],
-    )
-    .fails()
-    .to_owned();
-    assert!(line.contains("needs a unit"), "{line}");
-    let line = run(&["jobs", "list", "--server", "ftp://example.com"], &[])
-        .fails()
-        .to_owned();
-    assert!(line.contains("http://"), "{line}");
     let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("missing.json");
-    let line = run(
-        &[
-            "enqueue",
-            "noop",
-            "--args",
-            &format!("@{}", missing.display()),
-            "--server",
-            &nowhere,
-        ],
-        &[],
-    )
-    .fails()
-    .to_owned();
-    assert!(line.contains("cannot read the file"), "{line}");
+    let missing = format!("@{}", dir.path().join("missing.json").display());
+    let cases: [(&[&str], &[&str]); 7] = [
+        (
+            &["enqueue", "noop", "--args", "{to: a}"],
+            &["--args is not valid JSON"],
+        ),
+        (
+            &["enqueue", "noop", "--args", "not json"],
+            &["--args is not valid JSON"],
+        ),
+        (&["enqueue", "noop", "--delay", "soon"], &["--delay", "30s"]),
+        (&["enqueue", "noop", "--timeout", "30"], &["needs a unit"]),
+        (
+            &["enqueue", "noop", "--timeout", "1.5s"],
+            &["--timeout", "not a duration", "1h30m"],
+        ),
+        (
+            &["enqueue", "noop", "--args", &missing],
+            &["cannot read the file"],
+        ),
+        (
+            &["jobs", "list", "--server", "ftp://example.com"],
+            &["http://"],
+        ),
+    ];
+    for (args, says) in cases {
+        let mut all = args.to_vec();
+        if !all.contains(&"--server") {
+            all.extend(["--server", &nowhere]);
+        }
+        let line = run(&all, &[]).fails().to_owned();
+        assert!(says.iter().all(|s| line.contains(s)), "{args:?}: {line}");
+    }
+}
+
+/// `mend serve` with `args`, a mend.toml holding `toml` and `env`, expected to refuse to start:
+/// its stderr.
+fn serve_refuses(args: &[&str], toml: &str, env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mend.toml"), toml).unwrap();
+    let db = format!("sqlite://{}", dir.path().join("t.db").display());
+    let out = mend_cmd()
+        .args(["serve", "--database", &db, "--bind", "127.0.0.1:0"])
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "{args:?} {toml:?} {env:?} was accepted"
+    );
+    assert!(out.stdout.is_empty(), "it never listened");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn serve_durations_take_units_and_bad_ones_say_what_is_accepted() {
+    // A bad value anywhere stops `mend serve` before it listens, naming the setting and the
+    // forms it takes.
+    let err = serve_refuses(&["--drain", "30"], "", &[]);
+    assert!(
+        err.contains("--drain") && err.contains("needs a unit") && err.contains("30s"),
+        "{err}"
+    );
+    let err = serve_refuses(&["--shutdown-grace", "a bit"], "", &[]);
+    assert!(
+        err.contains("--shutdown-grace") && err.contains("500ms, 30s, 2m, 1h30m"),
+        "{err}"
+    );
+    let err = serve_refuses(&[], "", &[("MEND_RETENTION", "1w")]);
+    assert!(
+        err.contains("--retention") && err.contains("unknown unit"),
+        "{err}"
+    );
+    let err = serve_refuses(&[], "drain = \"1 minute\"\n", &[]);
+    assert!(err.contains("drain in ") && err.contains("1h30m"), "{err}");
+    // The old names take plain numbers, as they always did.
+    let err = serve_refuses(&["--drain-ms", "2s"], "", &[]);
+    assert!(err.contains("--drain-ms"), "{err}");
+    let err = serve_refuses(&[], "retention_hours = \"1h\"\n", &[]);
+    assert!(err.contains("retention_hours"), "{err}");
+
+    // Good values start it, in the new spelling and the old; `start` itself uses the new flags.
+    drop(start(&["--retention", "7d"]));
+    drop(start(&["--retention-hours", "0"]));
+    let help = run(&["serve", "--help"], &[]).ok().stdout;
+    for flag in [
+        "--drain <DURATION>",
+        "--shutdown-grace <DURATION>",
+        "--retention <DURATION>",
+        "MEND_DRAIN",
+    ] {
+        assert!(help.contains(flag), "{flag}:\n{help}");
+    }
 }
 
 #[test]
@@ -722,11 +742,9 @@ fn migrate_creates_a_fresh_database_at_the_current_schema() {
 
 #[test]
 fn migrate_brings_a_postgres_schema_up_and_hides_the_password() {
-    let Some(server) = mend_test::pg::server_url("migrate on postgres") else {
+    let Some(schema) = common::pg_schema("migrate on postgres", "mend_cli") else {
         return;
     };
-    // Dropped (with the schema) when the test ends.
-    let schema = mend_test::pg::Schema::new(&server, "mend_cli");
     let url = schema.store_url();
     let out = run(&["migrate", "--database", &url, "--json"], &[]).ok();
     let j = out.json();

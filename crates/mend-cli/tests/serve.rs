@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod common;
+use common::mend;
+
 struct Serve {
     child: Child,
     addr: String,
@@ -37,7 +40,7 @@ fn serve_on(db: &str, dir: tempfile::TempDir, extra: &[&str]) -> Serve {
 }
 
 fn serve_with_env(db: &str, dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Serve {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mend"))
+    let mut child = mend()
         .args(["serve", "--database", db, "--bind", "127.0.0.1:0"])
         .args(extra)
         .envs(env.iter().copied())
@@ -111,6 +114,28 @@ fn signal(child: &Child, sig: &str) {
         .success());
 }
 
+/// The stored state and attempt of each job in the SQLite database at `db`, in `ids` order.
+fn stored(db: &std::path::Path, ids: &[&str]) -> Vec<(mend::JobState, i32)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = mend_sqlite::SqliteStore::open(db.to_str().unwrap())
+            .await
+            .unwrap();
+        let mut states = Vec::new();
+        for id in ids {
+            let job = mend::Store::get(&store, id.parse().unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            states.push((job.state, job.attempt));
+        }
+        states
+    })
+}
+
 fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -125,10 +150,10 @@ fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 #[test]
 fn sigterm_turns_readiness_off_drains_in_flight_jobs_and_exits_zero() {
     let mut s = serve(&[
-        "--shutdown-grace-ms",
-        "700",
-        "--drain-ms",
-        "10000",
+        "--shutdown-grace",
+        "700ms",
+        "--drain",
+        "10s",
         "--queues",
         "default=2",
     ]);
@@ -163,43 +188,27 @@ fn sigterm_turns_readiness_off_drains_in_flight_jobs_and_exits_zero() {
     assert_eq!(code, Some(0), "graceful shutdown exits 0");
 
     // Nothing lost: reopen the database and look.
-    let db = s._dir.path().join("serve.db");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let store = mend_sqlite::SqliteStore::open(db.to_str().unwrap())
-            .await
-            .unwrap();
-        let mut states = Vec::new();
-        for id in &ids {
-            let job = mend::Store::get(&store, id.parse().unwrap())
-                .await
-                .unwrap()
-                .unwrap();
-            states.push((job.state, job.attempt));
-        }
-        let completed = states
-            .iter()
-            .filter(|(s, _)| *s == mend::JobState::Completed)
-            .count();
-        let waiting = states
-            .iter()
-            .filter(|(s, a)| *s == mend::JobState::Available && *a == 0)
-            .count();
-        assert_eq!(
-            (completed, waiting),
-            (2, 2),
-            "in-flight jobs finished, the rest wait: {states:?}"
-        );
-    });
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let states = stored(&s._dir.path().join("serve.db"), &ids);
+    let completed = states
+        .iter()
+        .filter(|(s, _)| *s == mend::JobState::Completed)
+        .count();
+    let waiting = states
+        .iter()
+        .filter(|(s, a)| *s == mend::JobState::Available && *a == 0)
+        .count();
+    assert_eq!(
+        (completed, waiting),
+        (2, 2),
+        "in-flight jobs finished, the rest wait: {states:?}"
+    );
 }
 
 #[test]
 fn refuses_a_public_address_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_mend"))
+    let out = mend()
         .args(["serve", "--bind", "0.0.0.0:0", "--database"])
         .arg(format!("sqlite://{}", dir.path().join("x.db").display()))
         .env_remove("MEND_API_TOKEN")
@@ -361,6 +370,7 @@ fn metrics_parse_and_move_as_jobs_run() {
 
 #[test]
 fn a_second_signal_releases_running_jobs_and_exits_at_once() {
+    // The old flag names, in their old unit (milliseconds), still work.
     let mut s = serve(&["--shutdown-grace-ms", "5000", "--drain-ms", "60000"]);
     let (_, job) = http(
         &s.addr,
@@ -387,31 +397,17 @@ fn a_second_signal_releases_running_jobs_and_exits_at_once() {
         "the second signal did not stop it",
     );
     assert_eq!(code, Some(0));
-    let db = s._dir.path().join("serve.db");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let store = mend_sqlite::SqliteStore::open(db.to_str().unwrap())
-            .await
-            .unwrap();
-        let job = mend::Store::get(&store, id.parse().unwrap())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (job.state, job.attempt),
-            (mend::JobState::Available, 0),
-            "released, attempt not used"
-        );
-    });
+    assert_eq!(
+        stored(&s._dir.path().join("serve.db"), &[&id]),
+        [(mend::JobState::Available, 0)],
+        "released, attempt not used"
+    );
 }
 
 #[test]
 fn json_logs_are_one_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_mend"))
+    let out = mend()
         .args(["--log-format", "json", "migrate", "--database"])
         .arg(format!("sqlite://{}", dir.path().join("logs.db").display()))
         .env("RUST_LOG", "info")
@@ -433,11 +429,9 @@ fn json_logs_are_one_object_per_line() {
 
 #[test]
 fn serves_and_runs_jobs_on_postgres() {
-    let Some(server) = mend_test::pg::server_url("serve on postgres") else {
+    let Some(schema) = common::pg_schema("serve on postgres", "mend_serve") else {
         return;
     };
-    // Dropped (with the schema) when the test ends.
-    let schema = mend_test::pg::Schema::new(&server, "mend_serve");
     let db = schema.store_url();
     let mut s = serve_on(&db, tempfile::tempdir().unwrap(), &[]);
     let mut ids = Vec::new();
@@ -466,7 +460,7 @@ fn serves_and_runs_jobs_on_postgres() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let client = mend_test::pg::connect(&server).await.unwrap();
+        let client = mend_test::pg::connect(&schema.url).await.unwrap();
         // The node deregistered on its way out.
         let nodes: i64 = client
             .query_one(

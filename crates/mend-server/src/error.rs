@@ -145,6 +145,15 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<mend::ClientError> for ApiError {
+    fn from(e: mend::ClientError) -> Self {
+        match e {
+            mend::ClientError::Store(e) => e.into(),
+            other => ApiError::invalid("args", other.to_string()),
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match r {

@@ -12,7 +12,6 @@ mod middleware;
 pub mod otel;
 pub mod routes;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,15 +42,14 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Bearer token; `None` means no auth (only allowed on loopback, see `mend serve`).
     pub token: Option<Arc<str>>,
-    /// False once shutdown has begun: `/readyz` answers 503.
-    pub ready: Arc<AtomicBool>,
     /// Per-kind args checks at enqueue time.
     pub validator: Option<ArgsValidator>,
     /// Request body limit in bytes.
     pub max_body_bytes: usize,
     /// Per-request time limit.
     pub request_timeout: Duration,
-    /// The in-process workers, for `/metrics` (none when the server only serves the API).
+    /// The in-process worker, for `/metrics`, readiness and cancels (none when the server only
+    /// serves the API).
     pub worker: Option<mend::WorkerHandle>,
     /// Jobs enqueued through this server.
     pub enqueued: Arc<std::sync::atomic::AtomicU64>,
@@ -63,7 +61,6 @@ impl AppState {
         AppState {
             store,
             token: None,
-            ready: Arc::new(AtomicBool::new(true)),
             validator: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -72,9 +69,19 @@ impl AppState {
         }
     }
 
-    /// Whether the server accepts work.
+    /// Whether the server accepts work: the worker's readiness, which goes false when its
+    /// shutdown begins (one flag for both; a server without a worker is always ready).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.worker.as_ref().is_none_or(|w| w.is_ready())
+    }
+
+    /// The client every route that changes a job goes through: the worker's own when this
+    /// server runs one (a cancel then stops a running attempt here at once).
+    pub fn client(&self) -> mend::Client {
+        match &self.worker {
+            Some(w) => w.client(),
+            None => mend::Client::new(self.store.clone()),
+        }
     }
 }
 

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use common::start;
@@ -296,18 +295,48 @@ async fn a_token_is_required_when_configured() {
 
 #[tokio::test]
 async fn readiness_turns_off_at_shutdown_and_enqueues_are_still_stored() {
-    let s = start(None, None).await;
-    assert_eq!(s.call("GET", "/readyz", None).await.status, 200);
-    s.state.ready.store(false, Ordering::Release);
-    assert_eq!(s.call("GET", "/readyz", None).await.status, 503);
+    use tower::ServiceExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn mend::Store> = Arc::new(
+        mend_sqlite::SqliteStore::open(dir.path().join("jobs.db").to_str().unwrap())
+            .await
+            .unwrap(),
+    );
+    let mut registry = mend::Registry::new();
+    registry.register_raw("other", None, |_ctx, _args| async { Ok(None) });
+    let worker = mend::Worker::builder(store.clone())
+        .registry(registry)
+        .build()
+        .start()
+        .await
+        .unwrap();
+    let mut state = mend_server::AppState::new(store);
+    state.worker = Some(worker.clone());
+    let app = mend_server::app(state);
+    let call = |method: &str, uri: &str, body: Option<Value>| {
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(
+                body.map(|b| b.to_string()).unwrap_or_default(),
+            ))
+            .unwrap();
+        app.clone().oneshot(req)
+    };
+    assert_eq!(call("GET", "/readyz", None).await.unwrap().status(), 200);
+    // The one readiness flag is the worker's: its shutdown turns /readyz off.
+    worker.shutdown(std::time::Duration::ZERO).await;
+    assert_eq!(call("GET", "/readyz", None).await.unwrap().status(), 503);
     // Load balancers stop sending work when readiness goes off; what still arrives during the
     // grace period is stored (durably, for the next start) rather than refused.
-    let r = s
-        .call("POST", "/v1/jobs", Some(json!({"kind": "noop"})))
-        .await;
-    assert_eq!(r.status, 201);
+    let r = call("POST", "/v1/jobs", Some(json!({"kind": "noop"})))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
     assert_eq!(
-        s.call("GET", "/healthz", None).await.status,
+        call("GET", "/healthz", None).await.unwrap().status(),
         200,
         "still alive"
     );

@@ -16,56 +16,40 @@ async fn open(dir: &tempfile::TempDir) -> SqliteStore {
 
 #[tokio::test]
 async fn hot_queries_use_indexes_not_table_scans() {
+    // The store's own statements, not copies: a change to one is checked here at once.
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
-    let claim = store
-        .explain(
-            "SELECT id FROM mend_jobs WHERE state = 'available' AND queue = ?1
-             AND (?2 IS NULL OR kind IN (SELECT value FROM json_each(?2)))
-             ORDER BY priority, run_at, id LIMIT ?3",
-        )
-        .await
-        .unwrap();
-    assert!(
-        claim.iter().any(|l| l.contains("mend_jobs_claim")),
-        "claim plan: {claim:?}"
-    );
-    assert!(
-        !claim.iter().any(|l| l.contains("TEMP B-TREE")),
-        "claim must not sort: {claim:?}"
-    );
-    let promote = store
-        .explain("SELECT id FROM mend_jobs WHERE (state = 'scheduled' OR state = 'retryable') AND run_at <= ?1 ORDER BY run_at LIMIT ?2")
-        .await
-        .unwrap();
-    assert!(
-        promote.iter().any(|l| l.contains("mend_jobs_due")),
-        "promote plan: {promote:?}"
-    );
-    let rescue = store
-        .explain("SELECT id FROM mend_jobs WHERE state = 'running' AND (lease_owner IN (SELECT value FROM json_each(?1)) OR lease_expires_at < ?2)")
-        .await
-        .unwrap();
-    assert!(
-        rescue.iter().any(|l| l.contains("mend_jobs_running")),
-        "rescue plan: {rescue:?}"
-    );
-    let fence = store
-        .explain("UPDATE mend_jobs SET state = 'completed' WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'")
-        .await
-        .unwrap();
-    assert!(
-        fence.iter().any(|l| l.contains("PRIMARY KEY")),
-        "completion plan: {fence:?}"
-    );
-    for plan in [&claim, &promote, &rescue, &fence] {
+    let plans = store.explain_hot_paths().await.unwrap();
+    for (name, plan) in &plans {
+        let indexes: &[&str] = match *name {
+            "claim" | "claim_kinds" => &["mend_jobs_claim"],
+            "claim_probe" => &["mend_jobs_claim", "mend_jobs_due"],
+            "due" | "promote" => &["mend_jobs_due"],
+            "rescue" => &["mend_jobs_running"],
+            "complete" | "extend" => &["PRIMARY KEY"],
+            other => panic!("no expected index for {other}"),
+        };
+        for index in indexes {
+            assert!(
+                plan.iter().any(|l| l.contains(index)),
+                "{name} does not use {index}: {plan:?}"
+            );
+        }
         assert!(
             !plan
                 .iter()
                 .any(|l| l.starts_with("SCAN mend_jobs") && !l.contains("INDEX")),
-            "whole-table scan in {plan:?}"
+            "whole-table scan in {name}: {plan:?}"
         );
     }
+    for name in ["claim", "claim_kinds"] {
+        let (_, plan) = plans.iter().find(|(n, _)| *n == name).unwrap();
+        assert!(
+            !plan.iter().any(|l| l.contains("TEMP B-TREE")),
+            "{name} must not sort: {plan:?}"
+        );
+    }
+    assert_eq!(plans.len(), 8, "{plans:?}");
 }
 
 #[tokio::test]
@@ -74,14 +58,17 @@ async fn hot_writes_build_no_temporary_tables() {
     // list in a partial index's condition does that); keep them out of the hot path.
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
-    for sql in [
-        "INSERT INTO mend_jobs (id, queue, kind, args, state, priority, max_attempts, run_at, created_at, unique_key, tags, timeout_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING",
-        "UPDATE mend_jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?2, lease_owner = ?3, lease_expires_at = ?4 WHERE id = ?1 AND state = 'available'",
-        "UPDATE mend_jobs SET state = 'completed', finalized_at = ?4, result = ?5, lease_expires_at = NULL WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND state = 'running'",
-    ] {
-        let ops = store.opcodes(sql).await.unwrap();
-        assert!(!ops.iter().any(|o| o.contains("Ephemeral")), "{sql}: {ops:?}");
+    let writes = store.hot_write_opcodes().await.unwrap();
+    assert_eq!(
+        writes.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        ["insert", "claim", "complete"]
+    );
+    for (name, ops) in writes {
+        assert!(!ops.is_empty(), "{name}: no opcodes");
+        assert!(
+            !ops.iter().any(|o| o.contains("Ephemeral")),
+            "{name}: {ops:?}"
+        );
     }
 }
 

@@ -70,8 +70,24 @@ macro_rules! store_conformance {
             prune_deletes_old_finished_jobs_only,
             timeline_tells_each_jobs_story,
             checkpoints_are_fenced_and_reach_the_next_attempt,
-            insert_wakes_idle_fetchers
+            insert_wakes_idle_fetchers,
+            dead_nodes_are_the_stale_ones_never_this_one,
+            durable_cleanups_are_written_down_fenced_and_removed_when_run
         );
+    };
+    ($factory:path, effects = $kit:expr) => {
+        $crate::store_conformance!($factory);
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn completion_commits_with_its_effect_or_not_at_all() {
+            let Some(t) = $factory().await else { return };
+            $crate::conformance::completion_commits_with_its_effect_or_not_at_all(
+                t.store.clone(),
+                $kit,
+            )
+            .await;
+            drop(t);
+        }
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
         $(

@@ -221,6 +221,26 @@ pub struct DurableCleanup {
     pub args: serde_json::Value,
 }
 
+impl DurableCleanup {
+    /// Writes a new cleanup down at the end of a job's `list`, numbered after the last one;
+    /// returns its number.
+    pub fn push_next(
+        list: &mut Vec<DurableCleanup>,
+        attempt: i32,
+        name: String,
+        args: serde_json::Value,
+    ) -> u32 {
+        let seq = list.iter().map(|c| c.seq).max().unwrap_or(0) + 1;
+        list.push(DurableCleanup {
+            seq,
+            attempt,
+            name,
+            args,
+        });
+        seq
+    }
+}
+
 /// Typed arguments of a durable cleanup action, named like a job kind.
 pub trait CleanupArgs: Serialize + serde::de::DeserializeOwned + Send + 'static {
     /// The action's name, unique within a worker's registry.

@@ -1,5 +1,8 @@
-//! The client: enqueue, inspect, cancel and retry jobs. It talks only to the store, so it works
-//! in processes that run no worker (a web app that only enqueues).
+//! The client: enqueue, inspect, cancel and retry jobs. It talks to the store, so it works in
+//! processes that run no worker (a web app that only enqueues); one taken from a running worker
+//! ([`crate::WorkerHandle::client`]) also stops that worker's attempts of a cancelled job at
+//! once. Cancel has this one entry point: the worker handle, the HTTP API and the CLI (through
+//! the API) all come here.
 
 use std::sync::Arc;
 
@@ -26,12 +29,26 @@ pub enum ClientError {
 #[derive(Clone)]
 pub struct Client {
     store: Arc<dyn Store>,
+    /// The worker of this process, when the client came from one: a cancel stops its
+    /// attempts at once instead of at its next heartbeat.
+    local: Option<std::sync::Weak<crate::runtime::Shared>>,
 }
 
 impl Client {
     /// A client on `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Client { store }
+        Client { store, local: None }
+    }
+
+    /// A client that also reaches the worker of this process (see [`Client::cancel`]).
+    pub(crate) fn with_worker(
+        store: Arc<dyn Store>,
+        worker: std::sync::Weak<crate::runtime::Shared>,
+    ) -> Self {
+        Client {
+            store,
+            local: Some(worker),
+        }
     }
 
     /// The store underneath.
@@ -73,9 +90,18 @@ impl Client {
         Ok(self.store.get(id).await?)
     }
 
-    /// Cancel a job. Running jobs are stopped by their worker within a heartbeat (use
-    /// [`crate::WorkerHandle::cancel`] to stop one running in this process at once).
+    /// Cancel a job — the one way to cancel, whoever asks (library, HTTP, CLI). A waiting job is
+    /// `cancelled` at once. A running one is stopped, its cleanups run (told `Cancelled`) and
+    /// it ends `cancelled`: at once when it runs in the worker this client came from
+    /// ([`crate::WorkerHandle::client`]), within a heartbeat interval
+    /// ([`crate::runtime::DEFAULT_HEARTBEAT_INTERVAL`]) on any other worker or node. A job
+    /// whose handler had already returned `Ok` stays `completed`. Returns the job as it is
+    /// after the request (`None`: no such job); a finished job is returned unchanged.
     pub async fn cancel(&self, id: Uuid) -> Result<Option<JobRow>, ClientError> {
+        Ok(self.cancel_job(id).await?)
+    }
+
+    pub(crate) async fn cancel_job(&self, id: Uuid) -> Result<Option<JobRow>, StoreError> {
         let rows = self
             .store
             .cancel(CancelParams {
@@ -83,6 +109,9 @@ impl Client {
                 now: Utc::now(),
             })
             .await?;
+        if let Some(worker) = self.local.as_ref().and_then(|w| w.upgrade()) {
+            worker.stop_job(id, crate::settle::Stop::Cancel);
+        }
         Ok(rows.into_iter().next())
     }
 

@@ -78,6 +78,16 @@ impl JobState {
         }
     }
 
+    /// The state of a job waiting to run at `run_at` — a new one, or a snoozed one: `scheduled`
+    /// while that is in the future, `available` once it is due. Decided here for every backend.
+    pub fn waiting_for(run_at: DateTime<Utc>, now: DateTime<Utc>) -> JobState {
+        if run_at > now {
+            JobState::Scheduled
+        } else {
+            JobState::Available
+        }
+    }
+
     /// Whether the job has stopped moving on its own (only a person can retry it).
     pub fn is_final(self) -> bool {
         matches!(

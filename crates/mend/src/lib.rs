@@ -45,6 +45,7 @@ pub mod node;
 pub mod panic;
 pub mod retry;
 pub mod runtime;
+pub mod settle;
 pub mod store;
 pub mod trace;
 

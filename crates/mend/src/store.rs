@@ -89,37 +89,6 @@ pub enum StoreError {
     Database(String),
 }
 
-/// A database URL with any password (in the user info or a `password` parameter) hidden, for
-/// output, logs and errors.
-pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let mut out = match base.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((creds, host)) => match creds.split_once(':') {
-                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-                None => base.to_owned(),
-            },
-            None => base.to_owned(),
-        },
-        None => base.to_owned(),
-    };
-    if let Some(q) = query {
-        let params: Vec<String> = q
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => p.to_owned(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
-    }
-    out
-}
-
 /// Claim up to `limit` available jobs of one queue for one worker.
 #[derive(Debug, Clone)]
 pub struct ClaimParams {
@@ -169,6 +138,20 @@ pub enum OutcomeKind {
     },
     /// Shutdown stopped the attempt; back to `available`, the attempt does not count.
     Release,
+}
+
+impl OutcomeKind {
+    /// The error recorded for the attempt, if it failed or was cancelled.
+    pub fn error(&self) -> Option<&AttemptError> {
+        match self {
+            OutcomeKind::Retry { error, .. }
+            | OutcomeKind::Discard { error }
+            | OutcomeKind::Cancelled { error } => Some(error),
+            OutcomeKind::Completed { .. } | OutcomeKind::Snooze { .. } | OutcomeKind::Release => {
+                None
+            }
+        }
+    }
 }
 
 /// One attempt's outcome, fenced by (id, attempt, lease owner).
@@ -273,6 +256,27 @@ impl TxEffect {
     pub fn into_inner(self) -> Box<dyn std::any::Any + Send> {
         self.0.into_inner().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The backend's effect `F` (built by the backend's `effect` function, named in
+    /// `built_by` for the error) and the result of the completion it commits with. Effects
+    /// commit with completions only.
+    pub fn unpack<F: 'static>(
+        self,
+        outcome: &Outcome,
+        built_by: &str,
+    ) -> Result<(F, Option<serde_json::Value>)> {
+        let Ok(f) = self.into_inner().downcast::<F>() else {
+            return Err(StoreError::Database(format!(
+                "this effect was not built by {built_by}"
+            )));
+        };
+        let OutcomeKind::Completed { result } = &outcome.kind else {
+            return Err(StoreError::Database(
+                "effects commit with completions only".into(),
+            ));
+        };
+        Ok((*f, result.clone()))
+    }
 }
 
 impl std::fmt::Debug for TxEffect {
@@ -288,6 +292,18 @@ pub struct CompleteParams {
     pub outcomes: Vec<Outcome>,
     /// The current time.
     pub now: DateTime<Utc>,
+}
+
+impl CompleteParams {
+    /// Whether some job goes straight back to `available` (released, or snoozed until a time
+    /// already passed): idle fetchers should be woken for it.
+    pub fn requeues(&self) -> bool {
+        self.outcomes.iter().any(|o| match o.kind {
+            OutcomeKind::Release => true,
+            OutcomeKind::Snooze { run_at } => run_at <= self.now,
+            _ => false,
+        })
+    }
 }
 
 /// Which outcomes landed. Ones missing from `applied` were fenced out: the job had moved on
@@ -379,6 +395,20 @@ pub struct JobPage {
     pub next_cursor: Option<Uuid>,
 }
 
+impl JobPage {
+    /// A page from `jobs` fetched with one row more than `limit` (newest first): the extra row
+    /// only says that another page follows.
+    pub fn from_overfetch(mut jobs: Vec<JobRow>, limit: usize) -> JobPage {
+        let next_cursor = if jobs.len() > limit {
+            jobs.truncate(limit);
+            jobs.last().map(|j| j.id)
+        } else {
+            None
+        };
+        JobPage { jobs, next_cursor }
+    }
+}
+
 /// Count of jobs in one queue and state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueCount {
@@ -388,6 +418,29 @@ pub struct QueueCount {
     pub state: JobState,
     /// How many.
     pub count: u64,
+}
+
+impl QueueCount {
+    /// The counts from `(queue, state, count)` rows as a store reads them, sorted by queue
+    /// then state.
+    pub fn from_rows(
+        rows: impl IntoIterator<Item = (String, String, i64)>,
+    ) -> Result<Vec<QueueCount>> {
+        let mut out = rows
+            .into_iter()
+            .map(|(queue, state, count)| {
+                Ok(QueueCount {
+                    queue,
+                    state: state
+                        .parse::<JobState>()
+                        .map_err(|e| StoreError::Database(e.to_string()))?,
+                    count: u64::try_from(count).unwrap_or(0),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by(|a, b| (&a.queue, a.state).cmp(&(&b.queue, b.state)));
+        Ok(out)
+    }
 }
 
 /// Cancel jobs: waiting ones become `cancelled` at once; running ones are flagged and their

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use mend::store::{CancelParams, ListParams, RetryParams, MAX_PAGE};
+use mend::store::{ListParams, MAX_PAGE};
 use mend::{JobRow, JobState, NewJob};
 use serde::Deserialize;
 use tracing::Instrument;
@@ -36,29 +36,21 @@ pub struct EnqueueRequest {
     /// Which handler runs it.
     pub kind: String,
     /// Its input (default `{}`).
-    #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub args: Option<serde_json::Value>,
     /// The queue (default `default`).
-    #[serde(default)]
     pub queue: Option<String>,
     /// Lower runs first (default 0).
-    #[serde(default)]
     pub priority: Option<i16>,
     /// Attempts allowed (default 25).
-    #[serde(default)]
     pub max_attempts: Option<i32>,
     /// Do not run before this RFC 3339 time.
-    #[serde(default)]
     pub run_at: Option<String>,
     /// Do not run before this many milliseconds from now.
-    #[serde(default)]
     pub delay_ms: Option<u64>,
     /// Per-attempt time limit.
-    #[serde(default)]
     pub timeout_ms: Option<i64>,
     /// Labels for filtering.
-    #[serde(default)]
     pub tags: Option<Vec<String>>,
     /// Enqueueing again with the same key returns the first job (same as the
     /// `Idempotency-Key` header; `unique_key` is accepted as an alias).
@@ -320,7 +312,7 @@ pub(crate) async fn enqueue_batch(
         .into_response())
 }
 
-fn parse_id(p: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_id(p: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
     let Path(raw) = p?;
     Uuid::parse_str(&raw).map_err(|_| {
         ApiError::bad_request(
@@ -339,12 +331,15 @@ pub(crate) async fn get_job(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<JobRow>, ApiError> {
-    let id = parse_id(id)?;
+    load(&state, parse_id(id)?).await.map(Json)
+}
+
+/// The job `id`, or 404.
+pub(crate) async fn load(state: &AppState, id: Uuid) -> Result<JobRow, ApiError> {
     state
         .store
         .get(id)
         .await?
-        .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
@@ -411,7 +406,8 @@ pub(crate) async fn list(
     Ok(Json(page))
 }
 
-/// Cancels a job: a waiting one at once, a running one is stopped by its worker.
+/// Cancels a job (see `mend::Client::cancel`): a waiting one at once; a running one is stopped
+/// at once on this node, within a heartbeat on another.
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = Uuid, Path)),
     responses((status = 200, body = JobRow), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn cancel(
@@ -419,16 +415,10 @@ pub(crate) async fn cancel(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<JobRow>, ApiError> {
     let id = parse_id(id)?;
-    let rows = state
-        .store
-        .cancel(CancelParams {
-            ids: vec![id],
-            now: Utc::now(),
-        })
-        .await?;
-    let job = rows
-        .into_iter()
-        .next()
+    let job = state
+        .client()
+        .cancel(id)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     if job.state.is_final() && job.state != JobState::Cancelled {
         return Err(ApiError::conflict(format!(
@@ -476,15 +466,10 @@ pub(crate) async fn retry(
             "job {id} completed; retrying it runs it (and its effects) again. Add ?force=true if that is what you want"
         )));
     }
-    let rows = state
-        .store
-        .retry(RetryParams {
-            ids: vec![id],
-            now: Utc::now(),
-        })
-        .await?;
-    rows.into_iter()
-        .next()
+    state
+        .client()
+        .retry(id)
+        .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }

@@ -12,8 +12,9 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::Json;
 use chrono::Utc;
+use mend::settle::{settle, Attempt, Ending, Rules};
 use mend::store::{ClaimParams, CompleteParams, ExtendLeasesParams, HeldJob, Outcome, OutcomeKind};
-use mend::{AttemptError, ErrorKind, JobRow, RetryPolicy};
+use mend::JobRow;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -65,18 +66,14 @@ pub struct ClaimRequest {
     /// Unique per worker process.
     pub worker_id: String,
     /// The queue (default `default`).
-    #[serde(default)]
     pub queue: Option<String>,
     /// The kinds this worker runs (at least one).
     pub kinds: Vec<String>,
     /// At most this many jobs (default 1, at most 100).
-    #[serde(default)]
     pub limit: Option<usize>,
     /// Wait up to this long for a job when none is available (default 0, at most 20000).
-    #[serde(default)]
     pub wait_ms: Option<u64>,
     /// Lease length (default 30000).
-    #[serde(default)]
     pub lease_ms: Option<u64>,
 }
 
@@ -173,7 +170,6 @@ pub struct HeartbeatRequest {
     /// The attempts it is running.
     pub jobs: Vec<HeldAttempt>,
     /// New lease length from now (default 30000).
-    #[serde(default)]
     pub lease_ms: Option<u64>,
 }
 
@@ -231,7 +227,6 @@ pub struct CompleteRequest {
     /// The attempt it ran.
     pub attempt: i32,
     /// Stored as the job's result.
-    #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
 }
@@ -250,22 +245,27 @@ pub struct FailRequest {
     #[serde(default)]
     pub fatal: bool,
     /// Retry after this long instead of the default backoff.
-    #[serde(default)]
     pub retry_after_ms: Option<u64>,
 }
 
-fn job_id(p: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
-    let Path(raw) = p?;
-    Uuid::parse_str(&raw)
-        .map_err(|_| ApiError::bad_request("invalid-id", format!("{raw:?} is not a job id")))
-}
-
-async fn record(state: &AppState, id: Uuid, outcome: Outcome) -> Result<Json<JobRow>, ApiError> {
-    let (attempt, owner) = (outcome.attempt, outcome.lease_owner.clone());
+/// Writes a remote worker's outcome for `attempt` of job `id`, fenced by the worker.
+async fn record(
+    state: &AppState,
+    id: Uuid,
+    attempt: i32,
+    owner: String,
+    kind: OutcomeKind,
+) -> Result<Json<JobRow>, ApiError> {
     let r = state
         .store
         .complete_many(CompleteParams {
-            outcomes: vec![outcome],
+            outcomes: vec![Outcome {
+                id,
+                attempt,
+                lease_owner: owner.clone(),
+                kind,
+                cleanups: vec![],
+            }],
             now: Utc::now(),
         })
         .await?;
@@ -274,12 +274,7 @@ async fn record(state: &AppState, id: Uuid, outcome: Outcome) -> Result<Json<Job
             "{owner} does not hold attempt {attempt} of job {id} any more (its lease expired and it was rescued, or it was cancelled or finished elsewhere); drop the job"
         )));
     }
-    state
-        .store
-        .get(id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+    super::jobs::load(state, id).await.map(Json)
 }
 
 /// Completes a remote worker's attempt (fenced by worker and attempt).
@@ -290,22 +285,12 @@ pub(crate) async fn complete(
     id: Result<Path<String>, PathRejection>,
     body: Result<Json<CompleteRequest>, JsonRejection>,
 ) -> Result<Json<JobRow>, ApiError> {
-    let id = job_id(id)?;
+    let id = super::jobs::parse_id(id)?;
     let Json(req) = body?;
     let owner = owner(&req.worker_id)?;
     let result = req.result.filter(|v| !v.is_null());
-    record(
-        &state,
-        id,
-        Outcome {
-            id,
-            attempt: req.attempt,
-            lease_owner: owner,
-            kind: OutcomeKind::Completed { result },
-            cleanups: vec![],
-        },
-    )
-    .await
+    let kind = OutcomeKind::Completed { result };
+    record(&state, id, req.attempt, owner, kind).await
 }
 
 /// Fails a remote worker's attempt: retried with backoff (or `retry_after_ms`), or discarded
@@ -317,49 +302,38 @@ pub(crate) async fn fail(
     id: Result<Path<String>, PathRejection>,
     body: Result<Json<FailRequest>, JsonRejection>,
 ) -> Result<Json<JobRow>, ApiError> {
-    let id = job_id(id)?;
+    let id = super::jobs::parse_id(id)?;
     let Json(req) = body?;
     let owner = owner(&req.worker_id)?;
     if req.error.trim().is_empty() {
         return Err(ApiError::invalid("error", "say what went wrong"));
     }
-    let job = state
-        .store
-        .get(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-    let now = Utc::now();
-    let error = AttemptError {
-        attempt: req.attempt,
-        kind: ErrorKind::Error,
-        message: mend::job::bound_message(req.error),
-        at: now,
-    };
-    let kind = if req.fatal || req.attempt >= job.max_attempts {
-        OutcomeKind::Discard { error }
+    let job = super::jobs::load(&state, id).await?;
+    // The same table as an attempt run in-process: settled by `mend::settle`.
+    let ending = if req.fatal {
+        Ending::Fatal { message: req.error }
     } else {
-        let delay = match req.retry_after_ms {
-            Some(ms) => Duration::from_millis(ms.min(MAX_LEASE_MS * 24)),
-            None => mend::ExponentialBackoff::default().backoff(req.attempt),
-        };
-        let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-        OutcomeKind::Retry {
-            error,
-            run_at: now
-                .checked_add_signed(delay)
-                .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC),
+        Ending::Failed {
+            message: req.error,
+            retry_after: req
+                .retry_after_ms
+                .map(|ms| Duration::from_millis(ms.min(MAX_LEASE_MS * 24))),
         }
     };
-    record(
-        &state,
-        id,
-        Outcome {
-            id,
-            attempt: req.attempt,
-            lease_owner: owner,
-            kind,
-            cleanups: vec![],
-        },
-    )
-    .await
+    let facts = Attempt {
+        attempt: req.attempt,
+        ..Attempt::of(&job)
+    };
+    let rules = Rules {
+        now: Utc::now(),
+        retry_policy: &mend::ExponentialBackoff::default(),
+        quarantine_after_lost: 0,
+    };
+    let Some(kind) = settle(ending, &facts, &[], &rules).outcome else {
+        return Err(ApiError::conflict(format!(
+            "attempt {} of job {id} cannot be failed",
+            req.attempt
+        )));
+    };
+    record(&state, id, req.attempt, owner, kind).await
 }

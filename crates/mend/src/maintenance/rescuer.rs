@@ -5,11 +5,49 @@
 //! extending its leases for a whole lease (hung, or cut off from the database) is treated as
 //! dead for those jobs; it fences itself (stops them) before that point.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
 
 use crate::store::{RescueParams, Rescued, Result, Store};
+
+/// Runs rescue passes every `every` until `stop`, telling `on_rescued` how many jobs each
+/// pass rescued.
+/// Its own task, so a slow pass never delays a heartbeat. The first pass waits one interval:
+/// a worker rescues once at start-up before it claims anything.
+pub(crate) async fn run(
+    store: Arc<dyn Store>,
+    node_id: String,
+    every: Duration,
+    stale_after: Duration,
+    quarantine_after_lost: u32,
+    on_rescued: impl Fn(usize) + Send + 'static,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let pass = rescue_once(
+            store.as_ref(),
+            &node_id,
+            Utc::now(),
+            stale_after,
+            quarantine_after_lost,
+        );
+        // A pass in flight when shutdown begins is finished: it is one short transaction.
+        match pass.await {
+            Ok(r) => on_rescued(r.len()),
+            Err(e) => tracing::warn!(error = %e, "rescue pass failed; will try again"),
+        }
+    }
+}
 
 /// One rescue pass. Returns the jobs rescued (none when another process leads maintenance).
 pub async fn rescue_once(
@@ -59,39 +97,79 @@ pub struct RescueDecision {
     pub quarantined: bool,
 }
 
-/// Decide a rescued job's fate. `job` is the row as it is while still `running`.
+impl RescueDecision {
+    /// The timeline event every backend records for this rescue of `job` (the row as it was
+    /// while still running).
+    pub fn timeline_event(
+        &self,
+        job: &crate::job::JobRow,
+        at: DateTime<Utc>,
+    ) -> crate::job::TimelineEvent {
+        let name = if self.quarantined {
+            "quarantined"
+        } else {
+            "rescued"
+        };
+        let event = crate::job::TimelineEvent::new(at, name)
+            .attempt(job.attempt)
+            .detail(self.error.message.clone());
+        match &job.lease_owner {
+            Some(owner) => event.node(owner.clone()),
+            None => event,
+        }
+    }
+}
+
+/// Decide a rescued job's fate: the `kill -9` row of the guarantee table, from
+/// [`crate::settle`]. `job` is the row as it is while still `running`.
 pub fn decide(
     job: &crate::job::JobRow,
     now: DateTime<Utc>,
     quarantine_after_lost: u32,
 ) -> RescueDecision {
-    use crate::job::{AttemptError, ErrorKind, JobState};
-    let owner = job.lease_owner.as_deref().unwrap_or("unknown");
-    let lost_in_a_row = job.consecutive_lost() + 1;
-    let quarantined = quarantine_after_lost > 0 && lost_in_a_row >= quarantine_after_lost;
-    let message = if quarantined {
-        format!(
-            "worker lost (node {owner}); quarantined: {lost_in_a_row} attempts in a row ended with the worker lost, so this job is probably killing its process; fix the handler or the args, then retry the job by hand"
-        )
-    } else {
-        format!("worker lost (node {owner} died or stopped heartbeating mid-attempt)")
+    use crate::job::JobState;
+    use crate::settle::{settle, Attempt, Ending, Rules};
+    use crate::store::OutcomeKind;
+    let rules = Rules {
+        now,
+        // A lost attempt goes back at once; no policy is asked.
+        retry_policy: &crate::retry::FixedDelay(Duration::ZERO),
+        quarantine_after_lost,
     };
-    // A job with durable cleanups still written down goes back to the queue even when it is
-    // done for: the worker that claims it runs the cleanups, then discards it.
-    let state =
-        if (quarantined || job.attempt >= job.max_attempts) && job.pending_cleanups.is_empty() {
-            JobState::Discarded
-        } else {
-            JobState::Retryable
-        };
+    let ending = Ending::Lost {
+        owner: job
+            .lease_owner
+            .clone()
+            .unwrap_or_else(|| "unknown".to_owned()),
+    };
+    let settled = settle(ending, &Attempt::of(job), &[], &rules);
+    let (state, error) = match settled.outcome {
+        Some(OutcomeKind::Discard { error }) => (JobState::Discarded, error),
+        Some(OutcomeKind::Retry { error, .. }) => (JobState::Retryable, error),
+        other => unreachable_outcome(other, job, now),
+    };
     RescueDecision {
         state,
-        error: AttemptError {
+        error,
+        quarantined: settled.quarantined,
+    }
+}
+
+/// `settle` answers a lost attempt with a retry or a discard only; should that ever change,
+/// a rescue still must not leave the job running, so it is retried with the `lost` error.
+fn unreachable_outcome(
+    other: Option<crate::store::OutcomeKind>,
+    job: &crate::job::JobRow,
+    now: DateTime<Utc>,
+) -> (crate::job::JobState, crate::job::AttemptError) {
+    tracing::error!(id = %job.id, outcome = ?other, "internal error: a lost attempt settled as neither retry nor discard; retrying it");
+    (
+        crate::job::JobState::Retryable,
+        crate::job::AttemptError {
             attempt: job.attempt,
-            kind: ErrorKind::Lost,
-            message,
+            kind: crate::job::ErrorKind::Lost,
+            message: "worker lost".to_owned(),
             at: now,
         },
-        quarantined,
-    }
+    )
 }

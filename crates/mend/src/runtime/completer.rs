@@ -13,12 +13,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{EventOutcome, JobEvent, Pending, Shared};
-use crate::store::{CompleteParams, CompleteResult, OutcomeKind, StoreError};
+use crate::store::{CompleteParams, CompleteResult, StoreError};
 
 /// Most outcomes written in one store call.
 const MAX_BATCH: usize = 1000;
 /// Longest pause between retries of a failed write.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// How soon a completion whose own writes failed to commit is tried again: the failure was
+/// the database's or the effect's, not the job's, so it is worth retrying almost at once.
+const EFFECT_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Write attempts made after shutdown began before giving up on a batch.
 const ATTEMPTS_AFTER_STOP: u32 = 5;
 
@@ -106,22 +109,22 @@ async fn write_effects(shared: &Shared, batch: Vec<Pending>) -> Vec<Pending> {
             }
             Err(e) => {
                 tracing::warn!(id = %p.outcome.id, error = %e, "the job's own writes did not commit with its completion; retrying the job");
-                let error = crate::job::AttemptError {
-                    attempt: p.outcome.attempt,
-                    kind: crate::job::ErrorKind::Error,
-                    message: crate::job::bound_message(format!(
+                let ending = crate::settle::Ending::Failed {
+                    message: format!(
                         "the job's own writes did not commit with its completion (nothing was written): {e}"
-                    )),
-                    at: now,
+                    ),
+                    retry_after: Some(EFFECT_RETRY_AFTER),
                 };
-                p.outcome.kind = if p.max_attempts_reached {
-                    OutcomeKind::Discard { error }
-                } else {
-                    OutcomeKind::Retry {
-                        error,
-                        run_at: now + chrono::Duration::seconds(1),
-                    }
+                let rules = crate::settle::Rules {
+                    now,
+                    retry_policy: shared.config.retry_policy.as_ref(),
+                    quarantine_after_lost: shared.config.quarantine_after_lost,
                 };
+                let settled = crate::settle::settle(ending, &p.facts, &p.outcome.cleanups, &rules);
+                let Some(kind) = settled.outcome else {
+                    continue;
+                };
+                p.outcome.kind = kind;
                 rest.push(p);
             }
         }
@@ -245,14 +248,8 @@ fn finish(shared: &Shared, batch: Vec<Pending>, result: CompleteResult) {
     let publish = shared.events.receiver_count() > 0;
     for p in batch {
         let was_fenced = fenced.contains(&p.outcome.id);
-        let (short, error) = match &p.outcome.kind {
-            OutcomeKind::Completed { .. } => (EventOutcome::Completed, None),
-            OutcomeKind::Retry { error, .. } => (EventOutcome::Retried, Some(error.clone())),
-            OutcomeKind::Discard { error } => (EventOutcome::Discarded, Some(error.clone())),
-            OutcomeKind::Cancelled { error } => (EventOutcome::Cancelled, Some(error.clone())),
-            OutcomeKind::Snooze { .. } => (EventOutcome::Snoozed, None),
-            OutcomeKind::Release => (EventOutcome::Released, None),
-        };
+        let short = EventOutcome::from(&p.outcome.kind);
+        let error = p.outcome.kind.error().cloned();
         if was_fenced {
             tracing::warn!(id = %p.outcome.id, attempt = p.outcome.attempt, outcome = ?short, "outcome refused: this worker no longer holds the job (rescued or cancelled elsewhere)");
         } else {

@@ -8,15 +8,15 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 
-use super::{InFlight, Pending, Shared, StopReason};
+use super::{request_stop, stop_of, InFlight, Pending, Shared};
 
-/// Retry delay used when a retry policy panics.
-const FALLBACK_BACKOFF: Duration = Duration::from_secs(60);
-use crate::cleanup::{AttemptExit, CleanupOutcome};
+use crate::cleanup::{AttemptExit, CleanupOutcome, CleanupReport};
 use crate::handler::{JobContext, JobError};
-use crate::job::{bound_message, AttemptError, ErrorKind, JobRow};
+use crate::job::{bound_message, JobRow};
 use crate::panic::CatchPanic;
+use crate::settle::{self, Attempt, Durable, Ending, Rules, Stop};
 use crate::store::{Outcome, OutcomeKind};
 
 /// If the executor itself panics (outside the handler's guard), the attempt must not stay in
@@ -49,7 +49,7 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     // A child of the worker's stop token: a shutdown past its deadline reaches attempts that
     // were spawned but had not yet registered themselves.
     let token = shared.hard_stop.child_token();
-    let reason = Arc::new(AtomicU8::new(StopReason::None as u8));
+    let reason = Arc::new(AtomicU8::new(0));
     let attempt_over = Arc::new(AtomicBool::new(false));
     shared.inflight().insert(
         (job.id, job.attempt),
@@ -73,7 +73,7 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     let started = std::time::Instant::now();
     // A cancel request may have landed between the claim and now: then the handler never runs.
     if job.cancel_requested {
-        shared.stop_attempt(job.id, job.attempt, StopReason::Cancel);
+        shared.stop_attempt(job.id, job.attempt, Stop::Cancel);
     }
 
     let handler = shared.registry.get(&job.kind).cloned();
@@ -99,32 +99,65 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     );
     let args = std::mem::take(&mut job.args);
 
-    // Durable cleanups a lost attempt left behind run before this attempt does anything.
+    // Durable cleanups a lost attempt left behind run before this attempt does anything; if
+    // the rescue kept the job alive only for them, the job stops here.
     let pending = std::mem::take(&mut job.pending_cleanups);
-    let mut before: Option<(String, bool)> = None;
+    let facts = Attempt {
+        has_pending_cleanups: !pending.is_empty(),
+        ..Attempt::of(&job)
+    };
+    let mut before: Option<Ending> = None;
     if !pending.is_empty() {
-        match run_durable(&shared, &job, pending).await {
-            Err(message) => before = Some((message, true)),
-            Ok(()) => {
-                let quarantined = shared.config.quarantine_after_lost > 0
-                    && job.consecutive_lost() >= shared.config.quarantine_after_lost;
-                if job.attempt > job.max_attempts || quarantined {
-                    // The rescue kept the job alive only so these cleanups could run.
-                    before = Some((
-                        if quarantined {
-                            "quarantined: its attempts keep killing the worker; the lost attempt's durable cleanups have run. Fix the handler or the args, then retry the job by hand".to_owned()
-                        } else {
-                            "out of attempts: the last attempt's worker was lost; its durable cleanups have run".to_owned()
-                        },
-                        true,
-                    ));
-                }
-            }
-        }
+        before = match run_durable(&shared, &job, pending).await {
+            Err(message) => Some(Ending::Fatal { message }),
+            Ok(()) => settle::after_recovery(&facts, shared.config.quarantine_after_lost),
+        };
     }
 
+    let ended = run_handler(
+        &shared, &ctx, handler, args, timeout, &token, &reason, before,
+    )
+    .await;
+    // The attempt is over however it ended: work spawned on its token stops too.
+    token.cancel();
+    shared.stats.run_time.observe(started.elapsed());
+    count(&shared, &job, &ended);
+    let ended = promote_staged_files(&ctx, &reason, ended).await;
+    let (ended, cleanups) = run_cleanups(&shared, &ctx, &job, ended).await;
+
+    let policy = shared
+        .registry
+        .get(&job.kind)
+        .and_then(|h| guarded("Handler::retry_policy", None, || h.retry_policy()))
+        .unwrap_or_else(|| shared.config.retry_policy.clone());
+    let rules = Rules {
+        now: Utc::now(),
+        retry_policy: policy.as_ref(),
+        quarantine_after_lost: shared.config.quarantine_after_lost,
+    };
+    let outcome = settle::settle(ended, &facts, &cleanups, &rules).outcome;
+
+    attempt_over.store(true, Ordering::Release);
+    untrack.armed = false;
+    drop(permit);
+    report(&shared, &ctx, job, facts, outcome, cleanups);
+}
+
+/// Runs the handler under its timeout and the attempt's token and says how it ended. `before`
+/// ends the attempt without calling the handler (a lost attempt's cleanups decided so).
+#[allow(clippy::too_many_arguments)]
+async fn run_handler(
+    shared: &Shared,
+    ctx: &JobContext,
+    handler: Option<Arc<dyn crate::handler::ErasedHandler>>,
+    args: serde_json::Value,
+    timeout: Duration,
+    token: &CancellationToken,
+    reason: &AtomicU8,
+    before: Option<Ending>,
+) -> Ending {
     let call_ctx = ctx.clone();
-    let kind = job.kind.clone();
+    let kind = ctx.kind().to_owned();
     // The handler is called inside the panic guard: building its future runs user code too.
     let call = CatchPanic::new(Box::pin(async move {
         match handler {
@@ -134,152 +167,88 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
             ))),
         }
     }));
-
-    enum Ended {
-        Ran(Result<Result<Option<serde_json::Value>, JobError>, crate::panic::CaughtPanic>),
-        TimedOut,
-        Stopped,
-    }
-    let ended = if let Some((message, _)) = &before {
+    let stopped = || Ending::Stopped(stop_of(reason).unwrap_or(Stop::Cancel));
+    let ended = if let Some(ending) = before {
         drop(call);
-        Ended::Ran(Ok(Err(JobError::Fatal {
-            message: message.clone(),
-        })))
+        ending
     } else if token.is_cancelled() {
         drop(call);
-        Ended::Stopped
+        stopped()
     } else {
         tokio::select! {
             biased;
             r = tokio::time::timeout(timeout, call) => match r {
-                Ok(r) => Ended::Ran(r),
-                Err(_) => Ended::TimedOut,
+                Ok(Ok(Ok(result))) => Ending::Returned { result },
+                Ok(Ok(Err(e))) => Ending::from(e),
+                Ok(Err(panic)) => Ending::Panicked { message: panic.to_string() },
+                Err(_) => Ending::TimedOut { after: timeout },
             },
-            _ = token.cancelled() => Ended::Stopped,
+            _ = token.cancelled() => stopped(),
         }
     };
     // A stop that came from the worker's shutdown token (not through the in-flight entry).
     if shared.hard_stop.is_cancelled() {
-        let _ = reason.compare_exchange(
-            StopReason::None as u8,
-            StopReason::Shutdown as u8,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        request_stop(reason, Stop::Shutdown);
     }
-
     // A stop request (cancel, shutdown, lost lease) wins over how the handler ended, unless
     // the handler finished its work: a cooperative handler that returns an error because it
     // saw the token was stopped, not failed.
-    let ended = match ended {
-        Ended::Ran(Ok(Ok(result))) => Ended::Ran(Ok(Ok(result))),
-        _ if StopReason::from_u8(reason.load(Ordering::Acquire)) != StopReason::None => {
-            Ended::Stopped
-        }
-        other => other,
-    };
-    // The attempt is over however it ended: work spawned on its token stops too.
-    token.cancel();
-    shared.stats.run_time.observe(started.elapsed());
-    if matches!(
-        ended,
-        Ended::Ran(Ok(Err(JobError::Retry { .. } | JobError::Fatal { .. })))
-    ) {
+    match (ended, stop_of(reason)) {
+        (ended @ Ending::Returned { .. }, _) | (ended, None) => ended,
+        (_, Some(stop)) => Ending::Stopped(stop),
+    }
+}
+
+/// The worker's counters for how the handler ended.
+fn count(shared: &Shared, job: &JobRow, ended: &Ending) {
+    if ended.is_handler_error() {
         shared.stats.errors.fetch_add(1, Ordering::Relaxed);
     }
-
-    // A completed attempt's staged files move into place before the completion is written.
-    let ended = match ended {
-        Ended::Ran(Ok(Ok(result))) => {
-            let staged = ctx.staged_files();
-            if staged.is_empty() {
-                Ended::Ran(Ok(Ok(result)))
-            } else if StopReason::from_u8(reason.load(Ordering::Acquire)) == StopReason::LeaseLost {
-                // The job is another worker's now: its attempt writes the file; moving ours
-                // into place could overwrite what that attempt completes with.
-                Ended::Stopped
-            } else {
-                match crate::cleanup::promote_staged(staged).await {
-                    Ok(()) => Ended::Ran(Ok(Ok(result))),
-                    Err(message) => Ended::Ran(Ok(Err(JobError::retry(message)))),
-                }
-            }
-        }
-        other => other,
-    };
-    let now = Utc::now();
-    let error = |kind: ErrorKind, message: String| AttemptError {
-        attempt: job.attempt,
-        kind,
-        message: bound_message(message),
-        at: now,
-    };
-    // (how cleanups are told it ended, the failure to record if any, the outcome if no failure)
-    let (exit, failure, outcome) = match ended {
-        Ended::Ran(Ok(Ok(result))) => (
-            AttemptExit::Completed,
-            None,
-            Some(OutcomeKind::Completed { result }),
-        ),
-        Ended::Ran(Ok(Err(JobError::Retry { message, after }))) => (
-            AttemptExit::Failed {
-                message: message.clone(),
-            },
-            Some((error(ErrorKind::Error, message), after, false)),
-            None,
-        ),
-        Ended::Ran(Ok(Err(JobError::Fatal { message }))) => (
-            AttemptExit::Failed {
-                message: message.clone(),
-            },
-            Some((error(ErrorKind::Error, message), None, true)),
-            None,
-        ),
-        Ended::Ran(Ok(Err(JobError::Snooze { delay }))) => {
-            let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-            let run_at = now
-                .checked_add_signed(delay)
-                .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
-            (
-                AttemptExit::Snoozed,
-                None,
-                Some(OutcomeKind::Snooze { run_at }),
-            )
-        }
-        Ended::Ran(Err(panic)) => {
+    match ended {
+        Ending::Panicked { message } => {
             shared.stats.panics.fetch_add(1, Ordering::Relaxed);
-            let message = panic.to_string();
             tracing::error!(id = %job.id, kind = %job.kind, attempt = job.attempt, %message, "handler panicked; the worker carries on");
-            (
-                AttemptExit::Panicked {
-                    message: message.clone(),
-                },
-                Some((error(ErrorKind::Panic, message), None, false)),
-                None,
-            )
         }
-        Ended::TimedOut => {
+        Ending::TimedOut { .. } => {
             shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-            let message = format!("timed out after {timeout:?}");
-            (
-                AttemptExit::TimedOut,
-                Some((error(ErrorKind::Timeout, message), None, false)),
-                None,
-            )
         }
-        Ended::Stopped => match StopReason::from_u8(reason.load(Ordering::Acquire)) {
-            StopReason::Shutdown => (AttemptExit::Shutdown, None, Some(OutcomeKind::Release)),
-            StopReason::LeaseLost => (AttemptExit::LeaseLost, None, None),
-            StopReason::Cancel | StopReason::None => (
-                AttemptExit::Cancelled,
-                None,
-                Some(OutcomeKind::Cancelled {
-                    error: error(ErrorKind::Cancelled, "cancelled on request".to_owned()),
-                }),
-            ),
-        },
-    };
+        _ => {}
+    }
+}
 
+/// A completed attempt's staged files move into place before the completion is written; if
+/// that fails, the attempt failed.
+async fn promote_staged_files(ctx: &JobContext, reason: &AtomicU8, ended: Ending) -> Ending {
+    let Ending::Returned { result } = ended else {
+        return ended;
+    };
+    let staged = ctx.staged_files();
+    if staged.is_empty() {
+        Ending::Returned { result }
+    } else if stop_of(reason) == Some(Stop::LeaseLost) {
+        // The job is another worker's now: its attempt writes the file; moving ours into
+        // place could overwrite what that attempt completes with.
+        Ending::Stopped(Stop::LeaseLost)
+    } else {
+        match crate::cleanup::promote_staged(staged).await {
+            Ok(()) => Ending::Returned { result },
+            Err(message) => Ending::Failed {
+                message,
+                retry_after: None,
+            },
+        }
+    }
+}
+
+/// Runs the attempt's in-memory cleanups (LIFO, told how it ended), then its durable ones when
+/// the table says so; a durable cleanup that keeps failing stops the job.
+async fn run_cleanups(
+    shared: &Shared,
+    ctx: &JobContext,
+    job: &JobRow,
+    ended: Ending,
+) -> (Ending, Vec<CleanupReport>) {
+    let exit = ended.exit().unwrap_or(AttemptExit::LeaseLost);
     let cleanups = if ctx.defers().is_empty() {
         Vec::new()
     } else {
@@ -287,20 +256,6 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
             .run_all(&exit, shared.config.cleanup_timeout)
             .await
     };
-    // This attempt's durable cleanups: dropped when it completed (the store forgets them with
-    // the completion), left to the job's new owner when the lease was lost, run otherwise.
-    let mut failure = failure;
-    if !matches!(
-        exit,
-        AttemptExit::Completed | AttemptExit::LeaseLost | AttemptExit::Snoozed
-    ) {
-        let own = ctx.durable_cleanups();
-        if !own.is_empty() {
-            if let Err(message) = run_durable(&shared, &job, own).await {
-                failure = Some((error(ErrorKind::Error, message), None, true));
-            }
-        }
-    }
     for c in &cleanups {
         let counter = match c.outcome {
             CleanupOutcome::Ok => &shared.stats.cleanups_ok,
@@ -309,80 +264,57 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
-
-    let outcome = match failure {
-        Some((mut err, after, fatal)) => {
-            let broken: Vec<String> = cleanups
-                .iter()
-                .filter(|c| c.outcome != CleanupOutcome::Ok)
-                .map(|c| format!("{} {:?}", c.name, c.outcome))
-                .collect();
-            if !broken.is_empty() {
-                err.message = format!(
-                    "{}; cleanups that failed: {}",
-                    err.message,
-                    broken.join(", ")
-                );
-            }
-            if fatal || job.attempt >= job.max_attempts {
-                Some(OutcomeKind::Discard { error: err })
-            } else {
-                let policy = shared
-                    .registry
-                    .get(&job.kind)
-                    .and_then(|h| guarded("Handler::retry_policy", None, || h.retry_policy()))
-                    .unwrap_or_else(|| shared.config.retry_policy.clone());
-                let delay = after.unwrap_or_else(|| {
-                    guarded("RetryPolicy::backoff", FALLBACK_BACKOFF, || {
-                        policy.backoff(job.attempt)
-                    })
-                });
-                let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-                let run_at = now
-                    .checked_add_signed(delay)
-                    .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
-                Some(OutcomeKind::Retry { error: err, run_at })
+    if ended.durable() == Durable::Run {
+        let own = ctx.durable_cleanups();
+        if !own.is_empty() {
+            if let Err(message) = run_durable(shared, job, own).await {
+                return (Ending::Fatal { message }, cleanups);
             }
         }
-        None => outcome,
+    }
+    (ended, cleanups)
+}
+
+/// Hands the settled outcome to the completer (nothing to write when the lease was lost).
+fn report(
+    shared: &Shared,
+    ctx: &JobContext,
+    job: JobRow,
+    facts: Attempt,
+    outcome: Option<OutcomeKind>,
+    cleanups: Vec<CleanupReport>,
+) {
+    let Some(kind) = outcome else {
+        // Lease lost: the job belongs to someone else now; there is nothing to write.
+        shared.inflight().remove(&(job.id, job.attempt));
+        tracing::warn!(id = %job.id, "attempt stopped: this worker lost the job's lease");
+        return;
     };
-
-    attempt_over.store(true, Ordering::Release);
-    untrack.armed = false;
-    drop(permit);
-    match outcome {
-        Some(kind) => {
-            let effect = if matches!(kind, OutcomeKind::Completed { .. }) {
-                ctx.take_effect()
-            } else {
-                None
-            };
-            let sent = shared.outcomes.send(Pending {
-                outcome: Outcome {
-                    id: job.id,
-                    attempt: job.attempt,
-                    lease_owner: shared.node.id.clone(),
-                    kind,
-                    cleanups,
-                },
-                kind: job.kind,
-                queue: job.queue,
-                _backlog: shared.backlog.clone().try_acquire_owned().ok(),
-                max_attempts_reached: job.attempt >= job.max_attempts,
-                effect,
-            });
-            if sent.is_err() {
-                // Only after the completer is gone (a bug or a panic there): the lease lapses
-                // and the job is rescued, so say so instead of dropping it silently.
-                tracing::error!(id = %job.id, "the completer is gone; this outcome is not saved and the job will be rescued");
-                shared.inflight().remove(&(job.id, job.attempt));
-            }
-        }
-        None => {
-            // Lease lost: the job belongs to someone else now; there is nothing to write.
-            shared.inflight().remove(&(job.id, job.attempt));
-            tracing::warn!(id = %job.id, "attempt stopped: this worker lost the job's lease");
-        }
+    let effect = if matches!(kind, OutcomeKind::Completed { .. }) {
+        ctx.take_effect()
+    } else {
+        None
+    };
+    let sent = shared.outcomes.send(Pending {
+        outcome: Outcome {
+            id: job.id,
+            attempt: job.attempt,
+            lease_owner: shared.node.id.clone(),
+            kind,
+            cleanups,
+        },
+        kind: job.kind,
+        queue: job.queue,
+        _backlog: shared.backlog.clone().try_acquire_owned().ok(),
+        facts,
+        effect,
+    });
+    if let Err(unsent) = sent {
+        // Only after the completer is gone (a bug or a panic there): the lease lapses and
+        // the job is rescued, so say so instead of dropping it silently.
+        let id = unsent.0.outcome.id;
+        tracing::error!(%id, "the completer is gone; this outcome is not saved and the job will be rescued");
+        shared.inflight().remove(&(id, facts.attempt));
     }
 }
 

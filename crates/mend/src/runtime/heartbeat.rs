@@ -1,6 +1,6 @@
 //! The heartbeater: extends the leases of running attempts, stops attempts that were cancelled
-//! from elsewhere or whose lease was lost, refreshes this node's liveness, and periodically
-//! rescues jobs of dead nodes.
+//! from elsewhere or whose lease was lost, and refreshes this node's liveness. (Rescuing dead
+//! nodes' jobs is the rescuer's, in `maintenance/rescuer.rs`.)
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,7 +8,8 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::{Shared, StopReason};
+use super::Shared;
+use crate::settle::Stop;
 use crate::store::{ExtendLeasesParams, HeldJob};
 
 /// Share of the lease after which failed extensions make the worker stop its own attempts.
@@ -24,43 +25,6 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             _ = ticker.tick() => {}
         }
         beat(&shared, &mut last_extended).await;
-    }
-}
-
-/// Periodic rescue passes, in their own task so a slow pass never delays a heartbeat. The
-/// backend may ask for a shorter interval than configured when it can tell dead nodes cheaply
-/// (PostgreSQL's session locks).
-pub(super) async fn rescue_loop(shared: Arc<Shared>, stop: CancellationToken) {
-    let every = match shared.store.rescue_interval() {
-        Some(hint) => hint.min(shared.config.rescue_interval),
-        None => shared.config.rescue_interval,
-    };
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick is immediate, and start-up has just rescued.
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        match crate::maintenance::rescuer::rescue_once(
-            shared.store.as_ref(),
-            &shared.node.id,
-            Utc::now(),
-            shared.config.node_stale_after,
-            shared.config.quarantine_after_lost,
-        )
-        .await
-        {
-            Ok(rescued) => {
-                shared
-                    .stats
-                    .rescued
-                    .fetch_add(rescued.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            }
-            Err(e) => tracing::warn!(error = %e, "rescue pass failed; will try again"),
-        }
     }
 }
 
@@ -110,13 +74,13 @@ async fn beat(shared: &Shared, last_extended: &mut Instant) {
         Ok(r) => {
             *last_extended = Instant::now();
             for id in r.cancel_requested {
-                if shared.stop_job(id, StopReason::Cancel) {
+                if shared.stop_job(id, Stop::Cancel) {
                     tracing::info!(%id, "cancel requested; stopping the attempt");
                 }
             }
             for held in r.lost {
                 // An attempt whose outcome is already queued for the completer is not stopped.
-                if shared.stop_attempt(held.id, held.attempt, StopReason::LeaseLost) {
+                if shared.stop_attempt(held.id, held.attempt, Stop::LeaseLost) {
                     tracing::warn!(id = %held.id, attempt = held.attempt, "lease lost; stopping the attempt");
                 }
             }
@@ -129,7 +93,7 @@ async fn beat(shared: &Shared, last_extended: &mut Instant) {
                 let held: Vec<(uuid::Uuid, i32)> = shared.inflight().keys().copied().collect();
                 tracing::error!(jobs = held.len(), "leases could not be extended for most of their duration; stopping the attempts so they are not run twice");
                 for (id, attempt) in held {
-                    shared.stop_attempt(id, attempt, StopReason::LeaseLost);
+                    shared.stop_attempt(id, attempt, Stop::LeaseLost);
                 }
             }
         }

@@ -33,7 +33,8 @@ use crate::cleanup::{CleanupReport, DEFAULT_CLEANUP_TIMEOUT};
 use crate::handler::Registry;
 use crate::job::{AttemptError, DEFAULT_QUARANTINE_AFTER_LOST};
 use crate::retry::{ExponentialBackoff, RetryPolicy};
-use crate::store::{NodeInfo, Outcome, Store, StoreError};
+use crate::settle::Stop;
+use crate::store::{NodeInfo, Outcome, OutcomeKind, Store, StoreError};
 
 /// How long a claimed job's lease lasts without a heartbeat. A worker that stops heartbeating
 /// for this long is taken as hung and its jobs are rescued; thirty seconds rides out a long GC
@@ -154,6 +155,19 @@ pub enum EventOutcome {
     Released,
 }
 
+impl From<&OutcomeKind> for EventOutcome {
+    fn from(kind: &OutcomeKind) -> Self {
+        match kind {
+            OutcomeKind::Completed { .. } => EventOutcome::Completed,
+            OutcomeKind::Retry { .. } => EventOutcome::Retried,
+            OutcomeKind::Discard { .. } => EventOutcome::Discarded,
+            OutcomeKind::Cancelled { .. } => EventOutcome::Cancelled,
+            OutcomeKind::Snooze { .. } => EventOutcome::Snoozed,
+            OutcomeKind::Release => EventOutcome::Released,
+        }
+    }
+}
+
 /// Counters since the worker started.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -200,23 +214,24 @@ impl Stats {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum StopReason {
-    None = 0,
-    Cancel = 1,
-    Shutdown = 2,
-    LeaseLost = 3,
+/// An attempt's stop request lives in an atomic, so the heartbeater, a cancel and a shutdown
+/// can set it while the executor reads it: 0 is none, else a [`Stop`]. The first one wins.
+fn request_stop(cell: &AtomicU8, stop: Stop) {
+    let code = match stop {
+        Stop::Cancel => 1,
+        Stop::Shutdown => 2,
+        Stop::LeaseLost => 3,
+    };
+    let _ = cell.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
 }
 
-impl StopReason {
-    fn from_u8(v: u8) -> Self {
-        match v {
-            1 => StopReason::Cancel,
-            2 => StopReason::Shutdown,
-            3 => StopReason::LeaseLost,
-            _ => StopReason::None,
-        }
+/// The stop requested of an attempt, if any (see [`request_stop`]).
+fn stop_of(cell: &AtomicU8) -> Option<Stop> {
+    match cell.load(Ordering::Acquire) {
+        1 => Some(Stop::Cancel),
+        2 => Some(Stop::Shutdown),
+        3 => Some(Stop::LeaseLost),
+        _ => None,
     }
 }
 
@@ -230,16 +245,11 @@ struct InFlight {
 }
 
 impl InFlight {
-    fn stop(&self, reason: StopReason) -> bool {
+    fn stop(&self, reason: Stop) -> bool {
         if self.ended.load(Ordering::Acquire) {
             return false;
         }
-        let _ = self.reason.compare_exchange(
-            StopReason::None as u8,
-            reason as u8,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        request_stop(&self.reason, reason);
         self.token.cancel();
         true
     }
@@ -255,8 +265,8 @@ struct Pending {
     _backlog: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Writes to commit with a completion (written alone, not in a batch).
     effect: Option<crate::store::TxEffect>,
-    /// The attempt was the job's last allowed one (a failed effect then discards the job).
-    max_attempts_reached: bool,
+    /// The attempt's facts, to settle it again if its completion's own writes fail.
+    facts: crate::settle::Attempt,
 }
 
 /// Most outcomes waiting to be written before fetchers stop claiming. A slot is freed as soon
@@ -291,7 +301,7 @@ impl Shared {
     }
 
     /// Stops every running attempt of job `id` for `reason`; returns whether one was running.
-    fn stop_job(&self, id: Uuid, reason: StopReason) -> bool {
+    pub(crate) fn stop_job(&self, id: Uuid, reason: Stop) -> bool {
         let guard = self.inflight();
         let mut stopped = false;
         for ((_, _), f) in guard.iter().filter(|((job, _), _)| *job == id) {
@@ -301,7 +311,7 @@ impl Shared {
     }
 
     /// Stops one attempt; returns whether it was running.
-    fn stop_attempt(&self, id: Uuid, attempt: i32, reason: StopReason) -> bool {
+    fn stop_attempt(&self, id: Uuid, attempt: i32, reason: Stop) -> bool {
         self.inflight()
             .get(&(id, attempt))
             .is_some_and(|f| f.stop(reason))
@@ -403,6 +413,10 @@ impl Worker {
         )
         .await?;
 
+        // One token tree: the worker's root, with a child per stage that shutdown stops in
+        // order (claims; attempts past the drain deadline; the completer; heartbeats and
+        // maintenance).
+        let root = CancellationToken::new();
         let (tx, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
@@ -417,7 +431,7 @@ impl Worker {
             events,
             tracker: TaskTracker::new(),
             ready: AtomicBool::new(true),
-            hard_stop: CancellationToken::new(),
+            hard_stop: root.child_token(),
         });
         shared
             .stats
@@ -425,9 +439,9 @@ impl Worker {
             .fetch_add(rescued.len() as u64, Ordering::Relaxed);
         tracing::info!(node = %shared.node.id, queues = ?shared.config.queues, kinds = ?shared.registry.kinds(), rescued = rescued.len(), "worker started");
 
-        let fetch_stop = CancellationToken::new();
-        let completer_stop = CancellationToken::new();
-        let heartbeat_stop = CancellationToken::new();
+        let fetch_stop = root.child_token();
+        let completer_stop = root.child_token();
+        let heartbeat_stop = root.child_token();
         let fetchers = shared
             .config
             .queues
@@ -443,28 +457,46 @@ impl Worker {
             .collect();
         let completer = tokio::spawn(completer::run(shared.clone(), rx, completer_stop.clone()));
         let heartbeat = tokio::spawn(heartbeat::run(shared.clone(), heartbeat_stop.clone()));
-        tokio::spawn(heartbeat::rescue_loop(
-            shared.clone(),
+        // Maintenance runs in tasks of its own (a long pass must never delay heartbeats, or
+        // leases would lapse) that shutdown waits for.
+        let maintenance = TaskTracker::new();
+        let every = match shared.store.rescue_interval() {
+            Some(hint) => hint.min(shared.config.rescue_interval),
+            None => shared.config.rescue_interval,
+        };
+        maintenance.spawn(crate::maintenance::rescuer::run(
+            shared.store.clone(),
+            shared.node.id.clone(),
+            every,
+            shared.config.node_stale_after,
+            shared.config.quarantine_after_lost,
+            {
+                let shared = shared.clone();
+                move |n| {
+                    shared.stats.rescued.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            },
             heartbeat_stop.clone(),
         ));
-        // Its own task: a long pruning pass must never delay heartbeats (leases would lapse).
         if let Some(retention) = shared.config.retention {
-            tokio::spawn(crate::maintenance::pruner::run(
+            maintenance.spawn(crate::maintenance::pruner::run(
                 shared.store.clone(),
                 retention,
                 heartbeat_stop.clone(),
             ));
         }
+        maintenance.close();
         Ok(WorkerHandle {
             shared,
             fetch_stop,
             completer_stop,
             heartbeat_stop,
-            cut_drain: CancellationToken::new(),
+            cut_drain: root.child_token(),
             tasks: Arc::new(tokio::sync::Mutex::new(Some(Tasks {
                 fetchers,
                 completer,
                 heartbeat,
+                maintenance,
             }))),
         })
     }
@@ -474,6 +506,8 @@ struct Tasks {
     fetchers: Vec<JoinHandle<()>>,
     completer: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
+    /// The rescuer and the pruner.
+    maintenance: TaskTracker,
 }
 
 /// Controls a running worker. Cheap to clone.
@@ -522,20 +556,15 @@ impl WorkerHandle {
         self.shared.events.subscribe()
     }
 
-    /// Cancel a job: a waiting one at once; a running one (here at once, in another process
-    /// within a heartbeat) is stopped, its cleanups run and it ends `cancelled` — unless its
-    /// handler had already finished successfully, in which case it stays `completed`.
+    /// A [`crate::Client`] on this worker's store that also stops this worker's attempts of a
+    /// job it cancels at once.
+    pub fn client(&self) -> crate::Client {
+        crate::Client::with_worker(self.shared.store.clone(), Arc::downgrade(&self.shared))
+    }
+
+    /// Cancel a job; the same as [`crate::Client::cancel`] on [`WorkerHandle::client`].
     pub async fn cancel(&self, id: Uuid) -> Result<Option<crate::JobRow>, StoreError> {
-        let rows = self
-            .shared
-            .store
-            .cancel(crate::store::CancelParams {
-                ids: vec![id],
-                now: Utc::now(),
-            })
-            .await?;
-        self.shared.stop_job(id, StopReason::Cancel);
-        Ok(rows.into_iter().next())
+        self.client().cancel_job(id).await
     }
 
     /// Cut a running drain short: attempts still running are cancelled and released now.
@@ -592,6 +621,7 @@ impl WorkerHandle {
         let _ = tasks.completer.await;
         self.heartbeat_stop.cancel();
         let _ = tasks.heartbeat.await;
+        tasks.maintenance.wait().await;
         if let Err(e) = shared
             .store
             .deregister_nodes(vec![shared.node.id.clone()])
@@ -615,18 +645,42 @@ impl WorkerHandle {
 
     /// [`WorkerHandle::run_until_signal`] with listeners made earlier: create them before the
     /// process reports itself ready, so a signal sent right after cannot kill it outright.
-    pub async fn run_until(&self, mut signals: Signals, drain: Duration) -> ShutdownReport {
+    pub async fn run_until(&self, signals: Signals, drain: Duration) -> ShutdownReport {
+        self.run_until_with(signals, drain, Duration::ZERO, || {})
+            .await
+    }
+
+    /// The whole signal-driven stop of a process that also takes work in another way (an
+    /// HTTP server): on the first signal readiness goes false ([`WorkerHandle::is_ready`]);
+    /// after `grace` (so load balancers stop sending work first) `stop_intake` is called, then
+    /// the worker shuts down with `drain`. A second signal skips what is left of the grace and
+    /// cuts the drain short; a third exits the process at once with status 130.
+    pub async fn run_until_with(
+        &self,
+        mut signals: Signals,
+        drain: Duration,
+        grace: Duration,
+        stop_intake: impl FnOnce(),
+    ) -> ShutdownReport {
         signals.recv().await;
-        tracing::info!("signal received; shutting down (send another to stop at once)");
+        tracing::info!(
+            "signal received: readiness off, draining (send another signal to stop at once)"
+        );
+        self.shared.ready.store(false, Ordering::Release);
         let me = self.clone();
         let second = tokio::spawn(async move {
             signals.recv().await;
-            tracing::warn!("second signal: cutting the drain short (a third exits at once)");
+            tracing::warn!("second signal: cancelling in-flight jobs and releasing them now (a third exits at once)");
             me.cut_drain();
             signals.recv().await;
             tracing::error!("third signal: exiting now");
             std::process::exit(130);
         });
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => {}
+            _ = self.cut_drain.cancelled() => {}
+        }
+        stop_intake();
         let report = self.shutdown(drain).await;
         second.abort();
         report

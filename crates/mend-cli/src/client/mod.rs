@@ -1,0 +1,24 @@
+//! The client commands of `mend`: `enqueue`, `jobs`, `queues` talk to a running `mend serve`
+//! over its HTTP API; `migrate` opens a database locally and brings its schema up to date.
+//!
+//! Output is an aligned table (or a short sentence) for people, or with `--json` the server's
+//! JSON answer as is, one document on stdout. Every failure is one line on stderr and a
+//! non-zero exit; problem+json answers are shown as `<detail> (HTTP <status>[, field <f>])`.
+//! The bearer token is sent, never printed.
+//!
+//! One file per part: `api` (the HTTP client and its error lines), `output` (tables, fields,
+//! JSON on stdout), one file per command group (`enqueue`, `jobs`, `queues`, `migrate`) and
+//! `describe` (one job for people).
+
+mod api;
+mod describe;
+mod enqueue;
+mod jobs;
+mod migrate;
+mod output;
+mod queues;
+
+pub use enqueue::{enqueue, EnqueueArgs};
+pub use jobs::{jobs, JobsCommand};
+pub use migrate::{migrate, MigrateArgs};
+pub use queues::{queues, QueuesCommand};

@@ -1,0 +1,314 @@
+//! Job rows outside a running attempt: insert (also in a caller's transaction), claim, read,
+//! list, cancel, retry on request, prune. Statements come from `sql`; which pool runs them is
+//! decided here (claims on the fast pool, the rest on the main one).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use mend::job::{AttemptError, JobRow, JobState, NewJob, TimelineEvent};
+use mend::store::{
+    CancelParams, ClaimParams, JobPage, ListParams, PruneParams, Result, RetryParams, StoreError,
+    MAX_PAGE,
+};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::row::{
+    bound, decode_all, decode_lenient, in_order, jsonb, micros, row_to_job, Undecodable,
+};
+use crate::PgStore;
+
+/// Boxed statement parameters, for statements whose parameter list is built at run time.
+type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+
+/// Borrows boxed parameters the way the driver takes them.
+fn refs(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+/// Inserts `jobs` on `client` with the insert statement given as text (a caller's client) or
+/// prepared (ours); a job whose unique key is taken returns the row holding it.
+pub(crate) async fn insert_with<C, S>(
+    store: &PgStore,
+    client: &C,
+    insert: &S,
+    jobs: Vec<NewJob>,
+) -> Result<Vec<JobRow>>
+where
+    C: GenericClient + Sync,
+    S: tokio_postgres::ToStatement + ?Sized + Sync + Send,
+{
+    for job in &jobs {
+        job.validate()?;
+    }
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = micros(Utc::now());
+    let (params, mut rows) = insert_params(&jobs, now)?;
+    let inserted: HashSet<Uuid> = client
+        .query(insert, &refs(&params))
+        .await
+        .map_err(store.pg())?
+        .iter()
+        .map(|r| r.try_get::<_, Uuid>(0))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(store.pg())?;
+    if inserted.len() < jobs.len() {
+        // Jobs whose unique key was taken: return the row that holds it.
+        let keys: Vec<String> = jobs
+            .iter()
+            .filter(|j| !inserted.contains(&j.id))
+            .filter_map(|j| j.unique_key.clone())
+            .collect();
+        let existing = decode_all(
+            &client
+                .query(&store.inner.sql.select_unique, &[&keys])
+                .await
+                .map_err(store.pg())?,
+        )?;
+        let by_key: HashMap<String, JobRow> = existing
+            .into_iter()
+            .filter_map(|j| j.unique_key.clone().map(|k| (k, j)))
+            .collect();
+        for row in rows.iter_mut() {
+            if !inserted.contains(&row.id) {
+                let key = row.unique_key.clone().unwrap_or_default();
+                *row = by_key.get(&key).cloned().ok_or_else(|| {
+                    StoreError::Database(format!(
+                        "job {} was not inserted and no job holds its unique key",
+                        row.id
+                    ))
+                })?;
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// The insert statement's array parameters, and the rows the insert will store.
+fn insert_params(jobs: &[NewJob], now: DateTime<Utc>) -> Result<(Params, Vec<JobRow>)> {
+    // Where and when each job starts: due now (`available`) or later (`scheduled`).
+    let placed: Vec<(DateTime<Utc>, JobState)> = jobs
+        .iter()
+        .map(|job| {
+            let run_at = micros(job.run_at.unwrap_or(now));
+            (run_at, JobState::waiting_for(run_at, now))
+        })
+        .collect();
+    // One array per column, in the statement's parameter order ($9 is `now`).
+    fn column<T>(jobs: &[NewJob], f: impl Fn(&NewJob) -> T) -> Vec<T> {
+        jobs.iter().map(f).collect()
+    }
+    let params: Params = vec![
+        Box::new(column(jobs, |j| j.id)),
+        Box::new(column(jobs, |j| j.queue.clone())),
+        Box::new(column(jobs, |j| j.kind.clone())),
+        Box::new(column(jobs, |j| j.args.clone())),
+        Box::new(
+            placed
+                .iter()
+                .map(|(_, state)| state.as_str().to_owned())
+                .collect::<Vec<_>>(),
+        ),
+        Box::new(column(jobs, |j| j.priority)),
+        Box::new(column(jobs, |j| j.max_attempts)),
+        Box::new(placed.iter().map(|(run_at, _)| *run_at).collect::<Vec<_>>()),
+        Box::new(now),
+        Box::new(column(jobs, |j| j.unique_key.clone())),
+        Box::new(column(jobs, |j| serde_json::json!(j.tags))),
+        Box::new(column(jobs, |j| j.timeout_ms)),
+        Box::new(column(jobs, |j| j.trace_parent.clone())),
+    ];
+    let rows = jobs
+        .iter()
+        .zip(&placed)
+        .map(|(job, (run_at, state))| job.clone().into_row(*state, *run_at, now))
+        .collect();
+    Ok((params, rows))
+}
+
+/// Inserts `jobs` on a pooled connection and wakes local fetchers.
+pub(crate) async fn insert(store: &PgStore, jobs: Vec<NewJob>) -> Result<Vec<JobRow>> {
+    let c = store.client().await?;
+    let insert = c
+        .prepare_cached(&store.inner.sql.insert)
+        .await
+        .map_err(store.pg())?;
+    let rows = insert_with(store, &**c, &insert, jobs).await?;
+    // Local fetchers at once; other nodes hear the trigger's NOTIFY.
+    if rows.iter().any(|r| r.state == JobState::Available) {
+        store.inner.wake.notify_waiters();
+    }
+    Ok(rows)
+}
+
+/// Promotes due jobs and claims the head of a queue, pipelined in one round trip.
+pub(crate) async fn claim(store: &PgStore, p: ClaimParams) -> Result<Vec<JobRow>> {
+    let c = store.fast_client().await?;
+    let sql = &store.inner.sql;
+    let promote = c.prepare_cached(&sql.promote).await.map_err(store.pg())?;
+    let claim = c.prepare_cached(&sql.claim).await.map_err(store.pg())?;
+    let now = micros(p.now);
+    let lease = chrono::Duration::from_std(p.lease_duration).unwrap_or(chrono::Duration::MAX);
+    let expires_at = micros(
+        now.checked_add_signed(lease)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC),
+    );
+    let limit = bound(p.limit);
+    // Pipelined: one round trip. The promotion commits before the claim runs, so due
+    // jobs promoted here are claimable by this very claim.
+    let promote_params: [&(dyn ToSql + Sync); 1] = [&now];
+    let claim_params: [&(dyn ToSql + Sync); 6] = [
+        &p.queue,
+        &p.kinds,
+        &limit,
+        &now,
+        &p.lease_owner,
+        &expires_at,
+    ];
+    let (promoted, rows) = tokio::try_join!(
+        c.execute(&promote, &promote_params),
+        c.query(&claim, &claim_params)
+    )
+    .map_err(store.pg())?;
+    if promoted > 0 {
+        store.inner.wake.notify_waiters();
+    }
+    let (mut jobs, bad) = decode_lenient(&rows);
+    if !bad.is_empty() {
+        discard_undecodable(store, &**c, bad, p.now).await?;
+    }
+    jobs.sort_by_key(|a| (a.priority, a.run_at, a.id));
+    Ok(jobs)
+}
+
+/// Takes damaged rows out of circulation: `discarded`, with the decode error recorded, so a
+/// person can see and repair them instead of every claim or rescue failing on them.
+pub(crate) async fn discard_undecodable(
+    store: &PgStore,
+    client: &impl GenericClient,
+    bad: Vec<Undecodable>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for (id, e) in bad {
+        tracing::error!(error = %e, "discarding a job whose stored row cannot be read");
+        let record = jsonb(&AttemptError::unreadable_row(&e, now))?;
+        client
+            .execute(&store.inner.sql.discard_bad, &[&id, &now, &record])
+            .await
+            .map_err(store.pg())?;
+    }
+    Ok(())
+}
+
+/// Cancels waiting jobs at once and asks running ones' workers to stop, in one transaction.
+pub(crate) async fn cancel(store: &PgStore, p: CancelParams) -> Result<Vec<JobRow>> {
+    let now = micros(p.now);
+    let event = |name: &str| jsonb(&TimelineEvent::new(now, name).detail("on request"));
+    let (cancelled, requested) = (event("cancelled")?, event("cancel_requested")?);
+    let sql = &store.inner.sql;
+    let mut c = store.client().await?;
+    let tx = c.transaction().await.map_err(store.pg())?;
+    tx.execute(&sql.cancel_waiting, &[&p.ids, &now, &cancelled])
+        .await
+        .map_err(store.pg())?;
+    tx.execute(&sql.cancel_running, &[&p.ids, &requested])
+        .await
+        .map_err(store.pg())?;
+    let rows = get_many(store, &*tx, &p.ids).await?;
+    tx.commit().await.map_err(store.pg())?;
+    Ok(rows)
+}
+
+/// Runs finished jobs again, and wakes every node's fetchers.
+pub(crate) async fn retry(store: &PgStore, p: RetryParams) -> Result<Vec<JobRow>> {
+    let now = micros(p.now);
+    let event = jsonb(&TimelineEvent::new(now, "retried").detail("on request"))?;
+    let sql = &store.inner.sql;
+    let rows = {
+        let mut c = store.client().await?;
+        let tx = c.transaction().await.map_err(store.pg())?;
+        tx.execute(&sql.retry_finished, &[&p.ids, &now, &event])
+            .await
+            .map_err(store.pg())?;
+        let rows = get_many(store, &*tx, &p.ids).await?;
+        tx.execute(&sql.notify, &[]).await.map_err(store.pg())?;
+        tx.commit().await.map_err(store.pg())?;
+        rows
+    };
+    store.inner.wake.notify_waiters();
+    Ok(rows)
+}
+
+/// The jobs `ids` as `client` sees them (inside a transaction: as it just changed them), in
+/// the order of `ids`, missing ones left out.
+async fn get_many(
+    store: &PgStore,
+    client: &impl GenericClient,
+    ids: &[Uuid],
+) -> Result<Vec<JobRow>> {
+    let rows = client
+        .query(&store.inner.sql.get_many, &[&ids])
+        .await
+        .map_err(store.pg())?;
+    Ok(in_order(ids, decode_all(&rows)?))
+}
+
+/// One job by id.
+pub(crate) async fn get(store: &PgStore, id: Uuid) -> Result<Option<JobRow>> {
+    let c = store.client().await?;
+    let rows = c
+        .query(&store.inner.sql.get_many, &[&vec![id]])
+        .await
+        .map_err(store.pg())?;
+    rows.first().map(row_to_job).transpose()
+}
+
+/// One page of jobs, newest first.
+pub(crate) async fn list(store: &PgStore, p: ListParams) -> Result<JobPage> {
+    let limit = p.limit.clamp(1, MAX_PAGE);
+    let mut sql = store.inner.sql.list.clone();
+    let mut args: Params = Vec::new();
+    if let Some(q) = p.queue {
+        args.push(Box::new(q));
+        sql.push_str(&format!(" AND queue = ${}", args.len()));
+    }
+    if !p.states.is_empty() {
+        let states: Vec<String> = p.states.iter().map(|s| s.as_str().to_owned()).collect();
+        args.push(Box::new(states));
+        sql.push_str(&format!(" AND state = ANY(${}::text[])", args.len()));
+    }
+    if let Some(k) = p.kind {
+        args.push(Box::new(k));
+        sql.push_str(&format!(" AND kind = ${}", args.len()));
+    }
+    if let Some(t) = p.tag {
+        args.push(Box::new(t));
+        sql.push_str(&format!(" AND ${}::text = ANY(tags)", args.len()));
+    }
+    if let Some(before) = p.before {
+        args.push(Box::new(before));
+        sql.push_str(&format!(" AND id < ${}", args.len()));
+    }
+    args.push(Box::new(bound(limit + 1)));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len()));
+    let c = store.client().await?;
+    let jobs = decode_all(&c.query(&sql, &refs(&args)).await.map_err(store.pg())?)?;
+    Ok(JobPage::from_overfetch(jobs, limit))
+}
+
+/// Deletes the oldest finalized jobs.
+pub(crate) async fn prune(store: &PgStore, p: PruneParams) -> Result<u64> {
+    let c = store.client().await?;
+    c.execute(
+        &store.inner.sql.prune,
+        &[&p.finalized_before, &bound(p.limit)],
+    )
+    .await
+    .map_err(store.pg())
+}

@@ -1,0 +1,401 @@
+//! Every SQL statement the PostgreSQL store runs, named, in one place, with the schema filled
+//! in once at open (River keeps its driver's SQL the same way, in per-table files beside a
+//! thin driver).
+//!
+//! The pieces several statements share are written once here: the attempt fence ([`FENCE`]),
+//! "a pending cancel request wins" ([`cancel_wins`]), and the expressions that append to the
+//! `events` and `errors` columns. This module holds text only: it runs nothing and decodes
+//! nothing, so the plan tests can EXPLAIN exactly what the store runs.
+
+/// Size the stored events of a job are kept near, as PostgreSQL measures it
+/// (`pg_column_size`, the stored size of the jsonb): past it, each new event pushes out the
+/// oldest stored one. It is core's bound ([`mend::job::MAX_TIMELINE_BYTES`], 32 KiB), so a
+/// job's history is cut at about the same size whichever store holds it: enough for the
+/// recent attempts of a job retried hundreds of times, small enough that reading a job never
+/// drags an unbounded list along.
+pub(crate) const MAX_TIMELINE_BYTES: usize = mend::job::MAX_TIMELINE_BYTES;
+
+/// Every column of `mend_jobs`, in the order `row::row_to_job` reads them.
+pub(crate) const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events, trace_parent, checkpoint, pending_cleanups";
+
+/// The fence every write on behalf of a running attempt carries: the job, the attempt and the
+/// lease owner as parameters 1, 2 and 3. A worker that lost its lease matches no row.
+pub(crate) const FENCE: &str =
+    "WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = 'running'";
+
+/// Most due scheduled/retryable jobs promoted per claim.
+const PROMOTE_BATCH: i64 = 1000;
+
+/// `state` and `finalized_at` for an outcome a pending cancel request overrides: the job is
+/// `cancelled` (finalized at `finalized_param`) instead of going to `state`, finalized at
+/// `otherwise_finalized`.
+fn cancel_wins(state: &str, finalized_param: &str, otherwise_finalized: &str) -> String {
+    format!(
+        "state = CASE WHEN cancel_requested THEN 'cancelled' ELSE {state} END,
+                    finalized_at = CASE WHEN cancel_requested THEN {finalized_param}::timestamptz ELSE {otherwise_finalized} END"
+    )
+}
+
+/// A timestamp as the RFC 3339 text serde reads back exactly (microseconds, UTC).
+fn ts_text(column: &str) -> String {
+    format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+}
+
+/// `events` with one more event; past [`MAX_TIMELINE_BYTES`] the oldest stored event makes
+/// room, and a damaged column starts over. The one place that builds this expression.
+fn with_event(event: &str) -> String {
+    format!(
+        "(CASE WHEN jsonb_typeof(events) <> 'array' THEN '[]'::jsonb WHEN pg_column_size(events) > {MAX_TIMELINE_BYTES} THEN events - 0 ELSE events END) || jsonb_build_array({event})"
+    )
+}
+
+/// The assignment that appends one event (see [`with_event`]).
+fn push_event(event: &str) -> String {
+    format!("events = {}", with_event(event))
+}
+
+/// An event that ends an attempt records when the attempt started (see `mend::job`).
+fn attempt_event(param: &str) -> String {
+    push_event(&format!(
+        "({param}::jsonb || jsonb_build_object('started_at', {}))",
+        ts_text("attempted_at")
+    ))
+}
+
+/// Like [`attempt_event`] for outcomes a pending cancel request turns into `cancelled`.
+fn attempt_event_or_cancelled(param: &str) -> String {
+    push_event(&format!(
+        "({param}::jsonb || jsonb_build_object('started_at', {}) || CASE WHEN cancel_requested THEN '{{\"event\":\"cancelled\"}}'::jsonb ELSE '{{}}'::jsonb END)",
+        ts_text("attempted_at")
+    ))
+}
+
+/// The errors column with the record in `param` appended (a damaged column starts over).
+fn push_error(param: &str) -> String {
+    format!("errors = (CASE WHEN jsonb_typeof(errors) = 'array' THEN errors ELSE '[]'::jsonb END) || jsonb_build_array({param}::jsonb)")
+}
+
+/// The SQL of every statement, with the schema filled in once at open. Parameters are named
+/// in each field's comment where they are not obvious.
+pub(crate) struct Sql {
+    /// The quoted schema name.
+    pub(crate) schema_q: String,
+
+    // mend_jobs: inserts and reads.
+    /// Inserts a batch (arrays) and returns the ids actually inserted.
+    pub(crate) insert: String,
+    /// The jobs holding the unique keys `$1`.
+    pub(crate) select_unique: String,
+    /// Jobs by id (`$1`, an array).
+    pub(crate) get_many: String,
+    /// The start of a job listing; `jobs::list` appends filters, order and limit.
+    pub(crate) list: String,
+    /// Counts per queue and state.
+    pub(crate) queue_counts: String,
+    /// Deletes up to `$2` jobs finalized before `$1`.
+    pub(crate) prune: String,
+    /// Takes a row that cannot be decoded out of circulation.
+    pub(crate) discard_bad: String,
+
+    // mend_jobs: claims.
+    /// Makes due jobs available (and notifies).
+    pub(crate) promote: String,
+    /// Claims the head of a queue.
+    pub(crate) claim: String,
+
+    // mend_jobs: what a running attempt writes (fenced).
+    /// Plain completions, as one batch of arrays.
+    pub(crate) complete: String,
+    /// A completion that writes a timeline event.
+    pub(crate) completed_event: String,
+    /// Back to `retryable`.
+    pub(crate) retry: String,
+    /// Finalized with an error (`discarded` or `cancelled`).
+    pub(crate) finish_with_error: String,
+    /// Put off without using up the attempt.
+    pub(crate) snooze: String,
+    /// Given back without using up the attempt.
+    pub(crate) release: String,
+    /// Stores a checkpoint.
+    pub(crate) checkpoint: String,
+    /// The attempt's pending durable cleanups, locked.
+    pub(crate) pending_cleanups: String,
+    /// Replaces the pending durable cleanups, with an optional event.
+    pub(crate) set_pending_cleanups: String,
+    /// Extends leases, skipping locked rows.
+    pub(crate) extend: String,
+    /// Reads, without locking, the leases `extend` skipped.
+    pub(crate) extend_check: String,
+
+    // mend_jobs: rescue, cancel, retry on request.
+    /// Running jobs of dead nodes or with expired leases, locked.
+    pub(crate) rescue_candidates: String,
+    /// Takes one attempt away from its lost worker.
+    pub(crate) rescue_one: String,
+    /// Cancels jobs that are not running.
+    pub(crate) cancel_waiting: String,
+    /// Asks running jobs' workers to cancel.
+    pub(crate) cancel_running: String,
+    /// Runs finished jobs again.
+    pub(crate) retry_finished: String,
+
+    // mend_nodes, and liveness.
+    /// Registers a node with its lock key.
+    pub(crate) register_node: String,
+    /// A node's heartbeat.
+    pub(crate) heartbeat_node: String,
+    /// Every registered node.
+    pub(crate) list_nodes: String,
+    /// Forgets nodes `$1`.
+    pub(crate) deregister_nodes: String,
+    /// Every other node, whether it is stale and whether its advisory lock is gone.
+    pub(crate) dead_nodes: String,
+
+    // mend_queues, and notification.
+    /// Pauses or resumes a queue.
+    pub(crate) set_queue_paused: String,
+    /// The paused queues.
+    pub(crate) paused_queues: String,
+    /// Wakes the other nodes' fetchers.
+    pub(crate) notify: String,
+}
+
+impl Sql {
+    /// Every statement for the schema `schema_q` (quoted) and the notification `channel`.
+    pub(crate) fn new(schema_q: &str, channel: &str) -> Self {
+        let t = |s: &str| s.replace("{S}", schema_q);
+        Sql {
+            schema_q: schema_q.to_owned(),
+            insert: t("INSERT INTO {S}.mend_jobs (id, queue, kind, args, state, priority, max_attempts, run_at, created_at, unique_key, tags, timeout_ms, trace_parent)
+                SELECT u.id, u.queue, u.kind, u.args, u.state, u.priority, u.max_attempts, u.run_at, $9, u.unique_key,
+                       ARRAY(SELECT json_array_elements_text(u.tags)), u.timeout_ms, u.trace_parent
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::json[], $5::text[], $6::int2[], $7::int4[], $8::timestamptz[], $10::text[], $11::json[], $12::int8[], $13::text[])
+                    AS u(id, queue, kind, args, state, priority, max_attempts, run_at, unique_key, tags, timeout_ms, trace_parent)
+                ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+                RETURNING id"),
+            select_unique: t(&format!("SELECT {COLS} FROM {{S}}.mend_jobs WHERE unique_key = ANY($1)")),
+            get_many: t(&format!("SELECT {COLS} FROM {{S}}.mend_jobs WHERE id = ANY($1)")),
+            list: t(&format!("SELECT {COLS} FROM {{S}}.mend_jobs WHERE true")),
+            // One branch per partial index, so every count is an index scan.
+            queue_counts: t("SELECT queue, state, count(*)::int8 FROM {S}.mend_jobs WHERE state = 'available' GROUP BY queue, state
+                     UNION ALL
+                     SELECT queue, state, count(*)::int8 FROM {S}.mend_jobs WHERE state IN ('scheduled', 'retryable') GROUP BY queue, state
+                     UNION ALL
+                     SELECT queue, state, count(*)::int8 FROM {S}.mend_jobs WHERE state = 'running' GROUP BY queue, state
+                     UNION ALL
+                     SELECT queue, state, count(*)::int8 FROM {S}.mend_jobs WHERE finalized_at IS NOT NULL GROUP BY queue, state"),
+            prune: t("DELETE FROM {S}.mend_jobs WHERE id IN (
+                SELECT id FROM {S}.mend_jobs WHERE finalized_at IS NOT NULL AND finalized_at < $1
+                ORDER BY finalized_at LIMIT $2 FOR UPDATE SKIP LOCKED)"),
+            discard_bad: t(&format!(
+                "UPDATE {{S}}.mend_jobs SET state = 'discarded', finalized_at = $2, lease_expires_at = NULL, {} WHERE id = $1",
+                push_error("$3")
+            )),
+            promote: format!(
+                "WITH due AS MATERIALIZED (SELECT id FROM {schema_q}.mend_jobs WHERE state IN ('scheduled', 'retryable') AND run_at <= $1
+                    ORDER BY run_at LIMIT {PROMOTE_BATCH} FOR UPDATE SKIP LOCKED)
+                 UPDATE {schema_q}.mend_jobs j SET state = 'available' FROM due
+                 WHERE j.id = due.id AND j.state IN ('scheduled', 'retryable')
+                 RETURNING pg_notify('{channel}', '')"
+            ),
+            claim: t(&format!(
+                "WITH picked AS MATERIALIZED (
+                    SELECT id FROM {{S}}.mend_jobs
+                    WHERE state = 'available' AND queue = $1 AND (cardinality($2::text[]) = 0 OR kind = ANY($2::text[]))
+                      AND NOT EXISTS (SELECT 1 FROM {{S}}.mend_queues q WHERE q.name = $1 AND q.paused)
+                    ORDER BY priority, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 UPDATE {{S}}.mend_jobs j SET state = 'running', attempt = j.attempt + 1, attempted_at = $4,
+                     lease_owner = $5, lease_expires_at = $6
+                 FROM picked WHERE j.id = picked.id
+                 RETURNING {}",
+                // Running a job does not need its history.
+                COLS.split(", ")
+                    .map(|c| if c == "events" { "NULL::jsonb".to_owned() } else { format!("j.{c}") })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            // A completed attempt's durable cleanups are dropped with it.
+            complete: t("UPDATE {S}.mend_jobs j SET state = 'completed', finalized_at = $1, result = u.result, lease_expires_at = NULL, pending_cleanups = NULL
+                FROM unnest($2::uuid[], $3::int4[], $4::text[], $5::json[]) AS u(id, attempt, owner, result)
+                WHERE j.id = u.id AND j.attempt = u.attempt AND j.lease_owner = u.owner AND j.state = 'running'
+                RETURNING j.id"),
+            completed_event: t(&format!(
+                "UPDATE {{S}}.mend_jobs SET state = 'completed', finalized_at = $4, result = $5::json, lease_expires_at = NULL, pending_cleanups = NULL, {} {FENCE}",
+                attempt_event("$6")
+            )),
+            // A cancel request that arrived during the attempt wins over retry, snooze and release.
+            retry: t(&format!(
+                "UPDATE {{S}}.mend_jobs SET {}, run_at = $4, {}, {}, lease_expires_at = NULL {FENCE}",
+                cancel_wins("'retryable'", "$6", "NULL"),
+                push_error("$5"),
+                attempt_event_or_cancelled("$7")
+            )),
+            finish_with_error: t(&format!(
+                "UPDATE {{S}}.mend_jobs SET state = $6, finalized_at = $4, {}, {}, lease_expires_at = NULL {FENCE}",
+                push_error("$5"),
+                attempt_event("$7")
+            )),
+            snooze: t(&format!(
+                "UPDATE {{S}}.mend_jobs SET {}, run_at = $4, attempt = attempt - 1, {}, lease_expires_at = NULL {FENCE}",
+                cancel_wins("$5::text", "$6", "NULL"),
+                attempt_event_or_cancelled("$7")
+            )),
+            // A released job keeps its run_at, and so its place in the queue.
+            release: t(&format!(
+                "UPDATE {{S}}.mend_jobs SET {}, attempt = attempt - 1, {}, lease_expires_at = NULL {FENCE}",
+                cancel_wins("'available'", "$4", "NULL"),
+                attempt_event_or_cancelled("$5")
+            )),
+            checkpoint: t(&format!("UPDATE {{S}}.mend_jobs SET checkpoint = $4 {FENCE}")),
+            pending_cleanups: t(&format!(
+                "SELECT pending_cleanups FROM {{S}}.mend_jobs {FENCE} FOR UPDATE"
+            )),
+            set_pending_cleanups: t(&format!(
+                "UPDATE {{S}}.mend_jobs SET pending_cleanups = $2, events = CASE WHEN $3::jsonb IS NULL THEN events ELSE {} END WHERE id = $1",
+                with_event("$3::jsonb")
+            )),
+            // Heartbeats never wait for a row lock: a row locked right now is being completed
+            // (or cancelled) by someone, so it is skipped here and looked at without a lock
+            // (`extend_check`). Waiting instead could deadlock with a completion batch that
+            // locks the same rows in another order.
+            extend: t("UPDATE {S}.mend_jobs j SET lease_expires_at = $1
+                FROM (SELECT j2.id FROM {S}.mend_jobs j2 JOIN unnest($2::uuid[], $3::int4[]) AS u(id, attempt) ON j2.id = u.id
+                      WHERE j2.attempt = u.attempt AND j2.lease_owner = $4 AND j2.state = 'running'
+                      FOR UPDATE OF j2 SKIP LOCKED) l
+                WHERE j.id = l.id
+                RETURNING j.id, j.cancel_requested"),
+            extend_check: t("SELECT j.id, j.cancel_requested FROM {S}.mend_jobs j
+                JOIN unnest($1::uuid[], $2::int4[]) AS u(id, attempt) ON j.id = u.id
+                WHERE j.attempt = u.attempt AND j.lease_owner = $3 AND j.state = 'running'"),
+            rescue_candidates: t(&format!(
+                "SELECT {COLS} FROM {{S}}.mend_jobs WHERE state = 'running'
+                   AND (lease_owner = ANY($1) OR lease_expires_at < $2) FOR UPDATE SKIP LOCKED"
+            )),
+            // A job someone asked to cancel is not run again after its worker died. Fenced by
+            // attempt only: the owner is the one that is gone.
+            rescue_one: t(&format!(
+                "UPDATE {{S}}.mend_jobs SET {},
+                    run_at = $2, lease_expires_at = NULL, {}, {}
+                 WHERE id = $5 AND attempt = $6 AND state = 'running' RETURNING {COLS}",
+                cancel_wins("$1::text", "$2", "$3::timestamptz"),
+                push_error("$4"),
+                attempt_event_or_cancelled("$7")
+            )),
+            cancel_waiting: t(&format!(
+                "UPDATE {{S}}.mend_jobs SET state = 'cancelled', finalized_at = $2, {}
+                 WHERE id = ANY($1) AND state IN ('scheduled', 'available', 'retryable')",
+                push_event("$3::jsonb")
+            )),
+            cancel_running: t(&format!(
+                "UPDATE {{S}}.mend_jobs SET cancel_requested = true, {}
+                 WHERE id = ANY($1) AND state = 'running' AND NOT cancel_requested",
+                push_event("$2::jsonb")
+            )),
+            // A plain completion stored no event (the timeline derives it from finalized_at,
+            // which the retry clears): write it down first.
+            retry_finished: t(&format!(
+                "UPDATE {{S}}.mend_jobs SET state = 'available', run_at = $2, finalized_at = NULL,
+                    cancel_requested = false, max_attempts = greatest(max_attempts, attempt + 1),
+                    checkpoint = CASE WHEN state = 'completed' THEN NULL ELSE checkpoint END,
+                    events = (CASE WHEN jsonb_typeof(events) <> 'array' THEN '[]'::jsonb
+                        WHEN state = 'completed' AND NOT events @> jsonb_build_array(jsonb_build_object('event', 'completed', 'attempt', attempt))
+                        THEN events || jsonb_build_array(jsonb_build_object('at', {}, 'event', 'completed', 'attempt', attempt, 'node', lease_owner, 'started_at', {}))
+                        ELSE events END) || jsonb_build_array($3::jsonb)
+                 WHERE id = ANY($1) AND state IN ('completed', 'cancelled', 'discarded')",
+                ts_text("finalized_at"),
+                ts_text("attempted_at")
+            )),
+            register_node: t("INSERT INTO {S}.mend_nodes (id, host, pid, process_key, started_at, last_seen, lock_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, lock_key = excluded.lock_key"),
+            heartbeat_node: t("UPDATE {S}.mend_nodes SET last_seen = $2 WHERE id = $1"),
+            list_nodes: t("SELECT id, host, pid, process_key, started_at, last_seen FROM {S}.mend_nodes ORDER BY id"),
+            deregister_nodes: t("DELETE FROM {S}.mend_nodes WHERE id = ANY($1)"),
+            dead_nodes: t("SELECT n.id, n.last_seen < $2 AS stale,
+                    NOT EXISTS (SELECT 1 FROM pg_locks l
+                        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                          AND l.classid::int8 = $3 AND l.objid::int8 = n.lock_key) AS unlocked
+                 FROM {S}.mend_nodes n WHERE n.id <> $1"),
+            set_queue_paused: t("INSERT INTO {S}.mend_queues (name, paused, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at"),
+            paused_queues: t("SELECT name FROM {S}.mend_queues WHERE paused ORDER BY name"),
+            notify: format!("SELECT pg_notify('{channel}', '')"),
+        }
+    }
+
+    /// The hot statements, by name, with their parameter types and sample values, for the
+    /// plan test ([`crate::PgStore::explain_hot_paths`]).
+    pub(crate) fn hot_paths(&self) -> [(&'static str, &str, &'static str, String); 5] {
+        let now = "'2026-01-01T00:00:00Z'";
+        let id = "'01900000-0000-7000-8000-000000000000'";
+        [
+            (
+                "claim",
+                &self.claim,
+                "text, text[], int8, timestamptz, text, timestamptz",
+                format!("'q', '{{}}', 10, {now}, 'n', {now}"),
+            ),
+            ("promote", &self.promote, "timestamptz", now.to_owned()),
+            (
+                "complete",
+                &self.complete,
+                "timestamptz, uuid[], int4[], text[], json[]",
+                format!("{now}, ARRAY[{id}]::uuid[], '{{1}}', '{{n}}', ARRAY[NULL]::json[]"),
+            ),
+            (
+                "extend",
+                &self.extend,
+                "timestamptz, uuid[], int4[], text",
+                format!("{now}, ARRAY[{id}]::uuid[], '{{1}}', 'n'"),
+            ),
+            (
+                "rescue",
+                &self.rescue_candidates,
+                "text[], timestamptz",
+                format!("'{{n}}', {now}"),
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timeline_bound_appears_once_per_event_append() {
+        let sql = Sql::new("\"mend\"", "mend_mend");
+        let bound = MAX_TIMELINE_BYTES.to_string();
+        for (text, appends) in [
+            (&sql.completed_event, 1),
+            (&sql.retry, 1),
+            (&sql.snooze, 1),
+            (&sql.release, 1),
+            (&sql.rescue_one, 1),
+            (&sql.cancel_waiting, 1),
+            (&sql.set_pending_cleanups, 1),
+            (&sql.complete, 0),
+        ] {
+            assert_eq!(text.matches(&bound).count(), appends, "{text}");
+        }
+    }
+
+    #[test]
+    fn fenced_writes_carry_the_fence_and_the_schema() {
+        let sql = Sql::new("\"mend\"", "mend_mend");
+        for text in [
+            &sql.completed_event,
+            &sql.retry,
+            &sql.finish_with_error,
+            &sql.snooze,
+            &sql.release,
+            &sql.checkpoint,
+            &sql.pending_cleanups,
+        ] {
+            assert!(text.contains(FENCE), "{text}");
+            assert!(text.contains("\"mend\".mend_jobs"), "{text}");
+            assert!(!text.contains("{S}"), "{text}");
+        }
+    }
+}

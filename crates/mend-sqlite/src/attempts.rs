@@ -1,0 +1,236 @@
+//! What a running attempt writes, and what happens to it when its worker is gone: outcomes,
+//! checkpoints, pending durable cleanups, lease extensions, rescue. Every write on behalf of
+//! an attempt goes through the fence (`sql::FENCE`); a fenced-out write changes nothing and
+//! is reported as such, never as an error.
+
+use mend::cleanup::DurableCleanup;
+use mend::job::JobState;
+use mend::maintenance::rescuer;
+use mend::store::{
+    CheckpointParams, CompleteParams, CompleteResult, ExtendLeasesParams, ExtendLeasesResult,
+    OutcomeKind, RescueParams, Rescued, Result,
+};
+use rusqlite::{params, Connection, OptionalExtension};
+use uuid::Uuid;
+
+use crate::error::map_err;
+use crate::jobs::discard_undecodable;
+use crate::row::{
+    error_json, event_json, get_job, json, micros, query_jobs_lenient, stored, to_json,
+};
+use crate::sql;
+
+/// Applies a batch of outcomes, each fenced on its own.
+pub(crate) fn complete_many(
+    conn: &Connection,
+    path: &str,
+    p: CompleteParams,
+) -> Result<CompleteResult> {
+    let now = micros(p.now);
+    let mut result = CompleteResult::default();
+    // The common outcome's statement is looked up once per batch, not per row.
+    let mut completed = conn
+        .prepare_cached(&sql::COMPLETED)
+        .map_err(|e| map_err(path, e))?;
+    let stored_now = stored(p.now);
+    for o in p.outcomes {
+        let id = o.id.as_bytes().as_slice();
+        // A plain completion writes no event: the timeline derives it.
+        let quiet = matches!(o.kind, OutcomeKind::Completed { .. }) && o.cleanups.is_empty();
+        let event = if quiet {
+            String::new()
+        } else {
+            event_json(&o.timeline_event(stored_now))?
+        };
+        let fence = (id, o.attempt, o.lease_owner.as_str());
+        let n = match &o.kind {
+            OutcomeKind::Completed { result } if quiet => {
+                let result = result.as_ref().map(|v| v.to_string());
+                completed.execute(params![fence.0, fence.1, fence.2, now, result])
+            }
+            OutcomeKind::Completed { result } => {
+                let result = result.as_ref().map(|v| v.to_string());
+                conn.prepare_cached(&sql::COMPLETED_WITH_EVENT)
+                    .and_then(|mut s| {
+                        s.execute(params![fence.0, fence.1, fence.2, now, result, event])
+                    })
+            }
+            OutcomeKind::Retry { error, run_at } => {
+                let record = error_json(error)?;
+                conn.prepare_cached(&sql::RETRY).and_then(|mut s| {
+                    s.execute(params![
+                        fence.0,
+                        fence.1,
+                        fence.2,
+                        micros(*run_at),
+                        record,
+                        now,
+                        event
+                    ])
+                })
+            }
+            OutcomeKind::Discard { error } | OutcomeKind::Cancelled { error } => {
+                let state = if matches!(o.kind, OutcomeKind::Discard { .. }) {
+                    "discarded"
+                } else {
+                    "cancelled"
+                };
+                let record = error_json(error)?;
+                conn.prepare_cached(&sql::FINISH_WITH_ERROR)
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            fence.0, fence.1, fence.2, now, record, state, event
+                        ])
+                    })
+            }
+            OutcomeKind::Snooze { run_at } => {
+                let state = JobState::waiting_for(stored(*run_at), stored_now).as_str();
+                conn.prepare_cached(&sql::SNOOZE).and_then(|mut s| {
+                    s.execute(params![
+                        fence.0,
+                        fence.1,
+                        fence.2,
+                        micros(*run_at),
+                        state,
+                        now,
+                        event
+                    ])
+                })
+            }
+            OutcomeKind::Release => conn
+                .prepare_cached(&sql::RELEASE)
+                .and_then(|mut s| s.execute(params![fence.0, fence.1, fence.2, now, event])),
+        }
+        .map_err(|e| map_err(path, e))?;
+        if n == 1 {
+            result.applied.push(o.id);
+        } else {
+            result.fenced.push(o.id);
+        }
+    }
+    Ok(result)
+}
+
+/// Stores the attempt's checkpoint; `false` when fenced out.
+pub(crate) fn checkpoint(conn: &Connection, path: &str, p: CheckpointParams) -> Result<bool> {
+    let state = p.state.to_string();
+    let n = conn
+        .prepare_cached(&sql::CHECKPOINT)
+        .and_then(|mut s| {
+            s.execute(params![
+                p.id.as_bytes().as_slice(),
+                p.attempt,
+                p.lease_owner,
+                state
+            ])
+        })
+        .map_err(|e| map_err(path, e))?;
+    Ok(n == 1)
+}
+
+/// Changes a running attempt's pending durable cleanups (fenced; `None` when the attempt
+/// no longer holds the job), optionally recording a timeline event in the same write.
+pub(crate) fn edit_pending<T>(
+    conn: &Connection,
+    path: &str,
+    (id, attempt, lease_owner): (Uuid, i32, &str),
+    event: Option<String>,
+    edit: impl FnOnce(&mut Vec<DurableCleanup>) -> T,
+) -> Result<Option<T>> {
+    let key = id.as_bytes().to_vec();
+    let current: Option<Option<String>> = conn
+        .prepare_cached(&sql::PENDING_CLEANUPS)
+        .and_then(|mut s| {
+            s.query_row(params![key, attempt, lease_owner], |r| r.get(0))
+                .optional()
+        })
+        .map_err(|e| map_err(path, e))?;
+    let Some(current) = current else {
+        return Ok(None);
+    };
+    let mut list: Vec<DurableCleanup> = match current {
+        Some(s) => json(&key, "pending_cleanups", &s)?,
+        None => Vec::new(),
+    };
+    let out = edit(&mut list);
+    let text = if list.is_empty() {
+        None
+    } else {
+        Some(to_json(&list)?)
+    };
+    conn.prepare_cached(&sql::SET_PENDING_CLEANUPS)
+        .and_then(|mut s| s.execute(params![key, text, event]))
+        .map_err(|e| map_err(path, e))?;
+    Ok(Some(out))
+}
+
+/// Extends the leases still held; reports the lost ones and those asked to cancel.
+pub(crate) fn extend_leases(
+    conn: &Connection,
+    path: &str,
+    p: ExtendLeasesParams,
+) -> Result<ExtendLeasesResult> {
+    let mut out = ExtendLeasesResult::default();
+    let mut stmt = conn
+        .prepare_cached(&sql::EXTEND_LEASE)
+        .map_err(|e| map_err(path, e))?;
+    for held in p.jobs {
+        let cancel: Option<bool> = stmt
+            .query_row(
+                params![
+                    held.id.as_bytes().as_slice(),
+                    held.attempt,
+                    p.lease_owner,
+                    micros(p.expires_at)
+                ],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| map_err(path, e))?;
+        match cancel {
+            None => out.lost.push(held),
+            Some(true) => out.cancel_requested.push(held.id),
+            Some(false) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Takes the running jobs of dead nodes, and of expired leases, away from their workers.
+pub(crate) fn rescue(conn: &Connection, path: &str, p: RescueParams) -> Result<Vec<Rescued>> {
+    let dead = to_json(&p.dead_nodes)?;
+    let now = micros(p.now);
+    let (candidates, bad) =
+        query_jobs_lenient(conn, path, &sql::RESCUE_CANDIDATES, params![dead, now])?;
+    discard_undecodable(conn, path, bad, p.now)?;
+    let mut out = Vec::new();
+    for job in candidates {
+        let d = rescuer::decide(&job, p.now, p.quarantine_after_lost);
+        let finalized = (d.state == JobState::Discarded).then_some(now);
+        let record = error_json(&d.error)?;
+        let event = event_json(&d.timeline_event(&job, stored(p.now)))?;
+        let n = conn
+            .prepare_cached(&sql::RESCUE_ONE)
+            .and_then(|mut s| {
+                s.execute(params![
+                    d.state.as_str(),
+                    now,
+                    finalized,
+                    record,
+                    job.id.as_bytes().as_slice(),
+                    job.attempt,
+                    event
+                ])
+            })
+            .map_err(|e| map_err(path, e))?;
+        if n == 1 {
+            if let Some(job) = get_job(conn, path, job.id)? {
+                out.push(Rescued {
+                    job,
+                    quarantined: d.quarantined,
+                });
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,259 @@
+//! Job rows outside a running attempt: insert, claim, read, list, cancel, retry on request,
+//! prune. Each function runs on the connection it is given (the writer's, inside its
+//! transaction, or a reader's) and decides nothing about which; `lib.rs` does.
+
+use chrono::{DateTime, Utc};
+use mend::job::{AttemptError, JobRow, JobState, NewJob, TimelineEvent};
+use mend::store::{
+    CancelParams, ClaimParams, JobPage, ListParams, PruneParams, Result, RetryParams, StoreError,
+    MAX_PAGE,
+};
+use rusqlite::{params, Connection};
+
+use crate::error::map_err;
+use crate::row::{
+    error_json, event_json, get_job, micros, query_jobs, query_jobs_lenient, stored, to_json,
+    Undecodable,
+};
+use crate::sql;
+
+/// Most due scheduled/retryable jobs promoted per claim; bounds one claim's transaction.
+const PROMOTE_BATCH: i64 = 10_000;
+
+/// Inserts `jobs` (already validated); a job whose unique key is taken returns the row
+/// holding it.
+pub(crate) fn insert(conn: &Connection, path: &str, jobs: Vec<NewJob>) -> Result<Vec<JobRow>> {
+    let now = Utc::now();
+    let mut stmt = conn
+        .prepare_cached(sql::INSERT)
+        .map_err(|e| map_err(path, e))?;
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let run_at = job.run_at.unwrap_or(now);
+        let state = JobState::waiting_for(run_at, now);
+        let args = to_json(&job.args)?;
+        let tags = to_json(&job.tags)?;
+        let n = stmt
+            .execute(params![
+                job.id.as_bytes().as_slice(),
+                job.queue,
+                job.kind,
+                args,
+                state.as_str(),
+                job.priority,
+                job.max_attempts,
+                micros(run_at),
+                micros(now),
+                job.unique_key,
+                tags,
+                job.timeout_ms,
+                job.trace_parent,
+            ])
+            .map_err(|e| map_err(path, e))?;
+        if n == 0 {
+            let existing = query_jobs(conn, path, &sql::BY_UNIQUE_KEY, params![job.unique_key])?
+                .pop()
+                .ok_or_else(|| StoreError::Database("unique key conflict without a row".into()))?;
+            out.push(existing);
+        } else {
+            // Stored with microsecond precision; return what a read would.
+            out.push(job.into_row(state, stored(run_at), stored(now)));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a claim on `queue` at `now` could find anything (run on a reader, so polling an
+/// idle queue never takes the write lock).
+pub(crate) fn claim_probe(conn: &Connection, path: &str, queue: &str, now: i64) -> Result<bool> {
+    conn.prepare_cached(sql::CLAIM_PROBE)
+        .and_then(|mut s| s.query_row(params![queue, now], |r| r.get::<_, bool>(0)))
+        .map_err(|e| map_err(path, e))
+}
+
+/// Promotes due jobs, then claims up to `p.limit` available jobs of `p.queue` for
+/// `p.lease_owner`. Runs on the writer.
+pub(crate) fn claim(conn: &Connection, path: &str, p: ClaimParams) -> Result<Vec<JobRow>> {
+    let paused: bool = conn
+        .prepare_cached(sql::QUEUE_PAUSED)
+        .and_then(|mut s| s.query_row(params![p.queue], |r| r.get(0)))
+        .map_err(|e| map_err(path, e))?;
+    if paused {
+        return Ok(Vec::new());
+    }
+    let now = micros(p.now);
+    // Promote due jobs only when there are some: the probe is one index seek, while
+    // the bounded UPDATE builds a temporary table even when nothing is due.
+    let due: bool = conn
+        .prepare_cached(sql::DUE_EXISTS)
+        .and_then(|mut s| s.query_row(params![now], |r| r.get(0)))
+        .map_err(|e| map_err(path, e))?;
+    if due {
+        conn.prepare_cached(sql::PROMOTE)
+            .and_then(|mut s| s.execute(params![now, PROMOTE_BATCH]))
+            .map_err(|e| map_err(path, e))?;
+    }
+    let lease = chrono::Duration::from_std(p.lease_duration).unwrap_or(chrono::Duration::MAX);
+    let expires_at = p
+        .now
+        .checked_add_signed(lease)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let limit = i64::try_from(p.limit).unwrap_or(i64::MAX);
+    // Select, then update by primary key: the writer holds the write lock, so nothing
+    // can change in between, and this avoids the temporary tables that
+    // `UPDATE .. WHERE id IN (SELECT ..) RETURNING` builds on every claim.
+    let (mut jobs, bad) = if p.kinds.is_empty() {
+        query_jobs_lenient(conn, path, &sql::CLAIM, params![p.queue, limit])?
+    } else {
+        let mut args: Vec<rusqlite::types::Value> = vec![p.queue.clone().into(), limit.into()];
+        args.extend(
+            p.kinds
+                .iter()
+                .map(|k| rusqlite::types::Value::from(k.clone())),
+        );
+        query_jobs_lenient(
+            conn,
+            path,
+            &sql::claim_kinds(p.kinds.len()),
+            rusqlite::params_from_iter(args),
+        )?
+    };
+    discard_undecodable(conn, path, bad, p.now)?;
+    let mut stmt = conn
+        .prepare_cached(sql::CLAIM_ONE)
+        .map_err(|e| map_err(path, e))?;
+    let stored_now = DateTime::from_timestamp_micros(now).unwrap_or(p.now);
+    let stored_expiry = stored(expires_at);
+    for job in &mut jobs {
+        let n = stmt
+            .execute(params![
+                job.id.as_bytes().as_slice(),
+                now,
+                p.lease_owner,
+                micros(expires_at)
+            ])
+            .map_err(|e| map_err(path, e))?;
+        if n != 1 {
+            // Cannot happen while this thread holds the write lock; if it ever does,
+            // the job was not claimed and must not be returned as ours.
+            return Err(StoreError::Database(format!(
+                "job {} changed while being claimed",
+                job.id
+            )));
+        }
+        job.state = JobState::Running;
+        job.attempt += 1;
+        job.attempted_at = Some(stored_now);
+        job.lease_owner = Some(p.lease_owner.clone());
+        job.lease_expires_at = Some(stored_expiry);
+    }
+    Ok(jobs)
+}
+
+/// Takes damaged rows out of circulation: `discarded`, with the decode error recorded, so a
+/// person can see and repair them instead of every claim or rescue failing on them.
+pub(crate) fn discard_undecodable(
+    conn: &Connection,
+    path: &str,
+    bad: Vec<Undecodable>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for (id, e) in bad {
+        tracing::error!(error = %e, "discarding a job whose stored row cannot be read");
+        let record = error_json(&AttemptError::unreadable_row(&e, now))?;
+        conn.prepare_cached(&sql::DISCARD_UNREADABLE)
+            .and_then(|mut s| s.execute(params![id, micros(now), record]))
+            .map_err(|e| map_err(path, e))?;
+    }
+    Ok(())
+}
+
+/// Cancels waiting jobs at once and asks running ones' workers to stop.
+pub(crate) fn cancel(conn: &Connection, path: &str, p: CancelParams) -> Result<Vec<JobRow>> {
+    let now = micros(p.now);
+    let stored_now = stored(p.now);
+    let event = |name: &str| event_json(&TimelineEvent::new(stored_now, name).detail("on request"));
+    let (cancelled, requested) = (event("cancelled")?, event("cancel_requested")?);
+    let mut out = Vec::new();
+    for id in p.ids {
+        let key = id.as_bytes().to_vec();
+        conn.prepare_cached(&sql::CANCEL_WAITING)
+            .and_then(|mut s| s.execute(params![key, now, cancelled]))
+            .map_err(|e| map_err(path, e))?;
+        conn.prepare_cached(&sql::CANCEL_RUNNING)
+            .and_then(|mut s| s.execute(params![key, requested]))
+            .map_err(|e| map_err(path, e))?;
+        if let Some(job) = get_job(conn, path, id)? {
+            out.push(job);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs finished jobs again.
+pub(crate) fn retry(conn: &Connection, path: &str, p: RetryParams) -> Result<Vec<JobRow>> {
+    let now = micros(p.now);
+    let event = event_json(&TimelineEvent::new(stored(p.now), "retried").detail("on request"))?;
+    let mut out = Vec::new();
+    for id in p.ids {
+        conn.prepare_cached(&sql::RETRY_FINISHED)
+            .and_then(|mut s| s.execute(params![id.as_bytes().as_slice(), now, event]))
+            .map_err(|e| map_err(path, e))?;
+        if let Some(job) = get_job(conn, path, id)? {
+            out.push(job);
+        }
+    }
+    Ok(out)
+}
+
+/// One page of jobs, newest first.
+pub(crate) fn list(conn: &Connection, path: &str, p: ListParams) -> Result<JobPage> {
+    let limit = p.limit.clamp(1, MAX_PAGE);
+    let mut sql = sql::LIST.clone();
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(q) = p.queue {
+        args.push(q.into());
+        sql.push_str(&format!(" AND queue = ?{}", args.len()));
+    }
+    if !p.states.is_empty() {
+        let states: Vec<&str> = p.states.iter().map(|s| s.as_str()).collect();
+        args.push(serde_json::to_string(&states).unwrap_or_default().into());
+        sql.push_str(&format!(
+            " AND state IN (SELECT value FROM json_each(?{}))",
+            args.len()
+        ));
+    }
+    if let Some(k) = p.kind {
+        args.push(k.into());
+        sql.push_str(&format!(" AND kind = ?{}", args.len()));
+    }
+    if let Some(t) = p.tag {
+        args.push(t.into());
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM json_each(tags) WHERE value = ?{})",
+            args.len()
+        ));
+    }
+    if let Some(before) = p.before {
+        args.push(before.as_bytes().to_vec().into());
+        sql.push_str(&format!(" AND id < ?{}", args.len()));
+    }
+    args.push(i64::try_from(limit + 1).unwrap_or(i64::MAX).into());
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+    let jobs = query_jobs(conn, path, &sql, rusqlite::params_from_iter(args))?;
+    Ok(JobPage::from_overfetch(jobs, limit))
+}
+
+/// Deletes the oldest finalized jobs.
+pub(crate) fn prune(conn: &Connection, path: &str, p: PruneParams) -> Result<u64> {
+    let n = conn
+        .prepare_cached(sql::PRUNE)
+        .and_then(|mut s| {
+            s.execute(params![
+                micros(p.finalized_before),
+                i64::try_from(p.limit).unwrap_or(i64::MAX)
+            ])
+        })
+        .map_err(|e| map_err(path, e))?;
+    Ok(n as u64)
+}
