@@ -295,48 +295,30 @@ async fn a_token_is_required_when_configured() {
 
 #[tokio::test]
 async fn readiness_turns_off_at_shutdown_and_enqueues_are_still_stored() {
-    use tower::ServiceExt;
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn mend::Store> = Arc::new(
-        mend_sqlite::SqliteStore::open(dir.path().join("jobs.db").to_str().unwrap())
-            .await
-            .unwrap(),
-    );
+    let env = mend_test::env::Env::new().await;
     let mut registry = mend::Registry::new();
     registry.register_raw("other", None, |_ctx, _args| async { Ok(None) });
-    let worker = mend::Worker::builder(store.clone())
+    let worker = mend::Worker::builder(env.store.clone())
         .registry(registry)
         .build()
         .start()
         .await
         .unwrap();
-    let mut state = mend_server::AppState::new(store);
+    let mut state = mend_server::AppState::new(env.store.clone());
     state.worker = Some(worker.clone());
-    let app = mend_server::app(state);
-    let call = |method: &str, uri: &str, body: Option<Value>| {
-        let req = axum::http::Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("host", "localhost")
-            .header("content-type", "application/json")
-            .body(axum::body::Body::from(
-                body.map(|b| b.to_string()).unwrap_or_default(),
-            ))
-            .unwrap();
-        app.clone().oneshot(req)
-    };
-    assert_eq!(call("GET", "/readyz", None).await.unwrap().status(), 200);
+    let app = mend_test::http::App(mend_server::app(state));
+    assert_eq!(app.call("GET", "/readyz", None).await.status, 200);
     // The one readiness flag is the worker's: its shutdown turns /readyz off.
     worker.shutdown(std::time::Duration::ZERO).await;
-    assert_eq!(call("GET", "/readyz", None).await.unwrap().status(), 503);
+    assert_eq!(app.call("GET", "/readyz", None).await.status, 503);
     // Load balancers stop sending work when readiness goes off; what still arrives during the
     // grace period is stored (durably, for the next start) rather than refused.
-    let r = call("POST", "/v1/jobs", Some(json!({"kind": "noop"})))
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let r = app
+        .call("POST", "/v1/jobs", Some(json!({"kind": "noop"})))
+        .await;
+    assert_eq!(r.status, 201);
     assert_eq!(
-        call("GET", "/healthz", None).await.unwrap().status(),
+        app.call("GET", "/healthz", None).await.status,
         200,
         "still alive"
     );
