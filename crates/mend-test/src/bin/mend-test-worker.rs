@@ -50,8 +50,8 @@ impl JobArgs for Marked {
     const KIND: &'static str = "marked";
 }
 
-/// Writes `dir/out-ID.txt` through a staged file; the first attempt hangs `first_ms` after
-/// writing the temporary file (long enough to be killed).
+/// Writes `dir/out-ID.txt` through a staged file and notes `staged ID ATTEMPT` in the ledger;
+/// the first attempt then hangs `first_ms` (long enough to be killed).
 #[derive(Serialize, Deserialize)]
 struct Staged {
     dir: String,
