@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{wait_until, Env};
+use common::Env;
 use mend::{ErrorKind, JobState, NewJob};
 use mend_executors::{ExecCommand, ExecutorsConfig};
+use mend_test::wait::wait_until;
 use serde_json::json;
 
 /// `sh` runs its first job arg as a script; `cat` echoes stdin.

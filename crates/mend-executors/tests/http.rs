@@ -8,9 +8,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Env, Reply, TestServer};
+use common::Env;
 use mend::{ErrorKind, JobState};
 use mend_executors::ExecutorsConfig;
+use mend_test::http::{Reply, TestServer};
 use serde_json::json;
 
 /// A retry delay far longer than any test: a job that fails stays `retryable` to be looked at.

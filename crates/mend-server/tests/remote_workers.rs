@@ -1,5 +1,5 @@
-//! The remote worker protocol over real HTTP: long-poll claim, heartbeat, complete and fail,
-//! fenced like in-process workers; and queue pause/resume.
+//! The remote worker protocol through the whole router: long-poll claim, heartbeat, complete
+//! and fail, fenced like in-process workers; and queue pause/resume.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -33,11 +33,7 @@ async fn claim_heartbeat_complete_and_fail_are_fenced() {
         .await;
 
     let c = s
-        .call(
-            "POST",
-            "/v1/workers/claim",
-            Some(json!({"worker_id": "py-1", "kinds": ["resize"], "limit": 5})),
-        )
+        .claim(json!({"worker_id": "py-1", "kinds": ["resize"], "limit": 5}))
         .await;
     assert_eq!(c.status, 200, "{}", c.body);
     let jobs = c.body["jobs"].as_array().unwrap();
@@ -112,12 +108,8 @@ async fn a_failed_attempt_is_retried_after_retry_after_ms() {
         .call("POST", "/v1/jobs", Some(json!({"kind": "resize"})))
         .await;
     let id = a.body["id"].as_str().unwrap();
-    s.call(
-        "POST",
-        "/v1/workers/claim",
-        Some(json!({"worker_id": "w", "kinds": ["resize"]})),
-    )
-    .await;
+    s.claim(json!({"worker_id": "w", "kinds": ["resize"]}))
+        .await;
     let failed = s
         .call(
             "POST",
@@ -144,14 +136,11 @@ async fn a_long_poll_returns_as_soon_as_a_job_is_enqueued() {
     let poll = tokio::spawn(async move {
         let t = Instant::now();
         let r = s2
-            .call(
-                "POST",
-                "/v1/workers/claim",
-                Some(json!({"worker_id": "w", "kinds": ["ping"], "wait_ms": 10000})),
-            )
+            .claim(json!({"worker_id": "w", "kinds": ["ping"], "wait_ms": 10000}))
             .await;
         (r, t.elapsed())
     });
+    // Let the claim park in its long poll first: the enqueue must wake it, not precede it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     s.call("POST", "/v1/jobs", Some(json!({"kind": "ping"})))
         .await;
@@ -164,11 +153,7 @@ async fn a_long_poll_returns_as_soon_as_a_job_is_enqueued() {
 
     let t = Instant::now();
     let empty = s
-        .call(
-            "POST",
-            "/v1/workers/claim",
-            Some(json!({"worker_id": "w", "kinds": ["ping"], "wait_ms": 300})),
-        )
+        .claim(json!({"worker_id": "w", "kinds": ["ping"], "wait_ms": 300}))
         .await;
     assert_eq!(empty.body["jobs"], json!([]));
     assert!(
@@ -176,22 +161,15 @@ async fn a_long_poll_returns_as_soon_as_a_job_is_enqueued() {
         "waited for the whole wait_ms"
     );
 
-    let bad = s
-        .call(
-            "POST",
-            "/v1/workers/claim",
-            Some(json!({"worker_id": "w", "kinds": []})),
-        )
-        .await;
-    assert_eq!(bad.body["field"], "kinds");
-    let bad = s
-        .call(
-            "POST",
-            "/v1/workers/claim",
-            Some(json!({"worker_id": "no spaces", "kinds": ["x"]})),
-        )
-        .await;
-    assert_eq!(bad.body["field"], "worker_id");
+    for (bad, field) in [
+        (json!({"worker_id": "w", "kinds": []}), "kinds"),
+        (
+            json!({"worker_id": "no spaces", "kinds": ["x"]}),
+            "worker_id",
+        ),
+    ] {
+        assert_eq!(s.claim(bad).await.body["field"], field);
+    }
 }
 
 #[tokio::test]
@@ -208,21 +186,13 @@ async fn a_paused_queue_hands_out_no_jobs_until_resumed() {
     let q = s.call("GET", "/v1/queues", None).await;
     assert_eq!(q.body["queues"][0]["paused"], true);
     let c = s
-        .call(
-            "POST",
-            "/v1/workers/claim",
-            Some(json!({"worker_id": "w", "queue": "img", "kinds": ["resize"]})),
-        )
+        .claim(json!({"worker_id": "w", "queue": "img", "kinds": ["resize"]}))
         .await;
     assert_eq!(c.body["jobs"], json!([]), "paused");
     let r = s.call("POST", "/v1/queues/img/resume", None).await;
     assert_eq!(r.body["paused"], false);
     let c = s
-        .call(
-            "POST",
-            "/v1/workers/claim",
-            Some(json!({"worker_id": "w", "queue": "img", "kinds": ["resize"]})),
-        )
+        .claim(json!({"worker_id": "w", "queue": "img", "kinds": ["resize"]}))
         .await;
     assert_eq!(c.body["jobs"].as_array().unwrap().len(), 1, "resumed");
     let bad = s.call("POST", "/v1/queues/bad%20name/pause", None).await;

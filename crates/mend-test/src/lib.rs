@@ -9,12 +9,24 @@
 //! async fn fresh() -> Option<mend_test::TestStore> { ... }
 //! mend_test::store_conformance!(fresh);
 //! ```
+//!
+//! And the one test harness every crate's integration tests share: [`env`] (a temp dir and a
+//! fresh store, SQLite or a PostgreSQL schema), [`wait`] (bounded waits that say what they
+//! awaited), [`sync`] (gates and logs for handlers), [`process`] (spawn, signal and reap real
+//! processes; [`on_both_backends!`]) and [`http`] (the router in memory, a socket client, a
+//! scripted server). Tests use these instead of copies of their own.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod conformance;
+pub mod ending;
+pub mod env;
 pub mod fault;
+pub mod http;
 pub mod pg;
+pub mod process;
+pub mod sync;
+pub mod wait;
 
 use std::any::Any;
 use std::sync::Arc;

@@ -3,33 +3,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use mend::{ErrorKind, JobState, NewJob};
+use mend_test::env::Env;
 
 async fn killed_mid_job_resumes_after_the_last_checkpoint(env: Env) {
     let job = env
-        .store
-        .insert_many(vec![NewJob::new(
+        .insert_one(NewJob::new(
             "steps",
             serde_json::json!({"steps": 6, "step_ms": 300}),
-        )])
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+        ))
+        .await;
     let mut child = env.spawn(&["--concurrency", "1"]);
     env.wait_for("three steps saved", Duration::from_secs(20), |j| {
         j.iter()
             .any(|j| j.id == job.id && j.checkpoint == Some(serde_json::json!({"done": 3})))
     })
     .await;
-    child.kill().unwrap(); // SIGKILL, during step 4
-    child.wait().unwrap();
-    // What the dead attempt managed to save (step 4 may have been saved just before the kill).
+    child.kill9(); // SIGKILL, during step 4
+                   // What the dead attempt managed to save (step 4 may have been saved just before the kill).
     let saved = env
         .store
         .get(job.id)
@@ -68,20 +61,7 @@ async fn killed_mid_job_resumes_after_the_last_checkpoint(env: Env) {
         "the second attempt resumed after step {saved}"
     );
     assert_eq!(env.ledger_count("done", job.id), 1);
-    signal(&child, "TERM");
-    let (code, _) = wait_exit(&mut child, Duration::from_secs(10));
-    assert_eq!(code, Some(0));
+    child.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_killed_mid_job_resumes_after_the_last_checkpoint() {
-    killed_mid_job_resumes_after_the_last_checkpoint(Env::new().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_killed_mid_job_resumes_after_the_last_checkpoint() {
-    let Some(env) = Env::postgres("checkpoint_resume").await else {
-        return;
-    };
-    killed_mid_job_resumes_after_the_last_checkpoint(env).await;
-}
+mend_test::on_both_backends!(killed_mid_job_resumes_after_the_last_checkpoint,);

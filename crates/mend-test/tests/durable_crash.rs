@@ -5,42 +5,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
-use mend::{ErrorKind, JobState, NewJob};
-
-/// The file names in `dir`, sorted.
-fn listing(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
+use mend::{ErrorKind, JobRow, JobState, NewJob};
+use mend_test::env::{files_in, Env};
 
 async fn cleanup_of_a_killed_attempt_runs_before_the_retry(env: Env) {
     let dir = env.dir.path().to_str().unwrap().to_owned();
     let job = env
-        .store
-        .insert_many(vec![NewJob::new(
+        .insert_one(NewJob::new(
             "marked",
             serde_json::json!({"dir": dir, "first_ms": 60_000}),
-        )])
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+        ))
+        .await;
     let first_marker = env.dir.path().join(format!("marker-{}-1", job.id));
     let second_marker = env.dir.path().join(format!("marker-{}-1-second", job.id));
     let mut child = env.spawn(&["--concurrency", "1"]);
     env.wait_ledger(&format!("start {}", job.id), 1, Duration::from_secs(20))
         .await;
-    child.kill().unwrap(); // SIGKILL mid-attempt
-    child.wait().unwrap();
+    child.kill9(); // SIGKILL mid-attempt
     assert!(
         first_marker.exists() && second_marker.exists(),
         "nothing could run after SIGKILL"
@@ -88,37 +71,30 @@ async fn cleanup_of_a_killed_attempt_runs_before_the_retry(env: Env) {
         env.dir.path().join(format!("marker-{}-2", job.id)).exists(),
         "a completed attempt keeps its effect (its cleanup is dropped)"
     );
-    signal(&child, "TERM");
-    let (code, _) = wait_exit(&mut child, Duration::from_secs(10));
-    assert_eq!(code, Some(0));
+    child.stop();
 }
 
-async fn a_staged_file_of_a_killed_attempt_leaves_no_temp_file(env: Env) {
+/// A `staged` job writing into a fresh `out` directory in the test's own; its first attempt
+/// hangs `first_ms` after writing the temp file.
+async fn staged_job(env: &Env, first_ms: u64) -> (std::path::PathBuf, JobRow) {
     let out = env.dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let job = env
-        .store
-        .insert_many(vec![NewJob::new(
+        .insert_one(NewJob::new(
             "staged",
-            serde_json::json!({"dir": out.to_str().unwrap(), "first_ms": 60_000}),
-        )])
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
-    let listing = || listing(&out);
+            serde_json::json!({"dir": out.to_str().unwrap(), "first_ms": first_ms}),
+        ))
+        .await;
+    (out, job)
+}
+
+async fn a_staged_file_of_a_killed_attempt_leaves_no_temp_file(env: Env) {
+    let (out, job) = staged_job(&env, 60_000).await;
+    let listing = || files_in(&out);
     let mut child = env.spawn(&["--concurrency", "1"]);
-    let start = std::time::Instant::now();
-    while listing().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the temp file never appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    child.kill().unwrap(); // SIGKILL with the temp file written, the job not complete
-    child.wait().unwrap();
+    env.wait_ledger(&format!("staged {} 1", job.id), 1, Duration::from_secs(20))
+        .await;
+    child.kill9(); // SIGKILL with the temp file written, the job not complete
     let before = listing();
     assert_eq!(before.len(), 1, "{before:?}");
     assert!(
@@ -127,11 +103,7 @@ async fn a_staged_file_of_a_killed_attempt_leaves_no_temp_file(env: Env) {
     );
 
     let mut child = env.spawn(&["--concurrency", "1"]);
-    env.wait_for("the job completed", Duration::from_secs(30), |j| {
-        j.iter()
-            .any(|j| j.id == job.id && j.state == JobState::Completed)
-    })
-    .await;
+    env.wait_completed(job.id).await;
     let final_name = format!("out-{}.txt", job.id);
     assert_eq!(
         listing(),
@@ -142,33 +114,20 @@ async fn a_staged_file_of_a_killed_attempt_leaves_no_temp_file(env: Env) {
         std::fs::read_to_string(out.join(&final_name)).unwrap(),
         "attempt 2"
     );
-    signal(&child, "TERM");
-    let (code, _) = wait_exit(&mut child, Duration::from_secs(10));
-    assert_eq!(code, Some(0));
+    child.stop();
 }
 
 /// The window between a staged file's rename and the completion's commit, reached by fault
 /// injection: the worker dies there; the job is retried and writes the file again.
 async fn a_crash_between_rename_and_commit_is_retried(env: Env) {
-    let out = env.dir.path().join("out");
-    std::fs::create_dir(&out).unwrap();
-    let job = env
-        .store
-        .insert_many(vec![NewJob::new(
-            "staged",
-            serde_json::json!({"dir": out.to_str().unwrap(), "first_ms": 0}),
-        )])
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let (out, job) = staged_job(&env, 0).await;
     let final_path = out.join(format!("out-{}.txt", job.id));
-    let listing = || listing(&out);
+    let listing = || files_in(&out);
     let mut child = env.spawn_with_env(
         &["--concurrency", "1"],
         &[("MEND_TEST_CRASH", "before-completion")],
     );
-    let (code, _) = wait_exit(&mut child, Duration::from_secs(20));
+    let (code, _) = child.wait_exit(Duration::from_secs(20));
     assert_eq!(code, None, "the worker died by the injected fault");
     assert_eq!(
         std::fs::read_to_string(&final_path).unwrap(),
@@ -193,46 +152,11 @@ async fn a_crash_between_rename_and_commit_is_retried(env: Env) {
         "exactly the final file: {:?}",
         listing()
     );
-    signal(&child, "TERM");
-    let (code, _) = wait_exit(&mut child, Duration::from_secs(10));
-    assert_eq!(code, Some(0));
+    child.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_a_crash_between_rename_and_commit_is_retried() {
-    a_crash_between_rename_and_commit_is_retried(Env::new().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_crash_between_rename_and_commit_is_retried() {
-    let Some(env) = Env::postgres("rename_commit_crash").await else {
-        return;
-    };
-    a_crash_between_rename_and_commit_is_retried(env).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_a_staged_file_of_a_killed_attempt_leaves_no_temp_file() {
-    a_staged_file_of_a_killed_attempt_leaves_no_temp_file(Env::new().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_staged_file_of_a_killed_attempt_leaves_no_temp_file() {
-    let Some(env) = Env::postgres("staged_crash").await else {
-        return;
-    };
-    a_staged_file_of_a_killed_attempt_leaves_no_temp_file(env).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_cleanup_of_a_killed_attempt_runs_before_the_retry() {
-    cleanup_of_a_killed_attempt_runs_before_the_retry(Env::new().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_cleanup_of_a_killed_attempt_runs_before_the_retry() {
-    let Some(env) = Env::postgres("durable_crash").await else {
-        return;
-    };
-    cleanup_of_a_killed_attempt_runs_before_the_retry(env).await;
-}
+mend_test::on_both_backends!(
+    a_crash_between_rename_and_commit_is_retried,
+    a_staged_file_of_a_killed_attempt_leaves_no_temp_file,
+    cleanup_of_a_killed_attempt_runs_before_the_retry,
+);

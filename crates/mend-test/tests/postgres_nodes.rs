@@ -5,13 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::*;
 use mend::{ErrorKind, JobState};
+use mend_test::env::Env;
+use mend_test::process::{EffectTable, Proc};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_sigkill_one_and_the_others_rescue_its_jobs_within_seconds() {
@@ -67,8 +66,7 @@ async fn three_nodes_sigkill_one_and_the_others_rescue_its_jobs_within_seconds()
     // not judge nodes by their locks while sessions may still be reconnecting).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let killed_at = Instant::now();
-    nodes[victim].kill().unwrap(); // SIGKILL
-    nodes[victim].wait().unwrap();
+    nodes[victim].kill9();
     let rescued = env
         .wait_for(
             "the dead node's jobs rescued",
@@ -135,13 +133,8 @@ async fn many_nodes_run_each_job_once_even_when_their_connections_are_cut() {
         .map(|_| env.spawn(&["--concurrency", "6", "--lease-ms", "5000"]))
         .collect();
     // Jobs whose effect is a ledger row written in their completion's transaction.
-    let table = format!("\"{}\".ledger", env.schema.as_ref().unwrap().name);
-    let pg = env.pg().await;
-    pg.batch_execute(&format!(
-        "CREATE TABLE {table} (job_id text NOT NULL, attempt integer NOT NULL)"
-    ))
-    .await
-    .unwrap();
+    let effects = EffectTable::create(&env).await;
+    let table = effects.table();
     let ledgered: Vec<mend::NewJob> = (0..100)
         .map(|_| {
             mend::NewJob::new(
@@ -166,21 +159,13 @@ async fn many_nodes_run_each_job_once_even_when_their_connections_are_cut() {
         })
         .await;
     // Each ledgered job's row committed exactly once, with the completion that stands.
-    let rows = pg
-        .query(
-            &format!("SELECT job_id, count(*)::int8 FROM {table} GROUP BY job_id"),
-            &[],
-        )
-        .await
-        .unwrap();
+    let mut rows: HashMap<String, i64> = HashMap::new();
+    for (job_id, _) in effects.rows().await {
+        *rows.entry(job_id).or_default() += 1;
+    }
     assert_eq!(rows.len(), ledgered.len(), "one ledger row per job");
-    for r in &rows {
-        assert_eq!(
-            r.get::<_, i64>(1),
-            1,
-            "job {} has duplicate rows",
-            r.get::<_, String>(0)
-        );
+    for (job_id, count) in &rows {
+        assert_eq!(*count, 1, "job {job_id} has duplicate rows");
     }
     let ledger = env.ledger();
     for job in done.iter().filter(|j| j.kind == "work") {

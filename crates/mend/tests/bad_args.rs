@@ -1,12 +1,11 @@
 //! Args that do not fit the handler discard the job after exactly one attempt (retrying cannot
 //! fix them); a kind this worker has no handler for is never claimed by it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{stat, Env, Log};
 use mend::{ErrorKind, JobArgs, JobError, JobState, NewJob, Registry};
+use mend_test::env::{stat, Env};
+use mend_test::sync::Log;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]

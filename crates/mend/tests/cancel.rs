@@ -3,14 +3,15 @@
 //! `cancelled`, whether the cancel comes from this worker's handle or from another process
 //! through the store (picked up by the heartbeat).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{recv, stat, Env, Log};
 use mend::{
     AttemptExit, ErrorKind, EventOutcome, JobArgs, JobContext, JobError, JobState, Registry,
+    WorkerHandle,
 };
+use mend_test::env::{stat, Env};
+use mend_test::sync::Log;
+use mend_test::wait::recv;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -109,9 +110,9 @@ async fn cancelling_an_available_job_means_it_never_runs() {
     env.wait_for_state(sentinel, JobState::Completed).await;
     // And the scheduled one's run_at has passed, so a claim would now promote it if it could.
     let deadline = env.job(later).await.run_at;
-    common::wait_until(
+    mend_test::wait::wait_until(
         "the cancelled job's run_at has passed",
-        common::WAIT,
+        mend_test::wait::WAIT,
         || async { chrono::Utc::now() > deadline },
     )
     .await;
@@ -135,6 +136,42 @@ async fn cancelling_an_available_job_means_it_never_runs() {
     worker.shutdown(Duration::from_secs(5)).await;
 }
 
+/// One `LongTask` running on a worker with a heartbeat every `heartbeat`: returned once its
+/// handler has started, with the worker's events subscribed before the enqueue.
+struct Running {
+    env: Env,
+    probe: Probe,
+    worker: WorkerHandle,
+    events: tokio::sync::broadcast::Receiver<mend::JobEvent>,
+    id: Uuid,
+}
+
+async fn start_long_task(heartbeat: Duration, cooperative: bool) -> Running {
+    let env = Env::new().await;
+    let probe = Probe::default();
+    let (tx, mut started) = mpsc::unbounded_channel();
+    let worker = env
+        .worker(registry(&probe, tx), 2, |c| {
+            c.heartbeat_interval = heartbeat
+        })
+        .await;
+    let events = worker.events();
+    let id = env
+        .client
+        .enqueue(&LongTask { cooperative })
+        .await
+        .expect("enqueue the long task")
+        .id;
+    assert_eq!(recv(&mut started, "the handler to start").await, id);
+    Running {
+        env,
+        probe,
+        worker,
+        events,
+        id,
+    }
+}
+
 async fn assert_cancelled_while_running(env: &Env, probe: &Probe, id: Uuid) {
     let job = env.wait_for_state(id, JobState::Cancelled).await;
     assert_eq!(job.attempt, 1);
@@ -147,9 +184,11 @@ async fn assert_cancelled_while_running(env: &Env, probe: &Probe, id: Uuid) {
         [AttemptExit::Cancelled],
         "defers are told the attempt was cancelled"
     );
-    common::wait_until("the handler's child token fires", common::WAIT, || async {
-        probe.token_fired.snapshot() == [id]
-    })
+    mend_test::wait::wait_until(
+        "the handler's child token fires",
+        mend_test::wait::WAIT,
+        || async { probe.token_fired.snapshot() == [id] },
+    )
     .await;
     assert_eq!(
         probe.runs.snapshot(),
@@ -160,23 +199,14 @@ async fn assert_cancelled_while_running(env: &Env, probe: &Probe, id: Uuid) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_job_through_the_worker_handle() {
-    let env = Env::new().await;
-    let probe = Probe::default();
-    let (tx, mut started) = mpsc::unbounded_channel();
     // A heartbeat too slow to matter: the handle stops the attempt directly.
-    let worker = env
-        .worker(registry(&probe, tx), 2, |c| {
-            c.heartbeat_interval = Duration::from_secs(3600)
-        })
-        .await;
-    let mut events = worker.events();
-    let id = env
-        .client
-        .enqueue(&LongTask { cooperative: false })
-        .await
-        .unwrap()
-        .id;
-    assert_eq!(recv(&mut started, "the handler to start").await, id);
+    let Running {
+        env,
+        probe,
+        worker,
+        mut events,
+        id,
+    } = start_long_task(Duration::from_secs(3600), false).await;
 
     let row = worker.cancel(id).await.unwrap().expect("the job exists");
     assert!(
@@ -184,7 +214,7 @@ async fn cancelling_a_running_job_through_the_worker_handle() {
         "a running job is flagged, then stopped by its worker"
     );
     assert_cancelled_while_running(&env, &probe, id).await;
-    let ev = common::wait_for_event(&mut events, id, "the cancel outcome", |_| true).await;
+    let ev = mend_test::wait::wait_for_event(&mut events, id, "the cancel outcome", |_| true).await;
     assert_eq!(ev.outcome, EventOutcome::Cancelled);
     assert!(!ev.fenced);
     assert_eq!(stat(&worker.stats().cancelled), 1);
@@ -194,21 +224,13 @@ async fn cancelling_a_running_job_through_the_worker_handle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_job_from_another_process_is_picked_up_by_the_heartbeat() {
-    let env = Env::new().await;
-    let probe = Probe::default();
-    let (tx, mut started) = mpsc::unbounded_channel();
-    let worker = env
-        .worker(registry(&probe, tx), 2, |c| {
-            c.heartbeat_interval = Duration::from_millis(50)
-        })
-        .await;
-    let id = env
-        .client
-        .enqueue(&LongTask { cooperative: false })
-        .await
-        .unwrap()
-        .id;
-    assert_eq!(recv(&mut started, "the handler to start").await, id);
+    let Running {
+        env,
+        probe,
+        worker,
+        id,
+        ..
+    } = start_long_task(Duration::from_millis(50), false).await;
 
     // Another process: its own store connection on the same file, its own client.
     let other = mend::Client::new(env.reopen().await);
@@ -230,21 +252,13 @@ async fn cancelling_a_running_job_from_another_process_is_picked_up_by_the_heart
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
 async fn a_cooperative_handler_that_returns_on_cancel_still_ends_cancelled() {
-    let env = Env::new().await;
-    let probe = Probe::default();
-    let (tx, mut started) = mpsc::unbounded_channel();
-    let worker = env
-        .worker(registry(&probe, tx), 2, |c| {
-            c.heartbeat_interval = Duration::from_secs(3600)
-        })
-        .await;
-    let id = env
-        .client
-        .enqueue(&LongTask { cooperative: true })
-        .await
-        .unwrap()
-        .id;
-    assert_eq!(recv(&mut started, "the handler to start").await, id);
+    let Running {
+        env,
+        probe,
+        worker,
+        id,
+        ..
+    } = start_long_task(Duration::from_secs(3600), true).await;
 
     worker.cancel(id).await.unwrap();
     let job = env
@@ -276,7 +290,7 @@ impl JobArgs for FailsOnce {
 
 async fn a_cancel_requested_during_an_attempt_that_then_fails_is_not_lost() {
     let env = Env::new().await;
-    let gate = common::Gate::new();
+    let gate = mend_test::sync::Gate::new();
     let runs = Log::new();
     let (tx, mut started) = mpsc::unbounded_channel();
     let mut registry = Registry::new();
@@ -299,7 +313,7 @@ async fn a_cancel_requested_during_an_attempt_that_then_fails_is_not_lost() {
             c.heartbeat_interval = Duration::from_secs(3600)
         })
         .await;
-    common::wait_for_first_heartbeat(&env, &worker).await;
+    env.wait_for_first_heartbeat(&worker).await;
     let id = env.client.enqueue(&FailsOnce).await.unwrap().id;
     assert_eq!(recv(&mut started, "attempt 1 to start").await, id);
 

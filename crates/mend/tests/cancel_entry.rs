@@ -4,22 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use mend::{Client, EventOutcome, JobState, NewJob, Registry, Worker};
+use mend_test::env::Env;
+use mend_test::wait::{recv, wait_for_event};
 use tokio::sync::mpsc;
 
 /// Waits for the attempt to start, cancels it through `cancel`, and returns how the attempt
 /// ended, failing if that takes longer than `within`.
 async fn cancel_running(heartbeat: Duration, through_worker: bool, within: Duration) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("jobs.db");
-    let store: Arc<dyn mend::Store> = Arc::new(
-        mend_sqlite::SqliteStore::open(db.to_str().unwrap())
-            .await
-            .unwrap(),
-    );
+    let env = Env::new().await;
+    let store = env.store.clone();
     let (started_tx, mut started) = mpsc::unbounded_channel();
     let mut registry = Registry::new();
     registry.register_raw("wait", None, move |ctx, _args| {
@@ -44,10 +40,7 @@ async fn cancel_running(heartbeat: Duration, through_worker: bool, within: Durat
         .await
         .unwrap()
         .remove(0);
-    let id = tokio::time::timeout(Duration::from_secs(10), started.recv())
-        .await
-        .expect("the job starts")
-        .unwrap();
+    let id = recv(&mut started, "the job to start").await;
     assert_eq!(id, job.id);
     let client = if through_worker {
         worker.client()
@@ -56,14 +49,10 @@ async fn cancel_running(heartbeat: Duration, through_worker: bool, within: Durat
     };
     let asked = std::time::Instant::now();
     client.cancel(id).await.unwrap();
-    let event = tokio::time::timeout(within, async {
-        loop {
-            let e = events.recv().await.unwrap();
-            if e.id == id {
-                return e;
-            }
-        }
-    })
+    let event = tokio::time::timeout(
+        within,
+        wait_for_event(&mut events, id, "the cancel outcome", |_| true),
+    )
     .await
     .unwrap_or_else(|_| panic!("the attempt was not stopped within {within:?}"));
     assert_eq!(event.outcome, EventOutcome::Cancelled, "{event:?}");

@@ -2,30 +2,19 @@
 //! short of the process dying, each told how it ended; a cleanup that panics (or hangs) is
 //! recorded and the others still run.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{wait_for_event, Env, Log};
 use mend::{
     AttemptExit, CleanupOutcome, ErrorKind, EventOutcome, JobArgs, JobContext, JobError, JobState,
-    Registry,
+    Registry, WorkerHandle,
 };
+use mend_test::ending::Ending;
+use mend_test::env::Env;
+use mend_test::sync::Log;
+use mend_test::wait::wait_for_event;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
-
-/// How the test handler ends its attempt.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-enum Ending {
-    Ok,
-    Err,
-    Panic,
-    /// Sleeps past its timeout.
-    Hang,
-    /// Waits until the test stops it (cancel, shutdown).
-    Block,
-}
 
 #[derive(Serialize, Deserialize)]
 struct Cleanly {
@@ -55,19 +44,7 @@ fn registry(log: &Log<(String, AttemptExit)>, started: mpsc::UnboundedSender<Uui
                 });
             }
             let _ = started.send(ctx.id());
-            match args.ending {
-                Ending::Ok => Ok(()),
-                Ending::Err => Err(JobError::retry("it went wrong")),
-                Ending::Panic => panic!("it blew up"),
-                Ending::Hang => {
-                    tokio::time::sleep(Duration::from_secs(60)).await;
-                    Ok(())
-                }
-                Ending::Block => {
-                    std::future::pending::<()>().await;
-                    Ok(())
-                }
-            }
+            args.ending.run().await
         }
     });
     registry
@@ -147,8 +124,8 @@ async fn defers_run_lifo_on_timeout() {
     assert_lifo(&log, &AttemptExit::TimedOut);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn defers_run_lifo_on_cancel() {
+/// A worker running one job that blocks until stopped; returned once its defers are registered.
+async fn start_blocked() -> (Env, Log<(String, AttemptExit)>, WorkerHandle, Uuid) {
     let env = Env::new().await;
     let log = Log::new();
     let (tx, mut started) = mpsc::unbounded_channel();
@@ -159,9 +136,18 @@ async fn defers_run_lifo_on_cancel() {
             ending: Ending::Block,
         })
         .await
-        .unwrap()
+        .expect("enqueue")
         .id;
-    assert_eq!(common::recv(&mut started, "the handler to start").await, id);
+    assert_eq!(
+        mend_test::wait::recv(&mut started, "the handler to start").await,
+        id
+    );
+    (env, log, worker, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defers_run_lifo_on_cancel() {
+    let (env, log, worker, id) = start_blocked().await;
 
     worker.cancel(id).await.unwrap();
     let job = env.wait_for_state(id, JobState::Cancelled).await;
@@ -172,19 +158,7 @@ async fn defers_run_lifo_on_cancel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn defers_run_lifo_on_shutdown_release() {
-    let env = Env::new().await;
-    let log = Log::new();
-    let (tx, mut started) = mpsc::unbounded_channel();
-    let worker = env.worker(registry(&log, tx), 2, |_| {}).await;
-    let id = env
-        .client
-        .enqueue(&Cleanly {
-            ending: Ending::Block,
-        })
-        .await
-        .unwrap()
-        .id;
-    assert_eq!(common::recv(&mut started, "the handler to start").await, id);
+    let (env, log, worker, id) = start_blocked().await;
 
     let report = worker.shutdown(Duration::from_millis(100)).await;
     assert_eq!(report.released, 1);

@@ -7,23 +7,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Env, Log};
 use mend::{CleanupArgs, ErrorKind, JobArgs, JobContext, JobError, JobState, Registry};
+use mend_test::ending::Ending;
+use mend_test::env::{files_in, Env};
+use mend_test::sync::Log;
 use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-enum Ending {
-    Ok,
-    Err,
-    Panic,
-    Hang,
-    /// Waits until the test stops it (cancel, shutdown).
-    Block,
-}
 
 #[derive(Serialize, Deserialize)]
 struct Work {
@@ -72,19 +62,7 @@ fn registry(log: &Log<String>, broken: Broken) -> Registry {
     registry.register_fn(move |ctx: JobContext, w: Work| async move {
         ctx.defer_durable(&Undo { tag: "a".into() }).await?;
         ctx.defer_durable(&Undo { tag: "b".into() }).await?;
-        match w.ending {
-            Ending::Ok => Ok(()),
-            Ending::Err => Err(JobError::retry("it went wrong")),
-            Ending::Panic => panic!("it blew up"),
-            Ending::Hang => {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                Ok(())
-            }
-            Ending::Block => {
-                std::future::pending::<()>().await;
-                Ok(())
-            }
-        }
+        w.ending.run().await
     });
     registry
 }
@@ -173,15 +151,6 @@ impl JobArgs for Produce {
     fn configure(job: mend::NewJob) -> mend::NewJob {
         job.with_max_attempts(1)
     }
-}
-
-fn files_in(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 async fn produce(fail: bool) -> (tempfile::TempDir, mend::JobRow) {

@@ -1,16 +1,17 @@
 //! Fencing: every write for a running job is checked against (id, attempt, lease owner), so a
 //! worker whose job was taken away (rescued as lost) cannot complete it any more.
 
-mod common;
-
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{recv, stat, wait_for_event, Env, Gate, Log};
 use mend::store::{CompleteParams, Outcome, OutcomeKind, RescueParams};
 use mend::{
-    AttemptExit, ErrorKind, EventOutcome, JobArgs, JobContext, JobError, JobState, NewJob, Registry,
+    AttemptExit, ErrorKind, EventOutcome, JobArgs, JobContext, JobError, JobState, NewJob,
+    Registry, WorkerHandle,
 };
+use mend_test::env::{stat, Env};
+use mend_test::sync::{Gate, Log};
+use mend_test::wait::{recv, wait_for_event};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -60,22 +61,56 @@ async fn take_the_lease_away(env: &Env, node: &str) {
     assert_eq!(rescued[0].job.state, JobState::Retryable);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_that_lost_the_lease_cannot_complete_the_job() {
+/// One `Held` job whose attempt 1 has started, on a worker with `slots` slots (attempts up to
+/// `slots` wait at the gate) and a heartbeat every `heartbeat` (its first beat already done),
+/// with the worker's events subscribed before the enqueue.
+struct Running {
+    env: Env,
+    gate: Gate,
+    exits: Log<(i32, AttemptExit)>,
+    started: mpsc::UnboundedReceiver<i32>,
+    worker: WorkerHandle,
+    events: tokio::sync::broadcast::Receiver<mend::JobEvent>,
+    id: Uuid,
+}
+
+async fn start_held(slots: usize, heartbeat: Duration) -> Running {
     let env = Env::new().await;
     let (gate, exits) = (Gate::new(), Log::new());
     let (tx, mut started) = mpsc::unbounded_channel();
-    // One slot, so the rescued job cannot be claimed again while attempt 1 still holds it; a
-    // heartbeat too slow to notice the lost lease, so attempt 1 really tries to write.
+    let block_through = i32::try_from(slots).expect("a few slots");
     let worker = env
-        .worker(registry(1, &gate, &exits, tx), 1, |c| {
-            c.heartbeat_interval = Duration::from_secs(3600)
+        .worker(registry(block_through, &gate, &exits, tx), slots, |c| {
+            c.heartbeat_interval = heartbeat
         })
         .await;
-    common::wait_for_first_heartbeat(&env, &worker).await;
-    let mut events = worker.events();
-    let id = env.client.enqueue(&Held).await.unwrap().id;
+    env.wait_for_first_heartbeat(&worker).await;
+    let events = worker.events();
+    let id = env.client.enqueue(&Held).await.expect("enqueue").id;
     assert_eq!(recv(&mut started, "attempt 1 to start").await, 1);
+    Running {
+        env,
+        gate,
+        exits,
+        started,
+        worker,
+        events,
+        id,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_lost_the_lease_cannot_complete_the_job() {
+    // One slot, so the rescued job cannot be claimed again while attempt 1 still holds it; a
+    // heartbeat too slow to notice the lost lease, so attempt 1 really tries to write.
+    let Running {
+        env,
+        gate,
+        worker,
+        mut events,
+        id,
+        ..
+    } = start_held(1, Duration::from_secs(3600)).await;
 
     take_the_lease_away(&env, worker.node_id()).await;
     gate.open(); // attempt 1 finishes and tries to complete the job
@@ -110,17 +145,14 @@ async fn a_worker_that_lost_the_lease_cannot_complete_the_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_heartbeat_stops_an_attempt_whose_lease_was_lost() {
-    let env = Env::new().await;
-    let (gate, exits) = (Gate::new(), Log::new());
-    let (tx, mut started) = mpsc::unbounded_channel();
-    let worker = env
-        .worker(registry(1, &gate, &exits, tx), 1, |c| {
-            c.heartbeat_interval = Duration::from_millis(50)
-        })
-        .await;
-    let mut events = worker.events();
-    let id = env.client.enqueue(&Held).await.unwrap().id;
-    assert_eq!(recv(&mut started, "attempt 1 to start").await, 1);
+    let Running {
+        env,
+        exits,
+        worker,
+        mut events,
+        id,
+        ..
+    } = start_held(1, Duration::from_millis(50)).await;
 
     take_the_lease_away(&env, worker.node_id()).await;
     // The gate is never opened: only the heartbeat can end attempt 1.
@@ -149,20 +181,17 @@ async fn the_heartbeat_stops_an_attempt_whose_lease_was_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
 async fn a_stale_attempt_ending_does_not_untrack_the_new_attempt() {
-    let env = Env::new().await;
-    let (gate, exits) = (Gate::new(), Log::new());
-    let (tx, mut started) = mpsc::unbounded_channel();
     // Two slots so the rescued job can be claimed again while attempt 1 still runs; no
     // heartbeat during the test, so attempt 1 is not stopped for its lost lease.
-    let worker = env
-        .worker(registry(2, &gate, &exits, tx), 2, |c| {
-            c.heartbeat_interval = Duration::from_secs(3600)
-        })
-        .await;
-    common::wait_for_first_heartbeat(&env, &worker).await;
-    let mut events = worker.events();
-    let id = env.client.enqueue(&Held).await.unwrap().id;
-    assert_eq!(recv(&mut started, "attempt 1 to start").await, 1);
+    let Running {
+        env,
+        gate,
+        exits,
+        mut started,
+        worker,
+        mut events,
+        id,
+    } = start_held(2, Duration::from_secs(3600)).await;
 
     take_the_lease_away(&env, worker.node_id()).await;
     assert_eq!(recv(&mut started, "attempt 2 to start").await, 2);
@@ -374,7 +403,7 @@ async fn an_attempt_that_lost_its_lease_does_not_promote_its_staged_file() {
             c.heartbeat_interval = Duration::from_millis(50)
         })
         .await;
-    common::wait_for_first_heartbeat(&env, &worker).await;
+    env.wait_for_first_heartbeat(&worker).await;
     let dir = out.path().to_string_lossy().into_owned();
     let id = env.client.enqueue(&Produce { dir }).await.unwrap().id;
     assert_eq!(recv(&mut staged, "attempt 1 to stage its file").await, 1);

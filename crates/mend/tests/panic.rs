@@ -1,13 +1,11 @@
 //! Panic isolation: a panicking handler fails its attempt with error kind `panic`, the panic
 //! message and the source location; the worker survives and keeps running other jobs.
 
-mod common;
-
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{stat, Env};
 use mend::{AttemptExit, ErrorKind, JobArgs, JobError, JobState, Registry};
+use mend_test::env::{stat, Env};
 use serde::{Deserialize, Serialize};
 
 /// The line of the `panic!` below, recorded by the handler just before it panics.
@@ -105,7 +103,7 @@ async fn panic_is_recorded_with_message_and_location() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panicking_handler_still_runs_its_defers_and_reports_the_panic_to_them() {
     let env = Env::new().await;
-    let exits = common::Log::new();
+    let exits = mend_test::sync::Log::new();
     let mut registry = Registry::new();
     let log = exits.clone();
     registry.register_fn(move |ctx, _: Explode| {

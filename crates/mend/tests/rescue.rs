@@ -2,15 +2,14 @@
 //! the attempt counts) and run again; a live process's jobs are left alone; a job that keeps
 //! killing its worker is quarantined.
 
-mod common;
-
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{stat, Env, Log};
 use mend::node::{check_process, process_key, Liveness};
 use mend::store::{NodeInfo, RescueParams};
 use mend::{ErrorKind, JobContext, JobError, JobState, NewJob, Registry};
+use mend_test::env::{stat, Env};
+use mend_test::sync::Log;
 use uuid::Uuid;
 
 const KIND: &str = "survivor";
@@ -134,9 +133,11 @@ async fn jobs_of_a_live_process_are_not_rescued() {
         })
         .await;
     assert_eq!(rescued.errors[0].kind, ErrorKind::Lost);
-    common::wait_until("the worker counts the rescue", common::WAIT, || async {
-        stat(&worker.stats().rescued) == 1
-    })
+    mend_test::wait::wait_until(
+        "the worker counts the rescue",
+        mend_test::wait::WAIT,
+        || async { stat(&worker.stats().rescued) == 1 },
+    )
     .await;
 
     let job = env.job(busy).await;

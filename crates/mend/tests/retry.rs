@@ -2,16 +2,15 @@
 //! attempt limit discards; fatal errors discard at once; snoozes do not use attempts; an
 //! explicit `retry_after` wins over the policy.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{stat, Env, Log};
 use mend::{
-    ErrorKind, FixedDelay, Handler, JobArgs, JobContext, JobError, JobState, NewJob, Registry,
-    RetryPolicy,
+    ErrorKind, FixedDelay, Handler, JobArgs, JobContext, JobError, JobRow, JobState, NewJob,
+    Registry, RetryPolicy,
 };
+use mend_test::env::{stat, Env};
+use mend_test::sync::Log;
 use serde::{Deserialize, Serialize};
 
 /// Fails the first `fail` attempts, then returns the attempt number.
@@ -50,6 +49,20 @@ fn flaky_registry(delay: Duration) -> Registry {
     let mut registry = Registry::new();
     registry.register(FlakyHandler { delay });
     registry
+}
+
+/// Attempt 2 started no earlier than attempt 1's failure plus `delay`.
+fn assert_retried_after(job: &JobRow, delay: Duration) {
+    let failed_at = job.errors[0].at;
+    let second_started = job.attempted_at.expect("attempted_at is set");
+    // The store keeps run_at/attempted_at in microseconds while the error time keeps
+    // nanoseconds, so allow the sub-microsecond truncation and nothing more.
+    let earliest = failed_at + chrono::Duration::from_std(delay).expect("a small delay")
+        - chrono::Duration::microseconds(1);
+    assert!(
+        second_started >= earliest,
+        "attempt 2 started at {second_started}, before the failure at {failed_at} + {delay:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,16 +112,7 @@ async fn retry_waits_for_the_handlers_policy_delay() {
 
     let job = env.wait_for_state(id, JobState::Completed).await;
     assert_eq!(job.attempt, 2);
-    let failed_at = job.errors[0].at;
-    let second_started = job.attempted_at.expect("attempted_at is set");
-    // The store keeps run_at/attempted_at in microseconds while the error time keeps
-    // nanoseconds, so allow the sub-microsecond truncation and nothing more.
-    let earliest =
-        failed_at + chrono::Duration::from_std(delay).unwrap() - chrono::Duration::microseconds(1);
-    assert!(
-        second_started >= earliest,
-        "attempt 2 started at {second_started}, before the failure at {failed_at} + {delay:?}"
-    );
+    assert_retried_after(&job, delay);
     worker.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -268,13 +272,7 @@ async fn retry_after_overrides_the_policy() {
     assert_eq!(job.attempt, 2);
     assert_eq!(job.errors.len(), 1);
     assert_eq!(job.errors[0].message, "429 Too Many Requests");
-    let earliest =
-        job.errors[0].at + chrono::Duration::milliseconds(200) - chrono::Duration::microseconds(1);
-    let started = job.attempted_at.unwrap();
-    assert!(
-        started >= earliest,
-        "attempt 2 started at {started}, before the retry_after delay passed ({earliest})"
-    );
+    assert_retried_after(&job, Duration::from_millis(200));
     worker.shutdown(Duration::from_secs(5)).await;
 }
 

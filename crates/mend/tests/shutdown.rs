@@ -3,12 +3,14 @@
 //! an attempt or recording an error. Readiness drops as soon as shutdown begins; a second call
 //! returns at once.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{recv, stat, wait_until, Env, Gate, Log, WAIT};
-use mend::{AttemptExit, JobArgs, JobContext, JobError, JobState, Registry, ShutdownReport};
+use mend::{
+    AttemptExit, JobArgs, JobContext, JobError, JobState, Registry, ShutdownReport, WorkerHandle,
+};
+use mend_test::env::{stat, Env};
+use mend_test::sync::{Gate, Log};
+use mend_test::wait::{recv, wait_until, WAIT};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -61,38 +63,87 @@ fn registry(
     registry
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_flight_jobs_that_finish_within_the_drain_complete() {
+/// One test's store and a worker (two slots) running [`registry`], with the handles that steer
+/// its handler.
+struct Rig {
+    env: Env,
+    gate: Gate,
+    exits: Log<AttemptExit>,
+    tx: mpsc::UnboundedSender<(Uuid, i32)>,
+    started: mpsc::UnboundedReceiver<(Uuid, i32)>,
+    worker: WorkerHandle,
+}
+
+impl Rig {
+    /// Enqueue `work` and wait until its attempt `attempt` has started.
+    async fn start(&mut self, work: Work, attempt: i32) -> Uuid {
+        let id = self.env.client.enqueue(&work).await.expect("enqueue").id;
+        assert_eq!(
+            recv(&mut self.started, &format!("attempt {attempt} to start")).await,
+            (id, attempt)
+        );
+        id
+    }
+}
+
+async fn rig() -> Rig {
     let env = Env::new().await;
     let (gate, exits) = (Gate::new(), Log::new());
-    let (tx, mut started) = mpsc::unbounded_channel();
-    // Exactly as many slots as jobs: while they run, the fetcher waits for a slot (not in the
-    // middle of a claim), so shutdown counts both as in flight the moment it begins.
-    let worker = env.worker(registry(&gate, &exits, tx), 2, |_| {}).await;
-    let rows = env
+    let (tx, started) = mpsc::unbounded_channel();
+    // Exactly as many slots as a test has jobs in flight: while they run, the fetcher waits for
+    // a slot (not in the middle of a claim), so shutdown counts them as in flight the moment it
+    // begins.
+    let worker = env
+        .worker(registry(&gate, &exits, tx.clone()), 2, |_| {})
+        .await;
+    Rig {
+        env,
+        gate,
+        exits,
+        tx,
+        started,
+        worker,
+    }
+}
+
+/// Starts `worker.shutdown(drain)` in the background and waits until it has begun (readiness
+/// dropped).
+async fn begin_shutdown(
+    worker: &WorkerHandle,
+    drain: Duration,
+) -> tokio::task::JoinHandle<ShutdownReport> {
+    let h = worker.clone();
+    let shutdown = tokio::spawn(async move { h.shutdown(drain).await });
+    wait_until("readiness drops once shutdown begins", WAIT, || async {
+        !worker.is_ready()
+    })
+    .await;
+    shutdown
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_jobs_that_finish_within_the_drain_complete() {
+    let mut r = rig().await;
+    let rows = r
+        .env
         .client
         .enqueue_many(&[work(false, false), work(false, false)])
         .await
         .unwrap();
     for _ in 0..2 {
-        recv(&mut started, "both handlers to start").await;
+        recv(&mut r.started, "both handlers to start").await;
     }
-    assert!(worker.is_ready());
+    assert!(r.worker.is_ready());
 
-    let h = worker.clone();
-    let shutdown = tokio::spawn(async move { h.shutdown(Duration::from_secs(30)).await });
-    wait_until("readiness drops once shutdown begins", WAIT, || async {
-        !worker.is_ready()
-    })
-    .await;
+    let shutdown = begin_shutdown(&r.worker, Duration::from_secs(30)).await;
     assert!(
         !shutdown.is_finished(),
         "shutdown waits for the in-flight attempts"
     );
-    assert_eq!(worker.in_flight(), 2);
+    assert_eq!(r.worker.in_flight(), 2);
 
-    gate.open();
-    gate.open();
+    r.gate.open();
+    r.gate.open();
     let report = tokio::time::timeout(WAIT, shutdown)
         .await
         .expect("shutdown finishes once the jobs do")
@@ -105,40 +156,34 @@ async fn in_flight_jobs_that_finish_within_the_drain_complete() {
         }
     );
     for row in &rows {
-        let job = env.job(row.id).await;
+        let job = r.env.job(row.id).await;
         assert_eq!(job.state, JobState::Completed);
         assert_eq!(job.attempt, 1);
     }
     assert_eq!(
-        exits.snapshot(),
+        r.exits.snapshot(),
         [AttemptExit::Completed, AttemptExit::Completed]
     );
-    assert!(!worker.is_ready());
-    let nodes = env.store.list_nodes().await.unwrap();
+    assert!(!r.worker.is_ready());
+    let nodes = r.env.store.list_nodes().await.unwrap();
     assert!(
-        nodes.iter().all(|n| n.id != worker.node_id()),
+        nodes.iter().all(|n| n.id != r.worker.node_id()),
         "the node is deregistered: {nodes:?}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_running_past_the_drain_is_released_without_using_an_attempt() {
-    let env = Env::new().await;
-    let (gate, exits) = (Gate::new(), Log::new());
-    let (tx, mut started) = mpsc::unbounded_channel();
-    let worker = env
-        .worker(registry(&gate, &exits, tx.clone()), 2, |_| {})
-        .await;
-    let mut events = worker.events();
-    let id = env.client.enqueue(&work(false, false)).await.unwrap().id;
-    assert_eq!(recv(&mut started, "the handler to start").await, (id, 1));
+    let mut r = rig().await;
+    let mut events = r.worker.events();
+    let id = r.start(work(false, false), 1).await;
     assert_eq!(
-        env.job(id).await.attempt,
+        r.env.job(id).await.attempt,
         1,
         "claimed: attempt 1 is running"
     );
 
-    let report = worker.shutdown(Duration::from_millis(100)).await;
+    let report = r.worker.shutdown(Duration::from_millis(100)).await;
     assert_eq!(
         report,
         ShutdownReport {
@@ -147,16 +192,16 @@ async fn a_job_running_past_the_drain_is_released_without_using_an_attempt() {
         }
     );
     assert_eq!(
-        exits.snapshot(),
+        r.exits.snapshot(),
         [AttemptExit::Shutdown],
         "defers are told the attempt was shut down"
     );
-    let ev = common::wait_for_event(&mut events, id, "the release", |_| true).await;
+    let ev = mend_test::wait::wait_for_event(&mut events, id, "the release", |_| true).await;
     assert_eq!(ev.outcome, mend::EventOutcome::Released);
     assert!(!ev.fenced);
-    assert_eq!(stat(&worker.stats().released), 1);
+    assert_eq!(stat(&r.worker.stats().released), 1);
 
-    let job = env.job(id).await;
+    let job = r.env.job(id).await;
     assert_eq!(job.state, JobState::Available);
     assert_eq!(job.attempt, 0, "the interrupted attempt does not count");
     assert!(
@@ -167,10 +212,13 @@ async fn a_job_running_past_the_drain_is_released_without_using_an_attempt() {
     assert!(job.finalized_at.is_none());
 
     // The next worker runs it as attempt 1.
-    gate.open();
-    let next = env.worker(registry(&gate, &exits, tx), 2, |_| {}).await;
-    assert_eq!(recv(&mut started, "the job to run again").await, (id, 1));
-    let job = env.wait_for_state(id, JobState::Completed).await;
+    r.gate.open();
+    let next = r
+        .env
+        .worker(registry(&r.gate, &r.exits, r.tx.clone()), 2, |_| {})
+        .await;
+    assert_eq!(recv(&mut r.started, "the job to run again").await, (id, 1));
+    let job = r.env.wait_for_state(id, JobState::Completed).await;
     assert_eq!(job.attempt, 1);
     assert!(job.errors.is_empty());
     next.shutdown(Duration::from_secs(5)).await;
@@ -178,17 +226,13 @@ async fn a_job_running_past_the_drain_is_released_without_using_an_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_released_job_keeps_the_attempt_count_it_had_before_the_claim() {
-    let env = Env::new().await;
-    let (gate, exits) = (Gate::new(), Log::new());
-    let (tx, mut started) = mpsc::unbounded_channel();
-    let worker = env.worker(registry(&gate, &exits, tx), 2, |_| {}).await;
-    let id = env.client.enqueue(&work(true, false)).await.unwrap().id;
+    let mut r = rig().await;
     // Attempt 1 failed; attempt 2 is running.
-    assert_eq!(recv(&mut started, "attempt 2 to start").await, (id, 2));
+    let id = r.start(work(true, false), 2).await;
 
-    let report = worker.shutdown(Duration::from_millis(50)).await;
+    let report = r.worker.shutdown(Duration::from_millis(50)).await;
     assert_eq!(report.released, 1);
-    let job = env.job(id).await;
+    let job = r.env.job(id).await;
     assert_eq!(job.state, JobState::Available);
     assert_eq!(
         job.attempt, 1,
@@ -208,55 +252,45 @@ async fn a_released_job_keeps_the_attempt_count_it_had_before_the_claim() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
 async fn a_cooperative_handler_stopped_by_shutdown_is_released_too() {
-    let env = Env::new().await;
-    let (gate, exits) = (Gate::new(), Log::new());
-    let (tx, mut started) = mpsc::unbounded_channel();
-    let worker = env.worker(registry(&gate, &exits, tx), 2, |_| {}).await;
-    let id = env.client.enqueue(&work(false, true)).await.unwrap().id;
-    assert_eq!(recv(&mut started, "the handler to start").await, (id, 1));
+    let mut r = rig().await;
+    let id = r.start(work(false, true), 1).await;
 
-    let report = worker.shutdown(Duration::from_millis(50)).await;
+    let report = r.worker.shutdown(Duration::from_millis(50)).await;
     assert_eq!(report.released, 1);
-    let job = env.job(id).await;
+    let job = r.env.job(id).await;
     assert_eq!(job.state, JobState::Available, "errors: {:#?}", job.errors);
     assert_eq!(job.attempt, 0);
     assert!(job.errors.is_empty());
-    assert_eq!(exits.snapshot(), [AttemptExit::Shutdown]);
+    assert_eq!(r.exits.snapshot(), [AttemptExit::Shutdown]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_shutdown_call_returns_at_once() {
-    let env = Env::new().await;
-    let (gate, exits) = (Gate::new(), Log::new());
-    let (tx, mut started) = mpsc::unbounded_channel();
-    let worker = env.worker(registry(&gate, &exits, tx), 2, |_| {}).await;
-    let id = env.client.enqueue(&work(false, false)).await.unwrap().id;
-    recv(&mut started, "the handler to start").await;
+    let mut r = rig().await;
+    let id = r.start(work(false, false), 1).await;
 
-    let h = worker.clone();
-    let first = tokio::spawn(async move { h.shutdown(Duration::from_secs(30)).await });
-    wait_until("shutdown begins", WAIT, || async { !worker.is_ready() }).await;
+    let first = begin_shutdown(&r.worker, Duration::from_secs(30)).await;
     // While the first is still draining (the job is blocked), a second call does not wait.
     let second = tokio::time::timeout(
         Duration::from_secs(2),
-        worker.shutdown(Duration::from_secs(30)),
+        r.worker.shutdown(Duration::from_secs(30)),
     )
     .await
     .expect("a second shutdown call returns at once while the first drains");
     assert_eq!(second, ShutdownReport::default());
     assert!(!first.is_finished());
 
-    gate.open();
+    r.gate.open();
     let report = tokio::time::timeout(WAIT, first)
         .await
         .expect("the first shutdown finishes")
         .unwrap();
     assert_eq!(report.released, 0);
-    assert_eq!(env.job(id).await.state, JobState::Completed);
+    assert_eq!(r.env.job(id).await.state, JobState::Completed);
     // And after it finished.
     let third = tokio::time::timeout(
         Duration::from_secs(2),
-        worker.shutdown(Duration::from_secs(30)),
+        r.worker.shutdown(Duration::from_secs(30)),
     )
     .await
     .expect("shutdown after shutdown returns at once");
@@ -265,23 +299,17 @@ async fn a_second_shutdown_call_returns_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_drain_releases_at_once() {
-    let env = Env::new().await;
-    let (gate, exits) = (Gate::new(), Log::new());
-    let (tx, mut started) = mpsc::unbounded_channel();
-    let worker = env.worker(registry(&gate, &exits, tx), 2, |_| {}).await;
-    let id = env.client.enqueue(&work(false, false)).await.unwrap().id;
-    recv(&mut started, "the handler to start").await;
+    let mut r = rig().await;
+    let id = r.start(work(false, false), 1).await;
 
-    let h = worker.clone();
-    let shutdown = tokio::spawn(async move { h.shutdown(Duration::from_secs(3600)).await });
-    wait_until("shutdown begins", WAIT, || async { !worker.is_ready() }).await;
-    worker.cut_drain();
+    let shutdown = begin_shutdown(&r.worker, Duration::from_secs(3600)).await;
+    r.worker.cut_drain();
     let report = tokio::time::timeout(WAIT, shutdown)
         .await
         .expect("cutting the drain ends an hour-long drain")
         .unwrap();
     assert_eq!(report.released, 1);
-    let job = env.job(id).await;
+    let job = r.env.job(id).await;
     assert_eq!((job.state, job.attempt), (JobState::Available, 0));
-    assert_eq!(exits.snapshot(), [AttemptExit::Shutdown]);
+    assert_eq!(r.exits.snapshot(), [AttemptExit::Shutdown]);
 }

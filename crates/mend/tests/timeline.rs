@@ -3,15 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{Env, Gate};
 use mend::store::RescueParams;
 use mend::{FixedDelay, JobArgs, JobError, JobState, NewJob, Registry};
+use mend_test::env::Env;
+use mend_test::sync::Gate;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]

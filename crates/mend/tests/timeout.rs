@@ -2,12 +2,13 @@
 //! the kind's), recorded as error kind `timeout` ("timed out after …"); in-memory defers are
 //! told `AttemptExit::TimedOut`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{stat, Env, Log};
-use mend::{AttemptExit, ErrorKind, Handler, JobArgs, JobContext, JobError, JobState, Registry};
+use mend::{
+    AttemptExit, ErrorKind, Handler, JobArgs, JobContext, JobError, JobRow, JobState, Registry,
+};
+use mend_test::env::{stat, Env};
+use mend_test::sync::Log;
 use serde::{Deserialize, Serialize};
 
 /// Sleeps `ms`, with a defer that logs how the attempt ended.
@@ -49,101 +50,145 @@ fn registry(timeout: Option<Duration>, exits: &Log<AttemptExit>) -> Registry {
     registry
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_kind_timeout_fails_the_attempt() {
+/// Where a timeout is set: on the kind, as the worker's default, on the job.
+#[derive(Default)]
+struct Timeouts {
+    kind: Option<Duration>,
+    worker_default: Option<Duration>,
+    job: Option<Duration>,
+}
+
+/// What became of one `Nap`.
+struct Napped {
+    job: JobRow,
+    exits: Vec<AttemptExit>,
+    /// The worker's `timeouts` counter.
+    timeouts: u64,
+}
+
+/// Runs one `Nap { ms }` (one attempt) on its own worker with `timeouts` until it is finished.
+async fn nap(timeouts: Timeouts, ms: u64) -> Napped {
     let env = Env::new().await;
     let exits = Log::new();
     let worker = env
-        .worker(
-            registry(Some(Duration::from_millis(100)), &exits),
-            2,
-            |_| {},
-        )
+        .worker(registry(timeouts.kind, &exits), 2, |c| {
+            if let Some(t) = timeouts.worker_default {
+                c.default_timeout = t;
+            }
+        })
         .await;
-    let id = env.client.enqueue(&Nap { ms: 60_000 }).await.unwrap().id;
-
-    let job = env.wait_for_state(id, JobState::Discarded).await;
-    assert_eq!(job.errors.len(), 1);
-    let e = &job.errors[0];
-    assert_eq!(e.kind, ErrorKind::Timeout);
-    assert!(e.message.contains("timed out after 100ms"), "{}", e.message);
-    assert_eq!(exits.snapshot(), [AttemptExit::TimedOut]);
-    assert_eq!(stat(&worker.stats().timeouts), 1);
+    let mut job = Nap { ms }.to_new_job().expect("encode");
+    if let Some(t) = timeouts.job {
+        job = job.with_timeout(t);
+    }
+    let id = env.insert(job).await.id;
+    let job = env
+        .wait_for_job(id, "finished", |j| j.state.is_final())
+        .await;
+    let timeouts = stat(&worker.stats().timeouts);
     worker.shutdown(Duration::from_secs(5)).await;
+    Napped {
+        job,
+        exits: exits.snapshot(),
+        timeouts,
+    }
+}
+
+impl Napped {
+    /// The one attempt timed out after `after` ("100ms"), and its defers were told so.
+    fn assert_timed_out(&self, after: &str) {
+        let job = &self.job;
+        assert_eq!(job.state, JobState::Discarded, "{job:#?}");
+        assert_eq!(job.errors.len(), 1);
+        let e = &job.errors[0];
+        assert_eq!(e.kind, ErrorKind::Timeout);
+        assert!(
+            e.message.contains(&format!("timed out after {after}")),
+            "{}",
+            e.message
+        );
+        assert_eq!(self.exits, [AttemptExit::TimedOut]);
+        assert_eq!(self.timeouts, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_kind_timeout_fails_the_attempt() {
+    let kind = Some(Duration::from_millis(100));
+    nap(
+        Timeouts {
+            kind,
+            ..Default::default()
+        },
+        60_000,
+    )
+    .await
+    .assert_timed_out("100ms");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_job_timeout_overrides_the_kinds() {
-    let env = Env::new().await;
-    let exits = Log::new();
+    assert_eq!(
+        Nap { ms: 1 }
+            .to_new_job()
+            .unwrap()
+            .with_timeout(Duration::from_millis(150))
+            .timeout_ms,
+        Some(150)
+    );
     // The kind allows a minute; the job only 150ms.
-    let worker = env
-        .worker(registry(Some(Duration::from_secs(60)), &exits), 2, |_| {})
-        .await;
-    let job = Nap { ms: 60_000 }
-        .to_new_job()
-        .unwrap()
-        .with_timeout(Duration::from_millis(150));
-    assert_eq!(job.timeout_ms, Some(150));
-    let id = env.insert(job).await.id;
-
-    let job = env.wait_for_state(id, JobState::Discarded).await;
-    assert_eq!(job.timeout_ms, Some(150));
-    let e = &job.errors[0];
-    assert_eq!(e.kind, ErrorKind::Timeout);
-    assert!(e.message.contains("timed out after 150ms"), "{}", e.message);
-    assert_eq!(exits.snapshot(), [AttemptExit::TimedOut]);
-    worker.shutdown(Duration::from_secs(5)).await;
+    let napped = nap(
+        Timeouts {
+            kind: Some(Duration::from_secs(60)),
+            job: Some(Duration::from_millis(150)),
+            ..Default::default()
+        },
+        60_000,
+    )
+    .await;
+    assert_eq!(napped.job.timeout_ms, Some(150));
+    napped.assert_timed_out("150ms");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_longer_per_job_timeout_also_wins_over_the_kinds() {
-    let env = Env::new().await;
-    let exits = Log::new();
     // The kind allows 50ms, but this job is allowed 10s: its 200ms nap completes.
-    let worker = env
-        .worker(registry(Some(Duration::from_millis(50)), &exits), 2, |_| {})
-        .await;
-    let long = Nap { ms: 200 }
-        .to_new_job()
-        .unwrap()
-        .with_timeout(Duration::from_secs(10));
-    let long = env.insert(long).await.id;
+    let kind = Some(Duration::from_millis(50));
+    let long = nap(
+        Timeouts {
+            kind,
+            job: Some(Duration::from_secs(10)),
+            ..Default::default()
+        },
+        200,
+    )
+    .await;
+    assert_eq!(long.job.state, JobState::Completed);
+    assert!(long.job.errors.is_empty(), "{:#?}", long.job.errors);
     // Control: the same nap under the kind's own timeout times out.
-    let short = env.client.enqueue(&Nap { ms: 200 }).await.unwrap().id;
-
-    let job = env.wait_for_state(long, JobState::Completed).await;
-    assert!(job.errors.is_empty(), "{:#?}", job.errors);
-    let job = env.wait_for_state(short, JobState::Discarded).await;
-    assert_eq!(job.errors[0].kind, ErrorKind::Timeout);
-    assert!(
-        job.errors[0].message.contains("timed out after 50ms"),
-        "{}",
-        job.errors[0].message
-    );
-    worker.shutdown(Duration::from_secs(5)).await;
+    nap(
+        Timeouts {
+            kind,
+            ..Default::default()
+        },
+        200,
+    )
+    .await
+    .assert_timed_out("50ms");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_default_timeout_applies_when_nobody_sets_one() {
-    let env = Env::new().await;
-    let exits = Log::new();
-    let worker = env
-        .worker(registry(None, &exits), 2, |c| {
-            c.default_timeout = Duration::from_millis(120)
-        })
-        .await;
-    let id = env.client.enqueue(&Nap { ms: 60_000 }).await.unwrap().id;
-
-    let job = env.wait_for_state(id, JobState::Discarded).await;
-    assert_eq!(job.errors[0].kind, ErrorKind::Timeout);
-    assert!(
-        job.errors[0].message.contains("timed out after 120ms"),
-        "{}",
-        job.errors[0].message
-    );
-    assert_eq!(exits.snapshot(), [AttemptExit::TimedOut]);
-    worker.shutdown(Duration::from_secs(5)).await;
+    let worker_default = Some(Duration::from_millis(120));
+    nap(
+        Timeouts {
+            worker_default,
+            ..Default::default()
+        },
+        60_000,
+    )
+    .await
+    .assert_timed_out("120ms");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +272,7 @@ async fn a_timed_out_attempt_fires_its_cancellation_token() {
         .id;
     let job = env.wait_for_state(id, JobState::Discarded).await;
     assert_eq!(job.errors[0].kind, ErrorKind::Timeout);
-    common::wait_until(
+    mend_test::wait::wait_until(
         "the timed-out attempt's token fires",
         Duration::from_secs(3),
         || async { fired.snapshot() == [id] },

@@ -50,8 +50,8 @@ impl JobArgs for Marked {
     const KIND: &'static str = "marked";
 }
 
-/// Writes `dir/out-ID.txt` through a staged file; the first attempt hangs `first_ms` after
-/// writing the temporary file (long enough to be killed).
+/// Writes `dir/out-ID.txt` through a staged file and notes `staged ID ATTEMPT` in the ledger;
+/// the first attempt then hangs `first_ms` (long enough to be killed).
 #[derive(Serialize, Deserialize)]
 struct Staged {
     dir: String,
@@ -181,15 +181,21 @@ async fn main() {
         append(&c.ledger, &format!("durable-cleanup {}", c.path));
         Ok(())
     });
-    registry.register_fn(|ctx, s: Staged| async move {
-        let temp = ctx
-            .stage_file(format!("{}/out-{}.txt", s.dir, ctx.id()))
-            .await?;
-        std::fs::write(&temp, format!("attempt {}", ctx.attempt()))
-            .map_err(|e| JobError::retry(e.to_string()))?;
-        let ms = if ctx.attempt() == 1 { s.first_ms } else { 20 };
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        Ok::<_, JobError>(())
+    let l = ledger.clone();
+    registry.register_fn(move |ctx, s: Staged| {
+        let ledger = l.clone();
+        async move {
+            let temp = ctx
+                .stage_file(format!("{}/out-{}.txt", s.dir, ctx.id()))
+                .await?;
+            std::fs::write(&temp, format!("attempt {}", ctx.attempt()))
+                .map_err(|e| JobError::retry(e.to_string()))?;
+            // A test kills the process once the temp file is written, not merely created.
+            append(&ledger, &format!("staged {} {}", ctx.id(), ctx.attempt()));
+            let ms = if ctx.attempt() == 1 { s.first_ms } else { 20 };
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, JobError>(())
+        }
     });
     let (l, on_postgres) = (ledger.clone(), db.starts_with("postgres://"));
     registry.register_fn(move |ctx, w: Ledgered| {
