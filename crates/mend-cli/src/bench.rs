@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 /// Arguments of `mend bench`.
 #[derive(clap::Args, Debug)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Database URL (sqlite://PATH or postgres://USER@HOST/DB). Jobs go to a fresh queue, so an
     /// existing database is fine.
     #[arg(
@@ -83,7 +83,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Runs the benchmark.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.jobs == 0 || args.batch == 0 || args.concurrency == 0 {
         bail!("--jobs, --batch and --concurrency must be at least 1");
     }

@@ -9,7 +9,7 @@ use mend::Store;
 
 /// Settings that only some backends use.
 #[derive(Debug, Clone, Copy)]
-pub struct OpenOptions {
+pub(crate) struct OpenOptions {
     /// SQLite: `synchronous=FULL` commits (survive power loss).
     pub sqlite_fsync: bool,
 }
@@ -21,15 +21,15 @@ impl Default for OpenOptions {
 }
 
 /// Whether the URL names a PostgreSQL database.
-pub fn is_postgres(url: &str) -> bool {
+pub(crate) fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// The URL with any password hidden, for output and logs.
-pub use mend_postgres::redact_url as redact;
+pub(crate) use mend_postgres::redact_url as redact;
 
 /// Opens (and migrates) the store at `url`.
-pub async fn open(url: &str, opts: OpenOptions) -> anyhow::Result<Arc<dyn Store>> {
+pub(crate) async fn open(url: &str, opts: OpenOptions) -> anyhow::Result<Arc<dyn Store>> {
     let shown = redact(url);
     if is_postgres(url) {
         return open_postgres(url, &shown).await;
@@ -63,7 +63,7 @@ async fn open_postgres(_url: &str, shown: &str) -> anyhow::Result<Arc<dyn Store>
 }
 
 /// The newest schema version this build knows for the URL's backend.
-pub fn schema_version(url: &str) -> i64 {
+pub(crate) fn schema_version(url: &str) -> i64 {
     #[cfg(feature = "postgres")]
     if is_postgres(url) {
         return mend_postgres::SCHEMA_VERSION;

@@ -12,15 +12,15 @@ use mend::{JobContext, JobError, Registry};
 use serde::{Deserialize, Serialize};
 
 /// The drill's job kind.
-pub const KIND: &str = "mend.drill";
+pub(crate) const KIND: &str = "mend.drill";
 /// The table of effects, one row per completion (no unique key on purpose: a duplicate must
 /// be visible to the checker, not refused by the database).
-pub const LEDGER_TABLE: &str = "mend_drill_ledger";
+pub(crate) const LEDGER_TABLE: &str = "mend_drill_ledger";
 
 /// What one attempt does, fixed at enqueue time from the drill's seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Finish normally.
     Ok,
     /// Return a retryable error.
@@ -33,7 +33,7 @@ pub enum Fault {
 
 /// A drill job's arguments.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DrillArgs {
+pub(crate) struct DrillArgs {
     /// The drill run, so a database can hold several runs.
     pub run: String,
     /// How long the attempt works before its fault (if any) strikes.
@@ -49,7 +49,7 @@ impl mend::JobArgs for DrillArgs {
 /// A bug put in on purpose, so a test can show the drill's checker catches it. Never use
 /// outside such a test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Breakage {
+pub(crate) enum Breakage {
     /// Commit the ledger row on its own connection before the work, instead of in the
     /// completion's transaction: a failed or killed attempt leaves a row behind and its retry
     /// writes another.
@@ -60,7 +60,7 @@ pub enum Breakage {
 
 impl Breakage {
     /// The name on the command line (clap's, so the two cannot drift apart).
-    pub fn name(self) -> String {
+    pub(crate) fn name(self) -> String {
         clap::ValueEnum::to_possible_value(&self)
             .map(|v| v.get_name().to_owned())
             .unwrap_or_default()
@@ -79,26 +79,26 @@ impl mend::CleanupArgs for RemoveMarker {
 
 /// Where a drill keeps its files.
 #[derive(Debug, Clone)]
-pub struct DrillDir {
+pub(crate) struct DrillDir {
     /// The root.
     pub root: PathBuf,
 }
 
 impl DrillDir {
     /// Markers of attempts in progress.
-    pub fn markers(&self) -> PathBuf {
+    pub(crate) fn markers(&self) -> PathBuf {
         self.root.join("markers")
     }
     /// Promoted output files (and, while attempts run, their staged temporaries).
-    pub fn out(&self) -> PathBuf {
+    pub(crate) fn out(&self) -> PathBuf {
         self.root.join("out")
     }
     /// The final output file of a job.
-    pub fn output(&self, id: uuid::Uuid) -> PathBuf {
+    pub(crate) fn output(&self, id: uuid::Uuid) -> PathBuf {
         self.out().join(format!("{id}.out"))
     }
     /// Creates the directories.
-    pub fn create(&self) -> anyhow::Result<()> {
+    pub(crate) fn create(&self) -> anyhow::Result<()> {
         for d in [self.markers(), self.out(), self.root.join("logs")] {
             std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }
@@ -107,7 +107,7 @@ impl DrillDir {
 }
 
 /// Where the ledger lives for a database URL: the table name to use in SQL.
-pub fn ledger_table(database: &str) -> String {
+pub(crate) fn ledger_table(database: &str) -> String {
     #[cfg(feature = "postgres")]
     if crate::db::is_postgres(database) {
         let schema = mend_postgres::split_schema(database)
@@ -120,7 +120,7 @@ pub fn ledger_table(database: &str) -> String {
 }
 
 /// Creates the ledger table if it is missing (the store, and so its schema, must exist).
-pub async fn create_ledger(database: &str) -> anyhow::Result<()> {
+pub(crate) async fn create_ledger(database: &str) -> anyhow::Result<()> {
     let table = ledger_table(database);
     let ddl = format!(
         "CREATE TABLE IF NOT EXISTS {table} (run TEXT NOT NULL, job_id TEXT NOT NULL, attempt INTEGER NOT NULL)"
@@ -140,7 +140,7 @@ pub async fn create_ledger(database: &str) -> anyhow::Result<()> {
 }
 
 /// Every ledger row of a run: (job id, attempt).
-pub async fn read_ledger(database: &str, run: &str) -> anyhow::Result<Vec<(String, i32)>> {
+pub(crate) async fn read_ledger(database: &str, run: &str) -> anyhow::Result<Vec<(String, i32)>> {
     let sql = format!(
         "SELECT job_id, attempt FROM {} WHERE run = $1",
         ledger_table(database)
@@ -201,7 +201,7 @@ async fn pg_query(database: &str, sql: &str, run: &str) -> anyhow::Result<Vec<(S
 /// Terminates every server connection whose application name is `tag` (the drill's nodes),
 /// and returns how many there were.
 #[cfg(feature = "postgres")]
-pub async fn terminate_backends(database: &str, tag: &str) -> anyhow::Result<u64> {
+pub(crate) async fn terminate_backends(database: &str, tag: &str) -> anyhow::Result<u64> {
     let n: i64 = pg_client(database)
         .await?
         .query_one(
@@ -220,7 +220,7 @@ pub async fn terminate_backends(_database: &str, _tag: &str) -> anyhow::Result<u
 }
 
 /// Registers the drill kind and its cleanup, for a node on `database` keeping files in `dir`.
-pub fn register(
+pub(crate) fn register(
     registry: &mut Registry,
     database: &str,
     dir: DrillDir,
@@ -365,12 +365,12 @@ impl Drill {
 
 /// Whether a file name in the output directory is a staged temporary (see
 /// `JobContext::stage_file`).
-pub fn is_temporary(name: &str) -> bool {
+pub(crate) fn is_temporary(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(".tmp")
 }
 
 /// The job id of a final output file's name.
-pub fn output_id(path: &Path) -> Option<uuid::Uuid> {
+pub(crate) fn output_id(path: &Path) -> Option<uuid::Uuid> {
     let name = path.file_name()?.to_str()?;
     name.strip_suffix(".out")?.parse().ok()
 }

@@ -14,7 +14,7 @@ const ACCEPTED: &str =
 
 /// What a bare number (no unit) means for one flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bare {
+pub(crate) enum Bare {
     /// A bare number is an error: the unit must be written (every new flag).
     Rejected,
     /// Seconds (`mend chaos --duration 30`, as before units were required).
@@ -22,17 +22,17 @@ pub enum Bare {
 }
 
 /// Parses a duration whose unit must be written, e.g. `500ms`, `30s` or `1h30m`.
-pub fn parse(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse(s: &str) -> Result<Duration, String> {
     parse_with(s, Bare::Rejected)
 }
 
 /// [`parse`], where a bare whole number means seconds (the flags that always took one).
-pub fn parse_bare_seconds(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_bare_seconds(s: &str) -> Result<Duration, String> {
     parse_with(s, Bare::Seconds)
 }
 
 /// Parses a duration; `bare` says what a number without a unit means.
-pub fn parse_with(s: &str, bare: Bare) -> Result<Duration, String> {
+pub(crate) fn parse_with(s: &str, bare: Bare) -> Result<Duration, String> {
     let text = s.trim();
     let not_a_duration = || format!("{s:?} is not a duration; {ACCEPTED}");
     if text.is_empty() {
@@ -91,7 +91,7 @@ pub fn parse_with(s: &str, bare: Bare) -> Result<Duration, String> {
 }
 
 /// A duration as whole milliseconds (what the HTTP API takes), saturating.
-pub fn as_millis(d: Duration) -> u64 {
+pub(crate) fn as_millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

@@ -15,7 +15,7 @@ use crate::duration;
 /// Arguments of `mend serve`. Each has an environment variable; `mend.toml` fills in what
 /// neither flag nor variable sets.
 #[derive(clap::Args, Default)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Database URL: sqlite://PATH or postgres://USER@HOST/DB?schema=NAME [default: sqlite://mend.db]
     #[arg(long, env = "MEND_DATABASE_URL")]
     database: Option<String>,
@@ -260,7 +260,7 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
 }
 
 /// Runs the server until SIGTERM/SIGINT.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let s = load(args)?;
     let addr: SocketAddr = s.bind.parse().with_context(|| {
         format!(

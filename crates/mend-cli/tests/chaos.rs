@@ -2,7 +2,7 @@
 //! drills against nodes with a bug put in on purpose that must fail on the invariant that
 //! guards against that bug (proof that the checker can fail).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(clippy::unwrap_used)]
 
 use std::process::Output;
 

@@ -2,7 +2,7 @@
 //! database, and the `mend` binary run as a subprocess for each command, checked on its stdout,
 //! stderr and exit code.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};

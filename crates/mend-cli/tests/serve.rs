@@ -2,7 +2,7 @@
 //! nothing lost), refusal to serve on a public address without a token, and a remote worker
 //! that vanishes having its jobs rescued.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -3,6 +3,11 @@
 //! a timeout, a cancel, or the worker's own attempt timeout kills the whole process tree; only
 //! allow-listed commands run.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test set-up fails loudly: a broken fixture is a failed test"
+)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

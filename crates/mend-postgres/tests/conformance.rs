@@ -1,6 +1,6 @@
 //! The store conformance suite, run against PostgreSQL (one schema per test).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(clippy::expect_used)]
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! PostgreSQL-specific behaviour: index-backed hot paths, transactional enqueue, the session
 //! lock that tells live nodes from dead ones, concurrent migrations, clear connection errors.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(clippy::expect_used)]
 
 mod common;
 

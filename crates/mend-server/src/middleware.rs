@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// The request id header, echoed on every response.
-pub const REQUEST_ID: &str = "x-request-id";
+pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 /// Outermost layer: request id, span, time limit, panic → 500, and the request id in error
 /// bodies.
@@ -180,7 +180,7 @@ fn unauthorized(detail: &str) -> Response {
 
 /// Compares without an early exit, so the time taken does not tell how much of a guess was
 /// right. (The length still shows; tokens should be long and random.)
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for i in 0..a.len().max(b.len()) {
         let x = a.get(i).copied().unwrap_or(0);

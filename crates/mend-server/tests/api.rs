@@ -1,8 +1,6 @@
 //! The HTTP API as a client sees it: the whole router, every middleware layer included, called
 //! in memory (`tower::ServiceExt::oneshot`) on a real SQLite store.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 mod common;
 
 use std::sync::Arc;

@@ -2,8 +2,6 @@
 //! documented operation exists on the router (answers something other than "no route" or
 //! "method not allowed"), and every route the API has is documented.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 mod common;
 
 use std::collections::BTreeSet;

@@ -1,8 +1,6 @@
 //! The remote worker protocol through the whole router: long-poll claim, heartbeat, complete
 //! and fail, fenced like in-process workers; and queue pause/resume.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 mod common;
 
 use std::sync::Arc;

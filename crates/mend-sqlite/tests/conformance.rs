@@ -1,6 +1,6 @@
 //! The store conformance suite, run against SQLite.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(clippy::expect_used)]
 
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! SQLite-specific behaviour: hot queries are index-backed, bad files give clear errors.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(clippy::unwrap_used)]
 
 use std::time::Duration;
 

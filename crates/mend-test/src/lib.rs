@@ -16,7 +16,7 @@
 //! processes; [`on_both_backends!`]) and [`http`] (the router in memory, a socket client, a
 //! scripted server). Tests use these instead of copies of their own.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![expect(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod conformance;
 pub mod ending;

@@ -1,7 +1,7 @@
 //! Checkpoints across `kill -9`: a job that saved steps 1..k and is killed during step k+1
 //! resumes at step k+1 in a new process, instead of starting over.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(clippy::unwrap_used)]
 
 use std::time::Duration;
 

@@ -1,8 +1,6 @@
 //! `kill -9` of a real worker process mid-job: after a restart every job is rescued (error kind
 //! `lost`, counted as an attempt) and completed exactly once; nothing is lost.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
 use mend::{ErrorKind, JobState};

@@ -3,7 +3,7 @@
 //! completed attempt keeps its effect. Staged files: a killed attempt leaves no temp file
 //! behind once recovered, and the completed retry leaves exactly the final file.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

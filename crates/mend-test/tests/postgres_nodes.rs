@@ -3,8 +3,6 @@
 //! row written in each completion's transaction, and a ledger file written by each run);
 //! cutting every database connection mid-run loses nothing.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

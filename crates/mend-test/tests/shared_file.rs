@@ -1,8 +1,6 @@
 //! Two processes on one SQLite file: a live process's jobs are never rescued from under it;
 //! once it dies, the other rescues and completes its jobs.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
 use mend::{ErrorKind, JobState};

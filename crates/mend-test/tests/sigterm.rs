@@ -2,8 +2,6 @@
 //! process exits 0; past the deadline the job is cancelled, its cleanups run, and it is back in
 //! `available` with its attempt count unchanged. Nothing is lost either way.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
 use mend::JobState;

@@ -2,7 +2,7 @@
 //! commit in one transaction. Killed mid-transaction, neither is visible; the retry commits
 //! both, once.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(clippy::unwrap_used)]
 
 use std::time::Duration;
 

@@ -3,6 +3,11 @@
 //! `cancelled`, whether the cancel comes from this worker's handle or from another process
 //! through the store (picked up by the heartbeat).
 
+#![expect(
+    clippy::expect_used,
+    reason = "test set-up fails loudly: a broken fixture is a failed test"
+)]
+
 use std::time::Duration;
 
 use mend::{

@@ -2,7 +2,7 @@
 //! (`WorkerHandle::client`, which the HTTP API uses) stops that worker's attempt at once, not
 //! at its next heartbeat; a plain client on the same store reaches it through the heartbeat.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(clippy::unwrap_used)]
 
 use std::time::Duration;
 

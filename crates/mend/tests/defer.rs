@@ -2,6 +2,11 @@
 //! short of the process dying, each told how it ended; a cleanup that panics (or hangs) is
 //! recorded and the others still run.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test set-up fails loudly: a broken fixture is a failed test"
+)]
+
 use std::time::Duration;
 
 use mend::{

@@ -5,7 +5,7 @@
 //! completion, in a live process. (Across `kill -9`: `crates/mend-test/tests/durable_crash.rs`
 //! and `transactional.rs`.)
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

@@ -1,6 +1,11 @@
 //! Fencing: every write for a running job is checked against (id, attempt, lease owner), so a
 //! worker whose job was taken away (rescued as lost) cannot complete it any more.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test set-up fails loudly: a broken fixture is a failed test"
+)]
+
 use std::time::Duration;
 
 use chrono::Utc;

@@ -2,6 +2,11 @@
 //! the attempt counts) and run again; a live process's jobs are left alone; a job that keeps
 //! killing its worker is quarantined.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test set-up fails loudly: a broken fixture is a failed test"
+)]
+
 use std::time::Duration;
 
 use chrono::Utc;

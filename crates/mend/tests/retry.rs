@@ -2,6 +2,11 @@
 //! attempt limit discards; fatal errors discard at once; snoozes do not use attempts; an
 //! explicit `retry_after` wins over the policy.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test set-up fails loudly: a broken fixture is a failed test"
+)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -3,6 +3,11 @@
 //! an attempt or recording an error. Readiness drops as soon as shutdown begins; a second call
 //! returns at once.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test set-up fails loudly: a broken fixture is a failed test"
+)]
+
 use std::time::Duration;
 
 use mend::{

@@ -5,7 +5,7 @@
 //! it targets (fenced writes change nothing, other jobs are untouched, and so on).
 
 // Store calls are unwrapped in helpers outside the #[test] fn itself.
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,8 +1,6 @@
 //! The per-job timeline: a job that panicked once, was rescued once and then completed shows
 //! exactly those steps, in order, with the attempt and node of each.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -2,6 +2,11 @@
 //! the kind's), recorded as error kind `timeout` ("timed out after …"); in-memory defers are
 //! told `AttemptExit::TimedOut`.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test set-up fails loudly: a broken fixture is a failed test"
+)]
+
 use std::time::Duration;
 
 use mend::{

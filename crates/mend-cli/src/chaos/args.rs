@@ -11,7 +11,7 @@ use crate::duration;
 
 /// Arguments of `mend chaos`.
 #[derive(clap::Args)]
-pub struct ChaosArgs {
+pub(crate) struct ChaosArgs {
     /// Database URL: sqlite://PATH or postgres://USER@HOST/DB?schema=NAME. Each run uses a
     /// queue of its own, so a database can hold several runs.
     #[arg(long)]

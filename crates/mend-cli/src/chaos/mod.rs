@@ -23,5 +23,5 @@ mod report;
 mod run;
 mod watch;
 
-pub use args::ChaosArgs;
-pub use run::run;
+pub(crate) use args::ChaosArgs;
+pub(crate) use run::run;

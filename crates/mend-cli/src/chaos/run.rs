@@ -20,7 +20,7 @@ use crate::drill::{self, DrillDir};
 use crate::duration::as_millis as ms;
 
 /// Runs the drill and prints the report; an error when any invariant fails.
-pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let d = Drill::new(args)?;
     drill_run(d).await
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::output::{one_line, snippet};
 
 /// Where the server is when neither `--server` nor `MEND_SERVER` says.
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7878";
+pub(super) const DEFAULT_SERVER: &str = "http://127.0.0.1:7878";
 
 /// Longest wait for a TCP connection to the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -21,7 +21,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How to reach the server, and how to print its answers. Shared by every client command.
 #[derive(clap::Args, Debug, Clone)]
-pub struct Conn {
+pub(super) struct Conn {
     /// URL of the mend server (`mend serve` prints it when it starts).
     #[arg(long, env = "MEND_SERVER", default_value = DEFAULT_SERVER, value_name = "URL")]
     pub(super) server: String,

@@ -23,7 +23,7 @@ Examples:
   echo '{\"sleep_ms\":100}' | mend enqueue noop --args -
 
 Prints the new job's id (with --json: the whole job).")]
-pub struct EnqueueArgs {
+pub(crate) struct EnqueueArgs {
     /// Which handler runs the job (e.g. `noop`, or a kind your workers registered).
     #[arg(value_name = "KIND")]
     kind: String,
@@ -82,7 +82,7 @@ fn read_args(raw: &str) -> anyhow::Result<Value> {
 }
 
 /// `mend enqueue`: POST /v1/jobs.
-pub async fn enqueue(a: EnqueueArgs) -> anyhow::Result<()> {
+pub(crate) async fn enqueue(a: EnqueueArgs) -> anyhow::Result<()> {
     // Everything the client can check is checked before connecting.
     let mut body = Map::new();
     body.insert("kind".into(), json!(a.kind));

@@ -10,7 +10,7 @@ use super::output::{array_field, num_field, print_json, str_field, time_field, T
 
 /// `mend jobs …`.
 #[derive(clap::Subcommand, Debug)]
-pub enum JobsCommand {
+pub(crate) enum JobsCommand {
     /// List jobs, newest first, with filters.
     List(ListArgs),
     /// Show one job: its state, args, result and the error of every failed attempt.
@@ -31,7 +31,7 @@ Examples:
   mend jobs list --state completed --all --json > completed.json
 
 Without --all, one page is shown; when there are more, stderr says how to get the next one.")]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// Only jobs in this queue.
     #[arg(long, value_name = "Q")]
     queue: Option<String>,
@@ -67,7 +67,7 @@ Examples:
   mend jobs retry 01933b6e-8f3a-7c2d-9b1e-0a1b2c3d4e5f --json
 
 Job ids are printed by `mend enqueue` and `mend jobs list`.")]
-pub struct IdArgs {
+pub(crate) struct IdArgs {
     /// The job's id (a UUID).
     #[arg(value_name = "ID")]
     id: String,
@@ -76,7 +76,7 @@ pub struct IdArgs {
 }
 
 /// `mend jobs …`.
-pub async fn jobs(cmd: JobsCommand) -> anyhow::Result<()> {
+pub(crate) async fn jobs(cmd: JobsCommand) -> anyhow::Result<()> {
     match cmd {
         JobsCommand::List(a) => list_jobs(a).await,
         JobsCommand::Show(a) => show_job(a).await,

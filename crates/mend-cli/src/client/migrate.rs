@@ -15,7 +15,7 @@ Examples:
 
 Creates the file when it does not exist. Safe to run any number of times, also while
 `mend serve` runs on the same file. `mend serve` migrates at start-up too.")]
-pub struct MigrateArgs {
+pub(crate) struct MigrateArgs {
     /// Database URL (sqlite://PATH or postgres://USER@HOST/DB) [default: sqlite://mend.db]
     #[arg(long, env = "MEND_DATABASE_URL", value_name = "URL")]
     database: Option<String>,
@@ -26,7 +26,7 @@ pub struct MigrateArgs {
 
 /// `mend migrate`: open the database locally (which applies the migrations) and report the
 /// schema version.
-pub async fn migrate(a: MigrateArgs) -> anyhow::Result<()> {
+pub(crate) async fn migrate(a: MigrateArgs) -> anyhow::Result<()> {
     let url = a.database.unwrap_or_else(|| "sqlite://mend.db".into());
     let store = crate::db::open(&url, crate::db::OpenOptions::default())
         .await

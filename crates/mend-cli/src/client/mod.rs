@@ -18,7 +18,7 @@ mod migrate;
 mod output;
 mod queues;
 
-pub use enqueue::{enqueue, EnqueueArgs};
-pub use jobs::{jobs, JobsCommand};
-pub use migrate::{migrate, MigrateArgs};
-pub use queues::{queues, QueuesCommand};
+pub(crate) use enqueue::{enqueue, EnqueueArgs};
+pub(crate) use jobs::{jobs, JobsCommand};
+pub(crate) use migrate::{migrate, MigrateArgs};
+pub(crate) use queues::{queues, QueuesCommand};

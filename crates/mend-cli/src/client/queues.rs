@@ -8,7 +8,7 @@ use super::output::{array_field, print_json, str_field, Table};
 
 /// `mend queues …`.
 #[derive(clap::Subcommand, Debug)]
-pub enum QueuesCommand {
+pub(crate) enum QueuesCommand {
     /// List the queues with the count of jobs in each state.
     #[command(after_help = "\
 Examples:
@@ -30,14 +30,14 @@ Example:
 
 /// Arguments of `mend queues list`.
 #[derive(clap::Args, Debug)]
-pub struct QueuesListArgs {
+pub(crate) struct QueuesListArgs {
     #[command(flatten)]
     conn: Conn,
 }
 
 /// A command on one queue.
 #[derive(clap::Args, Debug)]
-pub struct QueueArgs {
+pub(crate) struct QueueArgs {
     /// The queue's name.
     #[arg(value_name = "NAME")]
     name: String,
@@ -46,7 +46,7 @@ pub struct QueueArgs {
 }
 
 /// `mend queues …`.
-pub async fn queues(cmd: QueuesCommand) -> anyhow::Result<()> {
+pub(crate) async fn queues(cmd: QueuesCommand) -> anyhow::Result<()> {
     match cmd {
         QueuesCommand::List(a) => list_queues(a).await,
         QueuesCommand::Pause(a) => pause_queue(a, true).await,

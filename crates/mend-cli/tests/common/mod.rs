@@ -9,7 +9,7 @@ use std::process::Command;
 
 /// The `mend` binary, without the `MEND_*` variables (and HTTP proxies) a developer's shell
 /// may have set, so each test says what it means.
-pub fn mend() -> Command {
+pub(crate) fn mend() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mend"));
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("MEND_") {
@@ -24,7 +24,7 @@ pub fn mend() -> Command {
 
 /// A fresh schema on the test PostgreSQL server, dropped (with everything in it) when the
 /// returned value is; `None`, after printing SKIPPED, when no server is configured.
-pub fn pg_schema(test: &str, prefix: &str) -> Option<mend_test::pg::Schema> {
+pub(crate) fn pg_schema(test: &str, prefix: &str) -> Option<mend_test::pg::Schema> {
     let server = mend_test::pg::server_url(test)?;
     Some(mend_test::pg::Schema::new(&server, prefix))
 }

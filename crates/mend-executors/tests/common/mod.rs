@@ -14,7 +14,7 @@ use mend_executors::ExecutorsConfig;
 use uuid::Uuid;
 
 /// A store and a worker running the built-in executors.
-pub struct Env {
+pub(crate) struct Env {
     /// The store, its directory and the waits on it.
     pub env: mend_test::env::Env,
     /// The worker (shut down by [`Env::stop`]).
@@ -30,12 +30,15 @@ impl std::ops::Deref for Env {
 
 impl Env {
     /// A store and a worker on the default queue with 4 slots.
-    pub async fn start(config: ExecutorsConfig) -> Env {
+    pub(crate) async fn start(config: ExecutorsConfig) -> Env {
         Self::start_with(config, |_| {}).await
     }
 
     /// Like [`Env::start`], with further adjustments of the worker's settings.
-    pub async fn start_with(config: ExecutorsConfig, tweak: impl FnOnce(&mut WorkerConfig)) -> Env {
+    pub(crate) async fn start_with(
+        config: ExecutorsConfig,
+        tweak: impl FnOnce(&mut WorkerConfig),
+    ) -> Env {
         let env = mend_test::env::Env::new().await;
         let mut registry = Registry::new();
         mend_executors::register(&mut registry, &config);
@@ -49,14 +52,19 @@ impl Env {
     }
 
     /// Enqueue a job of `kind` with `args` and at most `max_attempts` attempts.
-    pub async fn enqueue(&self, kind: &str, args: serde_json::Value, max_attempts: i32) -> Uuid {
+    pub(crate) async fn enqueue(
+        &self,
+        kind: &str,
+        args: serde_json::Value,
+        max_attempts: i32,
+    ) -> Uuid {
         self.insert(NewJob::new(kind, args).with_max_attempts(max_attempts))
             .await
             .id
     }
 
     /// Shut the worker down.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.worker.shutdown(Duration::from_secs(5)).await;
     }
 }

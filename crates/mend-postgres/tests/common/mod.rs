@@ -4,10 +4,10 @@
 #![allow(dead_code)]
 
 use mend_postgres::{PgConfig, PgStore};
-pub use mend_test::pg::{server_url, Schema};
+pub(crate) use mend_test::pg::{server_url, Schema};
 
 /// A migrated store in a fresh schema, with small pools (the suite runs many at once).
-pub async fn fresh_store(test: &str) -> Option<(PgStore, Schema)> {
+pub(crate) async fn fresh_store(test: &str) -> Option<(PgStore, Schema)> {
     let url = server_url(test)?;
     let guard = Schema::new(&url, "mend_t");
     let store = PgStore::open_with(
@@ -24,7 +24,7 @@ pub async fn fresh_store(test: &str) -> Option<(PgStore, Schema)> {
 }
 
 /// A plain connection to the test server (call only after `server_url` said it is set).
-pub async fn client() -> tokio_postgres::Client {
+pub(crate) async fn client() -> tokio_postgres::Client {
     let url = std::env::var("MEND_TEST_POSTGRES_URL").expect("MEND_TEST_POSTGRES_URL");
     mend_test::pg::connect(&url)
         .await

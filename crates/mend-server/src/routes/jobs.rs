@@ -20,7 +20,7 @@ use crate::error::{ApiError, Problem};
 use crate::{AppState, MAX_BATCH};
 
 /// The header that makes an enqueue idempotent.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub(super) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Longest time a job may be delayed or limited to (a year and a week: sanity, not policy).
 const MAX_DELAY_MS: u64 = 366 * 24 * 3600 * 1000;
@@ -32,7 +32,7 @@ const MAX_NAME: usize = 128;
 /// One job to enqueue.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct EnqueueRequest {
+pub(super) struct EnqueueRequest {
     /// Which handler runs it.
     pub kind: String,
     /// Its input (default `{}`).
@@ -61,7 +61,7 @@ pub struct EnqueueRequest {
 /// A batch to enqueue.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BatchRequest {
+pub(super) struct BatchRequest {
     /// The jobs, stored all or nothing.
     pub jobs: Vec<EnqueueRequest>,
 }
@@ -347,7 +347,7 @@ pub(crate) async fn load(state: &AppState, id: Uuid) -> Result<JobRow, ApiError>
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+pub(super) struct ListQuery {
     queue: Option<String>,
     /// One state or several, comma-separated.
     state: Option<String>,
@@ -433,7 +433,7 @@ pub(crate) async fn cancel(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct RetryQuery {
+pub(super) struct RetryQuery {
     /// Retry a completed job too (its effects happen again).
     #[serde(default)]
     force: bool,

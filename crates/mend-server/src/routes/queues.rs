@@ -11,7 +11,7 @@ use crate::AppState;
 
 /// One queue and its counts per state.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct QueueView {
+pub(super) struct QueueView {
     /// The queue's name.
     pub name: String,
     /// Jobs per state (every state is present, zero when empty).

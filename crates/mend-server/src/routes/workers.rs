@@ -64,7 +64,7 @@ fn lease(ms: Option<u64>) -> Result<Duration, ApiError> {
 /// `POST /v1/workers/claim`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ClaimRequest {
+pub(super) struct ClaimRequest {
     /// Unique per worker process.
     pub worker_id: String,
     /// The queue (default `default`).
@@ -166,7 +166,7 @@ pub(crate) async fn claim(
 /// `POST /v1/workers/heartbeat`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct HeartbeatRequest {
+pub(super) struct HeartbeatRequest {
     /// The worker.
     pub worker_id: String,
     /// The attempts it is running.
@@ -178,7 +178,7 @@ pub struct HeartbeatRequest {
 /// An attempt a worker holds.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct HeldAttempt {
+pub(super) struct HeldAttempt {
     /// The job.
     pub id: Uuid,
     /// The attempt number it got from the claim.
@@ -223,7 +223,7 @@ pub(crate) async fn heartbeat(
 /// `POST /v1/jobs/{id}/complete`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CompleteRequest {
+pub(super) struct CompleteRequest {
     /// The worker.
     pub worker_id: String,
     /// The attempt it ran.
@@ -236,7 +236,7 @@ pub struct CompleteRequest {
 /// `POST /v1/jobs/{id}/fail`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct FailRequest {
+pub(super) struct FailRequest {
     /// The worker.
     pub worker_id: String,
     /// The attempt it ran.

@@ -14,7 +14,7 @@ use mend_test::env::Env;
 use mend_test::http::{App, Resp};
 use serde_json::Value;
 
-pub struct Server {
+pub(crate) struct Server {
     pub app: App,
     pub state: AppState,
     env: Env,
@@ -27,7 +27,7 @@ impl std::ops::Deref for Server {
     }
 }
 
-pub async fn start(token: Option<&str>, max_body: Option<usize>) -> Server {
+pub(crate) async fn start(token: Option<&str>, max_body: Option<usize>) -> Server {
     let env = Env::new().await;
     let mut state = AppState::new(env.store.clone());
     state.token = token.map(Arc::from);
@@ -58,17 +58,17 @@ pub async fn start(token: Option<&str>, max_body: Option<usize>) -> Server {
 
 impl Server {
     /// `POST /v1/jobs` with an `idempotency-key`.
-    pub async fn enqueue_with_key(&self, body: Value, key: &str) -> Resp {
+    pub(crate) async fn enqueue_with_key(&self, body: Value, key: &str) -> Resp {
         self.call_with("POST", "/v1/jobs", Some(body), &[("idempotency-key", key)])
             .await
     }
 
     /// A remote worker's claim (`POST /v1/workers/claim`).
-    pub async fn claim(&self, body: Value) -> Resp {
+    pub(crate) async fn claim(&self, body: Value) -> Resp {
         self.call("POST", "/v1/workers/claim", Some(body)).await
     }
 
-    pub async fn job_count(&self) -> usize {
+    pub(crate) async fn job_count(&self) -> usize {
         self.env.jobs().await.len()
     }
 }

@@ -6,6 +6,11 @@
 //!
 //! Prints `ready <node id>` on stdout once it is claiming.
 
+#![expect(
+    clippy::expect_used,
+    reason = "a test tool: a failed set-up is a failed test, said by the panic"
+)]
+
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
