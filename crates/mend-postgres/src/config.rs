@@ -149,12 +149,14 @@ pub(crate) fn connection(url: &str, mut config: PgConfig) -> Result<Connection> 
                 "schema name {:?} is not allowed: use 1-48 lowercase letters, digits or _",
                 config.schema
             ),
+            source: None,
         });
     }
     let mut pg =
         tokio_postgres::Config::from_str(&driver_url).map_err(|e| StoreError::Unavailable {
             target: target.clone(),
             detail: format!("{e}; expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"),
+            source: Some(std::sync::Arc::new(e)),
         })?;
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(Duration::from_secs(5));
@@ -179,6 +181,7 @@ pub(crate) fn connection(url: &str, mut config: PgConfig) -> Result<Connection> 
             .map_err(|e| StoreError::Unavailable {
                 target: target.clone(),
                 detail: format!("cannot build the connection pool: {e}"),
+                source: Some(std::sync::Arc::new(e)),
             })
     };
     // Custom plans: the batch statements take arrays whose length the generic plan cannot

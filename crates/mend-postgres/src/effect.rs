@@ -76,7 +76,7 @@ pub(crate) async fn complete_with_effect(
     }
     f(&tx)
         .await
-        .map_err(|e| StoreError::Database(format!("the job's own write failed: {e}")))?;
+        .map_err(|e| StoreError::database(format!("the job's own write failed: {e}")))?;
     tx.commit().await.map_err(store.pg())?;
     Ok(true)
 }

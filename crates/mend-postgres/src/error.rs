@@ -1,35 +1,50 @@
 //! Turns PostgreSQL and pool errors into [`StoreError`]s that say what a person can do.
 
-use mend::store::StoreError;
+use std::sync::Arc;
 
-/// Maps a driver error. `target` is the redacted URL.
+use mend::store::{DriverError, StoreError};
+
+/// Maps a driver error, kept as the source. `target` is the redacted URL.
 pub(crate) fn map_pg(target: &str, e: tokio_postgres::Error) -> StoreError {
-    if let Some(db) = e.as_db_error() {
-        let code = db.code().code();
-        let detail = format!("{} (SQLSTATE {code})", db.message());
-        return match code.get(..2) {
-            // Connection exceptions and operator intervention (shutdown, terminated backend).
-            Some("08") | Some("57") => StoreError::Unavailable {
+    let db = e
+        .as_db_error()
+        .map(|db| (db.code().code().to_owned(), db.message().to_owned()));
+    let unreachable =
+        e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+    let plain = e.to_string();
+    let source: Option<DriverError> = Some(Arc::new(e));
+    let database = |message: String| StoreError::Database {
+        message,
+        source: source.clone(),
+    };
+    let Some((code, message)) = db else {
+        return if unreachable {
+            StoreError::Unavailable {
                 target: target.to_owned(),
-                detail: format!("{detail}; mend reconnects and retries"),
-            },
-            Some("53") => StoreError::Database(format!(
-                "{detail}; the PostgreSQL server is out of resources (connections, memory or disk)"
-            )),
-            Some("3F") | Some("42") if code == "3F000" || code == "42P01" => StoreError::Database(
-                format!("{detail}; the mend schema is missing: run `mend migrate --database URL`"),
-            ),
-            Some("40") => StoreError::Locked { detail },
-            _ => StoreError::Database(detail),
+                detail: format!("{plain}; is PostgreSQL running and reachable?"),
+                source,
+            }
+        } else {
+            database(plain)
         };
-    }
-    if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) {
-        return StoreError::Unavailable {
+    };
+    let detail = format!("{message} (SQLSTATE {code})");
+    match code.get(..2) {
+        // Connection exceptions and operator intervention (shutdown, terminated backend).
+        Some("08") | Some("57") => StoreError::Unavailable {
             target: target.to_owned(),
-            detail: format!("{e}; is PostgreSQL running and reachable?"),
-        };
+            detail: format!("{detail}; mend reconnects and retries"),
+            source,
+        },
+        Some("53") => database(format!(
+            "{detail}; the PostgreSQL server is out of resources (connections, memory or disk)"
+        )),
+        Some("3F") | Some("42") if code == "3F000" || code == "42P01" => database(format!(
+            "{detail}; the mend schema is missing: run `mend migrate --database URL`"
+        )),
+        Some("40") => StoreError::Locked { detail, source },
+        _ => database(detail),
     }
-    StoreError::Database(e.to_string())
 }
 
 /// Maps a pool error (no connection could be had).
@@ -40,11 +55,13 @@ pub(crate) fn map_pool(target: &str, e: deadpool_postgres::PoolError) -> StoreEr
         PoolError::Timeout(_) => StoreError::Unavailable {
             target: target.to_owned(),
             detail: "timed out waiting for a database connection; is PostgreSQL up, and is max_connections large enough for every node's pool?".into(),
+            source: None,
         },
         PoolError::Closed => StoreError::Closed,
         other => StoreError::Unavailable {
             target: target.to_owned(),
             detail: other.to_string(),
+            source: Some(Arc::new(other)),
         },
     }
 }

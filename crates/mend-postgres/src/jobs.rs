@@ -79,7 +79,7 @@ where
             if !inserted.contains(&row.id) {
                 let key = row.unique_key.clone().unwrap_or_default();
                 *row = by_key.get(&key).cloned().ok_or_else(|| {
-                    StoreError::Database(format!(
+                    StoreError::database(format!(
                         "job {} was not inserted and no job holds its unique key",
                         row.id
                     ))

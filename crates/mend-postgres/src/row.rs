@@ -28,7 +28,7 @@ pub(crate) fn jsonb<T: serde::Serialize>(v: &T) -> Result<Value> {
         }
     }
     let mut v = serde_json::to_value(v)
-        .map_err(|e| StoreError::Database(format!("encoding a record: {e}")))?;
+        .map_err(|e| StoreError::database(format!("encoding a record: {e}")))?;
     scrub(&mut v);
     Ok(v)
 }

@@ -197,7 +197,7 @@ impl Session {
             .map_err(pg)?
             .get(0);
         if !taken {
-            return Err(StoreError::Database(format!(
+            return Err(StoreError::database(format!(
                 "node lock {key} is held by another session (lock sequence wrapped?)"
             )));
         }
@@ -246,6 +246,7 @@ impl Session {
         StoreError::Unavailable {
             target: self.target.clone(),
             detail: "the session connection is down; reconnecting".into(),
+            source: None,
         }
     }
 }

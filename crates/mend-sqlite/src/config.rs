@@ -42,13 +42,15 @@ pub fn parse_url(url: &str) -> Result<String> {
         return Err(StoreError::Unavailable {
             target: url.to_owned(),
             detail: "no file path; use sqlite://PATH, e.g. sqlite://mend.db".into(),
+            source: None,
         });
     }
     if path.contains(":memory:") {
         return Err(StoreError::Unavailable {
             target: url.to_owned(),
             detail: "in-memory databases cannot be shared by the writer and readers; use a file (a temporary directory is fine for tests)".into(),
-        });
+ source: None,
+});
     }
     Ok(path.to_owned())
 }
@@ -72,6 +74,7 @@ pub(crate) fn open_writer(path: &str, config: &SqliteConfig) -> Result<Connectio
         return Err(StoreError::ReadOnly {
             path: path.to_owned(),
             detail: format!("could not switch to WAL mode (journal_mode is {mode})"),
+            source: None,
         });
     }
     let sync = if config.synchronous_full {
@@ -94,6 +97,7 @@ pub(crate) fn open_writer(path: &str, config: &SqliteConfig) -> Result<Connectio
         return Err(StoreError::ReadOnly {
             path: path.to_owned(),
             detail: "SQLite opened the file read-only".into(),
+            source: None,
         });
     }
     Ok(conn)

@@ -65,6 +65,6 @@ pub(crate) fn complete_with(
     if n == 0 {
         return Ok(false);
     }
-    f(conn).map_err(|e| StoreError::Database(format!("the job's own write failed: {e}")))?;
+    f(conn).map_err(|e| StoreError::database(format!("the job's own write failed: {e}")))?;
     Ok(true)
 }

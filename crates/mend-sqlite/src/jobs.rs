@@ -53,7 +53,7 @@ pub(crate) fn insert(conn: &Connection, path: &str, jobs: Vec<NewJob>) -> Result
         if n == 0 {
             let existing = query_jobs(conn, path, &sql::BY_UNIQUE_KEY, params![job.unique_key])?
                 .pop()
-                .ok_or_else(|| StoreError::Database("unique key conflict without a row".into()))?;
+                .ok_or_else(|| StoreError::database("unique key conflict without a row"))?;
             out.push(existing);
         } else {
             // Stored with microsecond precision; return what a read would.
@@ -136,7 +136,7 @@ pub(crate) fn claim(conn: &Connection, path: &str, p: ClaimParams) -> Result<Vec
         if n != 1 {
             // Cannot happen while this thread holds the write lock; if it ever does,
             // the job was not claimed and must not be returned as ours.
-            return Err(StoreError::Database(format!(
+            return Err(StoreError::database(format!(
                 "job {} changed while being claimed",
                 job.id
             )));

@@ -94,7 +94,7 @@ impl SqliteStore {
             Ok::<_, StoreError>(conn)
         })
         .await
-        .map_err(|e| StoreError::Database(format!("opening the database panicked: {e}")))??;
+        .map_err(|e| StoreError::database(format!("opening the database panicked: {e}")))??;
         let (tx, rx) = mpsc::channel();
         let p = path.clone();
         std::thread::Builder::new()
@@ -103,6 +103,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable {
                 target: path.clone(),
                 detail: format!("cannot start the writer thread: {e}"),
+                source: Some(Arc::new(e)),
             })?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -167,7 +168,7 @@ impl SqliteStore {
             r
         })
         .await
-        .map_err(|e| StoreError::Database(format!("a read panicked: {e}")))?
+        .map_err(|e| StoreError::database(format!("a read panicked: {e}")))?
     }
 
     /// The VDBE opcodes of a statement (diagnostics: tests check that hot writes build no

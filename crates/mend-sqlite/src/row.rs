@@ -56,13 +56,13 @@ pub(crate) fn json<T: serde::de::DeserializeOwned>(
 
 /// A value as the JSON text a column stores.
 pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| StoreError::Database(e.to_string()))
+    serde_json::to_string(v).map_err(|e| StoreError::database(e.to_string()))
 }
 
 /// An attempt error as the JSON record the `errors` column keeps.
 pub(crate) fn error_json(e: &AttemptError) -> Result<String> {
     serde_json::to_string(e)
-        .map_err(|e| StoreError::Database(format!("encoding an attempt error: {e}")))
+        .map_err(|e| StoreError::database(format!("encoding an attempt error: {e}")))
 }
 
 /// A timeline event as the JSON text the `events` column keeps.
@@ -72,7 +72,7 @@ pub(crate) fn event_json(e: &TimelineEvent) -> Result<String> {
 
 /// One row of [`sql::COLS`] (or the claim's columns, whose events are NULL).
 pub(crate) fn row_to_job(r: &Row<'_>) -> Result<JobRow> {
-    let raw = |e: rusqlite::Error| StoreError::Database(format!("reading a job row: {e}"));
+    let raw = |e: rusqlite::Error| StoreError::database(format!("reading a job row: {e}"));
     let id: Vec<u8> = r.get(0).map_err(raw)?;
     // NULL when the query left the events out (claims): no timeline then.
     let events: Option<String> = r.get(20).map_err(raw)?;

@@ -96,6 +96,7 @@ pub(crate) fn migrate(conn: &Connection, path: &str) -> Result<()> {
         return Err(StoreError::Corrupt {
             path: path.to_owned(),
             detail: format!("user_version is {current}; this file belongs to another program"),
+            source: None,
         });
     }
     if current > 0 {
@@ -111,6 +112,7 @@ pub(crate) fn migrate(conn: &Connection, path: &str) -> Result<()> {
             return Err(StoreError::Corrupt {
                 path: path.to_owned(),
                 detail: format!("user_version is {current} but there is no mend_jobs table; this file belongs to another program"),
+                source: None,
             });
         }
     }

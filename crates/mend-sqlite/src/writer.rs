@@ -50,8 +50,8 @@ impl Command {
                 }
             };
             let r = catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| {
-                Err(StoreError::Database(
-                    "internal error: a store command panicked; it was rolled back".into(),
+                Err(StoreError::database(
+                    "internal error: a store command panicked; it was rolled back",
                 ))
             });
             match r {

@@ -88,6 +88,12 @@ async fn a_corrupt_file_gives_a_clear_error() {
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("corrupt") && msg.contains("backup"), "{msg}");
+    // The driver's own error stays reachable as the source.
+    let source = std::error::Error::source(&err).expect("the driver's error is the source");
+    assert!(
+        source.to_string().contains("file is not a database"),
+        "{source:?}"
+    );
     // The file is left exactly as it was.
     assert!(std::fs::read(&path)
         .unwrap()

@@ -77,7 +77,7 @@ impl Client {
     pub async fn insert(&self, job: NewJob) -> Result<JobRow, ClientError> {
         let mut rows = self.store.insert_many(vec![job]).await?;
         rows.pop()
-            .ok_or_else(|| StoreError::Database("insert returned no row".into()).into())
+            .ok_or_else(|| StoreError::database("insert returned no row").into())
     }
 
     /// Enqueue prepared jobs in one transaction.

@@ -19,31 +19,45 @@ use crate::job::{AttemptError, InvalidJob, JobRow, JobState, NewJob};
 /// Result of a store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// What can go wrong talking to a store. Each variant says what a person can do about it.
+/// The driver's own error behind a [`StoreError`], kept as its `source()` so a caller (or a
+/// log with `{:#}`-style chains) can walk down to what the database said.
+pub type DriverError = Arc<dyn std::error::Error + Send + Sync>;
+
+/// What can go wrong talking to a store. Each variant says what a person can do about it, in
+/// words true of every backend; a backend adds its own advice to `detail`.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The database file is not a database or is damaged.
-    #[error("the database at {path} is corrupt or is not a mend database ({detail}); restore it from a backup or point --database at another file")]
+    /// The database is not a mend database or is damaged.
+    #[error("the database at {path} is corrupt or is not a mend database ({detail}); restore it from a backup or point mend at another database")]
     Corrupt {
-        /// Where the file is.
+        /// Where the database is (without secrets).
         path: String,
-        /// What the driver said.
+        /// What went wrong.
         detail: String,
+        /// The driver's error.
+        #[source]
+        source: Option<DriverError>,
     },
     /// The database cannot be written.
-    #[error("the database at {path} is read-only ({detail}); check the file's and its directory's permissions (SQLite also needs to create `-wal` and `-shm` files beside it)")]
+    #[error("the database at {path} is read-only ({detail}); check that mend may write to it")]
     ReadOnly {
-        /// Where the file is.
+        /// Where the database is (without secrets).
         path: String,
-        /// What the driver said.
+        /// What went wrong.
         detail: String,
+        /// The driver's error.
+        #[source]
+        source: Option<DriverError>,
     },
-    /// Another process holds the write lock for longer than the busy timeout.
-    #[error("the database is locked by another process for longer than the busy timeout; is a long transaction or a backup holding it? ({detail})")]
+    /// Another process holds a lock the write needs, for longer than the store waits.
+    #[error("the database is locked by another process for longer than mend waits; is a long transaction or a backup holding it? ({detail})")]
     Locked {
-        /// What the driver said.
+        /// What went wrong.
         detail: String,
+        /// The driver's error.
+        #[source]
+        source: Option<DriverError>,
     },
     /// The database cannot be opened or reached.
     #[error("cannot open the database {target}: {detail}")]
@@ -52,12 +66,18 @@ pub enum StoreError {
         target: String,
         /// What went wrong.
         detail: String,
+        /// The driver's error.
+        #[source]
+        source: Option<DriverError>,
     },
-    /// Reading or writing the file failed at the operating-system level.
-    #[error("the database file could not be read or written ({detail}); check free disk space and the disk's health")]
+    /// Reading or writing the disk failed at the operating-system level.
+    #[error("the database could not be read or written ({detail}); check free disk space and the disk's health")]
     Io {
-        /// What the driver said.
+        /// What went wrong.
         detail: String,
+        /// The driver's error.
+        #[source]
+        source: Option<DriverError>,
     },
     /// The schema was written by a newer mend.
     #[error("the database schema is at version {found} but this mend knows versions up to {known}; upgrade mend")]
@@ -85,8 +105,36 @@ pub enum StoreError {
         detail: String,
     },
     /// Any other database error.
-    #[error("database error: {0}")]
-    Database(String),
+    #[error("database error: {message}")]
+    Database {
+        /// What went wrong.
+        message: String,
+        /// The driver's error, when there is one.
+        #[source]
+        source: Option<DriverError>,
+    },
+}
+
+impl StoreError {
+    /// A database error with no driver error behind it.
+    pub fn database(message: impl Into<String>) -> StoreError {
+        StoreError::Database {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A database error caused by the driver's error `e` (kept as the source), described as
+    /// `message`.
+    pub fn driver(
+        message: impl Into<String>,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> StoreError {
+        StoreError::Database {
+            message: message.into(),
+            source: Some(Arc::new(e)),
+        }
+    }
 }
 
 /// Claim up to `limit` available jobs of one queue for one worker.
@@ -316,14 +364,12 @@ impl TxEffect {
         built_by: &str,
     ) -> Result<(F, Option<serde_json::Value>)> {
         let Ok(f) = self.into_inner().downcast::<F>() else {
-            return Err(StoreError::Database(format!(
+            return Err(StoreError::database(format!(
                 "this effect was not built by {built_by}"
             )));
         };
         let OutcomeKind::Completed { result } = &outcome.kind else {
-            return Err(StoreError::Database(
-                "effects commit with completions only".into(),
-            ));
+            return Err(StoreError::database("effects commit with completions only"));
         };
         Ok((*f, result.clone()))
     }
@@ -483,7 +529,7 @@ impl QueueCount {
                     queue,
                     state: state
                         .parse::<JobState>()
-                        .map_err(|e| StoreError::Database(e.to_string()))?,
+                        .map_err(|e| StoreError::database(e.to_string()))?,
                     count: u64::try_from(count).unwrap_or(0),
                 })
             })
@@ -562,8 +608,8 @@ pub trait Store: Send + Sync + 'static {
     /// the store failed (nothing written either). Backends without effects refuse.
     async fn complete_with_effect(&self, params: CompleteWithEffectParams) -> Result<bool> {
         let _ = params;
-        Err(StoreError::Database(
-            "this store cannot commit a job's own writes with its completion".into(),
+        Err(StoreError::database(
+            "this store cannot commit a job's own writes with its completion",
         ))
     }
 
