@@ -9,8 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mend::store::{ClaimParams, ListParams, NodeInfo};
-use mend::{Client, JobRow, JobState, NewJob, Registry, Store, Worker, WorkerConfig, WorkerHandle};
+use mend::store::{ClaimParams, ListParams, NodeInfo, RescueParams, Rescued};
+use mend::{
+    Client, ErrorKind, JobRow, JobState, NewJob, Registry, Store, Worker, WorkerConfig,
+    WorkerHandle,
+};
 use tempfile::TempDir;
 use uuid::Uuid;
 
@@ -199,6 +202,29 @@ impl Env {
         .await
     }
 
+    /// Wait until the job is in a final state (completed, cancelled or discarded).
+    pub async fn wait_final(&self, id: Uuid) -> JobRow {
+        self.wait_for_job(id, "finished", |j| j.state.is_final())
+            .await
+    }
+
+    /// Runs `job` on a worker of its own ([`Env::worker`] with `registry`, `slots` and
+    /// `tweak`) until it is final, then shuts the worker down; returns the final row and the
+    /// stopped worker (for its stats).
+    pub async fn run_to_end(
+        &self,
+        registry: Registry,
+        slots: usize,
+        tweak: impl FnOnce(&mut WorkerConfig),
+        job: NewJob,
+    ) -> (JobRow, WorkerHandle) {
+        let worker = self.worker(registry, slots, tweak).await;
+        let id = self.insert(job).await.id;
+        let row = self.wait_final(id).await;
+        worker.shutdown(Duration::from_secs(5)).await;
+        (row, worker)
+    }
+
     /// Wait until the job is in `state`.
     pub async fn wait_for_state(&self, id: Uuid, state: JobState) -> JobRow {
         self.wait_for_job(id, state.as_str(), |j| j.state == state)
@@ -277,6 +303,19 @@ impl Env {
         node
     }
 
+    /// Declares the `nodes` dead now, as the rescuer does for crashed processes (a job lost
+    /// three times is quarantined); returns what was rescued.
+    pub async fn rescue_dead(&self, nodes: &[&str]) -> Vec<Rescued> {
+        self.store
+            .rescue(RescueParams {
+                dead_nodes: nodes.iter().map(|n| (*n).to_owned()).collect(),
+                now: chrono::Utc::now(),
+                quarantine_after_lost: 3,
+            })
+            .await
+            .expect("rescue")
+    }
+
     /// Claim up to ten jobs of the default queue as `owner`, with a lease of `lease`.
     pub async fn claim_as(&self, owner: &str, lease: Duration) -> Vec<JobRow> {
         self.claim_in(mend::job::DEFAULT_QUEUE, owner, lease).await
@@ -322,6 +361,11 @@ impl Env {
         // empty before the test starts any job.
         tokio::task::yield_now().await;
     }
+}
+
+/// Each recorded error of the job as `(attempt, kind)`, in order.
+pub fn attempt_errors(job: &JobRow) -> Vec<(i32, ErrorKind)> {
+    job.errors.iter().map(|e| (e.attempt, e.kind)).collect()
 }
 
 /// Read a `Stats` counter.
