@@ -180,7 +180,12 @@ async fn start_messy(
     let env = Env::new().await;
     let worker = env.worker(registry, 2, tweak).await;
     let events = worker.events();
-    let id = env.client.enqueue(&Messy { fail }).await.expect("enqueue").id;
+    let id = env
+        .client
+        .enqueue(&Messy { fail })
+        .await
+        .expect("enqueue")
+        .id;
     (env, worker, events, id)
 }
 
