@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use mend::store::{ClaimParams, ListParams, NodeInfo, RescueParams, Rescued};
 use mend::{
-    Client, ErrorKind, JobRow, JobState, NewJob, Registry, Store, Worker, WorkerConfig,
-    WorkerHandle,
+    Client, ErrorKind, JobArgs, JobEvent, JobRow, JobState, NewJob, Registry, Store, Worker,
+    WorkerConfig, WorkerHandle,
 };
 use tempfile::TempDir;
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::pg::Schema;
@@ -167,6 +168,21 @@ impl Env {
             .start()
             .await
             .expect("start the worker")
+    }
+
+    /// Start a worker as [`Env::worker`] does, subscribe to its events, then enqueue `args`;
+    /// returns the worker, the events (none missed) and the job's id.
+    pub async fn start_watched<A: JobArgs>(
+        &self,
+        registry: Registry,
+        concurrency: usize,
+        tweak: impl FnOnce(&mut WorkerConfig),
+        args: &A,
+    ) -> (WorkerHandle, broadcast::Receiver<JobEvent>, Uuid) {
+        let worker = self.worker(registry, concurrency, tweak).await;
+        let events = worker.events();
+        let id = self.client.enqueue(args).await.expect("enqueue").id;
+        (worker, events, id)
     }
 
     /// Insert a job and return its stored row.

@@ -3,11 +3,6 @@
 //! `cancelled`, whether the cancel comes from this worker's handle or from another process
 //! through the store (picked up by the heartbeat).
 
-#![expect(
-    clippy::expect_used,
-    reason = "test set-up fails loudly: a broken fixture is a failed test"
-)]
-
 use std::time::Duration;
 
 use mend::{
@@ -145,18 +140,14 @@ async fn start_long_task(heartbeat: Duration, cooperative: bool) -> Running {
     let env = Env::new().await;
     let probe = Probe::default();
     let (tx, mut started) = mpsc::unbounded_channel();
-    let worker = env
-        .worker(registry(&probe, tx), 2, |c| {
-            c.heartbeat_interval = heartbeat
-        })
+    let (worker, events, id) = env
+        .start_watched(
+            registry(&probe, tx),
+            2,
+            |c| c.heartbeat_interval = heartbeat,
+            &LongTask { cooperative },
+        )
         .await;
-    let events = worker.events();
-    let id = env
-        .client
-        .enqueue(&LongTask { cooperative })
-        .await
-        .expect("enqueue the long task")
-        .id;
     assert_eq!(recv(&mut started, "the handler to start").await, id);
     Running {
         env,

@@ -178,14 +178,7 @@ async fn start_messy(
     fail: bool,
 ) -> (Env, WorkerHandle, broadcast::Receiver<JobEvent>, Uuid) {
     let env = Env::new().await;
-    let worker = env.worker(registry, 2, tweak).await;
-    let events = worker.events();
-    let id = env
-        .client
-        .enqueue(&Messy { fail })
-        .await
-        .expect("enqueue")
-        .id;
+    let (worker, events, id) = env.start_watched(registry, 2, tweak, &Messy { fail }).await;
     (env, worker, events, id)
 }
 
