@@ -45,7 +45,8 @@ where
 }
 
 /// Declares a job args type: the struct (serialisable) and its `JobArgs` impl with the kind
-/// and, optionally, a `max_attempts` every job of the type starts with.
+/// and, optionally, a `max_attempts` every job of the type starts with. The calling crate
+/// needs `serde` (with `derive`) among its dependencies, as any job args type does.
 ///
 /// ```ignore
 /// mend_test::job_args! {
