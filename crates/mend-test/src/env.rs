@@ -9,9 +9,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mend::store::{ClaimParams, ListParams, NodeInfo};
-use mend::{Client, JobRow, JobState, NewJob, Registry, Store, Worker, WorkerConfig, WorkerHandle};
+use mend::store::{ClaimParams, ListParams, NodeInfo, RescueParams, Rescued};
+use mend::{
+    Client, ErrorKind, JobArgs, JobEvent, JobRow, JobState, NewJob, Registry, Store, Worker,
+    WorkerConfig, WorkerHandle,
+};
 use tempfile::TempDir;
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::pg::Schema;
@@ -166,6 +170,21 @@ impl Env {
             .expect("start the worker")
     }
 
+    /// Start a worker as [`Env::worker`] does, subscribe to its events, then enqueue `args`;
+    /// returns the worker, the events (none missed) and the job's id.
+    pub async fn start_watched<A: JobArgs>(
+        &self,
+        registry: Registry,
+        concurrency: usize,
+        tweak: impl FnOnce(&mut WorkerConfig),
+        args: &A,
+    ) -> (WorkerHandle, broadcast::Receiver<JobEvent>, Uuid) {
+        let worker = self.worker(registry, concurrency, tweak).await;
+        let events = worker.events();
+        let id = self.client.enqueue(args).await.expect("enqueue").id;
+        (worker, events, id)
+    }
+
     /// Insert a job and return its stored row.
     pub async fn insert(&self, job: NewJob) -> JobRow {
         self.client.insert(job).await.expect("insert a job")
@@ -197,6 +216,29 @@ impl Env {
             }
         })
         .await
+    }
+
+    /// Wait until the job is in a final state (completed, cancelled or discarded).
+    pub async fn wait_final(&self, id: Uuid) -> JobRow {
+        self.wait_for_job(id, "finished", |j| j.state.is_final())
+            .await
+    }
+
+    /// Runs `job` on a worker of its own ([`Env::worker`] with `registry`, `slots` and
+    /// `tweak`) until it is final, then shuts the worker down; returns the final row and the
+    /// stopped worker (for its stats).
+    pub async fn run_to_end(
+        &self,
+        registry: Registry,
+        slots: usize,
+        tweak: impl FnOnce(&mut WorkerConfig),
+        job: NewJob,
+    ) -> (JobRow, WorkerHandle) {
+        let worker = self.worker(registry, slots, tweak).await;
+        let id = self.insert(job).await.id;
+        let row = self.wait_final(id).await;
+        worker.shutdown(Duration::from_secs(5)).await;
+        (row, worker)
     }
 
     /// Wait until the job is in `state`.
@@ -277,6 +319,19 @@ impl Env {
         node
     }
 
+    /// Declares the `nodes` dead now, as the rescuer does for crashed processes (a job lost
+    /// three times is quarantined); returns what was rescued.
+    pub async fn rescue_dead(&self, nodes: &[&str]) -> Vec<Rescued> {
+        self.store
+            .rescue(RescueParams {
+                dead_nodes: nodes.iter().map(|n| (*n).to_owned()).collect(),
+                now: chrono::Utc::now(),
+                quarantine_after_lost: 3,
+            })
+            .await
+            .expect("rescue")
+    }
+
     /// Claim up to ten jobs of the default queue as `owner`, with a lease of `lease`.
     pub async fn claim_as(&self, owner: &str, lease: Duration) -> Vec<JobRow> {
         self.claim_in(mend::job::DEFAULT_QUEUE, owner, lease).await
@@ -322,6 +377,11 @@ impl Env {
         // empty before the test starts any job.
         tokio::task::yield_now().await;
     }
+}
+
+/// Each recorded error of the job as `(attempt, kind)`, in order.
+pub fn attempt_errors(job: &JobRow) -> Vec<(i32, ErrorKind)> {
+    job.errors.iter().map(|e| (e.attempt, e.kind)).collect()
 }
 
 /// Read a `Stats` counter.

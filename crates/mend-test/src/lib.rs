@@ -22,6 +22,7 @@ pub mod conformance;
 pub mod ending;
 pub mod env;
 pub mod fault;
+pub mod handler;
 pub mod http;
 pub mod pg;
 pub mod process;

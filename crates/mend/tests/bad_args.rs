@@ -5,29 +5,16 @@ use std::time::Duration;
 
 use mend::{ErrorKind, JobArgs, JobError, JobState, NewJob, Registry};
 use mend_test::env::{stat, Env};
+use mend_test::handler::registry_with;
 use mend_test::sync::Log;
-use serde::{Deserialize, Serialize};
 
-#[derive(Serialize, Deserialize)]
-struct Charge {
-    cents: u64,
-    customer: String,
-}
-impl JobArgs for Charge {
-    const KIND: &'static str = "charge";
-}
+mend_test::job_args!(struct Charge { cents: u64, customer: String } = "charge");
 
 fn registry(calls: &Log<u64>) -> Registry {
-    let mut registry = Registry::new();
-    let calls = calls.clone();
-    registry.register_fn(move |_ctx, args: Charge| {
-        let calls = calls.clone();
-        async move {
-            calls.push(args.cents);
-            Ok::<_, JobError>(())
-        }
-    });
-    registry
+    registry_with(calls.clone(), |calls, _ctx, args: Charge| async move {
+        calls.push(args.cents);
+        Ok::<_, JobError>(())
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

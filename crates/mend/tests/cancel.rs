@@ -3,11 +3,6 @@
 //! `cancelled`, whether the cancel comes from this worker's handle or from another process
 //! through the store (picked up by the heartbeat).
 
-#![expect(
-    clippy::expect_used,
-    reason = "test set-up fails loudly: a broken fixture is a failed test"
-)]
-
 use std::time::Duration;
 
 use mend::{
@@ -15,26 +10,19 @@ use mend::{
     WorkerHandle,
 };
 use mend_test::env::{stat, Env};
+use mend_test::handler::registry_with;
 use mend_test::sync::Log;
 use mend_test::wait::recv;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-#[derive(Serialize, Deserialize)]
-struct LongTask {
-    /// Return as soon as the token fires (a well-behaved handler) instead of ignoring it.
-    cooperative: bool,
+mend_test::job_args! {
+    struct LongTask {
+        /// Return as soon as the token fires (a well-behaved handler) instead of ignoring it.
+        cooperative: bool,
+    } = "long_task"
 }
-impl JobArgs for LongTask {
-    const KIND: &'static str = "long_task";
-}
-
-#[derive(Serialize, Deserialize)]
-struct Quick;
-impl JobArgs for Quick {
-    const KIND: &'static str = "quick";
-}
+mend_test::job_args!(struct Quick = "quick");
 
 /// What the tests observe about each attempt.
 #[derive(Clone, Default)]
@@ -46,32 +34,29 @@ struct Probe {
 }
 
 fn registry(probe: &Probe, started: mpsc::UnboundedSender<Uuid>) -> Registry {
-    let mut registry = Registry::new();
-    let p = probe.clone();
-    registry.register_fn(move |ctx: JobContext, args: LongTask| {
-        let (p, started) = (p.clone(), started.clone());
-        async move {
-            p.runs.push(ctx.id());
-            let exits = p.exits.clone();
-            ctx.defer(move |exit| async move { exits.push(exit) });
-            // Work spawned by the handler stops with it through a child token.
-            let child = ctx.cancellation_token().child_token();
-            let (fired, id) = (p.token_fired.clone(), ctx.id());
-            tokio::spawn(async move {
-                child.cancelled().await;
-                fired.push(id);
-            });
-            let _ = started.send(ctx.id());
-            if args.cooperative {
-                ctx.cancelled().await;
-                return Err(JobError::retry(
-                    "stopped early because the attempt was cancelled",
-                ));
-            }
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            Ok(())
+    let state = (probe.clone(), started);
+    let registry = registry_with(state, |(p, started), ctx, args: LongTask| async move {
+        p.runs.push(ctx.id());
+        let exits = p.exits.clone();
+        ctx.defer(move |exit| async move { exits.push(exit) });
+        // Work spawned by the handler stops with it through a child token.
+        let child = ctx.cancellation_token().child_token();
+        let (fired, id) = (p.token_fired.clone(), ctx.id());
+        tokio::spawn(async move {
+            child.cancelled().await;
+            fired.push(id);
+        });
+        let _ = started.send(ctx.id());
+        if args.cooperative {
+            ctx.cancelled().await;
+            return Err(JobError::retry(
+                "stopped early because the attempt was cancelled",
+            ));
         }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok(())
     });
+    let mut registry = registry;
     let p = probe.clone();
     registry.register_fn(move |ctx: JobContext, _: Quick| {
         let p = p.clone();
@@ -155,18 +140,14 @@ async fn start_long_task(heartbeat: Duration, cooperative: bool) -> Running {
     let env = Env::new().await;
     let probe = Probe::default();
     let (tx, mut started) = mpsc::unbounded_channel();
-    let worker = env
-        .worker(registry(&probe, tx), 2, |c| {
-            c.heartbeat_interval = heartbeat
-        })
+    let (worker, events, id) = env
+        .start_watched(
+            registry(&probe, tx),
+            2,
+            |c| c.heartbeat_interval = heartbeat,
+            &LongTask { cooperative },
+        )
         .await;
-    let events = worker.events();
-    let id = env
-        .client
-        .enqueue(&LongTask { cooperative })
-        .await
-        .expect("enqueue the long task")
-        .id;
     assert_eq!(recv(&mut started, "the handler to start").await, id);
     Running {
         env,
@@ -205,41 +186,35 @@ async fn assert_cancelled_while_running(env: &Env, probe: &Probe, id: Uuid) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_job_through_the_worker_handle() {
     // A heartbeat too slow to matter: the handle stops the attempt directly.
-    let Running {
-        env,
-        probe,
-        worker,
-        mut events,
-        id,
-    } = start_long_task(Duration::from_secs(3600), false).await;
+    let mut r = start_long_task(Duration::from_secs(3600), false).await;
 
-    let row = worker.cancel(id).await.unwrap().expect("the job exists");
+    let row = r
+        .worker
+        .cancel(r.id)
+        .await
+        .unwrap()
+        .expect("the job exists");
     assert!(
         row.cancel_requested,
         "a running job is flagged, then stopped by its worker"
     );
-    assert_cancelled_while_running(&env, &probe, id).await;
-    let ev = mend_test::wait::wait_for_event(&mut events, id, "the cancel outcome", |_| true).await;
+    assert_cancelled_while_running(&r.env, &r.probe, r.id).await;
+    let ev =
+        mend_test::wait::wait_for_event(&mut r.events, r.id, "the cancel outcome", |_| true).await;
     assert_eq!(ev.outcome, EventOutcome::Cancelled);
     assert!(!ev.fenced);
-    assert_eq!(stat(&worker.stats().cancelled), 1);
-    assert_eq!(worker.in_flight(), 0);
-    worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(stat(&r.worker.stats().cancelled), 1);
+    assert_eq!(r.worker.in_flight(), 0);
+    r.worker.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_job_from_another_process_is_picked_up_by_the_heartbeat() {
-    let Running {
-        env,
-        probe,
-        worker,
-        id,
-        ..
-    } = start_long_task(Duration::from_millis(50), false).await;
+    let r = start_long_task(Duration::from_millis(50), false).await;
 
     // Another process: its own store connection on the same file, its own client.
-    let other = mend::Client::new(env.reopen().await);
-    let row = other.cancel(id).await.unwrap().expect("the job exists");
+    let other = mend::Client::new(r.env.reopen().await);
+    let row = other.cancel(r.id).await.unwrap().expect("the job exists");
     assert_eq!(
         row.state,
         JobState::Running,
@@ -247,8 +222,8 @@ async fn cancelling_a_running_job_from_another_process_is_picked_up_by_the_heart
     );
     assert!(row.cancel_requested);
 
-    assert_cancelled_while_running(&env, &probe, id).await;
-    worker.shutdown(Duration::from_secs(5)).await;
+    assert_cancelled_while_running(&r.env, &r.probe, r.id).await;
+    r.worker.shutdown(Duration::from_secs(5)).await;
 }
 
 /// A well-behaved handler that watches `ctx.cancelled()` and returns (here with an error) as
@@ -257,17 +232,12 @@ async fn cancelling_a_running_job_from_another_process_is_picked_up_by_the_heart
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
 async fn a_cooperative_handler_that_returns_on_cancel_still_ends_cancelled() {
-    let Running {
-        env,
-        probe,
-        worker,
-        id,
-        ..
-    } = start_long_task(Duration::from_secs(3600), true).await;
+    let r = start_long_task(Duration::from_secs(3600), true).await;
 
-    worker.cancel(id).await.unwrap();
-    let job = env
-        .wait_for_job(id, "done with its first attempt", |j| {
+    r.worker.cancel(r.id).await.unwrap();
+    let job = r
+        .env
+        .wait_for_job(r.id, "done with its first attempt", |j| {
             j.state != JobState::Running
         })
         .await;
@@ -278,15 +248,11 @@ async fn a_cooperative_handler_that_returns_on_cancel_still_ends_cancelled() {
         job.errors
     );
     assert_eq!(job.errors[0].kind, ErrorKind::Cancelled);
-    assert_eq!(probe.exits.snapshot(), [AttemptExit::Cancelled]);
-    worker.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(r.probe.exits.snapshot(), [AttemptExit::Cancelled]);
+    r.worker.shutdown(Duration::from_secs(5)).await;
 }
 
-#[derive(Serialize, Deserialize)]
-struct FailsOnce;
-impl JobArgs for FailsOnce {
-    const KIND: &'static str = "fails_once";
-}
+mend_test::job_args!(struct FailsOnce = "fails_once");
 
 /// A person cancels a running job; before the worker hears of it, the attempt fails and the
 /// job would be retried. The cancel must still win: the job ends `cancelled` and its handler
@@ -298,19 +264,15 @@ async fn a_cancel_requested_during_an_attempt_that_then_fails_is_not_lost() {
     let gate = mend_test::sync::Gate::new();
     let runs = Log::new();
     let (tx, mut started) = mpsc::unbounded_channel();
-    let mut registry = Registry::new();
-    let (g, r) = (gate.clone(), runs.clone());
-    registry.register_fn(move |ctx: JobContext, _: FailsOnce| {
-        let (g, r, tx) = (g.clone(), r.clone(), tx.clone());
-        async move {
-            r.push(ctx.attempt());
-            if ctx.attempt() == 1 {
-                let _ = tx.send(ctx.id());
-                g.wait().await;
-                return Err(JobError::retry_after("flaky downstream", Duration::ZERO));
-            }
-            Ok(())
+    let state = (gate.clone(), runs.clone(), tx);
+    let registry = registry_with(state, |(g, r, tx), ctx, _: FailsOnce| async move {
+        r.push(ctx.attempt());
+        if ctx.attempt() == 1 {
+            let _ = tx.send(ctx.id());
+            g.wait().await;
+            return Err(JobError::retry_after("flaky downstream", Duration::ZERO));
         }
+        Ok(())
     });
     // No heartbeat during the test: the cancel request is not picked up while attempt 1 runs.
     let worker = env
@@ -333,9 +295,7 @@ async fn a_cancel_requested_during_an_attempt_that_then_fails_is_not_lost() {
     );
     gate.open(); // attempt 1 fails
 
-    let job = env
-        .wait_for_job(id, "finished", |j| j.state.is_final())
-        .await;
+    let job = env.wait_final(id).await;
     assert_eq!(
         job.state,
         JobState::Cancelled,

@@ -10,36 +10,25 @@
 use std::time::Duration;
 
 use mend::{
-    AttemptExit, CleanupOutcome, ErrorKind, EventOutcome, JobArgs, JobContext, JobError, JobState,
-    Registry, WorkerHandle,
+    AttemptExit, CleanupOutcome, ErrorKind, EventOutcome, JobArgs, JobError, JobEvent, JobState,
+    Registry, WorkerConfig, WorkerHandle,
 };
 use mend_test::ending::Ending;
 use mend_test::env::Env;
+use mend_test::handler::registry_with;
 use mend_test::sync::Log;
 use mend_test::wait::wait_for_event;
-use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
-#[derive(Serialize, Deserialize)]
-struct Cleanly {
-    ending: Ending,
-}
-impl JobArgs for Cleanly {
-    const KIND: &'static str = "cleanly";
-    fn configure(job: mend::NewJob) -> mend::NewJob {
-        job.with_max_attempts(1)
-    }
-}
+mend_test::job_args!(struct Cleanly { ending: Ending } = "cleanly", max_attempts = 1);
 
 /// Registers three named defers that log `(name, exit)`, then ends as asked. Sends the job id
 /// on `started` once the defers are registered.
 fn registry(log: &Log<(String, AttemptExit)>, started: mpsc::UnboundedSender<Uuid>) -> Registry {
-    let mut registry = Registry::new();
-    let log = log.clone();
-    registry.register_fn(move |ctx: JobContext, args: Cleanly| {
-        let (log, started) = (log.clone(), started.clone());
-        async move {
+    registry_with(
+        (log.clone(), started),
+        |(log, started), ctx, args: Cleanly| async move {
             for name in ["first", "second", "third"] {
                 let log = log.clone();
                 ctx.defer_named(name, move |exit| async move {
@@ -50,9 +39,8 @@ fn registry(log: &Log<(String, AttemptExit)>, started: mpsc::UnboundedSender<Uui
             }
             let _ = started.send(ctx.id());
             args.ending.run().await
-        }
-    });
-    registry
+        },
+    )
 }
 
 fn assert_lifo(log: &Log<(String, AttemptExit)>, expected: &AttemptExit) {
@@ -75,16 +63,11 @@ async fn run_one(
     let env = Env::new().await;
     let log = Log::new();
     let (tx, _rx) = mpsc::unbounded_channel();
-    let worker = env.worker(registry(&log, tx), 2, |_| {}).await;
     let mut job = Cleanly { ending }.to_new_job().expect("encode args");
     if let Some(t) = timeout {
         job = job.with_timeout(t);
     }
-    let id = env.insert(job).await.id;
-    let row = env
-        .wait_for_job(id, "finished", |j| j.state.is_final())
-        .await;
-    worker.shutdown(Duration::from_secs(5)).await;
+    let (row, _) = env.run_to_end(registry(&log, tx), 2, |_| {}, job).await;
     (log, row)
 }
 
@@ -171,45 +154,38 @@ async fn defers_run_lifo_on_shutdown_release() {
     assert_eq!(env.job(id).await.state, JobState::Available);
 }
 
-#[derive(Serialize, Deserialize)]
-struct Messy {
-    fail: bool,
-}
-impl JobArgs for Messy {
-    const KIND: &'static str = "messy";
-    fn configure(job: mend::NewJob) -> mend::NewJob {
-        job.with_max_attempts(1)
-    }
-}
+mend_test::job_args!(struct Messy { fail: bool } = "messy", max_attempts = 1);
 
 /// Three cleanups; the middle one panics.
 fn messy_registry(ran: &Log<&'static str>) -> Registry {
-    let mut registry = Registry::new();
-    let ran = ran.clone();
-    registry.register_fn(move |ctx, args: Messy| {
-        let ran = ran.clone();
-        async move {
-            let r = ran.clone();
-            ctx.defer_named("close-file", move |_| async move { r.push("close-file") });
-            ctx.defer_named("broken", |_| async move { panic!("cleanup broke") });
-            let r = ran.clone();
-            ctx.defer_named("unlock", move |_| async move { r.push("unlock") });
-            if args.fail {
-                return Err(JobError::retry("handler failed"));
-            }
-            Ok(())
+    registry_with(ran.clone(), |ran, ctx, args: Messy| async move {
+        let r = ran.clone();
+        ctx.defer_named("close-file", move |_| async move { r.push("close-file") });
+        ctx.defer_named("broken", |_| async move { panic!("cleanup broke") });
+        ctx.defer_named("unlock", move |_| async move { ran.push("unlock") });
+        if args.fail {
+            return Err(JobError::retry("handler failed"));
         }
-    });
-    registry
+        Ok(())
+    })
+}
+
+/// One `Messy { fail }` enqueued on a worker of `registry` (settings adjusted by `tweak`), with
+/// the worker's events subscribed before the enqueue.
+async fn start_messy(
+    registry: Registry,
+    tweak: impl FnOnce(&mut WorkerConfig),
+    fail: bool,
+) -> (Env, WorkerHandle, broadcast::Receiver<JobEvent>, Uuid) {
+    let env = Env::new().await;
+    let (worker, events, id) = env.start_watched(registry, 2, tweak, &Messy { fail }).await;
+    (env, worker, events, id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_cleanup_is_recorded_and_the_others_still_run() {
-    let env = Env::new().await;
     let ran = Log::new();
-    let worker = env.worker(messy_registry(&ran), 2, |_| {}).await;
-    let mut events = worker.events();
-    let id = env.client.enqueue(&Messy { fail: false }).await.unwrap().id;
+    let (env, worker, mut events, id) = start_messy(messy_registry(&ran), |_| {}, false).await;
 
     let ev = wait_for_event(&mut events, id, "the attempt's outcome", |_| true).await;
     assert_eq!(
@@ -235,10 +211,8 @@ async fn a_panicking_cleanup_is_recorded_and_the_others_still_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_cleanup_is_named_in_the_attempts_error() {
-    let env = Env::new().await;
     let ran = Log::new();
-    let worker = env.worker(messy_registry(&ran), 2, |_| {}).await;
-    let id = env.client.enqueue(&Messy { fail: true }).await.unwrap().id;
+    let (env, worker, _, id) = start_messy(messy_registry(&ran), |_| {}, true).await;
 
     let job = env.wait_for_state(id, JobState::Discarded).await;
     let message = &job.errors[0].message;
@@ -253,26 +227,18 @@ async fn a_broken_cleanup_is_named_in_the_attempts_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_cleanup_is_abandoned_after_the_cleanup_timeout() {
-    let env = Env::new().await;
     let ran = Log::new();
-    let mut registry = Registry::new();
-    let r = ran.clone();
-    registry.register_fn(move |ctx, _: Messy| {
-        let r = r.clone();
-        async move {
-            let r2 = r.clone();
-            ctx.defer_named("runs-last", move |_| async move { r2.push("runs-last") });
-            ctx.defer_named("hangs", |_| std::future::pending::<()>());
-            Ok::<_, JobError>(())
-        }
+    let registry = registry_with(ran.clone(), |r, ctx, _: Messy| async move {
+        ctx.defer_named("runs-last", move |_| async move { r.push("runs-last") });
+        ctx.defer_named("hangs", |_| std::future::pending::<()>());
+        Ok::<_, JobError>(())
     });
-    let worker = env
-        .worker(registry, 2, |c| {
-            c.cleanup_timeout = Duration::from_millis(100)
-        })
-        .await;
-    let mut events = worker.events();
-    let id = env.client.enqueue(&Messy { fail: false }).await.unwrap().id;
+    let (_env, worker, mut events, id) = start_messy(
+        registry,
+        |c| c.cleanup_timeout = Duration::from_millis(100),
+        false,
+    )
+    .await;
 
     let ev = wait_for_event(&mut events, id, "the attempt's outcome", |_| true).await;
     assert_eq!(ev.outcome, EventOutcome::Completed);

@@ -15,16 +15,7 @@ use mend_test::env::{files_in, Env};
 use mend_test::sync::Log;
 use serde::{Deserialize, Serialize};
 
-#[derive(Serialize, Deserialize)]
-struct Work {
-    ending: Ending,
-}
-impl JobArgs for Work {
-    const KIND: &'static str = "durable_work";
-    fn configure(job: mend::NewJob) -> mend::NewJob {
-        job.with_max_attempts(1)
-    }
-}
+mend_test::job_args!(struct Work { ending: Ending } = "durable_work", max_attempts = 1);
 
 #[derive(Serialize, Deserialize)]
 struct Undo {
@@ -70,16 +61,11 @@ fn registry(log: &Log<String>, broken: Broken) -> Registry {
 async fn run(ending: Ending, broken: Broken) -> (Vec<String>, mend::JobRow) {
     let env = Env::new().await;
     let log = Log::new();
-    let worker = env.worker(registry(&log, broken), 2, |_| {}).await;
     let mut job = Work { ending }.to_new_job().expect("encode");
     if matches!(ending, Ending::Hang) {
         job = job.with_timeout(Duration::from_millis(100));
     }
-    let id = env.insert(job).await.id;
-    let row = env
-        .wait_for_job(id, "finished", |j| j.state.is_final())
-        .await;
-    worker.shutdown(Duration::from_secs(5)).await;
+    let (row, _) = env.run_to_end(registry(&log, broken), 2, |_| {}, job).await;
     (log.snapshot(), row)
 }
 
@@ -141,17 +127,7 @@ async fn check_broken_cleanup(broken: Broken, why: &str) {
     );
 }
 
-#[derive(Serialize, Deserialize)]
-struct Produce {
-    dir: String,
-    fail: bool,
-}
-impl JobArgs for Produce {
-    const KIND: &'static str = "produce";
-    fn configure(job: mend::NewJob) -> mend::NewJob {
-        job.with_max_attempts(1)
-    }
-}
+mend_test::job_args!(struct Produce { dir: String, fail: bool } = "produce", max_attempts = 1);
 
 async fn produce(fail: bool) -> (tempfile::TempDir, mend::JobRow) {
     let env = Env::new().await;
@@ -167,18 +143,13 @@ async fn produce(fail: bool) -> (tempfile::TempDir, mend::JobRow) {
         }
         Ok(())
     });
-    let worker = env.worker(registry, 1, |_| {}).await;
     let job = Produce {
         dir: out.path().to_string_lossy().into_owned(),
         fail,
     }
     .to_new_job()
     .unwrap();
-    let id = env.insert(job).await.id;
-    let row = env
-        .wait_for_job(id, "finished", |j| j.state.is_final())
-        .await;
-    worker.shutdown(Duration::from_secs(5)).await;
+    let (row, _) = env.run_to_end(registry, 1, |_| {}, job).await;
     (out, row)
 }
 
@@ -209,16 +180,7 @@ async fn a_staged_file_is_removed_when_the_attempt_fails() {
     assert!(job.pending_cleanups.is_empty());
 }
 
-#[derive(Serialize, Deserialize)]
-struct Record {
-    bad_sql: bool,
-}
-impl JobArgs for Record {
-    const KIND: &'static str = "record";
-    fn configure(job: mend::NewJob) -> mend::NewJob {
-        job.with_max_attempts(1)
-    }
-}
+mend_test::job_args!(struct Record { bad_sql: bool } = "record", max_attempts = 1);
 
 async fn record(bad_sql: bool) -> (Env, mend::JobRow) {
     let env = Env::new().await;
@@ -241,15 +203,8 @@ async fn record(bad_sql: bool) -> (Env, mend::JobRow) {
         }));
         Ok(())
     });
-    let worker = env.worker(registry, 1, |_| {}).await;
-    let id = env
-        .insert(Record { bad_sql }.to_new_job().unwrap())
-        .await
-        .id;
-    let row = env
-        .wait_for_job(id, "finished", |j| j.state.is_final())
-        .await;
-    worker.shutdown(Duration::from_secs(5)).await;
+    let job = Record { bad_sql }.to_new_job().unwrap();
+    let (row, _) = env.run_to_end(registry, 1, |_| {}, job).await;
     (env, row)
 }
 

@@ -9,23 +9,18 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use mend::store::{CompleteParams, Outcome, OutcomeKind, RescueParams};
+use mend::store::{CompleteParams, Outcome, OutcomeKind};
 use mend::{
-    AttemptExit, ErrorKind, EventOutcome, JobArgs, JobContext, JobError, JobState, NewJob,
-    Registry, WorkerHandle,
+    AttemptExit, ErrorKind, EventOutcome, JobError, JobState, NewJob, Registry, WorkerHandle,
 };
 use mend_test::env::{stat, Env};
+use mend_test::handler::registry_with;
 use mend_test::sync::{Gate, Log};
 use mend_test::wait::{recv, wait_for_event};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-#[derive(Serialize, Deserialize)]
-struct Held;
-impl JobArgs for Held {
-    const KIND: &'static str = "held";
-}
+mend_test::job_args!(struct Held = "held");
 
 /// Attempts up to `block_through` wait at `gate` (each needs its own opening, or a stop);
 /// later attempts complete at once. Every attempt reports `(attempt, exit)` to `exits`.
@@ -35,11 +30,10 @@ fn registry(
     exits: &Log<(i32, AttemptExit)>,
     started: mpsc::UnboundedSender<i32>,
 ) -> Registry {
-    let mut registry = Registry::new();
-    let (gate, exits) = (gate.clone(), exits.clone());
-    registry.register_fn(move |ctx: JobContext, _: Held| {
-        let (gate, exits, started) = (gate.clone(), exits.clone(), started.clone());
-        async move {
+    let state = (gate.clone(), exits.clone(), started);
+    registry_with(
+        state,
+        move |(gate, exits, started), ctx, _: Held| async move {
             let attempt = ctx.attempt();
             ctx.defer(move |exit| async move { exits.push((attempt, exit)) });
             let _ = started.send(attempt);
@@ -47,21 +41,12 @@ fn registry(
                 gate.wait().await;
             }
             Ok::<_, JobError>(format!("done by attempt {attempt}"))
-        }
-    });
-    registry
+        },
+    )
 }
 
 async fn take_the_lease_away(env: &Env, node: &str) {
-    let rescued = env
-        .store
-        .rescue(RescueParams {
-            dead_nodes: vec![node.to_owned()],
-            now: Utc::now(),
-            quarantine_after_lost: 3,
-        })
-        .await
-        .expect("rescue");
+    let rescued = env.rescue_dead(&[node]).await;
     assert_eq!(rescued.len(), 1, "the running job was rescued");
     assert_eq!(rescued[0].job.state, JobState::Retryable);
 }
@@ -108,29 +93,25 @@ async fn start_held(slots: usize, heartbeat: Duration) -> Running {
 async fn a_worker_that_lost_the_lease_cannot_complete_the_job() {
     // One slot, so the rescued job cannot be claimed again while attempt 1 still holds it; a
     // heartbeat too slow to notice the lost lease, so attempt 1 really tries to write.
-    let Running {
-        env,
-        gate,
-        worker,
-        mut events,
-        id,
-        ..
-    } = start_held(1, Duration::from_secs(3600)).await;
+    let mut r = start_held(1, Duration::from_secs(3600)).await;
 
-    take_the_lease_away(&env, worker.node_id()).await;
-    gate.open(); // attempt 1 finishes and tries to complete the job
+    take_the_lease_away(&r.env, r.worker.node_id()).await;
+    r.gate.open(); // attempt 1 finishes and tries to complete the job
 
-    let ev = wait_for_event(&mut events, id, "attempt 1's outcome", |e| e.attempt == 1).await;
+    let ev = wait_for_event(&mut r.events, r.id, "attempt 1's outcome", |e| {
+        e.attempt == 1
+    })
+    .await;
     assert_eq!(
         ev.outcome,
         EventOutcome::Completed,
         "attempt 1 did try to complete"
     );
     assert!(ev.fenced, "the store refused attempt 1's completion");
-    assert!(stat(&worker.stats().fenced) >= 1);
+    assert!(stat(&r.worker.stats().fenced) >= 1);
 
     // The job's history shows the lost attempt; the job is finished by attempt 2, not 1.
-    let job = env.wait_for_state(id, JobState::Completed).await;
+    let job = r.env.wait_for_state(r.id, JobState::Completed).await;
     assert_eq!(job.attempt, 2);
     assert_eq!(job.result, Some(serde_json::json!("done by attempt 2")));
     assert_eq!(job.errors.len(), 1);
@@ -138,46 +119,42 @@ async fn a_worker_that_lost_the_lease_cannot_complete_the_job() {
         (job.errors[0].attempt, job.errors[0].kind),
         (1, ErrorKind::Lost)
     );
-    let ev = wait_for_event(&mut events, id, "attempt 2's outcome", |e| e.attempt == 2).await;
+    let ev = wait_for_event(&mut r.events, r.id, "attempt 2's outcome", |e| {
+        e.attempt == 2
+    })
+    .await;
     assert!(!ev.fenced);
     assert_eq!(
-        stat(&worker.stats().completed),
+        stat(&r.worker.stats().completed),
         1,
         "only attempt 2's completion counts"
     );
-    worker.shutdown(Duration::from_secs(5)).await;
+    r.worker.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_heartbeat_stops_an_attempt_whose_lease_was_lost() {
-    let Running {
-        env,
-        exits,
-        worker,
-        mut events,
-        id,
-        ..
-    } = start_held(1, Duration::from_millis(50)).await;
+    let mut r = start_held(1, Duration::from_millis(50)).await;
 
-    take_the_lease_away(&env, worker.node_id()).await;
+    take_the_lease_away(&r.env, r.worker.node_id()).await;
     // The gate is never opened: only the heartbeat can end attempt 1.
-    let job = env.wait_for_state(id, JobState::Completed).await;
+    let job = r.env.wait_for_state(r.id, JobState::Completed).await;
     assert_eq!(job.attempt, 2);
     assert_eq!(job.result, Some(serde_json::json!("done by attempt 2")));
     assert_eq!(job.errors.len(), 1);
     assert_eq!(job.errors[0].kind, ErrorKind::Lost);
     assert_eq!(
-        exits.snapshot(),
+        r.exits.snapshot(),
         [(1, AttemptExit::LeaseLost), (2, AttemptExit::Completed)],
         "attempt 1 was stopped and its defers told the lease was lost"
     );
     // Attempt 1 wrote nothing: the only event is attempt 2's.
-    let ev = wait_for_event(&mut events, id, "an outcome", |_| true).await;
+    let ev = wait_for_event(&mut r.events, r.id, "an outcome", |_| true).await;
     assert_eq!(
         (ev.attempt, ev.outcome, ev.fenced),
         (2, EventOutcome::Completed, false)
     );
-    worker.shutdown(Duration::from_secs(5)).await;
+    r.worker.shutdown(Duration::from_secs(5)).await;
 }
 
 /// The same worker may claim a rescued job again while its stale attempt is still running
@@ -188,38 +165,31 @@ async fn the_heartbeat_stops_an_attempt_whose_lease_was_lost() {
 async fn a_stale_attempt_ending_does_not_untrack_the_new_attempt() {
     // Two slots so the rescued job can be claimed again while attempt 1 still runs; no
     // heartbeat during the test, so attempt 1 is not stopped for its lost lease.
-    let Running {
-        env,
-        gate,
-        exits,
-        mut started,
-        worker,
-        mut events,
-        id,
-    } = start_held(2, Duration::from_secs(3600)).await;
+    let mut r = start_held(2, Duration::from_secs(3600)).await;
 
-    take_the_lease_away(&env, worker.node_id()).await;
-    assert_eq!(recv(&mut started, "attempt 2 to start").await, 2);
+    take_the_lease_away(&r.env, r.worker.node_id()).await;
+    assert_eq!(recv(&mut r.started, "attempt 2 to start").await, 2);
     // One opening: the gate is first-come first-served, so it lets attempt 1 through.
-    gate.open();
-    let ev = wait_for_event(&mut events, id, "an outcome", |_| true).await;
+    r.gate.open();
+    let ev = wait_for_event(&mut r.events, r.id, "an outcome", |_| true).await;
     assert_eq!(ev.attempt, 1, "{ev:#?}");
     assert!(ev.fenced, "attempt 1's completion is refused");
 
     // Attempt 2 is still running and still ours.
-    let job = env.job(id).await;
+    let job = r.env.job(r.id).await;
     assert_eq!((job.state, job.attempt), (JobState::Running, 2));
-    assert_eq!(worker.in_flight(), 1, "the worker still tracks attempt 2");
-    worker.cancel(id).await.unwrap();
-    let job = env
-        .wait_for_job(id, "cancelled", |j| j.state.is_final())
+    assert_eq!(r.worker.in_flight(), 1, "the worker still tracks attempt 2");
+    r.worker.cancel(r.id).await.unwrap();
+    let job = r
+        .env
+        .wait_for_job(r.id, "cancelled", |j| j.state.is_final())
         .await;
     assert_eq!(job.state, JobState::Cancelled);
     assert_eq!(
-        exits.snapshot(),
+        r.exits.snapshot(),
         [(1, AttemptExit::Completed), (2, AttemptExit::Cancelled)]
     );
-    worker.shutdown(Duration::from_secs(5)).await;
+    r.worker.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,16 +306,7 @@ async fn complete_many_fences_wrong_owner_and_wrong_attempt() {
     }
 
     // After a rescue, the old owner's write is refused even with the right attempt.
-    let rescued = env
-        .store
-        .rescue(RescueParams {
-            dead_nodes: vec!["node-a".into()],
-            now: Utc::now(),
-            quarantine_after_lost: 3,
-        })
-        .await
-        .unwrap();
-    assert_eq!(rescued.len(), 2);
+    assert_eq!(env.rescue_dead(&["node-a"]).await.len(), 2);
     let r = env
         .store
         .complete_many(CompleteParams {
@@ -360,13 +321,7 @@ async fn complete_many_fences_wrong_owner_and_wrong_attempt() {
     assert_eq!(job.errors[0].kind, ErrorKind::Lost);
 }
 
-#[derive(Serialize, Deserialize)]
-struct Produce {
-    dir: String,
-}
-impl JobArgs for Produce {
-    const KIND: &'static str = "fenced_produce";
-}
+mend_test::job_args!(struct Produce { dir: String } = "fenced_produce");
 
 /// A handler that finishes its work after its lease was taken away must not move its staged
 /// file into place: the file belongs to whichever attempt completes the job.
@@ -378,11 +333,10 @@ async fn an_attempt_that_lost_its_lease_does_not_promote_its_staged_file() {
     let (gate, exits) = (Gate::new(), Log::new());
     let (tx, mut ended) = mpsc::unbounded_channel();
     let (staged_tx, mut staged) = mpsc::unbounded_channel();
-    let mut registry = Registry::new();
-    let (g, e) = (gate.clone(), exits.clone());
-    registry.register_fn(move |ctx: JobContext, p: Produce| {
-        let (gate, exits, ended, staged) = (g.clone(), e.clone(), tx.clone(), staged_tx.clone());
-        async move {
+    let state = (gate.clone(), exits.clone(), tx, staged_tx);
+    let registry = registry_with(
+        state,
+        |(gate, exits, ended, staged), ctx, p: Produce| async move {
             let attempt = ctx.attempt();
             ctx.defer(move |exit| async move {
                 exits.push((attempt, exit));
@@ -401,8 +355,8 @@ async fn an_attempt_that_lost_its_lease_does_not_promote_its_staged_file() {
                 gate.wait().await;
             }
             Ok::<_, JobError>(())
-        }
-    });
+        },
+    );
     let worker = env
         .worker(registry, 1, |c| {
             c.heartbeat_interval = Duration::from_millis(50)

@@ -6,29 +6,13 @@ use std::time::Duration;
 
 use mend::{AttemptExit, ErrorKind, JobArgs, JobError, JobState, Registry};
 use mend_test::env::{stat, Env};
-use serde::{Deserialize, Serialize};
+use mend_test::handler::registry_with;
 
 /// The line of the `panic!` below, recorded by the handler just before it panics.
 static PANIC_LINE: AtomicU32 = AtomicU32::new(0);
 
-#[derive(Serialize, Deserialize)]
-struct Explode {
-    what: String,
-}
-impl JobArgs for Explode {
-    const KIND: &'static str = "explode";
-    fn configure(job: mend::NewJob) -> mend::NewJob {
-        job.with_max_attempts(2)
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct Fine {
-    n: i32,
-}
-impl JobArgs for Fine {
-    const KIND: &'static str = "fine";
-}
+mend_test::job_args!(struct Explode { what: String } = "explode", max_attempts = 2);
+mend_test::job_args!(struct Fine { n: i32 } = "fine");
 
 fn registry() -> Registry {
     let mut registry = Registry::new();
@@ -104,16 +88,11 @@ async fn panic_is_recorded_with_message_and_location() {
 async fn panicking_handler_still_runs_its_defers_and_reports_the_panic_to_them() {
     let env = Env::new().await;
     let exits = mend_test::sync::Log::new();
-    let mut registry = Registry::new();
-    let log = exits.clone();
-    registry.register_fn(move |ctx, _: Explode| {
-        let log = log.clone();
-        async move {
-            ctx.defer(move |exit| async move { log.push(exit) });
-            panic!("boom in handler");
-            #[allow(unreachable_code)]
-            Ok::<_, JobError>(())
-        }
+    let registry = registry_with(exits.clone(), |log, ctx, _: Explode| async move {
+        ctx.defer(move |exit| async move { log.push(exit) });
+        panic!("boom in handler");
+        #[allow(unreachable_code)]
+        Ok::<_, JobError>(())
     });
     let worker = env.worker(registry, 1, |_| {}).await;
     let job = Explode { what: "x".into() }
@@ -135,14 +114,7 @@ async fn panicking_handler_still_runs_its_defers_and_reports_the_panic_to_them()
     worker.shutdown(Duration::from_secs(5)).await;
 }
 
-#[derive(Serialize, Deserialize)]
-struct EagerBoom;
-impl JobArgs for EagerBoom {
-    const KIND: &'static str = "eager_boom";
-    fn configure(job: mend::NewJob) -> mend::NewJob {
-        job.with_max_attempts(1)
-    }
-}
+mend_test::job_args!(struct EagerBoom = "eager_boom", max_attempts = 1);
 
 struct EagerBoomHandler;
 impl mend::Handler for EagerBoomHandler {

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use mend::node::{check_process, process_key, Liveness};
-use mend::store::{NodeInfo, RescueParams};
-use mend::{ErrorKind, JobContext, JobError, JobState, NewJob, Registry};
-use mend_test::env::{stat, Env};
+use mend::store::NodeInfo;
+use mend::{ErrorKind, JobError, JobState, NewJob, Registry};
+use mend_test::env::{attempt_errors, stat, Env};
+use mend_test::handler::raw_registry_with;
 use mend_test::sync::Log;
 use uuid::Uuid;
 
@@ -21,16 +22,10 @@ const KIND: &str = "survivor";
 
 /// A handler that logs `(id, attempt)` and completes.
 fn registry(runs: &Log<(Uuid, i32)>) -> Registry {
-    let mut registry = Registry::new();
-    let runs = runs.clone();
-    registry.register_raw(KIND, None, move |ctx: JobContext, _args| {
-        let runs = runs.clone();
-        async move {
-            runs.push((ctx.id(), ctx.attempt()));
-            Ok::<_, JobError>(Some(serde_json::json!({"attempt": ctx.attempt()})))
-        }
-    });
-    registry
+    raw_registry_with(KIND, None, runs.clone(), |runs, ctx, _args| async move {
+        runs.push((ctx.id(), ctx.attempt()));
+        Ok::<_, JobError>(Some(serde_json::json!({"attempt": ctx.attempt()})))
+    })
 }
 
 /// Registers a node for a process that has exited and been reaped: a crashed worker.
@@ -172,15 +167,7 @@ async fn a_job_lost_three_times_in_a_row_is_quarantined() {
         let owner = format!("crash-{n}");
         let claimed = env.claim_as(&owner, Duration::from_secs(3600)).await;
         assert_eq!(claimed.len(), 1);
-        let rescued = env
-            .store
-            .rescue(RescueParams {
-                dead_nodes: vec![owner],
-                now: Utc::now(),
-                quarantine_after_lost: 3,
-            })
-            .await
-            .unwrap();
+        let rescued = env.rescue_dead(&[&owner]).await;
         assert_eq!(rescued.len(), 1);
         assert!(!rescued[0].quarantined);
         assert_eq!(rescued[0].job.state, JobState::Retryable);
@@ -205,15 +192,8 @@ async fn a_job_lost_three_times_in_a_row_is_quarantined() {
         job.max_attempts > 3,
         "discarded by quarantine, not for running out of attempts"
     );
-    let kinds: Vec<_> = job.errors.iter().map(|e| (e.attempt, e.kind)).collect();
-    assert_eq!(
-        kinds,
-        [
-            (1, ErrorKind::Lost),
-            (2, ErrorKind::Lost),
-            (3, ErrorKind::Lost)
-        ]
-    );
+    let lost = ErrorKind::Lost;
+    assert_eq!(attempt_errors(&job), [(1, lost), (2, lost), (3, lost)]);
     assert!(
         job.errors[2].message.contains("quarantined"),
         "{}",

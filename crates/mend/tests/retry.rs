@@ -12,19 +12,15 @@ use std::time::Duration;
 
 use mend::{
     ErrorKind, FixedDelay, Handler, JobArgs, JobContext, JobError, JobRow, JobState, NewJob,
-    Registry, RetryPolicy,
+    Registry, RetryPolicy, WorkerHandle,
 };
-use mend_test::env::{stat, Env};
+use mend_test::env::{attempt_errors, stat, Env};
+use mend_test::handler::registry_with;
 use mend_test::sync::Log;
-use serde::{Deserialize, Serialize};
 
-/// Fails the first `fail` attempts, then returns the attempt number.
-#[derive(Serialize, Deserialize)]
-struct Flaky {
-    fail: i32,
-}
-impl JobArgs for Flaky {
-    const KIND: &'static str = "flaky";
+mend_test::job_args! {
+    /// Fails the first `fail` attempts, then returns the attempt number.
+    struct Flaky { fail: i32 } = "flaky"
 }
 
 struct FlakyHandler {
@@ -56,6 +52,17 @@ fn flaky_registry(delay: Duration) -> Registry {
     registry
 }
 
+/// Runs `job` until it is final on a worker of `registry` with the [`slow_default`] policy.
+async fn run(registry: Registry, job: impl JobArgs) -> (JobRow, WorkerHandle) {
+    run_new(registry, job.to_new_job().expect("encode args")).await
+}
+
+/// [`run`] for a job built by hand.
+async fn run_new(registry: Registry, job: NewJob) -> (JobRow, WorkerHandle) {
+    let env = Env::new().await;
+    env.run_to_end(registry, 2, slow_default, job).await
+}
+
 /// Attempt 2 started no earlier than attempt 1's failure plus `delay`.
 fn assert_retried_after(job: &JobRow, delay: Duration) {
     let failed_at = job.errors[0].at;
@@ -72,13 +79,8 @@ fn assert_retried_after(job: &JobRow, delay: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fails_n_times_then_completes_with_errors_in_order() {
-    let env = Env::new().await;
-    let worker = env
-        .worker(flaky_registry(Duration::from_millis(10)), 2, slow_default)
-        .await;
-    let id = env.client.enqueue(&Flaky { fail: 3 }).await.unwrap().id;
-
-    let job = env.wait_for_state(id, JobState::Completed).await;
+    let (job, worker) = run(flaky_registry(Duration::from_millis(10)), Flaky { fail: 3 }).await;
+    assert_eq!(job.state, JobState::Completed);
     assert_eq!(job.attempt, 4, "completed on attempt N+1");
     assert_eq!(
         job.result,
@@ -103,76 +105,46 @@ async fn fails_n_times_then_completes_with_errors_in_order() {
         job.errors
     );
     assert!(job.finalized_at.is_some());
-    worker.shutdown(Duration::from_secs(5)).await;
     assert_eq!(stat(&worker.stats().retried), 3);
     assert_eq!(stat(&worker.stats().completed), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_waits_for_the_handlers_policy_delay() {
-    let env = Env::new().await;
     let delay = Duration::from_millis(300);
-    let worker = env.worker(flaky_registry(delay), 2, slow_default).await;
-    let id = env.client.enqueue(&Flaky { fail: 1 }).await.unwrap().id;
-
-    let job = env.wait_for_state(id, JobState::Completed).await;
+    let (job, _) = run(flaky_registry(delay), Flaky { fail: 1 }).await;
+    assert_eq!(job.state, JobState::Completed);
     assert_eq!(job.attempt, 2);
     assert_retried_after(&job, delay);
-    worker.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reaching_max_attempts_discards() {
-    let env = Env::new().await;
-    let worker = env
-        .worker(flaky_registry(Duration::from_millis(10)), 2, slow_default)
-        .await;
     let job = Flaky { fail: 100 }
         .to_new_job()
         .unwrap()
         .with_max_attempts(3);
-    let id = env.insert(job).await.id;
-
-    let job = env.wait_for_state(id, JobState::Discarded).await;
+    let (job, worker) = run_new(flaky_registry(Duration::from_millis(10)), job).await;
+    assert_eq!(job.state, JobState::Discarded);
     assert_eq!(job.attempt, 3, "ran exactly max_attempts times");
-    let attempts: Vec<_> = job.errors.iter().map(|e| (e.attempt, e.kind)).collect();
-    assert_eq!(
-        attempts,
-        [
-            (1, ErrorKind::Error),
-            (2, ErrorKind::Error),
-            (3, ErrorKind::Error)
-        ]
-    );
+    let error = ErrorKind::Error;
+    assert_eq!(attempt_errors(&job), [(1, error), (2, error), (3, error)]);
     assert_eq!(job.errors[2].message, "fail #3");
     assert!(job.finalized_at.is_some());
-    worker.shutdown(Duration::from_secs(5)).await;
     assert_eq!(stat(&worker.stats().discarded), 1);
 }
 
-#[derive(Serialize, Deserialize)]
-struct Doomed;
-impl JobArgs for Doomed {
-    const KIND: &'static str = "doomed";
-}
+mend_test::job_args!(struct Doomed = "doomed");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fatal_error_discards_after_one_attempt() {
-    let env = Env::new().await;
     let calls = Log::new();
-    let mut registry = Registry::new();
-    let c = calls.clone();
-    registry.register_fn(move |ctx, _: Doomed| {
-        let c = c.clone();
-        async move {
-            c.push(ctx.attempt());
-            Err::<(), _>(JobError::fatal("the account was deleted"))
-        }
+    let registry = registry_with(calls.clone(), |c, ctx, _: Doomed| async move {
+        c.push(ctx.attempt());
+        Err::<(), _>(JobError::fatal("the account was deleted"))
     });
-    let worker = env.worker(registry, 2, slow_default).await;
-    let id = env.client.enqueue(&Doomed).await.unwrap().id;
-
-    let job = env.wait_for_state(id, JobState::Discarded).await;
+    let (job, _) = run(registry, Doomed).await;
+    assert_eq!(job.state, JobState::Discarded);
     assert_eq!(job.attempt, 1);
     assert_eq!(
         job.max_attempts,
@@ -187,41 +159,26 @@ async fn fatal_error_discards_after_one_attempt() {
         job.errors[0].message
     );
     assert_eq!(calls.snapshot(), [1]);
-    worker.shutdown(Duration::from_secs(5)).await;
 }
 
-#[derive(Serialize, Deserialize)]
-struct Sleepy {
-    snoozes: usize,
-}
-impl JobArgs for Sleepy {
-    const KIND: &'static str = "sleepy";
-}
+mend_test::job_args!(struct Sleepy { snoozes: usize } = "sleepy");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snooze_runs_again_without_using_an_attempt() {
-    let env = Env::new().await;
     let seen = Log::new();
-    let mut registry = Registry::new();
-    let s = seen.clone();
-    registry.register_fn(move |ctx, args: Sleepy| {
-        let s = s.clone();
-        async move {
-            s.push(ctx.attempt());
-            if s.len() <= args.snoozes {
-                return Err(JobError::snooze(Duration::from_millis(30)));
-            }
-            Ok(())
+    let registry = registry_with(seen.clone(), |s, ctx, args: Sleepy| async move {
+        s.push(ctx.attempt());
+        if s.len() <= args.snoozes {
+            return Err(JobError::snooze(Duration::from_millis(30)));
         }
+        Ok(())
     });
-    let worker = env.worker(registry, 2, slow_default).await;
     let job = Sleepy { snoozes: 2 }
         .to_new_job()
         .unwrap()
         .with_max_attempts(1);
-    let id = env.insert(job).await.id;
-
-    let job = env.wait_for_state(id, JobState::Completed).await;
+    let (job, worker) = run_new(registry, job).await;
+    assert_eq!(job.state, JobState::Completed);
     assert_eq!(
         seen.snapshot(),
         [1, 1, 1],
@@ -233,15 +190,10 @@ async fn snooze_runs_again_without_using_an_attempt() {
         "a snooze is not an error: {:#?}",
         job.errors
     );
-    worker.shutdown(Duration::from_secs(5)).await;
     assert_eq!(stat(&worker.stats().snoozed), 2);
 }
 
-#[derive(Serialize, Deserialize)]
-struct RateLimited;
-impl JobArgs for RateLimited {
-    const KIND: &'static str = "rate_limited";
-}
+mend_test::job_args!(struct RateLimited = "rate_limited");
 
 struct RateLimitedHandler;
 impl Handler for RateLimitedHandler {
@@ -264,29 +216,21 @@ impl Handler for RateLimitedHandler {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_overrides_the_policy() {
-    let env = Env::new().await;
     let mut registry = Registry::new();
     registry.register(RateLimitedHandler);
-    let worker = env.worker(registry, 2, slow_default).await;
-    let id = env
-        .insert(NewJob::new(RateLimited::KIND, serde_json::json!(null)))
-        .await
-        .id;
-
-    let job = env.wait_for_state(id, JobState::Completed).await;
+    let job = NewJob::new(RateLimited::KIND, serde_json::json!(null));
+    let (job, _) = run_new(registry, job).await;
+    assert_eq!(job.state, JobState::Completed);
     assert_eq!(job.attempt, 2);
     assert_eq!(job.errors.len(), 1);
     assert_eq!(job.errors[0].message, "429 Too Many Requests");
     assert_retried_after(&job, Duration::from_millis(200));
-    worker.shutdown(Duration::from_secs(5)).await;
 }
 
-/// A retry policy that panics (user code) must not leave the job stuck in `running`: the
-/// attempt is still recorded and the job retried after a fallback delay.
-#[derive(Serialize, Deserialize)]
-struct BadPolicyJob;
-impl JobArgs for BadPolicyJob {
-    const KIND: &'static str = "bad_policy";
+mend_test::job_args! {
+    /// A retry policy that panics (user code) must not leave the job stuck in `running`: the
+    /// attempt is still recorded and the job retried after a fallback delay.
+    struct BadPolicyJob = "bad_policy"
 }
 
 #[derive(Debug)]

@@ -10,25 +10,21 @@
 
 use std::time::Duration;
 
-use mend::{
-    AttemptExit, JobArgs, JobContext, JobError, JobState, Registry, ShutdownReport, WorkerHandle,
-};
+use mend::{AttemptExit, JobError, JobRow, JobState, Registry, ShutdownReport, WorkerHandle};
 use mend_test::env::{stat, Env};
+use mend_test::handler::registry_with;
 use mend_test::sync::{Gate, Log};
 use mend_test::wait::{recv, wait_until, WAIT};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-#[derive(Serialize, Deserialize)]
-struct Work {
-    /// Fail attempt 1 (so a later attempt has history).
-    fail_first: bool,
-    /// Return as soon as the token fires instead of ignoring it.
-    cooperative: bool,
-}
-impl JobArgs for Work {
-    const KIND: &'static str = "work";
+mend_test::job_args! {
+    struct Work {
+        /// Fail attempt 1 (so a later attempt has history).
+        fail_first: bool,
+        /// Return as soon as the token fires instead of ignoring it.
+        cooperative: bool,
+    } = "work"
 }
 
 fn work(fail_first: bool, cooperative: bool) -> Work {
@@ -44,11 +40,10 @@ fn registry(
     exits: &Log<AttemptExit>,
     started: mpsc::UnboundedSender<(Uuid, i32)>,
 ) -> Registry {
-    let mut registry = Registry::new();
-    let (gate, exits) = (gate.clone(), exits.clone());
-    registry.register_fn(move |ctx: JobContext, args: Work| {
-        let (gate, exits, started) = (gate.clone(), exits.clone(), started.clone());
-        async move {
+    let state = (gate.clone(), exits.clone(), started);
+    registry_with(
+        state,
+        |(gate, exits, started), ctx, args: Work| async move {
             if args.fail_first && ctx.attempt() == 1 {
                 return Err(JobError::retry_after("first attempt fails", Duration::ZERO));
             }
@@ -63,9 +58,8 @@ fn registry(
                 gate.wait().await;
             }
             Ok(())
-        }
-    });
-    registry
+        },
+    )
 }
 
 /// One test's store and a worker (two slots) running [`registry`], with the handles that steer
@@ -88,6 +82,15 @@ impl Rig {
             (id, attempt)
         );
         id
+    }
+
+    /// Start `work` (until its attempt `attempt` runs), shut the worker down with a drain too
+    /// short for it, and check it was released; returns the job as stored afterwards.
+    async fn release(&mut self, work: Work, attempt: i32) -> JobRow {
+        let id = self.start(work, attempt).await;
+        let report = self.worker.shutdown(Duration::from_millis(50)).await;
+        assert_eq!(report.released, 1);
+        self.env.job(id).await
     }
 }
 
@@ -126,6 +129,15 @@ async fn begin_shutdown(
     shutdown
 }
 
+/// Waits (up to [`WAIT`]) for a shutdown begun by [`begin_shutdown`] to finish; `what` says why
+/// it should.
+async fn finished(shutdown: tokio::task::JoinHandle<ShutdownReport>, what: &str) -> ShutdownReport {
+    tokio::time::timeout(WAIT, shutdown)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+        .expect("the shutdown task does not panic")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_jobs_that_finish_within_the_drain_complete() {
     let mut r = rig().await;
@@ -149,10 +161,7 @@ async fn in_flight_jobs_that_finish_within_the_drain_complete() {
 
     r.gate.open();
     r.gate.open();
-    let report = tokio::time::timeout(WAIT, shutdown)
-        .await
-        .expect("shutdown finishes once the jobs do")
-        .unwrap();
+    let report = finished(shutdown, "shutdown finishes once the jobs do").await;
     assert_eq!(
         report,
         ShutdownReport {
@@ -233,11 +242,7 @@ async fn a_job_running_past_the_drain_is_released_without_using_an_attempt() {
 async fn a_released_job_keeps_the_attempt_count_it_had_before_the_claim() {
     let mut r = rig().await;
     // Attempt 1 failed; attempt 2 is running.
-    let id = r.start(work(true, false), 2).await;
-
-    let report = r.worker.shutdown(Duration::from_millis(50)).await;
-    assert_eq!(report.released, 1);
-    let job = r.env.job(id).await;
+    let job = r.release(work(true, false), 2).await;
     assert_eq!(job.state, JobState::Available);
     assert_eq!(
         job.attempt, 1,
@@ -258,11 +263,7 @@ async fn a_released_job_keeps_the_attempt_count_it_had_before_the_claim() {
 
 async fn a_cooperative_handler_stopped_by_shutdown_is_released_too() {
     let mut r = rig().await;
-    let id = r.start(work(false, true), 1).await;
-
-    let report = r.worker.shutdown(Duration::from_millis(50)).await;
-    assert_eq!(report.released, 1);
-    let job = r.env.job(id).await;
+    let job = r.release(work(false, true), 1).await;
     assert_eq!(job.state, JobState::Available, "errors: {:#?}", job.errors);
     assert_eq!(job.attempt, 0);
     assert!(job.errors.is_empty());
@@ -276,30 +277,27 @@ async fn a_second_shutdown_call_returns_at_once() {
 
     let first = begin_shutdown(&r.worker, Duration::from_secs(30)).await;
     // While the first is still draining (the job is blocked), a second call does not wait.
-    let second = tokio::time::timeout(
-        Duration::from_secs(2),
-        r.worker.shutdown(Duration::from_secs(30)),
-    )
-    .await
-    .expect("a second shutdown call returns at once while the first drains");
-    assert_eq!(second, ShutdownReport::default());
+    assert_returns_at_once(&r.worker, "a second shutdown call while the first drains").await;
     assert!(!first.is_finished());
 
     r.gate.open();
-    let report = tokio::time::timeout(WAIT, first)
-        .await
-        .expect("the first shutdown finishes")
-        .unwrap();
+    let report = finished(first, "the first shutdown finishes").await;
     assert_eq!(report.released, 0);
     assert_eq!(r.env.job(id).await.state, JobState::Completed);
     // And after it finished.
-    let third = tokio::time::timeout(
+    assert_returns_at_once(&r.worker, "shutdown after shutdown").await;
+}
+
+/// A shutdown call on a worker already shutting down (or shut down) returns at once, with an
+/// empty report.
+async fn assert_returns_at_once(worker: &WorkerHandle, which: &str) {
+    let report = tokio::time::timeout(
         Duration::from_secs(2),
-        r.worker.shutdown(Duration::from_secs(30)),
+        worker.shutdown(Duration::from_secs(30)),
     )
     .await
-    .expect("shutdown after shutdown returns at once");
-    assert_eq!(third, ShutdownReport::default());
+    .unwrap_or_else(|_| panic!("{which} did not return at once"));
+    assert_eq!(report, ShutdownReport::default(), "{which}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,10 +307,7 @@ async fn cut_drain_releases_at_once() {
 
     let shutdown = begin_shutdown(&r.worker, Duration::from_secs(3600)).await;
     r.worker.cut_drain();
-    let report = tokio::time::timeout(WAIT, shutdown)
-        .await
-        .expect("cutting the drain ends an hour-long drain")
-        .unwrap();
+    let report = finished(shutdown, "cutting the drain ends an hour-long drain").await;
     assert_eq!(report.released, 1);
     let job = r.env.job(id).await;
     assert_eq!((job.state, job.attempt), (JobState::Available, 0));

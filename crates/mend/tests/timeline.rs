@@ -4,37 +4,26 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use mend::store::RescueParams;
 use mend::{FixedDelay, JobArgs, JobError, JobState, NewJob, Registry};
 use mend_test::env::Env;
+use mend_test::handler::registry_with;
 use mend_test::sync::Gate;
-use serde::{Deserialize, Serialize};
 
-#[derive(Serialize, Deserialize)]
-struct Bumpy;
-impl JobArgs for Bumpy {
-    const KIND: &'static str = "bumpy";
-}
+mend_test::job_args!(struct Bumpy = "bumpy");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panicked_then_rescued_then_completed() {
     let env = Env::new().await;
     let gate = Gate::new();
-    let mut registry = Registry::new();
-    let g = gate.clone();
-    registry.register_fn(move |ctx, _: Bumpy| {
-        let gate = g.clone();
-        async move {
-            match ctx.attempt() {
-                1 => panic!("first attempt blows up"),
-                // The second attempt hangs until its worker is declared dead.
-                2 => {
-                    gate.wait().await;
-                    Ok::<_, JobError>(())
-                }
-                _ => Ok(()),
+    let registry = registry_with(gate.clone(), |gate, ctx, _: Bumpy| async move {
+        match ctx.attempt() {
+            1 => panic!("first attempt blows up"),
+            // The second attempt hangs until its worker is declared dead.
+            2 => {
+                gate.wait().await;
+                Ok::<_, JobError>(())
             }
+            _ => Ok(()),
         }
     });
     let worker = env
@@ -52,16 +41,7 @@ async fn panicked_then_rescued_then_completed() {
     })
     .await;
     // The worker is declared dead (as the rescuer does for a crashed process).
-    let rescued = env
-        .store
-        .rescue(RescueParams {
-            dead_nodes: vec![node.clone()],
-            now: Utc::now(),
-            quarantine_after_lost: 3,
-        })
-        .await
-        .unwrap();
-    assert_eq!(rescued.len(), 1);
+    assert_eq!(env.rescue_dead(&[&node]).await.len(), 1);
     let done = env.wait_for_state(job.id, JobState::Completed).await;
     gate.open();
 
@@ -108,11 +88,7 @@ async fn panicked_then_rescued_then_completed() {
     worker.shutdown(Duration::from_secs(5)).await;
 }
 
-#[derive(Serialize, Deserialize)]
-struct WithCleanups;
-impl JobArgs for WithCleanups {
-    const KIND: &'static str = "with_cleanups";
-}
+mend_test::job_args!(struct WithCleanups = "with_cleanups");
 
 /// DESIGN.md: "A panic inside one cleanup is caught and recorded; the remaining cleanups
 /// still run." Recorded durably: the job's timeline keeps each cleanup's outcome.

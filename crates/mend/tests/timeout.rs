@@ -13,19 +13,12 @@ use mend::{
     AttemptExit, ErrorKind, Handler, JobArgs, JobContext, JobError, JobRow, JobState, Registry,
 };
 use mend_test::env::{stat, Env};
+use mend_test::handler::raw_registry_with;
 use mend_test::sync::Log;
-use serde::{Deserialize, Serialize};
 
-/// Sleeps `ms`, with a defer that logs how the attempt ended.
-#[derive(Serialize, Deserialize)]
-struct Nap {
-    ms: u64,
-}
-impl JobArgs for Nap {
-    const KIND: &'static str = "nap";
-    fn configure(job: mend::NewJob) -> mend::NewJob {
-        job.with_max_attempts(1)
-    }
+mend_test::job_args! {
+    /// Sleeps `ms`, with a defer that logs how the attempt ended.
+    struct Nap { ms: u64 } = "nap", max_attempts = 1
 }
 
 struct NapHandler {
@@ -63,6 +56,32 @@ struct Timeouts {
     job: Option<Duration>,
 }
 
+impl Timeouts {
+    /// Only the kind sets one.
+    fn kind(t: Duration) -> Timeouts {
+        Timeouts {
+            kind: Some(t),
+            ..Default::default()
+        }
+    }
+
+    /// Only the worker's default is set.
+    fn worker_default(t: Duration) -> Timeouts {
+        Timeouts {
+            worker_default: Some(t),
+            ..Default::default()
+        }
+    }
+
+    /// These, and the job's own `t`.
+    fn and_job(self, t: Duration) -> Timeouts {
+        Timeouts {
+            job: Some(t),
+            ..self
+        }
+    }
+}
+
 /// What became of one `Nap`.
 struct Napped {
     job: JobRow,
@@ -75,27 +94,22 @@ struct Napped {
 async fn nap(timeouts: Timeouts, ms: u64) -> Napped {
     let env = Env::new().await;
     let exits = Log::new();
-    let worker = env
-        .worker(registry(timeouts.kind, &exits), 2, |c| {
-            if let Some(t) = timeouts.worker_default {
-                c.default_timeout = t;
-            }
-        })
-        .await;
     let mut job = Nap { ms }.to_new_job().expect("encode");
     if let Some(t) = timeouts.job {
         job = job.with_timeout(t);
     }
-    let id = env.insert(job).await.id;
-    let job = env
-        .wait_for_job(id, "finished", |j| j.state.is_final())
+    let tweak = |c: &mut mend::WorkerConfig| {
+        if let Some(t) = timeouts.worker_default {
+            c.default_timeout = t;
+        }
+    };
+    let (job, worker) = env
+        .run_to_end(registry(timeouts.kind, &exits), 2, tweak, job)
         .await;
-    let timeouts = stat(&worker.stats().timeouts);
-    worker.shutdown(Duration::from_secs(5)).await;
     Napped {
         job,
         exits: exits.snapshot(),
-        timeouts,
+        timeouts: stat(&worker.stats().timeouts),
     }
 }
 
@@ -117,18 +131,19 @@ impl Napped {
     }
 }
 
+/// A timeout set in one place only, on the kind or as the worker's default, fails the attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_kind_timeout_fails_the_attempt() {
-    let kind = Some(Duration::from_millis(100));
-    nap(
-        Timeouts {
-            kind,
-            ..Default::default()
-        },
-        60_000,
-    )
-    .await
-    .assert_timed_out("100ms");
+async fn per_kind_or_worker_default_timeout_fails_the_attempt() {
+    for (timeouts, after) in [
+        (Timeouts::kind(Duration::from_millis(100)), "100ms"),
+        // Nobody else sets one: the worker's default applies.
+        (
+            Timeouts::worker_default(Duration::from_millis(120)),
+            "120ms",
+        ),
+    ] {
+        nap(timeouts, 60_000).await.assert_timed_out(after);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,15 +157,8 @@ async fn per_job_timeout_overrides_the_kinds() {
         Some(150)
     );
     // The kind allows a minute; the job only 150ms.
-    let napped = nap(
-        Timeouts {
-            kind: Some(Duration::from_secs(60)),
-            job: Some(Duration::from_millis(150)),
-            ..Default::default()
-        },
-        60_000,
-    )
-    .await;
+    let timeouts = Timeouts::kind(Duration::from_secs(60)).and_job(Duration::from_millis(150));
+    let napped = nap(timeouts, 60_000).await;
     assert_eq!(napped.job.timeout_ms, Some(150));
     napped.assert_timed_out("150ms");
 }
@@ -158,42 +166,14 @@ async fn per_job_timeout_overrides_the_kinds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_longer_per_job_timeout_also_wins_over_the_kinds() {
     // The kind allows 50ms, but this job is allowed 10s: its 200ms nap completes.
-    let kind = Some(Duration::from_millis(50));
-    let long = nap(
-        Timeouts {
-            kind,
-            job: Some(Duration::from_secs(10)),
-            ..Default::default()
-        },
-        200,
-    )
-    .await;
+    let kind = Duration::from_millis(50);
+    let long = nap(Timeouts::kind(kind).and_job(Duration::from_secs(10)), 200).await;
     assert_eq!(long.job.state, JobState::Completed);
     assert!(long.job.errors.is_empty(), "{:#?}", long.job.errors);
     // Control: the same nap under the kind's own timeout times out.
-    nap(
-        Timeouts {
-            kind,
-            ..Default::default()
-        },
-        200,
-    )
-    .await
-    .assert_timed_out("50ms");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn worker_default_timeout_applies_when_nobody_sets_one() {
-    let worker_default = Some(Duration::from_millis(120));
-    nap(
-        Timeouts {
-            worker_default,
-            ..Default::default()
-        },
-        60_000,
-    )
-    .await
-    .assert_timed_out("120ms");
+    nap(Timeouts::kind(kind), 200)
+        .await
+        .assert_timed_out("50ms");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,21 +181,17 @@ async fn a_timed_out_job_with_attempts_left_is_retried() {
     let env = Env::new().await;
     let exits = Log::new();
     let attempts = Log::new();
-    let mut registry = Registry::new();
-    let (a, x) = (attempts.clone(), exits.clone());
-    registry.register_raw(
+    let registry = raw_registry_with(
         "slow_once",
         Some(Duration::from_millis(100)),
-        move |ctx, _args| {
-            let (a, x) = (a.clone(), x.clone());
-            async move {
-                a.push(ctx.attempt());
-                ctx.defer(move |exit| async move { x.push(exit) });
-                if ctx.attempt() == 1 {
-                    tokio::time::sleep(Duration::from_secs(60)).await;
-                }
-                Ok(None)
+        (attempts.clone(), exits.clone()),
+        |(a, x), ctx, _args| async move {
+            a.push(ctx.attempt());
+            ctx.defer(move |exit| async move { x.push(exit) });
+            if ctx.attempt() == 1 {
+                tokio::time::sleep(Duration::from_secs(60)).await;
             }
+            Ok(None)
         },
     );
     let worker = env
@@ -251,23 +227,19 @@ async fn a_timed_out_job_with_attempts_left_is_retried() {
 async fn a_timed_out_attempt_fires_its_cancellation_token() {
     let env = Env::new().await;
     let fired = Log::new();
-    let mut registry = Registry::new();
-    let f = fired.clone();
-    registry.register_raw(
+    let registry = raw_registry_with(
         "spawner",
         Some(Duration::from_millis(100)),
-        move |ctx, _args| {
-            let f = f.clone();
-            async move {
-                let child = ctx.cancellation_token().child_token();
-                let id = ctx.id();
-                tokio::spawn(async move {
-                    child.cancelled().await;
-                    f.push(id);
-                });
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                Ok(None)
-            }
+        fired.clone(),
+        |f, ctx, _args| async move {
+            let child = ctx.cancellation_token().child_token();
+            let id = ctx.id();
+            tokio::spawn(async move {
+                child.cancelled().await;
+                f.push(id);
+            });
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(None)
         },
     );
     let worker = env.worker(registry, 2, |_| {}).await;
