@@ -145,7 +145,10 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
 
 /// Runs the handler under its timeout and the attempt's token and says how it ended. `before`
 /// ends the attempt without calling the handler (a lost attempt's cleanups decided so).
-#[expect(clippy::too_many_arguments, reason = "the pieces of one attempt, each owned by execute")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the pieces of one attempt, each owned by execute"
+)]
 async fn run_handler(
     shared: &Shared,
     ctx: &JobContext,
