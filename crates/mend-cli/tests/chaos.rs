@@ -92,7 +92,7 @@ fn short_drill(database: &str, dir: &std::path::Path, duration: &str) -> (Output
 #[test]
 fn short_drill_on_sqlite_passes() {
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("chaos.db").display());
+    let db = common::sqlite_url(dir.path(), "chaos.db");
     let (out, report) = short_drill(&db, &dir.path().join("drill"), "6s");
     assert_passed(&out, &report, 300, 3);
     assert_eq!(report["seed"], 7);
@@ -121,7 +121,7 @@ fn short_drill_on_postgres_passes() {
 /// the failed ones. Returns the failing invariant's detail and the drill's stderr.
 fn broken_drill_fails_on(breakage: &str, invariant: &str) -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("chaos.db").display());
+    let db = common::sqlite_url(dir.path(), "chaos.db");
     let (out, report) = drill(
         &db,
         &dir.path().join("drill"),
@@ -179,7 +179,7 @@ fn a_cleanup_that_does_nothing_is_caught() {
 #[test]
 fn bad_drill_settings_are_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("chaos.db").display());
+    let db = common::sqlite_url(dir.path(), "chaos.db");
     for (flag, value, says) in [
         ("--panic-rate", "0.95", "at most 0.9"),
         ("--terminations", "2", "SQLite"),

@@ -32,7 +32,7 @@ impl Drop for Server {
 
 fn start(extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("t.db").display());
+    let db = common::sqlite_url(dir.path(), "t.db");
     let mut child = mend_cmd()
         .args(["serve", "--database", &db, "--bind", "127.0.0.1:0"])
         .args(["--shutdown-grace", "50ms", "--drain", "500ms"])
@@ -249,13 +249,7 @@ fn enqueue_list_show_cancel_and_retry_over_http() {
     // jobs show: the state, and once the worker ran it, completed.
     s.wait_for_state(&done, "completed");
     let out = s.mend(&["jobs", "show", &done]).ok();
-    assert!(
-        out.stdout
-            .lines()
-            .any(|l| l.starts_with("state:") && l.ends_with("completed")),
-        "{}",
-        out.stdout
-    );
+    assert_state_line(&out.stdout, "completed");
     assert!(out.stdout.contains(&done));
 
     // jobs list: a table with the columns and every job.
@@ -457,13 +451,7 @@ fn failed_attempts_show_their_errors_and_retry_runs_again() {
         "{}",
         out.stdout
     );
-    assert!(
-        out.stdout
-            .lines()
-            .any(|l| l.starts_with("state:") && l.ends_with("discarded")),
-        "{}",
-        out.stdout
-    );
+    assert_state_line(&out.stdout, "discarded");
     let errors = out
         .stdout
         .split_once("errors:\n")
@@ -568,7 +556,7 @@ fn bad_input_is_one_clear_line_before_any_request() {
 fn serve_refuses(args: &[&str], toml: &str, env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("mend.toml"), toml).unwrap();
-    let db = format!("sqlite://{}", dir.path().join("t.db").display());
+    let db = common::sqlite_url(dir.path(), "t.db");
     let out = mend_cmd()
         .args(["serve", "--database", &db, "--bind", "127.0.0.1:0"])
         .args(args)
@@ -712,7 +700,7 @@ fn the_token_is_sent_and_never_shown() {
 #[test]
 fn migrate_creates_a_fresh_database_at_the_current_schema() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("fresh.db").display());
+    let url = common::sqlite_url(dir.path(), "fresh.db");
     let out = run(&["migrate", "--database", &url], &[]).ok();
     assert_eq!(
         out.stdout,
@@ -791,4 +779,14 @@ fn every_command_teaches_in_its_help() {
             out.stdout
         );
     }
+}
+
+/// `mend jobs show` printed `state:` followed by `state`.
+fn assert_state_line(stdout: &str, state: &str) {
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("state:") && l.ends_with(state)),
+        "{stdout}"
+    );
 }

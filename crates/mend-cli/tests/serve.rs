@@ -31,7 +31,7 @@ impl Drop for Serve {
 
 fn serve(extra: &[&str]) -> Serve {
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("serve.db").display());
+    let db = common::sqlite_url(dir.path(), "serve.db");
     serve_on(&db, dir, extra)
 }
 
@@ -68,6 +68,13 @@ fn serve_with_env(db: &str, dir: tempfile::TempDir, extra: &[&str], env: &[(&str
 /// connection.
 fn http(addr: &str, method: &str, path: &str, body: Option<Value>) -> Option<(u16, Value)> {
     http_with(addr, method, path, body, "")
+}
+
+/// Enqueues `job` (`POST /v1/jobs`, answered 201); the new job's id.
+fn enqueue(addr: &str, job: Value) -> String {
+    let (status, row) = http(addr, "POST", "/v1/jobs", Some(job)).unwrap();
+    assert_eq!(status, 201, "{row}");
+    row["id"].as_str().unwrap().to_owned()
 }
 
 /// [`http`] with extra header lines (each ending in `\r\n`).
@@ -159,15 +166,10 @@ fn sigterm_turns_readiness_off_drains_in_flight_jobs_and_exits_zero() {
     ]);
     let mut ids = Vec::new();
     for _ in 0..4 {
-        let (status, job) = http(
+        ids.push(enqueue(
             &s.addr,
-            "POST",
-            "/v1/jobs",
-            Some(json!({"kind": "noop", "args": {"sleep_ms": 1500}})),
-        )
-        .unwrap();
-        assert_eq!(status, 201);
-        ids.push(job["id"].as_str().unwrap().to_owned());
+            json!({"kind": "noop", "args": {"sleep_ms": 1500}}),
+        ));
     }
     wait_until("two jobs running", Duration::from_secs(10), || {
         let (_, page) = http(&s.addr, "GET", "/v1/jobs?state=running", None).unwrap();
@@ -205,15 +207,23 @@ fn sigterm_turns_readiness_off_drains_in_flight_jobs_and_exits_zero() {
     );
 }
 
+/// Runs `mend ARGS --database sqlite://...` to the end on a new database file, with the
+/// variables `env` set.
+fn on_a_fresh_database(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    mend()
+        .args(args)
+        .arg("--database")
+        .arg(common::sqlite_url(dir.path(), "t.db"))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn refuses_a_public_address_without_a_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = mend()
-        .args(["serve", "--bind", "0.0.0.0:0", "--database"])
-        .arg(format!("sqlite://{}", dir.path().join("x.db").display()))
-        .env_remove("MEND_API_TOKEN")
-        .output()
-        .unwrap();
+    // `mend()` has cleared MEND_API_TOKEN.
+    let out = on_a_fresh_database(&["serve", "--bind", "0.0.0.0:0"], &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -225,14 +235,7 @@ fn refuses_a_public_address_without_a_token() {
 #[test]
 fn a_remote_worker_that_vanishes_has_its_jobs_rescued() {
     let s = serve(&[]);
-    let (_, job) = http(
-        &s.addr,
-        "POST",
-        "/v1/jobs",
-        Some(json!({"kind": "remote_only"})),
-    )
-    .unwrap();
-    let id = job["id"].as_str().unwrap().to_owned();
+    let id = enqueue(&s.addr, json!({"kind": "remote_only"}));
     let (status, claim) = http(
         &s.addr,
         "POST",
@@ -372,14 +375,10 @@ fn metrics_parse_and_move_as_jobs_run() {
 fn a_second_signal_releases_running_jobs_and_exits_at_once() {
     // The old flag names, in their old unit (milliseconds), still work.
     let mut s = serve(&["--shutdown-grace-ms", "5000", "--drain-ms", "60000"]);
-    let (_, job) = http(
+    let id = enqueue(
         &s.addr,
-        "POST",
-        "/v1/jobs",
-        Some(json!({"kind": "noop", "args": {"sleep_ms": 60000}})),
-    )
-    .unwrap();
-    let id = job["id"].as_str().unwrap().to_owned();
+        json!({"kind": "noop", "args": {"sleep_ms": 60000}}),
+    );
     wait_until("the job running", Duration::from_secs(10), || {
         let (_, j) = http(&s.addr, "GET", &format!("/v1/jobs/{id}"), None).unwrap();
         j["state"] == "running"
@@ -406,13 +405,10 @@ fn a_second_signal_releases_running_jobs_and_exits_at_once() {
 
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = mend()
-        .args(["--log-format", "json", "migrate", "--database"])
-        .arg(format!("sqlite://{}", dir.path().join("logs.db").display()))
-        .env("RUST_LOG", "info")
-        .output()
-        .unwrap();
+    let out = on_a_fresh_database(
+        &["--log-format", "json", "migrate"],
+        &[("RUST_LOG", "info")],
+    );
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<Value> = stderr
@@ -436,15 +432,10 @@ fn serves_and_runs_jobs_on_postgres() {
     let mut s = serve_on(&db, tempfile::tempdir().unwrap(), &[]);
     let mut ids = Vec::new();
     for i in 0..3 {
-        let (status, job) = http(
+        ids.push(enqueue(
             &s.addr,
-            "POST",
-            "/v1/jobs",
-            Some(json!({"kind": "noop", "args": {"sleep_ms": 10 * i}})),
-        )
-        .unwrap();
-        assert_eq!(status, 201, "{job}");
-        ids.push(job["id"].as_str().unwrap().to_owned());
+            json!({"kind": "noop", "args": {"sleep_ms": 10 * i}}),
+        ));
     }
     wait_until("three jobs completed", Duration::from_secs(15), || {
         ids.iter().all(|id| {
@@ -537,7 +528,7 @@ fn otlp_export_shows_enqueue_and_attempts_in_the_callers_trace() {
     let collector = Collector::start();
     let endpoint = format!("http://{}", collector.addr);
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("serve.db").display());
+    let db = common::sqlite_url(dir.path(), "serve.db");
     let s = serve_with_env(
         &db,
         dir,

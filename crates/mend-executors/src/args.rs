@@ -48,14 +48,7 @@ impl<'a> Fields<'a> {
 
     /// An optional string.
     pub(crate) fn opt_str(&self, name: &str) -> Result<Option<&'a str>, String> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(format!(
-                "field `{name}` must be a string, got {}",
-                type_name(other)
-            )),
-        }
+        self.opt(name, "a string", Value::as_str)
     }
 
     /// A required string.
@@ -88,12 +81,24 @@ impl<'a> Fields<'a> {
 
     /// An optional object.
     pub(crate) fn opt_object(&self, name: &str) -> Result<Option<&'a Map<String, Value>>, String> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(Value::Object(m)) => Ok(Some(m)),
-            Some(other) => Err(format!(
-                "field `{name}` must be an object, got {}",
-                type_name(other)
+        self.opt(name, "an object", Value::as_object)
+    }
+
+    /// An optional field that `pick` reads, or an error saying it must be `what`.
+    fn opt<T>(
+        &self,
+        name: &str,
+        what: &str,
+        pick: impl FnOnce(&'a Value) -> Option<T>,
+    ) -> Result<Option<T>, String> {
+        let Some(v) = self.get(name) else {
+            return Ok(None);
+        };
+        match pick(v) {
+            Some(t) => Ok(Some(t)),
+            None => Err(format!(
+                "field `{name}` must be {what}, got {}",
+                type_name(v)
             )),
         }
     }

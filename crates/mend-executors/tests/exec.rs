@@ -37,6 +37,17 @@ fn config() -> ExecutorsConfig {
         )
 }
 
+/// Runs an `exec` job with `args` (at most `max_attempts` attempts) until it is `state`.
+async fn exec_until(
+    env: &Env,
+    args: serde_json::Value,
+    max_attempts: i32,
+    state: JobState,
+) -> mend::JobRow {
+    let id = env.enqueue("exec", args, max_attempts).await;
+    env.wait_for_state(id, state).await
+}
+
 fn no_retry(c: &mut mend::WorkerConfig) {
     c.retry_policy = Arc::new(mend::FixedDelay(Duration::from_secs(3600)));
 }
@@ -44,15 +55,13 @@ fn no_retry(c: &mut mend::WorkerConfig) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_0_completes_with_the_stdout_tail() {
     let env = Env::start(config()).await;
-    let id = env
-        .enqueue(
-            "exec",
-            json!({"command": "sh", "args": ["echo hello; echo noise >&2; printf '%s' \"$1\"", "sh", "world"]}),
-            3,
-        )
-        .await;
-
-    let job = env.wait_for_state(id, JobState::Completed).await;
+    let job = exec_until(
+        &env,
+        json!({"command": "sh", "args": ["echo hello; echo noise >&2; printf '%s' \"$1\"", "sh", "world"]}),
+        3,
+        JobState::Completed,
+    )
+    .await;
     assert_eq!(
         job.result,
         Some(json!({"exit_code": 0, "stdout_tail": "hello\nworld"}))
@@ -66,11 +75,13 @@ async fn only_the_tail_of_a_long_output_is_kept() {
     let env = Env::start(config()).await;
     // 10,000 lines of "line N": far past the 4 KiB tail.
     let script = "i=0; while [ $i -lt 10000 ]; do echo \"line $i\"; i=$((i+1)); done";
-    let id = env
-        .enqueue("exec", json!({"command": "sh", "args": [script]}), 1)
-        .await;
-
-    let job = env.wait_for_state(id, JobState::Completed).await;
+    let job = exec_until(
+        &env,
+        json!({"command": "sh", "args": [script]}),
+        1,
+        JobState::Completed,
+    )
+    .await;
     let result = job.result.expect("a result");
     let tail = result["stdout_tail"].as_str().expect("a string");
     assert!(tail.starts_with('…'), "marked as cut: {:?}", &tail[..20]);
@@ -82,15 +93,13 @@ async fn only_the_tail_of_a_long_output_is_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_zero_exit_is_retried_with_code_and_stderr() {
     let env = Env::start(config()).await;
-    let id = env
-        .enqueue(
-            "exec",
-            json!({"command": "sh", "args": ["echo partial; echo 'disk full' >&2; exit 3"]}),
-            2,
-        )
-        .await;
-
-    let job = env.wait_for_state(id, JobState::Discarded).await;
+    let job = exec_until(
+        &env,
+        json!({"command": "sh", "args": ["echo partial; echo 'disk full' >&2; exit 3"]}),
+        2,
+        JobState::Discarded,
+    )
+    .await;
     assert_eq!(job.attempt, 2, "retried, then out of attempts");
     assert_eq!(job.errors.len(), 2);
     for (i, e) in job.errors.iter().enumerate() {
@@ -107,10 +116,13 @@ async fn a_non_zero_exit_is_retried_with_code_and_stderr() {
 async fn stdin_gets_the_json_input_and_the_env_has_the_job_id() {
     let env = Env::start(config()).await;
     let input = json!({"image": "cat.png", "sizes": [64, 128], "note": "é ✓"});
-    let id = env
-        .enqueue("exec", json!({"command": "cat", "input": input}), 1)
-        .await;
-    let job = env.wait_for_state(id, JobState::Completed).await;
+    let job = exec_until(
+        &env,
+        json!({"command": "cat", "input": input}),
+        1,
+        JobState::Completed,
+    )
+    .await;
     let result = job.result.expect("a result");
     let echoed = result["stdout_tail"].as_str().expect("a string");
     assert!(echoed.ends_with('\n'), "one line: {echoed:?}");
@@ -118,18 +130,17 @@ async fn stdin_gets_the_json_input_and_the_env_has_the_job_id() {
     assert_eq!(got, input);
 
     // No input: `null`.
-    let id = env.enqueue("exec", json!({"command": "cat"}), 1).await;
-    let job = env.wait_for_state(id, JobState::Completed).await;
+    let job = exec_until(&env, json!({"command": "cat"}), 1, JobState::Completed).await;
     assert_eq!(job.result.expect("a result")["stdout_tail"], "null\n");
 
-    let id = env
-        .enqueue(
-            "exec",
-            json!({"command": "sh", "args": ["printf '%s/%s' \"$MEND_JOB_ID\" \"$MEND_JOB_ATTEMPT\""]}),
-            1,
-        )
-        .await;
-    let job = env.wait_for_state(id, JobState::Completed).await;
+    let job = exec_until(
+        &env,
+        json!({"command": "sh", "args": ["printf '%s/%s' \"$MEND_JOB_ID\" \"$MEND_JOB_ATTEMPT\""]}),
+        1,
+        JobState::Completed,
+    )
+    .await;
+    let id = job.id;
     assert_eq!(
         job.result.expect("a result")["stdout_tail"],
         format!("{id}/1")
@@ -272,14 +283,13 @@ async fn only_allow_listed_commands_run() {
 
     let env = Env::start(config).await;
     let pid_dir = env.dir.path().join("should-not-exist");
-    let id = env
-        .enqueue(
-            "exec",
-            json!({"command": "mkdir", "args": [pid_dir.display().to_string()]}),
-            5,
-        )
-        .await;
-    let job = env.wait_for_state(id, JobState::Discarded).await;
+    let job = exec_until(
+        &env,
+        json!({"command": "mkdir", "args": [pid_dir.display().to_string()]}),
+        5,
+        JobState::Discarded,
+    )
+    .await;
     assert_eq!(job.attempt, 1, "fatal: no retry");
     let msg = &job.errors[0].message;
     assert!(
@@ -288,8 +298,7 @@ async fn only_allow_listed_commands_run() {
     );
     assert!(!pid_dir.exists(), "nothing ran");
 
-    let id = env.enqueue("exec", json!({"command": "missing"}), 5).await;
-    let job = env.wait_for_state(id, JobState::Discarded).await;
+    let job = exec_until(&env, json!({"command": "missing"}), 5, JobState::Discarded).await;
     assert_eq!(job.attempt, 1);
     let msg = &job.errors[0].message;
     assert!(
@@ -305,8 +314,8 @@ async fn the_program_gets_a_clean_environment_and_fixed_args() {
     std::env::set_var("MEND_API_TOKEN", "server-secret-token");
     let config = config();
     let env = Env::start(config.clone()).await;
-    let id = env.enqueue("exec", json!({"command": "env"}), 1).await;
-    let done = env.wait_for_state(id, JobState::Completed).await;
+    let done = exec_until(&env, json!({"command": "env"}), 1, JobState::Completed).await;
+    let id = done.id;
     let out = done.result.unwrap()["stdout_tail"]
         .as_str()
         .unwrap()

@@ -151,18 +151,12 @@ pub(crate) async fn edit_pending<T>(
         return Ok(None);
     };
     let current: Option<Value> = row.try_get(0).map_err(store.pg())?;
-    let mut list: Vec<DurableCleanup> = match current {
-        Some(v) => {
-            serde_json::from_value(v).map_err(|e| decode(Some(fence.id), "pending_cleanups", e))?
-        }
-        None => Vec::new(),
-    };
-    let out = edit(&mut list);
-    let list = if list.is_empty() {
-        None
-    } else {
-        Some(jsonb(&list)?)
-    };
+    let stored = current
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| decode(Some(fence.id), "pending_cleanups", e))?;
+    let (out, list) = DurableCleanup::edit_stored(stored, edit);
+    let list = list.map(|l| jsonb(&l)).transpose()?;
     tx.execute(&sql.set_pending_cleanups, &[&fence.id, &list, &event])
         .await
         .map_err(store.pg())?;

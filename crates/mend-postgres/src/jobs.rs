@@ -261,11 +261,7 @@ async fn get_many(
 
 /// One job by id.
 pub(crate) async fn get(store: &PgStore, id: Uuid) -> Result<Option<JobRow>> {
-    let c = store.client().await?;
-    let rows = c
-        .query(&store.inner.sql.get_many, &[&vec![id]])
-        .await
-        .map_err(store.pg())?;
+    let rows = store.query(&store.inner.sql.get_many, &[&vec![id]]).await?;
     rows.first().map(row_to_job).transpose()
 }
 
@@ -297,8 +293,7 @@ pub(crate) async fn list(store: &PgStore, p: ListParams) -> Result<JobPage> {
     }
     args.push(Box::new(bound(limit + 1)));
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len()));
-    let c = store.client().await?;
-    let jobs = decode_all(&c.query(&sql, &refs(&args)).await.map_err(store.pg())?)?;
+    let jobs = decode_all(&store.query(&sql, &refs(&args)).await?)?;
     Ok(JobPage::from_overfetch(jobs, limit))
 }
 

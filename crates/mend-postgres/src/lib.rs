@@ -195,20 +195,29 @@ impl PgStore {
 
     /// A connection from the main pool (enqueues, outcomes, reads).
     async fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.inner
-            .pool
-            .get()
-            .await
-            .map_err(|e| map_pool(&self.inner.target, e))
+        self.checkout(&self.inner.pool).await
     }
 
     /// A connection from the fast pool (claims, node heartbeats).
     async fn fast_client(&self) -> Result<deadpool_postgres::Object> {
-        self.inner
-            .fast
-            .get()
+        self.checkout(&self.inner.fast).await
+    }
+
+    /// A connection from `pool`, its error naming this database.
+    async fn checkout(&self, pool: &Pool) -> Result<deadpool_postgres::Object> {
+        pool.get()
             .await
             .map_err(|e| map_pool(&self.inner.target, e))
+    }
+
+    /// Runs one statement that returns rows on a connection from the main pool.
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        let c = self.client().await?;
+        c.query(sql, params).await.map_err(self.pg())
     }
 
     /// Maps a driver error to a [`StoreError`] naming this database.

@@ -144,13 +144,14 @@ mod tests {
         }
     }
 
+    fn session(up_since: Option<Instant>, up_for: Duration) -> OurSession {
+        OurSession { up_since, up_for }
+    }
+
     #[test]
     fn a_stale_node_is_dead_at_once() {
         let l = Liveness::default();
-        let ours = OurSession {
-            up_since: None,
-            up_for: Duration::ZERO,
-        };
+        let ours = session(None, Duration::ZERO);
         assert_eq!(
             l.judge(vec![seen("a", true, false)], ours, Instant::now()),
             ["a"]
@@ -161,10 +162,7 @@ mod tests {
     fn a_missing_lock_is_confirmed_before_the_node_is_judged_dead() {
         let l = Liveness::default();
         let t0 = Instant::now();
-        let ours = OurSession {
-            up_since: Some(t0),
-            up_for: SESSION_GRACE,
-        };
+        let ours = session(Some(t0), SESSION_GRACE);
         assert!(l.judge(vec![seen("a", false, true)], ours, t0).is_empty());
         let later = t0 + CONFIRM_DEAD_AFTER;
         assert_eq!(l.judge(vec![seen("a", false, true)], ours, later), ["a"]);
@@ -185,10 +183,7 @@ mod tests {
     fn within_the_grace_only_nodes_seen_relocked_on_this_connection_are_judged() {
         let l = Liveness::default();
         let t0 = Instant::now();
-        let young = OurSession {
-            up_since: Some(t0),
-            up_for: Duration::ZERO,
-        };
+        let young = session(Some(t0), Duration::ZERO);
         let later = t0 + CONFIRM_DEAD_AFTER;
         l.judge(vec![seen("back", false, false)], young, t0);
         l.judge(

@@ -41,11 +41,7 @@ pub(crate) async fn heartbeat(store: &PgStore, id: &str, now: DateTime<Utc>) -> 
 
 /// Every registered node.
 pub(crate) async fn list(store: &PgStore) -> Result<Vec<NodeInfo>> {
-    let c = store.client().await?;
-    let rows = c
-        .query(&store.inner.sql.list_nodes, &[])
-        .await
-        .map_err(store.pg())?;
+    let rows = store.query(&store.inner.sql.list_nodes, &[]).await?;
     let mut out = Vec::new();
     for r in rows {
         let pid: i64 = r.try_get(2).map_err(store.pg())?;

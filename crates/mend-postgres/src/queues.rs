@@ -8,11 +8,7 @@ use crate::PgStore;
 
 /// How many jobs each queue holds in each state.
 pub(crate) async fn counts(store: &PgStore) -> Result<Vec<QueueCount>> {
-    let c = store.client().await?;
-    let rows = c
-        .query(&store.inner.sql.queue_counts, &[])
-        .await
-        .map_err(store.pg())?;
+    let rows = store.query(&store.inner.sql.queue_counts, &[]).await?;
     let rows = rows
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
@@ -45,11 +41,7 @@ pub(crate) async fn set_paused(
 
 /// The paused queues, by name.
 pub(crate) async fn paused(store: &PgStore) -> Result<Vec<String>> {
-    let c = store.client().await?;
-    let rows = c
-        .query(&store.inner.sql.paused_queues, &[])
-        .await
-        .map_err(store.pg())?;
+    let rows = store.query(&store.inner.sql.paused_queues, &[]).await?;
     rows.iter()
         .map(|r| r.try_get(0).map_err(store.pg()))
         .collect()

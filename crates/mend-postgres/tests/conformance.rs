@@ -4,16 +4,11 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use mend_test::TestStore;
 
 async fn fresh() -> Option<TestStore> {
     let (store, guard) = common::fresh_store("postgres conformance").await?;
-    Some(TestStore {
-        store: Arc::new(store),
-        guard: Box::new(guard),
-    })
+    Some(TestStore::new(store, guard))
 }
 
 /// Effects for the transactional-completion check: one that writes (a temp table of its own

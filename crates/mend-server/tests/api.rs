@@ -12,12 +12,9 @@ use serde_json::{json, Value};
 async fn enqueue_then_get_list_cancel_and_retry() {
     let s = start(None, None).await;
     let r = s
-        .call(
-            "POST",
+        .post(
             "/v1/jobs",
-            Some(
-                json!({"kind": "noop", "args": {"sleep_ms": 5}, "queue": "mail", "tags": ["vip"]}),
-            ),
+            json!({"kind": "noop", "args": {"sleep_ms": 5}, "queue": "mail", "tags": ["vip"]}),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
@@ -74,19 +71,14 @@ async fn batches_are_all_or_nothing_and_pages_have_no_gaps() {
     let jobs: Vec<Value> = (0..25)
         .map(|i| json!({"kind": "noop", "args": {"i": i}}))
         .collect();
-    let r = s
-        .call("POST", "/v1/jobs/batch", Some(json!({ "jobs": jobs })))
-        .await;
+    let r = s.post("/v1/jobs/batch", json!({ "jobs": jobs })).await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.body["jobs"].as_array().unwrap().len(), 25);
 
     let bad = s
-        .call(
-            "POST",
+        .post(
             "/v1/jobs/batch",
-            Some(
-                json!({"jobs": [{"kind": "noop"}, {"kind": "noop", "queue": "no spaces please"}]}),
-            ),
+            json!({"jobs": [{"kind": "noop"}, {"kind": "noop", "queue": "no spaces please"}]}),
         )
         .await;
     bad.problem(422);
@@ -153,9 +145,7 @@ async fn idempotency_key_returns_the_first_job_even_under_concurrency() {
 #[tokio::test]
 async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
     let s = start(None, Some(4096)).await;
-    let ok = s
-        .call("POST", "/v1/jobs", Some(json!({"kind": "noop"})))
-        .await;
+    let ok = s.post("/v1/jobs", json!({"kind": "noop"})).await;
     assert_eq!(ok.status, 201);
     let id = ok.body["id"].as_str().unwrap().to_owned();
 
@@ -203,7 +193,7 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
         ),
     ];
     for (body, detail, field) in cases {
-        let r = s.call("POST", "/v1/jobs", Some(body.clone())).await;
+        let r = s.post("/v1/jobs", body.clone()).await;
         let got = r.problem(422);
         assert!(got.contains(detail), "{body}: {got}");
         if let Some(field) = field {
@@ -212,10 +202,9 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
     }
     // A validator's message is passed on as it is.
     let bad_args = s
-        .call(
-            "POST",
+        .post(
             "/v1/jobs",
-            Some(json!({"kind": "noop", "args": {"sleep_ms": "soon"}})),
+            json!({"kind": "noop", "args": {"sleep_ms": "soon"}}),
         )
         .await;
     assert_eq!(
@@ -229,7 +218,7 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
     assert!(no_ct.problem(415).contains("Content-Type"));
 
     let big = json!({"kind": "noop", "args": {"blob": "x".repeat(10_000)}});
-    let too_big = s.call("POST", "/v1/jobs", Some(big)).await;
+    let too_big = s.post("/v1/jobs", big).await;
     assert!(too_big.problem(413).contains("larger than"));
 
     let bad_state = s.call("GET", "/v1/jobs?state=done", None).await;
@@ -253,35 +242,30 @@ async fn a_panicking_handler_answers_500_and_the_server_keeps_serving() {
     assert_eq!(after.status, 200);
 }
 
+/// Enqueues a `noop` job with `authorization` as the Authorization header.
+async fn enqueue_noop_as(s: &common::Server, authorization: &str) -> mend_test::http::Resp {
+    s.call_with(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"kind": "noop"})),
+        &[("authorization", authorization)],
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_token_is_required_when_configured() {
     let s = start(Some("s3cret-token-value"), None).await;
-    let none = s
-        .call("POST", "/v1/jobs", Some(json!({"kind": "noop"})))
-        .await;
+    let none = s.post("/v1/jobs", json!({"kind": "noop"})).await;
     assert!(none.problem(401).contains("Authorization: Bearer"));
     assert_eq!(none.header("www-authenticate"), Some("Bearer"));
-    let wrong = s
-        .call_with(
-            "POST",
-            "/v1/jobs",
-            Some(json!({"kind": "noop"})),
-            &[("authorization", "Bearer nope")],
-        )
-        .await;
+    let wrong = enqueue_noop_as(&s, "Bearer nope").await;
     wrong.problem(401);
     assert!(
         !wrong.body.to_string().contains("s3cret"),
         "the token never appears in answers"
     );
-    let right = s
-        .call_with(
-            "POST",
-            "/v1/jobs",
-            Some(json!({"kind": "noop"})),
-            &[("authorization", "Bearer s3cret-token-value")],
-        )
-        .await;
+    let right = enqueue_noop_as(&s, "Bearer s3cret-token-value").await;
     assert_eq!(right.status, 201);
     assert_eq!(
         s.call("GET", "/healthz", None).await.status,
@@ -311,9 +295,7 @@ async fn readiness_turns_off_at_shutdown_and_enqueues_are_still_stored() {
     assert_eq!(app.call("GET", "/readyz", None).await.status, 503);
     // Load balancers stop sending work when readiness goes off; what still arrives during the
     // grace period is stored (durably, for the next start) rather than refused.
-    let r = app
-        .call("POST", "/v1/jobs", Some(json!({"kind": "noop"})))
-        .await;
+    let r = app.post("/v1/jobs", json!({"kind": "noop"})).await;
     assert_eq!(r.status, 201);
     assert_eq!(
         app.call("GET", "/healthz", None).await.status,
@@ -370,9 +352,7 @@ async fn wrong_methods_foreign_hosts_and_huge_values_get_clear_problems() {
     }
 
     let huge = "x".repeat(200_000);
-    let r = s
-        .call("POST", "/v1/jobs", Some(json!({"kind": huge})))
-        .await;
+    let r = s.post("/v1/jobs", json!({"kind": huge})).await;
     let detail = r.problem(422);
     assert!(
         detail.len() < 400,
@@ -384,20 +364,16 @@ async fn wrong_methods_foreign_hosts_and_huge_values_get_clear_problems() {
 #[tokio::test]
 async fn cancel_of_a_finished_job_and_retry_of_a_completed_one_are_refused() {
     let s = start(None, None).await;
-    let id = s
-        .call("POST", "/v1/jobs", Some(json!({"kind": "remote"})))
-        .await
-        .body["id"]
+    let id = s.post("/v1/jobs", json!({"kind": "remote"})).await.body["id"]
         .as_str()
         .unwrap()
         .to_owned();
     s.claim(json!({"worker_id": "w", "kinds": ["remote"]}))
         .await;
     let done = s
-        .call(
-            "POST",
+        .post(
             &format!("/v1/jobs/{id}/complete"),
-            Some(json!({"worker_id": "w", "attempt": 1})),
+            json!({"worker_id": "w", "attempt": 1}),
         )
         .await;
     assert_eq!(done.body["state"], "completed");

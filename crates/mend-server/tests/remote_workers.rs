@@ -13,22 +13,12 @@ use serde_json::json;
 async fn claim_heartbeat_complete_and_fail_are_fenced() {
     let s = start(None, None).await;
     let a = s
-        .call(
-            "POST",
-            "/v1/jobs",
-            Some(json!({"kind": "resize", "args": {"w": 10}})),
-        )
+        .post("/v1/jobs", json!({"kind": "resize", "args": {"w": 10}}))
         .await;
     let b = s
-        .call(
-            "POST",
-            "/v1/jobs",
-            Some(json!({"kind": "resize", "max_attempts": 1})),
-        )
+        .post("/v1/jobs", json!({"kind": "resize", "max_attempts": 1}))
         .await;
-    let _other = s
-        .call("POST", "/v1/jobs", Some(json!({"kind": "other"})))
-        .await;
+    let _other = s.post("/v1/jobs", json!({"kind": "other"})).await;
 
     let c = s
         .claim(json!({"worker_id": "py-1", "kinds": ["resize"], "limit": 5}))
@@ -46,30 +36,24 @@ async fn claim_heartbeat_complete_and_fail_are_fenced() {
         b.body["id"].as_str().unwrap(),
     );
     let hb = s
-        .call(
-            "POST",
-            "/v1/workers/heartbeat",
-            Some(json!({"worker_id": "py-1", "jobs": [{"id": ida, "attempt": 1}, {"id": idb, "attempt": 7}]})),
-        )
+        .post("/v1/workers/heartbeat", json!({"worker_id": "py-1", "jobs": [{"id": ida, "attempt": 1}, {"id": idb, "attempt": 7}]}))
         .await;
     assert_eq!(hb.status, 200);
     assert_eq!(hb.body["lost"], json!([{"id": idb, "attempt": 7}]));
 
     // Another worker cannot complete what it does not hold.
     let stolen = s
-        .call(
-            "POST",
+        .post(
             &format!("/v1/jobs/{ida}/complete"),
-            Some(json!({"worker_id": "py-2", "attempt": 1})),
+            json!({"worker_id": "py-2", "attempt": 1}),
         )
         .await;
     assert!(stolen.problem(409).contains("does not hold"));
 
     let done = s
-        .call(
-            "POST",
+        .post(
             &format!("/v1/jobs/{ida}/complete"),
-            Some(json!({"worker_id": "py-1", "attempt": 1, "result": {"ok": true}})),
+            json!({"worker_id": "py-1", "attempt": 1, "result": {"ok": true}}),
         )
         .await;
     assert_eq!(done.status, 200, "{}", done.body);
@@ -77,10 +61,9 @@ async fn claim_heartbeat_complete_and_fail_are_fenced() {
     assert_eq!(done.body["result"], json!({"ok": true}));
 
     let failed = s
-        .call(
-            "POST",
+        .post(
             &format!("/v1/jobs/{idb}/fail"),
-            Some(json!({"worker_id": "py-1", "attempt": 1, "error": "bad image"})),
+            json!({"worker_id": "py-1", "attempt": 1, "error": "bad image"}),
         )
         .await;
     assert_eq!(
@@ -90,10 +73,9 @@ async fn claim_heartbeat_complete_and_fail_are_fenced() {
     );
     assert_eq!(failed.body["errors"][0]["message"], "bad image");
     let twice = s
-        .call(
-            "POST",
+        .post(
             &format!("/v1/jobs/{idb}/fail"),
-            Some(json!({"worker_id": "py-1", "attempt": 1, "error": "x"})),
+            json!({"worker_id": "py-1", "attempt": 1, "error": "x"}),
         )
         .await;
     twice.problem(409);
@@ -102,18 +84,12 @@ async fn claim_heartbeat_complete_and_fail_are_fenced() {
 #[tokio::test]
 async fn a_failed_attempt_is_retried_after_retry_after_ms() {
     let s = start(None, None).await;
-    let a = s
-        .call("POST", "/v1/jobs", Some(json!({"kind": "resize"})))
-        .await;
+    let a = s.post("/v1/jobs", json!({"kind": "resize"})).await;
     let id = a.body["id"].as_str().unwrap();
     s.claim(json!({"worker_id": "w", "kinds": ["resize"]}))
         .await;
     let failed = s
-        .call(
-            "POST",
-            &format!("/v1/jobs/{id}/fail"),
-            Some(json!({"worker_id": "w", "attempt": 1, "error": "503 upstream", "retry_after_ms": 60000})),
-        )
+        .post(&format!("/v1/jobs/{id}/fail"), json!({"worker_id": "w", "attempt": 1, "error": "503 upstream", "retry_after_ms": 60000}))
         .await;
     assert_eq!(failed.body["state"], "retryable");
     let run_at =
@@ -140,8 +116,7 @@ async fn a_long_poll_returns_as_soon_as_a_job_is_enqueued() {
     });
     // Let the claim park in its long poll first: the enqueue must wake it, not precede it.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    s.call("POST", "/v1/jobs", Some(json!({"kind": "ping"})))
-        .await;
+    s.post("/v1/jobs", json!({"kind": "ping"})).await;
     let (r, took) = poll.await.unwrap();
     assert_eq!(r.body["jobs"].as_array().unwrap().len(), 1);
     assert!(
@@ -173,12 +148,8 @@ async fn a_long_poll_returns_as_soon_as_a_job_is_enqueued() {
 #[tokio::test]
 async fn a_paused_queue_hands_out_no_jobs_until_resumed() {
     let s = start(None, None).await;
-    s.call(
-        "POST",
-        "/v1/jobs",
-        Some(json!({"kind": "resize", "queue": "img"})),
-    )
-    .await;
+    s.post("/v1/jobs", json!({"kind": "resize", "queue": "img"}))
+        .await;
     let p = s.call("POST", "/v1/queues/img/pause", None).await;
     assert_eq!(p.body, json!({"name": "img", "paused": true}));
     let q = s.call("GET", "/v1/queues", None).await;

@@ -10,7 +10,7 @@ use mend::store::{
     CheckpointParams, CompleteParams, CompleteResult, ExtendLeasesParams, ExtendLeasesResult,
     Fence, OutcomeKind, RescueParams, Rescued, Result,
 };
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, ToSql};
 
 use crate::error::map_err;
 use crate::jobs::discard_undecodable;
@@ -113,18 +113,24 @@ pub(crate) fn complete_many(
 /// Stores the attempt's checkpoint; `false` when fenced out.
 pub(crate) fn checkpoint(conn: &Connection, path: &str, p: CheckpointParams) -> Result<bool> {
     let state = p.state.to_string();
-    let n = conn
-        .prepare_cached(&sql::CHECKPOINT)
-        .and_then(|mut s| {
-            s.execute(params![
-                p.fence.id.as_bytes().as_slice(),
-                p.fence.attempt,
-                p.fence.lease_owner,
-                state
-            ])
-        })
+    let n = execute_fenced(conn, &sql::CHECKPOINT, &p.fence, params![state])
         .map_err(|e| map_err(path, e))?;
     Ok(n == 1)
+}
+
+/// Runs the fenced write `sql` for `fence`'s attempt: the fence fills `?1` to `?3`, `rest`
+/// what follows. The rows changed: 0 when the attempt is fenced out.
+pub(crate) fn execute_fenced(
+    conn: &Connection,
+    sql: &str,
+    fence: &Fence,
+    rest: &[&dyn ToSql],
+) -> rusqlite::Result<usize> {
+    let id = fence.id.as_bytes().as_slice();
+    let head: [&dyn ToSql; 3] = [&id, &fence.attempt, &fence.lease_owner];
+    conn.prepare_cached(sql)?.execute(params_from_iter(
+        head.into_iter().chain(rest.iter().copied()),
+    ))
 }
 
 /// Changes a running attempt's pending durable cleanups (fenced; `None` when the attempt
@@ -151,16 +157,11 @@ pub(crate) fn edit_pending<T>(
     let Some(current) = current else {
         return Ok(None);
     };
-    let mut list: Vec<DurableCleanup> = match current {
-        Some(s) => json(&key, "pending_cleanups", &s)?,
-        None => Vec::new(),
-    };
-    let out = edit(&mut list);
-    let text = if list.is_empty() {
-        None
-    } else {
-        Some(to_json(&list)?)
-    };
+    let stored = current
+        .map(|s| json(&key, "pending_cleanups", &s))
+        .transpose()?;
+    let (out, list) = DurableCleanup::edit_stored(stored, edit);
+    let text = list.map(|l| to_json(&l)).transpose()?;
     conn.prepare_cached(&sql::SET_PENDING_CLEANUPS)
         .and_then(|mut s| s.execute(params![key, text, event]))
         .map_err(|e| map_err(path, e))?;

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use mend::store::{Outcome, Result, StoreError, TxEffect};
 use rusqlite::{params, Connection};
 
+use crate::attempts::execute_fenced;
 use crate::error::map_err;
 use crate::row::micros;
 use crate::sql;
@@ -50,18 +51,13 @@ pub(crate) fn complete_with(
     f: EffectFn,
     now: DateTime<Utc>,
 ) -> Result<bool> {
-    let n = conn
-        .prepare_cached(&sql::COMPLETED)
-        .and_then(|mut s| {
-            s.execute(params![
-                outcome.fence.id.as_bytes().as_slice(),
-                outcome.fence.attempt,
-                outcome.fence.lease_owner,
-                micros(now),
-                result
-            ])
-        })
-        .map_err(|e| map_err(path, e))?;
+    let n = execute_fenced(
+        conn,
+        &sql::COMPLETED,
+        &outcome.fence,
+        params![micros(now), result],
+    )
+    .map_err(|e| map_err(path, e))?;
     if n == 0 {
         return Ok(false);
     }

@@ -2,8 +2,6 @@
 
 #![expect(clippy::expect_used)]
 
-use std::sync::Arc;
-
 use mend_test::TestStore;
 
 async fn fresh() -> Option<TestStore> {
@@ -12,10 +10,7 @@ async fn fresh() -> Option<TestStore> {
     let store = mend_sqlite::SqliteStore::open(path.to_str().expect("utf-8 path"))
         .await
         .expect("open sqlite");
-    Some(TestStore {
-        store: Arc::new(store),
-        guard: Box::new(dir),
-    })
+    Some(TestStore::new(store, dir))
 }
 
 /// Effects for the transactional-completion check: one that writes (a temp table of its own

@@ -74,8 +74,7 @@ async fn hot_writes_build_no_temporary_tables() {
 
 #[tokio::test]
 async fn a_corrupt_file_gives_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("corrupt.db");
+    let (_dir, path) = temp_db("corrupt.db");
     std::fs::write(
         &path,
         b"this is not a database, just some bytes that pretend to be one.".repeat(100),
@@ -102,8 +101,7 @@ async fn a_corrupt_file_gives_a_clear_error() {
 
 #[tokio::test]
 async fn another_programs_database_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("other.db");
+    let (_dir, path) = temp_db("other.db");
     {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY); PRAGMA user_version = 3;")
@@ -149,8 +147,7 @@ async fn a_read_only_file_gives_a_clear_error() {
         );
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ro.db");
+    let (dir, path) = temp_db("ro.db");
     drop(open_at(&path).await);
     // No side files: the open must create them, and cannot.
     for side in ["ro.db-wal", "ro.db-shm"] {
@@ -191,8 +188,7 @@ async fn a_read_only_file_gives_a_clear_error() {
 async fn a_read_only_open_gives_a_clear_error() {
     // Opening read-only through SQLite's URI is what a read-only mount looks like to SQLite,
     // and it is testable even as root.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ro.db");
+    let (_dir, path) = temp_db("ro.db");
     drop(open_at(&path).await);
     let url = format!("file:{}?mode=ro", path.display());
     let err = SqliteStore::open(&url).await.err().expect("must fail");
@@ -209,14 +205,20 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// A new temp dir and the path of a database file `name` in it (not created).
+fn temp_db(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    (dir, path)
+}
+
 async fn open_at(path: &std::path::Path) -> SqliteStore {
     SqliteStore::open(path.to_str().unwrap()).await.unwrap()
 }
 
 #[tokio::test]
 async fn a_locked_database_times_out_with_a_clear_error_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("locked.db");
+    let (_dir, path) = temp_db("locked.db");
     let a = open_at(&path).await;
     let rows = a
         .insert_many(vec![NewJob::new("k", serde_json::json!({}))])
@@ -266,8 +268,7 @@ async fn a_locked_database_times_out_with_a_clear_error_and_loses_nothing() {
 
 #[tokio::test]
 async fn a_damaged_row_is_set_aside_instead_of_wedging_the_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("damaged.db");
+    let (_dir, path) = temp_db("damaged.db");
     let store = open_at(&path).await;
     let rows = store
         .insert_many(vec![

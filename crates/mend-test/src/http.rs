@@ -121,6 +121,11 @@ impl App {
         self.call_with(method, path, body, &[]).await
     }
 
+    /// `POST` of the JSON `body`.
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.call("POST", path, Some(body)).await
+    }
+
     /// [`App::call`] with extra headers.
     pub async fn call_with(
         &self,

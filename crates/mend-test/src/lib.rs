@@ -42,6 +42,16 @@ pub struct TestStore {
     pub guard: Box<dyn Any + Send>,
 }
 
+impl TestStore {
+    /// `store`, keeping `guard` alive until the test ends.
+    pub fn new(store: impl Store, guard: impl Any + Send) -> TestStore {
+        TestStore {
+            store: Arc::new(store),
+            guard: Box::new(guard),
+        }
+    }
+}
+
 /// Generates one `#[tokio::test]` per conformance check for a backend factory.
 #[macro_export]
 macro_rules! store_conformance {

@@ -7,18 +7,37 @@ use std::time::Duration;
 use mend::JobState;
 use mend_test::env::Env;
 
+/// Starts a worker with 2 slots and `--drain-ms drain_ms`, sends it SIGTERM once `running`
+/// holds for the stored jobs, and checks that it exits 0 after writing `exit_line` (what it
+/// drained and released) to the ledger; how long the exit took.
+async fn term_once_running(
+    env: &Env,
+    drain_ms: &str,
+    exit_line: &str,
+    running: impl Fn(&[mend::JobRow]) -> bool,
+) -> Duration {
+    let mut child = env.spawn(&["--concurrency", "2", "--drain-ms", drain_ms]);
+    env.wait_for("2 jobs running", Duration::from_secs(10), running)
+        .await;
+    child.signal("TERM");
+    let (code, took) = child.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "graceful shutdown exits 0");
+    assert!(
+        env.ledger().iter().any(|l| l == exit_line),
+        "{:?}",
+        env.ledger()
+    );
+    took
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_jobs_and_exits_zero() {
     let env = Env::new().await;
     let jobs = env.enqueue(5, 800, 800).await;
-    let mut child = env.spawn(&["--concurrency", "2", "--drain-ms", "10000"]);
-    env.wait_for("2 jobs running", Duration::from_secs(10), |j| {
+    let took = term_once_running(&env, "10000", "exit drained=2 released=0", |j| {
         j.iter().filter(|j| j.state == JobState::Running).count() == 2
     })
     .await;
-    child.signal("TERM");
-    let (code, took) = child.wait_exit(Duration::from_secs(10));
-    assert_eq!(code, Some(0), "graceful shutdown exits 0");
     assert!(
         took < Duration::from_secs(5),
         "exited within the drain ({took:?})"
@@ -41,27 +60,16 @@ async fn sigterm_drains_in_flight_jobs_and_exits_zero() {
         3,
         "no new job was claimed after the signal"
     );
-    assert!(
-        env.ledger()
-            .iter()
-            .any(|l| l == "exit drained=2 released=0"),
-        "{:?}",
-        env.ledger()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_deadline_jobs_are_released_without_using_an_attempt() {
     let env = Env::new().await;
     let jobs = env.enqueue(2, 60_000, 60_000).await;
-    let mut child = env.spawn(&["--concurrency", "2", "--drain-ms", "300"]);
-    env.wait_for("2 jobs running", Duration::from_secs(10), |j| {
+    let took = term_once_running(&env, "300", "exit drained=0 released=2", |j| {
         j.iter().all(|j| j.state == JobState::Running)
     })
     .await;
-    child.signal("TERM");
-    let (code, took) = child.wait_exit(Duration::from_secs(10));
-    assert_eq!(code, Some(0));
     assert!(
         took < Duration::from_secs(5),
         "the drain deadline bounds the exit ({took:?})"
@@ -83,13 +91,6 @@ async fn past_the_deadline_jobs_are_released_without_using_an_attempt() {
             env.ledger()
         );
     }
-    assert!(
-        env.ledger()
-            .iter()
-            .any(|l| l == "exit drained=0 released=2"),
-        "{:?}",
-        env.ledger()
-    );
     // A later worker picks them up as attempt 1.
     let _ = jobs;
 }

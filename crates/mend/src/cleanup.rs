@@ -239,6 +239,18 @@ impl DurableCleanup {
         });
         seq
     }
+
+    /// Applies `edit` to a job's pending durable cleanups as stored (`None`: none); returns
+    /// what `edit` returned and the list to store, `None` when it is left empty (no cleanups
+    /// are stored as NULL, not as an empty list).
+    pub fn edit_stored<T>(
+        stored: Option<Vec<DurableCleanup>>,
+        edit: impl FnOnce(&mut Vec<DurableCleanup>) -> T,
+    ) -> (T, Option<Vec<DurableCleanup>>) {
+        let mut list = stored.unwrap_or_default();
+        let out = edit(&mut list);
+        (out, Some(list).filter(|l| !l.is_empty()))
+    }
 }
 
 /// Typed arguments of a durable cleanup action, named like a job kind.

@@ -22,6 +22,11 @@ pub(crate) fn mend() -> Command {
     c
 }
 
+/// The `sqlite://` URL of the database file `file` in `dir`.
+pub(crate) fn sqlite_url(dir: &std::path::Path, file: &str) -> String {
+    format!("sqlite://{}", dir.join(file).display())
+}
+
 /// A fresh schema on the test PostgreSQL server, dropped (with everything in it) when the
 /// returned value is; `None`, after printing SKIPPED, when no server is configured.
 pub(crate) fn pg_schema(test: &str, prefix: &str) -> Option<mend_test::pg::Schema> {

@@ -21,16 +21,21 @@ fn escape(label: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
+/// A counter with one sample per value of the label `label`, or one unlabelled sample where
+/// `label` is empty.
+fn counter(out: &mut String, (name, help, label, samples): Counter<'_>) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-    for (labels, v) in samples {
-        if labels.is_empty() {
+    for (value, v) in samples {
+        if label.is_empty() {
             let _ = writeln!(out, "{name} {v}");
         } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {v}");
         }
     }
 }
+
+/// A counter's name, help, label name and samples (label value, count).
+type Counter<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, u64)]);
 
 fn histogram(out: &mut String, name: &str, help: &str, h: &mend::runtime::histogram::Histogram) {
     let (buckets, sum, count) = h.snapshot();
@@ -50,64 +55,72 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
     let mut out = String::with_capacity(4096);
     counter(
         &mut out,
-        "mend_jobs_enqueued_total",
-        "Jobs enqueued through this server's API.",
-        &[("", state.enqueued.load(Ordering::Relaxed))],
+        (
+            "mend_jobs_enqueued_total",
+            "Jobs enqueued through this server's API.",
+            "",
+            &[("", state.enqueued.load(Ordering::Relaxed))],
+        ),
     );
     if let Some(w) = &state.worker {
         let s = w.stats();
         let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        counter(
-            &mut out,
-            "mend_attempts_started_total",
-            "Attempts started.",
-            &[("", g(&s.started))],
-        );
-        counter(
-            &mut out,
-            "mend_attempt_outcomes_total",
-            "Attempt outcomes written to the store, by outcome.",
-            &[
-                ("outcome=\"completed\"", g(&s.completed)),
-                ("outcome=\"retried\"", g(&s.retried)),
-                ("outcome=\"discarded\"", g(&s.discarded)),
-                ("outcome=\"cancelled\"", g(&s.cancelled)),
-                ("outcome=\"snoozed\"", g(&s.snoozed)),
-                ("outcome=\"released\"", g(&s.released)),
-            ],
-        );
-        counter(
-            &mut out,
-            "mend_attempts_failed_total",
-            "Failed attempts, by kind of failure.",
-            &[
-                ("kind=\"error\"", g(&s.errors)),
-                ("kind=\"panic\"", g(&s.panics)),
-                ("kind=\"timeout\"", g(&s.timeouts)),
-            ],
-        );
-        counter(
-            &mut out,
-            "mend_jobs_rescued_total",
-            "Jobs rescued from dead workers or expired leases.",
-            &[("", g(&s.rescued))],
-        );
-        counter(
-            &mut out,
-            "mend_outcomes_fenced_total",
-            "Outcomes refused because the worker had lost the job.",
-            &[("", g(&s.fenced))],
-        );
-        counter(
-            &mut out,
-            "mend_cleanups_total",
-            "In-memory cleanups run, by outcome.",
-            &[
-                ("outcome=\"ok\"", g(&s.cleanups_ok)),
-                ("outcome=\"panicked\"", g(&s.cleanups_panicked)),
-                ("outcome=\"timed_out\"", g(&s.cleanups_timed_out)),
-            ],
-        );
+        let counters: [Counter<'_>; 6] = [
+            (
+                "mend_attempts_started_total",
+                "Attempts started.",
+                "",
+                &[("", g(&s.started))],
+            ),
+            (
+                "mend_attempt_outcomes_total",
+                "Attempt outcomes written to the store, by outcome.",
+                "outcome",
+                &[
+                    ("completed", g(&s.completed)),
+                    ("retried", g(&s.retried)),
+                    ("discarded", g(&s.discarded)),
+                    ("cancelled", g(&s.cancelled)),
+                    ("snoozed", g(&s.snoozed)),
+                    ("released", g(&s.released)),
+                ],
+            ),
+            (
+                "mend_attempts_failed_total",
+                "Failed attempts, by kind of failure.",
+                "kind",
+                &[
+                    ("error", g(&s.errors)),
+                    ("panic", g(&s.panics)),
+                    ("timeout", g(&s.timeouts)),
+                ],
+            ),
+            (
+                "mend_jobs_rescued_total",
+                "Jobs rescued from dead workers or expired leases.",
+                "",
+                &[("", g(&s.rescued))],
+            ),
+            (
+                "mend_outcomes_fenced_total",
+                "Outcomes refused because the worker had lost the job.",
+                "",
+                &[("", g(&s.fenced))],
+            ),
+            (
+                "mend_cleanups_total",
+                "In-memory cleanups run, by outcome.",
+                "outcome",
+                &[
+                    ("ok", g(&s.cleanups_ok)),
+                    ("panicked", g(&s.cleanups_panicked)),
+                    ("timed_out", g(&s.cleanups_timed_out)),
+                ],
+            ),
+        ];
+        for c in counters {
+            counter(&mut out, c);
+        }
         let _ = writeln!(
             out,
             "# HELP mend_attempts_in_flight Attempts running now.\n# TYPE mend_attempts_in_flight gauge\nmend_attempts_in_flight {}",

@@ -65,7 +65,7 @@ impl Server {
 
     /// A remote worker's claim (`POST /v1/workers/claim`).
     pub(crate) async fn claim(&self, body: Value) -> Resp {
-        self.call("POST", "/v1/workers/claim", Some(body)).await
+        self.post("/v1/workers/claim", body).await
     }
 
     pub(crate) async fn job_count(&self) -> usize {

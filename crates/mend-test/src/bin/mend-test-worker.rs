@@ -15,7 +15,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mend::{AttemptExit, JobArgs, JobError, Registry, Worker};
+use mend::{AttemptExit, JobArgs, JobContext, JobError, Registry, Worker};
 use serde::{Deserialize, Serialize};
 
 /// Sleep `first_ms` on the first attempt and `then_ms` on later ones, then record `done`.
@@ -99,6 +99,26 @@ fn append(path: &str, line: &str) {
         .expect("ledger write");
 }
 
+/// The registry being filled, with the ledger every kind writes to.
+struct Kinds {
+    registry: Registry,
+    ledger: Arc<str>,
+}
+
+impl Kinds {
+    /// Registers `f` for `A::KIND`, each attempt getting its own handle on the ledger.
+    fn add<A, F, Fut>(&mut self, f: F)
+    where
+        A: JobArgs,
+        F: Fn(JobContext, A, Arc<str>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), JobError>> + Send + 'static,
+    {
+        let ledger = self.ledger.clone();
+        self.registry
+            .register_fn(move |ctx, args: A| f(ctx, args, ledger.clone()));
+    }
+}
+
 fn flag(args: &[String], name: &str, default: u64) -> u64 {
     args.windows(2)
         .find(|w| w[0] == name)
@@ -145,115 +165,101 @@ async fn main() {
         }),
         _ => store,
     };
-    let mut registry = Registry::new();
-    let l = ledger.clone();
-    registry.register_fn(move |ctx, w: Work| {
-        let ledger = l.clone();
-        async move {
-            let (id, attempt) = (ctx.id(), ctx.attempt());
-            let cleanup_ledger = ledger.clone();
-            ctx.defer(move |exit: AttemptExit| async move {
-                append(&cleanup_ledger, &format!("cleanup {id} {attempt} {exit:?}"));
-            });
-            append(&ledger, &format!("start {id} {attempt}"));
-            let ms = if attempt == 1 { w.first_ms } else { w.then_ms };
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            append(&ledger, &format!("done {id} {attempt}"));
-            Ok::<_, JobError>(())
-        }
+    let mut kinds = Kinds {
+        registry: Registry::new(),
+        ledger: ledger.clone(),
+    };
+    kinds.add(move |ctx, w: Work, ledger| async move {
+        let (id, attempt) = (ctx.id(), ctx.attempt());
+        let cleanup_ledger = ledger.clone();
+        ctx.defer(move |exit: AttemptExit| async move {
+            append(&cleanup_ledger, &format!("cleanup {id} {attempt} {exit:?}"));
+        });
+        append(&ledger, &format!("start {id} {attempt}"));
+        let ms = if attempt == 1 { w.first_ms } else { w.then_ms };
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        append(&ledger, &format!("done {id} {attempt}"));
+        Ok::<_, JobError>(())
     });
-    let l = ledger.clone();
-    registry.register_fn(move |ctx, s: Steps| {
-        let ledger = l.clone();
-        async move {
-            let (id, attempt) = (ctx.id(), ctx.attempt());
-            let from = ctx.resume::<Progress>()?.map_or(0, |p| p.done);
-            for step in from + 1..=s.steps {
-                append(&ledger, &format!("step {id} {step} {attempt}"));
-                tokio::time::sleep(Duration::from_millis(s.step_ms)).await;
-                ctx.checkpoint(&Progress { done: step }).await?;
+    kinds.add(move |ctx, s: Steps, ledger| async move {
+        let (id, attempt) = (ctx.id(), ctx.attempt());
+        let from = ctx.resume::<Progress>()?.map_or(0, |p| p.done);
+        for step in from + 1..=s.steps {
+            append(&ledger, &format!("step {id} {step} {attempt}"));
+            tokio::time::sleep(Duration::from_millis(s.step_ms)).await;
+            ctx.checkpoint(&Progress { done: step }).await?;
+        }
+        append(&ledger, &format!("done {id} {attempt}"));
+        Ok::<_, JobError>(())
+    });
+    kinds
+        .registry
+        .register_cleanup(|c: RemoveMarker| async move {
+            match std::fs::remove_file(&c.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("cannot remove {}: {e}", c.path)),
             }
-            append(&ledger, &format!("done {id} {attempt}"));
-            Ok::<_, JobError>(())
-        }
+            append(&c.ledger, &format!("durable-cleanup {}", c.path));
+            Ok(())
+        });
+    kinds.add(move |ctx, s: Staged, ledger| async move {
+        let temp = ctx
+            .stage_file(format!("{}/out-{}.txt", s.dir, ctx.id()))
+            .await?;
+        std::fs::write(&temp, format!("attempt {}", ctx.attempt()))
+            .map_err(|e| JobError::retry(e.to_string()))?;
+        // A test kills the process once the temp file is written, not merely created.
+        append(&ledger, &format!("staged {} {}", ctx.id(), ctx.attempt()));
+        let ms = if ctx.attempt() == 1 { s.first_ms } else { 20 };
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok::<_, JobError>(())
     });
-    registry.register_cleanup(|c: RemoveMarker| async move {
-        match std::fs::remove_file(&c.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot remove {}: {e}", c.path)),
-        }
-        append(&c.ledger, &format!("durable-cleanup {}", c.path));
-        Ok(())
-    });
-    let l = ledger.clone();
-    registry.register_fn(move |ctx, s: Staged| {
-        let ledger = l.clone();
-        async move {
-            let temp = ctx
-                .stage_file(format!("{}/out-{}.txt", s.dir, ctx.id()))
-                .await?;
-            std::fs::write(&temp, format!("attempt {}", ctx.attempt()))
-                .map_err(|e| JobError::retry(e.to_string()))?;
-            // A test kills the process once the temp file is written, not merely created.
-            append(&ledger, &format!("staged {} {}", ctx.id(), ctx.attempt()));
-            let ms = if ctx.attempt() == 1 { s.first_ms } else { 20 };
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            Ok::<_, JobError>(())
-        }
-    });
-    let (l, on_postgres) = (ledger.clone(), db.starts_with("postgres://"));
-    registry.register_fn(move |ctx, w: Ledgered| {
-        let ledger = l.clone();
-        async move {
-            let (id, attempt) = (ctx.id(), ctx.attempt());
-            let hold = if attempt == 1 { w.first_ms } else { 0 };
-            let sql = format!("INSERT INTO {} (job_id, attempt) VALUES ($1, $2)", w.table);
-            if on_postgres {
-                ctx.commit_with_completion(mend_postgres::effect(move |tx| {
-                    Box::pin(async move {
-                        tx.execute(&sql, &[&id.to_string(), &attempt]).await?;
-                        append(&ledger, &format!("effect {id} {attempt}"));
-                        tokio::time::sleep(Duration::from_millis(hold)).await;
-                        Ok(())
-                    })
-                }));
-            } else {
-                ctx.commit_with_completion(mend_sqlite::effect(move |conn| {
-                    conn.execute(&sql, rusqlite::params![id.to_string(), attempt])?;
+    let on_postgres = db.starts_with("postgres://");
+    kinds.add(move |ctx, w: Ledgered, ledger| async move {
+        let (id, attempt) = (ctx.id(), ctx.attempt());
+        let hold = if attempt == 1 { w.first_ms } else { 0 };
+        let sql = format!("INSERT INTO {} (job_id, attempt) VALUES ($1, $2)", w.table);
+        if on_postgres {
+            ctx.commit_with_completion(mend_postgres::effect(move |tx| {
+                Box::pin(async move {
+                    tx.execute(&sql, &[&id.to_string(), &attempt]).await?;
                     append(&ledger, &format!("effect {id} {attempt}"));
-                    std::thread::sleep(Duration::from_millis(hold));
+                    tokio::time::sleep(Duration::from_millis(hold)).await;
                     Ok(())
-                }));
-            }
-            Ok::<_, JobError>(())
-        }
-    });
-    let l = ledger.clone();
-    registry.register_fn(move |ctx, m: Marked| {
-        let ledger = l.clone();
-        async move {
-            let (id, attempt) = (ctx.id(), ctx.attempt());
-            // Two markers, each created after its cleanup is written down.
-            for n in ["", "-second"] {
-                let path = format!("{}/marker-{id}-{attempt}{n}", m.dir);
-                ctx.defer_durable(&RemoveMarker {
-                    path: path.clone(),
-                    ledger: ledger.to_string(),
                 })
-                .await?;
-                std::fs::write(&path, b"work in progress")
-                    .map_err(|e| JobError::retry(e.to_string()))?;
-            }
-            append(&ledger, &format!("start {id} {attempt}"));
-            let ms = if attempt == 1 { m.first_ms } else { 20 };
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            append(&ledger, &format!("done {id} {attempt}"));
-            Ok::<_, JobError>(())
+            }));
+        } else {
+            ctx.commit_with_completion(mend_sqlite::effect(move |conn| {
+                conn.execute(&sql, rusqlite::params![id.to_string(), attempt])?;
+                append(&ledger, &format!("effect {id} {attempt}"));
+                std::thread::sleep(Duration::from_millis(hold));
+                Ok(())
+            }));
         }
+        Ok::<_, JobError>(())
+    });
+    kinds.add(move |ctx, m: Marked, ledger| async move {
+        let (id, attempt) = (ctx.id(), ctx.attempt());
+        // Two markers, each created after its cleanup is written down.
+        for n in ["", "-second"] {
+            let path = format!("{}/marker-{id}-{attempt}{n}", m.dir);
+            ctx.defer_durable(&RemoveMarker {
+                path: path.clone(),
+                ledger: ledger.to_string(),
+            })
+            .await?;
+            std::fs::write(&path, b"work in progress")
+                .map_err(|e| JobError::retry(e.to_string()))?;
+        }
+        append(&ledger, &format!("start {id} {attempt}"));
+        let ms = if attempt == 1 { m.first_ms } else { 20 };
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        append(&ledger, &format!("done {id} {attempt}"));
+        Ok::<_, JobError>(())
     });
     let handle = Worker::builder(store)
-        .registry(registry)
+        .registry(kinds.registry)
         .queue("default", concurrency)
         .configure(|c| {
             c.rescue_interval = rescue;

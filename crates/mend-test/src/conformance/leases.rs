@@ -8,13 +8,7 @@ pub async fn extend_leases_reports_lost_and_cancel_requests(store: Arc<dyn Store
         .await
         .unwrap();
     let c = claim(&store, "default", 3).await;
-    store
-        .cancel(CancelParams {
-            ids: vec![c[1].id],
-            now: Utc::now(),
-        })
-        .await
-        .unwrap();
+    cancel_now(&store, vec![c[1].id]).await;
     let until = Utc::now() + chrono::Duration::minutes(10);
     let r = store
         .extend_leases(ExtendLeasesParams {
@@ -131,12 +125,6 @@ pub async fn checkpoints_are_fenced_and_reach_the_next_attempt(store: Arc<dyn St
         get(&store, new.id).await.checkpoint,
         Some(json!({"step": 3}))
     );
-    store
-        .retry(RetryParams {
-            ids: vec![new.id],
-            now: Utc::now(),
-        })
-        .await
-        .unwrap();
+    retry_now(&store, vec![new.id]).await;
     assert_eq!(get(&store, new.id).await.checkpoint, None);
 }

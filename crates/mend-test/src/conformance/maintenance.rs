@@ -3,10 +3,7 @@
 use super::*;
 
 pub async fn prune_deletes_old_finished_jobs_only(store: Arc<dyn Store>) {
-    store
-        .insert_many((0..5).map(|_| job("k")).collect())
-        .await
-        .unwrap();
+    insert_k(&store, 5).await;
     let c = claim(&store, "default", 4).await;
     complete(
         &store,
@@ -17,21 +14,9 @@ pub async fn prune_deletes_old_finished_jobs_only(store: Arc<dyn Store>) {
     )
     .await;
     let cutoff = Utc::now() + chrono::Duration::seconds(1);
-    let gone = store
-        .prune(mend::store::PruneParams {
-            finalized_before: cutoff,
-            limit: 2,
-        })
-        .await
-        .unwrap();
+    let gone = prune(&store, cutoff, 2).await;
     assert_eq!(gone, 2, "bounded by the limit");
-    let gone = store
-        .prune(mend::store::PruneParams {
-            finalized_before: cutoff,
-            limit: 100,
-        })
-        .await
-        .unwrap();
+    let gone = prune(&store, cutoff, 100).await;
     assert_eq!(gone, 1);
     let left = store
         .list(ListParams {
@@ -51,4 +36,15 @@ pub async fn prune_deletes_old_finished_jobs_only(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(none, 0);
+}
+
+/// Deletes up to `limit` jobs finalized before `finalized_before`; how many went.
+async fn prune(store: &Arc<dyn Store>, finalized_before: DateTime<Utc>, limit: usize) -> u64 {
+    store
+        .prune(mend::store::PruneParams {
+            finalized_before,
+            limit,
+        })
+        .await
+        .unwrap()
 }

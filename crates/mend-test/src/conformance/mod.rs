@@ -66,6 +66,36 @@ async fn get(store: &Arc<dyn Store>, id: Uuid) -> JobRow {
     store.get(id).await.unwrap().expect("job exists")
 }
 
+/// Inserts `n` jobs of kind `k` on the default queue.
+async fn insert_k(store: &Arc<dyn Store>, n: usize) -> Vec<JobRow> {
+    store
+        .insert_many((0..n).map(|_| job("k")).collect())
+        .await
+        .unwrap()
+}
+
+/// Asks now to cancel `ids`; the jobs found, as they are afterwards.
+async fn cancel_now(store: &Arc<dyn Store>, ids: Vec<Uuid>) -> Vec<JobRow> {
+    store
+        .cancel(CancelParams {
+            ids,
+            now: Utc::now(),
+        })
+        .await
+        .unwrap()
+}
+
+/// Retries `ids` now; the jobs found, as they are afterwards.
+async fn retry_now(store: &Arc<dyn Store>, ids: Vec<Uuid>) -> Vec<JobRow> {
+    store
+        .retry(RetryParams {
+            ids,
+            now: Utc::now(),
+        })
+        .await
+        .unwrap()
+}
+
 fn err(attempt: i32, kind: ErrorKind, message: &str) -> AttemptError {
     AttemptError {
         attempt,

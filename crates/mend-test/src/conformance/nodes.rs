@@ -70,13 +70,7 @@ pub async fn dead_nodes_are_the_stale_ones_never_this_one(store: Arc<dyn Store>)
         store.register_node(n).await.unwrap();
     }
     let stale_before = now - chrono::Duration::seconds(60);
-    let dead = store
-        .dead_nodes(DeadNodesParams {
-            self_id: "me".into(),
-            stale_before,
-        })
-        .await
-        .unwrap();
+    let dead = dead_to(&store, "me", stale_before).await;
     assert_eq!(
         dead,
         vec!["stale".to_owned()],
@@ -85,15 +79,24 @@ pub async fn dead_nodes_are_the_stale_ones_never_this_one(store: Arc<dyn Store>)
     // A single store leads maintenance (a shared backend elects one leader among its nodes).
     assert!(store.is_leader().await.unwrap());
     store.deregister_nodes(dead).await.unwrap();
-    let dead = store
-        .dead_nodes(DeadNodesParams {
-            self_id: "me".into(),
-            stale_before,
-        })
-        .await
-        .unwrap();
+    let dead = dead_to(&store, "me", stale_before).await;
     assert!(
         dead.is_empty(),
         "a removed node is not found again: {dead:?}"
     );
+}
+
+/// The nodes `self_id` finds dead when they last heartbeated before `stale_before`.
+async fn dead_to(
+    store: &Arc<dyn Store>,
+    self_id: &str,
+    stale_before: DateTime<Utc>,
+) -> Vec<String> {
+    store
+        .dead_nodes(DeadNodesParams {
+            self_id: self_id.into(),
+            stale_before,
+        })
+        .await
+        .unwrap()
 }

@@ -11,13 +11,11 @@ pub async fn cancel_waiting_and_running_jobs(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let r = claim(&store, "busy", 1).await;
-    let rows = store
-        .cancel(CancelParams {
-            ids: vec![waiting.id, scheduled.id, running.id, Uuid::now_v7()],
-            now: Utc::now(),
-        })
-        .await
-        .unwrap();
+    let rows = cancel_now(
+        &store,
+        vec![waiting.id, scheduled.id, running.id, Uuid::now_v7()],
+    )
+    .await;
     assert_eq!(rows.len(), 3, "missing ids are left out");
     assert_eq!(get(&store, waiting.id).await.state, JobState::Cancelled);
     assert_eq!(get(&store, scheduled.id).await.state, JobState::Cancelled);
@@ -42,13 +40,7 @@ pub async fn cancel_waiting_and_running_jobs(store: Arc<dyn Store>) {
     assert_eq!(get(&store, running.id).await.state, JobState::Cancelled);
     // Cancelling a finished job changes nothing.
     let before = get(&store, running.id).await;
-    store
-        .cancel(CancelParams {
-            ids: vec![running.id],
-            now: Utc::now(),
-        })
-        .await
-        .unwrap();
+    cancel_now(&store, vec![running.id]).await;
     assert_eq!(get(&store, running.id).await, before);
 }
 
@@ -77,13 +69,7 @@ pub async fn retry_finished_jobs(store: Arc<dyn Store>) {
         ],
     )
     .await;
-    let rows = store
-        .retry(RetryParams {
-            ids: vec![c[0].id, c[1].id],
-            now: Utc::now(),
-        })
-        .await
-        .unwrap();
+    let rows = retry_now(&store, vec![c[0].id, c[1].id]).await;
     assert_eq!(rows[0].state, JobState::Available);
     assert_eq!(
         rows[0].max_attempts, 2,

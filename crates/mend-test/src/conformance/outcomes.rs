@@ -116,19 +116,10 @@ async fn futures_join(store: &Arc<dyn Store>, ids: impl Iterator<Item = Uuid>) -
 }
 
 pub async fn a_cancel_request_wins_over_retry_snooze_and_release(store: Arc<dyn Store>) {
-    store
-        .insert_many((0..3).map(|_| job("k")).collect())
-        .await
-        .unwrap();
+    insert_k(&store, 3).await;
     let c = claim(&store, "default", 3).await;
     let ids: Vec<Uuid> = c.iter().map(|j| j.id).collect();
-    store
-        .cancel(CancelParams {
-            ids: ids.clone(),
-            now: Utc::now(),
-        })
-        .await
-        .unwrap();
+    cancel_now(&store, ids.clone()).await;
     let later = Utc::now() + chrono::Duration::hours(1);
     let r = complete(
         &store,

@@ -155,13 +155,7 @@ pub async fn timeline_tells_each_jobs_story(store: Arc<dyn Store>) {
         vec![outcome(&c[0], OutcomeKind::Completed { result: None })],
     )
     .await;
-    store
-        .retry(RetryParams {
-            ids: vec![a.id],
-            now: Utc::now(),
-        })
-        .await
-        .unwrap();
+    retry_now(&store, vec![a.id]).await;
     let c = claim(&store, "default", 1).await;
     complete(
         &store,
@@ -190,13 +184,7 @@ pub async fn timeline_tells_each_jobs_story(store: Arc<dyn Store>) {
     let b = job("k");
     store.insert_many(vec![b.clone()]).await.unwrap();
     let c = claim(&store, "default", 1).await;
-    store
-        .cancel(CancelParams {
-            ids: vec![b.id],
-            now: Utc::now(),
-        })
-        .await
-        .unwrap();
+    cancel_now(&store, vec![b.id]).await;
     let later = Utc::now() + chrono::Duration::hours(1);
     complete(
         &store,

@@ -15,10 +15,7 @@ async fn rescue_dead(store: &Arc<dyn Store>, node: &str) -> Vec<mend::store::Res
 }
 
 pub async fn rescue_takes_dead_nodes_and_expired_leases_only(store: Arc<dyn Store>) {
-    store
-        .insert_many((0..3).map(|_| job("k")).collect())
-        .await
-        .unwrap();
+    insert_k(&store, 3).await;
     let dead = store
         .claim(claim_params("default", 1, "dead-node"))
         .await
@@ -98,13 +95,7 @@ pub async fn rescue_cancels_a_job_whose_cancel_was_requested(store: Arc<dyn Stor
         .claim(claim_params("default", 1, "gone"))
         .await
         .unwrap();
-    store
-        .cancel(CancelParams {
-            ids: vec![c[0].id],
-            now: Utc::now(),
-        })
-        .await
-        .unwrap();
+    cancel_now(&store, vec![c[0].id]).await;
     let r = rescue_dead(&store, "gone").await;
     assert_eq!(
         r[0].job.state,
