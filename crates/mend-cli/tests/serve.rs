@@ -5,10 +5,10 @@
 #![expect(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use mend_test::http::Remote;
 use serde_json::{json, Value};
 
 mod common;
@@ -64,10 +64,10 @@ fn serve_with_env(db: &str, dir: tempfile::TempDir, extra: &[&str], env: &[(&str
     }
 }
 
-/// One HTTP/1.1 request; returns (status, JSON body). `None` when the server refuses the
-/// connection.
+/// One request to the server at `addr`; returns (status, JSON body). `None` when the server
+/// refuses the connection.
 fn http(addr: &str, method: &str, path: &str, body: Option<Value>) -> Option<(u16, Value)> {
-    http_with(addr, method, path, body, "")
+    http_with(addr, method, path, body, &[])
 }
 
 /// Enqueues `job` (`POST /v1/jobs`, answered 201); the new job's id.
@@ -77,27 +77,17 @@ fn enqueue(addr: &str, job: Value) -> String {
     row["id"].as_str().unwrap().to_owned()
 }
 
-/// [`http`] with extra header lines (each ending in `\r\n`).
+/// [`http`] with extra headers.
 fn http_with(
     addr: &str,
     method: &str,
     path: &str,
     body: Option<Value>,
-    headers: &str,
+    headers: &[(&str, &str)],
 ) -> Option<(u16, Value)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let (head, rest) = out.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, serde_json::from_str(rest).unwrap_or(Value::Null)))
+    let r =
+        Remote::new(format!("http://{addr}")).blocking_call_with(method, path, body, headers)?;
+    Some((r.status, r.body))
 }
 
 /// Waits up to `limit` for the process to exit; its exit code (`None`: killed by a signal).
@@ -301,18 +291,19 @@ fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
 }
 
 fn scrape(addr: &str) -> std::collections::HashMap<String, f64> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let r = Remote::new(format!("http://{addr}"))
+        .blocking_call_with("GET", "/metrics", None, &[])
+        .unwrap_or_else(|| panic!("the server at {addr} does not answer /metrics"));
+    assert_eq!(r.status, 200, "{}", r.body);
     assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/plain; version=0.0.4"),
-        "{head}"
+        r.header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
+        "{:?}",
+        r.headers
     );
+    let Value::String(body) = &r.body else {
+        panic!("the metrics are text, not {}", r.body)
+    };
     parse_metrics(body)
 }
 
@@ -541,7 +532,7 @@ fn otlp_export_shows_enqueue_and_attempts_in_the_callers_trace() {
         "POST",
         "/v1/jobs",
         Some(json!({"kind": "noop"})),
-        &format!("traceparent: 00-{trace}-{caller}-01\r\n"),
+        &[("traceparent", &format!("00-{trace}-{caller}-01"))],
     )
     .unwrap();
     assert_eq!(status, 201, "{job}");

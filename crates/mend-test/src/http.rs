@@ -181,6 +181,32 @@ impl Remote {
         Ok(Resp::new(status, &headers, &bytes))
     }
 
+    /// [`Remote::try_call_with`] from a test without a runtime (a plain `#[test]` driving a
+    /// child process): `None` when the server cannot be reached (not started yet, or gone).
+    /// Each call has a runtime and a connection of its own, so nothing outlives it.
+    pub fn blocking_call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        extra: &[(&str, &str)],
+    ) -> Option<Resp> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a test runtime");
+        let one_shot = Remote {
+            base: self.base.clone(),
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("a test HTTP client"),
+        };
+        rt.block_on(one_shot.try_call_with(method, path, body, extra))
+            .ok()
+    }
+
     /// A JSON request; panics when the server cannot be reached.
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
         self.try_call_with(method, path, body, &[])
