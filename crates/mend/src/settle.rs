@@ -26,7 +26,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::cleanup::{AttemptExit, CleanupOutcome, CleanupReport};
-use crate::job::{bound_message, AttemptError, ErrorKind, JobRow};
+use crate::job::{bound_message, AttemptError, ErrorKind, JobRow, JobState};
+use crate::maintenance::rescuer::RescueDecision;
 use crate::retry::RetryPolicy;
 use crate::store::OutcomeKind;
 
@@ -271,7 +272,21 @@ pub fn settle(
                 error: error(ErrorKind::Cancelled, "cancelled on request".to_owned()),
             })
         }
-        Ending::Lost { owner } => return settle_lost(&owner, attempt, rules),
+        Ending::Lost { owner } => {
+            let d = lost(&owner, attempt, rules.now, rules.quarantine_after_lost);
+            let outcome = if d.state == JobState::Discarded {
+                OutcomeKind::Discard { error: d.error }
+            } else {
+                OutcomeKind::Retry {
+                    error: d.error,
+                    run_at: rules.now,
+                }
+            };
+            return Settlement {
+                outcome: Some(outcome),
+                quarantined: d.quarantined,
+            };
+        }
         Ending::Failed {
             message,
             retry_after,
@@ -309,10 +324,15 @@ fn settled(outcome: OutcomeKind) -> Settlement {
 /// The `kill -9` row: a lost attempt counts, is retried at once, and a job that is out of
 /// attempts or keeps killing its worker is discarded — but only once its durable cleanups have
 /// run, so one that still has some goes back to the queue for the next worker to run them
-/// (which then stops it, see [`after_recovery`]).
-fn settle_lost(owner: &str, attempt: &Attempt, rules: &Rules<'_>) -> Settlement {
+/// (which then stops it, see [`after_recovery`]). Every backend's rescue applies this.
+pub fn lost(
+    owner: &str,
+    attempt: &Attempt,
+    now: DateTime<Utc>,
+    quarantine_after_lost: u32,
+) -> RescueDecision {
     let lost_in_a_row = attempt.lost_before + 1;
-    let quarantined = quarantined(lost_in_a_row, rules.quarantine_after_lost);
+    let quarantined = quarantined(lost_in_a_row, quarantine_after_lost);
     let message = if quarantined {
         format!(
             "worker lost (node {owner}); quarantined: {lost_in_a_row} attempts in a row ended with the worker lost, so this job is probably killing its process; fix the handler or the args, then retry the job by hand"
@@ -320,23 +340,19 @@ fn settle_lost(owner: &str, attempt: &Attempt, rules: &Rules<'_>) -> Settlement 
     } else {
         format!("worker lost (node {owner} died or stopped heartbeating mid-attempt)")
     };
-    let error = AttemptError {
-        attempt: attempt.attempt,
-        kind: ErrorKind::Lost,
-        message,
-        at: rules.now,
-    };
     let done_for = quarantined || attempt.is_last();
-    let outcome = if done_for && !attempt.has_pending_cleanups {
-        OutcomeKind::Discard { error }
-    } else {
-        OutcomeKind::Retry {
-            error,
-            run_at: rules.now,
-        }
-    };
-    Settlement {
-        outcome: Some(outcome),
+    RescueDecision {
+        state: if done_for && !attempt.has_pending_cleanups {
+            JobState::Discarded
+        } else {
+            JobState::Retryable
+        },
+        error: AttemptError {
+            attempt: attempt.attempt,
+            kind: ErrorKind::Lost,
+            message,
+            at: now,
+        },
         quarantined,
     }
 }

@@ -125,56 +125,18 @@ impl RescueDecision {
     }
 }
 
-/// Decide a rescued job's fate: the `kill -9` row of the guarantee table, from
-/// [`crate::settle`]. `job` is the row as it is while still `running`.
+/// Decide a rescued job's fate: the `kill -9` row of the guarantee table
+/// ([`crate::settle::lost`]). `job` is the row as it is while still `running`.
 pub fn decide(
     job: &crate::job::JobRow,
     now: DateTime<Utc>,
     quarantine_after_lost: u32,
 ) -> RescueDecision {
-    use crate::job::JobState;
-    use crate::settle::{settle, Attempt, Ending, Rules};
-    use crate::store::OutcomeKind;
-    let rules = Rules {
+    let owner = job.lease_owner.as_deref().unwrap_or("unknown");
+    crate::settle::lost(
+        owner,
+        &crate::settle::Attempt::of(job),
         now,
-        // A lost attempt goes back at once; no policy is asked.
-        retry_policy: &crate::retry::FixedDelay(Duration::ZERO),
         quarantine_after_lost,
-    };
-    let ending = Ending::Lost {
-        owner: job
-            .lease_owner
-            .clone()
-            .unwrap_or_else(|| "unknown".to_owned()),
-    };
-    let settled = settle(ending, &Attempt::of(job), &[], &rules);
-    let (state, error) = match settled.outcome {
-        Some(OutcomeKind::Discard { error }) => (JobState::Discarded, error),
-        Some(OutcomeKind::Retry { error, .. }) => (JobState::Retryable, error),
-        other => unreachable_outcome(other, job, now),
-    };
-    RescueDecision {
-        state,
-        error,
-        quarantined: settled.quarantined,
-    }
-}
-
-/// `settle` answers a lost attempt with a retry or a discard only; should that ever change,
-/// a rescue still must not leave the job running, so it is retried with the `lost` error.
-fn unreachable_outcome(
-    other: Option<crate::store::OutcomeKind>,
-    job: &crate::job::JobRow,
-    now: DateTime<Utc>,
-) -> (crate::job::JobState, crate::job::AttemptError) {
-    tracing::error!(id = %job.id, outcome = ?other, "internal error: a lost attempt settled as neither retry nor discard; retrying it");
-    (
-        crate::job::JobState::Retryable,
-        crate::job::AttemptError {
-            attempt: job.attempt,
-            kind: crate::job::ErrorKind::Lost,
-            message: "worker lost".to_owned(),
-            at: now,
-        },
     )
 }
