@@ -143,8 +143,48 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain(&e));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes, `: `-separated like `{:#}`, leaving out a cause whose text the
+/// message before it already holds (a store error names what its driver said and keeps the
+/// driver's error as its source).
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let driver = std::io::Error::other("file is not a database");
+        let store = mend::StoreError::Corrupt {
+            path: "x.db".into(),
+            detail: driver.to_string(),
+            source: Some(std::sync::Arc::new(driver)),
+        };
+        let e = anyhow::Error::new(store).context("opening the store");
+        let text = chain(&e);
+        assert_eq!(text.matches("file is not a database").count(), 1, "{text}");
+        assert!(
+            text.starts_with("opening the store: the database at x.db is corrupt"),
+            "{text}"
+        );
     }
 }

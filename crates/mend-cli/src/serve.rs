@@ -363,18 +363,21 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     // The library's signal-driven stop: readiness off, the grace period (load balancers stop
     // sending new work before connections are refused), HTTP stops taking requests, drain.
-    let drained = worker
-        .run_until_with(signals, s.drain, s.grace, || http_stop.cancel())
+    // Signals keep escalating until the connections are closed and the traces flushed.
+    let finish = |drained| async move {
+        match tokio::time::timeout(Duration::from_secs(10), server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
+            Err(_) => tracing::warn!("HTTP connections still open after 10 s; closing them"),
+        }
+        tracing::info!(?drained, "stopped");
+        // Spans of the last jobs and of the shutdown itself.
+        mend_server::otel::flush(Duration::from_secs(2));
+    };
+    worker
+        .run_until_with(signals, s.drain, s.grace, || http_stop.cancel(), finish)
         .await;
-    match tokio::time::timeout(Duration::from_secs(10), server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
-        Err(_) => tracing::warn!("HTTP connections still open after 10 s; closing them"),
-    }
-    tracing::info!(?drained, "stopped");
-    // Spans of the last jobs and of the shutdown itself.
-    mend_server::otel::flush(Duration::from_secs(2));
     Ok(())
 }
 

@@ -96,7 +96,7 @@ pub(crate) fn open_writer(path: &str, config: &SqliteConfig) -> Result<Connectio
     {
         return Err(StoreError::ReadOnly {
             path: path.to_owned(),
-            detail: "SQLite opened the file read-only".into(),
+            detail: "SQLite opened the file read-only; check the file's and its directory's permissions (SQLite also needs to create `-wal` and `-shm` files beside it)".into(),
             source: None,
         });
     }

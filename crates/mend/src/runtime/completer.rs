@@ -124,7 +124,7 @@ async fn write_effects(shared: &Shared, batch: Vec<Pending>) -> Vec<Pending> {
                     retry_policy: shared.config.retry_policy.as_ref(),
                     quarantine_after_lost: shared.config.quarantine_after_lost,
                 };
-                let settled = crate::settle::settle(ending, &p.facts, &p.outcome.cleanups, &rules);
+                let settled = crate::settle::settle(ending, &p.facts, &[], &rules);
                 let Some(kind) = settled.outcome else {
                     continue;
                 };

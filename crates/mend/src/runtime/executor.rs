@@ -123,15 +123,31 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     shared.stats.run_time.observe(started.elapsed());
     count(&shared, &job, &ended);
     let ended = promote_staged_files(&ctx, &reason, ended).await;
+    // The attempt ended now: its error and its next run are timed from here, not from after
+    // its cleanups.
+    let now = Utc::now();
     let (ended, cleanups) = run_cleanups(&shared, &ctx, &job, ended).await;
 
-    let policy = shared
-        .registry
-        .get(&job.kind)
-        .and_then(|h| guarded("Handler::retry_policy", None, || h.retry_policy()))
-        .unwrap_or_else(|| shared.config.retry_policy.clone());
+    // The handler's own policy is asked only when a delay must be computed (user code: a
+    // panicking policy should not log on every attempt).
+    let needs_backoff = matches!(
+        ended,
+        Ending::Failed {
+            retry_after: None,
+            ..
+        } | Ending::Panicked { .. }
+            | Ending::TimedOut { .. }
+    ) && !facts.is_last();
+    let policy = match needs_backoff {
+        true => shared
+            .registry
+            .get(&job.kind)
+            .and_then(|h| guarded("Handler::retry_policy", None, || h.retry_policy()))
+            .unwrap_or_else(|| shared.config.retry_policy.clone()),
+        false => shared.config.retry_policy.clone(),
+    };
     let rules = Rules {
-        now: Utc::now(),
+        now,
         retry_policy: policy.as_ref(),
         quarantine_after_lost: shared.config.quarantine_after_lost,
     };

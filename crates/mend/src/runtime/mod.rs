@@ -621,7 +621,14 @@ impl WorkerHandle {
         let _ = tasks.completer.await;
         self.heartbeat_stop.cancel();
         let _ = tasks.heartbeat.await;
-        tasks.maintenance.wait().await;
+        // A pass in flight finishes its store call; bounded like the attempts above, so a
+        // store that hangs cannot hold the process.
+        if tokio::time::timeout(FINAL_GRACE, tasks.maintenance.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: a maintenance pass is still running; leaving it");
+        }
         if let Err(e) = shared
             .store
             .deregister_nodes(vec![shared.node.id.clone()])
@@ -646,21 +653,24 @@ impl WorkerHandle {
     /// [`WorkerHandle::run_until_signal`] with listeners made earlier: create them before the
     /// process reports itself ready, so a signal sent right after cannot kill it outright.
     pub async fn run_until(&self, signals: Signals, drain: Duration) -> ShutdownReport {
-        self.run_until_with(signals, drain, Duration::ZERO, || {})
+        self.run_until_with(signals, drain, Duration::ZERO, || {}, |_| async {})
             .await
     }
 
     /// The whole signal-driven stop of a process that also takes work in another way (an
     /// HTTP server): on the first signal readiness goes false ([`WorkerHandle::is_ready`]);
     /// after `grace` (so load balancers stop sending work first) `stop_intake` is called, then
-    /// the worker shuts down with `drain`. A second signal skips what is left of the grace and
-    /// cuts the drain short; a third exits the process at once with status 130.
-    pub async fn run_until_with(
+    /// the worker shuts down with `drain`, then `finish` runs (closing connections, flushing
+    /// traces) with the shutdown's report. Until `finish` returns, a second signal skips what
+    /// is left of the grace and cuts the drain short, and a third exits the process at once
+    /// with status 130.
+    pub async fn run_until_with<F: std::future::Future<Output = ()>>(
         &self,
         mut signals: Signals,
         drain: Duration,
         grace: Duration,
         stop_intake: impl FnOnce(),
+        finish: impl FnOnce(ShutdownReport) -> F,
     ) -> ShutdownReport {
         signals.recv().await;
         tracing::info!(
@@ -682,6 +692,7 @@ impl WorkerHandle {
         }
         stop_intake();
         let report = self.shutdown(drain).await;
+        finish(report.clone()).await;
         second.abort();
         report
     }
