@@ -13,8 +13,10 @@
 //! And the one test harness every crate's integration tests share: [`env`] (a temp dir and a
 //! fresh store, SQLite or a PostgreSQL schema), [`wait`] (bounded waits that say what they
 //! awaited), [`sync`] (gates and logs for handlers), [`process`] (spawn, signal and reap real
-//! processes; [`on_both_backends!`]) and [`http`] (the router in memory, a socket client, a
-//! scripted server). Tests use these instead of copies of their own.
+//! processes; [`on_both_backends!`]), [`http`] (the router in memory, a socket client, a
+//! scripted server), [`handler`] (registries whose handlers share a test's log or gate, and
+//! `job_args!` for test args types) and [`ending`] (how a test handler ends). Tests use these
+//! instead of copies of their own.
 
 #![expect(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
