@@ -10,7 +10,7 @@
 //! mend_test::store_conformance!(fresh);
 //! ```
 //!
-//! And the one test harness every crate's integration tests share: [`env`] (a temp dir and a
+//! And the one test harness every crate's integration tests share: [`env`](mod@env) (a temp dir and a
 //! fresh store, SQLite or a PostgreSQL schema), [`wait`] (bounded waits that say what they
 //! awaited), [`sync`] (gates and logs for handlers), [`process`] (spawn, signal and reap real
 //! processes; [`on_both_backends!`]), [`http`] (the router in memory, a socket client, a
