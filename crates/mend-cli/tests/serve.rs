@@ -395,6 +395,36 @@ fn a_second_signal_releases_running_jobs_and_exits_at_once() {
 }
 
 #[test]
+fn a_third_signal_exits_at_once_even_while_connections_close() {
+    let mut s = serve(&["--shutdown-grace", "0s", "--drain", "60s"]);
+    // A remote worker's long poll keeps one request open: after the drain, the server waits
+    // for it (up to 10 s) before it exits.
+    let addr = s.addr.clone();
+    let poll = std::thread::spawn(move || {
+        let claim = json!({"worker_id": "w1", "kinds": ["nothing"], "wait_ms": 20000});
+        http(&addr, "POST", "/v1/workers/claim", Some(claim))
+    });
+    // Part of the scenario: the poll must be parked before the signal stops new requests.
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&s.child, "TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        s.child.try_wait().unwrap().is_none(),
+        "still waiting for the open long poll"
+    );
+    signal(&s.child, "TERM");
+    std::thread::sleep(Duration::from_millis(100));
+    signal(&s.child, "TERM");
+    let code = exit_code(
+        &mut s.child,
+        Duration::from_secs(5),
+        "the third signal did not stop it",
+    );
+    assert_eq!(code, Some(130), "the third signal exits at once with 130");
+    let _ = poll.join();
+}
+
+#[test]
 fn json_logs_are_one_object_per_line() {
     let out = on_a_fresh_database(
         &["--log-format", "json", "migrate"],

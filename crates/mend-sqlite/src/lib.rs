@@ -171,18 +171,6 @@ impl SqliteStore {
         .map_err(|e| StoreError::database(format!("a read panicked: {e}")))?
     }
 
-    /// The VDBE opcodes of a statement (diagnostics: tests check that hot writes build no
-    /// temporary tables).
-    pub async fn opcodes(&self, sql: &'static str) -> Result<Vec<String>> {
-        self.explain_column("EXPLAIN", sql.to_owned(), 1).await
-    }
-
-    /// How SQLite plans a query; used by tests that keep hot queries index-backed.
-    pub async fn explain(&self, sql: &'static str) -> Result<Vec<String>> {
-        self.explain_column("EXPLAIN QUERY PLAN", sql.to_owned(), 3)
-            .await
-    }
-
     /// How SQLite plans each statement the store runs on the hot path (claim, promotion,
     /// completion, lease extension, rescue scan), by name: the statements themselves, so a
     /// test of their plans tests what runs.

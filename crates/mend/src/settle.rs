@@ -28,7 +28,6 @@ use chrono::{DateTime, Utc};
 use crate::cleanup::{AttemptExit, CleanupOutcome, CleanupReport};
 use crate::job::{bound_message, AttemptError, ErrorKind, JobRow, JobState};
 use crate::maintenance::rescuer::RescueDecision;
-use crate::retry::RetryPolicy;
 use crate::store::OutcomeKind;
 
 /// Retry delay used when a retry policy panics: long enough not to hammer whatever made the
@@ -205,8 +204,10 @@ impl Attempt {
 pub struct Rules<'a> {
     /// The time the outcome is written at.
     pub now: DateTime<Utc>,
-    /// Delays before retries (asked only when the ending carries no delay of its own).
-    pub retry_policy: &'a dyn RetryPolicy,
+    /// The delay before the attempt after attempt `n` failed: the retry policy, asked only
+    /// when the ending carries no delay of its own (it may run user code, so it is called
+    /// with panic isolation).
+    pub backoff: &'a dyn Fn(i32) -> Duration,
     /// Lost attempts in a row after which a job is quarantined (0: never).
     pub quarantine_after_lost: u32,
 }
@@ -301,7 +302,7 @@ pub fn settle(
     }
     let delay = retry_after.unwrap_or_else(|| {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            rules.retry_policy.backoff(attempt.attempt)
+            (rules.backoff)(attempt.attempt)
         }))
         .unwrap_or_else(|_| {
             tracing::error!("RetryPolicy::backoff panicked; retrying after the fallback delay");
@@ -385,7 +386,7 @@ mod tests {
     //! One test per row of the guarantee table, then properties over every ending.
 
     use super::*;
-    use crate::retry::FixedDelay;
+    use crate::retry::{FixedDelay, RetryPolicy};
 
     fn now() -> DateTime<Utc> {
         DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap_or_default()
@@ -396,7 +397,7 @@ mod tests {
     fn rules() -> Rules<'static> {
         Rules {
             now: now(),
-            retry_policy: &POLICY,
+            backoff: &|n| POLICY.backoff(n),
             quarantine_after_lost: 3,
         }
     }
@@ -658,7 +659,7 @@ mod tests {
     #[test]
     fn a_panicking_retry_policy_falls_back_to_a_fixed_delay() {
         let r = Rules {
-            retry_policy: &Panics,
+            backoff: &|n| Panics.backoff(n),
             ..rules()
         };
         let e = Ending::Panicked {

@@ -123,18 +123,6 @@ impl StoreError {
             source: None,
         }
     }
-
-    /// A database error caused by the driver's error `e` (kept as the source), described as
-    /// `message`.
-    pub fn driver(
-        message: impl Into<String>,
-        e: impl std::error::Error + Send + Sync + 'static,
-    ) -> StoreError {
-        StoreError::Database {
-            message: message.into(),
-            source: Some(Arc::new(e)),
-        }
-    }
 }
 
 /// Claim up to `limit` available jobs of one queue for one worker.

@@ -324,12 +324,17 @@ pub(crate) async fn fail(
         attempt: req.attempt,
         ..Attempt::of(&job)
     };
-    let rules = Rules {
-        now: Utc::now(),
-        retry_policy: &mend::ExponentialBackoff::default(),
-        quarantine_after_lost: 0,
-    };
-    let Some(kind) = settle(ending, &facts, &[], &rules).outcome else {
+    let settled = settle(
+        ending,
+        &facts,
+        &[],
+        &Rules {
+            now: Utc::now(),
+            backoff: &|n| mend::RetryPolicy::backoff(&mend::ExponentialBackoff::default(), n),
+            quarantine_after_lost: 0,
+        },
+    );
+    let Some(kind) = settled.outcome else {
         return Err(ApiError::conflict(format!(
             "attempt {} of job {id} cannot be failed",
             req.attempt

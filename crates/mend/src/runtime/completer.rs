@@ -121,7 +121,7 @@ async fn write_effects(shared: &Shared, batch: Vec<Pending>) -> Vec<Pending> {
                 };
                 let rules = crate::settle::Rules {
                     now,
-                    retry_policy: shared.config.retry_policy.as_ref(),
+                    backoff: &|n| shared.config.retry_policy.backoff(n),
                     quarantine_after_lost: shared.config.quarantine_after_lost,
                 };
                 let settled = crate::settle::settle(ending, &p.facts, &[], &rules);

@@ -128,27 +128,21 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     let now = Utc::now();
     let (ended, cleanups) = run_cleanups(&shared, &ctx, &job, ended).await;
 
-    // The handler's own policy is asked only when a delay must be computed (user code: a
+    // The handler's own policy is looked up only when a delay is needed (user code: a
     // panicking policy should not log on every attempt).
-    let needs_backoff = matches!(
-        ended,
-        Ending::Failed {
-            retry_after: None,
-            ..
-        } | Ending::Panicked { .. }
-            | Ending::TimedOut { .. }
-    ) && !facts.is_last();
-    let policy = match needs_backoff {
-        true => shared
+    let backoff = |n: i32| {
+        let own = shared
             .registry
             .get(&job.kind)
-            .and_then(|h| guarded("Handler::retry_policy", None, || h.retry_policy()))
-            .unwrap_or_else(|| shared.config.retry_policy.clone()),
-        false => shared.config.retry_policy.clone(),
+            .and_then(|h| guarded("Handler::retry_policy", None, || h.retry_policy()));
+        match own {
+            Some(policy) => policy.backoff(n),
+            None => shared.config.retry_policy.backoff(n),
+        }
     };
     let rules = Rules {
         now,
-        retry_policy: policy.as_ref(),
+        backoff: &backoff,
         quarantine_after_lost: shared.config.quarantine_after_lost,
     };
     let outcome = settle::settle(ended, &facts, &cleanups, &rules).outcome;
