@@ -123,6 +123,7 @@ fn insert_params(jobs: &[NewJob], now: DateTime<Utc>) -> Result<(Params, Vec<Job
         Box::new(column(jobs, |j| serde_json::json!(j.tags))),
         Box::new(column(jobs, |j| j.timeout_ms)),
         Box::new(column(jobs, |j| j.trace_parent.clone())),
+        Box::new(column(jobs, |j| j.limit_key.clone())),
     ];
     let rows = jobs
         .iter()

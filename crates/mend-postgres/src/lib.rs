@@ -31,6 +31,7 @@ mod config;
 mod effect;
 mod error;
 mod jobs;
+mod limits;
 mod liveness;
 mod nodes;
 mod queues;
@@ -51,6 +52,7 @@ use mend::store::{
     QueueCount, RescueParams, Rescued, Result, RetryParams, SetQueuePausedParams, Store,
     StoreError,
 };
+use mend::store::{LimitState, LimitUsage, LimitUsageParams, SetLimitParams};
 use tokio::sync::Notify;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
@@ -83,6 +85,7 @@ struct Inner {
     session_task: tokio::task::JoinHandle<()>,
     wake: Arc<Notify>,
     liveness: Liveness,
+    limited: limits::LimitedQueues,
 }
 
 impl Drop for Inner {
@@ -142,6 +145,7 @@ impl PgStore {
                 session_task,
                 wake,
                 liveness: Liveness::default(),
+                limited: limits::LimitedQueues::default(),
             }),
         })
     }
@@ -259,7 +263,32 @@ impl Store for PgStore {
         if p.limit == 0 {
             return Ok(Vec::new());
         }
+        if limits::is_limited(self, &p.queue).await? {
+            return limits::claim(self, p).await;
+        }
         jobs::claim(self, p).await
+    }
+
+    async fn set_limit(&self, p: SetLimitParams) -> Result<()> {
+        limits::set(self, p.limit, p.now).await
+    }
+
+    async fn delete_limit(&self, name: String) -> Result<bool> {
+        limits::delete(self, &name).await
+    }
+
+    async fn list_limits(&self) -> Result<Vec<LimitState>> {
+        limits::list(self).await
+    }
+
+    async fn limit_usage(&self, p: LimitUsageParams) -> Result<LimitUsage> {
+        let jobs: Vec<_> = p
+            .jobs
+            .into_iter()
+            .map(|j| (j.kind, j.args, j.limit_key))
+            .collect();
+        let (limits, usage) = limits::usage(self, &p.queue, &jobs).await?;
+        Ok(LimitUsage { limits, usage })
     }
 
     async fn complete_many(&self, p: CompleteParams) -> Result<CompleteResult> {

@@ -63,6 +63,7 @@ pub(crate) fn row_to_job(r: &Row) -> Result<JobRow> {
         timeout_ms: r.try_get(19).map_err(col("timeout_ms"))?,
         trace_parent: r.try_get(21).map_err(col("trace_parent"))?,
         checkpoint: r.try_get(22).map_err(col("checkpoint"))?,
+        limit_key: r.try_get(24).map_err(col("limit_key"))?,
         pending_cleanups: Vec::new(),
         timeline: Vec::new(),
     };

@@ -89,6 +89,30 @@ ALTER TABLE {S}.mend_jobs ADD COLUMN checkpoint json;
     r#"
 ALTER TABLE {S}.mend_jobs ADD COLUMN pending_cleanups jsonb;
 "#,
+    // 7: rate limits and per-key concurrency limits.
+    r#"
+ALTER TABLE {S}.mend_jobs ADD COLUMN limit_key text;
+-- One row per limit; `spec` is the limit as the API shows it (mend::limits::Limit).
+CREATE TABLE {S}.mend_limits (
+    name       text PRIMARY KEY,
+    queue      text NOT NULL,
+    spec       jsonb NOT NULL,
+    -- Jobs the latest claim of the queue held back under this limit, and when.
+    waiting    integer NOT NULL DEFAULT 0,
+    waiting_at timestamptz,
+    updated_at timestamptz NOT NULL
+);
+CREATE INDEX mend_limits_queue ON {S}.mend_limits (queue);
+-- Rate limits' token buckets, one per (limit, key) that has started jobs. A missing row is a
+-- full bucket.
+CREATE TABLE {S}.mend_limit_buckets (
+    limit_name text NOT NULL,
+    key        text NOT NULL,
+    tokens     float8 NOT NULL,
+    at         timestamptz NOT NULL,
+    PRIMARY KEY (limit_name, key)
+);
+"#,
 ];
 
 /// The newest schema version this build knows.

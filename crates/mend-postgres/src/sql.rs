@@ -16,7 +16,7 @@
 pub(crate) const MAX_TIMELINE_BYTES: usize = mend::job::MAX_TIMELINE_BYTES;
 
 /// Every column of `mend_jobs`, in the order `row::row_to_job` reads them.
-pub(crate) const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events, trace_parent, checkpoint, pending_cleanups";
+pub(crate) const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events, trace_parent, checkpoint, pending_cleanups, limit_key";
 
 /// The fence every write on behalf of a running attempt carries: the job, the attempt and the
 /// lease owner as parameters 1, 2 and 3. A worker that lost its lease matches no row.
@@ -158,6 +158,9 @@ pub(crate) struct Sql {
     pub(crate) paused_queues: String,
     /// Wakes the other nodes' fetchers.
     pub(crate) notify: String,
+
+    /// The limits' statements.
+    pub(crate) limits: crate::limits::LimitSql,
 }
 
 impl Sql {
@@ -166,11 +169,11 @@ impl Sql {
         let t = |s: &str| s.replace("{S}", schema_q);
         Sql {
             schema_q: schema_q.to_owned(),
-            insert: t("INSERT INTO {S}.mend_jobs (id, queue, kind, args, state, priority, max_attempts, run_at, created_at, unique_key, tags, timeout_ms, trace_parent)
+            insert: t("INSERT INTO {S}.mend_jobs (id, queue, kind, args, state, priority, max_attempts, run_at, created_at, unique_key, tags, timeout_ms, trace_parent, limit_key)
                 SELECT u.id, u.queue, u.kind, u.args, u.state, u.priority, u.max_attempts, u.run_at, $9, u.unique_key,
-                       ARRAY(SELECT json_array_elements_text(u.tags)), u.timeout_ms, u.trace_parent
-                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::json[], $5::text[], $6::int2[], $7::int4[], $8::timestamptz[], $10::text[], $11::json[], $12::int8[], $13::text[])
-                    AS u(id, queue, kind, args, state, priority, max_attempts, run_at, unique_key, tags, timeout_ms, trace_parent)
+                       ARRAY(SELECT json_array_elements_text(u.tags)), u.timeout_ms, u.trace_parent, u.limit_key
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::json[], $5::text[], $6::int2[], $7::int4[], $8::timestamptz[], $10::text[], $11::json[], $12::int8[], $13::text[], $14::text[])
+                    AS u(id, queue, kind, args, state, priority, max_attempts, run_at, unique_key, tags, timeout_ms, trace_parent, limit_key)
                 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
                 RETURNING id"),
             select_unique: t(&format!("SELECT {COLS} FROM {{S}}.mend_jobs WHERE unique_key = ANY($1)")),
@@ -203,6 +206,8 @@ impl Sql {
                     SELECT id FROM {{S}}.mend_jobs
                     WHERE state = 'available' AND queue = $1 AND (cardinality($2::text[]) = 0 OR kind = ANY($2::text[]))
                       AND NOT EXISTS (SELECT 1 FROM {{S}}.mend_queues q WHERE q.name = $1 AND q.paused)
+                      -- A limited queue is claimed by `limits::claim` only, never here.
+                      AND NOT EXISTS (SELECT 1 FROM {{S}}.mend_limits l WHERE l.queue = $1)
                     ORDER BY priority, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
                  UPDATE {{S}}.mend_jobs j SET state = 'running', attempt = j.attempt + 1, attempted_at = $4,
                      lease_owner = $5, lease_expires_at = $6
@@ -321,6 +326,7 @@ impl Sql {
              ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at"),
             paused_queues: t("SELECT name FROM {S}.mend_queues WHERE paused ORDER BY name"),
             notify: format!("SELECT pg_notify('{channel}', '')"),
+            limits: crate::limits::LimitSql::new(schema_q),
         }
     }
 

@@ -48,6 +48,7 @@ pub(crate) fn insert(conn: &Connection, path: &str, jobs: Vec<NewJob>) -> Result
                 tags,
                 job.timeout_ms,
                 job.trace_parent,
+                job.limit_key,
             ])
             .map_err(|e| map_err(path, e))?;
         if n == 0 {
@@ -81,6 +82,10 @@ pub(crate) fn claim(conn: &Connection, path: &str, p: ClaimParams) -> Result<Vec
     if paused {
         return Ok(Vec::new());
     }
+    let limited: bool = conn
+        .prepare_cached(sql::QUEUE_LIMITED)
+        .and_then(|mut s| s.query_row(params![p.queue], |r| r.get(0)))
+        .map_err(|e| map_err(path, e))?;
     let now = micros(p.now);
     // Promote due jobs only when there are some: the probe is one index seek, while
     // the bounded UPDATE builds a temporary table even when nothing is due.
@@ -98,7 +103,13 @@ pub(crate) fn claim(conn: &Connection, path: &str, p: ClaimParams) -> Result<Vec
         .now
         .checked_add_signed(lease)
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
-    let limit = i64::try_from(p.limit).unwrap_or(i64::MAX);
+    // A limited queue looks further down its head: jobs held back by a per-key limit must
+    // not hide the ones behind them.
+    let limit = if limited {
+        i64::try_from(mend::limits::CLAIM_WINDOW).unwrap_or(i64::MAX)
+    } else {
+        i64::try_from(p.limit).unwrap_or(i64::MAX)
+    };
     // Select, then update by primary key: the writer holds the write lock, so nothing
     // can change in between, and this avoids the temporary tables that
     // `UPDATE .. WHERE id IN (SELECT ..) RETURNING` builds on every claim.
@@ -119,6 +130,9 @@ pub(crate) fn claim(conn: &Connection, path: &str, p: ClaimParams) -> Result<Vec
         )?
     };
     discard_undecodable(conn, path, bad, p.now)?;
+    if limited {
+        jobs = crate::limits::admit(conn, path, &p, jobs)?;
+    }
     let mut stmt = conn
         .prepare_cached(sql::CLAIM_ONE)
         .map_err(|e| map_err(path, e))?;

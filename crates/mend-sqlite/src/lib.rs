@@ -26,6 +26,7 @@ mod config;
 mod effect;
 mod error;
 mod jobs;
+mod limits;
 mod nodes;
 mod queues;
 mod row;
@@ -45,6 +46,7 @@ use mend::store::{
     HeartbeatNodeParams, JobPage, ListParams, NodeInfo, PruneParams, QueueCount, RescueParams,
     Rescued, Result, RetryParams, SetQueuePausedParams, Store, StoreError,
 };
+use mend::store::{LimitState, LimitUsage, LimitUsageParams, SetLimitParams};
 use rusqlite::Connection;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -425,6 +427,40 @@ impl Store for SqliteStore {
 
     async fn paused_queues(&self) -> Result<Vec<String>> {
         self.read(queues::paused).await
+    }
+
+    async fn set_limit(&self, p: SetLimitParams) -> Result<()> {
+        p.limit.validate()?;
+        self.write(true, move |conn, path| {
+            limits::set(conn, path, &p.limit, p.now)
+        })
+        .await?;
+        self.wake();
+        Ok(())
+    }
+
+    async fn delete_limit(&self, name: String) -> Result<bool> {
+        let gone = self
+            .write(true, move |conn, path| limits::delete(conn, path, &name))
+            .await?;
+        self.wake();
+        Ok(gone)
+    }
+
+    async fn list_limits(&self) -> Result<Vec<LimitState>> {
+        self.read(limits::list).await
+    }
+
+    async fn limit_usage(&self, p: LimitUsageParams) -> Result<LimitUsage> {
+        let jobs: Vec<_> = p
+            .jobs
+            .into_iter()
+            .map(|j| (j.kind, j.args, j.limit_key))
+            .collect();
+        let (limits, usage) = self
+            .read(move |conn, path| limits::usage(conn, path, &p.queue, &jobs))
+            .await?;
+        Ok(LimitUsage { limits, usage })
     }
 
     fn wakeup(&self) -> Arc<Notify> {

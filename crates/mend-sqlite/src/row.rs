@@ -106,6 +106,7 @@ pub(crate) fn row_to_job(r: &Row<'_>) -> Result<JobRow> {
         result: result.map(|s| json(&id, "result", &s)).transpose()?,
         timeout_ms: r.get(19).map_err(raw)?,
         trace_parent: r.get(21).map_err(raw)?,
+        limit_key: r.get(24).map_err(raw)?,
         checkpoint: None,
         pending_cleanups: Vec::new(),
         timeline: Vec::new(),

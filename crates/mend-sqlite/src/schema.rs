@@ -83,6 +83,30 @@ ALTER TABLE mend_jobs ADD COLUMN checkpoint TEXT;
     r#"
 ALTER TABLE mend_jobs ADD COLUMN pending_cleanups TEXT;
 "#,
+    // 9: rate limits and per-key concurrency limits.
+    r#"
+ALTER TABLE mend_jobs ADD COLUMN limit_key TEXT;
+-- One row per limit; `spec` is the limit as the API shows it (mend::limits::Limit), as JSON.
+CREATE TABLE mend_limits (
+    name       TEXT PRIMARY KEY,
+    queue      TEXT NOT NULL,
+    spec       TEXT NOT NULL,
+    -- Jobs the latest claim of the queue held back under this limit, and when.
+    waiting    INTEGER NOT NULL DEFAULT 0,
+    waiting_at INTEGER,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX mend_limits_queue ON mend_limits (queue);
+-- Rate limits' token buckets, one per (limit, key) that has started jobs. A missing row is a
+-- full bucket.
+CREATE TABLE mend_limit_buckets (
+    limit_name TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    tokens     REAL NOT NULL,
+    at         INTEGER NOT NULL,
+    PRIMARY KEY (limit_name, key)
+);
+"#,
 ];
 
 /// The newest schema version this build knows.

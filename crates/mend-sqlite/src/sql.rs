@@ -16,10 +16,10 @@ use std::sync::LazyLock;
 pub(crate) const MAX_TIMELINE_BYTES: usize = mend::job::MAX_TIMELINE_BYTES;
 
 /// Every column of `mend_jobs`, in the order `row::row_to_job` reads them.
-pub(crate) const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events, trace_parent, checkpoint, pending_cleanups";
+pub(crate) const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events, trace_parent, checkpoint, pending_cleanups, limit_key";
 
 /// [`COLS`] without the stored events, for claims: running a job does not need its history.
-const COLS_TO_RUN: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, NULL, trace_parent, checkpoint, pending_cleanups";
+const COLS_TO_RUN: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, NULL, trace_parent, checkpoint, pending_cleanups, limit_key";
 
 /// The fence every write on behalf of a running attempt carries: the job, the attempt and the
 /// lease owner as parameters 1, 2 and 3. A worker that lost its lease matches no row.
@@ -89,8 +89,8 @@ fn push_error(param: &str) -> String {
 // --- mend_jobs: inserts and reads -------------------------------------------------------------
 
 /// Inserts one job; a taken unique key inserts nothing.
-pub(crate) const INSERT: &str = "INSERT INTO mend_jobs (id, queue, kind, args, state, priority, max_attempts, run_at, created_at, unique_key, tags, timeout_ms, trace_parent)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+pub(crate) const INSERT: &str = "INSERT INTO mend_jobs (id, queue, kind, args, state, priority, max_attempts, run_at, created_at, unique_key, tags, timeout_ms, trace_parent, limit_key)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
      ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING";
 
 /// The job holding unique key `?1`.
@@ -337,6 +337,50 @@ pub(crate) const SET_QUEUE_PAUSED: &str =
 /// The paused queues, by name.
 pub(crate) const PAUSED_QUEUES: &str =
     "SELECT name FROM mend_queues WHERE paused = 1 ORDER BY name";
+
+// --- mend_limits, mend_limit_buckets --------------------------------------------------------
+
+/// Whether queue `?1` has limits (one probe of a tiny table per claim).
+pub(crate) const QUEUE_LIMITED: &str = "SELECT EXISTS (SELECT 1 FROM mend_limits WHERE queue = ?1)";
+
+/// The limits of queue `?1`, with the waiting count each last wrote.
+pub(crate) const LIMITS_OF_QUEUE: &str =
+    "SELECT spec, waiting FROM mend_limits WHERE queue = ?1 ORDER BY name";
+
+/// Every limit.
+pub(crate) const LIMITS: &str = "SELECT spec, waiting, waiting_at FROM mend_limits ORDER BY name";
+
+/// What the running attempts of queue `?1` count under (bounded by the attempts running).
+pub(crate) const RUNNING_OF_QUEUE: &str =
+    "SELECT kind, args, limit_key FROM mend_jobs WHERE state = 'running' AND queue = ?1";
+
+/// One bucket, by limit `?1` and key `?2`.
+pub(crate) const BUCKET: &str =
+    "SELECT tokens, at FROM mend_limit_buckets WHERE limit_name = ?1 AND key = ?2";
+
+/// Writes one bucket.
+pub(crate) const SAVE_BUCKET: &str =
+    "INSERT INTO mend_limit_buckets (limit_name, key, tokens, at) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (limit_name, key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at";
+
+/// Writes how many jobs limit `?1` held back, at `?3`.
+pub(crate) const SAVE_WAITING: &str =
+    "UPDATE mend_limits SET waiting = ?2, waiting_at = ?3 WHERE name = ?1";
+
+/// How many limits queue `?1` has besides `?2`.
+pub(crate) const OTHER_LIMITS_OF_QUEUE: &str =
+    "SELECT count(*) FROM mend_limits WHERE queue = ?1 AND name <> ?2";
+
+/// Creates or replaces a limit.
+pub(crate) const UPSERT_LIMIT: &str =
+    "INSERT INTO mend_limits (name, queue, spec, updated_at) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (name) DO UPDATE SET queue = excluded.queue, spec = excluded.spec, updated_at = excluded.updated_at";
+
+/// Removes limit `?1`.
+pub(crate) const DELETE_LIMIT: &str = "DELETE FROM mend_limits WHERE name = ?1";
+
+/// Removes limit `?1`'s buckets.
+pub(crate) const DELETE_BUCKETS: &str = "DELETE FROM mend_limit_buckets WHERE limit_name = ?1";
 
 /// The statements on the hot path, by name, for the plan tests
 /// ([`crate::SqliteStore::explain_hot_paths`]): what they must stay index-backed.

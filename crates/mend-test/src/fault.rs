@@ -101,6 +101,18 @@ impl Store for Crashing {
     async fn paused_queues(&self) -> Result<Vec<String>> {
         self.inner.paused_queues().await
     }
+    async fn set_limit(&self, params: SetLimitParams) -> Result<()> {
+        self.inner.set_limit(params).await
+    }
+    async fn delete_limit(&self, name: String) -> Result<bool> {
+        self.inner.delete_limit(name).await
+    }
+    async fn list_limits(&self) -> Result<Vec<LimitState>> {
+        self.inner.list_limits().await
+    }
+    async fn limit_usage(&self, params: LimitUsageParams) -> Result<LimitUsage> {
+        self.inner.limit_usage(params).await
+    }
     fn wakeup(&self) -> Arc<Notify> {
         self.inner.wakeup()
     }

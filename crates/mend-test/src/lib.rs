@@ -85,7 +85,11 @@ macro_rules! store_conformance {
             checkpoints_are_fenced_and_reach_the_next_attempt,
             insert_wakes_idle_fetchers,
             dead_nodes_are_the_stale_ones_never_this_one,
-            durable_cleanups_are_written_down_fenced_and_removed_when_run
+            durable_cleanups_are_written_down_fenced_and_removed_when_run,
+            limits_are_set_listed_replaced_and_deleted,
+            a_per_key_concurrency_limit_holds_busy_keys_at_claim,
+            a_rate_limit_caps_starts_across_claims,
+            a_kind_limit_leaves_other_kinds_of_the_queue_alone
         );
     };
     ($factory:path, effects = $kit:expr) => {

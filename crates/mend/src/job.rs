@@ -382,6 +382,9 @@ pub struct JobRow {
     /// The W3C `traceparent` of the enqueue, if there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_parent: Option<String>,
+    /// The key it counts under for per-key limits, when set at enqueue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_key: Option<String>,
     /// The last checkpoint a handler saved (`JobContext::checkpoint`); the next attempt
     /// starts with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -437,6 +440,9 @@ pub struct NewJob {
     pub timeout_ms: Option<i64>,
     /// The W3C `traceparent` of the enqueue, so the job's attempts join the enqueuer's trace.
     pub trace_parent: Option<String>,
+    /// The key this job counts under for every per-key limit of its queue (see
+    /// [`crate::limits`]), instead of the key the limit's JSON pointer finds in the args.
+    pub limit_key: Option<String>,
 }
 
 impl NewJob {
@@ -454,7 +460,14 @@ impl NewJob {
             tags: Vec::new(),
             timeout_ms: None,
             trace_parent: None,
+            limit_key: None,
         }
+    }
+
+    /// Count under `key` for the per-key limits of its queue (see [`crate::limits`]).
+    pub fn with_limit_key(mut self, key: impl Into<String>) -> Self {
+        self.limit_key = Some(key.into());
+        self
     }
 
     /// Join the trace of this W3C `traceparent` (the enqueue's span): attempts become part of
@@ -547,6 +560,7 @@ impl NewJob {
             result: None,
             timeout_ms: self.timeout_ms,
             trace_parent: self.trace_parent,
+            limit_key: self.limit_key,
             checkpoint: None,
             pending_cleanups: Vec::new(),
             // The same as a read derives (see build_timeline).
@@ -592,6 +606,14 @@ impl NewJob {
         if self.tags.iter().any(|t| has_nul(t)) {
             return Err(InvalidJob::new("tags", "must not contain NUL characters"));
         }
+        if let Some(key) = &self.limit_key {
+            if key.is_empty() || key.len() > 255 || has_nul(key) {
+                return Err(InvalidJob::new(
+                    "limit_key",
+                    "must be 1–255 characters without NUL",
+                ));
+            }
+        }
         if let Some(tp) = &self.trace_parent {
             if crate::trace::TraceParent::parse(tp).is_none() {
                 return Err(InvalidJob::new(
@@ -624,7 +646,8 @@ pub struct InvalidJob {
 }
 
 impl InvalidJob {
-    fn new(field: &'static str, problem: &'static str) -> Self {
+    /// `field` is wrong: `problem` says how.
+    pub fn new(field: &'static str, problem: &'static str) -> Self {
         InvalidJob { field, problem }
     }
 }
@@ -681,6 +704,7 @@ mod tests {
             result: None,
             timeout_ms: None,
             trace_parent: None,
+            limit_key: None,
             checkpoint: None,
             pending_cleanups: vec![],
             timeline: vec![],

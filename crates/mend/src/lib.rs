@@ -40,6 +40,7 @@ pub mod cleanup;
 pub mod client;
 pub mod handler;
 pub mod job;
+pub mod limits;
 pub mod maintenance;
 pub mod node;
 pub mod panic;

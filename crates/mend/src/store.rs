@@ -125,6 +125,71 @@ impl StoreError {
     }
 }
 
+/// Create or replace a limit.
+#[derive(Debug, Clone)]
+pub struct SetLimitParams {
+    /// The limit.
+    pub limit: crate::limits::Limit,
+    /// The current time.
+    pub now: DateTime<Utc>,
+}
+
+/// A limit as stored, with what it held back at the latest claim of its queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LimitState {
+    /// The limit.
+    #[serde(flatten)]
+    pub limit: crate::limits::Limit,
+    /// Jobs at the head of the queue that the latest claim held back under this limit.
+    pub waiting: u32,
+    /// When that claim ran.
+    pub waiting_at: Option<DateTime<Utc>>,
+}
+
+/// A waiting job, as [`Store::limit_usage`] needs it: what its keys are made of.
+#[derive(Debug, Clone)]
+pub struct LimitSubject {
+    /// Its kind.
+    pub kind: String,
+    /// Its args.
+    pub args: serde_json::Value,
+    /// The key set at enqueue.
+    pub limit_key: Option<String>,
+}
+
+/// Ask what the limits of a queue stand at.
+#[derive(Debug, Clone)]
+pub struct LimitUsageParams {
+    /// The queue.
+    pub queue: String,
+    /// The jobs whose keys' rate buckets to read.
+    pub jobs: Vec<LimitSubject>,
+}
+
+/// The limits of a queue and what they stand at.
+#[derive(Debug, Clone, Default)]
+pub struct LimitUsage {
+    /// The queue's limits.
+    pub limits: Vec<crate::limits::Limit>,
+    /// Running attempts per key, and the buckets of the asked jobs' keys.
+    pub usage: crate::limits::Usage,
+}
+
+impl LimitUsage {
+    /// Why `job` is held back right now (empty: no limit holds it).
+    pub fn holds(&self, job: &JobRow, now: DateTime<Utc>) -> Vec<crate::limits::Hold> {
+        crate::limits::holds(
+            &self.limits,
+            &job.kind,
+            &job.args,
+            job.limit_key.as_deref(),
+            &self.usage,
+            now,
+        )
+    }
+}
+
 /// Claim up to `limit` available jobs of one queue for one worker.
 #[derive(Debug, Clone)]
 pub struct ClaimParams {
@@ -655,6 +720,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// The paused queues, sorted.
     async fn paused_queues(&self) -> Result<Vec<String>>;
+
+    /// Create a limit, or replace the one of the same name (see [`crate::limits`]). Refused
+    /// with [`StoreError::InvalidJob`] when it does not validate or its queue already has
+    /// [`MAX_LIMITS_PER_QUEUE`](crate::limits::MAX_LIMITS_PER_QUEUE) others. A changed limit's
+    /// rate buckets start full.
+    async fn set_limit(&self, params: SetLimitParams) -> Result<()>;
+
+    /// Remove a limit; whether there was one.
+    async fn delete_limit(&self, name: String) -> Result<bool>;
+
+    /// Every limit, by name.
+    async fn list_limits(&self) -> Result<Vec<LimitState>>;
+
+    /// The limits of a queue and what they stand at for the keys of some jobs (for "why
+    /// isn't this job running?").
+    async fn limit_usage(&self, params: LimitUsageParams) -> Result<LimitUsage>;
 
     /// Woken when jobs are inserted (in this process, or by the backend's notifications), so
     /// idle fetchers start within milliseconds instead of waiting for their poll.
