@@ -63,6 +63,11 @@ enum Command {
     /// Example: mend queues list
     #[command(subcommand)]
     Queues(client::QueuesCommand),
+    /// List, set and remove rate limits and per-key concurrency limits.
+    ///
+    /// Example: mend limits set hooks --queue default --kind http --rate 20/1s
+    #[command(subcommand)]
+    Limits(client::LimitsCommand),
     /// Run the chaos drill: real `mend serve` nodes on one database, SIGKILLs and restarts, a
     /// SIGTERM, injected panics, errors and timeouts, cut database connections; then check
     /// that no job was lost or run twice and no cleanup skipped, and report time to rescue.
@@ -136,6 +141,7 @@ fn main() -> std::process::ExitCode {
             Command::Enqueue(args) => client::enqueue(args).await,
             Command::Jobs(cmd) => client::jobs(cmd).await,
             Command::Queues(cmd) => client::queues(cmd).await,
+            Command::Limits(cmd) => client::limits(cmd).await,
             Command::Migrate(args) => client::migrate(args).await,
             Command::Chaos(args) => chaos::run(args).await,
         }

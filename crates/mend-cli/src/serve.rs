@@ -106,6 +106,48 @@ struct FileConfig {
     retention_hours: Option<u64>,
     /// The built-in executors' settings (`[exec.allow.NAME]` tables).
     exec: Option<mend_executors::ExecutorsConfig>,
+    /// Rate and concurrency limits (`[[limits]]` tables), set at start.
+    limits: Option<Vec<LimitConfig>>,
+}
+
+/// One `[[limits]]` table of `mend.toml`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitConfig {
+    name: String,
+    queue: String,
+    kind: Option<String>,
+    /// A JSON pointer into the args.
+    key: Option<String>,
+    /// `N/DURATION`, e.g. "20/1s".
+    rate: Option<String>,
+    burst: Option<u32>,
+    concurrency: Option<u32>,
+}
+
+impl LimitConfig {
+    /// The limit, checked; errors name the table and the key.
+    fn into_limit(self) -> anyhow::Result<mend::limits::Limit> {
+        let name = self.name.clone();
+        let mut limit = mend::limits::Limit::new(self.name, self.queue);
+        limit.kind = self.kind;
+        limit.key = self.key;
+        limit.concurrency = self.concurrency;
+        if let Some(r) = &self.rate {
+            let parsed = crate::client::parse_rate(r)
+                .with_context(|| format!("[[limits]] {name:?}: rate"))?;
+            let mut rate: mend::limits::Rate = serde_json::from_value(parsed)
+                .with_context(|| format!("[[limits]] {name:?}: rate {r:?}"))?;
+            rate.burst = self.burst;
+            limit.rate = Some(rate);
+        } else if self.burst.is_some() {
+            bail!("[[limits]] {name:?}: burst needs a rate (rate = \"20/1s\")");
+        }
+        limit
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[[limits]] {name:?}: {e}"))?;
+        Ok(limit)
+    }
 }
 
 /// The settings in force.
@@ -119,6 +161,7 @@ struct Settings {
     max_body_bytes: usize,
     retention: Option<Duration>,
     executors: mend_executors::ExecutorsConfig,
+    limits: Vec<mend::limits::Limit>,
     drill: Option<(PathBuf, Option<crate::drill::Breakage>)>,
 }
 
@@ -231,6 +274,12 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
     if queues.iter().any(|(_, n)| *n == 0) {
         bail!("queue concurrency must be at least 1");
     }
+    let limits = file
+        .limits
+        .unwrap_or_default()
+        .into_iter()
+        .map(LimitConfig::into_limit)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Settings {
         database: args
             .database
@@ -255,6 +304,7 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
         // Zero keeps finished jobs forever.
         retention: Some(retention.unwrap_or(DEFAULT_RETENTION)).filter(|r| !r.is_zero()),
         executors: file.exec.unwrap_or_default(),
+        limits,
         drill: args.drill_dir.map(|d| (d, args.drill_break)),
     })
 }
@@ -322,6 +372,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
     for (q, n) in &s.queues {
         builder = builder.queue(q.clone(), *n);
+    }
+    for limit in &s.limits {
+        builder = builder.limit(limit.clone());
     }
     let worker = builder
         .build()
@@ -412,6 +465,56 @@ mod tests {
         })
         .unwrap_err();
         assert!(format!("{err:#}").contains("bnid"), "{err:#}");
+    }
+
+    #[test]
+    fn limits_come_from_the_file_and_bad_ones_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mend.toml");
+        let load_text = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            load(ServeArgs {
+                config: Some(path.clone()),
+                ..Default::default()
+            })
+        };
+        let s = load_text(
+            "[[limits]]\nname = \"hooks\"\nqueue = \"default\"\nkind = \"http\"\nrate = \"20/1s\"\nburst = 40\n\n[[limits]]\nname = \"acct\"\nqueue = \"default\"\nkey = \"/account\"\nconcurrency = 1\n",
+        )
+        .unwrap();
+        let hooks = mend::limits::Limit::new("hooks", "default")
+            .kind("http")
+            .rate(mend::limits::Rate::new(20, Duration::from_secs(1)).with_burst(40));
+        let acct = mend::limits::Limit::new("acct", "default")
+            .per_key("/account")
+            .concurrency(1);
+        assert_eq!(s.limits, vec![hooks, acct]);
+        for (text, says) in [
+            (
+                "[[limits]]\nname = \"z\"\nqueue = \"q\"\nconcurrency = 0\n",
+                "concurrency",
+            ),
+            (
+                "[[limits]]\nname = \"p\"\nqueue = \"q\"\nkey = \"account\"\nconcurrency = 1\n",
+                "key",
+            ),
+            (
+                "[[limits]]\nname = \"r\"\nqueue = \"q\"\nrate = \"20 per second\"\n",
+                "rate",
+            ),
+            ("[[limits]]\nname = \"n\"\nqueue = \"q\"\n", "rate"),
+            (
+                "[[limits]]\nname = \"b\"\nqueue = \"q\"\nburst = 3\nconcurrency = 1\n",
+                "burst",
+            ),
+            (
+                "[[limits]]\nname = \"t\"\nqueue = \"q\"\nconcurency = 1\n",
+                "concurency",
+            ),
+        ] {
+            let err = format!("{:#}", load_text(text).unwrap_err());
+            assert!(err.contains(says), "{text}: {err}");
+        }
     }
 
     #[derive(clap::Parser)]

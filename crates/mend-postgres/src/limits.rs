@@ -41,6 +41,7 @@ pub(crate) struct LimitSql {
     save_buckets: String,
     save_waiting: String,
     count_for_queue: String,
+    spec_of: String,
     upsert: String,
     delete: String,
     delete_buckets: String,
@@ -83,6 +84,7 @@ impl LimitSql {
                 LEFT JOIN unnest($1::text[], $2::int4[]) AS u(name, n) ON u.name = q.name
                 WHERE l.name = q.name"),
             count_for_queue: t("SELECT count(*)::int8 FROM {S}.mend_limits WHERE queue = $1 AND name <> $2"),
+            spec_of: t("SELECT spec FROM {S}.mend_limits WHERE name = $1 FOR UPDATE"),
             upsert: t("INSERT INTO {S}.mend_limits (name, queue, spec, updated_at) VALUES ($1, $2, $3, $4)
                 ON CONFLICT (name) DO UPDATE SET queue = excluded.queue, spec = excluded.spec, updated_at = excluded.updated_at"),
             delete: t("DELETE FROM {S}.mend_limits WHERE name = $1"),
@@ -371,6 +373,18 @@ pub(crate) async fn set(store: &PgStore, limit: Limit, now: DateTime<Utc>) -> Re
         return Err(
             InvalidJob::new("queue", "already has the most limits a queue may have (16)").into(),
         );
+    }
+    let stored = tx
+        .query_opt(&sql.spec_of, &[&limit.name])
+        .await
+        .map_err(store.pg())?;
+    if let Some(row) = stored {
+        let current: Value = row.try_get(0).map_err(store.pg())?;
+        if current == spec {
+            // Unchanged (a node restarting with the same configuration): keep the buckets,
+            // or every restart would hand out a fresh burst.
+            return tx.commit().await.map_err(store.pg());
+        }
     }
     tx.execute(&sql.delete_buckets, &[&limit.name])
         .await

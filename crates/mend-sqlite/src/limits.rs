@@ -187,6 +187,15 @@ pub(crate) fn set(conn: &Connection, path: &str, limit: &Limit, now: DateTime<Ut
             InvalidJob::new("queue", "already has the most limits a queue may have (16)").into(),
         );
     }
+    let stored: Option<String> = conn
+        .prepare_cached(sql::LIMIT_SPEC)
+        .and_then(|mut s| s.query_row(params![limit.name], |r| r.get(0)).optional())
+        .map_err(|e| map_err(path, e))?;
+    if stored.is_some_and(|text| spec(&text).ok().as_ref() == Some(limit)) {
+        // Unchanged (a node restarting with the same configuration): keep the buckets, or
+        // every restart would hand out a fresh burst.
+        return Ok(());
+    }
     let spec = to_json(limit)?;
     conn.prepare_cached(sql::DELETE_BUCKETS)
         .and_then(|mut s| s.execute(params![limit.name]))

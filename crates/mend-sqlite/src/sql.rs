@@ -371,6 +371,9 @@ pub(crate) const SAVE_WAITING: &str =
 pub(crate) const OTHER_LIMITS_OF_QUEUE: &str =
     "SELECT count(*) FROM mend_limits WHERE queue = ?1 AND name <> ?2";
 
+/// Limit `?1` as stored.
+pub(crate) const LIMIT_SPEC: &str = "SELECT spec FROM mend_limits WHERE name = ?1";
+
 /// Creates or replaces a limit.
 pub(crate) const UPSERT_LIMIT: &str =
     "INSERT INTO mend_limits (name, queue, spec, updated_at) VALUES (?1, ?2, ?3, ?4)

@@ -361,7 +361,16 @@ pub fn admit(
                 .map_or(0.0, Rate::capacity);
             *t < cap || usage.buckets.contains_key(slot)
         })
-        .map(|((name, key), t)| (name, key, Bucket { tokens: t, at: now }))
+        .map(|((name, key), t)| {
+            // Claims on several nodes take `now` before they queue for the limit's lock, so
+            // they can arrive out of order: a bucket's time never goes back, or the time
+            // between the two would be refilled twice.
+            let at = usage
+                .buckets
+                .get(&(name.clone(), key.clone()))
+                .map_or(now, |b| b.at.max(now));
+            (name, key, Bucket { tokens: t, at })
+        })
         .collect();
     buckets.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     let mut held: Vec<(String, u32)> = held.into_iter().map(|(n, c)| (n.to_owned(), c)).collect();
@@ -482,6 +491,30 @@ mod tests {
         let hold = holds(&limits, "k", &json!({}), None, &usage, t(50));
         assert_eq!(hold.len(), 1);
         assert_eq!(hold[0].until, Some(t(100)));
+    }
+
+    #[test]
+    fn a_claim_that_took_its_time_before_the_last_one_refills_nothing() {
+        let limits =
+            [Limit::new("r", "q").rate(Rate::new(10, Duration::from_secs(1)).with_burst(1))];
+        let args = vec![json!({}); 3];
+        let mut usage = Usage::default();
+        usage.buckets.insert(
+            ("r".into(), String::new()),
+            Bucket {
+                tokens: 0.0,
+                at: t(1000),
+            },
+        );
+        // A claim that read the clock at 950 ms but ran after the one at 1000 ms.
+        let late = admit(&limits, &cands(&args), &usage, t(950), 3);
+        assert!(late.take.is_empty());
+        assert_eq!(late.buckets[0].2.at, t(1000), "the bucket's time stays put");
+        // 100 ms after the bucket's time, one token is back.
+        assert_eq!(
+            admit(&limits, &cands(&args), &usage, t(1100), 3).take.len(),
+            1
+        );
     }
 
     #[test]

@@ -14,11 +14,13 @@ mod api;
 mod describe;
 mod enqueue;
 mod jobs;
+mod limits;
 mod migrate;
 mod output;
 mod queues;
 
 pub(crate) use enqueue::{enqueue, EnqueueArgs};
 pub(crate) use jobs::{jobs, JobsCommand};
+pub(crate) use limits::{limits, parse_rate, LimitsCommand};
 pub(crate) use migrate::{migrate, MigrateArgs};
 pub(crate) use queues::{queues, QueuesCommand};

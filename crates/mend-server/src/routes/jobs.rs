@@ -56,6 +56,9 @@ pub(super) struct EnqueueRequest {
     /// `Idempotency-Key` header; `unique_key` is accepted as an alias).
     #[serde(default, alias = "unique_key")]
     pub idempotency_key: Option<String>,
+    /// The key it counts under for the per-key limits of its queue, instead of the one each
+    /// limit's JSON pointer finds in the args.
+    pub limit_key: Option<String>,
 }
 
 /// A batch to enqueue.
@@ -198,6 +201,7 @@ fn to_new_job(
         }
     }
     job.unique_key = key;
+    job.limit_key = req.limit_key;
     job.validate()
         .map_err(|e| ApiError::invalid(field(e.field), e.to_string()))?;
     Ok(job)
@@ -324,14 +328,42 @@ pub(crate) fn parse_id(p: Result<Path<String>, PathRejection>) -> Result<Uuid, A
     })
 }
 
-/// One job, with its per-attempt errors.
+/// A job as `GET /v1/jobs/{id}` shows it: every field, and what holds it back.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct JobDetail {
+    /// The job.
+    #[serde(flatten)]
+    pub job: JobRow,
+    /// For an available job: the limits that hold it back right now (empty otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held_by: Vec<mend::limits::Hold>,
+}
+
+/// One job, with its per-attempt errors, and the limits that hold it back if any.
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path)),
-    responses((status = 200, body = JobRow), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = JobDetail), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_job(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<JobRow>, ApiError> {
-    load(&state, parse_id(id)?).await.map(Json)
+) -> Result<Json<JobDetail>, ApiError> {
+    let job = load(&state, parse_id(id)?).await?;
+    let held_by = if job.state == mend::JobState::Available {
+        state
+            .store
+            .limit_usage(mend::store::LimitUsageParams {
+                queue: job.queue.clone(),
+                jobs: vec![mend::store::LimitSubject {
+                    kind: job.kind.clone(),
+                    args: job.args.clone(),
+                    limit_key: job.limit_key.clone(),
+                }],
+            })
+            .await?
+            .holds(&job, Utc::now())
+    } else {
+        Vec::new()
+    };
+    Ok(Json(JobDetail { job, held_by }))
 }
 
 /// The job `id`, or 404.

@@ -165,6 +165,22 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
             );
         }
     }
+    let limits = state.store.list_limits().await?;
+    if !limits.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP mend_limit_waiting Jobs at the head of a queue that its latest claim held back under each limit.\n# TYPE mend_limit_waiting gauge"
+        );
+        for l in &limits {
+            let _ = writeln!(
+                out,
+                "mend_limit_waiting{{limit=\"{}\",queue=\"{}\"}} {}",
+                escape(&l.limit.name),
+                escape(&l.limit.queue),
+                l.waiting
+            );
+        }
+    }
     let mut resp = out.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

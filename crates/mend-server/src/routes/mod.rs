@@ -2,6 +2,7 @@
 
 mod health;
 mod jobs;
+mod limits;
 mod metrics;
 mod queues;
 mod workers;
@@ -19,9 +20,10 @@ use crate::AppState;
         health::healthz, health::readyz, metrics::metrics,
         jobs::enqueue, jobs::enqueue_batch, jobs::get_job, jobs::list, jobs::cancel, jobs::retry,
         queues::list, queues::pause, queues::resume,
+        limits::list, limits::get, limits::put, limits::delete,
         workers::claim, workers::heartbeat, workers::complete, workers::fail,
     ),
-    components(schemas(mend::JobRow, mend::JobState, mend::AttemptError, mend::ErrorKind, crate::error::Problem, queues::QueueView)),
+    components(schemas(mend::limits::Limit, mend::limits::Rate, mend::limits::Hold, mend::store::LimitState, jobs::JobDetail, mend::JobRow, mend::JobState, mend::AttemptError, mend::ErrorKind, crate::error::Problem, queues::QueueView)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -58,6 +60,11 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/queues", get(queues::list))
         .route("/v1/queues/{name}/pause", post(queues::pause))
         .route("/v1/queues/{name}/resume", post(queues::resume))
+        .route("/v1/limits", get(limits::list))
+        .route(
+            "/v1/limits/{name}",
+            get(limits::get).put(limits::put).delete(limits::delete),
+        )
         .route("/v1/workers/claim", post(workers::claim))
         .route("/v1/workers/heartbeat", post(workers::heartbeat))
         .route("/v1/jobs/{id}/complete", post(workers::complete))

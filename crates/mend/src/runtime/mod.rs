@@ -323,6 +323,7 @@ pub struct WorkerBuilder {
     store: Arc<dyn Store>,
     registry: Registry,
     config: WorkerConfig,
+    limits: Vec<crate::limits::Limit>,
 }
 
 impl WorkerBuilder {
@@ -346,6 +347,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// Set this limit when the worker starts (create it, or replace the stored one of the same
+    /// name; an unchanged limit keeps its rate buckets). See [`crate::limits`]. The store
+    /// enforces it for every node, whether or not they declare it.
+    pub fn limit(mut self, limit: crate::limits::Limit) -> Self {
+        self.limits.push(limit);
+        self
+    }
+
     /// Adjust the configuration in place.
     pub fn configure(mut self, f: impl FnOnce(&mut WorkerConfig)) -> Self {
         f(&mut self.config);
@@ -363,6 +372,7 @@ impl WorkerBuilder {
             store: self.store,
             registry: self.registry,
             config: self.config,
+            limits: self.limits,
         }
     }
 }
@@ -372,6 +382,7 @@ pub struct Worker {
     store: Arc<dyn Store>,
     registry: Registry,
     config: WorkerConfig,
+    limits: Vec<crate::limits::Limit>,
 }
 
 /// Why a worker could not start.
@@ -393,6 +404,7 @@ impl Worker {
             store,
             registry: Registry::new(),
             config: WorkerConfig::default(),
+            limits: Vec::new(),
         }
     }
 
@@ -402,6 +414,14 @@ impl Worker {
             return Err(StartError::NoHandlers);
         }
         let now = Utc::now();
+        for limit in &self.limits {
+            self.store
+                .set_limit(crate::store::SetLimitParams {
+                    limit: limit.clone(),
+                    now,
+                })
+                .await?;
+        }
         let node = crate::node::this_node(now);
         self.store.register_node(node.clone()).await?;
         let rescued = crate::maintenance::rescuer::rescue_once(
