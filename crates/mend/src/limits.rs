@@ -29,6 +29,7 @@ pub const CLAIM_WINDOW: usize = 512;
 /// spell (a token bucket of `burst` tokens refilled at `max / per`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct Rate {
     /// Starts allowed per period (at least 1).
     pub max: u32,
@@ -69,6 +70,7 @@ impl Rate {
 /// A limit on one queue (or one kind in it), optionally per key. See the module docs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct Limit {
     /// Its name (1–100 characters: letters, digits, `-`, `_`, `.`), unique across queues.
     pub name: String,

@@ -135,7 +135,7 @@ pub struct SetLimitParams {
 }
 
 /// A limit as stored, with what it held back at the latest claim of its queue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LimitState {
     /// The limit.
