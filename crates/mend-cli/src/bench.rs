@@ -47,6 +47,10 @@ pub(crate) struct BenchArgs {
     /// SQLite: commit with synchronous=NORMAL instead of FULL (survives a crash, not power loss).
     #[arg(long)]
     no_fsync: bool,
+    /// Put a per-key concurrency limit of 1 on the bench queue, with the jobs spread over this
+    /// many keys (the claim then takes the limited path: see `mend::limits`).
+    #[arg(long, value_name = "KEYS")]
+    limit_keys: Option<usize>,
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     json: bool,
@@ -68,6 +72,8 @@ struct Report {
     latency_p50_ms: f64,
     latency_p99_ms: f64,
     latency_max_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit_keys: Option<usize>,
     version: &'static str,
 }
 
@@ -103,6 +109,19 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let queue = format!("bench-{}", uuid_short());
     let per_node = args.concurrency.div_ceil(args.nodes);
 
+    if let Some(keys) = args.limit_keys {
+        if keys == 0 {
+            bail!("--limit-keys must be at least 1");
+        }
+        store
+            .set_limit(mend::store::SetLimitParams {
+                limit: mend::limits::Limit::new(format!("{queue}-per-key"), queue.clone())
+                    .per_key("/k")
+                    .concurrency(1),
+                now: chrono::Utc::now(),
+            })
+            .await?;
+    }
     let (ping_tx, mut ping_rx) = mpsc::unbounded_channel::<Instant>();
     let mut workers = Vec::with_capacity(args.nodes);
     for node_store in &stores {
@@ -142,13 +161,19 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let producer = {
         let store = store.clone();
         let queue = queue.clone();
-        let (jobs, batch) = (args.jobs, args.batch);
+        let (jobs, batch, keys) = (args.jobs, args.batch, args.limit_keys);
         tokio::spawn(async move {
             let mut left = jobs;
             while left > 0 {
                 let n = left.min(batch);
                 let batch: Vec<NewJob> = (0..n)
-                    .map(|_| NewJob::new(NOOP, serde_json::Value::Null).with_queue(queue.clone()))
+                    .map(|i| {
+                        let args = match keys {
+                            Some(k) => serde_json::json!({ "k": (left - i) % k }),
+                            None => serde_json::Value::Null,
+                        };
+                        NewJob::new(NOOP, args).with_queue(queue.clone())
+                    })
                     .collect();
                 store.insert_many(batch).await?;
                 left -= n;
@@ -210,6 +235,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for worker in &workers {
         worker.shutdown(Duration::from_secs(10)).await;
     }
+    if args.limit_keys.is_some() {
+        store.delete_limit(format!("{queue}-per-key")).await?;
+    }
     let counts = store.queue_counts().await?;
     let mut completed = 0;
     let mut other = Vec::new();
@@ -248,6 +276,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         latency_p50_ms: percentile(&samples, 50.0),
         latency_p99_ms: percentile(&samples, 99.0),
         latency_max_ms: samples.last().copied().unwrap_or(f64::NAN),
+        limit_keys: args.limit_keys,
         version: env!("CARGO_PKG_VERSION"),
     };
     if args.json {
@@ -257,6 +286,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "mend bench — {} ({} node(s), {})",
             report.database, report.nodes, report.synchronous
         );
+        if let Some(k) = report.limit_keys {
+            println!("  limit               one running per key, {k} keys");
+        }
         println!(
             "  jobs end to end     {:>12}  in {:.2} s",
             report.jobs, report.elapsed_sec

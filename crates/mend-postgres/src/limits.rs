@@ -34,9 +34,9 @@ const LIMITED_QUEUES_TTL: Duration = Duration::from_secs(1);
 /// The statements, with the schema filled in.
 pub(crate) struct LimitSql {
     lock_queue: String,
-    head: String,
-    running: String,
-    buckets: String,
+    pub(crate) head: String,
+    pub(crate) running: String,
+    pub(crate) buckets: String,
     start: String,
     save_buckets: String,
     save_waiting: String,

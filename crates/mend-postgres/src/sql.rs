@@ -332,7 +332,7 @@ impl Sql {
 
     /// The hot statements, by name, with their parameter types and sample values, for the
     /// plan test ([`crate::PgStore::explain_hot_paths`]).
-    pub(crate) fn hot_paths(&self) -> [(&'static str, &str, &'static str, String); 5] {
+    pub(crate) fn hot_paths(&self) -> [(&'static str, &str, &'static str, String); 8] {
         let now = "'2026-01-01T00:00:00Z'";
         let id = "'01900000-0000-7000-8000-000000000000'";
         [
@@ -360,6 +360,24 @@ impl Sql {
                 &self.rescue_candidates,
                 "text[], timestamptz",
                 format!("'{{n}}', {now}"),
+            ),
+            (
+                "limit_head",
+                &self.limits.head,
+                "text, text[], int8",
+                "'q', '{}', 512".to_owned(),
+            ),
+            (
+                "limit_running",
+                &self.limits.running,
+                "text",
+                "'q'".to_owned(),
+            ),
+            (
+                "limit_buckets",
+                &self.limits.buckets,
+                "text[], text[]",
+                "'{l}', '{k1,k2}'".to_owned(),
             ),
         ]
     }

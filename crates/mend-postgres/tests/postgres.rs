@@ -50,10 +50,11 @@ async fn hot_paths_stay_on_indexes_as_the_table_grows() {
         // Completions and heartbeats touch running jobs only: by primary key, or through the
         // running jobs' partial index (bounded by total concurrency, not by the table).
         let indexes: &[&str] = match name {
-            "claim" => &["mend_jobs_claim"],
+            "claim" | "limit_head" => &["mend_jobs_claim"],
             "promote" => &["mend_jobs_due"],
             "complete" | "extend" => &["mend_jobs_pkey", "mend_jobs_running"],
-            "rescue" => &["mend_jobs_running"],
+            "rescue" | "limit_running" => &["mend_jobs_running"],
+            "limit_buckets" => &["mend_limit_buckets_pkey"],
             _ => unreachable!(),
         };
         assert!(

@@ -22,11 +22,20 @@ async fn limits_are_managed_over_http_and_explain_held_jobs() {
     // Refused, each naming its field; nothing stored changes.
     for (body, field) in [
         (json!({"queue": "billing", "concurrency": 0}), "concurrency"),
-        (json!({"queue": "billing", "key": "account", "concurrency": 1}), "key"),
+        (
+            json!({"queue": "billing", "key": "account", "concurrency": 1}),
+            "key",
+        ),
         (json!({"queue": "billing"}), "rate"),
-        (json!({"queue": "billing", "rate": {"max": 0, "per_ms": 1000}}), "rate.max"),
+        (
+            json!({"queue": "billing", "rate": {"max": 0, "per_ms": 1000}}),
+            "rate.max",
+        ),
         (json!({"queue": "billing", "concurency": 1}), "body"),
-        (json!({"name": "other", "queue": "billing", "concurrency": 1}), "name"),
+        (
+            json!({"name": "other", "queue": "billing", "concurrency": 1}),
+            "name",
+        ),
     ] {
         let r = s
             .call("PUT", "/v1/limits/one-per-account", Some(body.clone()))
@@ -35,7 +44,11 @@ async fn limits_are_managed_over_http_and_explain_held_jobs() {
         assert_eq!(r.body["field"], field, "{body}: {detail}");
     }
     let bad_name = s
-        .call("PUT", "/v1/limits/no%20spaces", Some(json!({"queue": "q", "concurrency": 1})))
+        .call(
+            "PUT",
+            "/v1/limits/no%20spaces",
+            Some(json!({"queue": "q", "concurrency": 1})),
+        )
         .await;
     assert_eq!(bad_name.body["field"], "name", "{}", bad_name.body);
     let listed = s.call("GET", "/v1/limits", None).await;
@@ -76,7 +89,11 @@ async fn limits_are_managed_over_http_and_explain_held_jobs() {
     assert!(got.contains(&ids[0].as_str()));
     let held = s.call("GET", &format!("/v1/jobs/{}", ids[1]), None).await;
     assert_eq!(held.body["state"], "available");
-    assert_eq!(held.body["held_by"][0]["limit"], "one-per-account", "{}", held.body);
+    assert_eq!(
+        held.body["held_by"][0]["limit"], "one-per-account",
+        "{}",
+        held.body
+    );
     assert_eq!(held.body["held_by"][0]["key"], "acme");
     let running = s.call("GET", &format!("/v1/jobs/{}", ids[0]), None).await;
     assert!(running.body.get("held_by").is_none(), "{}", running.body);
@@ -116,5 +133,10 @@ async fn limits_are_managed_over_http_and_explain_held_jobs() {
     let rest = s
         .claim(json!({"worker_id": "w2", "queue": "billing", "kinds": ["noop"], "limit": 10}))
         .await;
-    assert_eq!(rest.body["jobs"].as_array().unwrap().len(), 1, "{}", rest.body);
+    assert_eq!(
+        rest.body["jobs"].as_array().unwrap().len(),
+        1,
+        "{}",
+        rest.body
+    );
 }

@@ -397,6 +397,8 @@ pub(crate) fn hot_reads() -> Vec<(&'static str, String)> {
         ("rescue", RESCUE_CANDIDATES.clone()),
         ("complete", COMPLETED.clone()),
         ("extend", EXTEND_LEASE.clone()),
+        ("limit_running", RUNNING_OF_QUEUE.to_owned()),
+        ("limit_bucket", BUCKET.to_owned()),
     ]
 }
 
