@@ -85,7 +85,12 @@ macro_rules! store_conformance {
             checkpoints_are_fenced_and_reach_the_next_attempt,
             insert_wakes_idle_fetchers,
             dead_nodes_are_the_stale_ones_never_this_one,
-            durable_cleanups_are_written_down_fenced_and_removed_when_run
+            durable_cleanups_are_written_down_fenced_and_removed_when_run,
+            // Periodic jobs (cron).
+            cron_schedules_upsert_list_pause_and_delete,
+            cron_advance_is_a_compare_and_set,
+            cron_one_job_per_slot_when_schedulers_race,
+            cron_scheduler_catches_up_by_policy
         );
     };
     ($factory:path, effects = $kit:expr) => {

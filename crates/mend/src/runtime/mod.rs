@@ -323,6 +323,8 @@ pub struct WorkerBuilder {
     store: Arc<dyn Store>,
     registry: Registry,
     config: WorkerConfig,
+    /// Periodic jobs declared in code, stored at start.
+    periodic: Vec<crate::cron::Periodic>,
 }
 
 impl WorkerBuilder {
@@ -352,6 +354,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// Declare a periodic job: stored (or its declaration updated) when the worker starts;
+    /// the leader inserts a job for each of its slots. See [`crate::cron`].
+    pub fn periodic(mut self, periodic: crate::cron::Periodic) -> Self {
+        self.periodic.push(periodic);
+        self
+    }
+
     /// The worker.
     pub fn build(mut self) -> Worker {
         if self.config.queues.is_empty() {
@@ -363,6 +372,7 @@ impl WorkerBuilder {
             store: self.store,
             registry: self.registry,
             config: self.config,
+            periodic: self.periodic,
         }
     }
 }
@@ -372,6 +382,7 @@ pub struct Worker {
     store: Arc<dyn Store>,
     registry: Registry,
     config: WorkerConfig,
+    periodic: Vec<crate::cron::Periodic>,
 }
 
 /// Why a worker could not start.
@@ -384,6 +395,9 @@ pub enum StartError {
     /// No handlers were registered.
     #[error("no handlers registered: register at least one kind before starting the worker")]
     NoHandlers,
+    /// A periodic job's declaration was refused, or could not be stored.
+    #[error("periodic jobs: {0}")]
+    Periodic(#[from] crate::maintenance::scheduler::DeclareError),
 }
 
 impl Worker {
@@ -393,6 +407,7 @@ impl Worker {
             store,
             registry: Registry::new(),
             config: WorkerConfig::default(),
+            periodic: Vec::new(),
         }
     }
 
@@ -402,6 +417,10 @@ impl Worker {
             return Err(StartError::NoHandlers);
         }
         let now = Utc::now();
+        if !self.periodic.is_empty() {
+            crate::maintenance::scheduler::declare(self.store.as_ref(), &self.periodic, now)
+                .await?;
+        }
         let node = crate::node::this_node(now);
         self.store.register_node(node.clone()).await?;
         let rescued = crate::maintenance::rescuer::rescue_once(
@@ -485,6 +504,10 @@ impl Worker {
                 heartbeat_stop.clone(),
             ));
         }
+        maintenance.spawn(crate::maintenance::scheduler::run(
+            shared.store.clone(),
+            heartbeat_stop.clone(),
+        ));
         maintenance.close();
         Ok(WorkerHandle {
             shared,
