@@ -63,6 +63,11 @@ enum Command {
     /// Example: mend queues list
     #[command(subcommand)]
     Queues(client::QueuesCommand),
+    /// Periodic jobs: list, show, create, pause, resume and delete cron schedules.
+    ///
+    /// Example: mend cron create nightly --schedule '0 30 2 * * *' --timezone Europe/Berlin --kind report
+    #[command(subcommand)]
+    Cron(client::CronCommand),
     /// Run the chaos drill: real `mend serve` nodes on one database, SIGKILLs and restarts, a
     /// SIGTERM, injected panics, errors and timeouts, cut database connections; then check
     /// that no job was lost or run twice and no cleanup skipped, and report time to rescue.
@@ -136,6 +141,7 @@ fn main() -> std::process::ExitCode {
             Command::Enqueue(args) => client::enqueue(args).await,
             Command::Jobs(cmd) => client::jobs(cmd).await,
             Command::Queues(cmd) => client::queues(cmd).await,
+            Command::Cron(cmd) => client::cron(cmd).await,
             Command::Migrate(args) => client::migrate(args).await,
             Command::Chaos(args) => chaos::run(args).await,
         }

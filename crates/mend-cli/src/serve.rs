@@ -106,6 +106,8 @@ struct FileConfig {
     retention_hours: Option<u64>,
     /// The built-in executors' settings (`[exec.allow.NAME]` tables).
     exec: Option<mend_executors::ExecutorsConfig>,
+    /// Periodic jobs (`[[cron]]` tables), stored at start.
+    cron: Option<Vec<mend::cron::PeriodicDecl>>,
 }
 
 /// The settings in force.
@@ -120,6 +122,8 @@ struct Settings {
     retention: Option<Duration>,
     executors: mend_executors::ExecutorsConfig,
     drill: Option<(PathBuf, Option<crate::drill::Breakage>)>,
+    /// The `[[cron]]` schedules, checked.
+    periodic: Vec<mend::Periodic>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -231,6 +235,25 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
     if queues.iter().any(|(_, n)| *n == 0) {
         bail!("queue concurrency must be at least 1");
     }
+    // Periodic jobs: every [[cron]] table is checked before anything is stored.
+    let periodic = file
+        .cron
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, decl)| {
+            let name = decl.name.clone().unwrap_or_default();
+            decl.into_periodic().map_err(|e| {
+                anyhow!(
+                    "{} [[cron]] table #{} ({name:?}): {}: {}",
+                    config.display(),
+                    i + 1,
+                    e.field,
+                    e.message
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Settings {
         database: args
             .database
@@ -256,6 +279,7 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
         retention: Some(retention.unwrap_or(DEFAULT_RETENTION)).filter(|r| !r.is_zero()),
         executors: file.exec.unwrap_or_default(),
         drill: args.drill_dir.map(|d| (d, args.drill_break)),
+        periodic,
     })
 }
 
@@ -322,6 +346,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
     for (q, n) in &s.queues {
         builder = builder.queue(q.clone(), *n);
+    }
+    for p in &s.periodic {
+        builder = builder.periodic(p.clone());
     }
     let worker = builder
         .build()

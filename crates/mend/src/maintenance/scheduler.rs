@@ -34,15 +34,22 @@ pub struct PassReport {
 
 /// Runs a pass every [`SCHEDULER_TICK`] while this process leads, until `stop`.
 pub async fn run(store: Arc<dyn Store>, stop: CancellationToken) {
+    // A failure is logged once until a pass succeeds again: four warnings a second about one
+    // outage would bury everything else.
+    let mut failing = false;
     loop {
-        match store.is_leader().await {
-            Ok(true) => {
-                if let Err(e) = pass(store.as_ref(), Utc::now()).await {
-                    tracing::warn!(error = %e, "scheduling periodic jobs failed; will try again");
-                }
+        let result = match store.is_leader().await {
+            Ok(true) => pass(store.as_ref(), Utc::now()).await.map(|_| ()),
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "scheduling periodic jobs failed; will keep trying");
             }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot tell whether this node leads"),
+            Err(e) => tracing::debug!(error = %e, "scheduling periodic jobs still fails"),
         }
         tokio::select! {
             _ = stop.cancelled() => return,
