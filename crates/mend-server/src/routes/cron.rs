@@ -77,7 +77,7 @@ fn check(
     }
     let p = decl.into_periodic().map_err(invalid)?;
     if let Some(validate) = &state.validator {
-        validate(&p.kind, &p.args).map_err(|m| ApiError::invalid("args", m))?;
+        validate(&p.kind, &p.args).map_err(|m| ApiError::invalid("args", format!("args: {m}")))?;
     }
     Ok(p)
 }
