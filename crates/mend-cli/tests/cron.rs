@@ -4,7 +4,7 @@
 //! `mend.toml` with nothing stored changed; `mend cron` drives the API; and a library worker
 //! declared with `.periodic(..)` runs its schedule's jobs.
 
-#![expect(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -47,7 +47,14 @@ fn serve_logged(db: &str, config: &Path, log: Option<&Path>) -> Serve {
         None => Stdio::inherit(),
     };
     let mut child = mend()
-        .args(["serve", "--database", db, "--bind", "127.0.0.1:0", "--config"])
+        .args([
+            "serve",
+            "--database",
+            db,
+            "--bind",
+            "127.0.0.1:0",
+            "--config",
+        ])
         .arg(config)
         .args(["--queues", "default=2"])
         .stdout(Stdio::piped())
@@ -132,7 +139,9 @@ fn ten_second_window(lead: Duration) -> (String, Vec<DateTime<Utc>>) {
         start.format("%-d"),
         start.format("%-m")
     );
-    let slots = (0..10).map(|i| start + chrono::Duration::seconds(i)).collect();
+    let slots = (0..10)
+        .map(|i| start + chrono::Duration::seconds(i))
+        .collect();
     (expr, slots)
 }
 
@@ -174,7 +183,10 @@ catch_up = "all"
         // PostgreSQL one leads, and it must be the node this test kills.
         assert!(leads(0) && !leads(1) && !leads(2), "the first node leads");
     }
-    assert!(Utc::now() < slots[0], "the nodes started after the first slot; slow machine");
+    assert!(
+        Utc::now() < slots[0],
+        "the nodes started after the first slot; slow machine"
+    );
     // Kill the leader in the middle, just after the fifth slot.
     let kill_at = slots[4] + chrono::Duration::milliseconds(300);
     while Utc::now() < kill_at {
@@ -203,7 +215,11 @@ catch_up = "all"
     );
     let row = block_on(async { open(db).await.cron_get("tick".into()).await.unwrap() }).unwrap();
     assert_eq!(row.last_slot, Some(slots[9]));
-    assert!(row.skipped.is_empty(), "policy all skips nothing: {:?}", row.skipped);
+    assert!(
+        row.skipped.is_empty(),
+        "policy all skips nothing: {:?}",
+        row.skipped
+    );
 }
 
 #[test]
@@ -282,7 +298,9 @@ fn bad_cron_tables_in_mend_toml_are_refused_and_nothing_changes() {
     let db = common::sqlite_url(dir.path(), "toml.db");
     let config = dir.path().join("mend.toml");
     let table = |name: &str, schedule: &str, extra: &str| {
-        format!("[[cron]]\nname = \"{name}\"\nschedule = \"{schedule}\"\nkind = \"noop\"\n{extra}\n")
+        format!(
+            "[[cron]]\nname = \"{name}\"\nschedule = \"{schedule}\"\nkind = \"noop\"\n{extra}\n"
+        )
     };
     // A good declaration is stored at start.
     std::fs::write(&config, table("hourly", "@hourly", "")).unwrap();
@@ -293,19 +311,35 @@ fn bad_cron_tables_in_mend_toml_are_refused_and_nothing_changes() {
 
     for (bad, field) in [
         (table("broken", "61 * * * *", ""), "schedule"),
-        (table("zoned", "@daily", "timezone = \"Nowhere/Special\""), "timezone"),
+        (
+            table("zoned", "@daily", "timezone = \"Nowhere/Special\""),
+            "timezone",
+        ),
         (table("", "@daily", ""), "name"),
-        (table("lazy", "@daily", "catch_up = \"whenever\""), "catch_up"),
+        (
+            table("lazy", "@daily", "catch_up = \"whenever\""),
+            "catch_up",
+        ),
     ] {
         // The good one changed too: a refused file must not store even that change.
         let text = format!("{}\n{bad}", table("hourly", "@daily", ""));
         std::fs::write(&config, text).unwrap();
         let out = mend()
-            .args(["serve", "--database", &db, "--bind", "127.0.0.1:0", "--config"])
+            .args([
+                "serve",
+                "--database",
+                &db,
+                "--bind",
+                "127.0.0.1:0",
+                "--config",
+            ])
             .arg(&config)
             .output()
             .unwrap();
-        assert!(!out.status.success(), "a bad [[cron]] table must stop mend serve");
+        assert!(
+            !out.status.success(),
+            "a bad [[cron]] table must stop mend serve"
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             err.contains("[[cron]] table #2") && err.contains(&format!("{field}:")),
@@ -340,7 +374,14 @@ fn the_cron_commands_drive_the_api() {
         )
     };
     let (ok, out, err) = run(&[
-        "create", "beat", "--schedule", "* * * * * *", "--kind", "noop", "--catch-up", "all",
+        "create",
+        "beat",
+        "--schedule",
+        "* * * * * *",
+        "--kind",
+        "noop",
+        "--catch-up",
+        "all",
     ]);
     assert!(ok, "{err}");
     assert!(out.contains("schedule beat stored; next slot"), "{out}");
@@ -356,7 +397,10 @@ fn the_cron_commands_drive_the_api() {
     }
     let (ok, out, _) = run(&["list"]);
     assert!(ok);
-    assert!(out.contains("NAME") && out.contains("beat") && out.contains("* * * * * *"), "{out}");
+    assert!(
+        out.contains("NAME") && out.contains("beat") && out.contains("* * * * * *"),
+        "{out}"
+    );
     let (ok, out, _) = run(&["show", "beat"]);
     assert!(ok);
     assert!(out.contains("recent runs (newest first):"), "{out}");
@@ -364,14 +408,21 @@ fn the_cron_commands_drive_the_api() {
     assert!(ok);
     let shown: Value = serde_json::from_str(&out).unwrap();
     let run0 = &shown["runs"][0];
-    assert!(run0["job_id"].is_string() && run0["state"].is_string(), "{shown}");
+    assert!(
+        run0["job_id"].is_string() && run0["state"].is_string(),
+        "{shown}"
+    );
 
     let (ok, out, _) = run(&["pause", "beat"]);
     assert!(ok && out.contains("paused"), "{out}");
     std::thread::sleep(Duration::from_millis(600)); // a pass in flight finishes
     let paused_at = slots_of(&db, "beat").len();
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(slots_of(&db, "beat").len(), paused_at, "a paused schedule inserts nothing");
+    assert_eq!(
+        slots_of(&db, "beat").len(),
+        paused_at,
+        "a paused schedule inserts nothing"
+    );
     let (ok, out, _) = run(&["resume", "beat"]);
     assert!(ok && out.contains("resumed"), "{out}");
     let (ok, out, _) = run(&["delete", "beat"]);
@@ -406,9 +457,15 @@ async fn a_library_worker_runs_its_periodic_jobs() {
         .build()
         .start()
         .await;
-    let err = refused.err().expect("an invalid declaration stops the start").to_string();
+    let err = refused
+        .err()
+        .expect("an invalid declaration stops the start")
+        .to_string();
     assert!(err.contains("timezone"), "{err}");
-    assert!(store.cron_list().await.unwrap().is_empty(), "nothing stored");
+    assert!(
+        store.cron_list().await.unwrap().is_empty(),
+        "nothing stored"
+    );
     let worker = mend::Worker::builder(store.clone())
         .registry(registry)
         .periodic(

@@ -227,7 +227,8 @@ pub(crate) async fn advance(store: &PgStore, p: AdvanceCronParams) -> Result<Opt
         // Dropping the transaction rolls it back.
         return Ok(None);
     }
-    let jobs = crate::jobs::insert_with(store, &*tx, store.inner.sql.insert.as_str(), p.jobs).await?;
+    let jobs =
+        crate::jobs::insert_with(store, &*tx, store.inner.sql.insert.as_str(), p.jobs).await?;
     let ids: Vec<uuid::Uuid> = jobs.iter().map(|j| j.id).collect();
     let runs = mend::cron::merge_runs(&p.runs_before, &p.slots, &ids);
     tx.execute(&s.set_runs, &[&p.name, &to_value(&runs)?])

@@ -374,10 +374,7 @@ impl Store for PgStore {
 
     // ---- Periodic jobs (cron): see `cron`. ----
 
-    async fn cron_upsert(
-        &self,
-        p: mend::store::UpsertCronParams,
-    ) -> Result<mend::cron::CronRow> {
+    async fn cron_upsert(&self, p: mend::store::UpsertCronParams) -> Result<mend::cron::CronRow> {
         cron::upsert(self, p).await
     }
 
@@ -404,10 +401,7 @@ impl Store for PgStore {
         cron::due(self, p).await
     }
 
-    async fn cron_advance(
-        &self,
-        p: mend::store::AdvanceCronParams,
-    ) -> Result<Option<Vec<JobRow>>> {
+    async fn cron_advance(&self, p: mend::store::AdvanceCronParams) -> Result<Option<Vec<JobRow>>> {
         cron::advance(self, p).await
     }
 }

@@ -144,9 +144,7 @@ fn decode(r: Raw) -> Result<CronRow> {
     let row = CronRow {
         paused,
         next_slot: ts(&name, "next_slot", next_slot)?,
-        last_slot: last_slot
-            .map(|v| ts(&name, "last_slot", v))
-            .transpose()?,
+        last_slot: last_slot.map(|v| ts(&name, "last_slot", v)).transpose()?,
         recent_runs: json::<Vec<CronRun>>(&name, "recent_runs", &recent_runs)?,
         skipped: json(&name, "skipped", &skipped)?,
         created_at: ts(&name, "created_at", created_at)?,
@@ -274,7 +272,8 @@ pub(crate) fn advance(
                 micros(p.expected_next_slot),
                 micros(p.next_slot),
                 p.slots.last().map(|t| micros(*t)),
-                to_json(&p.skipped).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+                to_json(&p.skipped)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
                 micros(p.now),
             ])
         })

@@ -434,10 +434,7 @@ impl Store for SqliteStore {
 
     // ---- Periodic jobs (cron): see `cron`. ----
 
-    async fn cron_upsert(
-        &self,
-        p: mend::store::UpsertCronParams,
-    ) -> Result<mend::cron::CronRow> {
+    async fn cron_upsert(&self, p: mend::store::UpsertCronParams) -> Result<mend::cron::CronRow> {
         self.write(true, move |conn, path| cron::upsert(conn, path, p))
             .await
     }
@@ -468,10 +465,7 @@ impl Store for SqliteStore {
         self.read(move |conn, path| cron::due(conn, path, p)).await
     }
 
-    async fn cron_advance(
-        &self,
-        p: mend::store::AdvanceCronParams,
-    ) -> Result<Option<Vec<JobRow>>> {
+    async fn cron_advance(&self, p: mend::store::AdvanceCronParams) -> Result<Option<Vec<JobRow>>> {
         for job in &p.jobs {
             job.validate()?;
         }

@@ -137,7 +137,9 @@ impl Schedule {
         let tz: Tz = timezone.parse().map_err(|_| {
             CronError::new(
                 "timezone",
-                format!("unknown time zone {timezone:?}: use an IANA name such as UTC or Europe/Berlin"),
+                format!(
+                    "unknown time zone {timezone:?}: use an IANA name such as UTC or Europe/Berlin"
+                ),
             )
         })?;
         let cron = croner::parser::CronParser::builder()
@@ -243,9 +245,7 @@ pub fn plan(
         skipped: due[..split].to_vec(),
         run: due[split..].to_vec(),
         more_skipped,
-        next_slot: schedule
-            .next_after(now)
-            .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        next_slot: schedule.next_after(now).unwrap_or(DateTime::<Utc>::MAX_UTC),
     }
 }
 
@@ -359,7 +359,10 @@ impl Periodic {
             ));
         }
         if self.queue.trim().is_empty() || self.queue.len() > 255 || self.queue.contains('\0') {
-            return Err(CronError::new("queue", "must be 1–255 bytes naming a queue"));
+            return Err(CronError::new(
+                "queue",
+                "must be 1–255 bytes naming a queue",
+            ));
         }
         if self.max_attempts < 1 {
             return Err(CronError::new("max_attempts", "must be at least 1"));
@@ -380,8 +383,7 @@ impl Periodic {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_NAME_LEN
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
 }
 
@@ -540,15 +542,10 @@ pub fn slot_of(job: &JobRow) -> Option<(String, DateTime<Utc>)> {
 /// past [`RECENT_RUNS_KEPT`].
 pub fn merge_runs(before: &[CronRun], slots: &[DateTime<Utc>], ids: &[Uuid]) -> Vec<CronRun> {
     let mut runs: Vec<CronRun> = before.to_vec();
-    runs.extend(
-        slots
-            .iter()
-            .zip(ids)
-            .map(|(slot, job_id)| CronRun {
-                slot: *slot,
-                job_id: *job_id,
-            }),
-    );
+    runs.extend(slots.iter().zip(ids).map(|(slot, job_id)| CronRun {
+        slot: *slot,
+        job_id: *job_id,
+    }));
     let cut = runs.len().saturating_sub(RECENT_RUNS_KEPT);
     runs.drain(..cut);
     runs
@@ -610,12 +607,42 @@ mod tests {
         let field = |p: Periodic| p.validate().unwrap_err().field;
         let ok = || Periodic::new("n", "* * * * *", "k", serde_json::json!({}));
         assert!(ok().validate().is_ok());
-        assert_eq!(field(Periodic { name: "".into(), ..ok() }), "name");
-        assert_eq!(field(Periodic { name: "a:b".into(), ..ok() }), "name");
-        assert_eq!(field(Periodic { schedule: "nope".into(), ..ok() }), "schedule");
-        assert_eq!(field(Periodic { schedule: "61 * * * *".into(), ..ok() }), "schedule");
+        assert_eq!(
+            field(Periodic {
+                name: "".into(),
+                ..ok()
+            }),
+            "name"
+        );
+        assert_eq!(
+            field(Periodic {
+                name: "a:b".into(),
+                ..ok()
+            }),
+            "name"
+        );
+        assert_eq!(
+            field(Periodic {
+                schedule: "nope".into(),
+                ..ok()
+            }),
+            "schedule"
+        );
+        assert_eq!(
+            field(Periodic {
+                schedule: "61 * * * *".into(),
+                ..ok()
+            }),
+            "schedule"
+        );
         assert_eq!(field(ok().timezone("Mars/Olympus")), "timezone");
-        assert_eq!(field(Periodic { kind: " ".into(), ..ok() }), "kind");
+        assert_eq!(
+            field(Periodic {
+                kind: " ".into(),
+                ..ok()
+            }),
+            "kind"
+        );
         assert_eq!(field(ok().catch_up(CatchUp::All, 0)), "catch_up_max");
         let decl = PeriodicDecl {
             name: Some("n".into()),
@@ -639,7 +666,11 @@ mod tests {
         let berlin = chrono_tz::Europe::Berlin;
         let local: Vec<String> = got
             .iter()
-            .map(|t| t.with_timezone(&berlin).format("%m-%d %H:%M %Z").to_string())
+            .map(|t| {
+                t.with_timezone(&berlin)
+                    .format("%m-%d %H:%M %Z")
+                    .to_string()
+            })
             .collect();
         assert_eq!(
             local,
@@ -762,6 +793,9 @@ mod tests {
             &vec![Uuid::nil(); RECENT_RUNS_KEPT + 5],
         );
         assert_eq!(runs.len(), RECENT_RUNS_KEPT);
-        assert_eq!(merge_skipped(&[slot; SKIPPED_KEPT], &[slot]).len(), SKIPPED_KEPT);
+        assert_eq!(
+            merge_skipped(&[slot; SKIPPED_KEPT], &[slot]).len(),
+            SKIPPED_KEPT
+        );
     }
 }

@@ -38,6 +38,7 @@
 
 pub mod cleanup;
 pub mod client;
+pub mod cron;
 pub mod handler;
 pub mod job;
 pub mod maintenance;
@@ -48,10 +49,10 @@ pub mod runtime;
 pub mod settle;
 pub mod store;
 pub mod trace;
-pub mod cron;
 
 pub use cleanup::{AttemptExit, CleanupArgs, CleanupOutcome, CleanupReport, DurableCleanup};
 pub use client::{Client, ClientError};
+pub use cron::{CatchUp, Periodic};
 pub use handler::{Handler, JobArgs, JobContext, JobError, Registry, ResultExt};
 pub use job::{AttemptError, ErrorKind, JobRow, JobState, NewJob};
 pub use retry::{ExponentialBackoff, FixedDelay, RetryPolicy};
@@ -59,4 +60,3 @@ pub use runtime::{
     EventOutcome, JobEvent, ShutdownReport, Stats, Worker, WorkerConfig, WorkerHandle,
 };
 pub use store::{Store, StoreError};
-pub use cron::{CatchUp, Periodic};

@@ -181,21 +181,15 @@ fn describe(s: &Value) {
         "job        kind {} on queue {}, args {}",
         str_field(s, "kind"),
         str_field(s, "queue"),
-        s.get("args").map_or_else(|| "{}".to_owned(), Value::to_string)
+        s.get("args")
+            .map_or_else(|| "{}".to_owned(), Value::to_string)
     );
     println!(
         "catch-up   {} (all runs at most {})",
         str_field(s, "catch_up"),
         str_field(s, "catch_up_max")
     );
-    println!(
-        "state      {}",
-        if paused {
-            "paused"
-        } else {
-            "active"
-        }
-    );
+    println!("state      {}", if paused { "paused" } else { "active" });
     println!("next slot  {}", time_field(s, "next_slot"));
     println!("last slot  {}", time_field(s, "last_slot"));
     let runs = array_field(s, "runs");
@@ -205,7 +199,11 @@ fn describe(s: &Value) {
         println!("recent runs (newest first):");
         let mut t = Table::new(&["SLOT", "JOB", "STATE"]);
         for r in &runs {
-            t.row(vec![time_field(r, "slot"), str_field(r, "job_id"), state_of(r)]);
+            t.row(vec![
+                time_field(r, "slot"),
+                str_field(r, "job_id"),
+                state_of(r),
+            ]);
         }
         print!("{}", t.render());
     }
@@ -259,8 +257,13 @@ async fn create(a: CronCreateArgs) -> anyhow::Result<()> {
     put("catch_up_max", a.catch_up_max.map(Value::from));
     let reply = if a.replace {
         let body = Value::Object(decl);
-        api.send(Method::PUT, api.url(&["v1", "cron", &a.name]), Some(&body), None)
-            .await?
+        api.send(
+            Method::PUT,
+            api.url(&["v1", "cron", &a.name]),
+            Some(&body),
+            None,
+        )
+        .await?
     } else {
         decl.insert("name".into(), json!(a.name));
         let body = Value::Object(decl);
@@ -306,7 +309,12 @@ async fn set_paused(a: CronNameArgs, pause: bool) -> anyhow::Result<()> {
 async fn delete(a: CronNameArgs) -> anyhow::Result<()> {
     let api = Api::new(&a.conn)?;
     let body = api
-        .send(Method::DELETE, api.url(&["v1", "cron", &a.name]), None, None)
+        .send(
+            Method::DELETE,
+            api.url(&["v1", "cron", &a.name]),
+            None,
+            None,
+        )
         .await?
         .body;
     if a.conn.json {

@@ -88,9 +88,7 @@ async fn store_it(state: &AppState, p: Periodic) -> Result<CronRow, ApiError> {
     let row = state
         .store
         .cron_upsert(UpsertCronParams {
-            next_slot: schedule
-                .next_after(now)
-                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            next_slot: schedule.next_after(now).unwrap_or(DateTime::<Utc>::MAX_UTC),
             periodic: p,
             now,
         })

@@ -66,7 +66,10 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/jobs/{id}/complete", post(workers::complete))
         .route("/v1/jobs/{id}/fail", post(workers::fail))
         .route("/v1/cron", get(cron::list).post(cron::create))
-        .route("/v1/cron/{name}", get(cron::get_one).put(cron::replace).delete(cron::delete))
+        .route(
+            "/v1/cron/{name}",
+            get(cron::get_one).put(cron::replace).delete(cron::delete),
+        )
         .route("/v1/cron/{name}/pause", post(cron::pause))
         .route("/v1/cron/{name}/resume", post(cron::resume))
         .fallback(health::not_found)

@@ -82,7 +82,12 @@ pub async fn cron_schedules_upsert_list_pause_and_delete(store: Arc<dyn Store>) 
         .collect();
     assert_eq!(names, ["other", "tick"], "listed by name");
     assert_eq!(
-        store.cron_get("tick".into()).await.unwrap().unwrap().periodic,
+        store
+            .cron_get("tick".into())
+            .await
+            .unwrap()
+            .unwrap()
+            .periodic,
         p
     );
     assert!(store.cron_get("nope".into()).await.unwrap().is_none());
@@ -98,7 +103,11 @@ pub async fn cron_schedules_upsert_list_pause_and_delete(store: Arc<dyn Store>) 
         ..p.clone()
     };
     let changed = upsert(&store, changed, later).await;
-    assert_eq!(changed.next_slot, t("2026-01-01T00:00:45Z"), "next slot recomputed");
+    assert_eq!(
+        changed.next_slot,
+        t("2026-01-01T00:00:45Z"),
+        "next slot recomputed"
+    );
     assert_eq!(changed.created_at, row.created_at, "created_at kept");
 
     // Due: by next slot, paused ones left out.
@@ -114,7 +123,11 @@ pub async fn cron_schedules_upsert_list_pause_and_delete(store: Arc<dyn Store>) 
         .unwrap()
         .unwrap();
     assert!(paused.paused);
-    assert_eq!(paused.next_slot, t("2026-01-01T00:00:45Z"), "pausing keeps the slot");
+    assert_eq!(
+        paused.next_slot,
+        t("2026-01-01T00:00:45Z"),
+        "pausing keeps the slot"
+    );
     assert!(due(&store, t("2026-01-01T00:05:00Z")).await.is_empty());
     // Upserting a paused schedule keeps it paused.
     assert!(upsert(&store, p.clone(), later).await.paused);
@@ -144,7 +157,10 @@ pub async fn cron_schedules_upsert_list_pause_and_delete(store: Arc<dyn Store>) 
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(again.next_slot, resumed.next_slot, "resuming a running one changes nothing");
+    assert_eq!(
+        again.next_slot, resumed.next_slot,
+        "resuming a running one changes nothing"
+    );
     assert!(store
         .cron_set_paused(SetCronPausedParams {
             name: "nope".into(),
@@ -211,8 +227,14 @@ pub async fn cron_advance_is_a_compare_and_set(store: Arc<dyn Store>) {
     assert_eq!(
         after.recent_runs,
         vec![
-            cron::CronRun { slot: s1, job_id: jobs[0].id },
-            cron::CronRun { slot: s2, job_id: jobs[1].id },
+            cron::CronRun {
+                slot: s1,
+                job_id: jobs[0].id
+            },
+            cron::CronRun {
+                slot: s2,
+                job_id: jobs[1].id
+            },
         ],
         "each run names its slot and job"
     );
@@ -242,7 +264,12 @@ pub async fn cron_advance_is_a_compare_and_set(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(store
-        .cron_advance(advance_params(&after, s3, vec![s3], t("2026-01-01T00:00:04Z")))
+        .cron_advance(advance_params(
+            &after,
+            s3,
+            vec![s3],
+            t("2026-01-01T00:00:04Z")
+        ))
         .await
         .unwrap()
         .is_none());
@@ -290,7 +317,11 @@ pub async fn cron_one_job_per_slot_when_schedulers_race(store: Arc<dyn Store>) {
         store.insert_many(vec![row.job_for(slot)]),
         store.insert_many(vec![row.job_for(slot)])
     );
-    assert_eq!(a.unwrap()[0].id, b.unwrap()[0].id, "the second insert returns the first job");
+    assert_eq!(
+        a.unwrap()[0].id,
+        b.unwrap()[0].id,
+        "the second insert returns the first job"
+    );
     assert_eq!(cron_jobs(&store, "race").await.len(), 6);
 }
 
@@ -332,7 +363,10 @@ pub async fn cron_scheduler_catches_up_by_policy(store: Arc<dyn Store>) {
             "{name}: the slots that ran"
         );
         let row = store.cron_get(name.into()).await.unwrap().unwrap();
-        assert_eq!(row.skipped, skipped, "{name}: every skipped slot is recorded");
+        assert_eq!(
+            row.skipped, skipped,
+            "{name}: every skipped slot is recorded"
+        );
         assert_eq!(row.next_slot, t("2026-01-01T00:01:00Z"), "{name}");
         assert_eq!(row.recent_runs.len(), ran.len(), "{name}");
         assert_eq!(row.last_slot, ran.last().copied(), "{name}");

@@ -138,9 +138,7 @@ pub async fn declare(
         store
             .cron_upsert(UpsertCronParams {
                 periodic: p.clone(),
-                next_slot: schedule
-                    .next_after(now)
-                    .unwrap_or(DateTime::<Utc>::MAX_UTC),
+                next_slot: schedule.next_after(now).unwrap_or(DateTime::<Utc>::MAX_UTC),
                 now,
             })
             .await?;
