@@ -636,6 +636,19 @@ mod tests {
             "schedule"
         );
         assert_eq!(field(ok().timezone("Mars/Olympus")), "timezone");
+        let started = std::time::Instant::now();
+        let never = Periodic {
+            schedule: "0 0 30 2 *".into(),
+            ..ok()
+        };
+        assert_eq!(
+            never.validate().unwrap_err().message,
+            "\"0 0 30 2 *\" never matches a time"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "refused quickly"
+        );
         assert_eq!(
             field(Periodic {
                 kind: " ".into(),

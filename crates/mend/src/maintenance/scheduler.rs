@@ -62,6 +62,7 @@ pub async fn run(store: Arc<dyn Store>, stop: CancellationToken) {
 /// advanced. Does not ask whether this process leads; [`run`] does.
 pub async fn pass(store: &dyn Store, now: DateTime<Utc>) -> Result<PassReport> {
     let mut report = PassReport::default();
+    let mut first_error = None;
     let due = store
         .cron_due(DueCronParams {
             now,
@@ -95,7 +96,7 @@ pub async fn pass(store: &dyn Store, now: DateTime<Utc>) -> Result<PassReport> {
             );
         }
         let jobs = plan.run.iter().map(|s| row.job_for(*s)).collect();
-        let advanced = store
+        let advance = store
             .cron_advance(AdvanceCronParams {
                 name: row.periodic.name.clone(),
                 expected_next_slot: row.next_slot,
@@ -106,16 +107,25 @@ pub async fn pass(store: &dyn Store, now: DateTime<Utc>) -> Result<PassReport> {
                 skipped: cron::merge_skipped(&row.skipped, &plan.skipped),
                 now,
             })
-            .await?;
-        match advanced {
-            Some(jobs) => {
+            .await;
+        match advance {
+            Ok(Some(jobs)) => {
                 report.inserted += jobs.len();
                 report.skipped += plan.skipped.len();
             }
-            None => report.lost_races += 1,
+            Ok(None) => report.lost_races += 1,
+            // One schedule failing must not starve the others: the rest of the pass goes on,
+            // and the pass reports the first error once it is done.
+            Err(e) => {
+                tracing::warn!(schedule = %row.periodic.name, error = %e, "inserting a periodic job failed; will try again");
+                first_error.get_or_insert(e);
+            }
         }
     }
-    Ok(report)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
 }
 
 /// Stores the schedules declared in code or in `mend.toml` (each checked first: none is
