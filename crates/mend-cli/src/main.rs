@@ -68,6 +68,11 @@ enum Command {
     /// Example: mend limits set hooks --queue default --kind http --rate 20/1s
     #[command(subcommand)]
     Limits(client::LimitsCommand),
+    /// Periodic jobs: list, show, create, pause, resume and delete cron schedules.
+    ///
+    /// Example: mend cron create nightly --schedule '0 30 2 * * *' --timezone Europe/Berlin --kind report
+    #[command(subcommand)]
+    Cron(client::CronCommand),
     /// Run the chaos drill: real `mend serve` nodes on one database, SIGKILLs and restarts, a
     /// SIGTERM, injected panics, errors and timeouts, cut database connections; then check
     /// that no job was lost or run twice and no cleanup skipped, and report time to rescue.
@@ -142,6 +147,7 @@ fn main() -> std::process::ExitCode {
             Command::Jobs(cmd) => client::jobs(cmd).await,
             Command::Queues(cmd) => client::queues(cmd).await,
             Command::Limits(cmd) => client::limits(cmd).await,
+            Command::Cron(cmd) => client::cron(cmd).await,
             Command::Migrate(args) => client::migrate(args).await,
             Command::Chaos(args) => chaos::run(args).await,
         }

@@ -106,6 +106,8 @@ struct FileConfig {
     retention_hours: Option<u64>,
     /// The built-in executors' settings (`[exec.allow.NAME]` tables).
     exec: Option<mend_executors::ExecutorsConfig>,
+    /// Periodic jobs (`[[cron]]` tables), stored at start.
+    cron: Option<Vec<mend::cron::PeriodicDecl>>,
     /// Rate and concurrency limits (`[[limits]]` tables), set at start.
     limits: Option<Vec<LimitConfig>>,
 }
@@ -163,6 +165,8 @@ struct Settings {
     executors: mend_executors::ExecutorsConfig,
     limits: Vec<mend::limits::Limit>,
     drill: Option<(PathBuf, Option<crate::drill::Breakage>)>,
+    /// The `[[cron]]` schedules, checked.
+    periodic: Vec<mend::Periodic>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -274,6 +278,25 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
     if queues.iter().any(|(_, n)| *n == 0) {
         bail!("queue concurrency must be at least 1");
     }
+    // Periodic jobs: every [[cron]] table is checked before anything is stored.
+    let periodic = file
+        .cron
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, decl)| {
+            let name = decl.name.clone().unwrap_or_default();
+            decl.into_periodic().map_err(|e| {
+                anyhow!(
+                    "{} [[cron]] table #{} ({name:?}): {}: {}",
+                    config.display(),
+                    i + 1,
+                    e.field,
+                    e.message
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let limits = file
         .limits
         .unwrap_or_default()
@@ -306,6 +329,7 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
         executors: file.exec.unwrap_or_default(),
         limits,
         drill: args.drill_dir.map(|d| (d, args.drill_break)),
+        periodic,
     })
 }
 
@@ -375,6 +399,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     for limit in &s.limits {
         builder = builder.limit(limit.clone());
+    }
+    for p in &s.periodic {
+        builder = builder.periodic(p.clone());
     }
     let worker = builder
         .build()

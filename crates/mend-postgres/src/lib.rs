@@ -28,6 +28,7 @@
 
 mod attempts;
 mod config;
+mod cron;
 mod effect;
 mod error;
 mod jobs;
@@ -398,5 +399,38 @@ impl Store for PgStore {
 
     fn rescue_interval(&self) -> Option<Duration> {
         Some(liveness::RESCUE_EVERY)
+    }
+
+    // ---- Periodic jobs (cron): see `cron`. ----
+
+    async fn cron_upsert(&self, p: mend::store::UpsertCronParams) -> Result<mend::cron::CronRow> {
+        cron::upsert(self, p).await
+    }
+
+    async fn cron_list(&self) -> Result<Vec<mend::cron::CronRow>> {
+        cron::list(self).await
+    }
+
+    async fn cron_get(&self, name: String) -> Result<Option<mend::cron::CronRow>> {
+        cron::get(self, &name).await
+    }
+
+    async fn cron_set_paused(
+        &self,
+        p: mend::store::SetCronPausedParams,
+    ) -> Result<Option<mend::cron::CronRow>> {
+        cron::set_paused(self, p).await
+    }
+
+    async fn cron_delete(&self, name: String) -> Result<bool> {
+        cron::delete(self, &name).await
+    }
+
+    async fn cron_due(&self, p: mend::store::DueCronParams) -> Result<Vec<mend::cron::CronRow>> {
+        cron::due(self, p).await
+    }
+
+    async fn cron_advance(&self, p: mend::store::AdvanceCronParams) -> Result<Option<Vec<JobRow>>> {
+        cron::advance(self, p).await
     }
 }

@@ -89,7 +89,32 @@ ALTER TABLE {S}.mend_jobs ADD COLUMN checkpoint json;
     r#"
 ALTER TABLE {S}.mend_jobs ADD COLUMN pending_cleanups jsonb;
 "#,
-    // 7: rate limits and per-key concurrency limits.
+    // 5: cron schedules (periodic jobs; see mend::cron).
+    r#"
+CREATE TABLE {S}.mend_cron (
+    name         text PRIMARY KEY,
+    schedule     text NOT NULL,
+    timezone     text NOT NULL,
+    kind         text NOT NULL,
+    queue        text NOT NULL,
+    args         jsonb NOT NULL,
+    priority     smallint NOT NULL,
+    max_attempts integer NOT NULL,
+    tags         jsonb NOT NULL,
+    catch_up     text NOT NULL,
+    catch_up_max integer NOT NULL,
+    paused       boolean NOT NULL DEFAULT false,
+    next_slot    timestamptz NOT NULL,
+    last_slot    timestamptz,
+    recent_runs  jsonb NOT NULL DEFAULT '[]',
+    skipped      jsonb NOT NULL DEFAULT '[]',
+    created_at   timestamptz NOT NULL,
+    updated_at   timestamptz NOT NULL
+);
+-- the scheduler's look for due slots: only schedules that are not paused.
+CREATE INDEX mend_cron_due ON {S}.mend_cron (next_slot) WHERE NOT paused;
+"#,
+    // 6: rate limits and per-key concurrency limits.
     r#"
 ALTER TABLE {S}.mend_jobs ADD COLUMN limit_key text;
 -- One row per limit; `spec` is the limit as the API shows it (mend::limits::Limit).

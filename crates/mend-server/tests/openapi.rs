@@ -60,6 +60,14 @@ async fn every_documented_operation_exists_and_every_route_is_documented() {
         "POST /v1/queues/{name}/resume",
         "POST /v1/workers/claim",
         "POST /v1/workers/heartbeat",
+        // Periodic jobs (cron).
+        "GET /v1/cron",
+        "POST /v1/cron",
+        "GET /v1/cron/{name}",
+        "PUT /v1/cron/{name}",
+        "DELETE /v1/cron/{name}",
+        "POST /v1/cron/{name}/pause",
+        "POST /v1/cron/{name}/resume",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -72,6 +80,8 @@ async fn every_documented_operation_exists_and_every_route_is_documented() {
         "Problem",
         "EnqueueRequest",
         "ClaimRequest",
+        "PeriodicDecl",
+        "CronView",
     ] {
         assert!(
             spec["components"]["schemas"][schema].is_object(),

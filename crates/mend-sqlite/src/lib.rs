@@ -23,6 +23,7 @@
 
 mod attempts;
 mod config;
+mod cron;
 mod effect;
 mod error;
 mod jobs;
@@ -465,5 +466,54 @@ impl Store for SqliteStore {
 
     fn wakeup(&self) -> Arc<Notify> {
         self.inner.wake.clone()
+    }
+
+    // ---- Periodic jobs (cron): see `cron`. ----
+
+    async fn cron_upsert(&self, p: mend::store::UpsertCronParams) -> Result<mend::cron::CronRow> {
+        self.write(true, move |conn, path| cron::upsert(conn, path, p))
+            .await
+    }
+
+    async fn cron_list(&self) -> Result<Vec<mend::cron::CronRow>> {
+        self.read(cron::list).await
+    }
+
+    async fn cron_get(&self, name: String) -> Result<Option<mend::cron::CronRow>> {
+        self.read(move |conn, path| cron::get(conn, path, &name))
+            .await
+    }
+
+    async fn cron_set_paused(
+        &self,
+        p: mend::store::SetCronPausedParams,
+    ) -> Result<Option<mend::cron::CronRow>> {
+        self.write(true, move |conn, path| cron::set_paused(conn, path, p))
+            .await
+    }
+
+    async fn cron_delete(&self, name: String) -> Result<bool> {
+        self.write(true, move |conn, path| cron::delete(conn, path, &name))
+            .await
+    }
+
+    async fn cron_due(&self, p: mend::store::DueCronParams) -> Result<Vec<mend::cron::CronRow>> {
+        self.read(move |conn, path| cron::due(conn, path, p)).await
+    }
+
+    async fn cron_advance(&self, p: mend::store::AdvanceCronParams) -> Result<Option<Vec<JobRow>>> {
+        for job in &p.jobs {
+            job.validate()?;
+        }
+        let rows = self
+            .write(true, move |conn, path| cron::advance(conn, path, p))
+            .await?;
+        if rows
+            .as_ref()
+            .is_some_and(|r| r.iter().any(|j| j.state == JobState::Available))
+        {
+            self.wake();
+        }
+        Ok(rows)
     }
 }

@@ -83,7 +83,33 @@ ALTER TABLE mend_jobs ADD COLUMN checkpoint TEXT;
     r#"
 ALTER TABLE mend_jobs ADD COLUMN pending_cleanups TEXT;
 "#,
-    // 9: rate limits and per-key concurrency limits.
+    // 7: cron schedules (periodic jobs; see mend::cron). Times in microseconds; args, tags,
+    // recent_runs and skipped as JSON text.
+    r#"
+CREATE TABLE mend_cron (
+    name         TEXT PRIMARY KEY,
+    schedule     TEXT NOT NULL,
+    timezone     TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    queue        TEXT NOT NULL,
+    args         TEXT NOT NULL,
+    priority     INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    tags         TEXT NOT NULL,
+    catch_up     TEXT NOT NULL,
+    catch_up_max INTEGER NOT NULL,
+    paused       INTEGER NOT NULL DEFAULT 0,
+    next_slot    INTEGER NOT NULL,
+    last_slot    INTEGER,
+    recent_runs  TEXT NOT NULL DEFAULT '[]',
+    skipped      TEXT NOT NULL DEFAULT '[]',
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+);
+-- the scheduler's look for due slots: only schedules that are not paused.
+CREATE INDEX mend_cron_due ON mend_cron (next_slot) WHERE paused = 0;
+"#,
+    // 8: rate limits and per-key concurrency limits.
     r#"
 ALTER TABLE mend_jobs ADD COLUMN limit_key TEXT;
 -- One row per limit; `spec` is the limit as the API shows it (mend::limits::Limit), as JSON.

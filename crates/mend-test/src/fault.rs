@@ -113,6 +113,30 @@ impl Store for Crashing {
     async fn limit_usage(&self, params: LimitUsageParams) -> Result<LimitUsage> {
         self.inner.limit_usage(params).await
     }
+    async fn cron_upsert(&self, params: UpsertCronParams) -> Result<mend::cron::CronRow> {
+        self.inner.cron_upsert(params).await
+    }
+    async fn cron_list(&self) -> Result<Vec<mend::cron::CronRow>> {
+        self.inner.cron_list().await
+    }
+    async fn cron_get(&self, name: String) -> Result<Option<mend::cron::CronRow>> {
+        self.inner.cron_get(name).await
+    }
+    async fn cron_set_paused(
+        &self,
+        params: SetCronPausedParams,
+    ) -> Result<Option<mend::cron::CronRow>> {
+        self.inner.cron_set_paused(params).await
+    }
+    async fn cron_delete(&self, name: String) -> Result<bool> {
+        self.inner.cron_delete(name).await
+    }
+    async fn cron_due(&self, params: DueCronParams) -> Result<Vec<mend::cron::CronRow>> {
+        self.inner.cron_due(params).await
+    }
+    async fn cron_advance(&self, params: AdvanceCronParams) -> Result<Option<Vec<JobRow>>> {
+        self.inner.cron_advance(params).await
+    }
     fn wakeup(&self) -> Arc<Notify> {
         self.inner.wakeup()
     }

@@ -89,7 +89,12 @@ macro_rules! store_conformance {
             limits_are_set_listed_replaced_and_deleted,
             a_per_key_concurrency_limit_holds_busy_keys_at_claim,
             a_rate_limit_caps_starts_across_claims,
-            a_kind_limit_leaves_other_kinds_of_the_queue_alone
+            a_kind_limit_leaves_other_kinds_of_the_queue_alone,
+            // Periodic jobs (cron).
+            cron_schedules_upsert_list_pause_and_delete,
+            cron_advance_is_a_compare_and_set,
+            cron_one_job_per_slot_when_schedulers_race,
+            cron_scheduler_catches_up_by_policy
         );
     };
     ($factory:path, effects = $kit:expr) => {

@@ -38,6 +38,7 @@
 
 pub mod cleanup;
 pub mod client;
+pub mod cron;
 pub mod handler;
 pub mod job;
 pub mod limits;
@@ -52,6 +53,7 @@ pub mod trace;
 
 pub use cleanup::{AttemptExit, CleanupArgs, CleanupOutcome, CleanupReport, DurableCleanup};
 pub use client::{Client, ClientError};
+pub use cron::{CatchUp, Periodic};
 pub use handler::{Handler, JobArgs, JobContext, JobError, Registry, ResultExt};
 pub use job::{AttemptError, ErrorKind, JobRow, JobState, NewJob};
 pub use retry::{ExponentialBackoff, FixedDelay, RetryPolicy};

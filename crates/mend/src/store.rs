@@ -639,6 +639,69 @@ pub struct NodeInfo {
     pub last_seen: DateTime<Utc>,
 }
 
+// ---- Periodic jobs (cron) ----
+
+/// Store a schedule, or replace the declaration of one with the same name (see
+/// [`Store::cron_upsert`]).
+#[derive(Debug, Clone)]
+pub struct UpsertCronParams {
+    /// The declaration (already checked by `Periodic::validate`).
+    pub periodic: crate::cron::Periodic,
+    /// Its first slot after `now`: the next slot of a new schedule, or of one whose
+    /// expression or time zone changed.
+    pub next_slot: DateTime<Utc>,
+    /// The current time.
+    pub now: DateTime<Utc>,
+}
+
+/// Pause or resume a schedule.
+#[derive(Debug, Clone)]
+pub struct SetCronPausedParams {
+    /// The schedule.
+    pub name: String,
+    /// `true` pauses, `false` resumes.
+    pub paused: bool,
+    /// A resumed schedule's next slot (its first slot after now): slots passed while it was
+    /// paused are not caught up.
+    pub next_slot: DateTime<Utc>,
+    /// The current time.
+    pub now: DateTime<Utc>,
+}
+
+/// The schedules with a slot due.
+#[derive(Debug, Clone)]
+pub struct DueCronParams {
+    /// Schedules not paused whose next slot is at or before this time.
+    pub now: DateTime<Utc>,
+    /// At most this many, earliest next slot first.
+    pub limit: usize,
+}
+
+/// Move a schedule past its due slots and insert their jobs, in one transaction, only while
+/// its next slot is still `expected_next_slot` (a compare-and-set: of two schedulers racing,
+/// one advances and inserts, the other changes nothing).
+#[derive(Debug, Clone)]
+pub struct AdvanceCronParams {
+    /// The schedule.
+    pub name: String,
+    /// The next slot the caller read; the advance applies only while it is unchanged and the
+    /// schedule is not paused.
+    pub expected_next_slot: DateTime<Utc>,
+    /// The new next slot.
+    pub next_slot: DateTime<Utc>,
+    /// The slots to run, oldest first, with their jobs (`jobs[i]` is `slots[i]`'s).
+    pub slots: Vec<DateTime<Utc>>,
+    /// The jobs, keyed by slot (`cron::job_for`): a slot's job already stored is returned.
+    pub jobs: Vec<NewJob>,
+    /// The runs recorded before, to which these slots' runs are appended
+    /// (`cron::merge_runs`).
+    pub runs_before: Vec<crate::cron::CronRun>,
+    /// The skipped slots to store (already merged, `cron::merge_skipped`).
+    pub skipped: Vec<DateTime<Utc>>,
+    /// The current time.
+    pub now: DateTime<Utc>,
+}
+
 /// The storage contract. See the module docs.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -767,4 +830,34 @@ pub trait Store: Send + Sync + 'static {
     fn rescue_interval(&self) -> Option<Duration> {
         None
     }
+
+    // ---- Periodic jobs (cron) ----
+
+    /// Store a schedule (new: with `next_slot`), or replace the declaration of the one with
+    /// the same name, keeping its paused flag and history. Its next slot is kept unless its
+    /// expression or time zone changed (then it becomes `next_slot`). Returns the stored row.
+    async fn cron_upsert(&self, params: UpsertCronParams) -> Result<crate::cron::CronRow>;
+
+    /// Every schedule, by name.
+    async fn cron_list(&self) -> Result<Vec<crate::cron::CronRow>>;
+
+    /// One schedule.
+    async fn cron_get(&self, name: String) -> Result<Option<crate::cron::CronRow>>;
+
+    /// Pause or resume a schedule; `None` when there is no such schedule. Resuming a paused
+    /// schedule moves its next slot to `next_slot`; resuming a running one changes nothing.
+    async fn cron_set_paused(
+        &self,
+        params: SetCronPausedParams,
+    ) -> Result<Option<crate::cron::CronRow>>;
+
+    /// Delete a schedule (its jobs stay); `false` when there was none.
+    async fn cron_delete(&self, name: String) -> Result<bool>;
+
+    /// Schedules not paused with a slot due, earliest first (index-backed).
+    async fn cron_due(&self, params: DueCronParams) -> Result<Vec<crate::cron::CronRow>>;
+
+    /// See [`AdvanceCronParams`]: `None` when the compare-and-set failed (nothing written),
+    /// else the slots' jobs in slot order (ones already stored are returned as they are).
+    async fn cron_advance(&self, params: AdvanceCronParams) -> Result<Option<Vec<JobRow>>>;
 }

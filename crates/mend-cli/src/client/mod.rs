@@ -11,6 +11,7 @@
 //! `describe` (one job for people).
 
 mod api;
+mod cron;
 mod describe;
 mod enqueue;
 mod jobs;
@@ -19,6 +20,7 @@ mod migrate;
 mod output;
 mod queues;
 
+pub(crate) use cron::{cron, CronCommand};
 pub(crate) use enqueue::{enqueue, EnqueueArgs};
 pub(crate) use jobs::{jobs, JobsCommand};
 pub(crate) use limits::{limits, parse_rate, LimitsCommand};

@@ -1,5 +1,6 @@
 //! The routes, one file per resource.
 
+mod cron;
 mod health;
 mod jobs;
 mod limits;
@@ -22,8 +23,11 @@ use crate::AppState;
         queues::list, queues::pause, queues::resume,
         limits::list, limits::get, limits::put, limits::delete,
         workers::claim, workers::heartbeat, workers::complete, workers::fail,
+        cron::list, cron::create, cron::get_one, cron::replace, cron::delete, cron::pause, cron::resume,
     ),
-    components(schemas(mend::limits::Limit, mend::limits::Rate, mend::limits::Hold, mend::store::LimitState, jobs::JobDetail, mend::JobRow, mend::JobState, mend::AttemptError, mend::ErrorKind, crate::error::Problem, queues::QueueView)),
+    components(schemas(mend::JobRow, mend::JobState, mend::AttemptError, mend::ErrorKind, crate::error::Problem, queues::QueueView,
+        mend::cron::PeriodicDecl, mend::cron::Periodic, mend::cron::CronRow, mend::cron::CronRun, mend::cron::CatchUp, cron::CronView, cron::CronRunView,
+        mend::limits::Limit, mend::limits::Rate, mend::limits::Hold, mend::store::LimitState, jobs::JobDetail)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -69,6 +73,13 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/workers/heartbeat", post(workers::heartbeat))
         .route("/v1/jobs/{id}/complete", post(workers::complete))
         .route("/v1/jobs/{id}/fail", post(workers::fail))
+        .route("/v1/cron", get(cron::list).post(cron::create))
+        .route(
+            "/v1/cron/{name}",
+            get(cron::get_one).put(cron::replace).delete(cron::delete),
+        )
+        .route("/v1/cron/{name}/pause", post(cron::pause))
+        .route("/v1/cron/{name}/resume", post(cron::resume))
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
 }

@@ -17,6 +17,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 mod claims;
+mod cron;
 mod durable;
 mod inserts;
 mod leases;
@@ -29,6 +30,7 @@ mod reads;
 mod rescue;
 
 pub use claims::*;
+pub use cron::*;
 pub use durable::*;
 pub use inserts::*;
 pub use leases::*;

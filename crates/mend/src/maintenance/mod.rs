@@ -3,3 +3,4 @@
 
 pub mod pruner;
 pub mod rescuer;
+pub mod scheduler;

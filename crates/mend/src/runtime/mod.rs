@@ -324,6 +324,8 @@ pub struct WorkerBuilder {
     registry: Registry,
     config: WorkerConfig,
     limits: Vec<crate::limits::Limit>,
+    /// Periodic jobs declared in code, stored at start.
+    periodic: Vec<crate::cron::Periodic>,
 }
 
 impl WorkerBuilder {
@@ -361,6 +363,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// Declare a periodic job: stored (or its declaration updated) when the worker starts;
+    /// the leader inserts a job for each of its slots. See [`crate::cron`].
+    pub fn periodic(mut self, periodic: crate::cron::Periodic) -> Self {
+        self.periodic.push(periodic);
+        self
+    }
+
     /// The worker.
     pub fn build(mut self) -> Worker {
         if self.config.queues.is_empty() {
@@ -373,6 +382,7 @@ impl WorkerBuilder {
             registry: self.registry,
             config: self.config,
             limits: self.limits,
+            periodic: self.periodic,
         }
     }
 }
@@ -383,6 +393,7 @@ pub struct Worker {
     registry: Registry,
     config: WorkerConfig,
     limits: Vec<crate::limits::Limit>,
+    periodic: Vec<crate::cron::Periodic>,
 }
 
 /// Why a worker could not start.
@@ -395,6 +406,9 @@ pub enum StartError {
     /// No handlers were registered.
     #[error("no handlers registered: register at least one kind before starting the worker")]
     NoHandlers,
+    /// A periodic job's declaration was refused, or could not be stored.
+    #[error("periodic jobs: {0}")]
+    Periodic(#[from] crate::maintenance::scheduler::DeclareError),
 }
 
 impl Worker {
@@ -405,6 +419,7 @@ impl Worker {
             registry: Registry::new(),
             config: WorkerConfig::default(),
             limits: Vec::new(),
+            periodic: Vec::new(),
         }
     }
 
@@ -420,6 +435,10 @@ impl Worker {
                     limit: limit.clone(),
                     now,
                 })
+                .await?;
+        }
+        if !self.periodic.is_empty() {
+            crate::maintenance::scheduler::declare(self.store.as_ref(), &self.periodic, now)
                 .await?;
         }
         let node = crate::node::this_node(now);
@@ -505,6 +524,10 @@ impl Worker {
                 heartbeat_stop.clone(),
             ));
         }
+        maintenance.spawn(crate::maintenance::scheduler::run(
+            shared.store.clone(),
+            heartbeat_stop.clone(),
+        ));
         maintenance.close();
         Ok(WorkerHandle {
             shared,
