@@ -68,6 +68,11 @@ async fn every_documented_operation_exists_and_every_route_is_documented() {
         "DELETE /v1/cron/{name}",
         "POST /v1/cron/{name}/pause",
         "POST /v1/cron/{name}/resume",
+        // Limits.
+        "GET /v1/limits",
+        "GET /v1/limits/{name}",
+        "PUT /v1/limits/{name}",
+        "DELETE /v1/limits/{name}",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -82,6 +87,11 @@ async fn every_documented_operation_exists_and_every_route_is_documented() {
         "ClaimRequest",
         "PeriodicDecl",
         "CronView",
+        "Limit",
+        "Rate",
+        "LimitState",
+        "Hold",
+        "JobDetail",
     ] {
         assert!(
             spec["components"]["schemas"][schema].is_object(),
