@@ -558,37 +558,28 @@ mod tests {
     #[test]
     fn bad_limits_name_the_field() {
         let field = |l: Limit| l.validate().err().map(|e| e.field);
+        assert_eq!(field(Limit::new("", "q").concurrency(1)), Some("name"));
+        assert_eq!(field(Limit::new("a b", "q").concurrency(1)), Some("name"));
+        assert_eq!(field(Limit::new("l", " ").concurrency(1)), Some("queue"));
+        assert_eq!(field(Limit::new("l", "q")), Some("rate"));
         assert_eq!(
-            field(Limit::new("", "q").concurrency(1)).as_deref(),
-            Some("name")
-        );
-        assert_eq!(
-            field(Limit::new("a b", "q").concurrency(1)).as_deref(),
-            Some("name")
-        );
-        assert_eq!(
-            field(Limit::new("l", " ").concurrency(1)).as_deref(),
-            Some("queue")
-        );
-        assert_eq!(field(Limit::new("l", "q")).as_deref(), Some("rate"));
-        assert_eq!(
-            field(Limit::new("l", "q").concurrency(0)).as_deref(),
+            field(Limit::new("l", "q").concurrency(0)),
             Some("concurrency")
         );
         assert_eq!(
-            field(Limit::new("l", "q").rate(Rate::new(0, Duration::from_secs(1)))).as_deref(),
+            field(Limit::new("l", "q").rate(Rate::new(0, Duration::from_secs(1)))),
             Some("rate.max")
         );
         assert_eq!(
-            field(Limit::new("l", "q").rate(Rate::new(1, Duration::ZERO))).as_deref(),
+            field(Limit::new("l", "q").rate(Rate::new(1, Duration::ZERO))),
             Some("rate.per_ms")
         );
         assert_eq!(
-            field(Limit::new("l", "q").per_key("customer").concurrency(1)).as_deref(),
+            field(Limit::new("l", "q").per_key("customer").concurrency(1)),
             Some("key")
         );
         assert_eq!(
-            field(Limit::new("l", "q").per_key("/a~2").concurrency(1)).as_deref(),
+            field(Limit::new("l", "q").per_key("/a~2").concurrency(1)),
             Some("key")
         );
         assert!(Limit::new("l", "q")
