@@ -48,6 +48,7 @@ pub mod runtime;
 pub mod settle;
 pub mod store;
 pub mod trace;
+pub mod unique;
 
 pub use cleanup::{AttemptExit, CleanupArgs, CleanupOutcome, CleanupReport, DurableCleanup};
 pub use client::{Client, ClientError};
@@ -58,3 +59,4 @@ pub use runtime::{
     EventOutcome, JobEvent, ShutdownReport, Stats, Worker, WorkerConfig, WorkerHandle,
 };
 pub use store::{Store, StoreError};
+pub use unique::{Enqueued, UniqueOpts};

@@ -21,7 +21,7 @@ use crate::AppState;
         queues::list, queues::pause, queues::resume,
         workers::claim, workers::heartbeat, workers::complete, workers::fail,
     ),
-    components(schemas(mend::JobRow, mend::JobState, mend::AttemptError, mend::ErrorKind, crate::error::Problem, queues::QueueView)),
+    components(schemas(mend::JobRow, mend::Enqueued, mend::JobState, mend::AttemptError, mend::ErrorKind, crate::error::Problem, queues::QueueView)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
