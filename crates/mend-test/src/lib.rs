@@ -85,7 +85,15 @@ macro_rules! store_conformance {
             checkpoints_are_fenced_and_reach_the_next_attempt,
             insert_wakes_idle_fetchers,
             dead_nodes_are_the_stale_ones_never_this_one,
-            durable_cleanups_are_written_down_fenced_and_removed_when_run
+            durable_cleanups_are_written_down_fenced_and_removed_when_run,
+            // unique jobs
+            unique_by_kind_and_by_all_args,
+            unique_by_a_subset_of_args,
+            unique_per_queue_or_across_queues,
+            unique_within_a_period,
+            unique_states_decide_how_long_a_key_is_held,
+            retrying_a_finished_job_whose_key_is_taken_is_refused,
+            unique_options_are_validated_before_anything_is_stored
         );
     };
     ($factory:path, effects = $kit:expr) => {

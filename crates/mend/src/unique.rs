@@ -399,7 +399,10 @@ mod tests {
         let by_kind = UniqueOpts::new();
         let a = json!({"customer": 7, "n": 1});
         let b = json!({"customer": 7, "n": 2});
-        assert_eq!(by_kind.key("k", "q", &a, t), by_kind.key("k", "other", &b, t));
+        assert_eq!(
+            by_kind.key("k", "q", &a, t),
+            by_kind.key("k", "other", &b, t)
+        );
         assert_ne!(by_kind.key("k", "q", &a, t), by_kind.key("k2", "q", &a, t));
         assert!(by_kind.key("k", "q", &a, t).starts_with("unique:k:"));
 
@@ -420,7 +423,10 @@ mod tests {
         );
 
         let per_queue = UniqueOpts::new().per_queue();
-        assert_ne!(per_queue.key("k", "q", &a, t), per_queue.key("k", "r", &a, t));
+        assert_ne!(
+            per_queue.key("k", "q", &a, t),
+            per_queue.key("k", "r", &a, t)
+        );
     }
 
     #[test]

@@ -83,7 +83,12 @@ pub(crate) struct UniqueFlags {
     unique_period: Option<String>,
     /// Also hold the key while the existing job is in these finished states:
     /// completed, cancelled, discarded (comma-separated; implies --unique).
-    #[arg(long, value_name = "STATES", value_delimiter = ',', conflicts_with = "idempotency_key")]
+    #[arg(
+        long,
+        value_name = "STATES",
+        value_delimiter = ',',
+        conflicts_with = "idempotency_key"
+    )]
     unique_also: Vec<String>,
 }
 

@@ -99,11 +99,15 @@ fn unique_opts(req: UniqueRequest, at: &str) -> Result<mend::UniqueOpts, ApiErro
             if keys.is_empty() || keys.len() > MAX_ARG_KEYS {
                 return Err(ApiError::invalid(
                     field("by_args"),
-                    format!("by_args lists 1–{MAX_ARG_KEYS} args (or is true for all of them); got {}", keys.len()),
+                    format!(
+                        "by_args lists 1–{MAX_ARG_KEYS} args (or is true for all of them); got {}",
+                        keys.len()
+                    ),
                 ));
             }
             for (i, k) in keys.iter().enumerate() {
-                arg_pointer(k).map_err(|e| ApiError::invalid(field(&format!("by_args[{i}]")), e))?;
+                arg_pointer(k)
+                    .map_err(|e| ApiError::invalid(field(&format!("by_args[{i}]")), e))?;
             }
             opts = opts.by_arg_keys(keys);
         }
@@ -116,7 +120,10 @@ fn unique_opts(req: UniqueRequest, at: &str) -> Result<mend::UniqueOpts, ApiErro
         if d.is_zero() || d > MAX_PERIOD {
             return Err(ApiError::invalid(
                 field("period"),
-                format!("period must be more than 0 and at most 366d (got {})", shown(&p)),
+                format!(
+                    "period must be more than 0 and at most 366d (got {})",
+                    shown(&p)
+                ),
             ));
         }
         opts = opts.period(d);
@@ -125,8 +132,9 @@ fn unique_opts(req: UniqueRequest, at: &str) -> Result<mend::UniqueOpts, ApiErro
         let mut parsed = Vec::with_capacity(states.len());
         for (i, s) in states.iter().enumerate() {
             parsed.push(
-                s.parse::<JobState>()
-                    .map_err(|e| ApiError::invalid(field(&format!("states[{i}]")), e.to_string()))?,
+                s.parse::<JobState>().map_err(|e| {
+                    ApiError::invalid(field(&format!("states[{i}]")), e.to_string())
+                })?,
             );
         }
         opts = opts.states(parsed);
