@@ -327,6 +327,16 @@ pub fn parse_period(s: &str) -> Result<Duration, String> {
     if s.is_empty() || s.len() > 64 {
         return Err(bad());
     }
+    if s.contains('.') {
+        return Err(format!(
+            "{s:?} is not a duration: whole numbers only (90m, not 1.5h); {ACCEPTED}"
+        ));
+    }
+    if s.contains(char::is_whitespace) {
+        return Err(format!(
+            "{s:?} is not a duration: no spaces (1h30m, not 1h 30m); {ACCEPTED}"
+        ));
+    }
     let mut total: u128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
