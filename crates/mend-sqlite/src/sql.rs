@@ -410,6 +410,26 @@ mod tests {
     }
 
     #[test]
+    fn unique_key_lookups_use_the_unique_index() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&conn, ":memory:").unwrap();
+        for sql in [&*BY_UNIQUE_KEY, &*UNIQUE_HOLDER] {
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map([b"k".as_slice()], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                plan.iter().any(|l| l.contains("mend_jobs_unique_held")),
+                "{sql}: {plan:?}"
+            );
+            assert!(!plan.iter().any(|l| l.starts_with("SCAN")), "{sql}: {plan:?}");
+        }
+    }
+
+    #[test]
     fn fenced_writes_carry_the_fence() {
         for sql in [
             &*COMPLETED,

@@ -500,7 +500,11 @@ mod tests {
             &json!({"b": [1, {"y": 2, "x": 1}], "a": "é"}),
             at("2026-01-01T00:00:00Z"),
         );
-        assert_eq!(key.len(), "unique:k:".len() + 64);
+        // sha256 of `["mend-unique-1","k",null,{"a":"é","b":[1,{"x":1,"y":2}]},null]`.
+        assert_eq!(
+            key,
+            "unique:k:efbd0b0ed7239d0f52ec4efde48cb4d91b518944f39c46ebe0ffdf4d7b063282"
+        );
         let again = UniqueOpts::new().by_args().key(
             "k",
             "q",
