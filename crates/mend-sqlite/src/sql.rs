@@ -425,7 +425,10 @@ mod tests {
                 plan.iter().any(|l| l.contains("mend_jobs_unique_held")),
                 "{sql}: {plan:?}"
             );
-            assert!(!plan.iter().any(|l| l.starts_with("SCAN")), "{sql}: {plan:?}");
+            assert!(
+                !plan.iter().any(|l| l.starts_with("SCAN")),
+                "{sql}: {plan:?}"
+            );
         }
     }
 
