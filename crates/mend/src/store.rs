@@ -601,6 +601,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Insert jobs in one transaction. A job whose `unique_key` is already taken is not
     /// inserted; the existing row is returned in its place. Rows come back in input order.
+    /// Unique options ([`NewJob::unique`]) become the key and states mask of
+    /// [`NewJob::unique_columns`], computed at the store's `now`; a job holding that key in
+    /// one of its states is returned the same way.
     async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobRow>>;
 
     /// Move due `scheduled`/`retryable` jobs to `available`, then claim up to `limit` available
