@@ -349,7 +349,7 @@ impl Sql {
 
     /// The hot statements, by name, with their parameter types and sample values, for the
     /// plan test ([`crate::PgStore::explain_hot_paths`]).
-    pub(crate) fn hot_paths(&self) -> [(&'static str, &str, &'static str, String); 5] {
+    pub(crate) fn hot_paths(&self) -> [(&'static str, &str, &'static str, String); 7] {
         let now = "'2026-01-01T00:00:00Z'";
         let id = "'01900000-0000-7000-8000-000000000000'";
         [
@@ -377,6 +377,19 @@ impl Sql {
                 &self.rescue_candidates,
                 "text[], timestamptz",
                 format!("'{{n}}', {now}"),
+            ),
+            // Unique jobs: a duplicate's lookup, and a refused retry's.
+            (
+                "unique_lookup",
+                &self.select_unique,
+                "text[]",
+                "'{unique:k:0}'".to_owned(),
+            ),
+            (
+                "unique_holders",
+                &self.unique_holders,
+                "uuid[]",
+                format!("ARRAY[{id}]::uuid[]"),
             ),
         ]
     }
