@@ -542,7 +542,9 @@ pub(super) struct RetryQuery {
     force: bool,
 }
 
-/// Retries a cancelled or discarded job now (a completed one only with `?force=true`).
+/// Retries a cancelled or discarded job now (a completed one only with `?force=true`). 409,
+/// changing nothing, when the job is not finished, or when another job holds its unique key
+/// now (the problem names that job).
 #[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", params(("id" = Uuid, Path), RetryQuery),
     responses((status = 200, body = JobRow), (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 409, body = Problem, content_type = "application/problem+json")))]
