@@ -201,6 +201,9 @@ pub(crate) fn retry(conn: &Connection, path: &str, p: RetryParams) -> Result<Vec
     let now = micros(p.now);
     let event = event_json(&TimelineEvent::new(stored(p.now), "retried").detail("on request"))?;
     let mut out = Vec::new();
+    // Jobs of this request already run again (a later one sharing their key is refused
+    // naming no holder, as PostgreSQL does: it sees the request's effect undone).
+    let mut retried: Vec<uuid::Uuid> = Vec::new();
     for &id in &p.ids {
         // Checked before the write (the writer holds the lock, so nothing moves in between):
         // the index would refuse it too, but without saying who holds the key.
@@ -219,13 +222,16 @@ pub(crate) fn retry(conn: &Connection, path: &str, p: RetryParams) -> Result<Vec
             return Err(StoreError::UniqueKeyHeld {
                 id,
                 key,
-                // A job of this same request, retried just before: say so, as PostgreSQL does.
-                holder: (!p.ids.contains(&holder)).then_some(holder),
+                holder: (!retried.contains(&holder)).then_some(holder),
             });
         }
-        conn.prepare_cached(&sql::RETRY_FINISHED)
+        let n = conn
+            .prepare_cached(&sql::RETRY_FINISHED)
             .and_then(|mut s| s.execute(params![id.as_bytes().as_slice(), now, event]))
             .map_err(|e| map_err(path, e))?;
+        if n > 0 {
+            retried.push(id);
+        }
         if let Some(job) = get_job(conn, path, id)? {
             out.push(job);
         }

@@ -270,6 +270,21 @@ pub async fn retrying_a_finished_job_whose_key_is_taken_is_refused(store: Arc<dy
     );
     assert_eq!(get(&store, old.id).await.state, JobState::Cancelled);
     assert_eq!(get(&store, twin.id).await.state, JobState::Cancelled);
+
+    // A live holder named in the same request (it is not finished, so not retried) is named.
+    let (_, live) = enqueue(&store, unique("r", json!({"n": 1}), &opts)).await;
+    let e = store
+        .retry(RetryParams {
+            ids: vec![live.id, old.id],
+            now: Utc::now(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::UniqueKeyHeld { holder: Some(h), .. } if h == live.id),
+        "{e:?}"
+    );
+    assert_eq!(get(&store, old.id).await.state, JobState::Cancelled);
 }
 
 pub async fn unique_options_are_validated_before_anything_is_stored(store: Arc<dyn Store>) {
