@@ -172,3 +172,20 @@ async fn retrying_a_job_whose_key_another_job_holds_is_a_conflict() {
     let h = s.call("GET", &format!("/v1/jobs/{holder_id}"), None).await;
     assert_eq!(h.body["state"], "available");
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_options_and_the_answer() {
+    let s = start(None, None).await;
+    let spec = s.call("GET", "/openapi.json", None).await.body;
+    let schemas = &spec["components"]["schemas"];
+    for name in ["Enqueued", "UniqueRequest", "ByArgsRequest"] {
+        assert!(schemas[name].is_object(), "{name} is missing: {schemas}");
+    }
+    let request = &schemas["EnqueueRequest"]["properties"]["unique"];
+    assert!(request.to_string().contains("UniqueRequest"), "{request}");
+    assert!(
+        schemas["Enqueued"].to_string().contains("duplicate"),
+        "{}",
+        schemas["Enqueued"]
+    );
+}
