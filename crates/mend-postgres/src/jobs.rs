@@ -10,6 +10,7 @@ use mend::store::{
     CancelParams, ClaimParams, JobPage, ListParams, PruneParams, Result, RetryParams, StoreError,
     MAX_PAGE,
 };
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
@@ -50,20 +51,20 @@ where
     }
     let now = micros(Utc::now());
     let (params, mut rows) = insert_params(&jobs, now)?;
-    let inserted: HashSet<Uuid> = client
-        .query(insert, &refs(&params))
-        .await
-        .map_err(store.pg())?
-        .iter()
-        .map(|r| r.try_get::<_, Uuid>(0))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(store.pg())?;
-    if inserted.len() < jobs.len() {
-        // Jobs whose unique key was taken: return the row that holds it.
-        let keys: Vec<String> = jobs
+    let mut inserted = run_insert(store, client, insert, &params).await?;
+    // Jobs whose unique key was taken: return the row that holds it. The holder may leave its
+    // unique states (finish) between the insert and this read, freeing the key: such jobs are
+    // inserted again, a bounded number of times (each round needs another job to finish).
+    let mut pending: Vec<usize> = (0..jobs.len())
+        .filter(|&i| !inserted.contains(&jobs[i].id))
+        .collect();
+    for round in 0.. {
+        if pending.is_empty() {
+            break;
+        }
+        let keys: Vec<String> = pending
             .iter()
-            .filter(|j| !inserted.contains(&j.id))
-            .filter_map(|j| j.unique_key.clone())
+            .filter_map(|&i| rows[i].unique_key.clone())
             .collect();
         let existing = decode_all(
             &client
@@ -75,19 +76,52 @@ where
             .into_iter()
             .filter_map(|j| j.unique_key.clone().map(|k| (k, j)))
             .collect();
-        for row in rows.iter_mut() {
-            if !inserted.contains(&row.id) {
-                let key = row.unique_key.clone().unwrap_or_default();
-                *row = by_key.get(&key).cloned().ok_or_else(|| {
-                    StoreError::database(format!(
-                        "job {} was not inserted and no job holds its unique key",
-                        row.id
-                    ))
-                })?;
+        pending.retain(|&i| {
+            let held = rows[i].unique_key.as_ref().and_then(|k| by_key.get(k));
+            match held {
+                Some(row) => {
+                    rows[i] = row.clone();
+                    false
+                }
+                None => true,
             }
+        });
+        if pending.is_empty() {
+            break;
         }
+        if round == 3 {
+            return Err(StoreError::database(format!(
+                "job {} was not inserted and no job holds its unique key",
+                jobs[pending[0]].id
+            )));
+        }
+        let again: Vec<NewJob> = pending.iter().map(|&i| jobs[i].clone()).collect();
+        let (params, _) = insert_params(&again, now)?;
+        inserted = run_insert(store, client, insert, &params).await?;
+        pending.retain(|&i| !inserted.contains(&jobs[i].id));
     }
     Ok(rows)
+}
+
+/// Runs the insert; the ids actually inserted.
+async fn run_insert<C, S>(
+    store: &PgStore,
+    client: &C,
+    insert: &S,
+    params: &Params,
+) -> Result<HashSet<Uuid>>
+where
+    C: GenericClient + Sync,
+    S: tokio_postgres::ToStatement + ?Sized + Sync + Send,
+{
+    client
+        .query(insert, &refs(params))
+        .await
+        .map_err(store.pg())?
+        .iter()
+        .map(|r| r.try_get::<_, Uuid>(0))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(store.pg())
 }
 
 /// The insert statement's array parameters, and the rows the insert will store.
@@ -100,6 +134,9 @@ fn insert_params(jobs: &[NewJob], now: DateTime<Utc>) -> Result<(Params, Vec<Job
             (run_at, JobState::waiting_for(run_at, now))
         })
         .collect();
+    // Unique jobs: the key computed from their options, and the states that hold it.
+    let unique: Vec<(Option<String>, Option<i32>)> =
+        jobs.iter().map(|j| j.unique_columns(now)).collect();
     // One array per column, in the statement's parameter order ($9 is `now`).
     fn column<T>(jobs: &[NewJob], f: impl Fn(&NewJob) -> T) -> Vec<T> {
         jobs.iter().map(f).collect()
@@ -119,16 +156,22 @@ fn insert_params(jobs: &[NewJob], now: DateTime<Utc>) -> Result<(Params, Vec<Job
         Box::new(column(jobs, |j| j.max_attempts)),
         Box::new(placed.iter().map(|(run_at, _)| *run_at).collect::<Vec<_>>()),
         Box::new(now),
-        Box::new(column(jobs, |j| j.unique_key.clone())),
+        Box::new(unique.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()),
         Box::new(column(jobs, |j| serde_json::json!(j.tags))),
         Box::new(column(jobs, |j| j.timeout_ms)),
         Box::new(column(jobs, |j| j.trace_parent.clone())),
+        Box::new(unique.iter().map(|(_, m)| *m).collect::<Vec<_>>()),
         Box::new(column(jobs, |j| j.limit_key.clone())),
     ];
     let rows = jobs
         .iter()
         .zip(&placed)
-        .map(|(job, (run_at, state))| job.clone().into_row(*state, *run_at, now))
+        .zip(unique)
+        .map(|((job, (run_at, state)), (key, _))| {
+            let mut row = job.clone().into_row(*state, *run_at, now);
+            row.unique_key = key;
+            row
+        })
         .collect();
     Ok((params, rows))
 }
@@ -226,24 +269,76 @@ pub(crate) async fn cancel(store: &PgStore, p: CancelParams) -> Result<Vec<JobRo
     Ok(rows)
 }
 
-/// Runs finished jobs again, and wakes every node's fetchers.
+/// Runs finished jobs again, and wakes every node's fetchers. A job whose unique key another
+/// job holds now is not run again: the whole request changes nothing and says who holds it.
 pub(crate) async fn retry(store: &PgStore, p: RetryParams) -> Result<Vec<JobRow>> {
     let now = micros(p.now);
     let event = jsonb(&TimelineEvent::new(now, "retried").detail("on request"))?;
     let sql = &store.inner.sql;
-    let rows = {
+    let mut round = 0;
+    let rows = loop {
         let mut c = store.client().await?;
         let tx = c.transaction().await.map_err(store.pg())?;
-        tx.execute(&sql.retry_finished, &[&p.ids, &now, &event])
+        match tx
+            .execute(&sql.retry_finished, &[&p.ids, &now, &event])
             .await
-            .map_err(store.pg())?;
+        {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) && round < 3 => {
+                drop(tx);
+                if let Some(held) = unique_conflict(store, &**c, &p.ids).await? {
+                    return Err(held);
+                }
+                // The holder finished in the meantime: try again.
+                round += 1;
+                continue;
+            }
+            Err(e) => return Err(store.pg()(e)),
+        }
         let rows = get_many(store, &*tx, &p.ids).await?;
         tx.execute(&sql.notify, &[]).await.map_err(store.pg())?;
         tx.commit().await.map_err(store.pg())?;
-        rows
+        break rows;
     };
     store.inner.wake.notify_waiters();
     Ok(rows)
+}
+
+/// Why retrying `ids` broke the unique index: the first job whose key another job holds, or
+/// (when none does) two jobs of the request that share a key. `None`: no conflict is left.
+async fn unique_conflict(
+    store: &PgStore,
+    client: &impl GenericClient,
+    ids: &[Uuid],
+) -> Result<Option<StoreError>> {
+    let rows = client
+        .query(&store.inner.sql.unique_holders, &[&ids])
+        .await
+        .map_err(store.pg())?;
+    let mut seen: HashMap<String, Uuid> = HashMap::new();
+    let mut twin = None;
+    for r in &rows {
+        let (id, key, holder): (Uuid, String, Option<Uuid>) = (
+            r.try_get(0).map_err(store.pg())?,
+            r.try_get(1).map_err(store.pg())?,
+            r.try_get(2).map_err(store.pg())?,
+        );
+        if let Some(holder) = holder {
+            return Ok(Some(StoreError::UniqueKeyHeld {
+                id,
+                key,
+                holder: Some(holder),
+            }));
+        }
+        if seen.insert(key.clone(), id).is_some() && twin.is_none() {
+            twin = Some(StoreError::UniqueKeyHeld {
+                id,
+                key,
+                holder: None,
+            });
+        }
+    }
+    Ok(twin)
 }
 
 /// The jobs `ids` as `client` sees them (inside a transaction: as it just changed them), in

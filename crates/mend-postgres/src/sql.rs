@@ -15,6 +15,17 @@
 /// drags an unbounded list along.
 pub(crate) const MAX_TIMELINE_BYTES: usize = mend::job::MAX_TIMELINE_BYTES;
 
+/// Whether a row holds its unique key (unique jobs, `mend::unique`): it has a key, and its
+/// state is one of its `unique_states` (bit `1 << i` for the i-th state of
+/// `mend::JobState::ALL`; NULL: every state). `alias` prefixes the columns (`""` or `"h."`).
+/// The unique index (migration 7) is partial on exactly this text with no alias, and the
+/// insert's ON CONFLICT names it, so PostgreSQL can infer the index.
+pub(crate) fn unique_held(alias: &str) -> String {
+    format!(
+        "{alias}unique_key IS NOT NULL AND ({alias}unique_states IS NULL OR ({alias}unique_states & CASE {alias}state WHEN 'scheduled' THEN 1 WHEN 'available' THEN 2 WHEN 'running' THEN 4 WHEN 'retryable' THEN 8 WHEN 'completed' THEN 16 WHEN 'cancelled' THEN 32 ELSE 64 END) <> 0)"
+    )
+}
+
 /// Every column of `mend_jobs`, in the order `row::row_to_job` reads them.
 pub(crate) const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events, trace_parent, checkpoint, pending_cleanups, limit_key";
 
@@ -86,6 +97,8 @@ pub(crate) struct Sql {
     pub(crate) insert: String,
     /// The jobs holding the unique keys `$1`.
     pub(crate) select_unique: String,
+    /// Finished jobs `$1` with unique keys, and who holds each key now (unique jobs).
+    pub(crate) unique_holders: String,
     /// Jobs by id (`$1`, an array).
     pub(crate) get_many: String,
     /// The start of a job listing; `jobs::list` appends filters, order and limit.
@@ -169,14 +182,24 @@ impl Sql {
         let t = |s: &str| s.replace("{S}", schema_q);
         Sql {
             schema_q: schema_q.to_owned(),
-            insert: t("INSERT INTO {S}.mend_jobs (id, queue, kind, args, state, priority, max_attempts, run_at, created_at, unique_key, tags, timeout_ms, trace_parent, limit_key)
+            insert: t(&format!("INSERT INTO {{S}}.mend_jobs (id, queue, kind, args, state, priority, max_attempts, run_at, created_at, unique_key, tags, timeout_ms, trace_parent, unique_states, limit_key)
                 SELECT u.id, u.queue, u.kind, u.args, u.state, u.priority, u.max_attempts, u.run_at, $9, u.unique_key,
-                       ARRAY(SELECT json_array_elements_text(u.tags)), u.timeout_ms, u.trace_parent, u.limit_key
-                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::json[], $5::text[], $6::int2[], $7::int4[], $8::timestamptz[], $10::text[], $11::json[], $12::int8[], $13::text[], $14::text[])
-                    AS u(id, queue, kind, args, state, priority, max_attempts, run_at, unique_key, tags, timeout_ms, trace_parent, limit_key)
-                ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-                RETURNING id"),
-            select_unique: t(&format!("SELECT {COLS} FROM {{S}}.mend_jobs WHERE unique_key = ANY($1)")),
+                       ARRAY(SELECT json_array_elements_text(u.tags)), u.timeout_ms, u.trace_parent, u.unique_states, u.limit_key
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::json[], $5::text[], $6::int2[], $7::int4[], $8::timestamptz[], $10::text[], $11::json[], $12::int8[], $13::text[], $14::int4[], $15::text[])
+                    AS u(id, queue, kind, args, state, priority, max_attempts, run_at, unique_key, tags, timeout_ms, trace_parent, unique_states, limit_key)
+                ON CONFLICT (unique_key) WHERE {} DO NOTHING
+                RETURNING id", unique_held(""))),
+            // Only the row holding a key: finished jobs that let theirs go may share it.
+            select_unique: t(&format!("SELECT {COLS} FROM {{S}}.mend_jobs WHERE unique_key = ANY($1) AND {}", unique_held(""))),
+            // For a retry refused by the unique index: each finished job of `$1` with a key,
+            // and the job holding that key now, if any.
+            unique_holders: t(&format!(
+                "SELECT r.id, r.unique_key, h.id FROM {{S}}.mend_jobs r
+                 LEFT JOIN LATERAL (SELECT h.id FROM {{S}}.mend_jobs h
+                     WHERE h.unique_key = r.unique_key AND h.id <> r.id AND {} LIMIT 1) h ON true
+                 WHERE r.id = ANY($1) AND r.unique_key IS NOT NULL AND r.state IN ('completed', 'cancelled', 'discarded')",
+                unique_held("h.")
+            )),
             get_many: t(&format!("SELECT {COLS} FROM {{S}}.mend_jobs WHERE id = ANY($1)")),
             list: t(&format!("SELECT {COLS} FROM {{S}}.mend_jobs WHERE true")),
             // One branch per partial index, so every count is an index scan.
@@ -332,7 +355,7 @@ impl Sql {
 
     /// The hot statements, by name, with their parameter types and sample values, for the
     /// plan test ([`crate::PgStore::explain_hot_paths`]).
-    pub(crate) fn hot_paths(&self) -> [(&'static str, &str, &'static str, String); 8] {
+    pub(crate) fn hot_paths(&self) -> [(&'static str, &str, &'static str, String); 10] {
         let now = "'2026-01-01T00:00:00Z'";
         let id = "'01900000-0000-7000-8000-000000000000'";
         [
@@ -379,6 +402,19 @@ impl Sql {
                 "text[], text[]",
                 "'{l}', '{k1,k2}'".to_owned(),
             ),
+            // Unique jobs: a duplicate's lookup, and a refused retry's.
+            (
+                "unique_lookup",
+                &self.select_unique,
+                "text[]",
+                "'{unique:k:0}'".to_owned(),
+            ),
+            (
+                "unique_holders",
+                &self.unique_holders,
+                "uuid[]",
+                format!("ARRAY[{id}]::uuid[]"),
+            ),
         ]
     }
 }
@@ -403,6 +439,15 @@ mod tests {
         ] {
             assert_eq!(text.matches(&bound).count(), appends, "{text}");
         }
+    }
+
+    #[test]
+    fn the_unique_index_and_the_insert_name_the_same_predicate() {
+        // PostgreSQL infers the index of ON CONFLICT only when the predicates match.
+        let sql = Sql::new("\"mend\"", "mend_mend");
+        let held = unique_held("");
+        assert!(sql.insert.contains(&format!("WHERE {held} DO NOTHING")));
+        assert!(crate::schema::unique_index_migration().contains(&format!("WHERE {held};")));
     }
 
     #[test]

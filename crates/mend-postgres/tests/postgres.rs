@@ -55,6 +55,7 @@ async fn hot_paths_stay_on_indexes_as_the_table_grows() {
             "complete" | "extend" => &["mend_jobs_pkey", "mend_jobs_running"],
             "rescue" | "limit_running" => &["mend_jobs_running"],
             "limit_buckets" => &["mend_limit_buckets_pkey"],
+            "unique_lookup" | "unique_holders" => &["mend_jobs_unique_held"],
             _ => unreachable!(),
         };
         assert!(

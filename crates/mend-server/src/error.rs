@@ -128,6 +128,8 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::InvalidJob(inv) => ApiError::invalid(inv.field, inv.to_string()),
+            // Unique jobs: a retry whose key another job holds changed nothing.
+            e @ StoreError::UniqueKeyHeld { .. } => ApiError::conflict(e.to_string()),
             StoreError::Locked { .. } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store-busy",

@@ -8,7 +8,7 @@ use mend::store::{
     CancelParams, ClaimParams, JobPage, ListParams, PruneParams, Result, RetryParams, StoreError,
     MAX_PAGE,
 };
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::map_err;
 use crate::row::{
@@ -33,6 +33,8 @@ pub(crate) fn insert(conn: &Connection, path: &str, jobs: Vec<NewJob>) -> Result
         let state = JobState::waiting_for(run_at, now);
         let args = to_json(&job.args)?;
         let tags = to_json(&job.tags)?;
+        // Unique jobs: the key computed from their options, and the states that hold it.
+        let (unique_key, unique_states) = job.unique_columns(now);
         let n = stmt
             .execute(params![
                 job.id.as_bytes().as_slice(),
@@ -44,21 +46,24 @@ pub(crate) fn insert(conn: &Connection, path: &str, jobs: Vec<NewJob>) -> Result
                 job.max_attempts,
                 micros(run_at),
                 micros(now),
-                job.unique_key,
+                unique_key,
                 tags,
                 job.timeout_ms,
                 job.trace_parent,
+                unique_states,
                 job.limit_key,
             ])
             .map_err(|e| map_err(path, e))?;
         if n == 0 {
-            let existing = query_jobs(conn, path, &sql::BY_UNIQUE_KEY, params![job.unique_key])?
+            let existing = query_jobs(conn, path, &sql::BY_UNIQUE_KEY, params![unique_key])?
                 .pop()
                 .ok_or_else(|| StoreError::database("unique key conflict without a row"))?;
             out.push(existing);
         } else {
             // Stored with microsecond precision; return what a read would.
-            out.push(job.into_row(state, stored(run_at), stored(now)));
+            let mut row = job.into_row(state, stored(run_at), stored(now));
+            row.unique_key = unique_key;
+            out.push(row);
         }
     }
     Ok(out)
@@ -204,15 +209,43 @@ pub(crate) fn cancel(conn: &Connection, path: &str, p: CancelParams) -> Result<V
     Ok(out)
 }
 
-/// Runs finished jobs again.
+/// Runs finished jobs again. A job whose unique key another job holds now is not run again:
+/// the error says who holds it, and the writer rolls the whole request back.
 pub(crate) fn retry(conn: &Connection, path: &str, p: RetryParams) -> Result<Vec<JobRow>> {
     let now = micros(p.now);
     let event = event_json(&TimelineEvent::new(stored(p.now), "retried").detail("on request"))?;
     let mut out = Vec::new();
-    for id in p.ids {
-        conn.prepare_cached(&sql::RETRY_FINISHED)
+    // Jobs of this request already run again (a later one sharing their key is refused
+    // naming no holder, as PostgreSQL does: it sees the request's effect undone).
+    let mut retried: Vec<uuid::Uuid> = Vec::new();
+    for &id in &p.ids {
+        // Checked before the write (the writer holds the lock, so nothing moves in between):
+        // the index would refuse it too, but without saying who holds the key.
+        let holder = conn
+            .prepare_cached(&sql::UNIQUE_HOLDER)
+            .and_then(|mut s| {
+                s.query_row(params![id.as_bytes().as_slice()], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+                })
+                .optional()
+            })
+            .map_err(|e| map_err(path, e))?;
+        if let Some((key, Some(holder))) = holder {
+            let holder = uuid::Uuid::from_slice(&holder)
+                .map_err(|e| StoreError::database(format!("a job id is not a UUID: {e}")))?;
+            return Err(StoreError::UniqueKeyHeld {
+                id,
+                key,
+                holder: (!retried.contains(&holder)).then_some(holder),
+            });
+        }
+        let n = conn
+            .prepare_cached(&sql::RETRY_FINISHED)
             .and_then(|mut s| s.execute(params![id.as_bytes().as_slice(), now, event]))
             .map_err(|e| map_err(path, e))?;
+        if n > 0 {
+            retried.push(id);
+        }
         if let Some(job) = get_job(conn, path, id)? {
             out.push(job);
         }

@@ -133,7 +133,27 @@ CREATE TABLE mend_limit_buckets (
     PRIMARY KEY (limit_name, key)
 );
 "#,
+    // 9: unique jobs. A key is held only while the row's state is one of its unique_states
+    // (bit 1 << i for the i-th state in mend::JobState::ALL; NULL, as every existing row has:
+    // all states, today's idempotency keys). The predicate is `sql::UNIQUE_HELD`, word for
+    // word (a test checks), so the insert's ON CONFLICT finds this index.
+    r#"
+ALTER TABLE mend_jobs ADD COLUMN unique_states INTEGER;
+DROP INDEX mend_jobs_unique;
+CREATE UNIQUE INDEX mend_jobs_unique_held ON mend_jobs (unique_key) WHERE unique_key IS NOT NULL AND (unique_states IS NULL OR (unique_states & CASE state WHEN 'scheduled' THEN 1 WHEN 'available' THEN 2 WHEN 'running' THEN 4 WHEN 'retryable' THEN 8 WHEN 'completed' THEN 16 WHEN 'cancelled' THEN 32 ELSE 64 END) <> 0);
+"#,
 ];
+
+/// The migration that makes unique keys depend on state (for the test that it names the
+/// insert's predicate).
+#[cfg(test)]
+pub(crate) fn unique_index_migration() -> &'static str {
+    MIGRATIONS
+        .iter()
+        .find(|m| m.contains("mend_jobs_unique_held"))
+        .copied()
+        .unwrap_or_default()
+}
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

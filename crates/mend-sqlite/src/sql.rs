@@ -88,14 +88,31 @@ fn push_error(param: &str) -> String {
 
 // --- mend_jobs: inserts and reads -------------------------------------------------------------
 
-/// Inserts one job; a taken unique key inserts nothing.
-pub(crate) const INSERT: &str = "INSERT INTO mend_jobs (id, queue, kind, args, state, priority, max_attempts, run_at, created_at, unique_key, tags, timeout_ms, trace_parent, limit_key)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING";
+/// Whether a row holds its unique key (unique jobs, `mend::unique`): it has a key, and its
+/// state is one of its `unique_states` (bit `1 << i` for the i-th state of
+/// `mend::JobState::ALL`; NULL: every state). The unique index (migration 9) is partial on
+/// exactly this text and the insert's ON CONFLICT repeats it: SQLite matches the two word for
+/// word (a test checks). CASE rather than IN, which would build a temporary table per write.
+pub(crate) const UNIQUE_HELD: &str = "unique_key IS NOT NULL AND (unique_states IS NULL OR (unique_states & CASE state WHEN 'scheduled' THEN 1 WHEN 'available' THEN 2 WHEN 'running' THEN 4 WHEN 'retryable' THEN 8 WHEN 'completed' THEN 16 WHEN 'cancelled' THEN 32 ELSE 64 END) <> 0)";
 
-/// The job holding unique key `?1`.
-pub(crate) static BY_UNIQUE_KEY: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {COLS} FROM mend_jobs WHERE unique_key = ?1"));
+/// Inserts one job; a taken unique key inserts nothing.
+pub(crate) const INSERT: &str = "INSERT INTO mend_jobs (id, queue, kind, args, state, priority, max_attempts, run_at, created_at, unique_key, tags, timeout_ms, trace_parent, unique_states, limit_key)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND (unique_states IS NULL OR (unique_states & CASE state WHEN 'scheduled' THEN 1 WHEN 'available' THEN 2 WHEN 'running' THEN 4 WHEN 'retryable' THEN 8 WHEN 'completed' THEN 16 WHEN 'cancelled' THEN 32 ELSE 64 END) <> 0) DO NOTHING";
+
+/// The job holding unique key `?1` (finished jobs that let it go may share it).
+pub(crate) static BY_UNIQUE_KEY: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {COLS} FROM mend_jobs WHERE unique_key = ?1 AND {UNIQUE_HELD}")
+});
+
+/// For a retry of finished job `?1` with a unique key: its key, and the job holding that key
+/// now, if any.
+pub(crate) static UNIQUE_HOLDER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT r.unique_key, (SELECT id FROM mend_jobs WHERE unique_key = r.unique_key AND id <> r.id AND {UNIQUE_HELD} LIMIT 1)
+         FROM mend_jobs r WHERE r.id = ?1 AND r.unique_key IS NOT NULL AND r.state IN ('completed', 'cancelled', 'discarded')"
+    )
+});
 
 /// One job by id.
 pub(crate) static GET: LazyLock<String> =
@@ -431,6 +448,36 @@ mod tests {
             (&*COMPLETED, 0),
         ] {
             assert_eq!(sql.matches(&bound).count(), appends, "{sql}");
+        }
+    }
+
+    #[test]
+    fn the_unique_index_and_the_insert_name_the_same_predicate() {
+        // SQLite uses the index for ON CONFLICT only when the two match word for word.
+        assert!(INSERT.contains(&format!("WHERE {UNIQUE_HELD} DO NOTHING")));
+        assert!(crate::schema::unique_index_migration().contains(&format!("WHERE {UNIQUE_HELD};")));
+    }
+
+    #[test]
+    fn unique_key_lookups_use_the_unique_index() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&conn, ":memory:").unwrap();
+        for sql in [&*BY_UNIQUE_KEY, &*UNIQUE_HOLDER] {
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map([b"k".as_slice()], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                plan.iter().any(|l| l.contains("mend_jobs_unique_held")),
+                "{sql}: {plan:?}"
+            );
+            assert!(
+                !plan.iter().any(|l| l.starts_with("SCAN")),
+                "{sql}: {plan:?}"
+            );
         }
     }
 

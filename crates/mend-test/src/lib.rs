@@ -94,7 +94,15 @@ macro_rules! store_conformance {
             cron_schedules_upsert_list_pause_and_delete,
             cron_advance_is_a_compare_and_set,
             cron_one_job_per_slot_when_schedulers_race,
-            cron_scheduler_catches_up_by_policy
+            cron_scheduler_catches_up_by_policy,
+            // unique jobs
+            unique_by_kind_and_by_all_args,
+            unique_by_a_subset_of_args,
+            unique_per_queue_or_across_queues,
+            unique_within_a_period,
+            unique_states_decide_how_long_a_key_is_held,
+            retrying_a_finished_job_whose_key_is_taken_is_refused,
+            unique_options_are_validated_before_anything_is_stored
         );
     };
     ($factory:path, effects = $kit:expr) => {

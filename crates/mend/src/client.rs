@@ -85,6 +85,26 @@ impl Client {
         Ok(self.store.insert_many(jobs).await?)
     }
 
+    /// Enqueue one prepared job and say whether it was a duplicate: with unique options
+    /// ([`NewJob::with_unique`]) or an idempotency key, an existing job holding the key is
+    /// returned with `duplicate: true` and nothing is inserted.
+    pub async fn insert_unique(&self, job: NewJob) -> Result<crate::Enqueued, ClientError> {
+        self.insert_many_unique(vec![job])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::database("insert returned no row").into())
+    }
+
+    /// [`Client::insert_unique`] for many jobs in one transaction, in input order.
+    pub async fn insert_many_unique(
+        &self,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<crate::Enqueued>, ClientError> {
+        let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+        let rows = self.store.insert_many(jobs).await?;
+        Ok(crate::Enqueued::from_rows(&ids, rows))
+    }
+
     /// One job.
     pub async fn get(&self, id: Uuid) -> Result<Option<JobRow>, ClientError> {
         Ok(self.store.get(id).await?)

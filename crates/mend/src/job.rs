@@ -442,7 +442,12 @@ pub struct NewJob {
     pub trace_parent: Option<String>,
     /// The key this job counts under for every per-key limit of its queue (see
     /// [`crate::limits`]), instead of the key the limit's JSON pointer finds in the args.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit_key: Option<String>,
+    /// Unique-job options: the store computes the job's key from them (see [`crate::unique`]).
+    /// Not together with `unique_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique: Option<crate::unique::UniqueOpts>,
 }
 
 impl NewJob {
@@ -461,6 +466,7 @@ impl NewJob {
             timeout_ms: None,
             trace_parent: None,
             limit_key: None,
+            unique: None,
         }
     }
 
@@ -516,6 +522,32 @@ impl NewJob {
     pub fn with_unique_key(mut self, key: impl Into<String>) -> Self {
         self.unique_key = Some(key.into());
         self
+    }
+
+    /// Make the job unique (see [`crate::unique::UniqueOpts`]): enqueueing a job the options
+    /// call the same, while the existing one is in their states, returns the existing job.
+    pub fn with_unique(mut self, opts: crate::unique::UniqueOpts) -> Self {
+        self.unique = Some(opts);
+        self
+    }
+
+    /// The `unique_key` and `unique_states` columns a store writes for this job when it is
+    /// inserted at `now`: the key computed from the unique options (their period counted by
+    /// `run_at`, or `now` when it runs now) and their states mask, or the idempotency key as
+    /// given with no mask (held in every state).
+    pub fn unique_columns(&self, now: DateTime<Utc>) -> (Option<String>, Option<i32>) {
+        match &self.unique {
+            Some(u) => (
+                Some(u.key(
+                    &self.kind,
+                    &self.queue,
+                    &self.args,
+                    self.run_at.unwrap_or(now),
+                )),
+                Some(u.states_mask()),
+            ),
+            None => (self.unique_key.clone(), None),
+        }
     }
 
     /// Add a tag.
@@ -602,6 +634,16 @@ impl NewJob {
                 "unique_key",
                 "must not contain NUL characters",
             ));
+        }
+        // Unique jobs: the options must make sense, and one job has one key.
+        if let Some(u) = &self.unique {
+            if self.unique_key.is_some() {
+                return Err(InvalidJob::new(
+                    "unique",
+                    "cannot be combined with an idempotency key (unique_key); use one or the other",
+                ));
+            }
+            u.validate()?;
         }
         if self.tags.iter().any(|t| has_nul(t)) {
             return Err(InvalidJob::new("tags", "must not contain NUL characters"));

@@ -50,6 +50,7 @@ pub mod runtime;
 pub mod settle;
 pub mod store;
 pub mod trace;
+pub mod unique;
 
 pub use cleanup::{AttemptExit, CleanupArgs, CleanupOutcome, CleanupReport, DurableCleanup};
 pub use client::{Client, ClientError};
@@ -61,3 +62,4 @@ pub use runtime::{
     EventOutcome, JobEvent, ShutdownReport, Stats, Worker, WorkerConfig, WorkerHandle,
 };
 pub use store::{Store, StoreError};
+pub use unique::{Enqueued, UniqueOpts};

@@ -113,6 +113,25 @@ pub enum StoreError {
         #[source]
         source: Option<DriverError>,
     },
+    /// A finished job was not retried: another job holds its unique key (see
+    /// [`crate::unique`]). Nothing was changed.
+    #[error("{}", unique_held_message(.id, .key, .holder))]
+    UniqueKeyHeld {
+        /// The job that was to run again.
+        id: Uuid,
+        /// Its unique key.
+        key: String,
+        /// The job holding the key now; `None` when it was another job of the same retry.
+        holder: Option<Uuid>,
+    },
+}
+
+fn unique_held_message(id: &Uuid, key: &str, holder: &Option<Uuid>) -> String {
+    let who = match holder {
+        Some(h) => format!("job {h} holds it now"),
+        None => "another job of the same request takes it".to_owned(),
+    };
+    format!("job {id} cannot run again: its unique key {key:?} is taken ({who}); wait for that job to finish or cancel it, then retry")
 }
 
 impl StoreError {
@@ -710,6 +729,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Insert jobs in one transaction. A job whose `unique_key` is already taken is not
     /// inserted; the existing row is returned in its place. Rows come back in input order.
+    /// Unique options ([`NewJob::unique`]) become the key and states mask of
+    /// [`NewJob::unique_columns`], computed at the store's `now`; a job holding that key in
+    /// one of its states is returned the same way.
     async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobRow>>;
 
     /// Move due `scheduled`/`retryable` jobs to `available`, then claim up to `limit` available
@@ -749,7 +771,9 @@ pub trait Store: Send + Sync + 'static {
     /// Cancel jobs; returns the rows after the change (missing ids are left out).
     async fn cancel(&self, params: CancelParams) -> Result<Vec<JobRow>>;
 
-    /// Retry finished jobs now; returns the rows after the change.
+    /// Retry finished jobs now; returns the rows after the change. When a job's unique key is
+    /// held by another job now (see [`crate::unique`]), nothing changes and the error is
+    /// [`StoreError::UniqueKeyHeld`].
     async fn retry(&self, params: RetryParams) -> Result<Vec<JobRow>>;
 
     /// One job.

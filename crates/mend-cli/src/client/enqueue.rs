@@ -20,6 +20,7 @@ Examples:
   mend enqueue send_email --args '{\"to\":\"a@example.com\"}' --queue mail --tag signup
   mend enqueue report --delay 5m --max-attempts 3 --timeout 30s
   mend enqueue charge --args @charge.json --idempotency-key order-1234
+  mend enqueue sync --args '{\"customer\":7}' --unique-by-arg customer --unique-period 1h
   echo '{\"sleep_ms\":100}' | mend enqueue noop --args -
 
 Prints the new job's id (with --json: the whole job).")]
@@ -55,7 +56,84 @@ pub(crate) struct EnqueueArgs {
     #[arg(long, value_name = "K")]
     idempotency_key: Option<String>,
     #[command(flatten)]
+    unique: UniqueFlags,
+    #[command(flatten)]
     conn: Conn,
+}
+
+/// The unique-job flags of `mend enqueue`; any of them makes the job unique.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct UniqueFlags {
+    /// Make the job unique by its kind: while a job of this kind has not finished, enqueueing
+    /// another returns it instead. The other --unique-* flags refine what counts.
+    #[arg(long, conflicts_with = "idempotency_key")]
+    unique: bool,
+    /// Unique by all args too (implies --unique).
+    #[arg(long, conflicts_with_all = ["idempotency_key", "unique_by_arg"])]
+    unique_by_args: bool,
+    /// Unique by this arg too: a top-level key or a JSON pointer (/order/id); repeat for
+    /// several (implies --unique).
+    #[arg(long, value_name = "KEY", conflicts_with = "idempotency_key")]
+    unique_by_arg: Vec<String>,
+    /// One per queue rather than one across queues (implies --unique).
+    #[arg(long, conflicts_with = "idempotency_key")]
+    unique_per_queue: bool,
+    /// One per period of this length, e.g. 1h (implies --unique).
+    #[arg(long, value_name = "DURATION", conflicts_with = "idempotency_key")]
+    unique_period: Option<String>,
+    /// Also hold the key while the existing job is in these finished states:
+    /// completed, cancelled, discarded (comma-separated; implies --unique).
+    #[arg(
+        long,
+        value_name = "STATES",
+        value_delimiter = ',',
+        conflicts_with = "idempotency_key"
+    )]
+    unique_also: Vec<String>,
+}
+
+impl UniqueFlags {
+    /// The request's `unique` object, or `None` when no flag asks for it.
+    fn to_json(&self) -> anyhow::Result<Option<Value>> {
+        let wanted = self.unique
+            || self.unique_by_args
+            || !self.unique_by_arg.is_empty()
+            || self.unique_per_queue
+            || self.unique_period.is_some()
+            || !self.unique_also.is_empty();
+        if !wanted {
+            return Ok(None);
+        }
+        let mut u = Map::new();
+        if self.unique_by_args {
+            u.insert("by_args".into(), json!(true));
+        } else if !self.unique_by_arg.is_empty() {
+            u.insert("by_args".into(), json!(self.unique_by_arg));
+        }
+        if self.unique_per_queue {
+            u.insert("per_queue".into(), json!(true));
+        }
+        if let Some(p) = &self.unique_period {
+            let d = duration::parse(p).map_err(|e| anyhow!("--unique-period: {e}"))?;
+            if d.is_zero() {
+                bail!("--unique-period must be more than 0 (e.g. 1h)");
+            }
+            u.insert("period".into(), json!(p));
+        }
+        if !self.unique_also.is_empty() {
+            let mut states = vec!["scheduled", "available", "running", "retryable"];
+            for s in &self.unique_also {
+                match s.trim() {
+                    st @ ("completed" | "cancelled" | "discarded") => states.push(st),
+                    other => bail!(
+                        "--unique-also: {other:?} is not a finished state; use completed, cancelled or discarded"
+                    ),
+                }
+            }
+            u.insert("states".into(), json!(states));
+        }
+        Ok(Some(Value::Object(u)))
+    }
 }
 
 /// The `--args` value: JSON text, `@FILE` or `-` (stdin).
@@ -115,6 +193,9 @@ pub(crate) async fn enqueue(a: EnqueueArgs) -> anyhow::Result<()> {
     if !a.tags.is_empty() {
         body.insert("tags".into(), json!(a.tags));
     }
+    if let Some(u) = a.unique.to_json()? {
+        body.insert("unique".into(), u);
+    }
     let key = match &a.idempotency_key {
         None => None,
         Some(k) => Some(HeaderValue::from_str(k).map_err(|_| {
@@ -136,10 +217,15 @@ pub(crate) async fn enqueue(a: EnqueueArgs) -> anyhow::Result<()> {
             snippet(reply.body.to_string().as_bytes())
         );
     }
-    // 200 instead of 201: the idempotency key matched an existing job.
+    // 200 instead of 201: the idempotency key or the unique options matched an existing job.
     if reply.status == StatusCode::OK {
+        let what = if body.get("unique").is_some() {
+            "a job the unique options call the same"
+        } else {
+            "a job with this idempotency key"
+        };
         eprintln!(
-            "note: a job with this idempotency key already exists (state {}); no new job was enqueued",
+            "note: {what} already exists (state {}); no new job was enqueued",
             str_field(&reply.body, "state")
         );
     }

@@ -1,5 +1,5 @@
-//! Jobs: enqueue (one or a batch, idempotent with `Idempotency-Key`), get, list with filters
-//! and cursor paging, cancel and retry.
+//! Jobs: enqueue (one or a batch, idempotent with `Idempotency-Key`, or unique by kind, args,
+//! queue and period), get, list with filters and cursor paging, cancel and retry.
 //!
 //! Every request is checked completely before the store is touched, and a batch is stored in
 //! one transaction, so a bad request never changes stored jobs.
@@ -59,6 +59,92 @@ pub(super) struct EnqueueRequest {
     /// The key it counts under for the per-key limits of its queue, instead of the one each
     /// limit's JSON pointer finds in the args.
     pub limit_key: Option<String>,
+    /// Make the job unique: a job these options call the same, while it is in their states,
+    /// is returned instead (`duplicate: true`, status 200). Not with an idempotency key.
+    pub unique: Option<UniqueRequest>,
+}
+
+/// How a job is unique (see `mend::unique`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UniqueRequest {
+    /// `true`: all args count; a list: only these top-level keys (`customer`) or JSON pointers
+    /// (`/order/id`); `false` or absent: args do not count (one job per kind).
+    pub by_args: Option<ByArgsRequest>,
+    /// Unique within the job's queue (default: across queues).
+    pub per_queue: Option<bool>,
+    /// One per period, e.g. `1h`, `30m`, `1d` (counted from the epoch, by the job's `run_at`).
+    pub period: Option<String>,
+    /// The states the existing job holds its key in (default: scheduled, available, running,
+    /// retryable); these four must be listed; add completed, cancelled, discarded.
+    pub states: Option<Vec<String>>,
+}
+
+/// `by_args`: all args, or some.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub(super) enum ByArgsRequest {
+    /// All args (`true`) or none (`false`).
+    All(bool),
+    /// Only these top-level keys or JSON pointers.
+    Keys(Vec<String>),
+}
+
+/// The unique options of a request, checked field by field; `at` prefixes the field names.
+fn unique_opts(req: UniqueRequest, at: &str) -> Result<mend::UniqueOpts, ApiError> {
+    use mend::unique::{arg_pointer, parse_period, UniqueOpts, MAX_ARG_KEYS, MAX_PERIOD};
+    let field = |name: &str| format!("{at}unique.{name}");
+    let mut opts = UniqueOpts::new();
+    match req.by_args {
+        None | Some(ByArgsRequest::All(false)) => {}
+        Some(ByArgsRequest::All(true)) => opts = opts.by_args(),
+        Some(ByArgsRequest::Keys(keys)) => {
+            if keys.is_empty() || keys.len() > MAX_ARG_KEYS {
+                return Err(ApiError::invalid(
+                    field("by_args"),
+                    format!(
+                        "by_args lists 1–{MAX_ARG_KEYS} args (or is true for all of them); got {}",
+                        keys.len()
+                    ),
+                ));
+            }
+            for (i, k) in keys.iter().enumerate() {
+                arg_pointer(k)
+                    .map_err(|e| ApiError::invalid(field(&format!("by_args[{i}]")), e))?;
+            }
+            opts = opts.by_arg_keys(keys);
+        }
+    }
+    if req.per_queue == Some(true) {
+        opts = opts.per_queue();
+    }
+    if let Some(p) = req.period {
+        let d = parse_period(&p).map_err(|e| ApiError::invalid(field("period"), e))?;
+        if d.is_zero() || d > MAX_PERIOD {
+            return Err(ApiError::invalid(
+                field("period"),
+                format!(
+                    "period must be more than 0 and at most 366d (got {})",
+                    shown(&p)
+                ),
+            ));
+        }
+        opts = opts.period(d);
+    }
+    if let Some(states) = req.states {
+        let mut parsed = Vec::with_capacity(states.len());
+        for (i, s) in states.iter().enumerate() {
+            parsed.push(
+                s.parse::<JobState>().map_err(|e| {
+                    ApiError::invalid(field(&format!("states[{i}]")), e.to_string())
+                })?,
+            );
+        }
+        opts = opts.states(parsed);
+    }
+    opts.validate()
+        .map_err(|e| ApiError::invalid(format!("{at}{}", e.field), e.to_string()))?;
+    Ok(opts)
 }
 
 /// A batch to enqueue.
@@ -202,6 +288,15 @@ fn to_new_job(
     }
     job.unique_key = key;
     job.limit_key = req.limit_key;
+    if let Some(u) = req.unique {
+        if job.unique_key.is_some() {
+            return Err(ApiError::invalid(
+                field("unique"),
+                "give unique options or an idempotency key (header or field), not both",
+            ));
+        }
+        job.unique = Some(unique_opts(u, at)?);
+    }
     job.validate()
         .map_err(|e| ApiError::invalid(field(e.field), e.to_string()))?;
     Ok(job)
@@ -232,10 +327,11 @@ fn enqueue_trace(span: &tracing::Span, headers: &HeaderMap) -> Option<String> {
 }
 
 /// Enqueues a job. With an `Idempotency-Key` header, enqueueing again with the same key
-/// answers 200 with the original job.
+/// answers 200 with the original job; with `unique` options, a job they call the same
+/// answers 200 with the existing job. Either way `duplicate` says which happened.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = EnqueueRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes the enqueue idempotent")),
-    responses((status = 201, body = JobRow), (status = 200, description = "Replayed: the job first enqueued with this key", body = JobRow),
+    responses((status = 201, body = mend::Enqueued), (status = 200, description = "A duplicate: the existing job holding the key (`duplicate: true`)", body = mend::Enqueued),
               (status = 422, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn enqueue(
     State(state): State<AppState>,
@@ -256,6 +352,10 @@ pub(crate) async fn enqueue(
         )
     })?;
     let replayed = row.id != new_id;
+    let row = mend::Enqueued {
+        job: row,
+        duplicate: replayed,
+    };
     if !replayed {
         state
             .enqueued
@@ -274,9 +374,10 @@ pub(crate) async fn enqueue(
     Ok(resp)
 }
 
-/// Enqueues up to 1000 jobs in one transaction: all or nothing.
+/// Enqueues up to 1000 jobs in one transaction: all or nothing. Each job of the answer says
+/// whether it was a `duplicate`; the status is 200 when every one was.
 #[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = BatchRequest,
-    responses((status = 201, description = "`{\"jobs\": [JobRow]}`", body = Object), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, description = "`{\"jobs\": [Enqueued]}`", body = Object), (status = 200, description = "`{\"jobs\": [Enqueued]}`, every one a duplicate", body = Object), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn enqueue_batch(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -303,17 +404,19 @@ pub(crate) async fn enqueue_batch(
         job.trace_parent = trace_parent.clone();
         jobs.push(job);
     }
-    let ids: std::collections::HashSet<Uuid> = jobs.iter().map(|j| j.id).collect();
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
     let rows = state.store.insert_many(jobs).instrument(span).await?;
-    let new = rows.iter().filter(|r| ids.contains(&r.id)).count();
+    let rows = mend::Enqueued::from_rows(&ids, rows);
+    let new = rows.iter().filter(|r| !r.duplicate).count();
     state
         .enqueued
         .fetch_add(new as u64, std::sync::atomic::Ordering::Relaxed);
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::json!({ "jobs": rows })),
-    )
-        .into_response())
+    let status = if new == 0 {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(serde_json::json!({ "jobs": rows }))).into_response())
 }
 
 pub(crate) fn parse_id(p: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
@@ -471,7 +574,9 @@ pub(super) struct RetryQuery {
     force: bool,
 }
 
-/// Retries a cancelled or discarded job now (a completed one only with `?force=true`).
+/// Retries a cancelled or discarded job now (a completed one only with `?force=true`). 409,
+/// changing nothing, when the job is not finished, or when another job holds its unique key
+/// now (the problem names that job).
 #[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", params(("id" = Uuid, Path), RetryQuery),
     responses((status = 200, body = JobRow), (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 409, body = Problem, content_type = "application/problem+json")))]

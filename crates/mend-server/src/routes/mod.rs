@@ -25,7 +25,7 @@ use crate::AppState;
         workers::claim, workers::heartbeat, workers::complete, workers::fail,
         cron::list, cron::create, cron::get_one, cron::replace, cron::delete, cron::pause, cron::resume,
     ),
-    components(schemas(mend::JobRow, mend::JobState, mend::AttemptError, mend::ErrorKind, crate::error::Problem, queues::QueueView,
+    components(schemas(mend::JobRow, mend::Enqueued, mend::JobState, mend::AttemptError, mend::ErrorKind, crate::error::Problem, queues::QueueView,
         mend::cron::PeriodicDecl, mend::cron::Periodic, mend::cron::CronRow, mend::cron::CronRun, mend::cron::CatchUp, cron::CronView, cron::CronRunView,
         mend::limits::Limit, mend::limits::Rate, mend::limits::Hold, mend::store::LimitState, jobs::JobDetail)),
     modifiers(&BearerAuth),

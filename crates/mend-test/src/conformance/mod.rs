@@ -28,6 +28,7 @@ mod operator;
 mod outcomes;
 mod reads;
 mod rescue;
+mod unique;
 
 pub use claims::*;
 pub use cron::*;
@@ -41,6 +42,7 @@ pub use operator::*;
 pub use outcomes::*;
 pub use reads::*;
 pub use rescue::*;
+pub use unique::*;
 
 const OWNER: &str = "node-a";
 
