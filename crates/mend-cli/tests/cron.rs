@@ -6,7 +6,6 @@
 
 #![expect(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
@@ -61,14 +60,8 @@ fn serve_logged(db: &str, config: &Path, log: Option<&Path>) -> Serve {
         .stderr(stderr)
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("mend listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+    let addr = common::listening_url(&mut child)
+        .trim_start_matches("http://")
         .to_owned();
     Serve { child, addr }
 }

@@ -48,14 +48,8 @@ fn serve_with_env(db: &str, dir: tempfile::TempDir, extra: &[&str], env: &[(&str
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("mend listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+    let addr = common::listening_url(&mut child)
+        .trim_start_matches("http://")
         .to_owned();
     Serve {
         child,

@@ -4,9 +4,7 @@
 
 #![expect(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use mend_test::http::{Remote, Resp};
@@ -39,25 +37,7 @@ fn serve(db: &str, dir: &std::path::Path) -> Node {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let _ = tx.send(lines.next());
-        for _ in lines {}
-    });
-    let line = match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(Some(Ok(l))) => l,
-        other => {
-            let _ = child.kill();
-            panic!("mend serve did not print its address: {other:?}");
-        }
-    };
-    let url = line
-        .trim()
-        .strip_prefix("mend listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
+    let url = common::listening_url(&mut child);
     Node { child, url }
 }
 

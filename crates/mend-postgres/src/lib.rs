@@ -282,6 +282,14 @@ impl Store for PgStore {
         limits::list(self).await
     }
 
+    async fn prune_limit_buckets(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<u64> {
+        limits::prune_buckets(self, now, limit).await
+    }
+
     async fn limit_usage(&self, p: LimitUsageParams) -> Result<LimitUsage> {
         let jobs: Vec<_> = p
             .jobs

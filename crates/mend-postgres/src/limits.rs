@@ -48,6 +48,7 @@ pub(crate) struct LimitSql {
     list: String,
     limited_queues: String,
     for_queue: String,
+    prune_buckets: String,
 }
 
 impl LimitSql {
@@ -92,6 +93,8 @@ impl LimitSql {
             list: t("SELECT spec, waiting, waiting_at FROM {S}.mend_limits ORDER BY name"),
             limited_queues: t("SELECT DISTINCT queue FROM {S}.mend_limits"),
             for_queue: t("SELECT spec, waiting FROM {S}.mend_limits WHERE queue = $1 ORDER BY name"),
+            prune_buckets: t("DELETE FROM {S}.mend_limit_buckets WHERE (limit_name, key) IN (
+                SELECT limit_name, key FROM {S}.mend_limit_buckets WHERE limit_name = $1 AND at < $2 LIMIT $3)"),
         }
     }
 }
@@ -456,4 +459,37 @@ pub(crate) async fn usage(
     }
     let usage = usage_in(store, &**c, queue, &limits, jobs).await?;
     Ok((limits, usage))
+}
+
+/// Deletes up to `limit` buckets that are full at `now` (see `Store::prune_limit_buckets`).
+pub(crate) async fn prune_buckets(
+    store: &PgStore,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<u64> {
+    let mut left = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut total = 0;
+    for state in list(store).await? {
+        let Some(rate) = &state.limit.rate else {
+            continue;
+        };
+        if left <= 0 {
+            break;
+        }
+        let fills = chrono::Duration::from_std(rate.fills_in()).unwrap_or(chrono::Duration::MAX);
+        let before = now
+            .checked_sub_signed(fills)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let c = store.client().await?;
+        let n = c
+            .execute(
+                &store.inner.sql.limits.prune_buckets,
+                &[&state.limit.name, &before, &left],
+            )
+            .await
+            .map_err(store.pg())?;
+        total += n;
+        left -= i64::try_from(n).unwrap_or(i64::MAX);
+    }
+    Ok(total)
 }

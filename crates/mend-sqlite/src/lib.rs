@@ -452,6 +452,17 @@ impl Store for SqliteStore {
         self.read(limits::list).await
     }
 
+    async fn prune_limit_buckets(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<u64> {
+        self.write(true, move |conn, path| {
+            limits::prune_buckets(conn, path, now, limit)
+        })
+        .await
+    }
+
     async fn limit_usage(&self, p: LimitUsageParams) -> Result<LimitUsage> {
         let jobs: Vec<_> = p
             .jobs

@@ -272,3 +272,33 @@ pub(crate) fn usage(
     )?;
     Ok((limits, usage))
 }
+
+/// Deletes up to `limit` buckets that are full at `now` (see `Store::prune_limit_buckets`).
+pub(crate) fn prune_buckets(
+    conn: &Connection,
+    path: &str,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<u64> {
+    let mut left = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut total = 0u64;
+    for state in list(conn, path)? {
+        let Some(rate) = &state.limit.rate else {
+            continue;
+        };
+        if left <= 0 {
+            break;
+        }
+        let fills = chrono::Duration::from_std(rate.fills_in()).unwrap_or(chrono::Duration::MAX);
+        let before = now
+            .checked_sub_signed(fills)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let n = conn
+            .prepare_cached(sql::PRUNE_BUCKETS)
+            .and_then(|mut s| s.execute(params![state.limit.name, micros(before), left]))
+            .map_err(|e| map_err(path, e))?;
+        total += n as u64;
+        left -= n as i64;
+    }
+    Ok(total)
+}

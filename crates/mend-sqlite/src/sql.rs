@@ -399,6 +399,10 @@ pub(crate) const UPSERT_LIMIT: &str =
 /// Removes limit `?1`.
 pub(crate) const DELETE_LIMIT: &str = "DELETE FROM mend_limits WHERE name = ?1";
 
+/// Deletes up to `?3` buckets of limit `?1` written before `?2` (full by now).
+pub(crate) const PRUNE_BUCKETS: &str = "DELETE FROM mend_limit_buckets WHERE rowid IN (
+    SELECT rowid FROM mend_limit_buckets WHERE limit_name = ?1 AND at < ?2 LIMIT ?3)";
+
 /// Removes limit `?1`'s buckets.
 pub(crate) const DELETE_BUCKETS: &str = "DELETE FROM mend_limit_buckets WHERE limit_name = ?1";
 

@@ -113,6 +113,13 @@ impl Store for Crashing {
     async fn limit_usage(&self, params: LimitUsageParams) -> Result<LimitUsage> {
         self.inner.limit_usage(params).await
     }
+    async fn prune_limit_buckets(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<u64> {
+        self.inner.prune_limit_buckets(now, limit).await
+    }
     async fn cron_upsert(&self, params: UpsertCronParams) -> Result<mend::cron::CronRow> {
         self.inner.cron_upsert(params).await
     }

@@ -65,6 +65,12 @@ impl Rate {
     fn refill_per_ms(&self) -> f64 {
         f64::from(self.max) / self.per_ms.max(1) as f64
     }
+
+    /// How long an empty bucket takes to fill: a bucket written longer ago than this is full,
+    /// the same as no bucket at all, and can be deleted.
+    pub fn fills_in(&self) -> Duration {
+        Duration::from_secs_f64((self.capacity() / self.refill_per_ms()).ceil() / 1000.0)
+    }
 }
 
 /// A limit on one queue (or one kind in it), optionally per key. See the module docs.
@@ -517,6 +523,18 @@ mod tests {
             admit(&limits, &cands(&args), &usage, t(1100), 3).take.len(),
             1
         );
+    }
+
+    #[test]
+    fn an_empty_bucket_fills_in_burst_over_rate() {
+        let rate = Rate::new(10, Duration::from_secs(1)).with_burst(30);
+        assert_eq!(rate.fills_in(), Duration::from_secs(3));
+        let empty = Bucket {
+            tokens: 0.0,
+            at: t(0),
+        };
+        assert!((empty.tokens_at(&rate, t(3000)) - rate.capacity()).abs() < 1e-9);
+        assert!(empty.tokens_at(&rate, t(2999)) < rate.capacity());
     }
 
     #[test]

@@ -824,6 +824,11 @@ pub trait Store: Send + Sync + 'static {
     /// isn't this job running?").
     async fn limit_usage(&self, params: LimitUsageParams) -> Result<LimitUsage>;
 
+    /// Delete up to `limit` rate buckets that are full at `now` (written longer ago than
+    /// their rate takes to fill one: the same as no bucket), so buckets of keys no longer
+    /// used do not pile up. Returns how many went.
+    async fn prune_limit_buckets(&self, now: DateTime<Utc>, limit: usize) -> Result<u64>;
+
     /// Woken when jobs are inserted (in this process, or by the backend's notifications), so
     /// idle fetchers start within milliseconds instead of waiting for their poll.
     fn wakeup(&self) -> Arc<Notify>;

@@ -1,11 +1,15 @@
-//! Helpers shared by mend-cli's integration tests (`cli.rs`, `serve.rs`, `chaos.rs`): the
-//! `mend` binary as a command with the developer's environment cleared, and a PostgreSQL
-//! schema per test. No HTTP client lives here: the shared test client is mend-test's.
+//! Helpers shared by mend-cli's integration tests: the `mend` binary as a command with the
+//! developer's environment cleared, the address a started `mend serve` prints, and a
+//! PostgreSQL schema per test. No HTTP client lives here: the shared test client is
+//! mend-test's.
 
 // Each test file is its own crate and uses only some of these.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command};
+use std::sync::mpsc;
+use std::time::Duration;
 
 /// The `mend` binary, without the `MEND_*` variables (and HTTP proxies) a developer's shell
 /// may have set, so each test says what it means.
@@ -32,4 +36,31 @@ pub(crate) fn sqlite_url(dir: &std::path::Path, file: &str) -> String {
 pub(crate) fn pg_schema(test: &str, prefix: &str) -> Option<mend_test::pg::Schema> {
     let server = mend_test::pg::server_url(test)?;
     Some(mend_test::pg::Schema::new(&server, prefix))
+}
+
+/// The `http://HOST:PORT` a `mend serve` started with a piped stdout prints on its first
+/// line; stdout is drained from then on so the server never blocks on it. Kills the child and
+/// panics when no such line comes within 30 s.
+pub(crate) fn listening_url(child: &mut Child) -> String {
+    let stdout = child
+        .stdout
+        .take()
+        .expect("mend serve started with a piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next());
+        for _ in lines {}
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Some(Ok(l))) => l,
+        other => {
+            let _ = child.kill();
+            panic!("mend serve did not print its address: {other:?}");
+        }
+    };
+    line.trim()
+        .strip_prefix("mend listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned()
 }

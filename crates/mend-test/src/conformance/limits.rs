@@ -219,3 +219,55 @@ pub async fn a_kind_limit_leaves_other_kinds_of_the_queue_alone(store: Arc<dyn S
     assert_eq!(kinds.len(), 3, "{kinds:?}");
     assert_eq!(kinds.iter().filter(|k| **k == "slow").count(), 1);
 }
+
+pub async fn full_rate_buckets_are_pruned_and_spent_ones_kept(store: Arc<dyn Store>) {
+    // 1 start per hour: a spent bucket stays spent for an hour.
+    set(
+        &store,
+        Limit::new("hourly", "q")
+            .per_key("/k")
+            .rate(Rate::new(1, Duration::from_secs(3600))),
+    )
+    .await
+    .unwrap();
+    let jobs: Vec<NewJob> = ["a", "b"]
+        .iter()
+        .map(|k| NewJob::new("k", json!({ "k": k })).with_queue("q"))
+        .collect();
+    store.insert_many(jobs.clone()).await.unwrap();
+    assert_eq!(claim_as(&store, "q", 10, "n1").await.len(), 2);
+    let usage = |store: Arc<dyn Store>| async move {
+        store
+            .limit_usage(LimitUsageParams {
+                queue: "q".into(),
+                jobs: ["a", "b"]
+                    .iter()
+                    .map(|k| LimitSubject {
+                        kind: "k".into(),
+                        args: json!({ "k": k }),
+                        limit_key: None,
+                    })
+                    .collect(),
+            })
+            .await
+            .unwrap()
+            .usage
+            .buckets
+            .len()
+    };
+    assert_eq!(usage(store.clone()).await, 2, "one spent bucket per key");
+    assert_eq!(
+        store.prune_limit_buckets(Utc::now(), 100).await.unwrap(),
+        0,
+        "spent buckets are kept"
+    );
+    // Two hours on, both have filled up again: the same as no bucket.
+    let later = Utc::now() + chrono::Duration::hours(2);
+    assert_eq!(
+        store.prune_limit_buckets(later, 1).await.unwrap(),
+        1,
+        "bounded"
+    );
+    assert_eq!(store.prune_limit_buckets(later, 100).await.unwrap(), 1);
+    assert_eq!(usage(store.clone()).await, 0);
+}

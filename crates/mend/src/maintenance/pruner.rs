@@ -1,6 +1,7 @@
 //! The pruner: deletes completed, cancelled and discarded jobs once they are older than the
 //! retention, in bounded batches so no transaction holds the write lock for long. Jobs that
-//! are still waiting or running are never touched.
+//! are still waiting or running are never touched. It also deletes rate-limit buckets that
+//! have filled up again (the same as no bucket).
 
 use std::time::Duration;
 
@@ -18,6 +19,10 @@ pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 /// Jobs deleted per transaction.
 pub const PRUNE_BATCH: usize = 1000;
 
+/// Full rate-limit buckets deleted per pass (a bucket per key of a per-key rate limit; the
+/// rest wait for the next pass).
+pub const BUCKET_PRUNE_BATCH: usize = 10_000;
+
 /// Longest a pass keeps deleting: a large backlog is worked off over several passes instead
 /// of one long burst of writes that claims and outcomes would queue behind.
 const MAX_PASS_TIME: std::time::Duration = std::time::Duration::from_secs(1);
@@ -31,6 +36,12 @@ pub async fn run(
     loop {
         if let Err(e) = prune_once(store.as_ref(), Utc::now(), retention).await {
             tracing::warn!(error = %e, "pruning finished jobs failed; will try again");
+        }
+        if let Err(e) = store
+            .prune_limit_buckets(Utc::now(), BUCKET_PRUNE_BATCH)
+            .await
+        {
+            tracing::warn!(error = %e, "pruning full rate-limit buckets failed; will try again");
         }
         tokio::select! {
             _ = stop.cancelled() => return,
