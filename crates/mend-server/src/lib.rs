@@ -53,6 +53,9 @@ pub struct AppState {
     pub worker: Option<mend::WorkerHandle>,
     /// Jobs enqueued through this server.
     pub enqueued: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether the `/debug/*` routes answer (off: they are 404 like a missing route).
+    /// `mend serve` turns them on when bound to loopback or given `--debug-endpoints`.
+    pub debug_endpoints: bool,
 }
 
 impl AppState {
@@ -66,6 +69,7 @@ impl AppState {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             worker: None,
             enqueued: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            debug_endpoints: false,
         }
     }
 

@@ -73,6 +73,8 @@ async fn every_documented_operation_exists_and_every_route_is_documented() {
         "GET /v1/limits/{name}",
         "PUT /v1/limits/{name}",
         "DELETE /v1/limits/{name}",
+        // Debug (404 where debug endpoints are off).
+        "GET /debug/attempts",
     ]
     .into_iter()
     .map(str::to_owned)

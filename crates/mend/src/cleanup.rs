@@ -57,6 +57,21 @@ impl AttemptExit {
     pub fn is_success(&self) -> bool {
         matches!(self, AttemptExit::Completed)
     }
+
+    /// Its name, as a cleanup's report and span show it: `completed`, `failed`, `snoozed`,
+    /// `panicked`, `timed_out`, `cancelled`, `shutdown` or `lease_lost`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AttemptExit::Completed => "completed",
+            AttemptExit::Failed { .. } => "failed",
+            AttemptExit::Snoozed => "snoozed",
+            AttemptExit::Panicked { .. } => "panicked",
+            AttemptExit::TimedOut => "timed_out",
+            AttemptExit::Cancelled => "cancelled",
+            AttemptExit::Shutdown => "shutdown",
+            AttemptExit::LeaseLost => "lease_lost",
+        }
+    }
 }
 
 type CleanupFn = Box<
@@ -78,6 +93,9 @@ pub struct CleanupReport {
     pub outcome: CleanupOutcome,
     /// How long it ran.
     pub duration_ms: u64,
+    /// What it was told about how the attempt ended (see [`AttemptExit::name`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub told: Option<String>,
 }
 
 /// How one cleanup ended.
@@ -94,6 +112,17 @@ pub enum CleanupOutcome {
     },
     /// It ran past the cleanup timeout and was abandoned.
     TimedOut,
+}
+
+impl CleanupOutcome {
+    /// `ok`, `panicked` or `timed_out`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CleanupOutcome::Ok => "ok",
+            CleanupOutcome::Panicked { .. } => "panicked",
+            CleanupOutcome::TimedOut => "timed_out",
+        }
+    }
 }
 
 /// The defer stack of one attempt.
@@ -125,7 +154,15 @@ impl DeferStack {
 
     /// Runs every registered cleanup, last registered first. Cleanups registered while this
     /// runs (by another cleanup) run too.
-    pub(crate) async fn run_all(&self, exit: &AttemptExit, limit: Duration) -> Vec<CleanupReport> {
+    /// `on_start` hears each cleanup's name as it starts (live attempts). Each runs in a span
+    /// of its own, `cleanup`, under the attempt's, with what it was told, its outcome and how
+    /// long it ran.
+    pub(crate) async fn run_all(
+        &self,
+        exit: &AttemptExit,
+        limit: Duration,
+        on_start: &(dyn Fn(&str) + Send + Sync),
+    ) -> Vec<CleanupReport> {
         let mut reports = Vec::new();
         loop {
             if reports.len() >= MAX_CLEANUPS {
@@ -135,12 +172,27 @@ impl DeferStack {
             }
             let next = self.items.lock().unwrap_or_else(|p| p.into_inner()).pop();
             let Some(deferred) = next else { break };
+            on_start(&deferred.name);
             let started = Instant::now();
+            let told = exit.name();
+            let span = tracing::info_span!(
+                "cleanup",
+                cleanup = %deferred.name,
+                durable = false,
+                told,
+                outcome = tracing::field::Empty,
+                duration_ms = tracing::field::Empty,
+            );
             let exit = exit.clone();
             let run = deferred.run;
             // Building the future runs user code too; keep it inside the panic guard.
             let fut = CatchPanic::new(Box::pin(async move { run(exit).await }));
-            let outcome = match tokio::time::timeout(limit, fut).await {
+            let outcome = match tokio::time::timeout(
+                limit,
+                tracing::Instrument::instrument(fut, span.clone()),
+            )
+            .await
+            {
                 Ok(Ok(())) => CleanupOutcome::Ok,
                 Ok(Err(p)) => CleanupOutcome::Panicked {
                     message: p.to_string(),
@@ -150,10 +202,14 @@ impl DeferStack {
             if outcome != CleanupOutcome::Ok {
                 tracing::error!(cleanup = %deferred.name, ?outcome, "cleanup did not finish cleanly; the remaining cleanups still run");
             }
+            let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            span.record("outcome", outcome.name());
+            span.record("duration_ms", duration_ms);
             reports.push(CleanupReport {
                 name: deferred.name,
                 outcome,
-                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                duration_ms,
+                told: Some(told.to_owned()),
             });
         }
         reports
@@ -179,7 +235,7 @@ mod tests {
             });
         }
         let reports = stack
-            .run_all(&AttemptExit::TimedOut, Duration::from_secs(1))
+            .run_all(&AttemptExit::TimedOut, Duration::from_secs(1), &|_| {})
             .await;
         assert_eq!(
             *log.lock().unwrap(),
@@ -199,7 +255,7 @@ mod tests {
         let stack = DeferStack::default();
         stack.push(Some("hang".into()), |_| std::future::pending::<()>());
         let reports = stack
-            .run_all(&AttemptExit::Completed, Duration::from_millis(20))
+            .run_all(&AttemptExit::Completed, Duration::from_millis(20), &|_| {})
             .await;
         assert_eq!(reports[0].outcome, CleanupOutcome::TimedOut);
     }

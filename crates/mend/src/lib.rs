@@ -59,7 +59,7 @@ pub use handler::{Handler, JobArgs, JobContext, JobError, Registry, ResultExt};
 pub use job::{AttemptError, ErrorKind, JobRow, JobState, NewJob};
 pub use retry::{ExponentialBackoff, FixedDelay, RetryPolicy};
 pub use runtime::{
-    EventOutcome, JobEvent, ShutdownReport, Stats, Worker, WorkerConfig, WorkerHandle,
+    EventOutcome, JobEvent, LiveAttempt, ShutdownReport, Stats, Worker, WorkerConfig, WorkerHandle,
 };
 pub use store::{Store, StoreError};
 pub use unique::{Enqueued, UniqueOpts};

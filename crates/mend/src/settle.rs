@@ -632,11 +632,13 @@ mod tests {
                 name: "close".into(),
                 outcome: CleanupOutcome::Ok,
                 duration_ms: 1,
+                told: None,
             },
             CleanupReport {
                 name: "unlock".into(),
                 outcome: CleanupOutcome::TimedOut,
                 duration_ms: 10,
+                told: None,
             },
         ];
         let e = Ending::Failed {

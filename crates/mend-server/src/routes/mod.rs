@@ -1,5 +1,6 @@
 //! The routes, one file per resource.
 
+mod attempts;
 mod cron;
 mod health;
 mod jobs;
@@ -22,12 +23,13 @@ use crate::AppState;
         jobs::enqueue, jobs::enqueue_batch, jobs::get_job, jobs::list, jobs::cancel, jobs::retry,
         queues::list, queues::pause, queues::resume,
         limits::list, limits::get, limits::put, limits::delete,
+        attempts::list,
         workers::claim, workers::heartbeat, workers::complete, workers::fail,
         cron::list, cron::create, cron::get_one, cron::replace, cron::delete, cron::pause, cron::resume,
     ),
     components(schemas(mend::JobRow, mend::Enqueued, mend::JobState, mend::AttemptError, mend::ErrorKind, crate::error::Problem, queues::QueueView,
         mend::cron::PeriodicDecl, mend::cron::Periodic, mend::cron::CronRow, mend::cron::CronRun, mend::cron::CatchUp, cron::CronView, cron::CronRunView,
-        mend::limits::Limit, mend::limits::Rate, mend::limits::Hold, mend::store::LimitState, jobs::JobDetail)),
+        mend::LiveAttempt, mend::limits::Limit, mend::limits::Rate, mend::limits::Hold, mend::store::LimitState, jobs::JobDetail)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -64,6 +66,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/queues", get(queues::list))
         .route("/v1/queues/{name}/pause", post(queues::pause))
         .route("/v1/queues/{name}/resume", post(queues::resume))
+        .route("/debug/attempts", get(attempts::list))
         .route("/v1/limits", get(limits::list))
         .route(
             "/v1/limits/{name}",

@@ -31,6 +31,8 @@ pub(crate) async fn start(token: Option<&str>, max_body: Option<usize>) -> Serve
     let env = Env::new().await;
     let mut state = AppState::new(env.store.clone());
     state.token = token.map(Arc::from);
+    // As `mend serve` on loopback: the debug routes answer.
+    state.debug_endpoints = true;
     if let Some(m) = max_body {
         state.max_body_bytes = m;
     }

@@ -10,6 +10,7 @@ use chrono::Utc;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
+use super::live::{Live, Step};
 use super::{request_stop, stop_of, InFlight, Pending, Shared};
 
 use crate::cleanup::{AttemptExit, CleanupOutcome, CleanupReport};
@@ -51,10 +52,12 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     let token = shared.hard_stop.child_token();
     let reason = Arc::new(AtomicU8::new(0));
     let attempt_over = Arc::new(AtomicBool::new(false));
+    let live = Arc::new(Live::new(&job));
     shared.inflight().insert(
         (job.id, job.attempt),
         InFlight {
             attempt: job.attempt,
+            live: live.clone(),
             token: token.clone(),
             reason: reason.clone(),
             ended: attempt_over.clone(),
@@ -108,12 +111,17 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     };
     let mut before: Option<Ending> = None;
     if !pending.is_empty() {
-        before = match run_durable(&shared, &job, pending).await {
+        before = match run_durable(&shared, &job, pending, &|name| {
+            live.set(Step::Recovering(name.to_owned()))
+        })
+        .await
+        {
             Err(message) => Some(Ending::Fatal { message }),
             Ok(()) => settle::after_recovery(&facts, shared.config.quarantine_after_lost),
         };
     }
 
+    live.set(Step::Handler);
     let ended = run_handler(
         &shared, &ctx, handler, args, timeout, &token, &reason, before,
     )
@@ -126,7 +134,8 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     // The attempt ended now: its error and its next run are timed from here, not from after
     // its cleanups.
     let now = Utc::now();
-    let (ended, cleanups) = run_cleanups(&shared, &ctx, &job, ended).await;
+    let (ended, cleanups) = run_cleanups(&shared, &ctx, &job, ended, &live).await;
+    live.set(Step::Reporting);
 
     // The handler's own policy is looked up only when a delay is needed (user code: a
     // panicking policy should not log on every attempt).
@@ -260,13 +269,16 @@ async fn run_cleanups(
     ctx: &JobContext,
     job: &JobRow,
     ended: Ending,
+    live: &Live,
 ) -> (Ending, Vec<CleanupReport>) {
     let exit = ended.exit().unwrap_or(AttemptExit::LeaseLost);
     let cleanups = if ctx.defers().is_empty() {
         Vec::new()
     } else {
         ctx.defers()
-            .run_all(&exit, shared.config.cleanup_timeout)
+            .run_all(&exit, shared.config.cleanup_timeout, &|name| {
+                live.set(Step::Cleanup(name.to_owned()))
+            })
             .await
     };
     for c in &cleanups {
@@ -280,7 +292,8 @@ async fn run_cleanups(
     if ended.durable() == Durable::Run {
         let own = ctx.durable_cleanups();
         if !own.is_empty() {
-            if let Err(message) = run_durable(shared, job, own).await {
+            let on_start = |name: &str| live.set(Step::DurableCleanup(name.to_owned()));
+            if let Err(message) = run_durable(shared, job, own, &on_start).await {
                 return (Ending::Fatal { message }, cleanups);
             }
         }
@@ -340,6 +353,7 @@ async fn run_durable(
     shared: &Shared,
     job: &JobRow,
     mut list: Vec<crate::cleanup::DurableCleanup>,
+    on_start: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<(), String> {
     list.sort_by_key(|c| std::cmp::Reverse(c.seq));
     let mut failed: Vec<String> = Vec::new();
@@ -351,14 +365,28 @@ async fn run_durable(
             ));
             continue;
         };
+        on_start(&c.name);
         let started = std::time::Instant::now();
+        // Its own span under the attempt's, like the in-memory ones.
+        let span = tracing::info_span!(
+            "cleanup",
+            cleanup = %c.name,
+            durable = true,
+            written_by_attempt = c.attempt,
+            outcome = tracing::field::Empty,
+            tries = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+        );
         let mut last = String::new();
         let mut ran = false;
+        let mut tries = 0;
         for try_no in 0..CLEANUP_TRIES {
+            tries = try_no + 1;
             if try_no > 0 {
                 tokio::time::sleep(Duration::from_millis(100 * 4u64.pow(try_no - 1))).await;
             }
             let run = CatchPanic::new(action(c.args.clone()));
+            let run = tracing::Instrument::instrument(run, span.clone());
             match tokio::time::timeout(shared.config.cleanup_timeout, run).await {
                 Ok(Ok(Ok(()))) => {
                     ran = true;
@@ -370,6 +398,12 @@ async fn run_durable(
             }
             tracing::warn!(id = %job.id, cleanup = %c.name, try_no = try_no + 1, error = %last, "durable cleanup failed");
         }
+        span.record("outcome", if ran { "ok" } else { "failed" });
+        span.record("tries", tries);
+        span.record(
+            "duration_ms",
+            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        );
         if !ran {
             failed.push(format!(
                 "durable cleanup `{}` (written down by attempt {}) failed {CLEANUP_TRIES} times: {last}",

@@ -64,19 +64,24 @@ async fn beat(shared: &Shared, last_extended: &mut Instant) {
     }
     let lease =
         chrono::Duration::from_std(shared.config.lease_duration).unwrap_or(chrono::Duration::MAX);
+    let expires_at = now
+        .checked_add_signed(lease)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let result = shared
         .store
         .extend_leases(ExtendLeasesParams {
             lease_owner: shared.node.id.clone(),
             jobs,
-            expires_at: now
-                .checked_add_signed(lease)
-                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            expires_at,
         })
         .await;
     match result {
         Ok(r) => {
             *last_extended = Instant::now();
+            // What /debug/attempts shows; a lost lease is stopped just below anyway.
+            for f in shared.inflight().values() {
+                f.live.leased_until(expires_at);
+            }
             for id in r.cancel_requested {
                 if shared.stop_job(id, Stop::Cancel) {
                     tracing::info!(%id, "cancel requested; stopping the attempt");

@@ -12,6 +12,7 @@ mod executor;
 mod fetcher;
 mod heartbeat;
 pub mod histogram;
+mod live;
 mod signal;
 
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+pub use live::LiveAttempt;
 pub use signal::{wait_for_signal, Signals};
 
 use crate::cleanup::{CleanupReport, DEFAULT_CLEANUP_TIMEOUT};
@@ -237,6 +239,8 @@ fn stop_of(cell: &AtomicU8) -> Option<Stop> {
 
 struct InFlight {
     attempt: i32,
+    /// What it is doing right now (`/debug/attempts`).
+    live: Arc<live::Live>,
     token: CancellationToken,
     reason: Arc<AtomicU8>,
     /// The attempt has ended and its outcome is waiting for the completer; it keeps its lease
@@ -587,6 +591,21 @@ impl WorkerHandle {
     /// Attempts running right now.
     pub fn in_flight(&self) -> usize {
         self.shared.inflight().len()
+    }
+
+    /// What each attempt on this node is doing right now, longest-running first: in its
+    /// handler, in which cleanup and for how long, and whether a cancel or a shutdown has
+    /// reached it.
+    pub fn attempts(&self) -> Vec<LiveAttempt> {
+        let shutting_down = !self.is_ready();
+        let mut out: Vec<LiveAttempt> = self
+            .shared
+            .inflight()
+            .values()
+            .map(|f| f.live.view(stop_of(&f.reason), shutting_down))
+            .collect();
+        out.sort_by(|a, b| b.running_ms.cmp(&a.running_ms));
+        out
     }
 
     /// False once shutdown has begun (for readiness probes).

@@ -1,0 +1,42 @@
+//! `/debug/attempts`: what each attempt on this node is doing right now (in its handler, in
+//! which cleanup and for how long, whether a cancel or a shutdown has reached it). A debug
+//! route: behind the token like every route, and answered only where debug endpoints are on
+//! (`AppState::debug_endpoints`); elsewhere it is indistinguishable from a missing route.
+
+use axum::extract::State;
+use axum::http::Uri;
+use axum::Json;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The attempts this node is running, longest-running first, each with `doing` in words.
+#[utoipa::path(get, path = "/debug/attempts", tag = "debug",
+    responses((status = 200, description = "`{\"node\": .., \"attempts\": [LiveAttempt + doing]}`", body = Object),
+              (status = 404, description = "Debug endpoints are off on this server")))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    uri: Uri,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !state.debug_endpoints {
+        return Err(super::health::not_found(uri).await);
+    }
+    let Some(worker) = &state.worker else {
+        return Ok(Json(serde_json::json!({ "node": null, "attempts": [] })));
+    };
+    let attempts: Vec<serde_json::Value> = worker
+        .attempts()
+        .into_iter()
+        .map(|a| {
+            let doing = a.doing();
+            let mut v = serde_json::to_value(&a).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("doing".into(), serde_json::Value::String(doing));
+            }
+            v
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "node": worker.node_id(), "attempts": attempts }),
+    ))
+}
