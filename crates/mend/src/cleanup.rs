@@ -250,6 +250,88 @@ mod tests {
         assert!(stack.is_empty());
     }
 
+    /// Records the fields of `cleanup` spans: (field, value) in the order they were set.
+    #[derive(Clone, Default)]
+    struct CleanupSpans(Arc<StdMutex<Vec<(String, String)>>>);
+
+    struct Fields(Arc<StdMutex<Vec<(String, String)>>>);
+
+    impl tracing::field::Visit for Fields {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((field.name().to_owned(), format!("{value:?}")));
+        }
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((field.name().to_owned(), value.to_owned()));
+        }
+    }
+
+    impl<S> tracing_subscriber::Layer<S> for CleanupSpans
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            _: &tracing::span::Id,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if attrs.metadata().name() == "cleanup" {
+                attrs.record(&mut Fields(self.0.clone()));
+            }
+        }
+        fn on_record(
+            &self,
+            _: &tracing::span::Id,
+            values: &tracing::span::Record<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            values.record(&mut Fields(self.0.clone()));
+        }
+    }
+
+    #[tokio::test]
+    async fn each_cleanup_is_a_span_with_what_it_was_told_its_outcome_and_duration() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let spans = CleanupSpans::default();
+        let _guard = tracing::subscriber::set_default(
+            tracing_subscriber::registry().with(spans.clone()),
+        );
+        let stack = DeferStack::default();
+        stack.push(Some("close-file".into()), |_| async {});
+        stack.push(Some("unlock".into()), |_| async { panic!("lock server gone") });
+        let started = Arc::new(StdMutex::new(Vec::new()));
+        let seen = started.clone();
+        let reports = stack
+            .run_all(
+                &AttemptExit::Failed {
+                    message: "boom".into(),
+                },
+                Duration::from_secs(1),
+                &move |name| seen.lock().unwrap().push(name.to_owned()),
+            )
+            .await;
+        assert_eq!(*started.lock().unwrap(), ["unlock", "close-file"]);
+        assert!(reports.iter().all(|r| r.told.as_deref() == Some("failed")));
+        let fields = spans.0.lock().unwrap().clone();
+        let values = |name: &str| -> Vec<String> {
+            fields
+                .iter()
+                .filter(|(f, _)| f == name)
+                .map(|(_, v)| v.clone())
+                .collect()
+        };
+        assert_eq!(values("cleanup"), ["unlock", "close-file"], "{fields:?}");
+        assert_eq!(values("told"), ["failed", "failed"]);
+        assert_eq!(values("outcome"), ["panicked", "ok"]);
+        assert_eq!(values("duration_ms").len(), 2, "{fields:?}");
+    }
+
     #[tokio::test]
     async fn a_hung_cleanup_is_abandoned() {
         let stack = DeferStack::default();

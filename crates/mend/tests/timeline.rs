@@ -120,5 +120,10 @@ async fn a_panicking_cleanup_is_recorded_in_the_timeline() {
         other => panic!("expected a recorded panic, got {other:?}"),
     }
     assert_eq!(completed.cleanups[1].outcome, mend::CleanupOutcome::Ok);
+    // What each was told, as its span said (stored with the timeline).
+    assert!(completed
+        .cleanups
+        .iter()
+        .all(|c| c.told.as_deref() == Some("completed")));
     worker.shutdown(Duration::from_secs(5)).await;
 }
