@@ -68,6 +68,11 @@ enum Command {
     /// Example: mend limits set hooks --queue default --kind http --rate 20/1s
     #[command(subcommand)]
     Limits(client::LimitsCommand),
+    /// Look inside a running node: what each attempt is doing right now.
+    ///
+    /// Example: mend debug attempts
+    #[command(subcommand)]
+    Debug(client::DebugCommand),
     /// Periodic jobs: list, show, create, pause, resume and delete cron schedules.
     ///
     /// Example: mend cron create nightly --schedule '0 30 2 * * *' --timezone Europe/Berlin --kind report
@@ -147,6 +152,7 @@ fn main() -> std::process::ExitCode {
             Command::Jobs(cmd) => client::jobs(cmd).await,
             Command::Queues(cmd) => client::queues(cmd).await,
             Command::Limits(cmd) => client::limits(cmd).await,
+            Command::Debug(cmd) => client::debug(cmd).await,
             Command::Cron(cmd) => client::cron(cmd).await,
             Command::Migrate(args) => client::migrate(args).await,
             Command::Chaos(args) => chaos::run(args).await,

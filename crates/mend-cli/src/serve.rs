@@ -412,6 +412,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut state = mend_server::AppState::new(store);
     state.token = s.token.as_deref().map(Arc::from);
     state.max_body_bytes = s.max_body_bytes;
+    // Debug routes answer on loopback; beyond it they stay 404.
+    state.debug_endpoints = addr.ip().is_loopback();
     let executors = s.executors.clone();
     state.validator = Some(Arc::new(move |kind: &str, args: &serde_json::Value| {
         mend_executors::validate(kind, args, &executors)

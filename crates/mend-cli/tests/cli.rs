@@ -491,6 +491,86 @@ fn queues_pause_and_resume() {
 }
 
 #[test]
+fn limits_set_list_delete_and_debug_attempts() {
+    let s = start(&[]);
+    let out = s
+        .mend(&[
+            "limits", "set", "hooks", "--queue", "default", "--kind", "http", "--rate", "20/1s",
+            "--burst", "40",
+        ])
+        .ok();
+    assert!(
+        out.stdout
+            .contains("limit hooks set: default/http: 20 per 1000 ms (burst 40)"),
+        "{}",
+        out.stdout
+    );
+    s.mend(&[
+        "limits",
+        "set",
+        "one-per-account",
+        "--queue",
+        "billing",
+        "--key",
+        "/account",
+        "--concurrency",
+        "1",
+    ])
+    .ok();
+    let out = s.mend(&["limits", "list"]).ok();
+    assert!(out.stdout.contains("hooks"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("billing per /account: 1 at once"),
+        "{}",
+        out.stdout
+    );
+    let j = s.mend(&["limits", "list", "--json"]).ok().json();
+    assert_eq!(j["limits"].as_array().unwrap().len(), 2, "{j}");
+    // A bad limit is refused by the server, naming the field; nothing changes.
+    let out = s.mend(&[
+        "limits",
+        "set",
+        "z",
+        "--queue",
+        "q",
+        "--key",
+        "account",
+        "--concurrency",
+        "1",
+    ]);
+    let bad = out.fails();
+    assert!(bad.contains("field key"), "{bad}");
+    let out = s.mend(&["limits", "set", "z", "--queue", "q", "--rate", "fast"]);
+    let bad = out.fails();
+    assert!(bad.contains("N/DURATION"), "{bad}");
+    s.mend(&["limits", "delete", "hooks"]).ok();
+    let j = s.mend(&["limits", "list", "--json"]).ok().json();
+    assert_eq!(j["limits"].as_array().unwrap().len(), 1, "{j}");
+    s.mend(&["limits", "delete", "hooks"]).fails();
+
+    // A running job shows in `mend debug attempts` with what it is doing.
+    let id = s
+        .mend(&["enqueue", "noop", "--args", r#"{"sleep_ms": 3000}"#])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = s.mend(&["debug", "attempts"]).ok();
+        if out.stdout.contains(&id) {
+            assert!(out.stdout.contains("in its handler for"), "{}", out.stdout);
+            break;
+        }
+        assert!(Instant::now() < deadline, "not listed: {}", out.stdout);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let j = s.mend(&["debug", "attempts", "--json"]).ok().json();
+    assert_eq!(j["attempts"][0]["id"], id.as_str(), "{j}");
+    assert_eq!(j["attempts"][0]["phase"], "handler");
+}
+
+#[test]
 fn bad_input_is_one_clear_line_before_any_request() {
     // No server: these must fail on the input, not on the connection.
     let nowhere = format!("http://127.0.0.1:{}", free_port());

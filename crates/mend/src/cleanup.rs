@@ -299,12 +299,13 @@ mod tests {
     async fn each_cleanup_is_a_span_with_what_it_was_told_its_outcome_and_duration() {
         use tracing_subscriber::layer::SubscriberExt;
         let spans = CleanupSpans::default();
-        let _guard = tracing::subscriber::set_default(
-            tracing_subscriber::registry().with(spans.clone()),
-        );
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
         let stack = DeferStack::default();
         stack.push(Some("close-file".into()), |_| async {});
-        stack.push(Some("unlock".into()), |_| async { panic!("lock server gone") });
+        stack.push(Some("unlock".into()), |_| async {
+            panic!("lock server gone")
+        });
         let started = Arc::new(StdMutex::new(Vec::new()));
         let seen = started.clone();
         let reports = stack

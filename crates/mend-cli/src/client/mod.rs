@@ -12,6 +12,7 @@
 
 mod api;
 mod cron;
+mod debug;
 mod describe;
 mod enqueue;
 mod jobs;
@@ -21,6 +22,7 @@ mod output;
 mod queues;
 
 pub(crate) use cron::{cron, CronCommand};
+pub(crate) use debug::{debug, DebugCommand};
 pub(crate) use enqueue::{enqueue, EnqueueArgs};
 pub(crate) use jobs::{jobs, JobsCommand};
 pub(crate) use limits::{limits, parse_rate, LimitsCommand};
