@@ -604,7 +604,7 @@ impl WorkerHandle {
             .values()
             .map(|f| f.live.view(stop_of(&f.reason), shutting_down))
             .collect();
-        out.sort_by(|a, b| b.running_ms.cmp(&a.running_ms));
+        out.sort_by_key(|a| std::cmp::Reverse(a.running_ms));
         out
     }
 
