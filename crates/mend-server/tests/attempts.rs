@@ -2,7 +2,7 @@
 //! shows as "in cleanup NAME" within a second, a cancel shows as it arrives, and with debug
 //! endpoints off the route is a plain 404.
 
-#![expect(clippy::unwrap_used, clippy::expect_used)]
+#![expect(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
