@@ -53,10 +53,13 @@ pub struct AppState {
     pub worker: Option<mend::WorkerHandle>,
     /// Jobs enqueued through this server.
     pub enqueued: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether the `/debug/*` routes (CPU profiles, live attempts) answer; when false they
+    /// answer 404. `mend serve` turns them on for a loopback address or `--debug-endpoints`.
+    pub debug_endpoints: bool,
 }
 
 impl AppState {
-    /// State with defaults: no token, ready, no validator.
+    /// State with defaults: no token, ready, no validator, debug endpoints off.
     pub fn new(store: Arc<dyn Store>) -> Self {
         AppState {
             store,
@@ -66,6 +69,7 @@ impl AppState {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             worker: None,
             enqueued: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            debug_endpoints: false,
         }
     }
 
