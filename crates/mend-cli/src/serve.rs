@@ -649,12 +649,26 @@ mod tests {
     #[test]
     fn debug_endpoints_come_from_the_flag_or_the_file() {
         assert!(!settings(&[], "").unwrap().debug_endpoints);
-        assert!(settings(&["--debug-endpoints"], "").unwrap().debug_endpoints);
-        assert!(settings(&[], "debug_endpoints = true\n").unwrap().debug_endpoints);
-        assert!(!settings(&[], "debug_endpoints = false\n").unwrap().debug_endpoints);
-        assert!(settings(&["--debug-endpoints"], "debug_endpoints = false\n")
-            .unwrap()
-            .debug_endpoints);
+        assert!(
+            settings(&["--debug-endpoints"], "")
+                .unwrap()
+                .debug_endpoints
+        );
+        assert!(
+            settings(&[], "debug_endpoints = true\n")
+                .unwrap()
+                .debug_endpoints
+        );
+        assert!(
+            !settings(&[], "debug_endpoints = false\n")
+                .unwrap()
+                .debug_endpoints
+        );
+        assert!(
+            settings(&["--debug-endpoints"], "debug_endpoints = false\n")
+                .unwrap()
+                .debug_endpoints
+        );
     }
 
     #[test]

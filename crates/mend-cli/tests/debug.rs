@@ -123,17 +123,26 @@ async fn a_profile_under_load_decodes_as_pprof_and_names_mend_and_the_flame_grap
     let second = get(&s.base, "/debug/pprof/profile?seconds=1", None).await;
     let body = problem(409, &second);
     assert!(
-        body["detail"].as_str().unwrap().contains("another CPU profile"),
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("another CPU profile"),
         "{body}"
     );
     let (status, ctype, bytes) = profiling.await.unwrap();
     let enqueued = loading.await.unwrap();
-    assert!(enqueued >= 2000, "only {enqueued} jobs enqueued under the profile");
+    assert!(
+        enqueued >= 2000,
+        "only {enqueued} jobs enqueued under the profile"
+    );
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
     assert_eq!(ctype, "application/octet-stream");
 
     let profile = pprof::protos::Profile::decode(bytes.as_slice()).unwrap();
-    assert!(!profile.sample.is_empty(), "a profile under load has samples");
+    assert!(
+        !profile.sample.is_empty(),
+        "a profile under load has samples"
+    );
     let types: Vec<&str> = profile
         .sample_type
         .iter()
@@ -156,8 +165,7 @@ async fn a_profile_under_load_decodes_as_pprof_and_names_mend_and_the_flame_grap
         &names[..names.len().min(20)]
     );
     // Every sample points at locations the profile holds.
-    let locations: std::collections::HashSet<u64> =
-        profile.location.iter().map(|l| l.id).collect();
+    let locations: std::collections::HashSet<u64> = profile.location.iter().map(|l| l.id).collect();
     for sample in &profile.sample {
         assert!(sample.location_id.iter().all(|id| locations.contains(id)));
     }
@@ -215,11 +223,21 @@ async fn beyond_loopback_the_routes_need_the_token_and_the_flag() {
     let s = serve("0.0.0.0:0", &["--token", TOKEN], &[]);
     let got = get(&s.base, path, None).await;
     let body = problem(401, &got);
-    assert!(!body["detail"].as_str().unwrap().contains("debug"), "{body}");
+    assert!(
+        !body["detail"].as_str().unwrap().contains("debug"),
+        "{body}"
+    );
     let got = get(&s.base, path, Some("wrong-token")).await;
     problem(401, &got);
     assert_gated(&get(&s.base, path, Some(TOKEN)).await);
-    assert_gated(&get(&s.base, "/debug/pprof/profile?format=flamegraph", Some(TOKEN)).await);
+    assert_gated(
+        &get(
+            &s.base,
+            "/debug/pprof/profile?format=flamegraph",
+            Some(TOKEN),
+        )
+        .await,
+    );
     // The gate is checked before the query: a bad one learns nothing either.
     assert_gated(&get(&s.base, "/debug/pprof/profile?seconds=0", Some(TOKEN)).await);
     // The rest of the API is served.

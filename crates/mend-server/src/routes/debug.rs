@@ -207,7 +207,9 @@ fn take_profile(
         })?;
     if let Err(mpsc::RecvTimeoutError::Disconnected) = stop.recv_timeout(req.duration) {
         // Nobody is waiting for this profile any more; dropping the guard stops sampling.
-        return Err(internal("the request went away before the profile was done"));
+        return Err(internal(
+            "the request went away before the profile was done",
+        ));
     }
     let report = guard.report().build().map_err(|e| {
         tracing::error!(error = %e, "cannot read the CPU profile back");
