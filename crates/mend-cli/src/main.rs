@@ -118,7 +118,7 @@ fn init_tracing(filter: tracing_subscriber::EnvFilter, format: LogFormat) {
         use tracing_subscriber::Layer;
         tracing_subscriber::registry()
             .with(console_subscriber::spawn())
-            .with(otlp.and_then(text).and_then(json).with_filter(filter))
+            .with(Layer::and_then(Layer::and_then(otlp, text), json).with_filter(filter))
             .init();
     }
     #[cfg(not(feature = "console"))]
