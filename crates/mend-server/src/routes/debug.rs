@@ -28,8 +28,8 @@ pub(crate) const PROFILE_PATH: &str = "/debug/pprof/profile";
 /// enough that a forgotten request does not keep the sampler on for long.
 pub(crate) const MAX_PROFILE: Duration = Duration::from_secs(60);
 
-/// Profile length when the request names none, as in Go's pprof... which takes 30 s; 10 s is
-/// enough under load and keeps the request well inside the default request time limit.
+/// Profile length when the request names none. Go's pprof takes 30 s; 10 s is enough under
+/// load and answers sooner.
 const DEFAULT_SECONDS: u64 = 10;
 
 /// Samples per second of CPU time. 99 rather than 100 so sampling does not run in lockstep
@@ -47,8 +47,8 @@ const BLOCKLIST: [&str; 4] = ["libc", "libgcc", "pthread", "vdso"];
 static PROFILING: AtomicBool = AtomicBool::new(false);
 
 /// Refuses a debug route unless this server has its debug endpoints on (`mend serve` turns
-/// them on for a loopback address or with `--debug-endpoints`). The answer is the 404 of a
-/// route that is not there: it names no setting of the server and nothing it runs.
+/// them on for a loopback address or with `--debug-endpoints`). The answer is a 404 that says
+/// how to turn them on and nothing about what the server runs or how it is set up.
 pub(crate) fn require_debug(state: &AppState) -> Result<(), ApiError> {
     if state.debug_endpoints {
         Ok(())
