@@ -107,7 +107,6 @@ fn init_tracing(filter: tracing_subscriber::EnvFilter, format: LogFormat) {
         Some((layer, url)) => (Some(layer), Some(url)),
         None => (None, None),
     };
-    let registry = tracing_subscriber::registry().with(filter).with(otlp);
     let text = matches!(format, LogFormat::Text)
         .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
     let json = matches!(format, LogFormat::Json).then(|| {
@@ -116,7 +115,24 @@ fn init_tracing(filter: tracing_subscriber::EnvFilter, format: LogFormat) {
             .with_current_span(true)
             .with_writer(std::io::stderr)
     });
-    registry.with(text).with(json).init();
+    // tokio-console (cargo feature `console`, built with RUSTFLAGS="--cfg tokio_unstable"):
+    // its layer sees tokio's trace-level task events, so the log filter applies to the other
+    // layers only, not to the whole subscriber.
+    #[cfg(feature = "console")]
+    {
+        use tracing_subscriber::Layer;
+        tracing_subscriber::registry()
+            .with(console_subscriber::spawn())
+            .with(Layer::and_then(Layer::and_then(otlp, text), json).with_filter(filter))
+            .init();
+    }
+    #[cfg(not(feature = "console"))]
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(otlp)
+        .with(text)
+        .with(json)
+        .init();
     if let Some(url) = url {
         tracing::info!(%url, "exporting spans over OTLP/HTTP (JSON)");
     }

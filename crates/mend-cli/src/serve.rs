@@ -74,6 +74,10 @@ pub(crate) struct ServeArgs {
     /// A bug the drill kind should have, to prove the drill catches it (tests only).
     #[arg(long, hide = true, requires = "drill_dir")]
     drill_break: Option<crate::drill::Breakage>,
+    /// Serve the /debug/* routes (CPU profiles) on a non-loopback address too; they are always
+    /// on for a loopback address. The token still guards them.
+    #[arg(long, env = "MEND_DEBUG_ENDPOINTS")]
+    debug_endpoints: bool,
 }
 
 /// How long in-flight jobs may finish after SIGTERM when nothing says otherwise.
@@ -110,6 +114,8 @@ struct FileConfig {
     cron: Option<Vec<mend::cron::PeriodicDecl>>,
     /// Rate and concurrency limits (`[[limits]]` tables), set at start.
     limits: Option<Vec<LimitConfig>>,
+    /// `--debug-endpoints`.
+    debug_endpoints: Option<bool>,
 }
 
 /// One `[[limits]]` table of `mend.toml`.
@@ -167,6 +173,9 @@ struct Settings {
     drill: Option<(PathBuf, Option<crate::drill::Breakage>)>,
     /// The `[[cron]]` schedules, checked.
     periodic: Vec<mend::Periodic>,
+    /// `--debug-endpoints` (or its variable, or the file's key): the debug routes on any
+    /// address, not only on loopback.
+    debug_endpoints: bool,
 }
 
 impl std::fmt::Debug for Settings {
@@ -330,6 +339,7 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
         limits,
         drill: args.drill_dir.map(|d| (d, args.drill_break)),
         periodic,
+        debug_endpoints: args.debug_endpoints || file.debug_endpoints.unwrap_or(false),
     })
 }
 
@@ -412,13 +422,14 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut state = mend_server::AppState::new(store);
     state.token = s.token.as_deref().map(Arc::from);
     state.max_body_bytes = s.max_body_bytes;
-    // Debug routes answer on loopback; beyond it they stay 404.
-    state.debug_endpoints = addr.ip().is_loopback();
     let executors = s.executors.clone();
     state.validator = Some(Arc::new(move |kind: &str, args: &serde_json::Value| {
         mend_executors::validate(kind, args, &executors)
     }));
     state.worker = Some(worker.clone());
+    // Profiles and live attempts show what the process does; a loopback address only reaches
+    // this machine.
+    state.debug_endpoints = s.debug_endpoints || addr.ip().is_loopback();
     let app = mend_server::app(state);
 
     let local = listener.local_addr()?;
@@ -634,6 +645,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("both drain and drain_ms"), "{err}");
+    }
+
+    #[test]
+    fn debug_endpoints_come_from_the_flag_or_the_file() {
+        assert!(!settings(&[], "").unwrap().debug_endpoints);
+        assert!(
+            settings(&["--debug-endpoints"], "")
+                .unwrap()
+                .debug_endpoints
+        );
+        assert!(
+            settings(&[], "debug_endpoints = true\n")
+                .unwrap()
+                .debug_endpoints
+        );
+        assert!(
+            !settings(&[], "debug_endpoints = false\n")
+                .unwrap()
+                .debug_endpoints
+        );
+        assert!(
+            settings(&["--debug-endpoints"], "debug_endpoints = false\n")
+                .unwrap()
+                .debug_endpoints
+        );
     }
 
     #[test]

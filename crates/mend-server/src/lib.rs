@@ -53,13 +53,13 @@ pub struct AppState {
     pub worker: Option<mend::WorkerHandle>,
     /// Jobs enqueued through this server.
     pub enqueued: Arc<std::sync::atomic::AtomicU64>,
-    /// Whether the `/debug/*` routes answer (off: they are 404 like a missing route).
-    /// `mend serve` turns them on when bound to loopback or given `--debug-endpoints`.
+    /// Whether the `/debug/*` routes (CPU profiles, live attempts) answer; when false they
+    /// answer 404. `mend serve` turns them on for a loopback address or `--debug-endpoints`.
     pub debug_endpoints: bool,
 }
 
 impl AppState {
-    /// State with defaults: no token, ready, no validator.
+    /// State with defaults: no token, ready, no validator, debug endpoints off.
     pub fn new(store: Arc<dyn Store>) -> Self {
         AppState {
             store,

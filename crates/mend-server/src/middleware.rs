@@ -36,8 +36,14 @@ pub(crate) async fn guard(State(state): State<AppState>, mut req: Request, next:
         .filter(|v| mend::trace::TraceParent::parse(v).is_some())
         .map(str::to_owned);
     let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, traceparent = traceparent.as_deref());
+    // A CPU profile takes as long as it was asked to, on top of the usual time.
+    let limit = if req.uri().path() == crate::routes::debug::PROFILE_PATH {
+        state.request_timeout + crate::routes::debug::MAX_PROFILE
+    } else {
+        state.request_timeout
+    };
     let run = mend::panic::CatchPanic::new(Box::pin(next.run(req).instrument(span.clone())));
-    let mut resp = match tokio::time::timeout(state.request_timeout, run).await {
+    let mut resp = match tokio::time::timeout(limit, run).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(panic)) => {
             span.in_scope(|| tracing::error!(%panic, "request handler panicked; answering 500 and serving on"));
@@ -53,7 +59,7 @@ pub(crate) async fn guard(State(state): State<AppState>, mut req: Request, next:
             "timeout",
             format!(
                 "the request took longer than {:?}; it may or may not have taken effect, so check before retrying (enqueue with an Idempotency-Key to retry safely)",
-                state.request_timeout
+                limit
             ),
         )
         .into_response_with_id(Some(id.clone())),

@@ -1,10 +1,9 @@
 //! `/debug/attempts`: what each attempt on this node is doing right now (in its handler, in
 //! which cleanup and for how long, whether a cancel or a shutdown has reached it). A debug
 //! route: behind the token like every route, and answered only where debug endpoints are on
-//! (`AppState::debug_endpoints`); elsewhere it is indistinguishable from a missing route.
+//! (`routes::debug::require_debug`).
 
 use axum::extract::State;
-use axum::http::Uri;
 use axum::Json;
 
 use crate::error::ApiError;
@@ -16,11 +15,8 @@ use crate::AppState;
               (status = 404, description = "Debug endpoints are off on this server")))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    uri: Uri,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if !state.debug_endpoints {
-        return Err(super::health::not_found(uri).await);
-    }
+    super::debug::require_debug(&state)?;
     let Some(worker) = &state.worker else {
         return Ok(Json(serde_json::json!({ "node": null, "attempts": [] })));
     };

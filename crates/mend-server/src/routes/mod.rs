@@ -2,6 +2,7 @@
 
 mod attempts;
 mod cron;
+pub(crate) mod debug;
 mod health;
 mod jobs;
 mod limits;
@@ -26,6 +27,7 @@ use crate::AppState;
         attempts::list,
         workers::claim, workers::heartbeat, workers::complete, workers::fail,
         cron::list, cron::create, cron::get_one, cron::replace, cron::delete, cron::pause, cron::resume,
+        debug::profile,
     ),
     components(schemas(mend::JobRow, mend::Enqueued, mend::JobState, mend::AttemptError, mend::ErrorKind, crate::error::Problem, queues::QueueView,
         mend::cron::PeriodicDecl, mend::cron::Periodic, mend::cron::CronRow, mend::cron::CronRun, mend::cron::CatchUp, cron::CronView, cron::CronRunView,
@@ -83,6 +85,8 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/v1/cron/{name}/pause", post(cron::pause))
         .route("/v1/cron/{name}/resume", post(cron::resume))
+        // Looking inside the node (issue 17), behind debug::require_debug.
+        .route(debug::PROFILE_PATH, get(debug::profile))
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
 }
