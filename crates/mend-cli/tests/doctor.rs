@@ -257,7 +257,7 @@ fn a_postgres_database_one_migration_behind_says_run_mend_migrate() {
 
 /// A job of kind `nobody` waiting 10 min, with a live node serving other kinds: warned about
 /// by kind and queue, and nothing fails.
-fn unserved_kind(db: &str, dir: &std::path::Path, age_jobs: impl Fn()) {
+fn unserved_kind(db: &str, dir: &std::path::Path, leader: bool, age_jobs: impl Fn()) {
     let node = serve(db, dir);
     enqueue_nobody(&node);
     enqueue_nobody(&node);
@@ -291,6 +291,18 @@ fn unserved_kind(db: &str, dir: &std::path::Path, age_jobs: impl Fn()) {
     assert_eq!(warned.len(), 1, "{doc:#}");
     assert_eq!(warned[0]["status"], "warn");
     assert!(warned[0]["message"].as_str().unwrap().contains("`nobody`"));
+    if leader {
+        // PostgreSQL: the running node takes the maintenance leader's lock soon after start.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = stdout(&doctor(db, dir, &[]));
+            if text.lines().any(|l| l.starts_with("ok") && l.contains("leader")) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no leader: {text}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     drop(node);
 }
 
@@ -299,7 +311,7 @@ fn sqlite_jobs_of_a_kind_no_live_node_serves_are_warned_about() {
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path(), "kinds.db");
     let path = dir.path().join("kinds.db");
-    unserved_kind(&db, dir.path(), || {
+    unserved_kind(&db, dir.path(), false, || {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
         let n = conn
@@ -323,7 +335,7 @@ fn postgres_jobs_of_a_kind_no_live_node_serves_are_warned_about() {
     let dir = tempfile::tempdir().unwrap();
     let db = schema.store_url();
     let (server, name) = (schema.url.clone(), schema.name.clone());
-    unserved_kind(&db, dir.path(), || {
+    unserved_kind(&db, dir.path(), true, || {
         runtime().block_on(async {
             let c = mend_test::pg::connect(&server).await.unwrap();
             let n = c
@@ -339,4 +351,85 @@ fn postgres_jobs_of_a_kind_no_live_node_serves_are_warned_about() {
             assert_eq!(n, 2);
         })
     });
+}
+
+#[test]
+fn a_lease_expired_long_ago_fails_and_a_failed_cleanup_warns() {
+    use mend::store::{ClaimParams, CompleteParams, Fence, Outcome, OutcomeKind};
+    use mend::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path(), "stuck.db");
+    let path = dir.path().join("stuck.db");
+    let (stuck, discarded) = runtime().block_on(async {
+        let store = mend_sqlite::SqliteStore::open(&db).await.unwrap();
+        store
+            .insert_many(vec![
+                mend::NewJob::new("k", json!({})),
+                mend::NewJob::new("k", json!({})),
+            ])
+            .await
+            .unwrap();
+        let claimed = store
+            .claim(ClaimParams {
+                queue: "default".into(),
+                kinds: vec![],
+                limit: 2,
+                lease_owner: "gone-node".into(),
+                lease_duration: Duration::from_secs(30),
+                now: chrono::Utc::now(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 2);
+        let gone = &claimed[1];
+        store
+            .complete_many(CompleteParams {
+                outcomes: vec![Outcome {
+                    fence: Fence::new(gone.id, gone.attempt, "gone-node"),
+                    kind: OutcomeKind::Discard {
+                        error: mend::AttemptError {
+                            attempt: 1,
+                            kind: mend::ErrorKind::Error,
+                            message: "cleanup failed: durable cleanup `undo` failed 3 times: boom"
+                                .into(),
+                            at: chrono::Utc::now(),
+                        },
+                    },
+                    cleanups: vec![],
+                }],
+                now: chrono::Utc::now(),
+            })
+            .await
+            .unwrap();
+        (claimed[0].id, gone.id)
+    });
+    // Before the lease is old: a warning for the cleanup only, exit 0.
+    let o = doctor(&db, dir.path(), &[]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("warn") && l.contains("cleanups"))
+        .unwrap_or_else(|| panic!("no cleanup warning: {text}"));
+    assert!(line.contains(&discarded.to_string()), "{line}");
+    assert!(line.contains(&format!("mend jobs retry {discarded}")), "{line}");
+    // The lease ran out 10 minutes ago and nobody rescued the job.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let n = conn
+        .execute(
+            "UPDATE mend_jobs SET lease_expires_at = ?1 WHERE state = 'running'",
+            [(chrono::Utc::now() - chrono::Duration::minutes(10)).timestamp_micros()],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    let o = doctor(&db, dir.path(), &[]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("FAIL") && l.contains("stuck_leases"))
+        .unwrap_or_else(|| panic!("no stuck lease failure: {text}"));
+    assert!(line.contains(&stuck.to_string()) && line.contains("gone-node"), "{line}");
+    assert!(line.contains("fix: keep at least one `mend serve` node running"), "{line}");
+    json_matches_lines(&db, dir.path(), &text);
 }

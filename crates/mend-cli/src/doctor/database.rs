@@ -32,7 +32,14 @@ pub(super) async fn reachable_and_schema(url: &str, out: &mut Vec<Finding>) -> b
     };
     out.push(Finding::ok("database", "reachable"));
     let known = crate::db::schema_version(url);
-    if found < known {
+    if found == 0 {
+        out.push(Finding::fail(
+            "schema",
+            format!("no mend schema yet (this mend needs version {known})"),
+            "run `mend migrate` (with the same --database) to create it",
+        ));
+        false
+    } else if found < known {
         out.push(Finding::fail(
             "schema",
             format!("the schema is at version {found}, this mend needs version {known}"),
