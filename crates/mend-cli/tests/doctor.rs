@@ -296,7 +296,10 @@ fn unserved_kind(db: &str, dir: &std::path::Path, leader: bool, age_jobs: impl F
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         loop {
             let text = stdout(&doctor(db, dir, &[]));
-            if text.lines().any(|l| l.starts_with("ok") && l.contains("leader")) {
+            if text
+                .lines()
+                .any(|l| l.starts_with("ok") && l.contains("leader"))
+            {
                 break;
             }
             assert!(std::time::Instant::now() < deadline, "no leader: {text}");
@@ -412,7 +415,10 @@ fn a_lease_expired_long_ago_fails_and_a_failed_cleanup_warns() {
         .find(|l| l.starts_with("warn") && l.contains("cleanups"))
         .unwrap_or_else(|| panic!("no cleanup warning: {text}"));
     assert!(line.contains(&discarded.to_string()), "{line}");
-    assert!(line.contains(&format!("mend jobs retry {discarded}")), "{line}");
+    assert!(
+        line.contains(&format!("mend jobs retry {discarded}")),
+        "{line}"
+    );
     // The lease ran out 10 minutes ago and nobody rescued the job.
     let conn = rusqlite::Connection::open(&path).unwrap();
     let n = conn
@@ -429,7 +435,13 @@ fn a_lease_expired_long_ago_fails_and_a_failed_cleanup_warns() {
         .lines()
         .find(|l| l.starts_with("FAIL") && l.contains("stuck_leases"))
         .unwrap_or_else(|| panic!("no stuck lease failure: {text}"));
-    assert!(line.contains(&stuck.to_string()) && line.contains("gone-node"), "{line}");
-    assert!(line.contains("fix: keep at least one `mend serve` node running"), "{line}");
+    assert!(
+        line.contains(&stuck.to_string()) && line.contains("gone-node"),
+        "{line}"
+    );
+    assert!(
+        line.contains("fix: keep at least one `mend serve` node running"),
+        "{line}"
+    );
     json_matches_lines(&db, dir.path(), &text);
 }
