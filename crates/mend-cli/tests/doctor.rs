@@ -445,3 +445,41 @@ fn a_lease_expired_long_ago_fails_and_a_failed_cleanup_warns() {
     );
     json_matches_lines(&db, dir.path(), &text);
 }
+
+#[test]
+fn the_database_comes_from_mend_toml_when_no_flag_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path(), "from-config.db");
+    let m = mend()
+        .args(["migrate", "--database", &db])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(m.status.success(), "{m:?}");
+    let config = dir.path().join("other.toml");
+    std::fs::write(&config, format!("database = {db:?}\n")).unwrap();
+    let o = mend()
+        .args(["doctor", "--config", config.to_str().unwrap()])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = stdout(&o);
+    assert!(text.starts_with(&format!("mend doctor: {db}\n")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ok") && l.contains("schema")),
+        "{text}"
+    );
+    // ./mend.toml is read when no --config is given.
+    std::fs::rename(&config, dir.path().join("mend.toml")).unwrap();
+    let o = mend()
+        .arg("doctor")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).starts_with(&format!("mend doctor: {db}\n")),
+        "{}",
+        stdout(&o)
+    );
+}
