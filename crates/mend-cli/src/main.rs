@@ -6,6 +6,7 @@ mod bench;
 mod chaos;
 mod client;
 mod db;
+mod doctor;
 mod drill;
 mod duration;
 mod serve;
@@ -86,6 +87,11 @@ enum Command {
     Chaos(chaos::ChaosArgs),
     /// Create or migrate a database to this build's schema and print the schema version.
     Migrate(client::MigrateArgs),
+    /// Check a deployment and say what to fix: database, schema, clocks, disk (SQLite),
+    /// nodes, kinds no node serves, stuck leases, failed cleanups. Exits 1 when a check fails.
+    ///
+    /// Example: mend doctor --database postgres://mend@db.internal/mend --json
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Logs on stderr (text or JSON), plus OTLP span export when `OTEL_EXPORTER_OTLP_ENDPOINT`
@@ -172,6 +178,7 @@ fn main() -> std::process::ExitCode {
             Command::Cron(cmd) => client::cron(cmd).await,
             Command::Migrate(args) => client::migrate(args).await,
             Command::Chaos(args) => chaos::run(args).await,
+            Command::Doctor(args) => doctor::run(args).await,
         }
     });
     match result {

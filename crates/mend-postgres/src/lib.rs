@@ -29,6 +29,7 @@
 mod attempts;
 mod config;
 mod cron;
+pub mod doctor;
 mod effect;
 mod error;
 mod jobs;
@@ -440,5 +441,9 @@ impl Store for PgStore {
 
     async fn cron_advance(&self, p: mend::store::AdvanceCronParams) -> Result<Option<Vec<JobRow>>> {
         cron::advance(self, p).await
+    }
+
+    async fn doctor_stats(&self, p: mend::store::DoctorParams) -> Result<mend::store::DoctorStats> {
+        doctor::stats(self, p).await
     }
 }

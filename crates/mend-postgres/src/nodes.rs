@@ -22,6 +22,7 @@ pub(crate) async fn register(store: &PgStore, node: NodeInfo) -> Result<()> {
             &micros(node.started_at),
             &micros(node.last_seen),
             &key,
+            &node.kinds,
         ],
     )
     .await
@@ -52,6 +53,7 @@ pub(crate) async fn list(store: &PgStore) -> Result<Vec<NodeInfo>> {
             process_key: r.try_get(3).map_err(store.pg())?,
             started_at: r.try_get(4).map_err(store.pg())?,
             last_seen: r.try_get(5).map_err(store.pg())?,
+            kinds: r.try_get(6).map_err(store.pg())?,
         });
     }
     Ok(out)

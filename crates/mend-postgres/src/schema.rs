@@ -147,6 +147,10 @@ ALTER TABLE {S}.mend_jobs ADD COLUMN unique_states integer;
 CREATE UNIQUE INDEX mend_jobs_unique_held ON {S}.mend_jobs (unique_key) WHERE unique_key IS NOT NULL AND (unique_states IS NULL OR (unique_states & CASE state WHEN 'scheduled' THEN 1 WHEN 'available' THEN 2 WHEN 'running' THEN 4 WHEN 'retryable' THEN 8 WHEN 'completed' THEN 16 WHEN 'cancelled' THEN 32 ELSE 64 END) <> 0);
 DROP INDEX {S}.mend_jobs_unique;
 "#,
+    // 8: kinds each node serves, for `mend doctor`.
+    r#"
+ALTER TABLE {S}.mend_nodes ADD COLUMN kinds text[] NOT NULL DEFAULT '{}';
+"#,
 ];
 
 /// The migration that makes unique keys depend on state (for the test that it names the

@@ -333,11 +333,11 @@ impl Sql {
                 ts_text("finalized_at"),
                 ts_text("attempted_at")
             )),
-            register_node: t("INSERT INTO {S}.mend_nodes (id, host, pid, process_key, started_at, last_seen, lock_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, lock_key = excluded.lock_key"),
+            register_node: t("INSERT INTO {S}.mend_nodes (id, host, pid, process_key, started_at, last_seen, lock_key, kinds)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, lock_key = excluded.lock_key, kinds = excluded.kinds"),
             heartbeat_node: t("UPDATE {S}.mend_nodes SET last_seen = $2 WHERE id = $1"),
-            list_nodes: t("SELECT id, host, pid, process_key, started_at, last_seen FROM {S}.mend_nodes ORDER BY id"),
+            list_nodes: t("SELECT id, host, pid, process_key, started_at, last_seen, kinds FROM {S}.mend_nodes ORDER BY id"),
             deregister_nodes: t("DELETE FROM {S}.mend_nodes WHERE id = ANY($1)"),
             dead_nodes: t("SELECT n.id, n.last_seen < $2 AS stale,
                     NOT EXISTS (SELECT 1 FROM pg_locks l

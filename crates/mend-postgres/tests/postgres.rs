@@ -20,6 +20,7 @@ fn node(id: &str) -> NodeInfo {
         process_key: "k".into(),
         started_at: Utc::now(),
         last_seen: Utc::now(),
+        kinds: Vec::new(),
     }
 }
 

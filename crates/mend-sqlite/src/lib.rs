@@ -24,6 +24,7 @@
 mod attempts;
 mod config;
 mod cron;
+pub mod doctor;
 mod effect;
 mod error;
 mod jobs;
@@ -526,5 +527,10 @@ impl Store for SqliteStore {
             self.wake();
         }
         Ok(rows)
+    }
+
+    async fn doctor_stats(&self, p: mend::store::DoctorParams) -> Result<mend::store::DoctorStats> {
+        self.read(move |conn, path| doctor::stats(conn, path, p))
+            .await
     }
 }

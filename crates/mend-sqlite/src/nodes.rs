@@ -20,7 +20,8 @@ pub(crate) fn register(conn: &Connection, path: &str, node: NodeInfo) -> Result<
                 node.pid,
                 node.process_key,
                 micros(node.started_at),
-                micros(node.last_seen)
+                micros(node.last_seen),
+                crate::row::to_json(&node.kinds).unwrap_or_else(|_| "[]".to_owned())
             ])
         })
         .map_err(|e| map_err(path, e))?;
@@ -55,6 +56,7 @@ pub(crate) fn list(conn: &Connection, path: &str) -> Result<Vec<NodeInfo>> {
                 r.get::<_, String>(3)?,
                 r.get::<_, i64>(4)?,
                 r.get::<_, i64>(5)?,
+                r.get::<_, String>(6)?,
             ))
         })
         .map_err(|e| map_err(path, e))?;
@@ -62,7 +64,7 @@ pub(crate) fn list(conn: &Connection, path: &str) -> Result<Vec<NodeInfo>> {
     for row in rows {
         // A damaged node row is skipped (its jobs are still rescued when their leases
         // expire) rather than failing every rescue pass.
-        let (id, host, pid, process_key, started, seen) = match row {
+        let (id, host, pid, process_key, started, seen, kinds) = match row {
             Ok(r) => r,
             Err(
                 e @ (rusqlite::Error::FromSqlConversionFailure(..)
@@ -88,6 +90,8 @@ pub(crate) fn list(conn: &Connection, path: &str) -> Result<Vec<NodeInfo>> {
             host,
             pid,
             process_key,
+            // A damaged list reads as "not recorded" rather than hiding the node.
+            kinds: serde_json::from_str(&kinds).unwrap_or_default(),
         });
     }
     Ok(out)

@@ -327,15 +327,15 @@ pub(crate) static RETRY_FINISHED: LazyLock<String> = LazyLock::new(|| {
 // --- mend_nodes ---------------------------------------------------------------------------------
 
 /// Registers a node, or refreshes its `last_seen`.
-pub(crate) const REGISTER_NODE: &str = "INSERT INTO mend_nodes (id, host, pid, process_key, started_at, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-     ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen";
+pub(crate) const REGISTER_NODE: &str = "INSERT INTO mend_nodes (id, host, pid, process_key, started_at, last_seen, kinds) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+     ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, kinds = excluded.kinds";
 
 /// A node's liveness heartbeat.
 pub(crate) const HEARTBEAT_NODE: &str = "UPDATE mend_nodes SET last_seen = ?2 WHERE id = ?1";
 
 /// Every registered node.
 pub(crate) const LIST_NODES: &str =
-    "SELECT id, host, pid, process_key, started_at, last_seen FROM mend_nodes ORDER BY id";
+    "SELECT id, host, pid, process_key, started_at, last_seen, kinds FROM mend_nodes ORDER BY id";
 
 /// Forgets one node.
 pub(crate) const DELETE_NODE: &str = "DELETE FROM mend_nodes WHERE id = ?1";

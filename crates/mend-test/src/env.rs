@@ -311,6 +311,7 @@ impl Env {
             process_key,
             started_at: now,
             last_seen: now,
+            kinds: Vec::new(),
         };
         self.store
             .register_node(node.clone())

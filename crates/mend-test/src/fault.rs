@@ -144,6 +144,9 @@ impl Store for Crashing {
     async fn cron_advance(&self, params: AdvanceCronParams) -> Result<Option<Vec<JobRow>>> {
         self.inner.cron_advance(params).await
     }
+    async fn doctor_stats(&self, params: DoctorParams) -> Result<DoctorStats> {
+        self.inner.doctor_stats(params).await
+    }
     fn wakeup(&self) -> Arc<Notify> {
         self.inner.wakeup()
     }

@@ -103,7 +103,9 @@ macro_rules! store_conformance {
             unique_within_a_period,
             unique_states_decide_how_long_a_key_is_held,
             retrying_a_finished_job_whose_key_is_taken_is_refused,
-            unique_options_are_validated_before_anything_is_stored
+            unique_options_are_validated_before_anything_is_stored,
+            // mend doctor
+            doctor_stats_find_waiting_kinds_stuck_leases_and_failed_cleanups
         );
     };
     ($factory:path, effects = $kit:expr) => {

@@ -98,6 +98,7 @@ pub fn this_node(now: DateTime<Utc>) -> NodeInfo {
         process_key: process_key(pid),
         started_at: now,
         last_seen: now,
+        kinds: Vec::new(),
     }
 }
 

@@ -656,6 +656,10 @@ pub struct NodeInfo {
     pub started_at: DateTime<Utc>,
     /// Last heartbeat.
     pub last_seen: DateTime<Utc>,
+    /// The job kinds this node's worker has handlers for (empty: not recorded, as for nodes
+    /// registered by an older mend).
+    #[serde(default)]
+    pub kinds: Vec<String>,
 }
 
 // ---- Periodic jobs (cron) ----
@@ -719,6 +723,63 @@ pub struct AdvanceCronParams {
     pub skipped: Vec<DateTime<Utc>>,
     /// The current time.
     pub now: DateTime<Utc>,
+}
+
+// ---- Health checks (`mend doctor`) ----
+
+/// What [`Store::doctor_stats`] looks at.
+#[derive(Debug, Clone)]
+pub struct DoctorParams {
+    /// Available jobs due before this count as waiting too long.
+    pub waiting_before: DateTime<Utc>,
+    /// Running jobs whose lease expired before this count as stuck (rescue is not happening).
+    pub lease_expired_before: DateTime<Utc>,
+    /// Jobs discarded because a durable cleanup failed since this are reported.
+    pub discarded_since: DateTime<Utc>,
+    /// At most this many examples per finding.
+    pub limit: usize,
+}
+
+/// Available jobs of one queue and kind that have waited past [`DoctorParams::waiting_before`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WaitingKind {
+    /// The queue.
+    pub queue: String,
+    /// The kind.
+    pub kind: String,
+    /// How many.
+    pub count: u64,
+}
+
+/// One job named by a health finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DoctorJob {
+    /// The job.
+    pub id: Uuid,
+    /// Its queue.
+    pub queue: String,
+    /// Its kind.
+    pub kind: String,
+    /// When its lease expired (stuck jobs) or it was discarded (failed cleanups).
+    pub at: Option<DateTime<Utc>>,
+    /// Its lease owner (stuck jobs) or last error (failed cleanups).
+    pub detail: Option<String>,
+}
+
+/// What [`Store::doctor_stats`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DoctorStats {
+    /// The database server's clock, when it has one (PostgreSQL `now()`).
+    pub database_now: Option<DateTime<Utc>>,
+    /// Whether some process holds the maintenance leader's lock; `None` where the backend
+    /// has no leader (every SQLite node rescues).
+    pub leader_held: Option<bool>,
+    /// Available jobs waiting too long, per queue and kind.
+    pub waiting: Vec<WaitingKind>,
+    /// Running jobs with leases expired too long ago (at most `limit`).
+    pub stuck: Vec<DoctorJob>,
+    /// Jobs discarded because a durable cleanup failed (at most `limit`).
+    pub cleanup_failed: Vec<DoctorJob>,
 }
 
 /// The storage contract. See the module docs.
@@ -889,4 +950,10 @@ pub trait Store: Send + Sync + 'static {
     /// See [`AdvanceCronParams`]: `None` when the compare-and-set failed (nothing written),
     /// else the slots' jobs in slot order (ones already stored are returned as they are).
     async fn cron_advance(&self, params: AdvanceCronParams) -> Result<Option<Vec<JobRow>>>;
+
+    // ---- Health checks (`mend doctor`) ----
+
+    /// Read-only figures for `mend doctor`: the database's clock, the leader lock, waiting
+    /// jobs per queue and kind, stuck leases and failed durable cleanups (index-backed).
+    async fn doctor_stats(&self, params: DoctorParams) -> Result<DoctorStats>;
 }

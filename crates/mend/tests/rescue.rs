@@ -242,6 +242,7 @@ async fn an_expired_lease_of_a_node_that_cannot_be_checked_is_rescued() {
             process_key: "elsewhere|1".into(),
             started_at: now,
             last_seen: now,
+            kinds: Vec::new(),
         })
         .await
         .unwrap();

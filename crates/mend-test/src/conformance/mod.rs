@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 mod claims;
 mod cron;
+mod doctor;
 mod durable;
 mod inserts;
 mod leases;
@@ -32,6 +33,7 @@ mod unique;
 
 pub use claims::*;
 pub use cron::*;
+pub use doctor::*;
 pub use durable::*;
 pub use inserts::*;
 pub use leases::*;

@@ -11,6 +11,7 @@ pub async fn nodes_register_heartbeat_and_deregister(store: Arc<dyn Store>) {
         process_key: "ns|123".into(),
         started_at: t0,
         last_seen: t0,
+        kinds: vec!["email".into(), "resize".into()],
     };
     store.register_node(node.clone()).await.unwrap();
     store
@@ -61,6 +62,7 @@ pub async fn dead_nodes_are_the_stale_ones_never_this_one(store: Arc<dyn Store>)
         process_key: "boot|ns|1".into(),
         started_at: hour_ago,
         last_seen,
+        kinds: Vec::new(),
     };
     for n in [
         node("me", hour_ago),

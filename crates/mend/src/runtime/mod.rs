@@ -445,7 +445,9 @@ impl Worker {
             crate::maintenance::scheduler::declare(self.store.as_ref(), &self.periodic, now)
                 .await?;
         }
-        let node = crate::node::this_node(now);
+        let mut node = crate::node::this_node(now);
+        // Recorded so `mend doctor` can tell which kinds no live node serves.
+        node.kinds = self.registry.kinds();
         self.store.register_node(node.clone()).await?;
         let rescued = crate::maintenance::rescuer::rescue_once(
             self.store.as_ref(),

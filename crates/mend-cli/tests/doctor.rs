@@ -1,0 +1,485 @@
+//! `mend doctor` end to end, with the real binary: a healthy SQLite deployment with a running
+//! node passes; an unreachable PostgreSQL server fails with the database finding and its fix;
+//! a database one migration behind fails with "run `mend migrate`" (and doctor leaves it
+//! behind: it never migrates); jobs of a kind no live node serves are warned about, by kind
+//! and queue; `--json` lists the same findings as the lines. Both backends where the check
+//! reads the store.
+
+#![expect(clippy::unwrap_used)]
+
+use std::process::{Child, Output, Stdio};
+use std::time::Duration;
+
+use mend_test::http::Remote;
+use serde_json::{json, Value};
+
+mod common;
+use common::mend;
+
+/// A running `mend serve`, killed when dropped.
+struct Node {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `mend serve` on `db`, in `dir` (so no developer's `mend.toml` is read).
+fn serve(db: &str, dir: &std::path::Path) -> Node {
+    let mut child = mend()
+        .args(["serve", "--database", db, "--bind", "127.0.0.1:0"])
+        .args(["--shutdown-grace", "50ms", "--drain", "500ms"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let url = common::listening_url(&mut child);
+    Node { child, url }
+}
+
+/// `mend doctor --database db [extra]`, run in `dir`.
+fn doctor(db: &str, dir: &std::path::Path, extra: &[&str]) -> Output {
+    mend()
+        .args(["doctor", "--database", db])
+        .args(extra)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The finding lines (after the heading), and the check named on each.
+fn checks_of_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(1).unwrap().to_owned())
+        .collect()
+}
+
+/// The findings of `--json`, after checking they are the same checks (with the same
+/// statuses) as the lines of a plain run just before.
+fn json_matches_lines(db: &str, dir: &std::path::Path, lines: &str) -> Value {
+    let o = doctor(db, dir, &["--json"]);
+    let doc: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("--json is not JSON ({e}): {}", stdout(&o)));
+    let findings = doc["findings"].as_array().unwrap();
+    let checks: Vec<String> = findings
+        .iter()
+        .map(|f| f["check"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(checks, checks_of_lines(lines), "{doc:#}\n{lines}");
+    let fails = findings.iter().filter(|f| f["status"] == "fail").count();
+    assert_eq!(fails, lines.matches("\nFAIL").count(), "{doc:#}");
+    assert_eq!(doc["ok"], json!(fails == 0));
+    assert_eq!(o.status.code(), Some(if fails == 0 { 0 } else { 1 }));
+    doc
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Enqueues a job of kind `nobody` in queue `default` through the node, and returns its id.
+fn enqueue_nobody(node: &Node) -> String {
+    let resp = runtime().block_on(Remote::new(node.url.clone()).call(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"kind": "nobody", "queue": "default"})),
+    ));
+    assert!(resp.status < 300, "{resp:?}");
+    resp.body["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_healthy_sqlite_deployment_with_a_running_node_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path(), "ok.db");
+    let _node = serve(&db, dir.path());
+    let o = doctor(&db, dir.path(), &[]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(!text.contains("FAIL"), "{text}");
+    for check in ["database", "schema", "fsync", "disk_space", "wal", "nodes"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("ok") && l.contains(check)),
+            "no ok {check}: {text}"
+        );
+    }
+    // The node's kinds are recorded and shown.
+    assert!(text.contains("kinds exec,http,noop"), "{text}");
+    let doc = json_matches_lines(&db, dir.path(), &text);
+    assert_eq!(doc["ok"], json!(true));
+}
+
+#[test]
+fn an_unreachable_postgres_server_fails_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = "postgres://postgres@127.0.0.1:1/test";
+    let o = doctor(db, dir.path(), &[]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("FAIL") && l.contains("database"))
+        .unwrap_or_else(|| panic!("no failing database line: {text}"));
+    assert!(line.contains("fix: start PostgreSQL"), "{line}");
+    json_matches_lines(db, dir.path(), &text);
+}
+
+#[test]
+fn a_missing_sqlite_file_fails_and_is_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path(), "missing.db");
+    let o = doctor(&db, dir.path(), &[]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("database") && l.contains("mend migrate")),
+        "{text}"
+    );
+    assert!(!dir.path().join("missing.db").exists());
+}
+
+/// Doctor on a database one migration behind: fails with "run `mend migrate`", and leaves it
+/// behind; after `mend migrate` it passes.
+fn one_migration_behind(db: &str, dir: &std::path::Path, version: impl Fn() -> i64) {
+    let behind = version();
+    let o = doctor(db, dir, &[]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("FAIL")
+            && l.contains("schema")
+            && l.contains("run `mend migrate`")),
+        "{text}"
+    );
+    json_matches_lines(db, dir, &text);
+    assert_eq!(version(), behind, "doctor must not migrate");
+    let m = mend()
+        .args(["migrate", "--database", db])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(m.status.success(), "{m:?}");
+    assert_eq!(version(), behind + 1);
+    let o = doctor(db, dir, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
+
+#[test]
+fn a_sqlite_database_one_migration_behind_says_run_mend_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path(), "old.db");
+    let path = dir.path().join("old.db");
+    let m = mend()
+        .args(["migrate", "--database", &db])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(m.status.success(), "{m:?}");
+    {
+        // Undo the last migration (10: the nodes' kinds) and its version.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, mend_sqlite::SCHEMA_VERSION);
+        conn.execute_batch(&format!(
+            "ALTER TABLE mend_nodes DROP COLUMN kinds; PRAGMA user_version = {}",
+            v - 1
+        ))
+        .unwrap();
+    }
+    one_migration_behind(&db, dir.path(), || {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    });
+}
+
+#[test]
+fn a_postgres_database_one_migration_behind_says_run_mend_migrate() {
+    let Some(schema) = common::pg_schema(
+        "a_postgres_database_one_migration_behind_says_run_mend_migrate",
+        "doctor_behind",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = schema.store_url();
+    let m = mend()
+        .args(["migrate", "--database", &db])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(m.status.success(), "{m:?}");
+    let s = format!("\"{}\"", schema.name);
+    let server = schema.url.clone();
+    let sql = move |q: String| -> i64 {
+        runtime().block_on(async {
+            let c = mend_test::pg::connect(&server).await.unwrap();
+            c.batch_execute(&q).await.unwrap();
+            c.query_one(
+                &format!("SELECT coalesce(max(version), 0)::int8 FROM {s}.mend_migrations"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+        })
+    };
+    let name = format!("\"{}\"", schema.name);
+    // Undo the last migration (8: the nodes' kinds) and its row.
+    let v = sql(format!(
+        "ALTER TABLE {name}.mend_nodes DROP COLUMN kinds;
+         DELETE FROM {name}.mend_migrations WHERE version = {}",
+        mend_postgres::SCHEMA_VERSION
+    ));
+    assert_eq!(v, mend_postgres::SCHEMA_VERSION - 1);
+    one_migration_behind(&db, dir.path(), || sql(String::new()));
+}
+
+/// A job of kind `nobody` waiting 10 min, with a live node serving other kinds: warned about
+/// by kind and queue, and nothing fails.
+fn unserved_kind(db: &str, dir: &std::path::Path, leader: bool, age_jobs: impl Fn()) {
+    let node = serve(db, dir);
+    enqueue_nobody(&node);
+    enqueue_nobody(&node);
+    // Just enqueued: not waiting long enough to warn about.
+    let o = doctor(db, dir, &[]);
+    let text = stdout(&o);
+    assert!(!text.contains("`nobody`"), "{text}");
+    age_jobs();
+    let o = doctor(db, dir, &[]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("warn") && l.contains("unserved_kind"))
+        .unwrap_or_else(|| panic!("no unserved_kind warning: {text}"));
+    assert!(
+        line.contains("2 job(s) of kind `nobody` in queue `default`"),
+        "{line}"
+    );
+    assert!(
+        line.contains("fix: start a node with a handler for `nobody`"),
+        "{line}"
+    );
+    let doc = json_matches_lines(db, dir, &text);
+    let warned: Vec<&Value> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == "unserved_kind")
+        .collect();
+    assert_eq!(warned.len(), 1, "{doc:#}");
+    assert_eq!(warned[0]["status"], "warn");
+    assert!(warned[0]["message"].as_str().unwrap().contains("`nobody`"));
+    if leader {
+        // PostgreSQL: the running node takes the maintenance leader's lock soon after start.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = stdout(&doctor(db, dir, &[]));
+            if text
+                .lines()
+                .any(|l| l.starts_with("ok") && l.contains("leader"))
+            {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no leader: {text}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    drop(node);
+}
+
+#[test]
+fn sqlite_jobs_of_a_kind_no_live_node_serves_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path(), "kinds.db");
+    let path = dir.path().join("kinds.db");
+    unserved_kind(&db, dir.path(), false, || {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        let n = conn
+            .execute(
+                "UPDATE mend_jobs SET run_at = run_at - 600000000, created_at = created_at - 600000000 WHERE kind = 'nobody'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(n, 2);
+    });
+}
+
+#[test]
+fn postgres_jobs_of_a_kind_no_live_node_serves_are_warned_about() {
+    let Some(schema) = common::pg_schema(
+        "postgres_jobs_of_a_kind_no_live_node_serves_are_warned_about",
+        "doctor_kinds",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = schema.store_url();
+    let (server, name) = (schema.url.clone(), schema.name.clone());
+    unserved_kind(&db, dir.path(), true, || {
+        runtime().block_on(async {
+            let c = mend_test::pg::connect(&server).await.unwrap();
+            let n = c
+                .execute(
+                    &format!(
+                        "UPDATE \"{name}\".mend_jobs SET run_at = run_at - interval '10 minutes',
+                         created_at = created_at - interval '10 minutes' WHERE kind = 'nobody'"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap();
+            assert_eq!(n, 2);
+        })
+    });
+}
+
+#[test]
+fn a_lease_expired_long_ago_fails_and_a_failed_cleanup_warns() {
+    use mend::store::{ClaimParams, CompleteParams, Fence, Outcome, OutcomeKind};
+    use mend::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path(), "stuck.db");
+    let path = dir.path().join("stuck.db");
+    let (stuck, discarded) = runtime().block_on(async {
+        let store = mend_sqlite::SqliteStore::open(&db).await.unwrap();
+        store
+            .insert_many(vec![
+                mend::NewJob::new("k", json!({})),
+                mend::NewJob::new("k", json!({})),
+            ])
+            .await
+            .unwrap();
+        let claimed = store
+            .claim(ClaimParams {
+                queue: "default".into(),
+                kinds: vec![],
+                limit: 2,
+                lease_owner: "gone-node".into(),
+                lease_duration: Duration::from_secs(30),
+                now: chrono::Utc::now(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 2);
+        let gone = &claimed[1];
+        store
+            .complete_many(CompleteParams {
+                outcomes: vec![Outcome {
+                    fence: Fence::new(gone.id, gone.attempt, "gone-node"),
+                    kind: OutcomeKind::Discard {
+                        error: mend::AttemptError {
+                            attempt: 1,
+                            kind: mend::ErrorKind::Error,
+                            message: "cleanup failed: durable cleanup `undo` failed 3 times: boom"
+                                .into(),
+                            at: chrono::Utc::now(),
+                        },
+                    },
+                    cleanups: vec![],
+                }],
+                now: chrono::Utc::now(),
+            })
+            .await
+            .unwrap();
+        (claimed[0].id, gone.id)
+    });
+    // Before the lease is old: a warning for the cleanup only, exit 0.
+    let o = doctor(&db, dir.path(), &[]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("warn") && l.contains("cleanups"))
+        .unwrap_or_else(|| panic!("no cleanup warning: {text}"));
+    assert!(line.contains(&discarded.to_string()), "{line}");
+    assert!(
+        line.contains(&format!("mend jobs retry {discarded}")),
+        "{line}"
+    );
+    // The lease ran out 10 minutes ago and nobody rescued the job.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let n = conn
+        .execute(
+            "UPDATE mend_jobs SET lease_expires_at = ?1 WHERE state = 'running'",
+            [(chrono::Utc::now() - chrono::Duration::minutes(10)).timestamp_micros()],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    let o = doctor(&db, dir.path(), &[]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("FAIL") && l.contains("stuck_leases"))
+        .unwrap_or_else(|| panic!("no stuck lease failure: {text}"));
+    assert!(
+        line.contains(&stuck.to_string()) && line.contains("gone-node"),
+        "{line}"
+    );
+    assert!(
+        line.contains("fix: keep at least one `mend serve` node running"),
+        "{line}"
+    );
+    json_matches_lines(&db, dir.path(), &text);
+}
+
+#[test]
+fn the_database_comes_from_mend_toml_when_no_flag_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path(), "from-config.db");
+    let m = mend()
+        .args(["migrate", "--database", &db])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(m.status.success(), "{m:?}");
+    let config = dir.path().join("other.toml");
+    std::fs::write(&config, format!("database = {db:?}\n")).unwrap();
+    let o = mend()
+        .args(["doctor", "--config", config.to_str().unwrap()])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = stdout(&o);
+    assert!(text.starts_with(&format!("mend doctor: {db}\n")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ok") && l.contains("schema")),
+        "{text}"
+    );
+    // ./mend.toml is read when no --config is given.
+    std::fs::rename(&config, dir.path().join("mend.toml")).unwrap();
+    let o = mend()
+        .arg("doctor")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).starts_with(&format!("mend doctor: {db}\n")),
+        "{}",
+        stdout(&o)
+    );
+}
