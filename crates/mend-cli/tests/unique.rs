@@ -4,42 +4,14 @@
 
 #![expect(clippy::unwrap_used)]
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use mend_test::http::{Remote, Resp};
 use serde_json::{json, Value};
 
 mod common;
-use common::mend;
-
-/// A running `mend serve`, killed when dropped.
-struct Node {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `mend serve` on `db`, in `dir` (so no developer's `mend.toml` is read).
-fn serve(db: &str, dir: &std::path::Path) -> Node {
-    let mut child = mend()
-        .args(["serve", "--database", db, "--bind", "127.0.0.1:0"])
-        .args(["--shutdown-grace", "50ms", "--drain", "500ms"])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let url = common::listening_url(&mut child);
-    Node { child, url }
-}
+use common::{mend, serve, Node};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -34,6 +34,7 @@ const LIMITED_QUEUES_TTL: Duration = Duration::from_secs(1);
 /// The statements, with the schema filled in.
 pub(crate) struct LimitSql {
     lock_queue: String,
+    paused: String,
     pub(crate) head: String,
     pub(crate) running: String,
     pub(crate) buckets: String,
@@ -56,6 +57,7 @@ impl LimitSql {
     pub(crate) fn new(schema_q: &str) -> Self {
         let t = |s: &str| s.replace("{S}", schema_q);
         LimitSql {
+            paused: t("SELECT 1 FROM {S}.mend_queues WHERE name = $1 AND paused"),
             lock_queue: t("SELECT spec, waiting FROM {S}.mend_limits WHERE queue = $1 ORDER BY name FOR UPDATE"),
             // The claim index serves this (the head of one queue's available jobs). No row
             // locks: the limit rows' lock keeps other claims of this queue out, and `start`
@@ -177,13 +179,7 @@ pub(crate) async fn claim(store: &PgStore, p: ClaimParams) -> Result<Vec<JobRow>
         limits.push(limit);
     }
     let paused = tx
-        .query_opt(
-            &format!(
-                "SELECT 1 FROM {}.mend_queues WHERE name = $1 AND paused",
-                sql.schema_q
-            ),
-            &[&p.queue],
-        )
+        .query_opt(&sql.limits.paused, &[&p.queue])
         .await
         .map_err(store.pg())?
         .is_some();
@@ -469,6 +465,7 @@ pub(crate) async fn prune_buckets(
 ) -> Result<u64> {
     let mut left = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut total = 0;
+    let c = store.client().await?;
     for state in list(store).await? {
         let Some(rate) = &state.limit.rate else {
             continue;
@@ -476,11 +473,7 @@ pub(crate) async fn prune_buckets(
         if left <= 0 {
             break;
         }
-        let fills = chrono::Duration::from_std(rate.fills_in()).unwrap_or(chrono::Duration::MAX);
-        let before = now
-            .checked_sub_signed(fills)
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        let c = store.client().await?;
+        let before = rate.full_if_written_before(now);
         let n = c
             .execute(
                 &store.inner.sql.limits.prune_buckets,

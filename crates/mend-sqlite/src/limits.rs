@@ -289,10 +289,7 @@ pub(crate) fn prune_buckets(
         if left <= 0 {
             break;
         }
-        let fills = chrono::Duration::from_std(rate.fills_in()).unwrap_or(chrono::Duration::MAX);
-        let before = now
-            .checked_sub_signed(fills)
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let before = rate.full_if_written_before(now);
         let n = conn
             .prepare_cached(sql::PRUNE_BUCKETS)
             .and_then(|mut s| s.execute(params![state.limit.name, micros(before), left]))

@@ -71,6 +71,13 @@ impl Rate {
     pub fn fills_in(&self) -> Duration {
         Duration::from_secs_f64((self.capacity() / self.refill_per_ms()).ceil() / 1000.0)
     }
+
+    /// Buckets written before this time are full at `now` (see [`Rate::fills_in`]).
+    pub fn full_if_written_before(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let fills = chrono::Duration::from_std(self.fills_in()).unwrap_or(chrono::Duration::MAX);
+        now.checked_sub_signed(fills)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
 }
 
 /// A limit on one queue (or one kind in it), optionally per key. See the module docs.

@@ -7,7 +7,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -63,4 +63,34 @@ pub(crate) fn listening_url(child: &mut Child) -> String {
         .strip_prefix("mend listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
         .to_owned()
+}
+
+/// A running `mend serve`, killed when dropped.
+pub(crate) struct Node {
+    pub(crate) child: Child,
+    /// `http://HOST:PORT`.
+    pub(crate) url: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `mend serve` on `db`, in `dir` (so no developer's `mend.toml` is read), on a free loopback
+/// port, draining fast when stopped.
+pub(crate) fn serve(db: &str, dir: &std::path::Path) -> Node {
+    let mut child = mend()
+        .args(["serve", "--database", db, "--bind", "127.0.0.1:0"])
+        .args(["--shutdown-grace", "50ms", "--drain", "500ms"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn mend serve");
+    let url = listening_url(&mut child);
+    Node { child, url }
 }
