@@ -78,6 +78,10 @@ pub(crate) struct ServeArgs {
     /// on for a loopback address. The token still guards them.
     #[arg(long, env = "MEND_DEBUG_ENDPOINTS")]
     debug_endpoints: bool,
+    /// How often this node looks for dead nodes' jobs after start-up, e.g. 5s [default: 5s;
+    /// PostgreSQL's leader may look sooner]. Every node rescues at start-up regardless.
+    #[arg(long, env = "MEND_RESCUE_INTERVAL", value_name = "DURATION", value_parser = duration::parse)]
+    rescue_interval: Option<Duration>,
 }
 
 /// How long in-flight jobs may finish after SIGTERM when nothing says otherwise.
@@ -176,6 +180,8 @@ struct Settings {
     /// `--debug-endpoints` (or its variable, or the file's key): the debug routes on any
     /// address, not only on loopback.
     debug_endpoints: bool,
+    /// `--rescue-interval`.
+    rescue_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -340,6 +346,7 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
         drill: args.drill_dir.map(|d| (d, args.drill_break)),
         periodic,
         debug_endpoints: args.debug_endpoints || file.debug_endpoints.unwrap_or(false),
+        rescue_interval: args.rescue_interval.filter(|d| !d.is_zero()),
     })
 }
 
@@ -385,11 +392,15 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let retention = s.retention;
+    let rescue_interval = s.rescue_interval;
     let drilling = s.drill.is_some();
     let mut builder = mend::Worker::builder(store.clone())
         .registry(registry)
         .configure(|c| {
             c.retention = retention;
+            if let Some(every) = rescue_interval {
+                c.rescue_interval = every;
+            }
             if drilling {
                 // A drill's kills come fast, and may hit one job three times in a row; a
                 // quarantine would then discard a healthy job.

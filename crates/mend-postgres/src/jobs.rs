@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use mend::job::{AttemptError, JobRow, JobState, NewJob, TimelineEvent};
 use mend::store::{
-    CancelParams, ClaimParams, JobPage, ListParams, PruneParams, Result, RetryParams, StoreError,
-    MAX_PAGE,
+    CancelParams, ClaimParams, CountAheadParams, CountStatesParams, JobPage, ListParams,
+    PruneParams, Result, RetryParams, StateCount, StoreError, MAX_PAGE,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -366,31 +366,126 @@ pub(crate) async fn list(store: &PgStore, p: ListParams) -> Result<JobPage> {
     let limit = p.limit.clamp(1, MAX_PAGE);
     let mut sql = store.inner.sql.list.clone();
     let mut args: Params = Vec::new();
+    let mut filters = String::new();
     if let Some(q) = p.queue {
         args.push(Box::new(q));
-        sql.push_str(&format!(" AND queue = ${}", args.len()));
+        filters.push_str(&format!(" AND queue = ${}", args.len()));
     }
     if !p.states.is_empty() {
         let states: Vec<String> = p.states.iter().map(|s| s.as_str().to_owned()).collect();
         args.push(Box::new(states));
-        sql.push_str(&format!(" AND state = ANY(${}::text[])", args.len()));
+        filters.push_str(&format!(" AND state = ANY(${}::text[])", args.len()));
     }
     if let Some(k) = p.kind {
         args.push(Box::new(k));
-        sql.push_str(&format!(" AND kind = ${}", args.len()));
+        filters.push_str(&format!(" AND kind = ${}", args.len()));
     }
     if let Some(t) = p.tag {
         args.push(Box::new(t));
-        sql.push_str(&format!(" AND ${}::text = ANY(tags)", args.len()));
+        filters.push_str(&format!(" AND ${}::text = ANY(tags)", args.len()));
+    }
+    if let Some(after) = p.created_after {
+        args.push(Box::new(after));
+        filters.push_str(&format!(" AND created_at >= ${}", args.len()));
+    }
+    if let Some(before) = p.created_before {
+        args.push(Box::new(before));
+        filters.push_str(&format!(" AND created_at < ${}", args.len()));
     }
     if let Some(before) = p.before {
         args.push(Box::new(before));
-        sql.push_str(&format!(" AND id < ${}", args.len()));
+        filters.push_str(&format!(" AND id < ${}", args.len()));
+    }
+    sql.push_str(&filters);
+    if let Some(contains) = p.args_contains {
+        // Bounded: the newest span of jobs matching the other filters, then the JSON test.
+        args.push(Box::new(bound(mend::store::ARGS_SEARCH_SPAN)));
+        sql.push_str(&format!(
+            " AND id IN (SELECT id FROM {}.mend_jobs WHERE true{filters} ORDER BY id DESC LIMIT ${})",
+            store.inner.sql.schema_q,
+            args.len()
+        ));
+        args.push(Box::new(serde_json::Value::Object(contains)));
+        sql.push_str(&format!(" AND args::jsonb @> ${}::jsonb", args.len()));
     }
     args.push(Box::new(bound(limit + 1)));
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len()));
     let jobs = decode_all(&store.query(&sql, &refs(&args)).await?)?;
     Ok(JobPage::from_overfetch(jobs, limit))
+}
+
+/// Per-state counts, each a `LIMIT cap + 1` walk of an index: the claim, due and running
+/// indexes for the live states, `mend_jobs_final_state_id` for the finished ones.
+pub(crate) async fn count_states(store: &PgStore, p: CountStatesParams) -> Result<Vec<StateCount>> {
+    let mut args: Params = Vec::new();
+    let mut filters = String::new();
+    if let Some(q) = p.queue {
+        args.push(Box::new(q));
+        filters.push_str(&format!(" AND queue = ${}", args.len()));
+    }
+    if let Some(k) = p.kind {
+        args.push(Box::new(k));
+        filters.push_str(&format!(" AND kind = ${}", args.len()));
+    }
+    let cap = i64::try_from(p.cap).unwrap_or(i64::MAX - 1);
+    args.push(Box::new(cap + 1));
+    let limit = args.len();
+    let parts: Vec<String> = JobState::ALL
+        .iter()
+        .map(|s| {
+            format!(
+                "SELECT '{s}'::text, (SELECT count(*) FROM (SELECT 1 FROM {}.mend_jobs WHERE state = '{s}'{filters} LIMIT ${limit}) c)::int8",
+                store.inner.sql.schema_q,
+                s = s.as_str()
+            )
+        })
+        .collect();
+    let rows = store
+        .query(&parts.join(" UNION ALL "), &refs(&args))
+        .await?;
+    let mut out = Vec::with_capacity(JobState::ALL.len());
+    for r in &rows {
+        let state: String = r.try_get(0).map_err(store.pg())?;
+        let n: i64 = r.try_get(1).map_err(store.pg())?;
+        if let Some(state) = JobState::ALL.into_iter().find(|s| s.as_str() == state) {
+            out.push(StateCount::from_capped(
+                state,
+                u64::try_from(n).unwrap_or(0),
+                p.cap,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// How many available jobs of the queue come before this one in claim order.
+pub(crate) async fn count_ahead(store: &PgStore, p: CountAheadParams) -> Result<u64> {
+    let cap = i64::try_from(p.cap).unwrap_or(i64::MAX - 1);
+    let sql = format!(
+        "SELECT count(*)::int8 FROM (SELECT 1 FROM {}.mend_jobs WHERE state = 'available' AND queue = $1
+            AND (priority, run_at, id) < ($2, $3, $4) LIMIT $5) c",
+        store.inner.sql.schema_q
+    );
+    let rows = store
+        .query(&sql, &[&p.queue, &p.priority, &p.run_at, &p.id, &(cap + 1)])
+        .await?;
+    let n: i64 = match rows.first() {
+        Some(r) => r.try_get(0).map_err(store.pg())?,
+        None => 0,
+    };
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Deletes the final jobs among `ids`.
+pub(crate) async fn delete_final(store: &PgStore, ids: Vec<Uuid>) -> Result<Vec<Uuid>> {
+    let sql = format!(
+        "DELETE FROM {}.mend_jobs WHERE id = ANY($1) AND state IN ('completed', 'cancelled', 'discarded') RETURNING id",
+        store.inner.sql.schema_q
+    );
+    let rows = store.query(&sql, &[&ids]).await?;
+    rows.iter()
+        .map(|r| r.try_get(0).map_err(store.pg()))
+        .collect()
 }
 
 /// Deletes the oldest finalized jobs.

@@ -54,6 +54,7 @@ use mend::store::{
     QueueCount, RescueParams, Rescued, Result, RetryParams, SetQueuePausedParams, Store,
     StoreError,
 };
+use mend::store::{CountAheadParams, CountStatesParams, StateCount};
 use mend::store::{LimitState, LimitUsage, LimitUsageParams, SetLimitParams};
 use tokio::sync::Notify;
 use tokio_postgres::GenericClient;
@@ -364,6 +365,18 @@ impl Store for PgStore {
 
     async fn queue_counts(&self) -> Result<Vec<QueueCount>> {
         queues::counts(self).await
+    }
+
+    async fn count_states(&self, p: CountStatesParams) -> Result<Vec<StateCount>> {
+        jobs::count_states(self, p).await
+    }
+
+    async fn count_ahead(&self, p: CountAheadParams) -> Result<u64> {
+        jobs::count_ahead(self, p).await
+    }
+
+    async fn delete_final(&self, ids: Vec<Uuid>) -> Result<Vec<Uuid>> {
+        jobs::delete_final(self, ids).await
     }
 
     async fn register_node(&self, node: NodeInfo) -> Result<()> {

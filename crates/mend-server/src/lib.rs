@@ -7,6 +7,7 @@
 //! configured. Every error is RFC 9457 problem+json ([`error::ApiError`]). Bad input never
 //! reaches the store: requests are validated first, and a batch is stored all or nothing.
 
+mod dashboard;
 pub mod error;
 mod middleware;
 pub mod otel;
@@ -98,6 +99,7 @@ pub fn app(state: AppState) -> Router {
 pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
     let limit = state.max_body_bytes;
     routes::router()
+        .merge(dashboard::router(state.clone()))
         .merge(extra)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -117,7 +117,8 @@ pub(crate) async fn auth(State(state): State<AppState>, req: Request, next: Next
         return next.run(req).await;
     };
     let path = req.uri().path();
-    if path == "/healthz" || path == "/readyz" {
+    // The dashboard has its own session check (a cookie, not a bearer header).
+    if path == "/healthz" || path == "/readyz" || crate::dashboard::is_dashboard_path(path) {
         return next.run(req).await;
     }
     let given = req

@@ -5,10 +5,11 @@
 use chrono::{DateTime, Utc};
 use mend::job::{AttemptError, JobRow, JobState, NewJob, TimelineEvent};
 use mend::store::{
-    CancelParams, ClaimParams, JobPage, ListParams, PruneParams, Result, RetryParams, StoreError,
-    MAX_PAGE,
+    CancelParams, ClaimParams, CountAheadParams, CountStatesParams, JobPage, ListParams,
+    PruneParams, Result, RetryParams, StateCount, StoreError, MAX_PAGE,
 };
 use rusqlite::{params, Connection, OptionalExtension};
+use uuid::Uuid;
 
 use crate::error::map_err;
 use crate::row::{
@@ -258,37 +259,151 @@ pub(crate) fn list(conn: &Connection, path: &str, p: ListParams) -> Result<JobPa
     let limit = p.limit.clamp(1, MAX_PAGE);
     let mut sql = sql::LIST.clone();
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut filters = String::new();
     if let Some(q) = p.queue {
         args.push(q.into());
-        sql.push_str(&format!(" AND queue = ?{}", args.len()));
+        filters.push_str(&format!(" AND queue = ?{}", args.len()));
     }
     if !p.states.is_empty() {
         let states: Vec<&str> = p.states.iter().map(|s| s.as_str()).collect();
         args.push(serde_json::to_string(&states).unwrap_or_default().into());
-        sql.push_str(&format!(
+        filters.push_str(&format!(
             " AND state IN (SELECT value FROM json_each(?{}))",
             args.len()
         ));
     }
     if let Some(k) = p.kind {
         args.push(k.into());
-        sql.push_str(&format!(" AND kind = ?{}", args.len()));
+        filters.push_str(&format!(" AND kind = ?{}", args.len()));
     }
     if let Some(t) = p.tag {
         args.push(t.into());
-        sql.push_str(&format!(
+        filters.push_str(&format!(
             " AND EXISTS (SELECT 1 FROM json_each(tags) WHERE value = ?{})",
             args.len()
         ));
     }
+    if let Some(after) = p.created_after {
+        args.push(micros(after).into());
+        filters.push_str(&format!(" AND created_at >= ?{}", args.len()));
+    }
+    if let Some(before) = p.created_before {
+        args.push(micros(before).into());
+        filters.push_str(&format!(" AND created_at < ?{}", args.len()));
+    }
     if let Some(before) = p.before {
         args.push(before.as_bytes().to_vec().into());
-        sql.push_str(&format!(" AND id < ?{}", args.len()));
+        filters.push_str(&format!(" AND id < ?{}", args.len()));
+    }
+    sql.push_str(&filters);
+    if let Some(contains) = p.args_contains {
+        // Bounded: the newest span of jobs matching the other filters, then the JSON test.
+        args.push(
+            i64::try_from(mend::store::ARGS_SEARCH_SPAN)
+                .unwrap_or(i64::MAX)
+                .into(),
+        );
+        sql.push_str(&format!(
+            " AND id IN (SELECT id FROM mend_jobs WHERE 1{filters} ORDER BY id DESC LIMIT ?{})",
+            args.len()
+        ));
+        for (key, value) in contains {
+            args.push(format!("$.\"{}\"", key.replace('"', "\\\"")).into());
+            let path_at = args.len();
+            args.push(value.to_string().into());
+            sql.push_str(&format!(
+                " AND json_extract(args, ?{path_at}) IS json_extract(?{}, '$')",
+                args.len()
+            ));
+        }
     }
     args.push(i64::try_from(limit + 1).unwrap_or(i64::MAX).into());
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
     let jobs = query_jobs(conn, path, &sql, rusqlite::params_from_iter(args))?;
     Ok(JobPage::from_overfetch(jobs, limit))
+}
+
+/// Per-state counts, each a `LIMIT cap + 1` walk of an index: the claim, due and running
+/// indexes for the live states, `mend_jobs_final_state_id` for the finished ones.
+pub(crate) fn count_states(
+    conn: &Connection,
+    path: &str,
+    p: CountStatesParams,
+) -> Result<Vec<StateCount>> {
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut filters = String::new();
+    if let Some(q) = p.queue {
+        args.push(q.into());
+        filters.push_str(&format!(" AND queue = ?{}", args.len()));
+    }
+    if let Some(k) = p.kind {
+        args.push(k.into());
+        filters.push_str(&format!(" AND kind = ?{}", args.len()));
+    }
+    let cap = i64::try_from(p.cap).unwrap_or(i64::MAX - 1);
+    args.push((cap + 1).into());
+    let limit = args.len();
+    let mut out = Vec::with_capacity(JobState::ALL.len());
+    for state in JobState::ALL {
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT 1 FROM mend_jobs WHERE state = '{}'{filters} LIMIT ?{limit})",
+            state.as_str()
+        );
+        let n: i64 = conn
+            .prepare_cached(&sql)
+            .and_then(|mut s| s.query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0)))
+            .map_err(|e| map_err(path, e))?;
+        out.push(StateCount::from_capped(
+            state,
+            u64::try_from(n).unwrap_or(0),
+            p.cap,
+        ));
+    }
+    Ok(out)
+}
+
+/// How many available jobs of the queue come before this one in claim order.
+pub(crate) fn count_ahead(conn: &Connection, path: &str, p: CountAheadParams) -> Result<u64> {
+    let cap = i64::try_from(p.cap).unwrap_or(i64::MAX - 1);
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM mend_jobs WHERE state = 'available' AND queue = ?1
+                AND (priority, run_at, id) < (?2, ?3, ?4) LIMIT ?5)",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    p.queue,
+                    p.priority,
+                    micros(p.run_at),
+                    p.id.as_bytes().to_vec(),
+                    cap + 1
+                ],
+                |r| r.get(0),
+            )
+        })
+        .map_err(|e| map_err(path, e))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Deletes the final jobs among `ids`.
+pub(crate) fn delete_final(conn: &Connection, path: &str, ids: Vec<Uuid>) -> Result<Vec<Uuid>> {
+    let mut out = Vec::new();
+    let mut stmt = conn
+        .prepare_cached(
+            "DELETE FROM mend_jobs WHERE id = ?1 AND state IN ('completed', 'cancelled', 'discarded') RETURNING id",
+        )
+        .map_err(|e| map_err(path, e))?;
+    for id in ids {
+        let deleted = stmt
+            .query_row(params![id.as_bytes().to_vec()], |_| Ok(()))
+            .optional()
+            .map_err(|e| map_err(path, e))?;
+        if deleted.is_some() {
+            out.push(id);
+        }
+    }
+    Ok(out)
 }
 
 /// Deletes the oldest finalized jobs.

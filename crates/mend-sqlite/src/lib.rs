@@ -48,6 +48,7 @@ use mend::store::{
     HeartbeatNodeParams, JobPage, ListParams, NodeInfo, PruneParams, QueueCount, RescueParams,
     Rescued, Result, RetryParams, SetQueuePausedParams, Store, StoreError,
 };
+use mend::store::{CountAheadParams, CountStatesParams, StateCount};
 use mend::store::{LimitState, LimitUsage, LimitUsageParams, SetLimitParams};
 use rusqlite::Connection;
 use tokio::sync::Notify;
@@ -387,6 +388,21 @@ impl Store for SqliteStore {
 
     async fn queue_counts(&self) -> Result<Vec<QueueCount>> {
         self.read(queues::counts).await
+    }
+
+    async fn count_states(&self, p: CountStatesParams) -> Result<Vec<StateCount>> {
+        self.read(move |conn, path| jobs::count_states(conn, path, p))
+            .await
+    }
+
+    async fn count_ahead(&self, p: CountAheadParams) -> Result<u64> {
+        self.read(move |conn, path| jobs::count_ahead(conn, path, p))
+            .await
+    }
+
+    async fn delete_final(&self, ids: Vec<Uuid>) -> Result<Vec<Uuid>> {
+        self.write(true, move |conn, path| jobs::delete_final(conn, path, ids))
+            .await
     }
 
     async fn register_node(&self, node: NodeInfo) -> Result<()> {

@@ -80,6 +80,15 @@ impl Store for Crashing {
     async fn queue_counts(&self) -> Result<Vec<QueueCount>> {
         self.inner.queue_counts().await
     }
+    async fn count_states(&self, p: CountStatesParams) -> Result<Vec<StateCount>> {
+        self.inner.count_states(p).await
+    }
+    async fn count_ahead(&self, p: CountAheadParams) -> Result<u64> {
+        self.inner.count_ahead(p).await
+    }
+    async fn delete_final(&self, ids: Vec<Uuid>) -> Result<Vec<Uuid>> {
+        self.inner.delete_final(ids).await
+    }
     async fn register_node(&self, node: NodeInfo) -> Result<()> {
         self.inner.register_node(node).await
     }

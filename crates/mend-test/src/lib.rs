@@ -105,7 +105,9 @@ macro_rules! store_conformance {
             retrying_a_finished_job_whose_key_is_taken_is_refused,
             unique_options_are_validated_before_anything_is_stored,
             // mend doctor
-            doctor_stats_find_waiting_kinds_stuck_leases_and_failed_cleanups
+            doctor_stats_find_waiting_kinds_stuck_leases_and_failed_cleanups,
+            // the dashboard
+            dashboard_filters_counts_and_deletes
         );
     };
     ($factory:path, effects = $kit:expr) => {

@@ -548,6 +548,68 @@ pub struct ListParams {
     pub before: Option<Uuid>,
     /// Page size (capped by the store at [`MAX_PAGE`]).
     pub limit: usize,
+    /// Only jobs created at or after this time.
+    #[serde(default)]
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only jobs created before this time.
+    #[serde(default)]
+    pub created_before: Option<DateTime<Utc>>,
+    /// Only jobs whose args contain this JSON object: every key it names has the same value in
+    /// the job's args (top level). Searched among the newest [`ARGS_SEARCH_SPAN`] jobs that match
+    /// the other filters, so a search answers in bounded time on any table.
+    #[serde(default)]
+    pub args_contains: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// How many of the newest jobs matching the other filters an args search looks through.
+pub const ARGS_SEARCH_SPAN: usize = 50_000;
+
+/// Per-state counts of the jobs that match a filter, each capped (see [`Store::count_states`]).
+#[derive(Debug, Clone, Default)]
+pub struct CountStatesParams {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Count at most this many per state: a page view must not count a million rows.
+    pub cap: u64,
+}
+
+/// How many jobs of one state match, up to the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StateCount {
+    /// The state.
+    pub state: JobState,
+    /// How many (at most the cap).
+    pub count: u64,
+    /// There are more than `count`.
+    pub capped: bool,
+}
+
+impl StateCount {
+    /// A state's count from the rows a capped query read (`cap + 1` means "more").
+    pub fn from_capped(state: JobState, read: u64, cap: u64) -> StateCount {
+        StateCount {
+            state,
+            count: read.min(cap),
+            capped: read > cap,
+        }
+    }
+}
+
+/// Where an available job stands in its queue (see [`Store::count_ahead`]).
+#[derive(Debug, Clone)]
+pub struct CountAheadParams {
+    /// The job.
+    pub id: Uuid,
+    /// Its queue.
+    pub queue: String,
+    /// Its priority.
+    pub priority: i16,
+    /// Its run_at.
+    pub run_at: DateTime<Utc>,
+    /// Count at most this many.
+    pub cap: u64,
 }
 
 /// The largest page [`Store::list`] returns.
@@ -845,6 +907,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts per queue and state (states with no jobs are left out).
     async fn queue_counts(&self) -> Result<Vec<QueueCount>>;
+
+    /// Per-state counts of the jobs matching a filter, each counted up to `cap` through an
+    /// index (the dashboard shows "10,000+" rather than counting a big table on every view).
+    async fn count_states(&self, params: CountStatesParams) -> Result<Vec<StateCount>>;
+
+    /// How many available jobs of the same queue are claimed before this one (claim order:
+    /// priority, run_at, id), counted up to `cap + 1`: an answer above `cap` means "more".
+    async fn count_ahead(&self, params: CountAheadParams) -> Result<u64>;
+
+    /// Deletes the jobs among `ids` that are in a final state (completed, cancelled,
+    /// discarded); jobs still in flight are left alone. Returns the ids deleted.
+    async fn delete_final(&self, ids: Vec<Uuid>) -> Result<Vec<Uuid>>;
 
     /// Register or refresh a node.
     async fn register_node(&self, node: NodeInfo) -> Result<()>;

@@ -491,6 +491,30 @@ pub(super) struct ListQuery {
     /// The previous page's `next_cursor`.
     before: Option<String>,
     limit: Option<usize>,
+    /// Only jobs created at or after this time (RFC 3339).
+    created_after: Option<String>,
+    /// Only jobs created before this time (RFC 3339).
+    created_before: Option<String>,
+    /// Only jobs whose args contain this JSON object (same values under its top-level keys),
+    /// searched among the newest 50,000 jobs matching the other filters.
+    args: Option<String>,
+}
+
+fn rfc3339(field: &str, v: Option<String>) -> Result<Option<chrono::DateTime<Utc>>, ApiError> {
+    v.filter(|s| !s.is_empty())
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(&s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| {
+                    ApiError::invalid(
+                        field,
+                        format!(
+                            "{field} must be an RFC 3339 time such as 2026-11-30T09:00:00Z ({e})"
+                        ),
+                    )
+                })
+        })
+        .transpose()
 }
 
 /// Lists jobs, newest first, with filters and cursor paging.
@@ -527,6 +551,20 @@ pub(crate) async fn list(
             format!("limit must be between 1 and {MAX_PAGE}"),
         ));
     }
+    let created_after = rfc3339("created_after", q.created_after)?;
+    let created_before = rfc3339("created_before", q.created_before)?;
+    let args_contains = match q.args.as_deref().filter(|a| !a.is_empty()) {
+        None => None,
+        Some(a) => match serde_json::from_str::<serde_json::Value>(a) {
+            Ok(serde_json::Value::Object(m)) => Some(m),
+            _ => {
+                return Err(ApiError::invalid(
+                    "args",
+                    "args must be a JSON object such as {\"user\": 42}",
+                ))
+            }
+        },
+    };
     let page = state
         .store
         .list(ListParams {
@@ -536,6 +574,9 @@ pub(crate) async fn list(
             tag: q.tag,
             before,
             limit,
+            created_after,
+            created_before,
+            args_contains,
         })
         .await?;
     Ok(Json(page))

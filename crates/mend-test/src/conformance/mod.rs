@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 mod claims;
 mod cron;
+mod dashboard;
 mod doctor;
 mod durable;
 mod inserts;
@@ -33,6 +34,7 @@ mod unique;
 
 pub use claims::*;
 pub use cron::*;
+pub use dashboard::*;
 pub use doctor::*;
 pub use durable::*;
 pub use inserts::*;
