@@ -39,8 +39,10 @@ export interface Job {
   tags: string[];
   timeout_ms: number | null;
   cancel_requested: boolean;
-  checkpoint: Json | null;
-  pending_cleanups: PendingCleanup[];
+  /** The last checkpoint saved (absent: none). */
+  checkpoint?: Json | null;
+  /** Durable cleanups written down and not yet run (absent: none). */
+  pending_cleanups?: PendingCleanup[];
   timeline?: Array<{ event: string; at: string; attempt?: number; node?: string; detail?: string }>;
   /** `true` when an enqueue returned an existing job (idempotency key or unique options). */
   duplicate?: boolean;

@@ -356,7 +356,7 @@ export class Worker {
   private async attempt(run: Run): Promise<Outcome | undefined> {
     const { job, ctx } = run;
     // A lost attempt's durable cleanups run before this attempt does anything.
-    if (job.pending_cleanups.length > 0) {
+    if (job.pending_cleanups?.length) {
       const pending = [...job.pending_cleanups].sort((a, b) => b.seq - a.seq);
       const failed = await this.runCleanups(run, pending);
       if (failed) return { outcome: "failed", fatal: true, error: failed };

@@ -97,7 +97,7 @@ test("every ending is recorded", async () => {
 
     j = await waitState(id(3), "discarded");
     assert.equal(j.errors[0]!.message, "bad input");
-    assert.deepEqual(j.pending_cleanups, []);
+    assert.ok(!j.pending_cleanups?.length, "no cleanup left");
     assert.ok(marks.some((m) => JSON.stringify(m) === '{"who":"fatal"}'), "a failed attempt's durable cleanup ran");
 
     j = await waitState(id(4), "scheduled");
