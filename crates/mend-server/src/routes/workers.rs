@@ -190,6 +190,11 @@ fn claimed(job: JobRow) -> serde_json::Value {
     };
     let mut v = serde_json::to_value(&job).unwrap_or_else(|_| serde_json::json!({"id": job.id}));
     if let Some(o) = v.as_object_mut() {
+        // Spelled out even when empty: a remote worker should not have to know which fields
+        // the row leaves out.
+        o.entry("checkpoint").or_insert(serde_json::Value::Null);
+        o.entry("pending_cleanups")
+            .or_insert_with(|| serde_json::json!([]));
         o.insert("stop_after_cleanups".to_owned(), serde_json::json!(stop));
     }
     v
@@ -648,6 +653,14 @@ pub(crate) async fn finish(
         return Err(ApiError::invalid(
             "outcomes",
             format!("at most {MAX_FINISH} outcomes per request; send the rest in another"),
+        ));
+    }
+    // One outcome per job: an attempt ends once, and the stores report by job id.
+    let mut seen = std::collections::HashSet::with_capacity(req.outcomes.len());
+    if let Some(dup) = req.outcomes.iter().find(|o| !seen.insert(o.id)) {
+        return Err(ApiError::invalid(
+            "outcomes",
+            format!("job {} is listed twice; send one outcome per job", dup.id),
         ));
     }
     let mut outcomes = Vec::with_capacity(req.outcomes.len());
