@@ -170,6 +170,7 @@ async fn a_paused_queue_hands_out_no_jobs_until_resumed() {
 
 /// Lets every remote lease (claimed with `lease_ms: 1000`) run out, then rescues the jobs as
 /// the server's rescuer would (the fixture runs no worker, so no rescuer either).
+#[allow(clippy::unwrap_used, reason = "a test body shared by both backends")]
 async fn expire_leases(s: &common::Server) {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     s.state
@@ -183,6 +184,7 @@ async fn expire_leases(s: &common::Server) {
         .unwrap();
 }
 
+#[allow(clippy::unwrap_used, reason = "a test body shared by both backends")]
 async fn checkpoint_and_durable_cleanup_outlive_a_lost_worker(s: common::Server) {
     let a = s.post("/v1/jobs", json!({"kind": "upload"})).await;
     let id = a.body["id"].as_str().unwrap();
@@ -294,6 +296,7 @@ async fn checkpoint_and_durable_cleanup_outlive_a_lost_worker_postgres() {
     checkpoint_and_durable_cleanup_outlive_a_lost_worker(s).await;
 }
 
+#[allow(clippy::unwrap_used, reason = "a test body shared by both backends")]
 async fn one_finish_request_settles_many_attempts(s: common::Server) {
     let mut ids = Vec::new();
     for _ in 0..6 {
@@ -359,12 +362,19 @@ async fn one_finish_request_settles_many_attempts(s: common::Server) {
             ]}),
         )
         .await;
-    assert!(twice.problem(422).contains("listed twice"), "{}", twice.body);
+    assert!(
+        twice.problem(422).contains("listed twice"),
+        "{}",
+        twice.body
+    );
 
     let paths: Vec<String> = ids.iter().map(|id| format!("/v1/jobs/{id}")).collect();
     let get = |i: usize| s.call("GET", &paths[i], None);
     let j = get(0).await.body;
-    assert_eq!((j["state"].clone(), j["result"].clone()), (json!("completed"), json!(7)));
+    assert_eq!(
+        (j["state"].clone(), j["result"].clone()),
+        (json!("completed"), json!(7))
+    );
     let j = get(1).await.body;
     assert_eq!(j["state"], "retryable");
     assert_eq!(j["errors"][0]["kind"], "panic");

@@ -83,7 +83,10 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/jobs/{id}/release", post(workers::release))
         .route("/v1/jobs/{id}/checkpoint", post(workers::checkpoint))
         .route("/v1/jobs/{id}/cleanups", post(workers::defer))
-        .route("/v1/jobs/{id}/cleanups/{seq}/done", post(workers::cleanup_done))
+        .route(
+            "/v1/jobs/{id}/cleanups/{seq}/done",
+            post(workers::cleanup_done),
+        )
         .route("/v1/workers/finish", post(workers::finish))
         .route("/v1/cron", get(cron::list).post(cron::create))
         .route(

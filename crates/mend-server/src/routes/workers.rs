@@ -614,7 +614,14 @@ pub(crate) async fn snooze(
     let Json(req) = body?;
     let owner = owner(&req.worker_id)?;
     let run_at = after_now(delay(req.delay_ms, "delay_ms")?);
-    record(&state, id, req.attempt, owner, OutcomeKind::Snooze { run_at }).await
+    record(
+        &state,
+        id,
+        req.attempt,
+        owner,
+        OutcomeKind::Snooze { run_at },
+    )
+    .await
 }
 
 /// Releases a remote worker's attempt at shutdown: the job goes back to `available` at once
