@@ -15,7 +15,7 @@ for (let i = 0; i < n; i += 1000) {
   const batch = [];
   for (let j = i; j < Math.min(n, i + 1000); j++) batch.push({ kind: "bench.noop", args: { i: j }, queue });
   const t = performance.now();
-  await mend.enqueueMany(batch);
+  await mend.enqueueManyIds(batch);
   calls.push(batch.length / ((performance.now() - t) / 1000));
 }
 const enqueueS = (performance.now() - t0) / 1000;

@@ -25,7 +25,7 @@ async def main() -> None:
         for i in range(0, n, 1000):
             batch = [NewJob("bench.noop", {"i": j}, queue=queue) for j in range(i, min(n, i + 1000))]
             t = time.perf_counter()
-            await mend.enqueue_many(batch)
+            await mend.enqueue_many_ids(batch)
             calls.append(len(batch) / (time.perf_counter() - t))
         enqueue_s = time.perf_counter() - t0
     worker = Worker(url, queue=queue, concurrency=concurrency, poll_wait_ms=200)

@@ -64,6 +64,10 @@ def test_async_client_enqueues_a_thousand_in_one_call(server: Server) -> None:
                 NewJob("py.bulk", {"i": i}, queue="py-bulk") for i in range(1000))
             assert len(jobs) == 1000 and len({j.id for j in jobs}) == 1000
             assert jobs[999].args == {"i": 999}
+            ids = await mend.enqueue_many_ids(
+                NewJob("py.bulk", {"i": i}, queue="py-bulk") for i in range(1500))
+            assert len(set(ids)) == 1500, "two requests of at most 1000"
+            assert (await mend.get(ids[1499])).args == {"i": 1499}
             one = await mend.enqueue("py.bulk", queue="py-bulk", idempotency_key="k1")
             dup = await mend.enqueue("py.bulk", queue="py-bulk", idempotency_key="k1")
             assert dup.duplicate and dup.id == one.id

@@ -47,6 +47,20 @@ export class Client {
     return out;
   }
 
+  /** `enqueueMany`, answered with the jobs' ids only (`Prefer: return=minimal`): the fastest
+   * way to enqueue in bulk. A duplicate's id is the existing job's. */
+  async enqueueManyIds(jobs: Iterable<NewJob>): Promise<string[]> {
+    const all = Array.from(jobs, body);
+    const out: string[] = [];
+    for (let i = 0; i < all.length; i += MAX_BATCH) {
+      const r = await this.http.call<{ jobs: Array<{ id: string }> }>("POST", "/v1/jobs/batch", { jobs: all.slice(i, i + MAX_BATCH) }, undefined, {
+        prefer: "return=minimal",
+      });
+      for (const j of r.jobs) out.push(j.id);
+    }
+    return out;
+  }
+
   /** One job, with its timeline. */
   get(id: string): Promise<Job> {
     return this.http.call<Job>("GET", `/v1/jobs/${encodeURIComponent(id)}`);

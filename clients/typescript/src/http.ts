@@ -17,8 +17,8 @@ export class Http {
   }
 
   /** Sends `body` as JSON and returns the JSON answer, or throws the matching `MendError`. */
-  async call<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
-    const init: RequestInit = { method, headers: this.headers };
+  async call<T>(method: string, path: string, body?: unknown, signal?: AbortSignal, extra?: Record<string, string>): Promise<T> {
+    const init: RequestInit = { method, headers: extra ? { ...this.headers, ...extra } : this.headers };
     if (body !== undefined) init.body = JSON.stringify(body);
     if (signal) init.signal = signal;
     const resp = await fetch(this.base + path, init);

@@ -169,7 +169,9 @@ export class Worker {
   private readonly held = new Map<string, number>();
   private outbox: Array<Record<string, unknown>> = [];
   private outboxWake?: () => void;
-  private slotWake?: () => void;
+  private slotWaiters: Array<() => void> = [];
+  /** Slots promised to claims in flight. */
+  private reserved = 0;
   private stopping = false;
   private stopWake?: () => void;
   private drainNow = false;
@@ -219,7 +221,13 @@ export class Worker {
     }
     this.stopping = true;
     this.stopWake?.();
-    this.slotWake?.();
+    this.wakeSlots();
+  }
+
+  private wakeSlots(): void {
+    const waiters = this.slotWaiters;
+    this.slotWaiters = [];
+    for (const w of waiters) w();
   }
 
   /** Runs until `stop()` (or SIGTERM/SIGINT with `signals: true`); resolves once drained and
@@ -234,7 +242,10 @@ export class Worker {
     const sender = this.sendLoop();
     const heart = setInterval(() => void this.heartbeat(), this.heartbeatMs);
     try {
-      await this.claimLoop();
+      // Several claims in flight when the worker has many slots: one claim round trip per 100
+      // jobs would otherwise bound a worker of short jobs.
+      const claimers = Math.min(4, Math.ceil(this.concurrency / MAX_CLAIM));
+      await Promise.all(Array.from({ length: claimers }, () => this.claimLoop()));
       await this.drain();
       this.outbox.push({ flush: true });
       this.outboxWake?.();
@@ -272,26 +283,29 @@ export class Worker {
   private async claimLoop(): Promise<void> {
     let backoff = 100;
     while (!this.stopping) {
-      const free = this.concurrency - this.running.size;
+      const free = this.concurrency - this.running.size - this.reserved;
       // Claim in batches: waiting for a quarter of the slots costs short jobs nothing and
       // saves a round trip per job.
       if (free <= 0 || (this.running.size > 0 && free < Math.ceil(this.concurrency / 4))) {
-        await new Promise<void>((res) => (this.slotWake = res));
+        await new Promise<void>((res) => this.slotWaiters.push(res));
         continue;
       }
       let jobs: Job[];
+      const limit = Math.min(free, MAX_CLAIM);
+      this.reserved += limit;
       try {
         const r = await this.post<{ jobs: Job[] }>("/v1/workers/claim", {
           worker_id: this.workerId,
           queue: this.queue,
           kinds: [...this.handlers.keys()].sort(),
-          limit: Math.min(free, MAX_CLAIM),
+          limit,
           wait_ms: this.pollWaitMs,
           lease_ms: this.leaseMs,
         });
         jobs = r.jobs;
         backoff = 100;
       } catch (e) {
+        this.reserved -= limit;
         this.log.warn(`mend worker ${this.workerId}: claim failed (${String(e)}); retrying in ${backoff} ms`);
         await new Promise<void>((res) => {
           const t = setTimeout(res, backoff);
@@ -303,6 +317,8 @@ export class Worker {
         backoff = Math.min(backoff * 2, 5000);
         continue;
       }
+      this.reserved -= limit;
+      this.wakeSlots(); // another claimer may use what this one did not fill
       for (const job of jobs) {
         this.held.set(job.id, job.attempt);
         if (this.stopping) {
@@ -339,7 +355,7 @@ export class Worker {
       }
     } finally {
       this.running.delete(run.job.id);
-      this.slotWake?.();
+      this.wakeSlots();
     }
     if (outcome === undefined || run.stop === "lost") {
       this.held.delete(run.job.id);

@@ -59,4 +59,7 @@ test("a thousand jobs in one call", async () => {
   assert.equal(jobs.length, 1000);
   assert.equal(new Set(jobs.map((j) => j.id)).size, 1000);
   assert.deepEqual(jobs[999]!.args, { i: 999 });
+  const ids = await mend.enqueueManyIds(Array.from({ length: 1500 }, (_, i) => ({ kind: "ts.bulk", args: { i }, queue: "ts-bulk" })));
+  assert.equal(new Set(ids).size, 1500, "two requests of at most 1000");
+  assert.deepEqual((await mend.get(ids[1499]!)).args, { i: 1499 });
 });

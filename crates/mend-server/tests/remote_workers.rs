@@ -467,3 +467,35 @@ async fn a_job_out_of_attempts_stops_once_its_cleanups_ran() {
         .await;
     assert_eq!(f.body["state"], "discarded", "{}", f.body);
 }
+
+#[tokio::test]
+async fn a_bulk_producer_can_ask_for_ids_only() {
+    let s = start(None, None).await;
+    let body = json!({"jobs": [{"kind": "k"}, {"kind": "k", "idempotency_key": "a"}]});
+    let r = s
+        .call_with(
+            "POST",
+            "/v1/jobs/batch",
+            Some(body.clone()),
+            &[("prefer", "return=minimal")],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let jobs = r.body["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs[0].as_object().unwrap().len(), 2, "id and duplicate only");
+    assert_eq!(jobs[1]["duplicate"], false);
+    let again = s
+        .call_with(
+            "POST",
+            "/v1/jobs/batch",
+            Some(json!({"jobs": [{"kind": "k", "idempotency_key": "a"}]})),
+            &[("prefer", "return=minimal")],
+        )
+        .await;
+    assert_eq!(again.status, 200);
+    assert_eq!(
+        again.body["jobs"],
+        json!([{"id": jobs[1]["id"], "duplicate": true}])
+    );
+}

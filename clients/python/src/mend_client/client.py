@@ -24,6 +24,8 @@ __all__ = ["Client", "AsyncClient", "MAX_BATCH"]
 MAX_BATCH = 1000
 
 _DEFAULT_TIMEOUT = 30.0
+#: Asks a batch enqueue to answer ids only.
+_MINIMAL = {"prefer": "return=minimal"}
 
 
 def _headers(token: str | None) -> dict[str, str]:
@@ -148,6 +150,15 @@ class Client:
             out.extend(Job.from_json(j) for j in r["jobs"])
         return out
 
+    def enqueue_many_ids(self, jobs: Iterable[NewJob | Mapping[str, Any]]) -> list[str]:
+        """`enqueue_many`, answered with the jobs' ids only (`Prefer: return=minimal`): the
+        fastest way to enqueue in bulk. A duplicate's id is the existing job's."""
+        out: list[str] = []
+        for batch in _batches(jobs):
+            r = check(self._http.post("/v1/jobs/batch", json={"jobs": batch}, headers=_MINIMAL))
+            out.extend(str(j["id"]) for j in r["jobs"])
+        return out
+
     def get(self, job_id: str) -> Job:
         """One job, with its timeline."""
         return Job.from_json(check(self._http.get(f"/v1/jobs/{job_id}")))
@@ -213,6 +224,15 @@ class AsyncClient:
         for batch in _batches(jobs):
             r = check(await self._http.post("/v1/jobs/batch", json={"jobs": batch}))
             out.extend(Job.from_json(j) for j in r["jobs"])
+        return out
+
+    async def enqueue_many_ids(self, jobs: Iterable[NewJob | Mapping[str, Any]]) -> list[str]:
+        """See `Client.enqueue_many_ids`."""
+        out: list[str] = []
+        for batch in _batches(jobs):
+            r = check(await self._http.post("/v1/jobs/batch", json={"jobs": batch},
+                                            headers=_MINIMAL))
+            out.extend(str(j["id"]) for j in r["jobs"])
         return out
 
     async def get(self, job_id: str) -> Job:

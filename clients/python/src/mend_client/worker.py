@@ -201,6 +201,8 @@ class Worker:
         self._handlers: dict[str, Handler] = {}
         self._cleanups: dict[str, CleanupFn] = {}
         self._running: dict[str, _Run] = {}
+        #: Slots promised to claims in flight.
+        self._reserved = 0
         #: Attempts this worker holds on the server (running, or outcome not yet sent).
         self._held: dict[str, int] = {}
         self._http: httpx.AsyncClient | None = None
@@ -273,18 +275,22 @@ class Worker:
                 loop.add_signal_handler(sig, self.stop)
         log.info("mend worker %s: queue %s, kinds %s", self.worker_id, self.queue,
                  sorted(self._handlers))
-        claimer = asyncio.create_task(self._claim_loop())
+        # Several claims in flight when the worker has many slots: one claim round trip per
+        # 100 jobs would otherwise bound a worker of short jobs.
+        claimers = [asyncio.create_task(self._claim_loop())
+                    for _ in range(min(4, math.ceil(self.concurrency / MAX_CLAIM)))]
         heart = asyncio.create_task(self._heartbeat_loop())
         sender = asyncio.create_task(self._send_loop())
         try:
             await self._stopping.wait()
-            await claimer
+            await asyncio.gather(*claimers)
             await self._drain()
             await self._outbox.join()
         finally:
-            for t in (claimer, heart, sender):
+            tasks = [heart, sender, *claimers]
+            for t in tasks:
                 t.cancel()
-            await asyncio.gather(claimer, heart, sender, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
@@ -323,20 +329,23 @@ class Worker:
         backoff = 0.1
         while not self._stopping.is_set():
             self._slot.clear()
-            free = self.concurrency - len(self._running)
+            free = self.concurrency - len(self._running) - self._reserved
             # Claim in batches: waiting for a quarter of the slots costs short jobs nothing
             # and saves a round trip per job.
             if free <= 0 or (self._running and free < math.ceil(self.concurrency / 4)):
                 await self._slot.wait()
                 continue
+            limit = min(free, MAX_CLAIM)
+            self._reserved += limit
             try:
                 r = await self._post("/v1/workers/claim", {
                     "worker_id": self.worker_id, "queue": self.queue,
-                    "kinds": sorted(self._handlers), "limit": min(free, MAX_CLAIM),
+                    "kinds": sorted(self._handlers), "limit": limit,
                     "wait_ms": self.poll_wait_ms, "lease_ms": self.lease_ms,
                 })
                 backoff = 0.1
             except (httpx.HTTPError, ValueError) as e:
+                self._reserved -= limit
                 log.warning("claim failed (%s); retrying in %.1f s", e, backoff)
                 try:
                     await asyncio.wait_for(self._stopping.wait(), backoff)
@@ -344,6 +353,8 @@ class Worker:
                     pass
                 backoff = min(backoff * 2, 5.0)
                 continue
+            self._reserved -= limit
+            self._slot.set()  # another claimer may use what this one did not fill
             for raw in r["jobs"]:
                 job = Job.from_json(raw)
                 self._held[job.id] = job.attempt
