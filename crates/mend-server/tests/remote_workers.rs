@@ -483,7 +483,11 @@ async fn a_bulk_producer_can_ask_for_ids_only() {
     assert_eq!(r.status, 201, "{}", r.body);
     let jobs = r.body["jobs"].as_array().unwrap();
     assert_eq!(jobs.len(), 2);
-    assert_eq!(jobs[0].as_object().unwrap().len(), 2, "id and duplicate only");
+    assert_eq!(
+        jobs[0].as_object().unwrap().len(),
+        2,
+        "id and duplicate only"
+    );
     assert_eq!(jobs[1]["duplicate"], false);
     let again = s
         .call_with(
