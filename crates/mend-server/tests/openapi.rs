@@ -26,7 +26,8 @@ async fn every_documented_operation_exists_and_every_route_is_documented() {
             );
             let mut concrete = path
                 .replace("{id}", &uuid::Uuid::now_v7().to_string())
-                .replace("{name}", "some-queue");
+                .replace("{name}", "some-queue")
+                .replace("{seq}", "1");
             if concrete == "/debug/pprof/profile" {
                 // Not a 10 s profile: a refused `seconds` proves the route is there.
                 concrete.push_str("?seconds=0");
@@ -64,6 +65,12 @@ async fn every_documented_operation_exists_and_every_route_is_documented() {
         "POST /v1/queues/{name}/resume",
         "POST /v1/workers/claim",
         "POST /v1/workers/heartbeat",
+        "POST /v1/workers/finish",
+        "POST /v1/jobs/{id}/snooze",
+        "POST /v1/jobs/{id}/release",
+        "POST /v1/jobs/{id}/checkpoint",
+        "POST /v1/jobs/{id}/cleanups",
+        "POST /v1/jobs/{id}/cleanups/{seq}/done",
         // Periodic jobs (cron).
         "GET /v1/cron",
         "POST /v1/cron",

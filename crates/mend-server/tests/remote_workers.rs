@@ -167,3 +167,339 @@ async fn a_paused_queue_hands_out_no_jobs_until_resumed() {
     let bad = s.call("POST", "/v1/queues/bad%20name/pause", None).await;
     bad.problem(422);
 }
+
+/// Lets every remote lease (claimed with `lease_ms: 1000`) run out, then rescues the jobs as
+/// the server's rescuer would (the fixture runs no worker, so no rescuer either).
+#[allow(clippy::unwrap_used, reason = "a test body shared by both backends")]
+async fn expire_leases(s: &common::Server) {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    s.state
+        .store
+        .rescue(mend::store::RescueParams {
+            dead_nodes: vec![],
+            now: chrono::Utc::now(),
+            quarantine_after_lost: 3,
+        })
+        .await
+        .unwrap();
+}
+
+#[allow(clippy::unwrap_used, reason = "a test body shared by both backends")]
+async fn checkpoint_and_durable_cleanup_outlive_a_lost_worker(s: common::Server) {
+    let a = s.post("/v1/jobs", json!({"kind": "upload"})).await;
+    let id = a.body["id"].as_str().unwrap();
+    let c = s
+        .claim(json!({"worker_id": "w1", "kinds": ["upload"], "lease_ms": 1000}))
+        .await;
+    assert_eq!(c.body["jobs"][0]["checkpoint"], json!(null));
+    assert_eq!(c.body["jobs"][0]["pending_cleanups"], json!([]));
+    assert_eq!(c.body["jobs"][0]["stop_after_cleanups"], json!(null));
+
+    let d = s
+        .post(&format!("/v1/jobs/{id}/cleanups"), json!({"worker_id": "w1", "attempt": 1, "name": "delete_temp", "args": {"path": "/tmp/x"}}))
+        .await;
+    assert_eq!(d.status, 200, "{}", d.body);
+    assert_eq!(d.body["seq"], 1);
+    let cp = s
+        .post(
+            &format!("/v1/jobs/{id}/checkpoint"),
+            json!({"worker_id": "w1", "attempt": 1, "state": {"part": 3}}),
+        )
+        .await;
+    assert_eq!(cp.body, json!({"saved": true}));
+    // Not the holder: fenced, nothing written.
+    s.post(
+        &format!("/v1/jobs/{id}/checkpoint"),
+        json!({"worker_id": "w2", "attempt": 1, "state": {"part": 99}}),
+    )
+    .await
+    .problem(409);
+    s.post(
+        &format!("/v1/jobs/{id}/cleanups"),
+        json!({"worker_id": "w2", "attempt": 1, "name": "x"}),
+    )
+    .await
+    .problem(409);
+
+    // w1 dies (stops heartbeating); the rescue hands the job back.
+    expire_leases(&s).await;
+    let c2 = s
+        .claim(json!({"worker_id": "w2", "kinds": ["upload"]}))
+        .await;
+    let job = &c2.body["jobs"][0];
+    assert_eq!(job["attempt"], 2, "{}", c2.body);
+    assert_eq!(job["checkpoint"], json!({"part": 3}), "resumes from it");
+    assert_eq!(
+        job["pending_cleanups"],
+        json!([{"seq": 1, "attempt": 1, "name": "delete_temp", "args": {"path": "/tmp/x"}}])
+    );
+    assert_eq!(job["stop_after_cleanups"], json!(null), "attempts left");
+    assert_eq!(job["errors"][0]["kind"], "lost");
+
+    // The dead worker's late writes are refused.
+    s.post(
+        &format!("/v1/jobs/{id}/checkpoint"),
+        json!({"worker_id": "w1", "attempt": 1, "state": {}}),
+    )
+    .await
+    .problem(409);
+    s.post(
+        &format!("/v1/jobs/{id}/cleanups/1/done"),
+        json!({"worker_id": "w1", "attempt": 1}),
+    )
+    .await
+    .problem(409);
+    let done = s
+        .post(
+            &format!("/v1/jobs/{id}/cleanups/1/done"),
+            json!({"worker_id": "w2", "attempt": 2, "duration_ms": 4}),
+        )
+        .await;
+    assert_eq!(done.body, json!({"done": true}), "{}", done.body);
+    let again = s
+        .post(
+            &format!("/v1/jobs/{id}/cleanups/1/done"),
+            json!({"worker_id": "w2", "attempt": 2}),
+        )
+        .await;
+    assert_eq!(again.status, 200, "a repeated report is harmless");
+    let got = s.call("GET", &format!("/v1/jobs/{id}"), None).await;
+    assert_eq!(
+        got.body["pending_cleanups"],
+        json!(null),
+        "none left (a row leaves an empty list out)"
+    );
+    let timeline = got.body["timeline"].to_string();
+    assert!(
+        timeline.contains("durable cleanup `delete_temp` of attempt 1 ran (4 ms)"),
+        "{timeline}"
+    );
+    let fin = s
+        .post(
+            &format!("/v1/jobs/{id}/complete"),
+            json!({"worker_id": "w2", "attempt": 2, "result": {"parts": 4}}),
+        )
+        .await;
+    assert_eq!(fin.body["state"], "completed");
+}
+
+#[tokio::test]
+async fn checkpoint_and_durable_cleanup_outlive_a_lost_worker_sqlite() {
+    checkpoint_and_durable_cleanup_outlive_a_lost_worker(start(None, None).await).await;
+}
+
+#[tokio::test]
+async fn checkpoint_and_durable_cleanup_outlive_a_lost_worker_postgres() {
+    let Some(s) = common::start_postgres("remote_checkpoint_cleanup").await else {
+        return;
+    };
+    checkpoint_and_durable_cleanup_outlive_a_lost_worker(s).await;
+}
+
+#[allow(clippy::unwrap_used, reason = "a test body shared by both backends")]
+async fn one_finish_request_settles_many_attempts(s: common::Server) {
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let r = s
+            .post("/v1/jobs", json!({"kind": "k", "max_attempts": 3}))
+            .await;
+        ids.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    let c = s
+        .claim(json!({"worker_id": "b", "kinds": ["k"], "limit": 6}))
+        .await;
+    assert_eq!(c.body["jobs"].as_array().unwrap().len(), 6);
+    s.post(&format!("/v1/jobs/{}/cancel", ids[4]), json!({}))
+        .await;
+    let hb = s
+        .post(
+            "/v1/workers/heartbeat",
+            json!({"worker_id": "b", "jobs": [{"id": ids[4], "attempt": 1}]}),
+        )
+        .await;
+    assert_eq!(
+        hb.body["cancel_requested"],
+        json!([ids[4]]),
+        "cancellation reaches the running job through the heartbeat"
+    );
+    let r = s
+        .post(
+            "/v1/workers/finish",
+            json!({"worker_id": "b", "outcomes": [
+                {"id": ids[0], "attempt": 1, "outcome": "completed", "result": 7},
+                {"id": ids[1], "attempt": 1, "outcome": "failed", "error": "ZeroDivisionError: division by zero", "kind": "panic",
+                 "traceback": "Traceback (most recent call last):\n  File \"w.py\", line 3, in h\n    1/0"},
+                {"id": ids[2], "attempt": 1, "outcome": "snoozed", "delay_ms": 60000},
+                {"id": ids[3], "attempt": 1, "outcome": "released"},
+                {"id": ids[4], "attempt": 1, "outcome": "cancelled"},
+                {"id": ids[5], "attempt": 1, "outcome": "failed", "error": "bad input", "fatal": true},
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["applied"].as_array().unwrap().len(), 6, "{}", r.body);
+    assert_eq!(r.body["fenced"], json!([]));
+    let late = s
+        .post(
+            "/v1/workers/finish",
+            json!({"worker_id": "b", "outcomes": [
+                {"id": ids[0], "attempt": 1, "outcome": "completed"},
+                {"id": ids[3], "attempt": 9, "outcome": "released"},
+            ]}),
+        )
+        .await;
+    assert_eq!(
+        late.body,
+        json!({"applied": [], "fenced": [ids[0], ids[3]]}),
+        "already finished, and the wrong attempt"
+    );
+    let twice = s
+        .post(
+            "/v1/workers/finish",
+            json!({"worker_id": "b", "outcomes": [
+                {"id": ids[3], "attempt": 1, "outcome": "released"},
+                {"id": ids[3], "attempt": 1, "outcome": "completed"},
+            ]}),
+        )
+        .await;
+    assert!(
+        twice.problem(422).contains("listed twice"),
+        "{}",
+        twice.body
+    );
+
+    let paths: Vec<String> = ids.iter().map(|id| format!("/v1/jobs/{id}")).collect();
+    let get = |i: usize| s.call("GET", &paths[i], None);
+    let j = get(0).await.body;
+    assert_eq!(
+        (j["state"].clone(), j["result"].clone()),
+        (json!("completed"), json!(7))
+    );
+    let j = get(1).await.body;
+    assert_eq!(j["state"], "retryable");
+    assert_eq!(j["errors"][0]["kind"], "panic");
+    let msg = j["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("ZeroDivisionError") && msg.contains("line 3, in h"),
+        "message and traceback: {msg}"
+    );
+    let j = get(2).await.body;
+    assert_eq!(j["state"], "scheduled");
+    let j = get(3).await.body;
+    assert_eq!(j["state"], "available", "released at once");
+    assert_eq!(j["errors"], json!([]));
+    let j = get(4).await.body;
+    assert_eq!(j["state"], "cancelled");
+    let j = get(5).await.body;
+    assert_eq!(j["state"], "discarded", "fatal");
+
+    // Snoozed and released attempts do not count: the next claim is attempt 1 again.
+    let c = s
+        .claim(json!({"worker_id": "b", "kinds": ["k"], "limit": 6}))
+        .await;
+    let again = c.body["jobs"].as_array().unwrap();
+    assert_eq!(again.len(), 1, "{}", c.body);
+    assert_eq!(again[0]["id"], json!(ids[3]));
+    assert_eq!(again[0]["attempt"], 1, "a released attempt does not count");
+    let sn = s
+        .post(
+            &format!("/v1/jobs/{}/snooze", ids[3]),
+            json!({"worker_id": "b", "attempt": 1, "delay_ms": 0}),
+        )
+        .await;
+    assert_eq!(sn.body["attempt"], 0, "{}", sn.body);
+
+    // Bad input changes nothing.
+    let bad = s
+        .post(
+            "/v1/workers/finish",
+            json!({"worker_id": "b", "outcomes": [{"id": ids[3], "attempt": 1, "outcome": "failed"}]}),
+        )
+        .await;
+    assert_eq!(bad.body["field"], "error");
+}
+
+#[tokio::test]
+async fn one_finish_request_settles_many_attempts_sqlite() {
+    one_finish_request_settles_many_attempts(start(None, None).await).await;
+}
+
+#[tokio::test]
+async fn one_finish_request_settles_many_attempts_postgres() {
+    let Some(s) = common::start_postgres("remote_finish_batch").await else {
+        return;
+    };
+    one_finish_request_settles_many_attempts(s).await;
+}
+
+#[tokio::test]
+async fn a_job_out_of_attempts_stops_once_its_cleanups_ran() {
+    let s = start(None, None).await;
+    let a = s
+        .post("/v1/jobs", json!({"kind": "k", "max_attempts": 1}))
+        .await;
+    let id = a.body["id"].as_str().unwrap();
+    s.claim(json!({"worker_id": "w1", "kinds": ["k"], "lease_ms": 1000}))
+        .await;
+    s.post(
+        &format!("/v1/jobs/{id}/cleanups"),
+        json!({"worker_id": "w1", "attempt": 1, "name": "undo"}),
+    )
+    .await;
+    expire_leases(&s).await;
+    let c = s.claim(json!({"worker_id": "w2", "kinds": ["k"]})).await;
+    let job = &c.body["jobs"][0];
+    assert_eq!(job["attempt"], 2, "kept alive for its cleanup: {}", c.body);
+    let stop = job["stop_after_cleanups"].as_str().unwrap();
+    assert!(stop.contains("out of attempts"), "{stop}");
+    let done = s
+        .post(
+            &format!("/v1/jobs/{id}/cleanups/1/done"),
+            json!({"worker_id": "w2", "attempt": 2}),
+        )
+        .await;
+    assert_eq!(done.status, 200);
+    let f = s
+        .post(
+            &format!("/v1/jobs/{id}/fail"),
+            json!({"worker_id": "w2", "attempt": 2, "error": stop, "fatal": true}),
+        )
+        .await;
+    assert_eq!(f.body["state"], "discarded", "{}", f.body);
+}
+
+#[tokio::test]
+async fn a_bulk_producer_can_ask_for_ids_only() {
+    let s = start(None, None).await;
+    let body = json!({"jobs": [{"kind": "k"}, {"kind": "k", "idempotency_key": "a"}]});
+    let r = s
+        .call_with(
+            "POST",
+            "/v1/jobs/batch",
+            Some(body.clone()),
+            &[("prefer", "return=minimal")],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let jobs = r.body["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(
+        jobs[0].as_object().unwrap().len(),
+        2,
+        "id and duplicate only"
+    );
+    assert_eq!(jobs[1]["duplicate"], false);
+    let again = s
+        .call_with(
+            "POST",
+            "/v1/jobs/batch",
+            Some(json!({"jobs": [{"kind": "k", "idempotency_key": "a"}]})),
+            &[("prefer", "return=minimal")],
+        )
+        .await;
+    assert_eq!(again.status, 200);
+    assert_eq!(
+        again.body["jobs"],
+        json!([{"id": jobs[1]["id"], "duplicate": true}])
+    );
+}

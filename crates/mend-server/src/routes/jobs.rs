@@ -377,6 +377,7 @@ pub(crate) async fn enqueue(
 /// Enqueues up to 1000 jobs in one transaction: all or nothing. Each job of the answer says
 /// whether it was a `duplicate`; the status is 200 when every one was.
 #[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = BatchRequest,
+    params(("Prefer" = Option<String>, Header, description = "`return=minimal`: answer only each job's `id` and `duplicate` (a much smaller answer, for bulk producers)")),
     responses((status = 201, description = "`{\"jobs\": [Enqueued]}`", body = Object), (status = 200, description = "`{\"jobs\": [Enqueued]}`, every one a duplicate", body = Object), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn enqueue_batch(
     State(state): State<AppState>,
@@ -416,7 +417,24 @@ pub(crate) async fn enqueue_batch(
     } else {
         StatusCode::CREATED
     };
+    if prefers_minimal(&headers) {
+        let jobs: Vec<_> = rows
+            .iter()
+            .map(|r| serde_json::json!({"id": r.job.id, "duplicate": r.duplicate}))
+            .collect();
+        return Ok((status, Json(serde_json::json!({ "jobs": jobs }))).into_response());
+    }
     Ok((status, Json(serde_json::json!({ "jobs": rows }))).into_response())
+}
+
+/// `Prefer: return=minimal` (RFC 7240): the caller wants only the ids back.
+fn prefers_minimal(headers: &HeaderMap) -> bool {
+    headers.get_all("prefer").iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("return=minimal"))
+        })
+    })
 }
 
 pub(crate) fn parse_id(p: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {

@@ -25,7 +25,8 @@ use crate::AppState;
         queues::list, queues::pause, queues::resume,
         limits::list, limits::get, limits::put, limits::delete,
         attempts::list,
-        workers::claim, workers::heartbeat, workers::complete, workers::fail,
+        workers::claim, workers::heartbeat, workers::complete, workers::fail, workers::snooze, workers::release,
+        workers::finish, workers::checkpoint, workers::defer, workers::cleanup_done,
         cron::list, cron::create, cron::get_one, cron::replace, cron::delete, cron::pause, cron::resume,
         debug::profile,
     ),
@@ -78,6 +79,15 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/workers/heartbeat", post(workers::heartbeat))
         .route("/v1/jobs/{id}/complete", post(workers::complete))
         .route("/v1/jobs/{id}/fail", post(workers::fail))
+        .route("/v1/jobs/{id}/snooze", post(workers::snooze))
+        .route("/v1/jobs/{id}/release", post(workers::release))
+        .route("/v1/jobs/{id}/checkpoint", post(workers::checkpoint))
+        .route("/v1/jobs/{id}/cleanups", post(workers::defer))
+        .route(
+            "/v1/jobs/{id}/cleanups/{seq}/done",
+            post(workers::cleanup_done),
+        )
+        .route("/v1/workers/finish", post(workers::finish))
         .route("/v1/cron", get(cron::list).post(cron::create))
         .route(
             "/v1/cron/{name}",

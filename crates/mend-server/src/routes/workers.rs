@@ -1,9 +1,16 @@
 //! The remote worker protocol: workers in any language claim jobs (long-polling), heartbeat
 //! their leases, and complete or fail their attempts over HTTP.
 //!
+//! A remote worker gets what an in-process handler has: checkpoints (saved, and handed back by
+//! the next claim), durable cleanups (written down before the work, handed to the next worker
+//! that claims the job after a crash, reported done one by one), snooze, fatal errors, panics
+//! with their traceback, results, cancellation through the heartbeat answer, release at
+//! shutdown, and batched claim and finish. Endings are settled by [`mend::settle`], the same
+//! table as in-process attempts.
+//!
 //! A remote worker is the lease owner `remote:<worker_id>`. Every write is fenced by (job id,
 //! attempt, lease owner) exactly as for in-process workers, so a worker that lost its lease
-//! gets 409 and changes nothing. A worker that vanishes stops heartbeating; when its leases
+//! gets 409 (or, in a batch, its id under `fenced`) and changes nothing. A worker that vanishes stops heartbeating; when its leases
 //! expire the server's rescuer hands the jobs back (error kind `lost`).
 
 use std::time::Duration;
@@ -12,9 +19,10 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::Json;
 use chrono::Utc;
-use mend::settle::{settle, Attempt, Ending, Rules};
+use mend::settle::{settle, Attempt, Ending, Rules, Stop};
 use mend::store::{
-    ClaimParams, CompleteParams, ExtendLeasesParams, Fence, HeldJob, Outcome, OutcomeKind,
+    CheckpointParams, ClaimParams, CleanupDoneParams, CompleteParams, DeferDurableParams,
+    ExtendLeasesParams, Fence, HeldJob, Outcome, OutcomeKind,
 };
 use mend::JobRow;
 use serde::Deserialize;
@@ -151,6 +159,7 @@ pub(crate) async fn claim(
             .await?;
         let now = tokio::time::Instant::now();
         if !jobs.is_empty() || now >= deadline {
+            let jobs = jobs.into_iter().map(claimed).collect::<Vec<_>>();
             return Ok(Json(
                 serde_json::json!({ "jobs": jobs, "lease_owner": owner }),
             ));
@@ -161,6 +170,34 @@ pub(crate) async fn claim(
             _ = tokio::time::sleep(nap) => {}
         }
     }
+}
+
+/// A claimed job as a remote worker gets it: the row (with its `checkpoint` to resume from and
+/// the `pending_cleanups` a lost attempt left behind), plus `stop_after_cleanups`: when set, the
+/// job was kept alive only so those cleanups could run (out of attempts, or quarantined), and
+/// the worker reports it `fatal` with that message once they ran, without running the handler.
+fn claimed(job: JobRow) -> serde_json::Value {
+    let stop = if job.pending_cleanups.is_empty() {
+        None
+    } else {
+        match mend::settle::after_recovery(
+            &Attempt::of(&job),
+            mend::job::DEFAULT_QUARANTINE_AFTER_LOST,
+        ) {
+            Some(Ending::Fatal { message }) => Some(message),
+            _ => None,
+        }
+    };
+    let mut v = serde_json::to_value(&job).unwrap_or_else(|_| serde_json::json!({"id": job.id}));
+    if let Some(o) = v.as_object_mut() {
+        // Spelled out even when empty: a remote worker should not have to know which fields
+        // the row leaves out.
+        o.entry("checkpoint").or_insert(serde_json::Value::Null);
+        o.entry("pending_cleanups")
+            .or_insert_with(|| serde_json::json!([]));
+        o.insert("stop_after_cleanups".to_owned(), serde_json::json!(stop));
+    }
+    v
 }
 
 /// `POST /v1/workers/heartbeat`.
@@ -220,6 +257,26 @@ pub(crate) async fn heartbeat(
     ))
 }
 
+/// Most outcomes one `POST /v1/workers/finish` records.
+const MAX_FINISH: usize = 1000;
+/// Longest snooze or retry delay a remote worker may ask for (30 days).
+const MAX_DELAY_MS: u64 = 30 * 24 * 3_600_000;
+/// Most bytes of a traceback kept in the error (its end: where it was raised).
+const MAX_TRACEBACK: usize = 3000;
+
+/// How a remote attempt failed.
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum FailKind {
+    /// The handler raised or returned an error.
+    #[default]
+    Error,
+    /// An uncaught exception or a crash inside the handler (recorded as kind `panic`).
+    Panic,
+    /// The handler ran past its timeout.
+    Timeout,
+}
+
 /// `POST /v1/jobs/{id}/complete`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -243,11 +300,140 @@ pub(super) struct FailRequest {
     pub attempt: i32,
     /// What went wrong.
     pub error: String,
+    /// `error` (default), `panic` (an uncaught exception) or `timeout`.
+    #[serde(default)]
+    pub kind: FailKind,
+    /// The stack trace, stored after the message (its last 3000 bytes).
+    pub traceback: Option<String>,
     /// Do not retry: discard the job.
     #[serde(default)]
     pub fatal: bool,
     /// Retry after this long instead of the default backoff.
     pub retry_after_ms: Option<u64>,
+}
+
+/// `POST /v1/jobs/{id}/snooze`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SnoozeRequest {
+    /// The worker.
+    pub worker_id: String,
+    /// The attempt it ran.
+    pub attempt: i32,
+    /// Run again after this long; the attempt does not count.
+    pub delay_ms: u64,
+}
+
+/// `POST /v1/jobs/{id}/release`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReleaseRequest {
+    /// The worker.
+    pub worker_id: String,
+    /// The attempt it stops.
+    pub attempt: i32,
+}
+
+/// What a batched outcome says happened.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum FinishOutcome {
+    /// Completed (with `result`).
+    Completed,
+    /// Failed (with `error`, and `kind`, `traceback`, `fatal`, `retry_after_ms`).
+    Failed,
+    /// Run again after `delay_ms`; the attempt does not count.
+    Snoozed,
+    /// Stopped at shutdown: back to `available`, the attempt does not count.
+    Released,
+    /// Stopped because a cancel was requested (the heartbeat said so).
+    Cancelled,
+}
+
+/// One attempt's outcome in `POST /v1/workers/finish`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FinishItem {
+    /// The job.
+    pub id: Uuid,
+    /// The attempt the worker ran.
+    pub attempt: i32,
+    /// How it ended.
+    pub outcome: FinishOutcome,
+    /// `completed`: stored as the job's result.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    /// `failed`: what went wrong.
+    pub error: Option<String>,
+    /// `failed`: `error` (default), `panic` or `timeout`.
+    #[serde(default)]
+    pub kind: FailKind,
+    /// `failed`: the stack trace.
+    pub traceback: Option<String>,
+    /// `failed`: do not retry.
+    #[serde(default)]
+    pub fatal: bool,
+    /// `failed`: retry after this long instead of the default backoff.
+    pub retry_after_ms: Option<u64>,
+    /// `snoozed`: run again after this long.
+    pub delay_ms: Option<u64>,
+}
+
+/// `POST /v1/workers/finish`: many attempts' outcomes at once.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FinishRequest {
+    /// The worker.
+    pub worker_id: String,
+    /// At most 1000 outcomes.
+    pub outcomes: Vec<FinishItem>,
+}
+
+/// `POST /v1/jobs/{id}/checkpoint`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CheckpointRequest {
+    /// The worker.
+    pub worker_id: String,
+    /// The attempt it runs.
+    pub attempt: i32,
+    /// The state to resume from; the next claim of the job hands it back as `checkpoint`.
+    #[schema(value_type = Object)]
+    pub state: serde_json::Value,
+}
+
+/// `POST /v1/jobs/{id}/cleanups`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeferRequest {
+    /// The worker.
+    pub worker_id: String,
+    /// The attempt it runs.
+    pub attempt: i32,
+    /// The cleanup's name, as the worker registered it.
+    pub name: String,
+    /// Its arguments.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub args: serde_json::Value,
+}
+
+/// `POST /v1/jobs/{id}/cleanups/{seq}/done`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CleanupDoneRequest {
+    /// The worker.
+    pub worker_id: String,
+    /// The attempt it runs now (perhaps later than the cleanup's).
+    pub attempt: i32,
+    /// How long the cleanup took, for the timeline.
+    pub duration_ms: Option<u64>,
+}
+
+fn fenced_out(owner: &str, attempt: i32, id: Uuid) -> ApiError {
+    ApiError::conflict(format!(
+        "{owner} does not hold attempt {attempt} of job {id} any more (its lease expired and it was rescued, or it was cancelled or finished elsewhere); drop the job"
+    ))
 }
 
 /// Writes a remote worker's outcome for `attempt` of job `id`, fenced by the worker.
@@ -270,11 +456,106 @@ async fn record(
         })
         .await?;
     if !r.fenced.is_empty() {
-        return Err(ApiError::conflict(format!(
-            "{owner} does not hold attempt {attempt} of job {id} any more (its lease expired and it was rescued, or it was cancelled or finished elsewhere); drop the job"
-        )));
+        return Err(fenced_out(&owner, attempt, id));
     }
     super::jobs::load(state, id).await.map(Json)
+}
+
+fn delay(ms: u64, field: &str) -> Result<Duration, ApiError> {
+    if ms > MAX_DELAY_MS {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must be at most {MAX_DELAY_MS} (30 days)"),
+        ));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// The ending a failure report stands for.
+fn failure(
+    error: Option<String>,
+    kind: FailKind,
+    traceback: Option<String>,
+    fatal: bool,
+    retry_after_ms: Option<u64>,
+) -> Result<Ending, ApiError> {
+    let error = error.unwrap_or_default();
+    if error.trim().is_empty() {
+        return Err(ApiError::invalid("error", "say what went wrong"));
+    }
+    let message = match traceback.filter(|t| !t.trim().is_empty()) {
+        None => error,
+        Some(t) => {
+            let mut cut = t.len().saturating_sub(MAX_TRACEBACK);
+            while !t.is_char_boundary(cut) {
+                cut += 1;
+            }
+            let more = if cut > 0 { "…" } else { "" };
+            format!("{error}\n{more}{}", t[cut..].trim_end())
+        }
+    };
+    let retry_after = retry_after_ms
+        .map(|ms| delay(ms, "retry_after_ms"))
+        .transpose()?;
+    Ok(match kind {
+        _ if fatal => Ending::Fatal { message },
+        FailKind::Error => Ending::Failed {
+            message,
+            retry_after,
+        },
+        FailKind::Panic => Ending::Panicked { message },
+        // The worker's own timeout: its message says how long.
+        FailKind::Timeout => Ending::Failed {
+            message,
+            retry_after,
+        },
+    })
+}
+
+/// The outcome to write for `ending`, settled by the same table as in-process attempts. A
+/// failure that may be retried needs the job's attempts (one read); the other endings do not.
+async fn settle_remote(
+    state: &AppState,
+    id: Uuid,
+    attempt: i32,
+    ending: Ending,
+    timed_out: bool,
+) -> Result<Option<OutcomeKind>, ApiError> {
+    let facts = match ending {
+        Ending::Failed { .. } | Ending::Panicked { .. } => match state.store.get(id).await? {
+            Some(job) => Attempt {
+                attempt,
+                ..Attempt::of(&job)
+            },
+            None => return Ok(None),
+        },
+        _ => Attempt {
+            attempt,
+            max_attempts: i32::MAX,
+            lost_before: 0,
+            has_pending_cleanups: false,
+        },
+    };
+    let settled = settle(
+        ending,
+        &facts,
+        &[],
+        &Rules {
+            now: Utc::now(),
+            backoff: &|n| mend::RetryPolicy::backoff(&mend::ExponentialBackoff::default(), n),
+            quarantine_after_lost: 0,
+        },
+    );
+    let mut outcome = settled.outcome;
+    if timed_out {
+        // Recorded as a timeout, with the worker's own words.
+        if let Some(OutcomeKind::Retry { error, .. } | OutcomeKind::Discard { error }) =
+            outcome.as_mut()
+        {
+            error.kind = mend::ErrorKind::Timeout;
+        }
+    }
+    Ok(outcome)
 }
 
 /// Completes a remote worker's attempt (fenced by worker and attempt).
@@ -294,7 +575,8 @@ pub(crate) async fn complete(
 }
 
 /// Fails a remote worker's attempt: retried with backoff (or `retry_after_ms`), or discarded
-/// when `fatal` or out of attempts.
+/// when `fatal` or out of attempts. `kind: "panic"` records an uncaught exception as a panic,
+/// with its `traceback`; its durable cleanups should have been run (and reported done) first.
 #[utoipa::path(post, path = "/v1/jobs/{id}/fail", tag = "workers", request_body = FailRequest, params(("id" = Uuid, Path)),
     responses((status = 200, body = JobRow), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn fail(
@@ -305,40 +587,260 @@ pub(crate) async fn fail(
     let id = super::jobs::parse_id(id)?;
     let Json(req) = body?;
     let owner = owner(&req.worker_id)?;
-    if req.error.trim().is_empty() {
-        return Err(ApiError::invalid("error", "say what went wrong"));
-    }
-    let job = super::jobs::load(&state, id).await?;
-    // The same table as an attempt run in-process: settled by `mend::settle`.
-    let ending = if req.fatal {
-        Ending::Fatal { message: req.error }
-    } else {
-        Ending::Failed {
-            message: req.error,
-            retry_after: req
-                .retry_after_ms
-                .map(|ms| Duration::from_millis(ms.min(MAX_LEASE_MS * 24))),
-        }
-    };
-    let facts = Attempt {
-        attempt: req.attempt,
-        ..Attempt::of(&job)
-    };
-    let settled = settle(
-        ending,
-        &facts,
-        &[],
-        &Rules {
-            now: Utc::now(),
-            backoff: &|n| mend::RetryPolicy::backoff(&mend::ExponentialBackoff::default(), n),
-            quarantine_after_lost: 0,
-        },
-    );
-    let Some(kind) = settled.outcome else {
-        return Err(ApiError::conflict(format!(
-            "attempt {} of job {id} cannot be failed",
-            req.attempt
-        )));
+    let timed_out = matches!(req.kind, FailKind::Timeout);
+    let ending = failure(
+        Some(req.error),
+        req.kind,
+        req.traceback,
+        req.fatal,
+        req.retry_after_ms,
+    )?;
+    let Some(kind) = settle_remote(&state, id, req.attempt, ending, timed_out).await? else {
+        return Err(ApiError::not_found(format!("no job {id}")));
     };
     record(&state, id, req.attempt, owner, kind).await
+}
+
+/// Snoozes a remote worker's attempt: the job runs again after `delay_ms`, and the attempt
+/// does not count. Its durable cleanups stay written down.
+#[utoipa::path(post, path = "/v1/jobs/{id}/snooze", tag = "workers", request_body = SnoozeRequest, params(("id" = Uuid, Path)),
+    responses((status = 200, body = JobRow), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn snooze(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<SnoozeRequest>, JsonRejection>,
+) -> Result<Json<JobRow>, ApiError> {
+    let id = super::jobs::parse_id(id)?;
+    let Json(req) = body?;
+    let owner = owner(&req.worker_id)?;
+    let run_at = after_now(delay(req.delay_ms, "delay_ms")?);
+    record(
+        &state,
+        id,
+        req.attempt,
+        owner,
+        OutcomeKind::Snooze { run_at },
+    )
+    .await
+}
+
+/// Releases a remote worker's attempt at shutdown: the job goes back to `available` at once
+/// and the attempt does not count.
+#[utoipa::path(post, path = "/v1/jobs/{id}/release", tag = "workers", request_body = ReleaseRequest, params(("id" = Uuid, Path)),
+    responses((status = 200, body = JobRow), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn release(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<ReleaseRequest>, JsonRejection>,
+) -> Result<Json<JobRow>, ApiError> {
+    let id = super::jobs::parse_id(id)?;
+    let Json(req) = body?;
+    let owner = owner(&req.worker_id)?;
+    record(&state, id, req.attempt, owner, OutcomeKind::Release).await
+}
+
+fn after_now(d: Duration) -> chrono::DateTime<Utc> {
+    let now = Utc::now();
+    now.checked_add_signed(chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
+        .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC)
+}
+
+/// Records many attempts' outcomes in one request (few transactions), each fenced by (id,
+/// attempt, worker): the answer lists the ids recorded (`applied`) and the ones refused because
+/// the worker no longer holds them (`fenced`: drop those jobs).
+#[utoipa::path(post, path = "/v1/workers/finish", tag = "workers", request_body = FinishRequest,
+    responses((status = 200, description = "`{\"applied\": [id], \"fenced\": [id]}`", body = Object), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn finish(
+    State(state): State<AppState>,
+    body: Result<Json<FinishRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(req) = body?;
+    let owner = owner(&req.worker_id)?;
+    if req.outcomes.len() > MAX_FINISH {
+        return Err(ApiError::invalid(
+            "outcomes",
+            format!("at most {MAX_FINISH} outcomes per request; send the rest in another"),
+        ));
+    }
+    // One outcome per job: an attempt ends once, and the stores report by job id.
+    let mut seen = std::collections::HashSet::with_capacity(req.outcomes.len());
+    if let Some(dup) = req.outcomes.iter().find(|o| !seen.insert(o.id)) {
+        return Err(ApiError::invalid(
+            "outcomes",
+            format!("job {} is listed twice; send one outcome per job", dup.id),
+        ));
+    }
+    let mut outcomes = Vec::with_capacity(req.outcomes.len());
+    let mut missing = Vec::new();
+    for item in req.outcomes {
+        let kind = match item.outcome {
+            FinishOutcome::Completed => Some(OutcomeKind::Completed {
+                result: item.result.filter(|v| !v.is_null()),
+            }),
+            FinishOutcome::Released => Some(OutcomeKind::Release),
+            FinishOutcome::Snoozed => {
+                let Some(ms) = item.delay_ms else {
+                    return Err(ApiError::invalid(
+                        "delay_ms",
+                        format!("job {}: a snoozed outcome needs delay_ms", item.id),
+                    ));
+                };
+                Some(OutcomeKind::Snooze {
+                    run_at: after_now(delay(ms, "delay_ms")?),
+                })
+            }
+            FinishOutcome::Cancelled => {
+                settle_remote(
+                    &state,
+                    item.id,
+                    item.attempt,
+                    Ending::Stopped(Stop::Cancel),
+                    false,
+                )
+                .await?
+            }
+            FinishOutcome::Failed => {
+                let timed_out = matches!(item.kind, FailKind::Timeout);
+                let ending = failure(
+                    item.error,
+                    item.kind,
+                    item.traceback,
+                    item.fatal,
+                    item.retry_after_ms,
+                )?;
+                settle_remote(&state, item.id, item.attempt, ending, timed_out).await?
+            }
+        };
+        match kind {
+            Some(kind) => outcomes.push(Outcome {
+                fence: Fence::new(item.id, item.attempt, owner.clone()),
+                kind,
+                cleanups: vec![],
+            }),
+            None => missing.push(item.id),
+        }
+    }
+    let r = if outcomes.is_empty() {
+        mend::store::CompleteResult::default()
+    } else {
+        state
+            .store
+            .complete_many(CompleteParams {
+                outcomes,
+                now: Utc::now(),
+            })
+            .await?
+    };
+    let mut fenced = r.fenced;
+    fenced.extend(missing);
+    Ok(Json(
+        serde_json::json!({ "applied": r.applied, "fenced": fenced }),
+    ))
+}
+
+/// Saves a checkpoint for a running attempt; the next claim of the job (after a crash, a
+/// failure or a snooze) hands it back as `checkpoint`.
+#[utoipa::path(post, path = "/v1/jobs/{id}/checkpoint", tag = "workers", request_body = CheckpointRequest, params(("id" = Uuid, Path)),
+    responses((status = 200, description = "`{\"saved\": true}`", body = Object), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn checkpoint(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<CheckpointRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = super::jobs::parse_id(id)?;
+    let Json(req) = body?;
+    let owner = owner(&req.worker_id)?;
+    let saved = state
+        .store
+        .checkpoint(CheckpointParams {
+            fence: Fence::new(id, req.attempt, owner.clone()),
+            state: req.state,
+        })
+        .await?;
+    if !saved {
+        return Err(fenced_out(&owner, req.attempt, id));
+    }
+    Ok(Json(serde_json::json!({ "saved": true })))
+}
+
+/// Writes a durable cleanup down with a running job, before the work it undoes. If the worker
+/// dies, the next worker that claims the job gets it in `pending_cleanups`, runs it, and
+/// reports it done; if the attempt fails, its own worker runs it. A completed attempt's
+/// cleanups are dropped.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cleanups", tag = "workers", request_body = DeferRequest, params(("id" = Uuid, Path)),
+    responses((status = 200, description = "`{\"seq\": n}`: report it done under this number", body = Object), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn defer(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<DeferRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = super::jobs::parse_id(id)?;
+    let Json(req) = body?;
+    let owner = owner(&req.worker_id)?;
+    if !super::jobs::valid_name(&req.name) {
+        return Err(ApiError::invalid(
+            "name",
+            "a cleanup name is 1–128 letters, digits, _ - . : /",
+        ));
+    }
+    let seq = state
+        .store
+        .defer_durable(DeferDurableParams {
+            fence: Fence::new(id, req.attempt, owner.clone()),
+            name: req.name,
+            args: req.args,
+        })
+        .await?;
+    match seq {
+        Some(seq) => Ok(Json(serde_json::json!({ "seq": seq }))),
+        None => Err(fenced_out(&owner, req.attempt, id)),
+    }
+}
+
+/// Reports that a durable cleanup ran: it leaves the job's pending ones and is recorded in the
+/// timeline. Fenced by the attempt the worker runs now. A cleanup that keeps failing is not
+/// reported done; the worker fails the job `fatal` instead, saying which cleanup failed.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cleanups/{seq}/done", tag = "workers", request_body = CleanupDoneRequest,
+    params(("id" = Uuid, Path), ("seq" = u32, Path)),
+    responses((status = 200, description = "`{\"done\": true}`", body = Object), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn cleanup_done(
+    State(state): State<AppState>,
+    path: Result<Path<(String, u32)>, PathRejection>,
+    body: Result<Json<CleanupDoneRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Path((raw, seq)) = path?;
+    let id = super::jobs::parse_id(Ok(Path(raw)))?;
+    let Json(req) = body?;
+    let owner = owner(&req.worker_id)?;
+    let job = super::jobs::load(&state, id).await?;
+    let Some(c) = job.pending_cleanups.iter().find(|c| c.seq == seq) else {
+        if job.lease_owner.as_deref() == Some(owner.as_str()) && job.attempt == req.attempt {
+            // Already reported (a retried request): nothing left to do.
+            return Ok(Json(serde_json::json!({ "done": true })));
+        }
+        return Err(fenced_out(&owner, req.attempt, id));
+    };
+    let took = req
+        .duration_ms
+        .map(|ms| format!(" ({ms} ms)"))
+        .unwrap_or_default();
+    let event = mend::job::TimelineEvent::new(Utc::now(), "cleanup")
+        .attempt(req.attempt)
+        .node(owner.clone())
+        .detail(format!(
+            "durable cleanup `{}` of attempt {} ran{took}",
+            c.name, c.attempt
+        ));
+    let done = state
+        .store
+        .cleanup_done(CleanupDoneParams {
+            fence: Fence::new(id, req.attempt, owner.clone()),
+            seq,
+            event,
+        })
+        .await?;
+    if !done {
+        return Err(fenced_out(&owner, req.attempt, id));
+    }
+    Ok(Json(serde_json::json!({ "done": true })))
 }

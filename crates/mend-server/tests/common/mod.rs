@@ -28,7 +28,16 @@ impl std::ops::Deref for Server {
 }
 
 pub(crate) async fn start(token: Option<&str>, max_body: Option<usize>) -> Server {
-    let env = Env::new().await;
+    start_with(Env::new().await, token, max_body)
+}
+
+/// The same server on PostgreSQL; `None` (with a SKIPPED note) when
+/// `MEND_TEST_POSTGRES_URL` is not set.
+pub(crate) async fn start_postgres(test: &str) -> Option<Server> {
+    Some(start_with(Env::postgres(test).await?, None, None))
+}
+
+fn start_with(env: Env, token: Option<&str>, max_body: Option<usize>) -> Server {
     let mut state = AppState::new(env.store.clone());
     state.token = token.map(Arc::from);
     // As `mend serve` on loopback: the debug routes answer.
