@@ -165,14 +165,14 @@ fn a_sqlite_database_one_migration_behind_says_run_mend_migrate() {
         .unwrap();
     assert!(m.status.success(), "{m:?}");
     {
-        // Undo the last migration (10: the nodes' kinds) and its version.
+        // Undo the last migration (the dashboard's index of finished jobs) and its version.
         let conn = rusqlite::Connection::open(&path).unwrap();
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v, mend_sqlite::SCHEMA_VERSION);
         conn.execute_batch(&format!(
-            "ALTER TABLE mend_nodes DROP COLUMN kinds; PRAGMA user_version = {}",
+            "DROP INDEX mend_jobs_final_state_id; PRAGMA user_version = {}",
             v - 1
         ))
         .unwrap();
@@ -217,9 +217,9 @@ fn a_postgres_database_one_migration_behind_says_run_mend_migrate() {
         })
     };
     let name = format!("\"{}\"", schema.name);
-    // Undo the last migration (8: the nodes' kinds) and its row.
+    // Undo the last migration (the dashboard's index of finished jobs) and its row.
     let v = sql(format!(
-        "ALTER TABLE {name}.mend_nodes DROP COLUMN kinds;
+        "DROP INDEX {name}.mend_jobs_final_state_id;
          DELETE FROM {name}.mend_migrations WHERE version = {}",
         mend_postgres::SCHEMA_VERSION
     ));
