@@ -21,6 +21,7 @@ fn node(id: &str) -> NodeInfo {
         started_at: Utc::now(),
         last_seen: Utc::now(),
         kinds: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -155,6 +156,8 @@ async fn a_node_is_dead_when_its_session_lock_is_gone_and_alive_across_a_cut_ses
         .heartbeat_node(HeartbeatNodeParams {
             id: "member".into(),
             now: Utc::now(),
+            in_flight: 0,
+            draining: false,
         })
         .await
         .unwrap());

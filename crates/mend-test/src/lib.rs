@@ -105,7 +105,13 @@ macro_rules! store_conformance {
             retrying_a_finished_job_whose_key_is_taken_is_refused,
             unique_options_are_validated_before_anything_is_stored,
             // mend doctor
-            doctor_stats_find_waiting_kinds_stuck_leases_and_failed_cleanups
+            doctor_stats_find_waiting_kinds_stuck_leases_and_failed_cleanups,
+            // dashboard history
+            stats_flushes_add_up_and_merge_by_group,
+            stats_percentiles_of_a_known_distribution,
+            history_pruning_removes_old_minutes_and_events_only,
+            events_round_trip_newest_first_by_kind,
+            node_facts_round_trip_and_heartbeats_update_them
         );
     };
     ($factory:path, effects = $kit:expr) => {

@@ -250,14 +250,18 @@ pub(super) struct FailRequest {
     pub retry_after_ms: Option<u64>,
 }
 
-/// Writes a remote worker's outcome for `attempt` of job `id`, fenced by the worker.
+/// Writes a remote worker's outcome for `attempt` of job `id`, fenced by the worker, and
+/// counts it in the dashboard history. `before` is the job as it was while running, when the
+/// caller read it (its due time and start give the wait and run time).
 async fn record(
     state: &AppState,
     id: Uuid,
     attempt: i32,
     owner: String,
     kind: OutcomeKind,
+    before: Option<&JobRow>,
 ) -> Result<Json<JobRow>, ApiError> {
+    let ended = mend::stats::Ended::of(&kind);
     let r = state
         .store
         .complete_many(CompleteParams {
@@ -274,7 +278,16 @@ async fn record(
             "{owner} does not hold attempt {attempt} of job {id} any more (its lease expired and it was rescued, or it was cancelled or finished elsewhere); drop the job"
         )));
     }
-    super::jobs::load(state, id).await.map(Json)
+    let job = super::jobs::load(state, id).await?;
+    if let (Some(ended), Some(history)) = (ended, state.worker.as_ref().map(|w| w.history())) {
+        let now = Utc::now();
+        let facts = before.unwrap_or(&job);
+        let started = facts.attempted_at;
+        let wait = started.and_then(|s| (s - facts.run_at.max(facts.created_at)).to_std().ok());
+        let run = started.and_then(|s| (now - s).to_std().ok());
+        history.record(&job.queue, &job.kind, now, ended, wait, run);
+    }
+    Ok(Json(job))
 }
 
 /// Completes a remote worker's attempt (fenced by worker and attempt).
@@ -290,7 +303,8 @@ pub(crate) async fn complete(
     let owner = owner(&req.worker_id)?;
     let result = req.result.filter(|v| !v.is_null());
     let kind = OutcomeKind::Completed { result };
-    record(&state, id, req.attempt, owner, kind).await
+    // A completed job keeps its run_at and attempted_at: the row read after is enough.
+    record(&state, id, req.attempt, owner, kind, None).await
 }
 
 /// Fails a remote worker's attempt: retried with backoff (or `retry_after_ms`), or discarded
@@ -340,5 +354,5 @@ pub(crate) async fn fail(
             req.attempt
         )));
     };
-    record(&state, id, req.attempt, owner, kind).await
+    record(&state, id, req.attempt, owner, kind, Some(&job)).await
 }
