@@ -77,12 +77,12 @@ fn stats_events_and_nodes_from_a_real_server_survive_a_restart() {
     let db = common::sqlite_url(dir.path(), "history.db");
     let node = serve(&db, dir.path());
 
-    // In-process: three complete, one is discarded (invalid args are fatal), one runs long
-    // enough for a heartbeat to report it in flight.
+    // In-process: three complete, one runs long enough for a heartbeat to report it in
+    // flight, one is discarded (a webhook to a closed port, with no retry left).
     for _ in 0..3 {
         ok(&node, "POST", "/v1/jobs", Some(json!({"kind": "noop", "args": {}})));
     }
-    ok(&node, "POST", "/v1/jobs", Some(json!({"kind": "noop", "args": {"nope": 1}})));
+    ok(&node, "POST", "/v1/jobs", Some(json!({"kind": "http", "args": {"url": "http://127.0.0.1:1/"}, "max_attempts": 1})));
     ok(&node, "POST", "/v1/jobs", Some(json!({"kind": "noop", "args": {"sleep_ms": 4000}})));
 
     // Remote: fail then retry then complete; a fatal failure; a worker that vanishes.
@@ -117,7 +117,8 @@ fn stats_events_and_nodes_from_a_real_server_survive_a_restart() {
 
     // Within a few seconds (flushes every 2 s; the rescuer looks every 5 s).
     let want = |s: &std::collections::BTreeMap<String, Value>| {
-        counts(s.get("noop")) == [4, 0, 1, 0, 0]
+        counts(s.get("noop")) == [4, 0, 0, 0, 0]
+            && counts(s.get("http")) == [0, 0, 1, 0, 0]
             && counts(s.get("ext")) == [1, 1, 1, 0, 0]
             && counts(s.get("ghost")) == [0, 0, 0, 0, 1]
     };

@@ -2,7 +2,7 @@
 //! SQLite tells a dead process from a live one by `last_seen` alone (the rescuer judges);
 //! this module only reads and writes the rows.
 
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use mend::store::{NodeInfo, Result};
 use rusqlite::{params, Connection};
 

@@ -97,14 +97,25 @@ pub async fn node_left(store: &dyn Store, id: &str, detail: serde_json::Value) {
     .await;
 }
 
-/// Who held a rescued job: the node named by the rescue in its timeline.
+/// Who held a rescued job: the node named by the rescue in its timeline, else in its `lost`
+/// error ("worker lost (node X ..."), else its lease owner.
 fn owner_of(r: &Rescued) -> String {
-    r.job
-        .events
+    let from_timeline = r
+        .job
+        .timeline
         .iter()
         .rev()
         .find(|e| e.event == "rescued" || e.event == "quarantined")
-        .and_then(|e| e.node.clone())
+        .and_then(|e| e.node.clone());
+    let from_error = || {
+        let e = r.job.errors.last()?;
+        let rest = e.message.split_once("(node ")?.1;
+        let end = rest.find([' ', ')', ';']).unwrap_or(rest.len());
+        Some(rest[..end].to_owned())
+    };
+    from_timeline
+        .or_else(from_error)
+        .or_else(|| r.job.lease_owner.clone())
         .unwrap_or_else(|| "unknown".to_owned())
 }
 

@@ -697,12 +697,13 @@ impl WorkerHandle {
         shared.ready.store(false, Ordering::Release);
         self.fetch_stop.cancel();
         // Shown at once as draining (the heartbeat would say so within a second anyway).
+        let in_flight = u32::try_from(shared.inflight().len()).unwrap_or(u32::MAX);
         let _ = shared
             .store
             .heartbeat_node(crate::store::HeartbeatNodeParams {
                 id: shared.node.id.clone(),
                 now: Utc::now(),
-                in_flight: u32::try_from(shared.inflight().len()).unwrap_or(u32::MAX),
+                in_flight,
                 draining: true,
             })
             .await;
