@@ -4,7 +4,7 @@
 //! a 1 s lease and vanishes produces a `lost` count and a `rescue` event; `/v1/nodes` shows the
 //! live node with its queues, concurrency, build and attempts in flight.
 
-#![expect(clippy::unwrap_used, clippy::expect_used)]
+#![expect(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
@@ -80,26 +80,73 @@ fn stats_events_and_nodes_from_a_real_server_survive_a_restart() {
     // In-process: three complete, one runs long enough for a heartbeat to report it in
     // flight, one is discarded (a webhook to a closed port, with no retry left).
     for _ in 0..3 {
-        ok(&node, "POST", "/v1/jobs", Some(json!({"kind": "noop", "args": {}})));
+        ok(
+            &node,
+            "POST",
+            "/v1/jobs",
+            Some(json!({"kind": "noop", "args": {}})),
+        );
     }
-    ok(&node, "POST", "/v1/jobs", Some(json!({"kind": "http", "args": {"url": "http://127.0.0.1:1/"}, "max_attempts": 1})));
-    ok(&node, "POST", "/v1/jobs", Some(json!({"kind": "noop", "args": {"sleep_ms": 4000}})));
+    ok(
+        &node,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"kind": "http", "args": {"url": "http://127.0.0.1:1/"}, "max_attempts": 1})),
+    );
+    ok(
+        &node,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"kind": "noop", "args": {"sleep_ms": 4000}})),
+    );
 
     // Remote: fail then retry then complete; a fatal failure; a worker that vanishes.
-    ok(&node, "POST", "/v1/jobs", Some(json!({"kind": "ext", "args": {}, "max_attempts": 3})));
+    ok(
+        &node,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"kind": "ext", "args": {}, "max_attempts": 3})),
+    );
     let j = claim(&node, "w1", "ext", 30_000);
     let path = format!("/v1/jobs/{}/fail", j["id"].as_str().unwrap());
-    let failed = ok(&node, "POST", &path, Some(json!({"worker_id": "w1", "attempt": j["attempt"], "error": "flaky", "retry_after_ms": 0})));
+    let failed = ok(
+        &node,
+        "POST",
+        &path,
+        Some(
+            json!({"worker_id": "w1", "attempt": j["attempt"], "error": "flaky", "retry_after_ms": 0}),
+        ),
+    );
     assert_eq!(failed["state"], "retryable", "{failed}");
     let j = claim(&node, "w1", "ext", 30_000);
     let path = format!("/v1/jobs/{}/complete", j["id"].as_str().unwrap());
-    ok(&node, "POST", &path, Some(json!({"worker_id": "w1", "attempt": j["attempt"]})));
-    ok(&node, "POST", "/v1/jobs", Some(json!({"kind": "ext", "args": {}})));
+    ok(
+        &node,
+        "POST",
+        &path,
+        Some(json!({"worker_id": "w1", "attempt": j["attempt"]})),
+    );
+    ok(
+        &node,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"kind": "ext", "args": {}})),
+    );
     let j = claim(&node, "w1", "ext", 30_000);
     let path = format!("/v1/jobs/{}/fail", j["id"].as_str().unwrap());
-    let discarded = ok(&node, "POST", &path, Some(json!({"worker_id": "w1", "attempt": j["attempt"], "error": "bad", "fatal": true})));
+    let discarded = ok(
+        &node,
+        "POST",
+        &path,
+        Some(json!({"worker_id": "w1", "attempt": j["attempt"], "error": "bad", "fatal": true})),
+    );
     assert_eq!(discarded["state"], "discarded", "{discarded}");
-    ok(&node, "POST", "/v1/jobs", Some(json!({"kind": "ghost", "args": {}})));
+    ok(
+        &node,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"kind": "ghost", "args": {}})),
+    );
     claim(&node, "ghost-worker", "ghost", 1000);
 
     // /v1/nodes: the live node, with its queue, concurrency, build and the long job in flight.
@@ -110,10 +157,20 @@ fn stats_events_and_nodes_from_a_real_server_survive_a_restart() {
         (nodes[0]["in_flight"].as_u64() >= Some(1)).then(|| nodes[0].clone())
     });
     assert_eq!(n["state"], "alive", "{n}");
-    assert_eq!(n["leader"], true, "SQLite: the live node runs maintenance; {n}");
-    assert_eq!(n["queues"], json!([{"name": "default", "concurrency": 10}]), "{n}");
+    assert_eq!(
+        n["leader"], true,
+        "SQLite: the live node runs maintenance; {n}"
+    );
+    assert_eq!(
+        n["queues"],
+        json!([{"name": "default", "concurrency": 10}]),
+        "{n}"
+    );
     assert_eq!(n["build"], env!("CARGO_PKG_VERSION"), "{n}");
-    assert!(n["kinds"].as_array().unwrap().contains(&json!("noop")), "{n}");
+    assert!(
+        n["kinds"].as_array().unwrap().contains(&json!("noop")),
+        "{n}"
+    );
 
     // Within a few seconds (flushes every 2 s; the rescuer looks every 5 s).
     let want = |s: &std::collections::BTreeMap<String, Value>| {
@@ -133,7 +190,10 @@ fn stats_events_and_nodes_from_a_real_server_survive_a_restart() {
         "the 4 s job is in the p95 of run time: {noop}"
     );
     assert!(noop["wait_p50_ms"].as_f64().is_some(), "{noop}");
-    assert!(stats["ext"]["run_p50_ms"].as_f64().is_some(), "remote attempts are timed too");
+    assert!(
+        stats["ext"]["run_p50_ms"].as_f64().is_some(),
+        "remote attempts are timed too"
+    );
 
     // Per minute by default; totals agree with the per-kind view.
     let total = ok(&node, "GET", "/v1/stats", None);
@@ -154,7 +214,10 @@ fn stats_events_and_nodes_from_a_real_server_survive_a_restart() {
     assert_eq!(rescue["detail"]["cause"], "lease_expired", "{events}");
     let joined = ok(&node, "GET", "/v1/events?kind=node_joined&limit=10", None);
     assert_eq!(joined["events"].as_array().unwrap().len(), 1, "{joined}");
-    assert_eq!(joined["events"][0]["detail"]["build"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        joined["events"][0]["detail"]["build"],
+        env!("CARGO_PKG_VERSION")
+    );
 
     // Bad parameters are 400 problem+json.
     for bad in [
@@ -166,7 +229,11 @@ fn stats_events_and_nodes_from_a_real_server_survive_a_restart() {
     ] {
         let r = call(&node, "GET", bad, None);
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
-        assert_eq!(r.header("content-type"), Some("application/problem+json"), "{bad}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/problem+json"),
+            "{bad}"
+        );
     }
 
     // A restart (a kill: nothing is flushed at exit) keeps what was written; the new node
@@ -188,6 +255,9 @@ fn stats_events_and_nodes_from_a_real_server_survive_a_restart() {
     assert_eq!(left["detail"]["reason"], "dead", "{left}");
     let joined = ok(&node, "GET", "/v1/events?kind=node_joined", None);
     let newest = &joined["events"][0]["detail"];
-    assert_eq!(newest["deploy"], false, "same build, kinds and queues: no deploy; {newest}");
+    assert_eq!(
+        newest["deploy"], false,
+        "same build, kinds and queues: no deploy; {newest}"
+    );
     assert_eq!(newest["previous_node"], first_id.as_str(), "{newest}");
 }

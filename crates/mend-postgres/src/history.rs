@@ -31,9 +31,16 @@ const MERGE: &str = "(SELECT coalesce(array_agg(coalesce(a, 0) + coalesce(b, 0) 
 impl HistorySql {
     pub(crate) fn new(schema_q: &str) -> HistorySql {
         let t = |s: &str| s.replace("{S}", schema_q);
-        let counts = ["completed", "retried", "failed", "cancelled", "lost", "snoozed"]
-            .map(|c| format!("{c} = s.{c} + excluded.{c}"))
-            .join(", ");
+        let counts = [
+            "completed",
+            "retried",
+            "failed",
+            "cancelled",
+            "lost",
+            "snoozed",
+        ]
+        .map(|c| format!("{c} = s.{c} + excluded.{c}"))
+        .join(", ");
         HistorySql {
             add: t(&format!(
                 "INSERT INTO {{S}}.mend_stats AS s (minute, queue, kind, completed, retried, failed, cancelled, lost, snoozed, wait, run)
@@ -80,7 +87,8 @@ pub(crate) async fn add(store: &PgStore, deltas: Vec<StatsDelta>) -> Result<()> 
     let minutes: Vec<DateTime<Utc>> = deltas.iter().map(|d| d.minute).collect();
     let queues: Vec<&str> = deltas.iter().map(|d| d.queue.as_str()).collect();
     let kinds: Vec<&str> = deltas.iter().map(|d| d.kind.as_str()).collect();
-    let col = |f: fn(&Counts) -> u64| -> Vec<i64> { deltas.iter().map(|d| n(f(&d.counts))).collect() };
+    let col =
+        |f: fn(&Counts) -> u64| -> Vec<i64> { deltas.iter().map(|d| n(f(&d.counts))).collect() };
     let (c1, c2, c3) = (col(|c| c.completed), col(|c| c.retried), col(|c| c.failed));
     let (c4, c5, c6) = (col(|c| c.cancelled), col(|c| c.lost), col(|c| c.snoozed));
     let waits: Vec<String> = deltas.iter().map(|d| dense_text(&d.wait)).collect();

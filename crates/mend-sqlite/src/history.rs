@@ -4,7 +4,10 @@
 //! writer is the only one changing them, so read-merge-write cannot race.
 
 use chrono::{DateTime, Utc};
-use mend::stats::{Counts, Event, EventsParams, Merger, PruneHistoryParams, Sketch, StatsAnswer, StatsDelta, StatsParams};
+use mend::stats::{
+    Counts, Event, EventsParams, Merger, PruneHistoryParams, Sketch, StatsAnswer, StatsDelta,
+    StatsParams,
+};
 use mend::store::{Result, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -35,7 +38,9 @@ pub(crate) fn add(conn: &Connection, path: &str, deltas: Vec<StatsDelta>) -> Res
     for d in deltas {
         let minute = micros(d.minute);
         let old: Option<(String, String)> = read
-            .query_row(params![minute, d.queue, d.kind], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(params![minute, d.queue, d.kind], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()
             .map_err(|e| map_err(path, e))?;
         let (mut wait, mut run) = (d.wait, d.run);

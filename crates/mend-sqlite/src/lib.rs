@@ -396,10 +396,8 @@ impl Store for SqliteStore {
     }
 
     async fn heartbeat_node(&self, p: HeartbeatNodeParams) -> Result<bool> {
-        self.write(false, move |conn, path| {
-            nodes::heartbeat(conn, path, &p)
-        })
-        .await
+        self.write(false, move |conn, path| nodes::heartbeat(conn, path, &p))
+            .await
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeInfo>> {
@@ -555,8 +553,10 @@ impl Store for SqliteStore {
         if events.is_empty() {
             return Ok(());
         }
-        self.write(true, move |conn, path| history::add_events(conn, path, events))
-            .await
+        self.write(true, move |conn, path| {
+            history::add_events(conn, path, events)
+        })
+        .await
     }
 
     async fn events(&self, p: mend::stats::EventsParams) -> Result<Vec<mend::stats::Event>> {

@@ -73,17 +73,17 @@ pub(crate) fn list(conn: &Connection, path: &str) -> Result<Vec<NodeInfo>> {
         // expire) rather than failing every rescue pass.
         let (id, host, pid, process_key, started, seen, kinds, queues, build, in_flight, draining) =
             match row {
-            Ok(r) => r,
-            Err(
-                e @ (rusqlite::Error::FromSqlConversionFailure(..)
-                | rusqlite::Error::IntegralValueOutOfRange(..)
-                | rusqlite::Error::InvalidColumnType(..)),
-            ) => {
-                tracing::warn!(error = %e, "skipping an unreadable row in mend_nodes");
-                continue;
-            }
-            Err(e) => return Err(map_err(path, e)),
-        };
+                Ok(r) => r,
+                Err(
+                    e @ (rusqlite::Error::FromSqlConversionFailure(..)
+                    | rusqlite::Error::IntegralValueOutOfRange(..)
+                    | rusqlite::Error::InvalidColumnType(..)),
+                ) => {
+                    tracing::warn!(error = %e, "skipping an unreadable row in mend_nodes");
+                    continue;
+                }
+                Err(e) => return Err(map_err(path, e)),
+            };
         let (Some(started_at), Some(last_seen)) = (
             DateTime::from_timestamp_micros(started),
             DateTime::from_timestamp_micros(seen),

@@ -395,7 +395,7 @@ impl Recorder {
     pub fn restore(&self, mut deltas: Vec<StatsDelta>) -> u64 {
         let mut guard = self.lock();
         // Newest first: when over the bound, what is left out is the oldest.
-        deltas.sort_by(|a, b| b.minute.cmp(&a.minute));
+        deltas.sort_by_key(|d| std::cmp::Reverse(d.minute));
         let mut dropped = 0;
         for delta in deltas {
             if guard.1 >= MAX_PENDING_KEYS {
@@ -558,7 +558,10 @@ impl StatsParams {
         if step == 0 || step % 60 != 0 || self.step.subsec_nanos() != 0 {
             return Err(BadStatsParams {
                 field: "step",
-                message: format!("step must be a whole number of minutes in seconds (60, 300, 3600…), not {}s", self.step.as_secs_f64()),
+                message: format!(
+                    "step must be a whole number of minutes in seconds (60, 300, 3600…), not {}s",
+                    self.step.as_secs_f64()
+                ),
             });
         }
         let buckets = window.as_secs().div_ceil(step);
@@ -609,11 +612,14 @@ pub struct StatsAnswer {
     pub buckets: Vec<StatsBucket>,
 }
 
+/// A bucket's start (unix seconds) and its group (queue, kind).
+type GroupKey = (i64, Option<String>, Option<String>);
+
 /// Merges stored rows into buckets as `params` asks; backends feed it the rows of the window.
 #[derive(Debug)]
 pub struct Merger {
     params: StatsParams,
-    groups: std::collections::BTreeMap<(i64, Option<String>, Option<String>), (Counts, Sketch, Sketch)>,
+    groups: std::collections::BTreeMap<GroupKey, (Counts, Sketch, Sketch)>,
 }
 
 impl Merger {
@@ -790,7 +796,14 @@ mod tests {
     fn recorder_takes_what_was_recorded_and_restores_within_bound() {
         let r = Recorder::default();
         let at = DateTime::from_timestamp(120 + 7, 0).unwrap();
-        r.record("q", "k", at, Ended::Completed, Some(Duration::from_millis(2)), Some(Duration::from_millis(9)));
+        r.record(
+            "q",
+            "k",
+            at,
+            Ended::Completed,
+            Some(Duration::from_millis(2)),
+            Some(Duration::from_millis(9)),
+        );
         r.record("q", "k", at, Ended::Retried, None, None);
         let taken = r.take();
         assert_eq!(taken.len(), 1);
@@ -816,11 +829,20 @@ mod tests {
         };
         let c = p.clone().checked().unwrap();
         assert_eq!((c.since, c.until), (t(60), t(120)));
-        let bad = StatsParams { step: Duration::from_secs(90), ..p.clone() };
+        let bad = StatsParams {
+            step: Duration::from_secs(90),
+            ..p.clone()
+        };
         assert_eq!(bad.checked().unwrap_err().field, "step");
-        let long = StatsParams { until: t(40 * 86_400), ..p.clone() };
+        let long = StatsParams {
+            until: t(40 * 86_400),
+            ..p.clone()
+        };
         assert_eq!(long.checked().unwrap_err().field, "since");
-        let many = StatsParams { until: t(20 * 86_400), ..p };
+        let many = StatsParams {
+            until: t(20 * 86_400),
+            ..p
+        };
         assert!(many.checked().unwrap_err().message.contains("buckets"));
     }
 }

@@ -67,7 +67,8 @@ fn unserved(stats: &DoctorStats, live: &[NodeInfo], out: &mut Vec<Finding>) {
         .collect();
     // A node that records its queues serves a kind only in those queues (older nodes, which
     // record none, count for every queue).
-    let works = |n: &NodeInfo, queue: &str| n.queues.is_empty() || n.queues.iter().any(|q| q.name == queue);
+    let works =
+        |n: &NodeInfo, queue: &str| n.queues.is_empty() || n.queues.iter().any(|q| q.name == queue);
     let mut found = false;
     for w in stats.waiting.iter().filter(|w| {
         !live

@@ -86,8 +86,8 @@ pub(crate) async fn stats(
 ) -> Result<Json<mend::stats::StatsAnswer>, ApiError> {
     let Query(q) = q.map_err(|e| bad("query", e.body_text()))?;
     let until = time("until", q.until.as_deref())?.unwrap_or_else(Utc::now);
-    let since = time("since", q.since.as_deref())?
-        .unwrap_or_else(|| until - chrono::Duration::hours(1));
+    let since =
+        time("since", q.since.as_deref())?.unwrap_or_else(|| until - chrono::Duration::hours(1));
     let by = match q.by.as_deref() {
         None | Some("") | Some("total") => StatsBy::Total,
         Some("queue") => StatsBy::Queue,
@@ -95,7 +95,10 @@ pub(crate) async fn stats(
         Some(other) => {
             return Err(bad(
                 "by",
-                format!("by must be total, queue or kind, not {:?}", other.chars().take(40).collect::<String>()),
+                format!(
+                    "by must be total, queue or kind, not {:?}",
+                    other.chars().take(40).collect::<String>()
+                ),
             ))
         }
     };
@@ -110,14 +113,21 @@ pub(crate) async fn stats(
             kind: None,
         }
         .checked();
-        p.map(|p| (p.until - p.since).to_std().unwrap_or(Duration::from_secs(60)))
-            .unwrap_or(Duration::from_secs(60))
+        p.map(|p| {
+            (p.until - p.since)
+                .to_std()
+                .unwrap_or(Duration::from_secs(60))
+        })
+        .unwrap_or(Duration::from_secs(60))
     };
     let step = match q.step.as_deref() {
         None | Some("") => Duration::from_secs(60),
         Some("window") | Some("all") => whole(since, until),
         Some(s) => Duration::from_secs(s.parse::<u64>().map_err(|_| {
-            bad("step", "step must be a number of seconds (a multiple of 60) or `window`")
+            bad(
+                "step",
+                "step must be a number of seconds (a multiple of 60) or `window`",
+            )
         })?),
     };
     let params = StatsParams {
@@ -193,7 +203,10 @@ pub(crate) async fn events(
             other => {
                 return Err(bad(
                     "query",
-                    format!("unknown parameter {:?}; use since, until, kind, limit", other.chars().take(40).collect::<String>()),
+                    format!(
+                        "unknown parameter {:?}; use since, until, kind, limit",
+                        other.chars().take(40).collect::<String>()
+                    ),
                 ))
             }
         }
@@ -253,10 +266,12 @@ pub(crate) async fn nodes(State(state): State<AppState>) -> Result<Json<NodesVie
     let stale_after = state
         .worker
         .as_ref()
-        .map_or(mend::runtime::DEFAULT_NODE_STALE_AFTER, |w| w.node_stale_after());
+        .map_or(mend::runtime::DEFAULT_NODE_STALE_AFTER, |w| {
+            w.node_stale_after()
+        });
     let now = Utc::now();
-    let stale_before = now
-        - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::seconds(30));
+    let stale_before =
+        now - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::seconds(30));
     let nodes = state
         .store
         .list_nodes()

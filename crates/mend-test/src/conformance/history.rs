@@ -69,7 +69,10 @@ pub async fn stats_flushes_add_up_and_merge_by_group(store: Arc<dyn Store>) {
         .await
         .unwrap();
     store
-        .add_stats(vec![delta(0, "q1", "a", 5, &[5.0]), delta(2, "q1", "b", 7, &[])])
+        .add_stats(vec![
+            delta(0, "q1", "a", 5, &[5.0]),
+            delta(2, "q1", "b", 7, &[]),
+        ])
         .await
         .unwrap();
     store.add_stats(vec![]).await.unwrap();
@@ -90,10 +93,16 @@ pub async fn stats_flushes_add_up_and_merge_by_group(store: Arc<dyn Store>) {
     );
     let m0 = &total.buckets[0];
     assert!(m0.queue.is_none() && m0.kind.is_none());
-    assert_eq!((m0.counts.retried, m0.counts.failed, m0.counts.lost), (3, 6, 9));
+    assert_eq!(
+        (m0.counts.retried, m0.counts.failed, m0.counts.lost),
+        (3, 6, 9)
+    );
     within_a_bucket(m0.wait_p50_ms, 5.0);
     within_a_bucket(m0.run_p95_ms, 10.0);
-    assert_eq!(total.buckets[1].wait_p50_ms, None, "no attempt timed: no percentile");
+    assert_eq!(
+        total.buckets[1].wait_p50_ms, None,
+        "no attempt timed: no percentile"
+    );
 
     let by_kind = store.stats(params(0, 3, 3, StatsBy::Kind)).await.unwrap();
     let kinds: Vec<(Option<&str>, u64)> = by_kind
@@ -106,7 +115,10 @@ pub async fn stats_flushes_add_up_and_merge_by_group(store: Arc<dyn Store>) {
         vec![(Some("a"), 19), (Some("b"), 8)],
         "step = window: one bucket per kind"
     );
-    assert!(by_kind.buckets.iter().all(|b| b.at == at_minute(0) && b.queue.is_none()));
+    assert!(by_kind
+        .buckets
+        .iter()
+        .all(|b| b.at == at_minute(0) && b.queue.is_none()));
 
     let by_queue = store.stats(params(0, 3, 1, StatsBy::Queue)).await.unwrap();
     let queues: Vec<(DateTime<Utc>, Option<&str>, u64)> = by_queue
@@ -137,10 +149,19 @@ pub async fn stats_flushes_add_up_and_merge_by_group(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(only.buckets.len(), 1);
-    assert_eq!(only.buckets[0].counts.completed, 7, "filters by queue and kind");
+    assert_eq!(
+        only.buckets[0].counts.completed, 7,
+        "filters by queue and kind"
+    );
 
-    let outside = store.stats(params(10, 20, 1, StatsBy::Total)).await.unwrap();
-    assert!(outside.buckets.is_empty(), "minutes outside the window are not read");
+    let outside = store
+        .stats(params(10, 20, 1, StatsBy::Total))
+        .await
+        .unwrap();
+    assert!(
+        outside.buckets.is_empty(),
+        "minutes outside the window are not read"
+    );
 }
 
 pub async fn stats_percentiles_of_a_known_distribution(store: Arc<dyn Store>) {
@@ -153,7 +174,13 @@ pub async fn stats_percentiles_of_a_known_distribution(store: Arc<dyn Store>) {
             if i % 2 != part {
                 continue;
             }
-            out.push(delta(i as i64 % 2, if i < 2 { "q1" } else { "q2" }, "k", 0, chunk));
+            out.push(delta(
+                i as i64 % 2,
+                if i < 2 { "q1" } else { "q2" },
+                "k",
+                0,
+                chunk,
+            ));
         }
         out
     };
@@ -180,10 +207,7 @@ pub async fn history_pruning_removes_old_minutes_and_events_only(store: Arc<dyn 
         node: format!("n{m}"),
         detail: json!({"jobs": m}),
     };
-    store
-        .add_events((0..5).map(event).collect())
-        .await
-        .unwrap();
+    store.add_events((0..5).map(event).collect()).await.unwrap();
     // A batch of 2 at a time: bounded deletes.
     let first = store
         .prune_history(PruneHistoryParams {
@@ -242,7 +266,15 @@ pub async fn events_round_trip_newest_first_by_kind(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    assert_eq!(all, vec![e(4, "rescue"), e(3, "node_left"), e(2, "node_joined"), e(1, "rescue")]);
+    assert_eq!(
+        all,
+        vec![
+            e(4, "rescue"),
+            e(3, "node_left"),
+            e(2, "node_joined"),
+            e(1, "rescue")
+        ]
+    );
     let some = store
         .events(EventsParams {
             since: at_minute(2),
@@ -252,7 +284,11 @@ pub async fn events_round_trip_newest_first_by_kind(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    assert_eq!(some, vec![e(2, "node_joined")], "window [since, until) and kinds");
+    assert_eq!(
+        some,
+        vec![e(2, "node_joined")],
+        "window [since, until) and kinds"
+    );
     let one = store
         .events(EventsParams {
             since: at_minute(0),
@@ -305,8 +341,20 @@ pub async fn node_facts_round_trip_and_heartbeats_update_them(store: Arc<dyn Sto
     let listed = store.list_nodes().await.unwrap();
     let got = |id: &str| listed.iter().find(|n| n.id == id).cloned().unwrap();
     // `leader` is the backend's to say; everything else comes back as written.
-    assert_eq!(NodeInfo { leader: false, ..got("facts") }, node);
-    assert_eq!(NodeInfo { leader: false, ..got("old") }, old);
+    assert_eq!(
+        NodeInfo {
+            leader: false,
+            ..got("facts")
+        },
+        node
+    );
+    assert_eq!(
+        NodeInfo {
+            leader: false,
+            ..got("old")
+        },
+        old
+    );
     assert!(got("old").queues.is_empty() && got("old").build.is_empty());
 
     let t1 = t0 + chrono::Duration::seconds(1);

@@ -24,7 +24,13 @@ pub async fn nodes_register_heartbeat_and_deregister(store: Arc<dyn Store>) {
         .unwrap();
     let first = store.list_nodes().await.unwrap()[0].clone();
     // `leader` is read, not written: the backend's to say.
-    assert_eq!(NodeInfo { leader: false, ..first }, node);
+    assert_eq!(
+        NodeInfo {
+            leader: false,
+            ..first
+        },
+        node
+    );
     let t1 = t0 + chrono::Duration::seconds(5);
     assert!(store
         .heartbeat_node(HeartbeatNodeParams {

@@ -39,9 +39,10 @@ pub async fn node_joined(store: &dyn Store, node: &NodeInfo) {
             tracing::warn!(error = %e, "reading earlier node events failed; the deploy marker may be missing");
             Vec::new()
         });
-    let previous = previous
-        .iter()
-        .find(|e| e.node != node.id && e.detail.get("host").and_then(|h| h.as_str()) == Some(node.host.as_str()));
+    let previous = previous.iter().find(|e| {
+        e.node != node.id
+            && e.detail.get("host").and_then(|h| h.as_str()) == Some(node.host.as_str())
+    });
     let queues = serde_json::to_value(&node.queues).unwrap_or_default();
     let mut detail = json!({
         "host": node.host,

@@ -43,7 +43,8 @@ pub async fn run(
             }
         }
         if let Some(keep) = history_retention {
-            if let Err(e) = crate::stats::prune_history_once(store.as_ref(), Utc::now(), keep).await {
+            if let Err(e) = crate::stats::prune_history_once(store.as_ref(), Utc::now(), keep).await
+            {
                 tracing::warn!(error = %e, "pruning dashboard history failed; will try again");
             }
         }

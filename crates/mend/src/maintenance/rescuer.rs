@@ -17,6 +17,10 @@ use crate::store::{DeadNodesParams, RescueParams, Rescued, Result, Store};
 /// pass rescued.
 /// Its own task, so a slow pass never delays a heartbeat. The first pass waits one interval:
 /// a worker rescues once at start-up before it claims anything.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the worker's settings the rescuer needs, each one named"
+)]
 pub(crate) async fn run(
     store: Arc<dyn Store>,
     node_id: String,

@@ -161,7 +161,10 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     attempt_over.store(true, Ordering::Release);
     untrack.armed = false;
     drop(permit);
-    let timing = Timing { wait: waited, run: ran };
+    let timing = Timing {
+        wait: waited,
+        run: ran,
+    };
     report(&shared, &ctx, job, facts, outcome, cleanups, timing);
 }
 
