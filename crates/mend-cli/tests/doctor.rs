@@ -165,14 +165,18 @@ fn a_sqlite_database_one_migration_behind_says_run_mend_migrate() {
         .unwrap();
     assert!(m.status.success(), "{m:?}");
     {
-        // Undo the last migration (10: the nodes' kinds) and its version.
+        // Undo the last migration (11: the dashboard's history and the nodes' facts) and its
+        // version.
         let conn = rusqlite::Connection::open(&path).unwrap();
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v, mend_sqlite::SCHEMA_VERSION);
         conn.execute_batch(&format!(
-            "ALTER TABLE mend_nodes DROP COLUMN kinds; PRAGMA user_version = {}",
+            "DROP TABLE mend_stats; DROP TABLE mend_events;
+             ALTER TABLE mend_nodes DROP COLUMN queues; ALTER TABLE mend_nodes DROP COLUMN build;
+             ALTER TABLE mend_nodes DROP COLUMN in_flight; ALTER TABLE mend_nodes DROP COLUMN draining;
+             PRAGMA user_version = {}",
             v - 1
         ))
         .unwrap();
@@ -217,9 +221,10 @@ fn a_postgres_database_one_migration_behind_says_run_mend_migrate() {
         })
     };
     let name = format!("\"{}\"", schema.name);
-    // Undo the last migration (8: the nodes' kinds) and its row.
+    // Undo the last migration (9: the dashboard's history and the nodes' facts) and its row.
     let v = sql(format!(
-        "ALTER TABLE {name}.mend_nodes DROP COLUMN kinds;
+        "DROP TABLE {name}.mend_stats; DROP TABLE {name}.mend_events;
+         ALTER TABLE {name}.mend_nodes DROP COLUMN queues, DROP COLUMN build, DROP COLUMN in_flight, DROP COLUMN draining;
          DELETE FROM {name}.mend_migrations WHERE version = {}",
         mend_postgres::SCHEMA_VERSION
     ));
