@@ -65,6 +65,15 @@ pub(crate) struct ServeArgs {
     /// The old name of --retention, in hours.
     #[arg(long, env = "MEND_RETENTION_HOURS", value_name = "HOURS", hide = true)]
     retention_hours: Option<u64>,
+    /// Delete the dashboard's per-minute history and events this long after they happen,
+    /// e.g. 7d, 24h; 0 keeps them forever [default: 7d]
+    #[arg(
+        long,
+        env = "MEND_HISTORY_RETENTION",
+        value_name = "DURATION",
+        value_parser = duration::parse
+    )]
+    history_retention: Option<Duration>,
     /// Configuration file [default: ./mend.toml when it exists]
     #[arg(long, env = "MEND_CONFIG")]
     config: Option<PathBuf>,
@@ -112,6 +121,8 @@ struct FileConfig {
     retention: Option<String>,
     /// The old `retention`, in hours.
     retention_hours: Option<u64>,
+    /// "0" keeps the dashboard history forever.
+    history_retention: Option<String>,
     /// The built-in executors' settings (`[exec.allow.NAME]` tables).
     exec: Option<mend_executors::ExecutorsConfig>,
     /// Periodic jobs (`[[cron]]` tables), stored at start.
@@ -172,6 +183,7 @@ struct Settings {
     grace: Duration,
     max_body_bytes: usize,
     retention: Option<Duration>,
+    history_retention: Option<Duration>,
     executors: mend_executors::ExecutorsConfig,
     limits: Vec<mend::limits::Limit>,
     drill: Option<(PathBuf, Option<crate::drill::Breakage>)>,
@@ -272,6 +284,15 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
         old_file: file.retention_hours.map(hours),
     }
     .resolve(config)?;
+    let history_retention = DurationSources {
+        key: "history_retention",
+        old_key: "history_retention (old name)",
+        flag: args.history_retention,
+        old_flag: None,
+        file: file.history_retention.as_deref(),
+        old_file: None,
+    }
+    .resolve(config)?;
     let queues = if !args.queues.is_empty() {
         args.queues
             .iter()
@@ -341,6 +362,10 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
             .unwrap_or(mend_server::DEFAULT_MAX_BODY_BYTES),
         // Zero keeps finished jobs forever.
         retention: Some(retention.unwrap_or(DEFAULT_RETENTION)).filter(|r| !r.is_zero()),
+        history_retention: Some(
+            history_retention.unwrap_or(mend::stats::DEFAULT_HISTORY_RETENTION),
+        )
+        .filter(|r| !r.is_zero()),
         executors: file.exec.unwrap_or_default(),
         limits,
         drill: args.drill_dir.map(|d| (d, args.drill_break)),
@@ -393,6 +418,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let retention = s.retention;
     let rescue_interval = s.rescue_interval;
+    let history_retention = s.history_retention;
     let drilling = s.drill.is_some();
     let mut builder = mend::Worker::builder(store.clone())
         .registry(registry)
@@ -401,6 +427,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             if let Some(every) = rescue_interval {
                 c.rescue_interval = every;
             }
+            c.history_retention = history_retention;
             if drilling {
                 // A drill's kills come fast, and may hit one job three times in a row; a
                 // quarantine would then discard a healthy job.

@@ -355,6 +355,12 @@ async fn get_many(
     Ok(in_order(ids, decode_all(&rows)?))
 }
 
+/// Several jobs by id, in one statement.
+pub(crate) async fn get_many_by_id(store: &PgStore, ids: Vec<Uuid>) -> Result<Vec<JobRow>> {
+    let rows = store.query(&store.inner.sql.get_many, &[&ids]).await?;
+    Ok(in_order(&ids, decode_all(&rows)?))
+}
+
 /// One job by id.
 pub(crate) async fn get(store: &PgStore, id: Uuid) -> Result<Option<JobRow>> {
     let rows = store.query(&store.inner.sql.get_many, &[&vec![id]]).await?;

@@ -32,6 +32,7 @@ mod cron;
 pub mod doctor;
 mod effect;
 mod error;
+mod history;
 mod jobs;
 mod limits;
 mod liveness;
@@ -359,6 +360,10 @@ impl Store for PgStore {
         jobs::get(self, id).await
     }
 
+    async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<JobRow>> {
+        jobs::get_many_by_id(self, ids).await
+    }
+
     async fn list(&self, p: ListParams) -> Result<JobPage> {
         jobs::list(self, p).await
     }
@@ -384,7 +389,7 @@ impl Store for PgStore {
     }
 
     async fn heartbeat_node(&self, p: HeartbeatNodeParams) -> Result<bool> {
-        nodes::heartbeat(self, &p.id, p.now).await
+        nodes::heartbeat(self, &p).await
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeInfo>> {
@@ -458,5 +463,27 @@ impl Store for PgStore {
 
     async fn doctor_stats(&self, p: mend::store::DoctorParams) -> Result<mend::store::DoctorStats> {
         doctor::stats(self, p).await
+    }
+
+    // ---- Dashboard history: see `history`. ----
+
+    async fn add_stats(&self, deltas: Vec<mend::stats::StatsDelta>) -> Result<()> {
+        history::add(self, deltas).await
+    }
+
+    async fn stats(&self, p: mend::stats::StatsParams) -> Result<mend::stats::StatsAnswer> {
+        history::read(self, p).await
+    }
+
+    async fn add_events(&self, events: Vec<mend::stats::Event>) -> Result<()> {
+        history::add_events(self, events).await
+    }
+
+    async fn events(&self, p: mend::stats::EventsParams) -> Result<Vec<mend::stats::Event>> {
+        history::events(self, p).await
+    }
+
+    async fn prune_history(&self, p: mend::stats::PruneHistoryParams) -> Result<u64> {
+        history::prune(self, p).await
     }
 }

@@ -1,8 +1,7 @@
 //! The node registry (`mend_nodes`). Registering takes the node's advisory lock first (see
 //! `session`): a registered node without its lock would look dead to `liveness`.
 
-use chrono::{DateTime, Utc};
-use mend::store::{NodeInfo, Result};
+use mend::store::{HeartbeatNodeParams, NodeInfo, Result};
 
 use crate::row::micros;
 use crate::PgStore;
@@ -23,6 +22,10 @@ pub(crate) async fn register(store: &PgStore, node: NodeInfo) -> Result<()> {
             &micros(node.last_seen),
             &key,
             &node.kinds,
+            &crate::row::jsonb(&node.queues)?,
+            &node.build,
+            &i32::try_from(node.in_flight).unwrap_or(i32::MAX),
+            &node.draining,
         ],
     )
     .await
@@ -31,10 +34,14 @@ pub(crate) async fn register(store: &PgStore, node: NodeInfo) -> Result<()> {
 }
 
 /// A node's heartbeat, on the fast pool; `false` when the node is no longer registered.
-pub(crate) async fn heartbeat(store: &PgStore, id: &str, now: DateTime<Utc>) -> Result<bool> {
+pub(crate) async fn heartbeat(store: &PgStore, p: &HeartbeatNodeParams) -> Result<bool> {
     let c = store.fast_client().await?;
+    let in_flight = i32::try_from(p.in_flight).unwrap_or(i32::MAX);
     let n = c
-        .execute(&store.inner.sql.heartbeat_node, &[&id, &micros(now)])
+        .execute(
+            &store.inner.sql.heartbeat_node,
+            &[&p.id, &micros(p.now), &in_flight, &p.draining],
+        )
         .await
         .map_err(store.pg())?;
     Ok(n == 1)
@@ -42,10 +49,13 @@ pub(crate) async fn heartbeat(store: &PgStore, id: &str, now: DateTime<Utc>) -> 
 
 /// Every registered node.
 pub(crate) async fn list(store: &PgStore) -> Result<Vec<NodeInfo>> {
-    let rows = store.query(&store.inner.sql.list_nodes, &[]).await?;
+    let ns = i64::from(store.inner.session.ns);
+    let rows = store.query(&store.inner.sql.list_nodes, &[&ns]).await?;
     let mut out = Vec::new();
     for r in rows {
         let pid: i64 = r.try_get(2).map_err(store.pg())?;
+        let queues: serde_json::Value = r.try_get(7).map_err(store.pg())?;
+        let in_flight: i32 = r.try_get(9).map_err(store.pg())?;
         out.push(NodeInfo {
             id: r.try_get(0).map_err(store.pg())?,
             host: r.try_get(1).map_err(store.pg())?,
@@ -54,6 +64,12 @@ pub(crate) async fn list(store: &PgStore) -> Result<Vec<NodeInfo>> {
             started_at: r.try_get(4).map_err(store.pg())?,
             last_seen: r.try_get(5).map_err(store.pg())?,
             kinds: r.try_get(6).map_err(store.pg())?,
+            // A damaged list reads as "not recorded" rather than hiding the node.
+            queues: serde_json::from_value(queues).unwrap_or_default(),
+            build: r.try_get(8).map_err(store.pg())?,
+            in_flight: u32::try_from(in_flight).unwrap_or(0),
+            draining: r.try_get(10).map_err(store.pg())?,
+            leader: r.try_get(11).map_err(store.pg())?,
         });
     }
     Ok(out)

@@ -151,7 +151,40 @@ DROP INDEX {S}.mend_jobs_unique;
     r#"
 ALTER TABLE {S}.mend_nodes ADD COLUMN kinds text[] NOT NULL DEFAULT '{}';
 "#,
-    // 9: the dashboard lists and counts finished jobs by state, newest first, on any table
+    // 9: the dashboard's history. Per-minute aggregates per (minute, queue, kind): counts per
+    // outcome and latency sketches (bucket counts of mend::stats::Sketch, merged by adding
+    // arrays), keyed by minute first so a window's read and pruning walk the primary key.
+    // Cluster events by time. Node facts: queues with concurrency, build, in flight, draining.
+    r#"
+CREATE TABLE {S}.mend_stats (
+    minute    timestamptz NOT NULL,
+    queue     text NOT NULL,
+    kind      text NOT NULL,
+    completed int8 NOT NULL DEFAULT 0,
+    retried   int8 NOT NULL DEFAULT 0,
+    failed    int8 NOT NULL DEFAULT 0,
+    cancelled int8 NOT NULL DEFAULT 0,
+    lost      int8 NOT NULL DEFAULT 0,
+    snoozed   int8 NOT NULL DEFAULT 0,
+    wait      int8[] NOT NULL DEFAULT '{}',
+    run       int8[] NOT NULL DEFAULT '{}',
+    PRIMARY KEY (minute, queue, kind)
+);
+CREATE TABLE {S}.mend_events (
+    id     bigserial PRIMARY KEY,
+    at     timestamptz NOT NULL,
+    kind   text NOT NULL,
+    node   text NOT NULL,
+    detail jsonb NOT NULL
+);
+CREATE INDEX mend_events_at ON {S}.mend_events (at);
+ALTER TABLE {S}.mend_nodes
+    ADD COLUMN queues jsonb NOT NULL DEFAULT '[]',
+    ADD COLUMN build text NOT NULL DEFAULT '',
+    ADD COLUMN in_flight integer NOT NULL DEFAULT 0,
+    ADD COLUMN draining boolean NOT NULL DEFAULT false;
+"#,
+    // 10: the dashboard lists and counts finished jobs by state, newest first, on any table
     // size. Finished rows only: the live states have their own partial indexes, and an index
     // over running rows would tempt the planner away from the primary key when completing.
     r#"

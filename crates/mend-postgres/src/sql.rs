@@ -174,6 +174,8 @@ pub(crate) struct Sql {
 
     /// The limits' statements.
     pub(crate) limits: crate::limits::LimitSql,
+    /// The dashboard history's statements.
+    pub(crate) history: crate::history::HistorySql,
 }
 
 impl Sql {
@@ -333,11 +335,21 @@ impl Sql {
                 ts_text("finalized_at"),
                 ts_text("attempted_at")
             )),
-            register_node: t("INSERT INTO {S}.mend_nodes (id, host, pid, process_key, started_at, last_seen, lock_key, kinds)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, lock_key = excluded.lock_key, kinds = excluded.kinds"),
-            heartbeat_node: t("UPDATE {S}.mend_nodes SET last_seen = $2 WHERE id = $1"),
-            list_nodes: t("SELECT id, host, pid, process_key, started_at, last_seen, kinds FROM {S}.mend_nodes ORDER BY id"),
+            register_node: t("INSERT INTO {S}.mend_nodes (id, host, pid, process_key, started_at, last_seen, lock_key, kinds, queues, build, in_flight, draining)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, lock_key = excluded.lock_key, kinds = excluded.kinds,
+                 queues = excluded.queues, build = excluded.build, in_flight = excluded.in_flight, draining = excluded.draining"),
+            heartbeat_node: t("UPDATE {S}.mend_nodes SET last_seen = $2, in_flight = $3, draining = $4 WHERE id = $1"),
+            // `leader`: the session holding the node's lock ($1 is the lock namespace) also
+            // holds the maintenance leader's lock (key 0), i.e. the node's process leads.
+            list_nodes: t("SELECT n.id, n.host, n.pid, n.process_key, n.started_at, n.last_seen, n.kinds, n.queues, n.build, n.in_flight, n.draining,
+                    EXISTS (SELECT 1 FROM pg_locks nl JOIN pg_locks ll ON ll.pid = nl.pid AND ll.database = nl.database
+                        WHERE nl.locktype = 'advisory' AND nl.granted AND nl.objsubid = 2
+                          AND nl.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                          AND nl.classid::int8 = $1 AND nl.objid::int8 = n.lock_key
+                          AND ll.locktype = 'advisory' AND ll.granted AND ll.objsubid = 2
+                          AND ll.classid::int8 = $1 AND ll.objid = 0) AS leader
+                 FROM {S}.mend_nodes n ORDER BY n.id"),
             deregister_nodes: t("DELETE FROM {S}.mend_nodes WHERE id = ANY($1)"),
             dead_nodes: t("SELECT n.id, n.last_seen < $2 AS stale,
                     NOT EXISTS (SELECT 1 FROM pg_locks l
@@ -350,6 +362,7 @@ impl Sql {
             paused_queues: t("SELECT name FROM {S}.mend_queues WHERE paused ORDER BY name"),
             notify: format!("SELECT pg_notify('{channel}', '')"),
             limits: crate::limits::LimitSql::new(schema_q),
+            history: crate::history::HistorySql::new(schema_q),
         }
     }
 

@@ -21,6 +21,7 @@ fn node(id: &str) -> NodeInfo {
         started_at: Utc::now(),
         last_seen: Utc::now(),
         kinds: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -155,6 +156,8 @@ async fn a_node_is_dead_when_its_session_lock_is_gone_and_alive_across_a_cut_ses
         .heartbeat_node(HeartbeatNodeParams {
             id: "member".into(),
             now: Utc::now(),
+            in_flight: 0,
+            draining: false,
         })
         .await
         .unwrap());
@@ -290,5 +293,23 @@ fn dead_before(me: &str, before: chrono::DateTime<Utc>) -> mend::store::DeadNode
     mend::store::DeadNodesParams {
         self_id: me.into(),
         stale_before: before,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_nodes_marks_the_nodes_of_the_leaders_process() {
+    let Some((leader, guard)) = common::fresh_store("leader_nodes").await else {
+        return;
+    };
+    let member = PgStore::open(&guard.store_url()).await.unwrap();
+    leader.register_node(node("lead")).await.unwrap();
+    member.register_node(node("follow")).await.unwrap();
+    assert!(leader.is_leader().await.unwrap());
+    assert!(!member.is_leader().await.unwrap());
+    // Either process reads the same answer: it comes from pg_locks, not from who asks.
+    for store in [&leader, &member] {
+        let nodes = store.list_nodes().await.unwrap();
+        let leading: Vec<(&str, bool)> = nodes.iter().map(|n| (n.id.as_str(), n.leader)).collect();
+        assert_eq!(leading, vec![("follow", false), ("lead", true)]);
     }
 }

@@ -88,6 +88,10 @@ async fn every_documented_operation_exists_and_every_route_is_documented() {
         // loopback; the profile is asked with a bad `seconds`, so it answers 422 at once).
         "GET /debug/attempts",
         "GET /debug/pprof/profile",
+        // The dashboard's data.
+        "GET /v1/stats",
+        "GET /v1/events",
+        "GET /v1/nodes",
     ]
     .into_iter()
     .map(str::to_owned)

@@ -27,6 +27,7 @@ mod cron;
 pub mod doctor;
 mod effect;
 mod error;
+mod history;
 mod jobs;
 mod limits;
 mod nodes;
@@ -411,10 +412,8 @@ impl Store for SqliteStore {
     }
 
     async fn heartbeat_node(&self, p: HeartbeatNodeParams) -> Result<bool> {
-        self.write(false, move |conn, path| {
-            nodes::heartbeat(conn, path, &p.id, p.now)
-        })
-        .await
+        self.write(false, move |conn, path| nodes::heartbeat(conn, path, &p))
+            .await
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeInfo>> {
@@ -547,6 +546,42 @@ impl Store for SqliteStore {
 
     async fn doctor_stats(&self, p: mend::store::DoctorParams) -> Result<mend::store::DoctorStats> {
         self.read(move |conn, path| doctor::stats(conn, path, p))
+            .await
+    }
+
+    // ---- Dashboard history: see `history`. ----
+
+    async fn add_stats(&self, deltas: Vec<mend::stats::StatsDelta>) -> Result<()> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        // Not fsynced on its own: history lost to a power cut costs a few seconds of chart.
+        self.write(false, move |conn, path| history::add(conn, path, deltas))
+            .await
+    }
+
+    async fn stats(&self, p: mend::stats::StatsParams) -> Result<mend::stats::StatsAnswer> {
+        self.read(move |conn, path| history::read(conn, path, p))
+            .await
+    }
+
+    async fn add_events(&self, events: Vec<mend::stats::Event>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.write(true, move |conn, path| {
+            history::add_events(conn, path, events)
+        })
+        .await
+    }
+
+    async fn events(&self, p: mend::stats::EventsParams) -> Result<Vec<mend::stats::Event>> {
+        self.read(move |conn, path| history::events(conn, path, p))
+            .await
+    }
+
+    async fn prune_history(&self, p: mend::stats::PruneHistoryParams) -> Result<u64> {
+        self.write(true, move |conn, path| history::prune(conn, path, p))
             .await
     }
 }

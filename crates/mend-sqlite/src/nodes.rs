@@ -2,7 +2,7 @@
 //! SQLite tells a dead process from a live one by `last_seen` alone (the rescuer judges);
 //! this module only reads and writes the rows.
 
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use mend::store::{NodeInfo, Result};
 use rusqlite::{params, Connection};
 
@@ -21,7 +21,11 @@ pub(crate) fn register(conn: &Connection, path: &str, node: NodeInfo) -> Result<
                 node.process_key,
                 micros(node.started_at),
                 micros(node.last_seen),
-                crate::row::to_json(&node.kinds).unwrap_or_else(|_| "[]".to_owned())
+                crate::row::to_json(&node.kinds).unwrap_or_else(|_| "[]".to_owned()),
+                crate::row::to_json(&node.queues).unwrap_or_else(|_| "[]".to_owned()),
+                node.build,
+                node.in_flight,
+                node.draining,
             ])
         })
         .map_err(|e| map_err(path, e))?;
@@ -32,12 +36,11 @@ pub(crate) fn register(conn: &Connection, path: &str, node: NodeInfo) -> Result<
 pub(crate) fn heartbeat(
     conn: &Connection,
     path: &str,
-    id: &str,
-    now: DateTime<Utc>,
+    p: &mend::store::HeartbeatNodeParams,
 ) -> Result<bool> {
     let n = conn
         .prepare_cached(sql::HEARTBEAT_NODE)
-        .and_then(|mut s| s.execute(params![id, micros(now)]))
+        .and_then(|mut s| s.execute(params![p.id, micros(p.now), p.in_flight, p.draining]))
         .map_err(|e| map_err(path, e))?;
     Ok(n == 1)
 }
@@ -57,6 +60,10 @@ pub(crate) fn list(conn: &Connection, path: &str) -> Result<Vec<NodeInfo>> {
                 r.get::<_, i64>(4)?,
                 r.get::<_, i64>(5)?,
                 r.get::<_, String>(6)?,
+                r.get::<_, String>(7)?,
+                r.get::<_, String>(8)?,
+                r.get::<_, u32>(9)?,
+                r.get::<_, bool>(10)?,
             ))
         })
         .map_err(|e| map_err(path, e))?;
@@ -64,18 +71,19 @@ pub(crate) fn list(conn: &Connection, path: &str) -> Result<Vec<NodeInfo>> {
     for row in rows {
         // A damaged node row is skipped (its jobs are still rescued when their leases
         // expire) rather than failing every rescue pass.
-        let (id, host, pid, process_key, started, seen, kinds) = match row {
-            Ok(r) => r,
-            Err(
-                e @ (rusqlite::Error::FromSqlConversionFailure(..)
-                | rusqlite::Error::IntegralValueOutOfRange(..)
-                | rusqlite::Error::InvalidColumnType(..)),
-            ) => {
-                tracing::warn!(error = %e, "skipping an unreadable row in mend_nodes");
-                continue;
-            }
-            Err(e) => return Err(map_err(path, e)),
-        };
+        let (id, host, pid, process_key, started, seen, kinds, queues, build, in_flight, draining) =
+            match row {
+                Ok(r) => r,
+                Err(
+                    e @ (rusqlite::Error::FromSqlConversionFailure(..)
+                    | rusqlite::Error::IntegralValueOutOfRange(..)
+                    | rusqlite::Error::InvalidColumnType(..)),
+                ) => {
+                    tracing::warn!(error = %e, "skipping an unreadable row in mend_nodes");
+                    continue;
+                }
+                Err(e) => return Err(map_err(path, e)),
+            };
         let (Some(started_at), Some(last_seen)) = (
             DateTime::from_timestamp_micros(started),
             DateTime::from_timestamp_micros(seen),
@@ -92,6 +100,12 @@ pub(crate) fn list(conn: &Connection, path: &str) -> Result<Vec<NodeInfo>> {
             process_key,
             // A damaged list reads as "not recorded" rather than hiding the node.
             kinds: serde_json::from_str(&kinds).unwrap_or_default(),
+            queues: serde_json::from_str(&queues).unwrap_or_default(),
+            build,
+            in_flight,
+            draining,
+            // No election on SQLite: every node runs the (fenced) maintenance.
+            leader: true,
         });
     }
     Ok(out)

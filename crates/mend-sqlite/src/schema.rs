@@ -146,7 +146,39 @@ CREATE UNIQUE INDEX mend_jobs_unique_held ON mend_jobs (unique_key) WHERE unique
     r#"
 ALTER TABLE mend_nodes ADD COLUMN kinds TEXT NOT NULL DEFAULT '[]';
 "#,
-    // 11: the dashboard lists and counts finished jobs by state, newest first, on any table
+    // 11: the dashboard's history. Per-minute aggregates per (minute, queue, kind): counts
+    // per outcome and latency sketches (mend::stats::Sketch's sparse text), keyed by minute
+    // first so a window's read and pruning walk the primary key. Cluster events by time.
+    // Node facts: queues with concurrency (JSON), build, attempts in flight, draining.
+    r#"
+CREATE TABLE mend_stats (
+    minute    INTEGER NOT NULL,
+    queue     TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    completed INTEGER NOT NULL DEFAULT 0,
+    retried   INTEGER NOT NULL DEFAULT 0,
+    failed    INTEGER NOT NULL DEFAULT 0,
+    cancelled INTEGER NOT NULL DEFAULT 0,
+    lost      INTEGER NOT NULL DEFAULT 0,
+    snoozed   INTEGER NOT NULL DEFAULT 0,
+    wait      TEXT NOT NULL DEFAULT '',
+    run       TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (minute, queue, kind)
+) WITHOUT ROWID;
+CREATE TABLE mend_events (
+    id     INTEGER PRIMARY KEY,
+    at     INTEGER NOT NULL,
+    kind   TEXT NOT NULL,
+    node   TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX mend_events_at ON mend_events (at);
+ALTER TABLE mend_nodes ADD COLUMN queues TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE mend_nodes ADD COLUMN build TEXT NOT NULL DEFAULT '';
+ALTER TABLE mend_nodes ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE mend_nodes ADD COLUMN draining INTEGER NOT NULL DEFAULT 0;
+"#,
+    // 12: the dashboard lists and counts finished jobs by state, newest first, on any table
     // size. Finished rows only: the live states have their own partial indexes, and an index
     // over running rows would tempt the planner away from the primary key when completing.
     r#"

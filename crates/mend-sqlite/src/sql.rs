@@ -327,15 +327,52 @@ pub(crate) static RETRY_FINISHED: LazyLock<String> = LazyLock::new(|| {
 // --- mend_nodes ---------------------------------------------------------------------------------
 
 /// Registers a node, or refreshes its `last_seen`.
-pub(crate) const REGISTER_NODE: &str = "INSERT INTO mend_nodes (id, host, pid, process_key, started_at, last_seen, kinds) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-     ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, kinds = excluded.kinds";
+pub(crate) const REGISTER_NODE: &str = "INSERT INTO mend_nodes (id, host, pid, process_key, started_at, last_seen, kinds, queues, build, in_flight, draining) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+     ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, kinds = excluded.kinds, queues = excluded.queues, build = excluded.build, in_flight = excluded.in_flight, draining = excluded.draining";
 
-/// A node's liveness heartbeat.
-pub(crate) const HEARTBEAT_NODE: &str = "UPDATE mend_nodes SET last_seen = ?2 WHERE id = ?1";
+/// A node's liveness heartbeat, with its attempts in flight and whether it drains.
+pub(crate) const HEARTBEAT_NODE: &str =
+    "UPDATE mend_nodes SET last_seen = ?2, in_flight = ?3, draining = ?4 WHERE id = ?1";
 
 /// Every registered node.
 pub(crate) const LIST_NODES: &str =
-    "SELECT id, host, pid, process_key, started_at, last_seen, kinds FROM mend_nodes ORDER BY id";
+    "SELECT id, host, pid, process_key, started_at, last_seen, kinds, queues, build, in_flight, draining FROM mend_nodes ORDER BY id";
+
+// --- mend_stats, mend_events (dashboard history) ------------------------------------------------
+
+/// The sketches of one aggregate row, to merge a delta into.
+pub(crate) const STATS_SKETCHES: &str =
+    "SELECT wait, run FROM mend_stats WHERE minute = ?1 AND queue = ?2 AND kind = ?3";
+
+/// Adds a delta to an aggregate row (the sketches, merged by the caller, are replaced).
+pub(crate) const STATS_ADD: &str = "INSERT INTO mend_stats (minute, queue, kind, completed, retried, failed, cancelled, lost, snoozed, wait, run)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+     ON CONFLICT (minute, queue, kind) DO UPDATE SET completed = completed + excluded.completed,
+        retried = retried + excluded.retried, failed = failed + excluded.failed,
+        cancelled = cancelled + excluded.cancelled, lost = lost + excluded.lost,
+        snoozed = snoozed + excluded.snoozed, wait = excluded.wait, run = excluded.run";
+
+/// The aggregate rows of a window (by the primary key's leading `minute`), optionally of one
+/// queue (`?3`) and one kind (`?4`).
+pub(crate) const STATS_READ: &str = "SELECT minute, queue, kind, completed, retried, failed, cancelled, lost, snoozed, wait, run
+     FROM mend_stats WHERE minute >= ?1 AND minute < ?2 AND (?3 IS NULL OR queue = ?3) AND (?4 IS NULL OR kind = ?4)";
+
+/// Deletes up to `?2` aggregate rows before minute `?1`, oldest first.
+pub(crate) const STATS_PRUNE: &str = "DELETE FROM mend_stats WHERE (minute, queue, kind) IN
+     (SELECT minute, queue, kind FROM mend_stats WHERE minute < ?1 ORDER BY minute LIMIT ?2)";
+
+/// Records one event.
+pub(crate) const EVENT_ADD: &str =
+    "INSERT INTO mend_events (at, kind, node, detail) VALUES (?1, ?2, ?3, ?4)";
+
+/// Events in a window, newest first; `?3` is a JSON array of kinds or NULL for all.
+pub(crate) const EVENTS_READ: &str = "SELECT at, kind, node, detail FROM mend_events
+     WHERE at >= ?1 AND at < ?2 AND (?3 IS NULL OR kind IN (SELECT value FROM json_each(?3)))
+     ORDER BY at DESC, id DESC LIMIT ?4";
+
+/// Deletes up to `?2` events before `?1`, oldest first.
+pub(crate) const EVENTS_PRUNE: &str =
+    "DELETE FROM mend_events WHERE id IN (SELECT id FROM mend_events WHERE at < ?1 ORDER BY at LIMIT ?2)";
 
 /// Forgets one node.
 pub(crate) const DELETE_NODE: &str = "DELETE FROM mend_nodes WHERE id = ?1";

@@ -309,3 +309,23 @@ async fn a_damaged_row_is_set_aside_instead_of_wedging_the_queue() {
     let err = store.get(rows[0].id).await.unwrap_err();
     assert!(err.to_string().contains("args"), "{err}");
 }
+
+#[tokio::test]
+async fn a_node_row_written_by_an_older_mend_reads_with_default_facts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    // The columns an older mend wrote (before queues, build, in_flight, draining).
+    let conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute(
+        "INSERT INTO mend_nodes (id, host, pid, process_key, started_at, last_seen) VALUES ('old', 'h', 1, 'k', 0, 0)",
+        [],
+    )
+    .unwrap();
+    let nodes = store.list_nodes().await.unwrap();
+    assert_eq!(nodes.len(), 1);
+    let n = &nodes[0];
+    assert_eq!(n.id, "old");
+    assert!(n.kinds.is_empty() && n.queues.is_empty() && n.build.is_empty());
+    assert_eq!((n.in_flight, n.draining), (0, false));
+}

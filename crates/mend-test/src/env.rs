@@ -312,6 +312,7 @@ impl Env {
             started_at: now,
             last_seen: now,
             kinds: Vec::new(),
+            ..Default::default()
         };
         self.store
             .register_node(node.clone())

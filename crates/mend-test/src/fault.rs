@@ -80,6 +80,9 @@ impl Store for Crashing {
     async fn queue_counts(&self) -> Result<Vec<QueueCount>> {
         self.inner.queue_counts().await
     }
+    async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<JobRow>> {
+        self.inner.get_many(ids).await
+    }
     async fn count_states(&self, p: CountStatesParams) -> Result<Vec<StateCount>> {
         self.inner.count_states(p).await
     }
@@ -155,6 +158,21 @@ impl Store for Crashing {
     }
     async fn doctor_stats(&self, params: DoctorParams) -> Result<DoctorStats> {
         self.inner.doctor_stats(params).await
+    }
+    async fn add_stats(&self, deltas: Vec<StatsDelta>) -> Result<()> {
+        self.inner.add_stats(deltas).await
+    }
+    async fn stats(&self, params: StatsParams) -> Result<StatsAnswer> {
+        self.inner.stats(params).await
+    }
+    async fn add_events(&self, events: Vec<Event>) -> Result<()> {
+        self.inner.add_events(events).await
+    }
+    async fn events(&self, params: EventsParams) -> Result<Vec<Event>> {
+        self.inner.events(params).await
+    }
+    async fn prune_history(&self, params: PruneHistoryParams) -> Result<u64> {
+        self.inner.prune_history(params).await
     }
     fn wakeup(&self) -> Arc<Notify> {
         self.inner.wakeup()

@@ -107,7 +107,13 @@ macro_rules! store_conformance {
             // mend doctor
             doctor_stats_find_waiting_kinds_stuck_leases_and_failed_cleanups,
             // the dashboard
-            dashboard_filters_counts_and_deletes
+            dashboard_filters_counts_and_deletes,
+            // dashboard history
+            stats_flushes_add_up_and_merge_by_group,
+            stats_percentiles_of_a_known_distribution,
+            history_pruning_removes_old_minutes_and_events_only,
+            events_round_trip_newest_first_by_kind,
+            node_facts_round_trip_and_heartbeats_update_them
         );
     };
     ($factory:path, effects = $kit:expr) => {

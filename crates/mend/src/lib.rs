@@ -48,6 +48,7 @@ pub mod panic;
 pub mod retry;
 pub mod runtime;
 pub mod settle;
+pub mod stats;
 pub mod store;
 pub mod trace;
 pub mod unique;

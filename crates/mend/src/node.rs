@@ -99,6 +99,11 @@ pub fn this_node(now: DateTime<Utc>) -> NodeInfo {
         started_at: now,
         last_seen: now,
         kinds: Vec::new(),
+        queues: Vec::new(),
+        build: crate::store::BUILD.to_owned(),
+        in_flight: 0,
+        draining: false,
+        leader: false,
     }
 }
 

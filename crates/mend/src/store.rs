@@ -15,6 +15,9 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::job::{AttemptError, InvalidJob, JobRow, JobState, NewJob};
+pub use crate::stats::{
+    Event, EventsParams, PruneHistoryParams, StatsAnswer, StatsDelta, StatsParams,
+};
 
 /// Result of a store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -389,6 +392,10 @@ pub struct HeartbeatNodeParams {
     pub id: String,
     /// The current time (its new `last_seen`).
     pub now: DateTime<Utc>,
+    /// Attempts running on it now.
+    pub in_flight: u32,
+    /// Its shutdown has begun.
+    pub draining: bool,
 }
 
 /// Pause or resume a queue.
@@ -703,7 +710,7 @@ pub struct PruneParams {
 }
 
 /// A process (or one worker inside it) that runs jobs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
     /// Unique per worker start.
     pub id: String,
@@ -722,6 +729,36 @@ pub struct NodeInfo {
     /// registered by an older mend).
     #[serde(default)]
     pub kinds: Vec<String>,
+    /// The queues it works, with its concurrency in each (empty: not recorded).
+    #[serde(default)]
+    pub queues: Vec<NodeQueue>,
+    /// The mend build it runs, [`BUILD`] (empty: not recorded).
+    #[serde(default)]
+    pub build: String,
+    /// Attempts running on it at its last heartbeat.
+    #[serde(default)]
+    pub in_flight: u32,
+    /// Its shutdown has begun: it claims nothing more and drains what runs.
+    #[serde(default)]
+    pub draining: bool,
+    /// Filled in by [`Store::list_nodes`], ignored when registering: its process runs the
+    /// maintenance (rescues, pruning, cron). PostgreSQL: its process holds the leader lock.
+    /// SQLite has no election (every node rescues, fenced), so every node reads `true`.
+    #[serde(default)]
+    pub leader: bool,
+}
+
+/// The mend build a node runs: this crate's version.
+pub const BUILD: &str = env!("CARGO_PKG_VERSION");
+
+/// A queue a node works, and how many of its attempts may run there at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeQueue {
+    /// The queue.
+    pub name: String,
+    /// Its concurrency on this node.
+    pub concurrency: u32,
 }
 
 // ---- Periodic jobs (cron) ----
@@ -902,6 +939,18 @@ pub trait Store: Send + Sync + 'static {
     /// One job.
     async fn get(&self, id: Uuid) -> Result<Option<JobRow>>;
 
+    /// Several jobs, in the order of `ids`, missing ones left out. The default asks for each;
+    /// a networked backend answers in one round trip.
+    async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<JobRow>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(job) = self.get(id).await? {
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+
     /// A page of jobs, newest first.
     async fn list(&self, params: ListParams) -> Result<JobPage>;
 
@@ -1030,4 +1079,24 @@ pub trait Store: Send + Sync + 'static {
     /// Read-only figures for `mend doctor`: the database's clock, the leader lock, waiting
     /// jobs per queue and kind, stuck leases and failed durable cleanups (index-backed).
     async fn doctor_stats(&self, params: DoctorParams) -> Result<DoctorStats>;
+
+    // ---- Dashboard history (see `crate::stats`) ----
+
+    /// Add per-minute deltas to the aggregate rows, in one write: counts add up, sketches
+    /// merge. Rows of the same (minute, queue, kind) from several nodes add up.
+    async fn add_stats(&self, deltas: Vec<StatsDelta>) -> Result<()>;
+
+    /// The aggregates of a window, merged into buckets as `params` asks (already checked by
+    /// [`StatsParams::checked`]); reads only the aggregate table, by minute.
+    async fn stats(&self, params: StatsParams) -> Result<StatsAnswer>;
+
+    /// Record cluster events.
+    async fn add_events(&self, events: Vec<Event>) -> Result<()>;
+
+    /// Events in a window, newest first (index on `at`).
+    async fn events(&self, params: EventsParams) -> Result<Vec<Event>>;
+
+    /// Delete up to `limit` aggregate rows and up to `limit` events older than the cutoff;
+    /// returns how many went.
+    async fn prune_history(&self, params: PruneHistoryParams) -> Result<u64>;
 }

@@ -243,6 +243,7 @@ async fn an_expired_lease_of_a_node_that_cannot_be_checked_is_rescued() {
             started_at: now,
             last_seen: now,
             kinds: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -65,18 +65,38 @@ fn unserved(stats: &DoctorStats, live: &[NodeInfo], out: &mut Vec<Finding>) {
         .iter()
         .flat_map(|n| n.kinds.iter().map(String::as_str))
         .collect();
+    // A node that records its queues serves a kind only in those queues (older nodes, which
+    // record none, count for every queue).
+    let works =
+        |n: &NodeInfo, queue: &str| n.queues.is_empty() || n.queues.iter().any(|q| q.name == queue);
     let mut found = false;
-    for w in stats
-        .waiting
-        .iter()
-        .filter(|w| !served.contains(w.kind.as_str()))
-    {
+    for w in stats.waiting.iter().filter(|w| {
+        !live
+            .iter()
+            .any(|n| n.kinds.contains(&w.kind) && works(n, &w.queue))
+    }) {
         found = true;
+        let why = if served.contains(w.kind.as_str()) {
+            let mut queues: Vec<&str> = live
+                .iter()
+                .filter(|n| n.kinds.contains(&w.kind))
+                .flat_map(|n| n.queues.iter().map(|q| q.name.as_str()))
+                .collect();
+            queues.sort_unstable();
+            queues.dedup();
+            format!(
+                "the live nodes that serve kind `{}` work only queue(s) {}",
+                w.kind,
+                queues.join(", ")
+            )
+        } else {
+            format!("no live node serves kind `{}`", w.kind)
+        };
         out.push(Finding::warn(
             "unserved_kind",
             format!(
-                "{} job(s) of kind `{}` in queue `{}` have waited over 1 min and no live node serves kind `{}`",
-                w.count, w.kind, w.queue, w.kind
+                "{} job(s) of kind `{}` in queue `{}` have waited over 1 min and {why}",
+                w.count, w.kind, w.queue
             ),
             format!(
                 "start a node with a handler for `{}` on queue `{}`, or cancel the jobs if nothing should run them",
@@ -104,4 +124,58 @@ fn examples(jobs: &[DoctorJob], label: &str) -> String {
         .collect();
     let more = if jobs.len() >= 5 { ", and more" } else { "" };
     format!("{}{more}", shown.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mend::store::{NodeQueue, WaitingKind};
+
+    #[test]
+    fn a_kind_is_served_only_in_the_queues_its_nodes_work() {
+        let node = |queues: Vec<&str>| NodeInfo {
+            id: "n".into(),
+            kinds: vec!["email".into()],
+            queues: queues
+                .into_iter()
+                .map(|q| NodeQueue {
+                    name: q.into(),
+                    concurrency: 1,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let stats = DoctorStats {
+            waiting: vec![
+                WaitingKind {
+                    queue: "default".into(),
+                    kind: "email".into(),
+                    count: 1,
+                },
+                WaitingKind {
+                    queue: "mail".into(),
+                    kind: "email".into(),
+                    count: 2,
+                },
+            ],
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        unserved(&stats, &[node(vec!["default"])], &mut out);
+        let warned: Vec<&str> = out
+            .iter()
+            .filter(|f| f.check == "unserved_kind")
+            .map(|f| f.message.as_str())
+            .collect();
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(
+            warned[0].contains("2 job(s) of kind `email` in queue `mail`")
+                && warned[0].contains("work only queue(s) default"),
+            "{warned:?}"
+        );
+        // A node that records no queues (an older mend) serves its kinds everywhere.
+        let mut out = Vec::new();
+        unserved(&stats, &[node(vec![])], &mut out);
+        assert!(out.iter().all(|f| f.check != "unserved_kind"), "{out:?}");
+    }
 }

@@ -4,6 +4,7 @@ mod attempts;
 mod cron;
 pub(crate) mod debug;
 mod health;
+mod history;
 mod jobs;
 mod limits;
 mod metrics;
@@ -29,10 +30,13 @@ use crate::AppState;
         workers::finish, workers::checkpoint, workers::defer, workers::cleanup_done,
         cron::list, cron::create, cron::get_one, cron::replace, cron::delete, cron::pause, cron::resume,
         debug::profile,
+        history::stats, history::events, history::nodes,
     ),
     components(schemas(mend::JobRow, mend::Enqueued, mend::JobState, mend::AttemptError, mend::ErrorKind, crate::error::Problem, queues::QueueView,
         mend::cron::PeriodicDecl, mend::cron::Periodic, mend::cron::CronRow, mend::cron::CronRun, mend::cron::CatchUp, cron::CronView, cron::CronRunView,
-        mend::LiveAttempt, mend::limits::Limit, mend::limits::Rate, mend::limits::Hold, mend::store::LimitState, jobs::JobDetail)),
+        mend::LiveAttempt, mend::limits::Limit, mend::limits::Rate, mend::limits::Hold, mend::store::LimitState, jobs::JobDetail,
+        mend::stats::StatsAnswer, mend::stats::StatsBucket, mend::stats::Counts, mend::stats::Event, mend::store::NodeQueue,
+        history::EventsView, history::NodesView, history::NodeView)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -88,6 +92,9 @@ pub(crate) fn router() -> Router<AppState> {
             post(workers::cleanup_done),
         )
         .route("/v1/workers/finish", post(workers::finish))
+        .route("/v1/stats", get(history::stats))
+        .route("/v1/events", get(history::events))
+        .route("/v1/nodes", get(history::nodes))
         .route("/v1/cron", get(cron::list).post(cron::create))
         .route(
             "/v1/cron/{name}",

@@ -436,14 +436,18 @@ fn fenced_out(owner: &str, attempt: i32, id: Uuid) -> ApiError {
     ))
 }
 
-/// Writes a remote worker's outcome for `attempt` of job `id`, fenced by the worker.
+/// Writes a remote worker's outcome for `attempt` of job `id`, fenced by the worker, and
+/// counts it in the dashboard history. `before` is the job as it was while running, when the
+/// caller read it (its due time and start give the wait and run time).
 async fn record(
     state: &AppState,
     id: Uuid,
     attempt: i32,
     owner: String,
     kind: OutcomeKind,
+    before: Option<&JobRow>,
 ) -> Result<Json<JobRow>, ApiError> {
+    let ended = mend::stats::Ended::of(&kind);
     let r = state
         .store
         .complete_many(CompleteParams {
@@ -458,7 +462,16 @@ async fn record(
     if !r.fenced.is_empty() {
         return Err(fenced_out(&owner, attempt, id));
     }
-    super::jobs::load(state, id).await.map(Json)
+    let job = super::jobs::load(state, id).await?;
+    if let (Some(ended), Some(history)) = (ended, state.worker.as_ref().map(|w| w.history())) {
+        let now = Utc::now();
+        let facts = before.unwrap_or(&job);
+        let started = facts.attempted_at;
+        let wait = started.and_then(|s| (s - facts.run_at.max(facts.created_at)).to_std().ok());
+        let run = started.and_then(|s| (now - s).to_std().ok());
+        history.record(&job.queue, &job.kind, now, ended, wait, run);
+    }
+    Ok(Json(job))
 }
 
 fn delay(ms: u64, field: &str) -> Result<Duration, ApiError> {
@@ -571,7 +584,8 @@ pub(crate) async fn complete(
     let owner = owner(&req.worker_id)?;
     let result = req.result.filter(|v| !v.is_null());
     let kind = OutcomeKind::Completed { result };
-    record(&state, id, req.attempt, owner, kind).await
+    // A completed job keeps its run_at and attempted_at: the row read after is enough.
+    record(&state, id, req.attempt, owner, kind, None).await
 }
 
 /// Fails a remote worker's attempt: retried with backoff (or `retry_after_ms`), or discarded
@@ -598,7 +612,8 @@ pub(crate) async fn fail(
     let Some(kind) = settle_remote(&state, id, req.attempt, ending, timed_out).await? else {
         return Err(ApiError::not_found(format!("no job {id}")));
     };
-    record(&state, id, req.attempt, owner, kind).await
+    // The row after a retry has a new run_at: the wait is left out rather than misread.
+    record(&state, id, req.attempt, owner, kind, None).await
 }
 
 /// Snoozes a remote worker's attempt: the job runs again after `delay_ms`, and the attempt
@@ -620,6 +635,7 @@ pub(crate) async fn snooze(
         req.attempt,
         owner,
         OutcomeKind::Snooze { run_at },
+        None,
     )
     .await
 }
@@ -636,7 +652,7 @@ pub(crate) async fn release(
     let id = super::jobs::parse_id(id)?;
     let Json(req) = body?;
     let owner = owner(&req.worker_id)?;
-    record(&state, id, req.attempt, owner, OutcomeKind::Release).await
+    record(&state, id, req.attempt, owner, OutcomeKind::Release, None).await
 }
 
 fn after_now(d: Duration) -> chrono::DateTime<Utc> {
@@ -720,6 +736,25 @@ pub(crate) async fn finish(
             None => missing.push(item.id),
         }
     }
+    // The dashboard's history needs each job's queue, kind, due time and start: read while
+    // the jobs still run (one statement), counted once the outcomes are applied.
+    let history = state.worker.as_ref().map(|w| w.history());
+    let ended: std::collections::HashMap<Uuid, mend::stats::Ended> = if history.is_some() {
+        outcomes
+            .iter()
+            .filter_map(|o| Some((o.fence.id, mend::stats::Ended::of(&o.kind)?)))
+            .collect()
+    } else {
+        Default::default()
+    };
+    let running = if ended.is_empty() {
+        Vec::new()
+    } else {
+        state
+            .store
+            .get_many(ended.keys().copied().collect())
+            .await?
+    };
     let r = if outcomes.is_empty() {
         mend::store::CompleteResult::default()
     } else {
@@ -731,6 +766,18 @@ pub(crate) async fn finish(
             })
             .await?
     };
+    if let Some(history) = history {
+        let now = Utc::now();
+        let applied: std::collections::HashSet<&Uuid> = r.applied.iter().collect();
+        for job in running.iter().filter(|j| applied.contains(&j.id)) {
+            if let Some(e) = ended.get(&job.id) {
+                let started = job.attempted_at;
+                let wait = started.and_then(|s| (s - job.run_at.max(job.created_at)).to_std().ok());
+                let run = started.and_then(|s| (now - s).to_std().ok());
+                history.record(&job.queue, &job.kind, now, *e, wait, run);
+            }
+        }
+    }
     let mut fenced = r.fenced;
     fenced.extend(missing);
     Ok(Json(

@@ -1,7 +1,8 @@
 //! The pruner: deletes completed, cancelled and discarded jobs once they are older than the
 //! retention, in bounded batches so no transaction holds the write lock for long. Jobs that
 //! are still waiting or running are never touched. It also deletes rate-limit buckets that
-//! have filled up again (the same as no bucket).
+//! have filled up again (the same as no bucket), and the dashboard's per-minute history and
+//! events past their own retention (see [`crate::stats`]).
 
 use std::time::Duration;
 
@@ -27,15 +28,25 @@ pub const BUCKET_PRUNE_BATCH: usize = 10_000;
 /// of one long burst of writes that claims and outcomes would queue behind.
 const MAX_PASS_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Runs a pass every [`PRUNE_INTERVAL`] until `stop` (first one at once).
+/// Runs a pass every [`PRUNE_INTERVAL`] until `stop` (first one at once): finished jobs past
+/// `retention` and dashboard history past `history_retention` (`None`: kept).
 pub async fn run(
     store: std::sync::Arc<dyn Store>,
-    retention: Duration,
+    retention: Option<Duration>,
+    history_retention: Option<Duration>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
-        if let Err(e) = prune_once(store.as_ref(), Utc::now(), retention).await {
-            tracing::warn!(error = %e, "pruning finished jobs failed; will try again");
+        if let Some(retention) = retention {
+            if let Err(e) = prune_once(store.as_ref(), Utc::now(), retention).await {
+                tracing::warn!(error = %e, "pruning finished jobs failed; will try again");
+            }
+        }
+        if let Some(keep) = history_retention {
+            if let Err(e) = crate::stats::prune_history_once(store.as_ref(), Utc::now(), keep).await
+            {
+                tracing::warn!(error = %e, "pruning dashboard history failed; will try again");
+            }
         }
         if let Err(e) = store
             .prune_limit_buckets(Utc::now(), BUCKET_PRUNE_BATCH)

@@ -17,12 +17,17 @@ use crate::store::{DeadNodesParams, RescueParams, Rescued, Result, Store};
 /// pass rescued.
 /// Its own task, so a slow pass never delays a heartbeat. The first pass waits one interval:
 /// a worker rescues once at start-up before it claims anything.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the worker's settings the rescuer needs, each one named"
+)]
 pub(crate) async fn run(
     store: Arc<dyn Store>,
     node_id: String,
     every: Duration,
     stale_after: Duration,
     quarantine_after_lost: u32,
+    history: Arc<crate::stats::Recorder>,
     on_rescued: impl Fn(usize) + Send + 'static,
     stop: CancellationToken,
 ) {
@@ -40,6 +45,7 @@ pub(crate) async fn run(
             Utc::now(),
             stale_after,
             quarantine_after_lost,
+            Some(&*history),
         );
         // A pass in flight when shutdown begins is finished: it is one short transaction.
         match pass.await {
@@ -50,12 +56,14 @@ pub(crate) async fn run(
 }
 
 /// One rescue pass. Returns the jobs rescued (none when another process leads maintenance).
+/// Lost attempts go into `history` when given; rescues and dead nodes become events.
 pub async fn rescue_once(
     store: &dyn Store,
     self_id: &str,
     now: DateTime<Utc>,
     stale_after: Duration,
     quarantine_after_lost: u32,
+    history: Option<&crate::stats::Recorder>,
 ) -> Result<Vec<Rescued>> {
     let stale = chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
     let stale_before = now
@@ -70,6 +78,18 @@ pub async fn rescue_once(
             stale_before,
         })
         .await?;
+    // Their registrations, for the events' "last heartbeat" (rare: only when some died).
+    let dead_info: Vec<crate::store::NodeInfo> = if dead.is_empty() {
+        Vec::new()
+    } else {
+        store
+            .list_nodes()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| dead.contains(&n.id))
+            .collect()
+    };
     let rescued = store
         .rescue(RescueParams {
             dead_nodes: dead.clone(),
@@ -83,6 +103,9 @@ pub async fn rescue_once(
         } else {
             tracing::warn!(id = %r.job.id, kind = %r.job.kind, state = %r.job.state, "rescued a job whose worker was lost");
         }
+    }
+    if !rescued.is_empty() || !dead_info.is_empty() {
+        crate::maintenance::history::rescued(store, history, &rescued, &dead_info, now).await;
     }
     if !dead.is_empty() {
         tracing::info!(nodes = ?dead, "removed dead nodes");

@@ -250,6 +250,22 @@ fn finish(shared: &Shared, batch: Vec<Pending>, result: CompleteResult) {
         .fenced
         .fetch_add(fenced.len() as u64, Ordering::Relaxed);
     let publish = shared.events.receiver_count() > 0;
+    let ended_at = Utc::now();
+    for p in &batch {
+        if fenced.contains(&p.outcome.fence.id) {
+            continue;
+        }
+        if let Some(ended) = crate::stats::Ended::of(&p.outcome.kind) {
+            shared.history.record(
+                &p.queue,
+                &p.kind,
+                ended_at,
+                ended,
+                p.timing.wait,
+                Some(p.timing.run),
+            );
+        }
+    }
     for p in batch {
         let was_fenced = fenced.contains(&p.outcome.fence.id);
         let short = EventOutcome::from(&p.outcome.kind);

@@ -11,7 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::live::{Live, Step};
-use super::{request_stop, stop_of, InFlight, Pending, Shared};
+use super::{request_stop, stop_of, InFlight, Pending, Shared, Timing};
 
 use crate::cleanup::{AttemptExit, CleanupOutcome, CleanupReport};
 use crate::handler::{JobContext, JobError};
@@ -70,7 +70,8 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     };
     shared.stats.started.fetch_add(1, Ordering::Relaxed);
     let due = job.run_at.max(job.created_at);
-    if let Ok(waited) = (Utc::now() - due).to_std() {
+    let waited = (Utc::now() - due).to_std().ok();
+    if let Some(waited) = waited {
         shared.stats.enqueue_to_start.observe(waited);
     }
     let started = std::time::Instant::now();
@@ -128,7 +129,8 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     .await;
     // The attempt is over however it ended: work spawned on its token stops too.
     token.cancel();
-    shared.stats.run_time.observe(started.elapsed());
+    let ran = started.elapsed();
+    shared.stats.run_time.observe(ran);
     count(&shared, &job, &ended);
     let ended = promote_staged_files(&ctx, &reason, ended).await;
     // The attempt ended now: its error and its next run are timed from here, not from after
@@ -159,7 +161,11 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     attempt_over.store(true, Ordering::Release);
     untrack.armed = false;
     drop(permit);
-    report(&shared, &ctx, job, facts, outcome, cleanups);
+    let timing = Timing {
+        wait: waited,
+        run: ran,
+    };
+    report(&shared, &ctx, job, facts, outcome, cleanups, timing);
 }
 
 /// Runs the handler under its timeout and the attempt's token and says how it ended. `before`
@@ -309,6 +315,7 @@ fn report(
     facts: Attempt,
     outcome: Option<OutcomeKind>,
     cleanups: Vec<CleanupReport>,
+    timing: Timing,
 ) {
     let Some(kind) = outcome else {
         // Lease lost: the job belongs to someone else now; there is nothing to write.
@@ -332,6 +339,7 @@ fn report(
         _backlog: shared.backlog.clone().try_acquire_owned().ok(),
         facts,
         effect,
+        timing,
     });
     if let Err(unsent) = sent {
         // Only after the completer is gone (a bug or a panic there): the lease lapses and

@@ -28,11 +28,17 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
+fn alive_in_flight(shared: &Shared) -> u32 {
+    u32::try_from(shared.inflight().len()).unwrap_or(u32::MAX)
+}
+
 async fn beat(shared: &Shared, last_extended: &mut Instant) {
     let now = Utc::now();
     let alive = HeartbeatNodeParams {
         id: shared.node.id.clone(),
         now,
+        in_flight: alive_in_flight(shared),
+        draining: !shared.ready.load(std::sync::atomic::Ordering::Acquire),
     };
     match shared.store.heartbeat_node(alive).await {
         Ok(true) => {}
@@ -42,6 +48,8 @@ async fn beat(shared: &Shared, last_extended: &mut Instant) {
             tracing::warn!(node = %shared.node.id, "this node was removed from the registry; registering again");
             let node = crate::store::NodeInfo {
                 last_seen: now,
+                in_flight: alive_in_flight(shared),
+                draining: !shared.ready.load(std::sync::atomic::Ordering::Acquire),
                 ..shared.node.clone()
             };
             if let Err(e) = shared.store.register_node(node).await {

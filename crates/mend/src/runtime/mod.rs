@@ -98,6 +98,11 @@ pub struct WorkerConfig {
     /// Finished jobs older than this are deleted (`None`: keep them forever). See
     /// [`crate::maintenance::pruner::DEFAULT_RETENTION`].
     pub retention: Option<Duration>,
+    /// Per-minute history and events older than this are deleted (`None`: keep them). See
+    /// [`crate::stats::DEFAULT_HISTORY_RETENTION`].
+    pub history_retention: Option<Duration>,
+    /// See [`crate::stats::DEFAULT_FLUSH_INTERVAL`].
+    pub history_flush_interval: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -114,6 +119,8 @@ impl Default for WorkerConfig {
             quarantine_after_lost: DEFAULT_QUARANTINE_AFTER_LOST,
             retry_policy: Arc::new(ExponentialBackoff::default()),
             retention: Some(crate::maintenance::pruner::DEFAULT_RETENTION),
+            history_retention: Some(crate::stats::DEFAULT_HISTORY_RETENTION),
+            history_flush_interval: crate::stats::DEFAULT_FLUSH_INTERVAL,
         }
     }
 }
@@ -271,6 +278,15 @@ struct Pending {
     effect: Option<crate::store::TxEffect>,
     /// The attempt's facts, to settle it again if its completion's own writes fail.
     facts: crate::settle::Attempt,
+    /// How long it waited and ran, for the dashboard's history.
+    timing: Timing,
+}
+
+/// How long an attempt waited to start (unknown when the clock went back) and ran.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    wait: Option<Duration>,
+    run: Duration,
 }
 
 /// Most outcomes waiting to be written before fetchers stop claiming. A slot is freed as soon
@@ -297,6 +313,8 @@ pub(crate) struct Shared {
     ready: AtomicBool,
     /// Parent of every attempt's token: cancelled when a shutdown passes its drain deadline.
     hard_stop: CancellationToken,
+    /// Per-minute history, flushed to the store off the hot path (see [`crate::stats`]).
+    history: Arc<crate::stats::Recorder>,
 }
 
 impl Shared {
@@ -448,13 +466,25 @@ impl Worker {
         let mut node = crate::node::this_node(now);
         // Recorded so `mend doctor` can tell which kinds no live node serves.
         node.kinds = self.registry.kinds();
+        node.queues = self
+            .config
+            .queues
+            .iter()
+            .map(|(name, c)| crate::store::NodeQueue {
+                name: name.clone(),
+                concurrency: u32::try_from(*c).unwrap_or(u32::MAX),
+            })
+            .collect();
         self.store.register_node(node.clone()).await?;
+        crate::maintenance::history::node_joined(self.store.as_ref(), &node).await;
+        let history = crate::stats::Recorder::new();
         let rescued = crate::maintenance::rescuer::rescue_once(
             self.store.as_ref(),
             &node.id,
             now,
             self.config.node_stale_after,
             self.config.quarantine_after_lost,
+            Some(&*history),
         )
         .await?;
 
@@ -477,6 +507,7 @@ impl Worker {
             tracker: TaskTracker::new(),
             ready: AtomicBool::new(true),
             hard_stop: root.child_token(),
+            history,
         });
         shared
             .stats
@@ -515,6 +546,7 @@ impl Worker {
             every,
             shared.config.node_stale_after,
             shared.config.quarantine_after_lost,
+            shared.history.clone(),
             {
                 let shared = shared.clone();
                 move |n| {
@@ -523,13 +555,20 @@ impl Worker {
             },
             heartbeat_stop.clone(),
         ));
-        if let Some(retention) = shared.config.retention {
+        if shared.config.retention.is_some() || shared.config.history_retention.is_some() {
             maintenance.spawn(crate::maintenance::pruner::run(
                 shared.store.clone(),
-                retention,
+                shared.config.retention,
+                shared.config.history_retention,
                 heartbeat_stop.clone(),
             ));
         }
+        maintenance.spawn(crate::stats::run_flusher(
+            shared.history.clone(),
+            shared.store.clone(),
+            shared.config.history_flush_interval,
+            heartbeat_stop.clone(),
+        ));
         maintenance.spawn(crate::maintenance::scheduler::run(
             shared.store.clone(),
             heartbeat_stop.clone(),
@@ -590,6 +629,17 @@ impl WorkerHandle {
         &self.shared.stats
     }
 
+    /// The dashboard history's accumulator: whatever else ends attempts in this process (the
+    /// remote-worker routes) records into it, and this worker flushes it.
+    pub fn history(&self) -> Arc<crate::stats::Recorder> {
+        self.shared.history.clone()
+    }
+
+    /// How long a node may go without a heartbeat before the rescuer takes it for dead.
+    pub fn node_stale_after(&self) -> Duration {
+        self.shared.config.node_stale_after
+    }
+
     /// Attempts running right now.
     pub fn in_flight(&self) -> usize {
         self.shared.inflight().len()
@@ -646,6 +696,17 @@ impl WorkerHandle {
         let shared = &self.shared;
         shared.ready.store(false, Ordering::Release);
         self.fetch_stop.cancel();
+        // Shown at once as draining (the heartbeat would say so within a second anyway).
+        let in_flight = u32::try_from(shared.inflight().len()).unwrap_or(u32::MAX);
+        let _ = shared
+            .store
+            .heartbeat_node(crate::store::HeartbeatNodeParams {
+                id: shared.node.id.clone(),
+                now: Utc::now(),
+                in_flight,
+                draining: true,
+            })
+            .await;
         for f in tasks.fetchers {
             let _ = f.await;
         }
@@ -693,6 +754,16 @@ impl WorkerHandle {
         {
             tracing::warn!("shutdown: a maintenance pass is still running; leaving it");
         }
+        // What the last outcomes added (the flusher stopped with the maintenance).
+        if let Err(e) = crate::stats::flush_once(&shared.history, shared.store.as_ref()).await {
+            tracing::warn!(error = %e, "shutdown: writing the last dashboard history failed; it is lost");
+        }
+        crate::maintenance::history::node_left(
+            shared.store.as_ref(),
+            &shared.node.id,
+            serde_json::json!({"reason": "shutdown", "drained": running.saturating_sub(released), "released": released}),
+        )
+        .await;
         if let Err(e) = shared
             .store
             .deregister_nodes(vec![shared.node.id.clone()])
