@@ -122,11 +122,11 @@ before(async () => {
     await call("POST", `/v1/jobs/${c.id}/${outcome}`, body);
   }
   // Running for a minute in a queue of one slot, and three waiting behind it.
-  await enqueue("busy-running", { kind: "noop", args: { sleep_ms: 60_000 }, queue: "busy" });
+  await enqueue("busy-running", { kind: "noop", args: { sleep_ms: 600_000 }, queue: "busy" });
   await waitFor("the busy job to run", async () => (await stateOf(jobs["busy-running"])) === "running");
   for (let i = 0; i < 3; i++) await enqueue(`busy-waiting${i}`, { kind: "noop", args: {}, queue: "busy" });
   // A job to cancel from the dashboard while it runs.
-  await enqueue("to-cancel", { kind: "noop", args: { sleep_ms: 60_000 } });
+  await enqueue("to-cancel", { kind: "noop", args: { sleep_ms: 600_000 } });
   // Scheduled for later.
   await enqueue("scheduled", { kind: "noop", args: {}, delay_ms: 3_600_000 });
   // A paused queue holds its job.
@@ -136,7 +136,7 @@ before(async () => {
   await enqueue("unserved", { kind: "remote.resize", args: { image: "cat.png", api_key: "sk-live-123" } });
   // A per-queue concurrency limit of one holds the second job.
   await call("PUT", "/v1/limits/one-at-a-time", { queue: "limited", concurrency: 1 });
-  await enqueue("limit-running", { kind: "noop", args: { sleep_ms: 60_000 }, queue: "limited" });
+  await enqueue("limit-running", { kind: "noop", args: { sleep_ms: 600_000 }, queue: "limited" });
   await waitFor("the limited job to run", async () => (await stateOf(jobs["limit-running"])) === "running");
   await enqueue("limit-held", { kind: "noop", args: {}, queue: "limited" });
   // A remote worker fails a job with a long retry delay: retryable.
@@ -213,6 +213,28 @@ test("the overview's figures are the API's", async () => {
     assert.equal(Number(shown.replace(/[,+]/g, "")), api.jobs.length, `${state} on the overview`);
   }
   assert.match(await page.textContent("#nodes-alive .figure"), /^1 \/ 1$/);
+  // Per kind: the history every node flushes (every 2 s) is the API's /v1/stats. Compared
+  // when the API gives the same answer before and after the page was drawn.
+  await waitFor("the history to hold the settled jobs", async () => {
+    const s = await call("GET", "/v1/stats?by=kind&step=window");
+    return s.buckets.some((b) => b.kind === "noop" && b.completed >= 3) && s.buckets.some((b) => b.kind === "remote.scan" && b.lost >= 1);
+  });
+  await waitFor("the overview to match /v1/stats", async () => {
+    const before = await call("GET", "/v1/stats?by=kind&step=window");
+    await page.goto(main.url + "/");
+    const after = await call("GET", "/v1/stats?by=kind&step=window");
+    if (JSON.stringify(before.buckets) !== JSON.stringify(after.buckets)) return false;
+    for (const b of after.buckets) {
+      const shown = await page.getAttribute(`#kinds tr[data-kind="${b.kind}"]`, "data-completed");
+      assert.equal(Number(shown), b.completed, `${b.kind} completed`);
+    }
+    const total = after.buckets.reduce((n, b) => n + b.completed + b.retried + b.failed + b.cancelled + b.lost + b.snoozed, 0);
+    assert.equal(Number(await page.getAttribute("#throughput", "data-ended")), total);
+    return true;
+  });
+  assert.equal(await page.locator("#throughput svg polyline").count(), 4, "four lines on the chart");
+  // The vanished remote worker's rescue is listed.
+  assert.match(await page.textContent("#rescues"), /remote:w-gone/);
   await shot(page, "overview");
   await context.close();
 });
@@ -305,7 +327,7 @@ test("why isn't it running: each answer from a real situation", async () => {
   const retry = await whyText(page, "retry-later");
   assert.match(retry, /It waits to retry at/);
   assert.match(retry, /Attempt 1 failed \(error: thumbnailer unreachable\)/);
-  assert.match(await whyText(page, "busy-waiting2"), /2 jobs are ahead of it in queue busy; 1 running now\./);
+  assert.match(await whyText(page, "busy-waiting2"), /2 jobs are ahead of it in queue busy; every slot is busy \(1 of 1 running\)\./);
   assert.match(await whyText(page, "limit-held"), /Limit one-at-a-time holds it/);
   // A running job on a live node needs no answer.
   await page.goto(`${main.url}/jobs/${jobs["busy-running"]}`);
@@ -320,7 +342,7 @@ test("why: the lease holder died (a node killed with SIGKILL)", async () => {
   const watcher = await serve("watcher", ["--database", db, "--token", TOKEN, "--queues", "default=1", "--rescue-interval", "1h"]);
   const victim = await serve("victim", ["--database", db, "--token", TOKEN, "--queues", "slow=1"]);
   const w = api(watcher.url);
-  const j = await w("POST", "/v1/jobs", { kind: "noop", args: { sleep_ms: 60_000 }, queue: "slow" });
+  const j = await w("POST", "/v1/jobs", { kind: "noop", args: { sleep_ms: 600_000 }, queue: "slow" });
   await waitFor("the victim to run the job", async () => (await w("GET", `/v1/jobs/${j.id}`)).state === "running");
   victim.child.kill("SIGKILL");
   await new Promise((r) => victim.child.once("exit", r));

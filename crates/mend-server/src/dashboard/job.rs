@@ -64,6 +64,14 @@ async fn answers(state: &AppState, job: &JobRow) -> Result<Vec<Answer>, PageErro
     let now = Utc::now();
     let paused = state.store.paused_queues().await?.contains(&job.queue);
     let nodes = node_facts(state).await?;
+    let slots: u64 = crate::routes::node_views(state)
+        .await?
+        .iter()
+        .filter(|n| n.state != "dead")
+        .flat_map(|n| n.queues.iter())
+        .filter(|q| q.name == job.queue)
+        .map(|q| u64::from(q.concurrency))
+        .sum();
     let (ahead, running, holds) = if job.state == JobState::Available {
         let n = state
             .store
@@ -109,6 +117,7 @@ async fn answers(state: &AppState, job: &JobRow) -> Result<Vec<Answer>, PageErro
         nodes: &nodes,
         ahead,
         running_in_queue: running,
+        slots,
         holds: &holds,
         stale_after: chrono::Duration::from_std(mend::runtime::DEFAULT_NODE_STALE_AFTER)
             .unwrap_or(chrono::Duration::seconds(30)),

@@ -9,7 +9,6 @@
 
 mod assets;
 mod auth;
-#[allow(dead_code)] // The overview's charts arrive with the per-minute history.
 mod chart;
 mod html;
 mod job;

@@ -1,4 +1,5 @@
-//! The Nodes page: every registered node, alive or dead, with the kinds it serves.
+//! The Nodes page: every registered node with its state (alive, draining, dead), the leader,
+//! the kinds and queues it serves, its build, its attempts in flight and its heartbeat.
 
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -7,29 +8,45 @@ use maud::html;
 
 use super::html::{between, layout, time, Nav};
 use super::PageResult;
+use crate::routes::node_views;
 use crate::AppState;
 
 /// `GET /nodes`.
 pub(super) async fn page(State(state): State<AppState>) -> PageResult {
     let now = Utc::now();
-    let stale = chrono::Duration::from_std(mend::runtime::DEFAULT_NODE_STALE_AFTER)
-        .unwrap_or(chrono::Duration::seconds(30));
-    let nodes = state.store.list_nodes().await?;
+    let nodes = node_views(&state).await?;
     let me = state.worker.as_ref().map(|w| w.node_id().to_owned());
     let body = html! {
         h1 { "Nodes" }
         div.scroll {
             table #nodes data-live {
-                thead { tr { th { "Node" } th { "State" } th { "Host" } th.num { "Pid" } th { "Kinds" } th { "Started" } th { "Last heartbeat" } } }
+                thead { tr {
+                    th { "Node" } th { "State" } th { "Kinds served" } th { "Queues (concurrency)" }
+                    th.num { "In flight" } th.hide-sm { "Build" } th.hide-sm { "Host / pid" }
+                    th.hide-sm { "Started" } th { "Last heartbeat" }
+                } }
                 tbody {
                     @for n in &nodes {
-                        @let alive = !mend::node::is_dead(n, now - stale);
-                        tr data-node=(n.id) data-alive=(alive) {
-                            td { code { (n.id) } @if me.as_deref() == Some(n.id.as_str()) { " " span.badge { "this node" } } }
-                            td { @if alive { span.badge.s-completed { "alive" } } @else { span.badge.s-discarded { "dead" } } }
-                            td { (n.host) } td.num { (n.pid) }
+                        tr data-node=(n.id) data-alive=(n.state != "dead") data-state=(n.state) {
+                            td {
+                                code { (n.id) }
+                                @if me.as_deref() == Some(n.id.as_str()) { " " span.badge { "this node" } }
+                                @if n.leader { " " span.badge.s-running #leader { "leader" } }
+                            }
+                            td { @match n.state {
+                                "alive" => span.badge.s-completed { "alive" },
+                                "draining" => span.badge.s-retryable { "draining" },
+                                _ => span.badge.s-discarded { "dead" },
+                            } }
                             td { (n.kinds.join(", ")) }
-                            td { (time(n.started_at)) }
+                            td { @for (i, q) in n.queues.iter().enumerate() {
+                                @if i > 0 { ", " }
+                                a href={"/jobs?queue=" (super::html::url_encode(&q.name))} { (q.name) } " (" (q.concurrency) ")"
+                            } }
+                            td.num { (n.in_flight) }
+                            td.hide-sm { (if n.build.is_empty() { "—" } else { n.build.as_str() }) }
+                            td.hide-sm { (n.host) " / " (n.pid) }
+                            td.hide-sm { (time(n.started_at)) }
                             td { (time(n.last_seen)) span.delta { (between(n.last_seen, now)) " ago" } }
                         }
                     }
@@ -37,6 +54,7 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
             }
         }
         @if nodes.is_empty() { p { "No node is registered: start one with " code { "mend serve" } "." } }
+        p.muted { "A dead node's running jobs are rescued by the leader; remote workers that claim over HTTP are not nodes and do not appear here." }
     };
     Ok(layout("Nodes", Nav::Nodes, body).into_response())
 }

@@ -9,8 +9,10 @@ use maud::html;
 use mend::store::SetQueuePausedParams;
 use mend::JobState;
 
-use super::html::{count, layout, url_encode, Nav};
+use super::chart::sparkline;
+use super::html::{count, layout, svg, url_encode, Nav};
 use super::{PageError, PageResult};
+use crate::routes::node_views;
 use crate::AppState;
 
 /// `GET /queues`.
@@ -31,6 +33,45 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
     queues
         .entry(mend::job::DEFAULT_QUEUE.to_owned())
         .or_default();
+    // Slots per queue: the concurrency of every live node that works it.
+    let mut slots: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
+    for n in node_views(&state)
+        .await?
+        .into_iter()
+        .filter(|n| n.state != "dead")
+    {
+        for q in n.queues {
+            let e = slots.entry(q.name.clone()).or_default();
+            e.0 += u64::from(q.concurrency);
+            e.1.push(format!("{}: {}", n.id, q.concurrency));
+            queues.entry(q.name).or_default();
+        }
+    }
+    // Attempts ended per minute over the last hour, per queue.
+    let now = chrono::Utc::now();
+    let hour = mend::stats::StatsParams {
+        since: now - chrono::Duration::hours(1),
+        until: now,
+        step: std::time::Duration::from_secs(60),
+        by: mend::stats::StatsBy::Queue,
+        queue: None,
+        kind: None,
+    }
+    .checked()
+    .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, &e.to_string()))?;
+    let history = state.store.stats(hour).await?;
+    let minutes =
+        usize::try_from((history.until - history.since).num_minutes().max(1)).unwrap_or(60);
+    let mut throughput: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for b in &history.buckets {
+        let Some(q) = &b.queue else { continue };
+        let i = usize::try_from((b.at - history.since).num_minutes())
+            .unwrap_or(0)
+            .min(minutes - 1);
+        throughput
+            .entry(q.clone())
+            .or_insert_with(|| vec![0.0; minutes])[i] += b.counts.total() as f64;
+    }
     let body = html! {
         h1 { "Queues" }
         div.scroll {
@@ -38,6 +79,7 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                 thead { tr {
                     th { "Queue" }
                     @for s in JobState::ALL { th.num { (s.as_str()) } }
+                    th.num { "Slots" } th { "Last hour" }
                     th { "Paused" } th { span.hide-sm { "Action" } }
                 } }
                 tbody {
@@ -52,6 +94,12 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                                     }
                                 }
                             }
+                            @let (n, per_node) = slots.get(name).cloned().unwrap_or_default();
+                            td.num data-slots=(n) title=(per_node.join(", ")) { (n) }
+                            @let series = throughput.get(name).cloned().unwrap_or_else(|| vec![0.0; minutes]);
+                            td data-ended=(series.iter().sum::<f64>()) {
+                                (svg(sparkline(&format!("attempts ended per minute in {name}, last hour"), &series)))
+                            }
                             td data-paused=(is_paused) { @if is_paused { span.badge.s-retryable { "paused" } } @else { "no" } }
                             td {
                                 form method="post" action={"/queues/" (url_encode(name)) "/" (if is_paused { "resume" } else { "pause" })} {
@@ -63,7 +111,7 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                 }
             }
         }
-        p.muted { "A paused queue hands out no job until it is resumed; running jobs finish." }
+        p.muted { "Slots: the concurrency of every live node that works the queue (hover for each node's share). A paused queue hands out no job until it is resumed; running jobs finish." }
     };
     Ok(layout("Queues", Nav::Queues, body).into_response())
 }

@@ -37,6 +37,8 @@ pub(crate) struct Facts<'a> {
     pub ahead: Option<(u64, bool)>,
     /// Jobs of the queue running now.
     pub running_in_queue: u64,
+    /// The queue's slots: the concurrency of every live node that works it (0: unknown).
+    pub slots: u64,
     /// The limits holding it back now.
     pub holds: &'a [Hold],
     /// A node without a heartbeat for this long is dead.
@@ -171,11 +173,16 @@ pub(crate) fn why(f: &Facts<'_>) -> Vec<Answer> {
             if let Some((n, capped)) = f.ahead {
                 if n > 0 {
                     let more = if capped { "+" } else { "" };
-                    out.push(answer(
+                    let busy = if f.slots > 0 && f.running_in_queue >= f.slots {
                         format!(
-                            "{n}{more} jobs are ahead of it in queue {}; {} running now.",
-                            job.queue, f.running_in_queue
-                        ),
+                            "every slot is busy ({} of {} running)",
+                            f.running_in_queue, f.slots
+                        )
+                    } else {
+                        format!("{} running now", f.running_in_queue)
+                    };
+                    out.push(answer(
+                        format!("{n}{more} jobs are ahead of it in queue {}; {busy}.", job.queue),
                         "Jobs are claimed by priority, then run_at, then age. Add workers or concurrency to go faster.",
                     ));
                 }
@@ -297,6 +304,7 @@ mod tests {
             nodes,
             ahead: Some((0, false)),
             running_in_queue: 0,
+            slots: 0,
             holds: &[],
             stale_after: chrono::Duration::seconds(30),
         }

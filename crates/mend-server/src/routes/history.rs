@@ -228,28 +228,28 @@ pub(crate) async fn events(
     Ok(Json(EventsView { events }))
 }
 
-/// One node as `/v1/nodes` shows it.
+/// One node as `/v1/nodes` (and the dashboard) shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(super) struct NodeView {
-    id: String,
-    host: String,
-    pid: u32,
-    started_at: DateTime<Utc>,
-    last_seen: DateTime<Utc>,
+pub(crate) struct NodeView {
+    pub(crate) id: String,
+    pub(crate) host: String,
+    pub(crate) pid: u32,
+    pub(crate) started_at: DateTime<Utc>,
+    pub(crate) last_seen: DateTime<Utc>,
     /// Kinds it has handlers for.
-    kinds: Vec<String>,
+    pub(crate) kinds: Vec<String>,
     /// Queues it works, with its concurrency in each.
-    queues: Vec<mend::store::NodeQueue>,
+    pub(crate) queues: Vec<mend::store::NodeQueue>,
     /// The mend version it runs (empty: an older mend).
-    build: String,
+    pub(crate) build: String,
     /// Attempts running at its last heartbeat.
-    in_flight: u32,
+    pub(crate) in_flight: u32,
     /// `alive`, `draining` (shutdown begun) or `dead` (not seen within the rescuer's liveness
     /// window, or its process is gone; its jobs are rescued).
-    state: &'static str,
+    pub(crate) state: &'static str,
     /// Its process runs the maintenance: on PostgreSQL it holds the leader lock; SQLite has no
     /// election (every live node rescues, fenced), so every live node is marked.
-    leader: bool,
+    pub(crate) leader: bool,
 }
 
 /// `{"nodes": [...]}`.
@@ -258,21 +258,22 @@ pub(super) struct NodesView {
     nodes: Vec<NodeView>,
 }
 
-/// Every registered node with its state, leadership, kinds, queues, build and attempts in
-/// flight.
-#[utoipa::path(get, path = "/v1/nodes", tag = "history",
-    responses((status = 200, body = NodesView)))]
-pub(crate) async fn nodes(State(state): State<AppState>) -> Result<Json<NodesView>, ApiError> {
-    let stale_after = state
+/// How long without a heartbeat makes a node dead, as this server's rescuer sees it.
+pub(crate) fn stale_after(state: &AppState) -> Duration {
+    state
         .worker
         .as_ref()
         .map_or(mend::runtime::DEFAULT_NODE_STALE_AFTER, |w| {
             w.node_stale_after()
-        });
+        })
+}
+
+/// Every registered node with its state and facts.
+pub(crate) async fn node_views(state: &AppState) -> Result<Vec<NodeView>, mend::StoreError> {
     let now = Utc::now();
-    let stale_before =
-        now - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::seconds(30));
-    let nodes = state
+    let stale_before = now
+        - chrono::Duration::from_std(stale_after(state)).unwrap_or(chrono::Duration::seconds(30));
+    Ok(state
         .store
         .list_nodes()
         .await?
@@ -299,6 +300,15 @@ pub(crate) async fn nodes(State(state): State<AppState>) -> Result<Json<NodesVie
                 state,
             }
         })
-        .collect();
-    Ok(Json(NodesView { nodes }))
+        .collect())
+}
+
+/// Every registered node with its state, leadership, kinds, queues, build and attempts in
+/// flight.
+#[utoipa::path(get, path = "/v1/nodes", tag = "history",
+    responses((status = 200, body = NodesView)))]
+pub(crate) async fn nodes(State(state): State<AppState>) -> Result<Json<NodesView>, ApiError> {
+    Ok(Json(NodesView {
+        nodes: node_views(&state).await?,
+    }))
 }

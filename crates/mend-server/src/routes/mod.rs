@@ -5,6 +5,7 @@ mod cron;
 pub(crate) mod debug;
 mod health;
 mod history;
+pub(crate) use history::node_views;
 mod jobs;
 mod limits;
 mod metrics;
