@@ -415,6 +415,10 @@ test("pause and resume a queue", async () => {
   await page.click(`${row} button`);
   queues = (await call("GET", "/v1/queues")).queues;
   assert.equal(queues.find((q) => q.name === "busy").paused, false);
+  // The next job of the busy queue has been waiting since it was enqueued.
+  const head = await call("GET", `/v1/jobs/${jobs["busy-waiting0"]}`);
+  const waited = Number(await page.getAttribute(`${row} [data-head-wait-ms]`, "data-head-wait-ms"));
+  assert.ok(waited >= Date.now() - Date.parse(head.created_at) - 60_000 && waited > 1000, `head waited ${waited} ms`);
   // The counts are the API's.
   const api = await call("GET", "/v1/jobs?queue=busy&state=available&limit=1000");
   assert.equal(await page.textContent(`${row} [data-state=available]`), String(api.jobs.length));

@@ -421,44 +421,57 @@ pub(crate) async fn list(store: &PgStore, p: ListParams) -> Result<JobPage> {
 }
 
 /// Per-state counts, each a `LIMIT cap + 1` walk of an index: the claim, due and running
-/// indexes for the live states, `mend_jobs_final_state_id` for the finished ones.
+/// indexes for the live states, `mend_jobs_final_state_id` for the finished ones. With a
+/// filter, a state without an index on queue is counted among its newest jobs only.
 pub(crate) async fn count_states(store: &PgStore, p: CountStatesParams) -> Result<Vec<StateCount>> {
     let mut args: Params = Vec::new();
     let mut filters = String::new();
-    if let Some(q) = p.queue {
+    if let Some(q) = p.queue.clone() {
         args.push(Box::new(q));
         filters.push_str(&format!(" AND queue = ${}", args.len()));
     }
-    if let Some(k) = p.kind {
+    if let Some(k) = p.kind.clone() {
         args.push(Box::new(k));
         filters.push_str(&format!(" AND kind = ${}", args.len()));
     }
     let cap = i64::try_from(p.cap).unwrap_or(i64::MAX - 1);
     args.push(Box::new(cap + 1));
     let limit = args.len();
-    let parts: Vec<String> = JobState::ALL
+    let span = i64::try_from(mend::store::COUNT_SCAN_SPAN).unwrap_or(i64::MAX);
+    args.push(Box::new(span));
+    let span_at = args.len();
+    let s = &store.inner.sql.schema_q;
+    let states = p.states();
+    let parts: Vec<String> = states
         .iter()
-        .map(|s| {
-            format!(
-                "SELECT '{s}'::text, (SELECT count(*) FROM (SELECT 1 FROM {}.mend_jobs WHERE state = '{s}'{filters} LIMIT ${limit}) c)::int8",
-                store.inner.sql.schema_q,
-                s = s.as_str()
-            )
+        .map(|state| {
+            let st = state.as_str();
+            // The newest finished jobs, or the next due waiting ones: each walks its index.
+            let order = if state.is_final() { "id DESC" } else { "run_at" };
+            if p.spans(*state) {
+                format!(
+                    "SELECT '{st}'::text, (SELECT count(*) FROM (SELECT 1 FROM (SELECT queue, kind FROM {s}.mend_jobs WHERE state = '{st}' ORDER BY {order} LIMIT ${span_at}) n WHERE true{filters} LIMIT ${limit}) c)::int8,
+                        (SELECT count(*) FROM (SELECT 1 FROM {s}.mend_jobs WHERE state = '{st}' LIMIT ${span_at}) m)::int8"
+                )
+            } else {
+                format!(
+                    "SELECT '{st}'::text, (SELECT count(*) FROM (SELECT 1 FROM {s}.mend_jobs WHERE state = '{st}'{filters} LIMIT ${limit}) c)::int8, 0::int8"
+                )
+            }
         })
         .collect();
     let rows = store
         .query(&parts.join(" UNION ALL "), &refs(&args))
         .await?;
-    let mut out = Vec::with_capacity(JobState::ALL.len());
+    let mut out = Vec::with_capacity(states.len());
     for r in &rows {
         let state: String = r.try_get(0).map_err(store.pg())?;
         let n: i64 = r.try_get(1).map_err(store.pg())?;
+        let scanned: i64 = r.try_get(2).map_err(store.pg())?;
         if let Some(state) = JobState::ALL.into_iter().find(|s| s.as_str() == state) {
-            out.push(StateCount::from_capped(
-                state,
-                u64::try_from(n).unwrap_or(0),
-                p.cap,
-            ));
+            let mut c = StateCount::from_capped(state, u64::try_from(n).unwrap_or(0), p.cap);
+            c.capped |= scanned >= span;
+            out.push(c);
         }
     }
     Ok(out)
@@ -480,6 +493,19 @@ pub(crate) async fn count_ahead(store: &PgStore, p: CountAheadParams) -> Result<
         None => 0,
     };
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The next job each queue hands out.
+pub(crate) async fn queue_heads(store: &PgStore, queues: Vec<String>) -> Result<Vec<JobRow>> {
+    // A lateral LIMIT 1 per queue walks the claim index from its head.
+    let sql = format!(
+        "SELECT h.* FROM unnest($1::text[]) AS q(name), LATERAL (
+            SELECT {COLS} FROM {s}.mend_jobs WHERE state = 'available' AND queue = q.name
+            ORDER BY priority, run_at, id LIMIT 1) h",
+        COLS = crate::sql::COLS,
+        s = store.inner.sql.schema_q
+    );
+    decode_all(&store.query(&sql, &[&queues]).await?)
 }
 
 /// Deletes the final jobs among `ids`.

@@ -384,6 +384,10 @@ impl Store for PgStore {
         jobs::delete_final(self, ids).await
     }
 
+    async fn queue_heads(&self, queues: Vec<String>) -> Result<Vec<JobRow>> {
+        jobs::queue_heads(self, queues).await
+    }
+
     async fn register_node(&self, node: NodeInfo) -> Result<()> {
         nodes::register(self, node).await
     }

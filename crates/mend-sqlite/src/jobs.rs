@@ -265,12 +265,14 @@ pub(crate) fn list(conn: &Connection, path: &str, p: ListParams) -> Result<JobPa
         filters.push_str(&format!(" AND queue = ?{}", args.len()));
     }
     if !p.states.is_empty() {
-        let states: Vec<&str> = p.states.iter().map(|s| s.as_str()).collect();
-        args.push(serde_json::to_string(&states).unwrap_or_default().into());
-        filters.push_str(&format!(
-            " AND state IN (SELECT value FROM json_each(?{}))",
-            args.len()
-        ));
+        // Literals (from the enum, never from the caller): a parameter would hide the state
+        // from the planner, which then cannot use the state's partial index.
+        let states: Vec<String> = p
+            .states
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        filters.push_str(&format!(" AND state IN ({})", states.join(", ")));
     }
     if let Some(k) = p.kind {
         args.push(k.into());
@@ -324,7 +326,8 @@ pub(crate) fn list(conn: &Connection, path: &str, p: ListParams) -> Result<JobPa
 }
 
 /// Per-state counts, each a `LIMIT cap + 1` walk of an index: the claim, due and running
-/// indexes for the live states, `mend_jobs_final_state_id` for the finished ones.
+/// indexes for the live states, `mend_jobs_final_state_id` for the finished ones. With a
+/// filter, a state without an index on queue is counted among its newest jobs only.
 pub(crate) fn count_states(
     conn: &Connection,
     path: &str,
@@ -332,32 +335,57 @@ pub(crate) fn count_states(
 ) -> Result<Vec<StateCount>> {
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
     let mut filters = String::new();
-    if let Some(q) = p.queue {
+    if let Some(q) = p.queue.clone() {
         args.push(q.into());
         filters.push_str(&format!(" AND queue = ?{}", args.len()));
     }
-    if let Some(k) = p.kind {
+    if let Some(k) = p.kind.clone() {
         args.push(k.into());
         filters.push_str(&format!(" AND kind = ?{}", args.len()));
     }
     let cap = i64::try_from(p.cap).unwrap_or(i64::MAX - 1);
     args.push((cap + 1).into());
     let limit = args.len();
-    let mut out = Vec::with_capacity(JobState::ALL.len());
-    for state in JobState::ALL {
-        let sql = format!(
-            "SELECT count(*) FROM (SELECT 1 FROM mend_jobs WHERE state = '{}'{filters} LIMIT ?{limit})",
-            state.as_str()
-        );
-        let n: i64 = conn
+    let span = i64::try_from(mend::store::COUNT_SCAN_SPAN).unwrap_or(i64::MAX);
+    args.push(span.into());
+    let span_at = args.len();
+    let mut out = Vec::new();
+    for state in p.states() {
+        // The state is a literal (from the enum), so the planner can pick its partial index.
+        let st = state.as_str();
+        // The newest finished jobs, or the next due waiting ones: each walks its index.
+        let order = if state.is_final() {
+            "id DESC"
+        } else {
+            "run_at"
+        };
+        let sql = if p.spans(state) {
+            format!(
+                "SELECT (SELECT count(*) FROM (SELECT 1 FROM (SELECT queue, kind FROM mend_jobs WHERE state = '{st}' ORDER BY {order} LIMIT ?{span_at}) WHERE 1{filters} LIMIT ?{limit})),
+                        (SELECT count(*) FROM (SELECT 1 FROM mend_jobs WHERE state = '{st}' LIMIT ?{span_at}))"
+            )
+        } else {
+            format!(
+                "SELECT (SELECT count(*) FROM (SELECT 1 FROM mend_jobs WHERE state = '{st}'{filters} LIMIT ?{limit})), 0"
+            )
+        };
+        // rusqlite wants exactly the parameters a statement names.
+        let used = if p.spans(state) {
+            &args[..]
+        } else {
+            &args[..span_at - 1]
+        };
+        let (n, scanned): (i64, i64) = conn
             .prepare_cached(&sql)
-            .and_then(|mut s| s.query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0)))
+            .and_then(|mut s| {
+                s.query_row(rusqlite::params_from_iter(used.iter()), |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+            })
             .map_err(|e| map_err(path, e))?;
-        out.push(StateCount::from_capped(
-            state,
-            u64::try_from(n).unwrap_or(0),
-            p.cap,
-        ));
+        let mut c = StateCount::from_capped(state, u64::try_from(n).unwrap_or(0), p.cap);
+        c.capped |= scanned >= span;
+        out.push(c);
     }
     Ok(out)
 }
@@ -384,6 +412,23 @@ pub(crate) fn count_ahead(conn: &Connection, path: &str, p: CountAheadParams) ->
         })
         .map_err(|e| map_err(path, e))?;
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The next job each queue hands out: one walk of the claim index per queue.
+pub(crate) fn queue_heads(
+    conn: &Connection,
+    path: &str,
+    queues: Vec<String>,
+) -> Result<Vec<JobRow>> {
+    let sql = format!(
+        "{} AND state = 'available' AND queue = ?1 ORDER BY priority, run_at, id LIMIT 1",
+        *sql::LIST
+    );
+    let mut out = Vec::new();
+    for q in queues {
+        out.extend(query_jobs(conn, path, &sql, params![q])?);
+    }
+    Ok(out)
 }
 
 /// Deletes the final jobs among `ids`.

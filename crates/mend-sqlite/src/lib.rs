@@ -406,6 +406,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn queue_heads(&self, queues: Vec<String>) -> Result<Vec<JobRow>> {
+        self.read(move |conn, path| jobs::queue_heads(conn, path, queues))
+            .await
+    }
+
     async fn register_node(&self, node: NodeInfo) -> Result<()> {
         self.write(true, move |conn, path| nodes::register(conn, path, node))
             .await

@@ -92,6 +92,9 @@ impl Store for Crashing {
     async fn delete_final(&self, ids: Vec<Uuid>) -> Result<Vec<Uuid>> {
         self.inner.delete_final(ids).await
     }
+    async fn queue_heads(&self, queues: Vec<String>) -> Result<Vec<JobRow>> {
+        self.inner.queue_heads(queues).await
+    }
     async fn register_node(&self, node: NodeInfo) -> Result<()> {
         self.inner.register_node(node).await
     }

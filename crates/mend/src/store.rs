@@ -580,6 +580,30 @@ pub struct CountStatesParams {
     pub kind: Option<String>,
     /// Count at most this many per state: a page view must not count a million rows.
     pub cap: u64,
+    /// Only these states (empty: all).
+    pub states: Vec<JobState>,
+}
+
+/// With a queue or kind filter, the states without an index on queue (all but available and
+/// running) are counted among their newest this many jobs; past it the count says "at least".
+pub const COUNT_SCAN_SPAN: u64 = 20_000;
+
+impl CountStatesParams {
+    /// The states asked for.
+    pub fn states(&self) -> Vec<JobState> {
+        if self.states.is_empty() {
+            JobState::ALL.to_vec()
+        } else {
+            self.states.clone()
+        }
+    }
+
+    /// Whether `state` is counted among its newest [`COUNT_SCAN_SPAN`] jobs: a filter is set
+    /// and no index of the state leads with the queue.
+    pub fn spans(&self, state: JobState) -> bool {
+        (self.queue.is_some() || self.kind.is_some())
+            && !matches!(state, JobState::Available | JobState::Running)
+    }
 }
 
 /// How many jobs of one state match, up to the cap.
@@ -959,11 +983,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Per-state counts of the jobs matching a filter, each counted up to `cap` through an
     /// index (the dashboard shows "10,000+" rather than counting a big table on every view).
+    /// With a filter, states that [`CountStatesParams::spans`] are counted among their newest
+    /// [`COUNT_SCAN_SPAN`] jobs, and `capped` says when older ones were not looked at.
     async fn count_states(&self, params: CountStatesParams) -> Result<Vec<StateCount>>;
 
     /// How many available jobs of the same queue are claimed before this one (claim order:
     /// priority, run_at, id), counted up to `cap + 1`: an answer above `cap` means "more".
     async fn count_ahead(&self, params: CountAheadParams) -> Result<u64>;
+
+    /// The job each of `queues` hands out next (claim order: priority, run_at, id), if any:
+    /// the head of the line, whose `run_at` says how long the queue has kept work waiting.
+    /// One index lookup per queue.
+    async fn queue_heads(&self, queues: Vec<String>) -> Result<Vec<JobRow>>;
 
     /// Deletes the jobs among `ids` that are in a final state (completed, cancelled,
     /// discarded); jobs still in flight are left alone. Returns the ids deleted.

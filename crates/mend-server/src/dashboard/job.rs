@@ -89,6 +89,7 @@ async fn answers(state: &AppState, job: &JobRow) -> Result<Vec<Answer>, PageErro
                 queue: Some(job.queue.clone()),
                 kind: None,
                 cap: COUNT_CAP,
+                states: vec![JobState::Running],
             })
             .await?
             .into_iter()

@@ -151,6 +151,7 @@ pub(super) async fn page(State(state): State<AppState>, Query(q): Query<JobsQuer
             queue: some(&q.queue).map(str::to_owned),
             kind: some(&q.kind).map(str::to_owned),
             cap: COUNT_CAP,
+            states: vec![],
         })
         .await?;
     let page = match params {

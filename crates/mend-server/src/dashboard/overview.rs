@@ -100,6 +100,7 @@ pub(super) async fn page(
             queue: None,
             kind: None,
             cap: COUNT_CAP,
+            states: vec![],
         })
         .await?;
     let nodes = node_views(&state).await?;

@@ -6,49 +6,29 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use maud::html;
-use mend::store::SetQueuePausedParams;
+use mend::store::{CountStatesParams, SetQueuePausedParams};
 use mend::JobState;
 
 use super::chart::sparkline;
-use super::html::{count, layout, svg, url_encode, Nav};
+use super::html::{between, count, layout, svg, url_encode, Nav};
+use super::jobs::COUNT_CAP;
 use super::{PageError, PageResult};
 use crate::routes::node_views;
 use crate::AppState;
 
+/// The states a queue's row counts: the work still to do. Finished work is the last hour's
+/// history.
+const LIVE: [JobState; 4] = [
+    JobState::Available,
+    JobState::Scheduled,
+    JobState::Retryable,
+    JobState::Running,
+];
+
 /// `GET /queues`.
 pub(super) async fn page(State(state): State<AppState>) -> PageResult {
-    let counts = state.store.queue_counts().await?;
-    let paused = state.store.paused_queues().await?;
-    let mut queues: BTreeMap<String, BTreeMap<JobState, u64>> = BTreeMap::new();
-    for c in counts {
-        *queues
-            .entry(c.queue)
-            .or_default()
-            .entry(c.state)
-            .or_default() += c.count;
-    }
-    for p in &paused {
-        queues.entry(p.clone()).or_default();
-    }
-    queues
-        .entry(mend::job::DEFAULT_QUEUE.to_owned())
-        .or_default();
-    // Slots per queue: the concurrency of every live node that works it.
-    let mut slots: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
-    for n in node_views(&state)
-        .await?
-        .into_iter()
-        .filter(|n| n.state != "dead")
-    {
-        for q in n.queues {
-            let e = slots.entry(q.name.clone()).or_default();
-            e.0 += u64::from(q.concurrency);
-            e.1.push(format!("{}: {}", n.id, q.concurrency));
-            queues.entry(q.name).or_default();
-        }
-    }
-    // Attempts ended per minute over the last hour, per queue.
     let now = chrono::Utc::now();
+    // Attempts ended per minute over the last hour, per queue.
     let hour = mend::stats::StatsParams {
         since: now - chrono::Duration::hours(1),
         until: now,
@@ -60,9 +40,57 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
     .checked()
     .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, &e.to_string()))?;
     let history = state.store.stats(hour).await?;
+    // The queues: paused ones, those a live node works, those with activity in the last hour,
+    // and the default one. (Counting the jobs table by queue would read every finished job.)
+    let paused = state.store.paused_queues().await?;
+    let mut names: std::collections::BTreeSet<String> = paused.iter().cloned().collect();
+    names.insert(mend::job::DEFAULT_QUEUE.to_owned());
+    names.extend(history.buckets.iter().filter_map(|b| b.queue.clone()));
+    // Slots per queue: the concurrency of every live node that works it.
+    let mut slots: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
+    for n in node_views(&state)
+        .await?
+        .into_iter()
+        .filter(|n| n.state != "dead")
+    {
+        for q in n.queues {
+            let e = slots.entry(q.name.clone()).or_default();
+            e.0 += u64::from(q.concurrency);
+            e.1.push(format!("{}: {}", n.id, q.concurrency));
+            names.insert(q.name);
+        }
+    }
+    let mut queues: BTreeMap<String, BTreeMap<JobState, (u64, bool)>> = BTreeMap::new();
+    for name in &names {
+        let counts = state
+            .store
+            .count_states(CountStatesParams {
+                queue: Some(name.clone()),
+                kind: None,
+                cap: COUNT_CAP,
+                states: LIVE.to_vec(),
+            })
+            .await?;
+        queues.insert(
+            name.clone(),
+            counts
+                .into_iter()
+                .map(|c| (c.state, (c.count, c.capped)))
+                .collect(),
+        );
+    }
+    // How long the next job of each queue has waited (the head of its line, by claim order).
+    let heads: BTreeMap<String, chrono::DateTime<chrono::Utc>> = state
+        .store
+        .queue_heads(names.iter().cloned().collect())
+        .await?
+        .into_iter()
+        .map(|j| (j.queue, j.run_at.max(j.created_at)))
+        .collect();
     let minutes =
         usize::try_from((history.until - history.since).num_minutes().max(1)).unwrap_or(60);
     let mut throughput: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut ended: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for b in &history.buckets {
         let Some(q) = &b.queue else { continue };
         let i = usize::try_from((b.at - history.since).num_minutes())
@@ -71,6 +99,9 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
         throughput
             .entry(q.clone())
             .or_insert_with(|| vec![0.0; minutes])[i] += b.counts.total() as f64;
+        let e = ended.entry(q.clone()).or_default();
+        e.0 += b.counts.completed;
+        e.1 += b.counts.failed;
     }
     let body = html! {
         h1 { "Queues" }
@@ -78,8 +109,9 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
             table #queues data-live {
                 thead { tr {
                     th { "Queue" }
-                    @for s in JobState::ALL { th.num { (s.as_str()) } }
-                    th.num { "Slots" } th { "Last hour" }
+                    @for s in LIVE { th.num { (s.as_str()) } }
+                    th.num { "completed (1 h)" } th.num { "failed (1 h)" }
+                    th.num { "Slots" } th.num { "Next job waiting" } th { "Last hour" }
                     th { "Paused" } th { span.hide-sm { "Action" } }
                 } }
                 tbody {
@@ -87,15 +119,23 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                         @let is_paused = paused.contains(name);
                         tr data-queue=(name) {
                             td { a href={"/jobs?queue=" (url_encode(name))} { (name) } }
-                            @for s in JobState::ALL {
+                            @for s in LIVE {
+                                @let (n, capped) = by_state.get(&s).copied().unwrap_or((0, false));
                                 td.num data-state=(s.as_str()) {
-                                    a href={"/jobs?queue=" (url_encode(name)) "&state=" (s.as_str())} {
-                                        (count(by_state.get(&s).copied().unwrap_or(0), false))
-                                    }
+                                    a href={"/jobs?queue=" (url_encode(name)) "&state=" (s.as_str())} { (count(n, capped)) }
                                 }
                             }
+                            @let (done, failed) = ended.get(name).copied().unwrap_or((0, 0));
+                            td.num data-completed-hour=(done) { (done) }
+                            td.num { (failed) }
                             @let (n, per_node) = slots.get(name).cloned().unwrap_or_default();
                             td.num data-slots=(n) title=(per_node.join(", ")) { (n) }
+                            td.num data-head-wait-ms=[heads.get(name).map(|h| (now - *h).num_milliseconds().max(0))] {
+                                @match heads.get(name) {
+                                    Some(h) => { (between(*h, now)) }
+                                    None => { "—" }
+                                }
+                            }
                             @let series = throughput.get(name).cloned().unwrap_or_else(|| vec![0.0; minutes]);
                             td data-ended=(series.iter().sum::<f64>()) {
                                 (svg(sparkline(&format!("attempts ended per minute in {name}, last hour"), &series)))
@@ -111,7 +151,7 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                 }
             }
         }
-        p.muted { "Slots: the concurrency of every live node that works the queue (hover for each node's share). A paused queue hands out no job until it is resumed; running jobs finish." }
+        p.muted { "Next job waiting: how long the job the queue hands out next has been due. Slots: the concurrency of every live node that works the queue (hover for each node's share). A paused queue hands out no job until it is resumed; running jobs finish." }
     };
     Ok(layout("Queues", Nav::Queues, body).into_response())
 }

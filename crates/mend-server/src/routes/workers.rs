@@ -437,15 +437,14 @@ fn fenced_out(owner: &str, attempt: i32, id: Uuid) -> ApiError {
 }
 
 /// Writes a remote worker's outcome for `attempt` of job `id`, fenced by the worker, and
-/// counts it in the dashboard history. `before` is the job as it was while running, when the
-/// caller read it (its due time and start give the wait and run time).
+/// counts it in the dashboard history (the wait and run time from the row after, when it still
+/// holds the attempt's due time and start: not after a retry, which moves `run_at`).
 async fn record(
     state: &AppState,
     id: Uuid,
     attempt: i32,
     owner: String,
     kind: OutcomeKind,
-    before: Option<&JobRow>,
 ) -> Result<Json<JobRow>, ApiError> {
     let ended = mend::stats::Ended::of(&kind);
     let r = state
@@ -465,9 +464,8 @@ async fn record(
     let job = super::jobs::load(state, id).await?;
     if let (Some(ended), Some(history)) = (ended, state.worker.as_ref().map(|w| w.history())) {
         let now = Utc::now();
-        let facts = before.unwrap_or(&job);
-        let started = facts.attempted_at;
-        let wait = started.and_then(|s| (s - facts.run_at.max(facts.created_at)).to_std().ok());
+        let started = job.attempted_at;
+        let wait = started.and_then(|s| (s - job.run_at.max(job.created_at)).to_std().ok());
         let run = started.and_then(|s| (now - s).to_std().ok());
         history.record(&job.queue, &job.kind, now, ended, wait, run);
     }
@@ -584,8 +582,7 @@ pub(crate) async fn complete(
     let owner = owner(&req.worker_id)?;
     let result = req.result.filter(|v| !v.is_null());
     let kind = OutcomeKind::Completed { result };
-    // A completed job keeps its run_at and attempted_at: the row read after is enough.
-    record(&state, id, req.attempt, owner, kind, None).await
+    record(&state, id, req.attempt, owner, kind).await
 }
 
 /// Fails a remote worker's attempt: retried with backoff (or `retry_after_ms`), or discarded
@@ -612,8 +609,7 @@ pub(crate) async fn fail(
     let Some(kind) = settle_remote(&state, id, req.attempt, ending, timed_out).await? else {
         return Err(ApiError::not_found(format!("no job {id}")));
     };
-    // The row after a retry has a new run_at: the wait is left out rather than misread.
-    record(&state, id, req.attempt, owner, kind, None).await
+    record(&state, id, req.attempt, owner, kind).await
 }
 
 /// Snoozes a remote worker's attempt: the job runs again after `delay_ms`, and the attempt
@@ -635,7 +631,6 @@ pub(crate) async fn snooze(
         req.attempt,
         owner,
         OutcomeKind::Snooze { run_at },
-        None,
     )
     .await
 }
@@ -652,7 +647,7 @@ pub(crate) async fn release(
     let id = super::jobs::parse_id(id)?;
     let Json(req) = body?;
     let owner = owner(&req.worker_id)?;
-    record(&state, id, req.attempt, owner, OutcomeKind::Release, None).await
+    record(&state, id, req.attempt, owner, OutcomeKind::Release).await
 }
 
 fn after_now(d: Duration) -> chrono::DateTime<Utc> {

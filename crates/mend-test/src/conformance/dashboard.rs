@@ -98,6 +98,7 @@ pub async fn dashboard_filters_counts_and_deletes(store: Arc<dyn Store>) {
             queue: Some("q1".into()),
             kind: None,
             cap: 3,
+            states: vec![],
         })
         .await
         .unwrap();
@@ -133,6 +134,7 @@ pub async fn dashboard_filters_counts_and_deletes(store: Arc<dyn Store>) {
             queue: Some("q1".into()),
             kind: Some("a".into()),
             cap: 100,
+            states: vec![],
         })
         .await
         .unwrap();
@@ -146,6 +148,7 @@ pub async fn dashboard_filters_counts_and_deletes(store: Arc<dyn Store>) {
             queue: Some("q2".into()),
             kind: None,
             cap: 100,
+            states: vec![],
         })
         .await
         .unwrap();
@@ -172,6 +175,16 @@ pub async fn dashboard_filters_counts_and_deletes(store: Arc<dyn Store>) {
     };
     assert_eq!(ahead(100).await, 3);
     assert_eq!(ahead(1).await, 2, "capped at cap + 1");
+
+    // The head of q1's line is the oldest available job in claim order; q2 has none.
+    let heads = store
+        .queue_heads(vec!["q1".into(), "q2".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        heads.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![rows[1].id]
+    );
 
     // Only finished jobs are deleted.
     let deleted = store
