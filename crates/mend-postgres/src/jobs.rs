@@ -438,10 +438,13 @@ pub(crate) async fn count_states(store: &PgStore, p: CountStatesParams) -> Resul
     args.push(Box::new(cap + 1));
     let limit = args.len();
     let span = i64::try_from(mend::store::COUNT_SCAN_SPAN).unwrap_or(i64::MAX);
-    args.push(Box::new(span));
-    let span_at = args.len();
     let s = &store.inner.sql.schema_q;
     let states = p.states();
+    // PostgreSQL wants exactly the parameters a statement names: the span only when used.
+    if states.iter().any(|st| p.spans(*st)) {
+        args.push(Box::new(span));
+    }
+    let span_at = args.len();
     let parts: Vec<String> = states
         .iter()
         .map(|state| {

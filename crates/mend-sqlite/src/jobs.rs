@@ -272,7 +272,28 @@ pub(crate) fn list(conn: &Connection, path: &str, p: ListParams) -> Result<JobPa
             .iter()
             .map(|s| format!("'{}'", s.as_str()))
             .collect();
-        filters.push_str(&format!(" AND state IN ({})", states.join(", ")));
+        let single_final = match p.states.as_slice() {
+            [one] if one.is_final() => Some(*one),
+            _ => None,
+        };
+        if let Some(one) = single_final {
+            // One finished state: `=`, as SQLite proves a partial index's condition from `=`
+            // only. (For a live state the primary key, newest first, is the better walk.)
+            filters.push_str(&format!(" AND state = '{}'", one.as_str()));
+        } else {
+            filters.push_str(&format!(" AND state IN ({})", states.join(", ")));
+        }
+        if let [one] = p.states.as_slice() {
+            if one.is_final() {
+                // Without statistics SQLite would rather walk the whole primary key backwards
+                // than this index, which holds exactly the state's rows newest first.
+                sql = sql.replacen(
+                    "FROM mend_jobs WHERE",
+                    &format!("FROM mend_jobs {FINAL_INDEX} WHERE"),
+                    1,
+                );
+            }
+        }
     }
     if let Some(k) = p.kind {
         args.push(k.into());
@@ -325,6 +346,9 @@ pub(crate) fn list(conn: &Connection, path: &str, p: ListParams) -> Result<JobPa
     Ok(JobPage::from_overfetch(jobs, limit))
 }
 
+/// The index of finished jobs by state, newest first.
+const FINAL_INDEX: &str = "INDEXED BY mend_jobs_final_state_id";
+
 /// Per-state counts, each a `LIMIT cap + 1` walk of an index: the claim, due and running
 /// indexes for the live states, `mend_jobs_final_state_id` for the finished ones. With a
 /// filter, a state without an index on queue is counted among its newest jobs only.
@@ -359,9 +383,10 @@ pub(crate) fn count_states(
         } else {
             "run_at"
         };
+        let hint = if state.is_final() { FINAL_INDEX } else { "" };
         let sql = if p.spans(state) {
             format!(
-                "SELECT (SELECT count(*) FROM (SELECT 1 FROM (SELECT queue, kind FROM mend_jobs WHERE state = '{st}' ORDER BY {order} LIMIT ?{span_at}) WHERE 1{filters} LIMIT ?{limit})),
+                "SELECT (SELECT count(*) FROM (SELECT 1 FROM (SELECT queue, kind FROM mend_jobs {hint} WHERE state = '{st}' ORDER BY {order} LIMIT ?{span_at}) WHERE 1{filters} LIMIT ?{limit})),
                         (SELECT count(*) FROM (SELECT 1 FROM mend_jobs WHERE state = '{st}' LIMIT ?{span_at}))"
             )
         } else {

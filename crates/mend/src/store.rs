@@ -569,7 +569,7 @@ pub struct ListParams {
 }
 
 /// How many of the newest jobs matching the other filters an args search looks through.
-pub const ARGS_SEARCH_SPAN: usize = 50_000;
+pub const ARGS_SEARCH_SPAN: usize = 20_000;
 
 /// Per-state counts of the jobs that match a filter, each capped (see [`Store::count_states`]).
 #[derive(Debug, Clone, Default)]

@@ -514,7 +514,7 @@ pub(super) struct ListQuery {
     /// Only jobs created before this time (RFC 3339).
     created_before: Option<String>,
     /// Only jobs whose args contain this JSON object (same values under its top-level keys),
-    /// searched among the newest 50,000 jobs matching the other filters.
+    /// searched among the newest 20,000 jobs matching the other filters.
     args: Option<String>,
 }
 

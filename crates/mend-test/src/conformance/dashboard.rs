@@ -143,6 +143,40 @@ pub async fn dashboard_filters_counts_and_deletes(store: Arc<dyn Store>) {
         .find(|c| c.state == JobState::Available)
         .map(|c| (c.count, c.capped));
     assert_eq!(available, Some((4, false)));
+    // Without a filter every state is counted exactly (up to the cap), each by its index.
+    let everything = store
+        .count_states(CountStatesParams {
+            queue: None,
+            kind: None,
+            cap: 100,
+            states: vec![],
+        })
+        .await
+        .unwrap();
+    let exact: Vec<(JobState, u64, bool)> = everything
+        .iter()
+        .filter(|c| c.count > 0)
+        .map(|c| (c.state, c.count, c.capped))
+        .collect();
+    assert_eq!(
+        exact,
+        vec![
+            (JobState::Available, 4, false),
+            (JobState::Running, 1, false),
+            (JobState::Cancelled, 1, false)
+        ]
+    );
+    let only_running = store
+        .count_states(CountStatesParams {
+            queue: Some("q1".into()),
+            kind: None,
+            cap: 100,
+            states: vec![JobState::Running],
+        })
+        .await
+        .unwrap();
+    assert_eq!(only_running.len(), 1);
+    assert_eq!(only_running[0].count, 1);
     let other_queue = store
         .count_states(CountStatesParams {
             queue: Some("q2".into()),
