@@ -199,11 +199,13 @@ async fn a_profile_under_load_decodes_as_pprof_and_names_mend_and_the_flame_grap
     assert_eq!(status, 200);
 }
 
-/// The 404 of a gated debug route: a problem that says the routes are off and nothing else.
+/// The 404 of a gated debug route: word for word what an unknown path gets, so it does not
+/// even say that debug routes exist.
 fn assert_gated(got: &(u16, String, Vec<u8>)) {
     let body = problem(404, got);
     let detail = body["detail"].as_str().unwrap();
-    assert!(detail.contains("debug endpoints are off"), "{detail}");
+    assert!(detail.starts_with("no route /debug/"), "{detail}");
+    assert!(!detail.contains("debug-endpoints"), "{detail}");
     assert!(body["request_id"].is_string());
     let mut keys: Vec<&String> = body.as_object().unwrap().keys().collect();
     keys.sort();
@@ -240,6 +242,18 @@ async fn beyond_loopback_the_routes_need_the_token_and_the_flag() {
     );
     // The gate is checked before the query: a bad one learns nothing either.
     assert_gated(&get(&s.base, "/debug/pprof/profile?seconds=0", Some(TOKEN)).await);
+    // Word for word an unknown path's answer, so nothing tells the routes exist.
+    let gated = problem(404, &get(&s.base, "/debug/attempts", Some(TOKEN)).await);
+    let unknown = problem(404, &get(&s.base, "/debug/nothing-here", Some(TOKEN)).await);
+    assert_eq!(
+        gated["detail"]
+            .as_str()
+            .unwrap()
+            .replace("/debug/attempts", "/debug/nothing-here"),
+        unknown["detail"].as_str().unwrap()
+    );
+    assert_eq!(gated["title"], unknown["title"]);
+    assert_eq!(gated["type"], unknown["type"]);
     // The rest of the API is served.
     let (status, _, _) = get(&s.base, "/v1/queues", Some(TOKEN)).await;
     assert_eq!(status, 200);

@@ -376,6 +376,23 @@ fn a_lease_expired_long_ago_fails_and_a_failed_cleanup_warns() {
             })
             .await
             .unwrap();
+        // What a worker writes when a durable cleanup fails all its tries (the runtime's own
+        // test, mend/tests/durable.rs, checks that it does): `undo` twice, `other` once.
+        let failed = |cleanup: &str, job: uuid::Uuid| mend::stats::Event {
+            at: chrono::Utc::now(),
+            kind: mend::stats::event_kind::CLEANUP_FAILED.into(),
+            node: "gone-node".into(),
+            detail: json!({"job": job, "queue": "default", "kind": "k", "attempt": 1,
+                           "cleanup": cleanup, "tries": 3, "error": "boom"}),
+        };
+        store
+            .add_events(vec![
+                failed("undo", gone.id),
+                failed("undo", claimed[0].id),
+                failed("other", gone.id),
+            ])
+            .await
+            .unwrap();
         (claimed[0].id, gone.id)
     });
     // Before the lease is old: a warning for the cleanup only, exit 0.
@@ -390,6 +407,15 @@ fn a_lease_expired_long_ago_fails_and_a_failed_cleanup_warns() {
     assert!(
         line.contains(&format!("mend jobs retry {discarded}")),
         "{line}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("warn") && l.contains("cleanup_failures"))
+        .unwrap_or_else(|| panic!("no repeated-failure warning: {text}"));
+    assert!(line.contains("`undo` failed 2 times on 2 jobs"), "{line}");
+    assert!(
+        !line.contains("`other`"),
+        "one failure is not 'again and again': {line}"
     );
     // The lease ran out 10 minutes ago and nobody rescued the job.
     let conn = rusqlite::Connection::open(&path).unwrap();

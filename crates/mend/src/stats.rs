@@ -688,6 +688,9 @@ pub mod event_kind {
     pub const NODE_JOINED: &str = "node_joined";
     /// A node deregistered (shutdown) or was declared dead.
     pub const NODE_LEFT: &str = "node_left";
+    /// A durable cleanup failed every one of its tries (`mend doctor` counts these per
+    /// cleanup to find one failing again and again).
+    pub const CLEANUP_FAILED: &str = "cleanup_failed";
 }
 
 /// One cluster event (a rescue, a node joining or leaving).
@@ -696,7 +699,7 @@ pub mod event_kind {
 pub struct Event {
     /// When it happened.
     pub at: DateTime<Utc>,
-    /// `rescue`, `node_joined` or `node_left` (see [`event_kind`]).
+    /// `rescue`, `node_joined`, `node_left` or `cleanup_failed` (see [`event_kind`]).
     pub kind: String,
     /// The node it is about (the dead node, the vanished worker's lease owner).
     pub node: String,

@@ -104,7 +104,15 @@ async fn a_cleanup_that_keeps_failing_stops_the_job_and_stays_written_down() {
 }
 
 async fn check_broken_cleanup(broken: Broken, why: &str) {
-    let (log, job) = run(Ending::Err, broken).await;
+    let env = Env::new().await;
+    let ran = Log::new();
+    let new = Work {
+        ending: Ending::Err,
+    }
+    .to_new_job()
+    .expect("encode");
+    let (job, _) = env.run_to_end(registry(&ran, broken), 2, |_| {}, new).await;
+    let log = ran.snapshot();
     assert_eq!(
         log,
         ["b failed", "b failed", "b failed", "a"],
@@ -125,6 +133,24 @@ async fn check_broken_cleanup(broken: Broken, why: &str) {
         [("undo", 2)],
         "only the failing one (b) stays listed, for a person"
     );
+    // The failure is also an event, which `mend doctor` counts per cleanup.
+    let now = chrono::Utc::now();
+    let events = env
+        .store
+        .events(mend::stats::EventsParams {
+            since: now - chrono::Duration::minutes(5),
+            until: now + chrono::Duration::minutes(1),
+            kinds: vec![mend::stats::event_kind::CLEANUP_FAILED.into()],
+            limit: 10,
+        })
+        .await
+        .expect("read events");
+    assert_eq!(events.len(), 1, "{events:?}");
+    let d = &events[0].detail;
+    assert_eq!(d["cleanup"], "undo", "{d}");
+    assert_eq!(d["job"], job.id.to_string(), "{d}");
+    assert_eq!(d["tries"], 3, "{d}");
+    assert!(d["error"].as_str().is_some_and(|e| e.contains(why)), "{d}");
 }
 
 mend_test::job_args!(struct Produce { dir: String, fail: bool } = "produce", max_attempts = 1);

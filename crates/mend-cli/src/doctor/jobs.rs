@@ -1,6 +1,6 @@
 //! Checks of the jobs: kinds waiting with no live node to run them, running jobs whose leases
-//! expired long ago (rescue is not happening), and jobs discarded because a durable cleanup
-//! failed.
+//! expired long ago (rescue is not happening), jobs discarded because a durable cleanup
+//! failed, and durable cleanups failing again and again (from the workers' events).
 
 use std::collections::BTreeSet;
 
@@ -112,6 +112,65 @@ fn unserved(stats: &DoctorStats, live: &[NodeInfo], out: &mut Vec<Finding>) {
     }
 }
 
+/// How many failed runs (each after all its tries) in a day make a cleanup "failing again and
+/// again": one failure is a bad day for one job, the second says the cleanup itself is broken.
+pub(super) const REPEATED_FAILURES: usize = 2;
+
+/// Durable cleanups that failed all their tries in the last day, per cleanup name: a warning
+/// for each that failed [`REPEATED_FAILURES`] times or more.
+pub(super) fn cleanup_failures(events: &[mend::stats::Event], out: &mut Vec<Finding>) {
+    struct Seen<'a> {
+        runs: usize,
+        jobs: BTreeSet<&'a str>,
+        last_error: &'a str,
+        last_job: &'a str,
+    }
+    let mut by_name: std::collections::BTreeMap<&str, Seen<'_>> = Default::default();
+    // Events come newest first, so the first one seen for a name carries its latest error.
+    for e in events {
+        let d = &e.detail;
+        let (Some(name), Some(job)) = (d["cleanup"].as_str(), d["job"].as_str()) else {
+            continue;
+        };
+        let seen = by_name.entry(name).or_insert(Seen {
+            runs: 0,
+            jobs: BTreeSet::new(),
+            last_error: d["error"].as_str().unwrap_or("-"),
+            last_job: job,
+        });
+        seen.runs += 1;
+        seen.jobs.insert(job);
+    }
+    let failing: Vec<String> = by_name
+        .iter()
+        .filter(|(_, s)| s.runs >= REPEATED_FAILURES)
+        .map(|(name, s)| {
+            let error: String = s.last_error.chars().take(120).collect();
+            format!(
+                "`{name}` failed {} times on {} jobs (latest on job {}: {error})",
+                s.runs,
+                s.jobs.len(),
+                s.last_job
+            )
+        })
+        .collect();
+    if failing.is_empty() {
+        out.push(Finding::ok(
+            "cleanup_failures",
+            "no durable cleanup failed repeatedly in the last day",
+        ));
+    } else {
+        out.push(Finding::warn(
+            "cleanup_failures",
+            format!(
+                "durable cleanups failing again and again in the last day: {}",
+                failing.join("; ")
+            ),
+            "fix the cleanup's code or what it talks to (the error says which), deploy it to every worker of the queue, then retry the jobs it stopped (`mend jobs list --state discarded`)",
+        ));
+    }
+}
+
 /// Up to the first few jobs, `id (queue/kind, <label> ...)`.
 fn examples(jobs: &[DoctorJob], label: &str) -> String {
     let shown: Vec<String> = jobs
@@ -130,6 +189,52 @@ fn examples(jobs: &[DoctorJob], label: &str) -> String {
 mod tests {
     use super::*;
     use mend::store::{NodeQueue, WaitingKind};
+
+    fn failed(cleanup: &str, job: &str, error: &str) -> mend::stats::Event {
+        mend::stats::Event {
+            at: chrono::Utc::now(),
+            kind: mend::stats::event_kind::CLEANUP_FAILED.into(),
+            node: "n1".into(),
+            detail: serde_json::json!({"job": job, "cleanup": cleanup, "tries": 3, "error": error}),
+        }
+    }
+
+    #[test]
+    fn a_cleanup_failing_twice_in_a_day_is_named_with_its_latest_error() {
+        let mut out = Vec::new();
+        cleanup_failures(&[], &mut out);
+        assert_eq!(out[0].status, super::super::Status::Ok);
+
+        // One failure of each: a bad day for one job, not a broken cleanup.
+        let mut out = Vec::new();
+        cleanup_failures(
+            &[failed("unlock", "j1", "boom"), failed("refund", "j2", "x")],
+            &mut out,
+        );
+        assert_eq!(out[0].status, super::super::Status::Ok, "{:?}", out[0]);
+
+        let mut out = Vec::new();
+        cleanup_failures(
+            &[
+                failed("unlock", "j2", "connection refused (newest)"),
+                failed("refund", "j3", "x"),
+                failed("unlock", "j1", "timed out"),
+                failed("unlock", "j1", "timed out"),
+            ],
+            &mut out,
+        );
+        let f = &out[0];
+        assert_eq!(f.status, super::super::Status::Warn, "{f:?}");
+        assert!(
+            f.message.contains(
+                "`unlock` failed 3 times on 2 jobs (latest on job j2: connection refused (newest))"
+            ),
+            "{}",
+            f.message
+        );
+        assert!(!f.message.contains("refund"), "{}", f.message);
+        assert!(f.fix.as_deref().is_some_and(|x| x.contains("retry")));
+    }
 
     #[test]
     fn a_kind_is_served_only_in_the_queues_its_nodes_work() {

@@ -229,5 +229,24 @@ async fn check_all(url: &str) -> Vec<Finding> {
     };
     let live = nodes::check(&nodes, &stats, now, &mut out);
     jobs::check(&stats, &live, &mut out);
+    // Durable cleanups that failed all their tries, from the events the workers write (the
+    // time index serves it); a cleanup failing again and again shows here before anyone
+    // reads the discarded jobs.
+    let failures = store
+        .events(mend::stats::EventsParams {
+            since: now - chrono::Duration::days(1),
+            until: now + chrono::Duration::minutes(1),
+            kinds: vec![mend::stats::event_kind::CLEANUP_FAILED.to_owned()],
+            limit: mend::stats::MAX_EVENTS,
+        })
+        .await;
+    match failures {
+        Ok(events) => jobs::cleanup_failures(&events, &mut out),
+        Err(e) => out.push(Finding::warn(
+            "cleanup_failures",
+            format!("not checked: reading the cleanup events failed: {e}"),
+            "fix what the error says, then run `mend doctor` again",
+        )),
+    }
     out
 }

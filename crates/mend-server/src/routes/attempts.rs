@@ -12,11 +12,12 @@ use crate::AppState;
 /// The attempts this node is running, longest-running first, each with `doing` in words.
 #[utoipa::path(get, path = "/debug/attempts", tag = "debug",
     responses((status = 200, description = "`{\"node\": .., \"attempts\": [LiveAttempt + doing]}`", body = Object),
-              (status = 404, description = "Debug endpoints are off on this server")))]
+              (status = 404, description = "Debug endpoints are off on this server (the same answer as an unknown path)")))]
 pub(crate) async fn list(
     State(state): State<AppState>,
+    uri: axum::http::Uri,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    super::debug::require_debug(&state)?;
+    super::debug::require_debug(&state, uri.path())?;
     let Some(worker) = &state.worker else {
         return Ok(Json(serde_json::json!({ "node": null, "attempts": [] })));
     };

@@ -47,15 +47,14 @@ const BLOCKLIST: [&str; 4] = ["libc", "libgcc", "pthread", "vdso"];
 static PROFILING: AtomicBool = AtomicBool::new(false);
 
 /// Refuses a debug route unless this server has its debug endpoints on (`mend serve` turns
-/// them on for a loopback address or with `--debug-endpoints`). The answer is a 404 that says
-/// how to turn them on and nothing about what the server runs or how it is set up.
-pub(crate) fn require_debug(state: &AppState) -> Result<(), ApiError> {
+/// them on for a loopback address or with `--debug-endpoints`). The answer is the very 404 an
+/// unknown path gets, so a caller cannot even learn that the routes exist; the operator finds
+/// the flag in `mend serve --help` and the README, not in the answer.
+pub(crate) fn require_debug(state: &AppState, path: &str) -> Result<(), ApiError> {
     if state.debug_endpoints {
         Ok(())
     } else {
-        Err(ApiError::not_found(
-            "the debug endpoints are off on this server; they are on when it listens on a loopback address, or when it is started with --debug-endpoints",
-        ))
+        Err(super::health::no_route(path))
     }
 }
 
@@ -149,15 +148,16 @@ impl Drop for Busy {
     responses(
         (status = 200, description = "The profile: the pprof protobuf (`application/octet-stream`) or, with `format=flamegraph`, an SVG (`image/svg+xml`)",
             content((Vec<u8> = "application/octet-stream"), (String = "image/svg+xml"))),
-        (status = 404, body = crate::error::Problem, content_type = "application/problem+json", description = "The debug endpoints are off on this server"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json", description = "The debug endpoints are off on this server (the same answer as an unknown path)"),
         (status = 409, body = crate::error::Problem, content_type = "application/problem+json", description = "Another profile is being taken"),
         (status = 422, body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn profile(
     State(state): State<AppState>,
+    uri: axum::http::Uri,
     query: Result<Query<ProfileQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    require_debug(&state)?;
+    require_debug(&state, uri.path())?;
     let Query(query) = query?;
     let req = ProfileRequest::parse(query)?;
     let busy = Busy::take().ok_or_else(|| {

@@ -43,8 +43,12 @@ pub(crate) async fn method_not_allowed(
 }
 
 pub(crate) async fn not_found(uri: axum::http::Uri) -> ApiError {
+    no_route(uri.path())
+}
+
+/// The answer for a path this server does not serve (also what a gated debug route answers).
+pub(crate) fn no_route(path: &str) -> ApiError {
     ApiError::not_found(format!(
-        "no route {}; the API lives under /v1 (see /v1/jobs and /v1/queues)",
-        uri.path()
+        "no route {path}; the API lives under /v1 (see /v1/jobs and /v1/queues)"
     ))
 }

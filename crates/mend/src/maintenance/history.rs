@@ -1,7 +1,7 @@
 //! Cluster events for the dashboard (`mend_events`): a node joining (with a deploy marker when
 //! its build, kinds or queues differ from the previous node on its host), a node leaving (shut
 //! down, or declared dead) and a rescue (whose jobs, how many, how long after the last sign of
-//! life). Written rarely and best-effort: a failed event write is logged, never fatal, and
+//! life), and a durable cleanup that failed all its tries. Written rarely and best-effort: a failed event write is logged, never fatal, and
 //! never holds up what it describes.
 
 use std::collections::BTreeMap;
@@ -20,6 +20,36 @@ async fn write(store: &dyn Store, event: Event) {
     if let Err(e) = store.add_events(vec![event]).await {
         tracing::warn!(error = %e, kind, "recording a dashboard event failed");
     }
+}
+
+/// Records a durable cleanup of job `job` that failed all its `tries`, with its last error.
+pub async fn cleanup_failed(
+    store: &dyn Store,
+    node: &str,
+    job: &crate::JobRow,
+    cleanup: &str,
+    tries: u32,
+    error: &str,
+) {
+    let error: String = error.chars().take(500).collect();
+    write(
+        store,
+        Event {
+            at: Utc::now(),
+            kind: event_kind::CLEANUP_FAILED.to_owned(),
+            node: node.to_owned(),
+            detail: json!({
+                "job": job.id,
+                "queue": job.queue,
+                "kind": job.kind,
+                "attempt": job.attempt,
+                "cleanup": cleanup,
+                "tries": tries,
+                "error": error,
+            }),
+        },
+    )
+    .await;
 }
 
 /// Records `node` joining. `deploy` in its detail is decided here: true when the previous

@@ -413,6 +413,15 @@ async fn run_durable(
             u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         );
         if !ran {
+            crate::maintenance::history::cleanup_failed(
+                shared.store.as_ref(),
+                &shared.node.id,
+                job,
+                &c.name,
+                tries,
+                &last,
+            )
+            .await;
             failed.push(format!(
                 "durable cleanup `{}` (written down by attempt {}) failed {CLEANUP_TRIES} times: {last}",
                 c.name, c.attempt
