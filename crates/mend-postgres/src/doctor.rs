@@ -64,11 +64,12 @@ pub(crate) async fn stats(store: &PgStore, p: DoctorParams) -> Result<DoctorStat
     for r in c
         .query(
             &format!(
-                "SELECT queue, kind, count(*) FROM {s}.mend_jobs
-                 WHERE state = 'available' AND run_at < $1
+                "SELECT queue, kind, count(*) FROM (
+                     SELECT queue, kind FROM {s}.mend_jobs
+                     WHERE state = 'available' AND run_at < $1 LIMIT $2) w
                  GROUP BY queue, kind ORDER BY queue, kind"
             ),
-            &[&micros(p.waiting_before)],
+            &[&micros(p.waiting_before), &mend::store::DOCTOR_WAITING_SPAN],
         )
         .await
         .map_err(&pg)?

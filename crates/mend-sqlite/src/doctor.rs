@@ -39,19 +39,23 @@ pub(crate) fn stats(conn: &Connection, path: &str, p: DoctorParams) -> Result<Do
     {
         let mut stmt = conn
             .prepare(
-                "SELECT queue, kind, count(*) FROM mend_jobs
-                 WHERE state = 'available' AND run_at < ?1
+                "SELECT queue, kind, count(*) FROM (
+                     SELECT queue, kind FROM mend_jobs
+                     WHERE state = 'available' AND run_at < ?1 LIMIT ?2)
                  GROUP BY queue, kind ORDER BY queue, kind",
             )
             .map_err(e)?;
         let rows = stmt
-            .query_map(params![micros(p.waiting_before)], |r| {
-                Ok(WaitingKind {
-                    queue: r.get(0)?,
-                    kind: r.get(1)?,
-                    count: r.get::<_, i64>(2)?.try_into().unwrap_or(0),
-                })
-            })
+            .query_map(
+                params![micros(p.waiting_before), mend::store::DOCTOR_WAITING_SPAN],
+                |r| {
+                    Ok(WaitingKind {
+                        queue: r.get(0)?,
+                        kind: r.get(1)?,
+                        count: r.get::<_, i64>(2)?.try_into().unwrap_or(0),
+                    })
+                },
+            )
             .map_err(e)?;
         for r in rows {
             waiting.push(r.map_err(e)?);

@@ -863,6 +863,11 @@ pub struct DoctorParams {
     pub limit: usize,
 }
 
+/// How many waiting jobs [`Store::doctor_stats`] looks at (any of them, in index order): enough
+/// to find the kinds left behind in any real backlog without reading all of a huge one. When
+/// the counts add up to it, each is a lower bound.
+pub const DOCTOR_WAITING_SPAN: i64 = 100_000;
+
 /// Available jobs of one queue and kind that have waited past [`DoctorParams::waiting_before`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WaitingKind {

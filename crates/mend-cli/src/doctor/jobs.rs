@@ -65,6 +65,10 @@ fn unserved(stats: &DoctorStats, live: &[NodeInfo], out: &mut Vec<Finding>) {
         .iter()
         .flat_map(|n| n.kinds.iter().map(String::as_str))
         .collect();
+    // The store looks at DOCTOR_WAITING_SPAN waiting jobs at most: past that, every count is
+    // a lower bound.
+    let looked_at: u64 = stats.waiting.iter().map(|w| w.count).sum();
+    let capped = i64::try_from(looked_at).unwrap_or(i64::MAX) >= mend::store::DOCTOR_WAITING_SPAN;
     // A node that records its queues serves a kind only in those queues (older nodes, which
     // record none, count for every queue).
     let works =
@@ -95,8 +99,11 @@ fn unserved(stats: &DoctorStats, live: &[NodeInfo], out: &mut Vec<Finding>) {
         out.push(Finding::warn(
             "unserved_kind",
             format!(
-                "{} job(s) of kind `{}` in queue `{}` have waited over 1 min and {why}",
-                w.count, w.kind, w.queue
+                "{}{} job(s) of kind `{}` in queue `{}` have waited over 1 min and {why}",
+                if capped { "at least " } else { "" },
+                w.count,
+                w.kind,
+                w.queue
             ),
             format!(
                 "start a node with a handler for `{}` on queue `{}`, or cancel the jobs if nothing should run them",
