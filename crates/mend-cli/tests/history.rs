@@ -141,6 +141,39 @@ fn stats_events_and_nodes_from_a_real_server_survive_a_restart() {
         Some(json!({"worker_id": "w1", "attempt": j["attempt"], "error": "bad", "fatal": true})),
     );
     assert_eq!(discarded["state"], "discarded", "{discarded}");
+    // Remote, batched: two attempts claimed in one call and ended in one finish.
+    for _ in 0..2 {
+        ok(
+            &node,
+            "POST",
+            "/v1/jobs",
+            Some(json!({"kind": "batched", "args": {}, "max_attempts": 1})),
+        );
+    }
+    let claimed = ok(
+        &node,
+        "POST",
+        "/v1/workers/claim",
+        Some(json!({"worker_id": "w2", "kinds": ["batched"], "limit": 2, "wait_ms": 2000})),
+    );
+    let jobs = claimed["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "{claimed}");
+    assert!(jobs[0]["checkpoint"].is_null() && jobs[0]["pending_cleanups"] == json!([]));
+    assert!(jobs[0]["stop_after_cleanups"].is_null(), "{claimed}");
+    let finished = ok(
+        &node,
+        "POST",
+        "/v1/workers/finish",
+        Some(json!({"worker_id": "w2", "outcomes": [
+            {"id": jobs[0]["id"], "attempt": jobs[0]["attempt"], "outcome": "completed"},
+            {"id": jobs[1]["id"], "attempt": jobs[1]["attempt"], "outcome": "failed", "error": "no"},
+        ]})),
+    );
+    assert_eq!(
+        finished["applied"].as_array().unwrap().len(),
+        2,
+        "{finished}"
+    );
     ok(
         &node,
         "POST",
@@ -178,6 +211,7 @@ fn stats_events_and_nodes_from_a_real_server_survive_a_restart() {
             && counts(s.get("http")) == [0, 0, 1, 0, 0]
             && counts(s.get("ext")) == [1, 1, 1, 0, 0]
             && counts(s.get("ghost")) == [0, 0, 0, 0, 1]
+            && counts(s.get("batched")) == [1, 0, 1, 0, 0]
     };
     let stats = until(30, "the history to count every attempt", || {
         let s = per_kind(&node);
@@ -194,6 +228,12 @@ fn stats_events_and_nodes_from_a_real_server_survive_a_restart() {
         stats["ext"]["run_p50_ms"].as_f64().is_some(),
         "remote attempts are timed too"
     );
+    assert!(
+        stats["batched"]["run_p50_ms"].as_f64().is_some()
+            && stats["batched"]["wait_p50_ms"].as_f64().is_some(),
+        "batched remote outcomes are timed from their claim: {}",
+        stats["batched"]
+    );
 
     // Per minute by default; totals agree with the per-kind view.
     let total = ok(&node, "GET", "/v1/stats", None);
@@ -204,7 +244,7 @@ fn stats_events_and_nodes_from_a_real_server_survive_a_restart() {
         .iter()
         .map(|b| b["completed"].as_u64().unwrap())
         .sum();
-    assert_eq!(completed, 5, "{total}");
+    assert_eq!(completed, 6, "{total}");
 
     // The vanished worker's rescue.
     let events = ok(&node, "GET", "/v1/events?kind=rescue", None);

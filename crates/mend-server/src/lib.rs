@@ -11,6 +11,7 @@ mod dashboard;
 pub mod error;
 mod middleware;
 pub mod otel;
+mod remote;
 pub mod routes;
 
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct AppState {
     /// Whether the `/debug/*` routes (CPU profiles, live attempts) answer; when false they
     /// answer 404. `mend serve` turns them on for a loopback address or `--debug-endpoints`.
     pub debug_endpoints: bool,
+    /// The attempts handed to remote workers, remembered for their outcomes' history.
+    pub remote_claims: Arc<remote::RemoteClaims>,
 }
 
 impl AppState {
@@ -71,6 +74,7 @@ impl AppState {
             worker: None,
             enqueued: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             debug_endpoints: false,
+            remote_claims: Arc::default(),
         }
     }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use mend::settle::{settle, Attempt, Ending, Rules, Stop};
@@ -25,7 +26,7 @@ use mend::store::{
     ExtendLeasesParams, Fence, HeldJob, Outcome, OutcomeKind,
 };
 use mend::JobRow;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{ApiError, Problem};
@@ -93,7 +94,7 @@ pub(super) struct ClaimRequest {
 pub(crate) async fn claim(
     State(state): State<AppState>,
     body: Result<Json<ClaimRequest>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Json(req) = body?;
     let owner = owner(&req.worker_id)?;
     if req.kinds.is_empty() {
@@ -139,9 +140,11 @@ pub(crate) async fn claim(
         if !state.is_ready() {
             // Shutting down: hand out nothing, but wait as asked so workers do not spin.
             tokio::time::sleep_until(deadline).await;
-            return Ok(Json(
-                serde_json::json!({ "jobs": [], "lease_owner": owner }),
-            ));
+            return Ok(Json(ClaimAnswer {
+                jobs: Vec::new(),
+                lease_owner: &owner,
+            })
+            .into_response());
         }
         let notified = wake.notified();
         tokio::pin!(notified);
@@ -159,10 +162,15 @@ pub(crate) async fn claim(
             .await?;
         let now = tokio::time::Instant::now();
         if !jobs.is_empty() || now >= deadline {
-            let jobs = jobs.into_iter().map(claimed).collect::<Vec<_>>();
-            return Ok(Json(
-                serde_json::json!({ "jobs": jobs, "lease_owner": owner }),
-            ));
+            if state.worker.is_some() {
+                // Their outcomes go into this node's history (see `finish`).
+                state.remote_claims.remember(&jobs);
+            }
+            return Ok(Json(ClaimAnswer {
+                jobs: jobs.iter().map(claimed).collect(),
+                lease_owner: &owner,
+            })
+            .into_response());
         }
         let nap = POLL_EVERY.min(deadline - now);
         tokio::select! {
@@ -172,32 +180,50 @@ pub(crate) async fn claim(
     }
 }
 
+/// The answer to a claim: the jobs, and the lease owner the worker's later calls name.
+#[derive(Serialize)]
+struct ClaimAnswer<'a> {
+    jobs: Vec<Claimed<'a>>,
+    lease_owner: &'a str,
+}
+
 /// A claimed job as a remote worker gets it: the row (with its `checkpoint` to resume from and
 /// the `pending_cleanups` a lost attempt left behind), plus `stop_after_cleanups`: when set, the
 /// job was kept alive only so those cleanups could run (out of attempts, or quarantined), and
 /// the worker reports it `fatal` with that message once they ran, without running the handler.
-fn claimed(job: JobRow) -> serde_json::Value {
+/// Written straight from the row (no JSON tree in between: this is the remote hot path).
+#[derive(Serialize)]
+struct Claimed<'a> {
+    #[serde(flatten)]
+    job: &'a JobRow,
+    /// `checkpoint: null` spelled out when the row has none (the row leaves it out): a remote
+    /// worker should not have to know which fields the row omits.
+    #[serde(rename = "checkpoint", skip_serializing_if = "Option::is_none")]
+    no_checkpoint: Option<()>,
+    /// Likewise `pending_cleanups: []`.
+    #[serde(rename = "pending_cleanups", skip_serializing_if = "Option::is_none")]
+    no_cleanups: Option<[(); 0]>,
+    stop_after_cleanups: Option<String>,
+}
+
+fn claimed(job: &JobRow) -> Claimed<'_> {
     let stop = if job.pending_cleanups.is_empty() {
         None
     } else {
         match mend::settle::after_recovery(
-            &Attempt::of(&job),
+            &Attempt::of(job),
             mend::job::DEFAULT_QUARANTINE_AFTER_LOST,
         ) {
             Some(Ending::Fatal { message }) => Some(message),
             _ => None,
         }
     };
-    let mut v = serde_json::to_value(&job).unwrap_or_else(|_| serde_json::json!({"id": job.id}));
-    if let Some(o) = v.as_object_mut() {
-        // Spelled out even when empty: a remote worker should not have to know which fields
-        // the row leaves out.
-        o.entry("checkpoint").or_insert(serde_json::Value::Null);
-        o.entry("pending_cleanups")
-            .or_insert_with(|| serde_json::json!([]));
-        o.insert("stop_after_cleanups".to_owned(), serde_json::json!(stop));
+    Claimed {
+        job,
+        no_checkpoint: job.checkpoint.is_none().then_some(()),
+        no_cleanups: job.pending_cleanups.is_empty().then_some([]),
+        stop_after_cleanups: stop,
     }
-    v
 }
 
 /// `POST /v1/workers/heartbeat`.
@@ -437,8 +463,8 @@ fn fenced_out(owner: &str, attempt: i32, id: Uuid) -> ApiError {
 }
 
 /// Writes a remote worker's outcome for `attempt` of job `id`, fenced by the worker, and
-/// counts it in the dashboard history (the wait and run time from the row after, when it still
-/// holds the attempt's due time and start: not after a retry, which moves `run_at`).
+/// counts it in the dashboard history (the wait and run time from the claim's facts, or from
+/// the row after when this server did not hand the attempt out).
 async fn record(
     state: &AppState,
     id: Uuid,
@@ -462,12 +488,15 @@ async fn record(
         return Err(fenced_out(&owner, attempt, id));
     }
     let job = super::jobs::load(state, id).await?;
+    // The claim's facts when this server handed the attempt out (exact even after a retry
+    // moved run_at), else the row's.
+    let remembered = state.remote_claims.take([(id, attempt)]).0.remove(&id);
     if let (Some(ended), Some(history)) = (ended, state.worker.as_ref().map(|w| w.history())) {
+        let f = remembered.unwrap_or_else(|| crate::remote::RemoteClaims::facts_of(&job));
         let now = Utc::now();
-        let started = job.attempted_at;
-        let wait = started.and_then(|s| (s - job.run_at.max(job.created_at)).to_std().ok());
-        let run = started.and_then(|s| (now - s).to_std().ok());
-        history.record(&job.queue, &job.kind, now, ended, wait, run);
+        let wait = f.started.and_then(|s| (s - f.due).to_std().ok());
+        let run = f.started.and_then(|s| (now - s).to_std().ok());
+        history.record(&f.queue, &f.kind, now, ended, wait, run);
     }
     Ok(Json(job))
 }
@@ -731,8 +760,9 @@ pub(crate) async fn finish(
             None => missing.push(item.id),
         }
     }
-    // The dashboard's history needs each job's queue, kind, due time and start: read while
-    // the jobs still run (one statement), counted once the outcomes are applied.
+    // The dashboard's history needs each job's queue, kind, due time and start: remembered
+    // from the claim when it went through this server, else read while the jobs still run
+    // (one statement); counted once the outcomes are applied.
     let history = state.worker.as_ref().map(|w| w.history());
     let ended: std::collections::HashMap<Uuid, mend::stats::Ended> = if history.is_some() {
         outcomes
@@ -742,14 +772,22 @@ pub(crate) async fn finish(
     } else {
         Default::default()
     };
-    let running = if ended.is_empty() {
-        Vec::new()
-    } else {
-        state
-            .store
-            .get_many(ended.keys().copied().collect())
-            .await?
-    };
+    let mut facts = std::collections::HashMap::new();
+    if history.is_some() {
+        let (found, unknown) = state
+            .remote_claims
+            .take(outcomes.iter().map(|o| (o.fence.id, o.fence.attempt)));
+        facts = found;
+        let unknown: Vec<Uuid> = unknown
+            .into_iter()
+            .filter(|id| ended.contains_key(id))
+            .collect();
+        if !unknown.is_empty() {
+            for job in state.store.get_many(unknown).await? {
+                facts.insert(job.id, crate::remote::RemoteClaims::facts_of(&job));
+            }
+        }
+    }
     let r = if outcomes.is_empty() {
         mend::store::CompleteResult::default()
     } else {
@@ -764,12 +802,11 @@ pub(crate) async fn finish(
     if let Some(history) = history {
         let now = Utc::now();
         let applied: std::collections::HashSet<&Uuid> = r.applied.iter().collect();
-        for job in running.iter().filter(|j| applied.contains(&j.id)) {
-            if let Some(e) = ended.get(&job.id) {
-                let started = job.attempted_at;
-                let wait = started.and_then(|s| (s - job.run_at.max(job.created_at)).to_std().ok());
-                let run = started.and_then(|s| (now - s).to_std().ok());
-                history.record(&job.queue, &job.kind, now, *e, wait, run);
+        for (id, f) in facts.iter().filter(|(id, _)| applied.contains(id)) {
+            if let Some(e) = ended.get(id) {
+                let wait = f.started.and_then(|s| (s - f.due).to_std().ok());
+                let run = f.started.and_then(|s| (now - s).to_std().ok());
+                history.record(&f.queue, &f.kind, now, *e, wait, run);
             }
         }
     }
