@@ -265,7 +265,7 @@ pub struct Periodic {
     /// The queue.
     pub queue: String,
     /// The job's args.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub args: serde_json::Value,
     /// Lower runs first.
     pub priority: i16,
@@ -410,13 +410,13 @@ pub struct PeriodicDecl {
     pub queue: Option<String>,
     /// The job's args (default `{}`).
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub args: Option<serde_json::Value>,
     /// Priority (default 0).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::lenient::opt_int")]
     pub priority: Option<i16>,
     /// Attempts per job (default 25).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::lenient::opt_int")]
     pub max_attempts: Option<i32>,
     /// Extra tags.
     #[serde(default)]
@@ -425,7 +425,7 @@ pub struct PeriodicDecl {
     #[serde(default)]
     pub catch_up: Option<String>,
     /// Most missed slots `all` runs (default 24).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::lenient::opt_int")]
     pub catch_up_max: Option<u32>,
 }
 

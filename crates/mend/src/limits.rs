@@ -32,11 +32,17 @@ pub const CLAIM_WINDOW: usize = 512;
 #[serde(deny_unknown_fields)]
 pub struct Rate {
     /// Starts allowed per period (at least 1).
+    #[serde(deserialize_with = "crate::lenient::int")]
     pub max: u32,
     /// The period, in milliseconds (at least 1).
+    #[serde(deserialize_with = "crate::lenient::int")]
     pub per_ms: u64,
     /// Starts allowed at once after a quiet spell; `max` when not set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::lenient::opt_int"
+    )]
     pub burst: Option<u32>,
 }
 
@@ -101,7 +107,11 @@ pub struct Limit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<Rate>,
     /// Attempts running at once (per key when `key` is set).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::lenient::opt_int"
+    )]
     pub concurrency: Option<u32>,
 }
 

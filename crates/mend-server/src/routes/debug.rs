@@ -143,8 +143,8 @@ impl Drop for Busy {
 /// stops the profile.
 #[utoipa::path(get, path = "/debug/pprof/profile", tag = "debug",
     params(
-        ("seconds" = Option<u64>, Query, description = "How long to profile, 1 to 60 seconds (default 10)"),
-        ("format" = Option<String>, Query, description = "`pprof` (default: the protobuf profile.proto) or `flamegraph` (SVG)"),
+        ("seconds" = Option<u64>, Query, minimum = 1, maximum = 60, description = "How long to profile, 1 to 60 seconds (default 10)"),
+        ("format" = Option<String>, Query, pattern = "^(?:pprof|flamegraph)$", description = "`pprof` (default: the protobuf profile.proto) or `flamegraph` (SVG)"),
     ),
     responses(
         (status = 200, description = "The profile: the pprof protobuf (`application/octet-stream`) or, with `format=flamegraph`, an SVG (`image/svg+xml`)",

@@ -74,16 +74,25 @@ fn lease(ms: Option<u64>) -> Result<Duration, ApiError> {
 #[serde(deny_unknown_fields)]
 pub(super) struct ClaimRequest {
     /// Unique per worker process.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub worker_id: String,
     /// The queue (default `default`).
+    #[schema(pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")]
     pub queue: Option<String>,
     /// The kinds this worker runs (at least one).
+    #[schema(value_type = Vec<super::contract::Name>, min_items = 1)]
     pub kinds: Vec<String>,
     /// At most this many jobs (default 1, at most 100).
+    #[schema(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub limit: Option<usize>,
     /// Wait up to this long for a job when none is available (default 0, at most 20000).
+    #[schema(maximum = 20000)]
+    #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub wait_ms: Option<u64>,
     /// Lease length (default 30000).
+    #[schema(minimum = 1000, maximum = 3_600_000)]
+    #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub lease_ms: Option<u64>,
 }
 
@@ -205,10 +214,13 @@ fn claimed(job: JobRow) -> serde_json::Value {
 #[serde(deny_unknown_fields)]
 pub(super) struct HeartbeatRequest {
     /// The worker.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub worker_id: String,
     /// The attempts it is running.
     pub jobs: Vec<HeldAttempt>,
     /// New lease length from now (default 30000).
+    #[schema(minimum = 1000, maximum = 3_600_000)]
+    #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub lease_ms: Option<u64>,
 }
 
@@ -219,6 +231,7 @@ pub(super) struct HeldAttempt {
     /// The job.
     pub id: Uuid,
     /// The attempt number it got from the claim.
+    #[serde(deserialize_with = "mend::lenient::int")]
     pub attempt: i32,
 }
 
@@ -282,11 +295,13 @@ pub(super) enum FailKind {
 #[serde(deny_unknown_fields)]
 pub(super) struct CompleteRequest {
     /// The worker.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub worker_id: String,
     /// The attempt it ran.
+    #[serde(deserialize_with = "mend::lenient::int")]
     pub attempt: i32,
     /// Stored as the job's result.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Value)]
     pub result: Option<serde_json::Value>,
 }
 
@@ -295,10 +310,13 @@ pub(super) struct CompleteRequest {
 #[serde(deny_unknown_fields)]
 pub(super) struct FailRequest {
     /// The worker.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub worker_id: String,
     /// The attempt it ran.
+    #[serde(deserialize_with = "mend::lenient::int")]
     pub attempt: i32,
-    /// What went wrong.
+    /// What went wrong (not blank).
+    #[schema(pattern = r"\S")]
     pub error: String,
     /// `error` (default), `panic` (an uncaught exception) or `timeout`.
     #[serde(default)]
@@ -309,6 +327,8 @@ pub(super) struct FailRequest {
     #[serde(default)]
     pub fatal: bool,
     /// Retry after this long instead of the default backoff.
+    #[schema(maximum = 2_592_000_000_u64)]
+    #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub retry_after_ms: Option<u64>,
 }
 
@@ -317,10 +337,14 @@ pub(super) struct FailRequest {
 #[serde(deny_unknown_fields)]
 pub(super) struct SnoozeRequest {
     /// The worker.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub worker_id: String,
     /// The attempt it ran.
+    #[serde(deserialize_with = "mend::lenient::int")]
     pub attempt: i32,
     /// Run again after this long; the attempt does not count.
+    #[schema(maximum = 2_592_000_000_u64)]
+    #[serde(deserialize_with = "mend::lenient::int")]
     pub delay_ms: u64,
 }
 
@@ -329,8 +353,10 @@ pub(super) struct SnoozeRequest {
 #[serde(deny_unknown_fields)]
 pub(super) struct ReleaseRequest {
     /// The worker.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub worker_id: String,
     /// The attempt it stops.
+    #[serde(deserialize_with = "mend::lenient::int")]
     pub attempt: i32,
 }
 
@@ -357,13 +383,15 @@ pub(super) struct FinishItem {
     /// The job.
     pub id: Uuid,
     /// The attempt the worker ran.
+    #[serde(deserialize_with = "mend::lenient::int")]
     pub attempt: i32,
     /// How it ended.
     pub outcome: FinishOutcome,
     /// `completed`: stored as the job's result.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Value)]
     pub result: Option<serde_json::Value>,
-    /// `failed`: what went wrong.
+    /// `failed` (required then): what went wrong, not blank.
+    #[schema(pattern = r"\S")]
     pub error: Option<String>,
     /// `failed`: `error` (default), `panic` or `timeout`.
     #[serde(default)]
@@ -374,8 +402,12 @@ pub(super) struct FinishItem {
     #[serde(default)]
     pub fatal: bool,
     /// `failed`: retry after this long instead of the default backoff.
+    #[schema(maximum = 2_592_000_000_u64)]
+    #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub retry_after_ms: Option<u64>,
-    /// `snoozed`: run again after this long.
+    /// `snoozed` (required then): run again after this long.
+    #[schema(maximum = 2_592_000_000_u64)]
+    #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub delay_ms: Option<u64>,
 }
 
@@ -384,8 +416,10 @@ pub(super) struct FinishItem {
 #[serde(deny_unknown_fields)]
 pub(super) struct FinishRequest {
     /// The worker.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub worker_id: String,
-    /// At most 1000 outcomes.
+    /// At most 1000 outcomes, one per job.
+    #[schema(max_items = 1000)]
     pub outcomes: Vec<FinishItem>,
 }
 
@@ -394,11 +428,13 @@ pub(super) struct FinishRequest {
 #[serde(deny_unknown_fields)]
 pub(super) struct CheckpointRequest {
     /// The worker.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub worker_id: String,
     /// The attempt it runs.
+    #[serde(deserialize_with = "mend::lenient::int")]
     pub attempt: i32,
     /// The state to resume from; the next claim of the job hands it back as `checkpoint`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub state: serde_json::Value,
 }
 
@@ -407,14 +443,17 @@ pub(super) struct CheckpointRequest {
 #[serde(deny_unknown_fields)]
 pub(super) struct DeferRequest {
     /// The worker.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub worker_id: String,
     /// The attempt it runs.
+    #[serde(deserialize_with = "mend::lenient::int")]
     pub attempt: i32,
     /// The cleanup's name, as the worker registered it.
+    #[schema(pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")]
     pub name: String,
     /// Its arguments.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub args: serde_json::Value,
 }
 
@@ -423,10 +462,13 @@ pub(super) struct DeferRequest {
 #[serde(deny_unknown_fields)]
 pub(super) struct CleanupDoneRequest {
     /// The worker.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub worker_id: String,
     /// The attempt it runs now (perhaps later than the cleanup's).
+    #[serde(deserialize_with = "mend::lenient::int")]
     pub attempt: i32,
     /// How long the cleanup took, for the timeline.
+    #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub duration_ms: Option<u64>,
 }
 
