@@ -410,7 +410,7 @@ pub struct PeriodicDecl {
     pub queue: Option<String>,
     /// The job's args (default `{}`).
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value, required = false))]
     pub args: Option<serde_json::Value>,
     /// Priority (default 0).
     #[serde(default, deserialize_with = "crate::lenient::opt_int")]

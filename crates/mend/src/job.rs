@@ -375,7 +375,7 @@ pub struct JobRow {
     /// Free-form labels for filtering.
     pub tags: Vec<String>,
     /// What the handler returned, when it completed.
-    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value, required = false))]
     pub result: Option<serde_json::Value>,
     /// Per-job attempt timeout, overriding the handler's.
     pub timeout_ms: Option<i64>,

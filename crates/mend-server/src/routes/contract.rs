@@ -119,9 +119,11 @@ fn cross_field_rules() -> Vec<(&'static str, Value)> {
                     "type": "array", "minItems": 1, "maxItems": 32,
                     "items": {"type": "string", "pattern": r"^(?:[^/][\s\S]*|/(?:[^~]|~[01])*)$"},
                 }]},
+                // The one-unit forms up to 366 days; the server also takes sums (`1h30m`) up
+                // to 366 days in all, which no pattern can bound.
                 "period": {"anyOf": [{"type": "null"}, {
-                    "type": "string", "maxLength": 64,
-                    "pattern": r"^(?:[0-9]+(?:ms|s|m|h|d))+$",
+                    "type": "string",
+                    "pattern": r"^(?:[1-9][0-9]{0,9}ms|[1-9][0-9]{0,6}s|[1-9][0-9]{0,4}m|[1-9][0-9]{0,2}h|(?:[1-9]|[1-9][0-9]|[12][0-9][0-9]|3[0-5][0-9]|36[0-6])d)$",
                 }]},
             }}]),
         ),
@@ -248,7 +250,10 @@ fn bound_integers(schema: &mut Schema) {
                 SchemaType::AnyValue => false,
             };
             if is_int {
-                let unsigned = o.minimum.as_ref().is_some_and(|m| *m == 0.into());
+                let unsigned = o.minimum.as_ref().is_some_and(|m| {
+                    matches!(m, utoipa::Number::Int(0) | utoipa::Number::UInt(0))
+                        || *m == utoipa::Number::Float(0.0)
+                });
                 let range: Option<(utoipa::Number, utoipa::Number)> = match &o.format {
                     Some(SchemaFormat::KnownFormat(KnownFormat::Int32)) if unsigned => {
                         Some((0.into(), u32::MAX.into()))

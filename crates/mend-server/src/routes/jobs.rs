@@ -37,7 +37,7 @@ pub(super) struct EnqueueRequest {
     #[schema(pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")]
     pub kind: String,
     /// Its input (default `{}`).
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub args: Option<serde_json::Value>,
     /// The queue (default `default`).
     #[schema(pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")]

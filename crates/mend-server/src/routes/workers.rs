@@ -301,7 +301,7 @@ pub(super) struct CompleteRequest {
     #[serde(deserialize_with = "mend::lenient::int")]
     pub attempt: i32,
     /// Stored as the job's result.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub result: Option<serde_json::Value>,
 }
 
@@ -388,7 +388,7 @@ pub(super) struct FinishItem {
     /// How it ended.
     pub outcome: FinishOutcome,
     /// `completed`: stored as the job's result.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub result: Option<serde_json::Value>,
     /// `failed` (required then): what went wrong, not blank.
     #[schema(pattern = r"\S")]
@@ -453,7 +453,7 @@ pub(super) struct DeferRequest {
     pub name: String,
     /// Its arguments.
     #[serde(default)]
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub args: serde_json::Value,
 }
 
@@ -723,6 +723,16 @@ pub(crate) async fn finish(
             format!("job {} is listed twice; send one outcome per job", dup.id),
         ));
     }
+    // Delays are checked whatever the outcome, so a value the contract refuses is never
+    // taken just because this outcome does not use it.
+    for item in &req.outcomes {
+        if let Some(ms) = item.delay_ms {
+            delay(ms, "delay_ms")?;
+        }
+        if let Some(ms) = item.retry_after_ms {
+            delay(ms, "retry_after_ms")?;
+        }
+    }
     let mut outcomes = Vec::with_capacity(req.outcomes.len());
     let mut missing = Vec::new();
     for item in req.outcomes {
@@ -885,7 +895,7 @@ pub(crate) async fn defer(
 /// timeline. Fenced by the attempt the worker runs now. A cleanup that keeps failing is not
 /// reported done; the worker fails the job `fatal` instead, saying which cleanup failed.
 #[utoipa::path(post, path = "/v1/jobs/{id}/cleanups/{seq}/done", tag = "workers", request_body = CleanupDoneRequest,
-    params(("id" = Uuid, Path), ("seq" = u32, Path)),
+    params(("id" = Uuid, Path), ("seq" = u32, Path, minimum = 0, maximum = 4_294_967_295_u64)),
     responses((status = 200, description = "`{\"done\": true}`", body = Object), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn cleanup_done(
     State(state): State<AppState>,
