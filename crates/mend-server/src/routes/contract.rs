@@ -133,7 +133,7 @@ fn cross_field_rules() -> Vec<(&'static str, Value)> {
             // `cron`) and a time zone an IANA name (format `iana-time-zone`): no pattern says
             // either exactly, so the formats name them (the contract test generates them).
             "PeriodicDecl",
-            json!([{"required": ["name", "schedule", "kind"]}, decl_fields()]),
+            json!([given_strings(&["name", "schedule", "kind"]), decl_fields()]),
         ),
         (
             // mend::limits::Limit::validate.
@@ -161,6 +161,15 @@ fn cross_field_rules() -> Vec<(&'static str, Value)> {
             ]),
         ),
     ]
+}
+
+/// These fields must be given, as strings (not `null`).
+fn given_strings(fields: &[&str]) -> Value {
+    let props: serde_json::Map<String, Value> = fields
+        .iter()
+        .map(|f| ((*f).to_owned(), json!({"type": "string"})))
+        .collect();
+    json!({"required": fields, "properties": props})
 }
 
 /// Not blank, at most 255 characters, no NUL (kinds and queues of schedules and limits).
@@ -209,7 +218,7 @@ fn add_put_bodies(openapi: &mut OpenApi) {
         return;
     };
     for (from, to, rules) in [
-        ("PeriodicDecl", "CronSpec", json!([{"required": ["schedule", "kind"]}, decl_fields()])),
+        ("PeriodicDecl", "CronSpec", json!([given_strings(&["schedule", "kind"]), decl_fields()])),
         ("Limit", "LimitSpec", json!([limit_fields()])),
     ] {
         let Some(RefOr::T(Schema::Object(o))) = components.schemas.get(from) else {
