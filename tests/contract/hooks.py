@@ -34,7 +34,7 @@ def _kinds(body):
 
 @schemathesis.hook
 def filter_body(context, body):
-    return not any(k in BUILT_IN_KINDS for k in _kinds(body))
+    return not any(isinstance(k, str) and k in BUILT_IN_KINDS for k in _kinds(body))
 
 
 # Rules across a header and the body, or across the items of a list, that JSON Schema cannot
@@ -45,7 +45,8 @@ def filter_case(context, case):
     body = case.body if isinstance(case.body, dict) else {}
     if case.path == "/v1/workers/finish":
         # One outcome per job.
-        ids = [o.get("id") for o in body.get("outcomes") or [] if isinstance(o, dict)]
+        outcomes = body.get("outcomes")
+        ids = [repr(o.get("id")) for o in outcomes if isinstance(o, dict)] if isinstance(outcomes, list) else []
         return len(ids) == len(set(ids))
     if case.path == "/v1/jobs" and case.method.upper() == "POST":
         header = next((v for k, v in (case.headers or {}).items() if k.lower() == "idempotency-key"), None)

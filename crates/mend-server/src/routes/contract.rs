@@ -187,6 +187,7 @@ fn decl_fields() -> Value {
         "timezone": {"format": "iana-time-zone"},
         "kind": nonblank(),
         "queue": nonblank(),
+        "priority": {"minimum": i16::MIN, "maximum": i16::MAX},
         "max_attempts": {"minimum": 1},
         "tags": {"anyOf": [{"type": "null"}, {"type": "array", "items": {"type": "string", "pattern": r"^[^\u0000]*$"}}]},
         "catch_up": {"enum": ["none", "latest", "all", null]},
