@@ -61,6 +61,7 @@ PYTHONPATH="$dir" timeout "${MEND_CONTRACT_TIMEOUT:-300}" \
   --header "Authorization: Bearer $token" \
   --exclude-path /debug/pprof/profile \
   --max-examples "${MEND_CONTRACT_EXAMPLES:-50}" \
+  --workers 4 \
   --seed "${MEND_CONTRACT_SEED:-1}" \
   --request-timeout 30 \
   --max-response-time 25 \

@@ -347,7 +347,7 @@ fn enqueue_trace(span: &tracing::Span, headers: &HeaderMap) -> Option<String> {
 /// answers 200 with the original job; with `unique` options, a job they call the same
 /// answers 200 with the existing job. Either way `duplicate` says which happened.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = EnqueueRequest,
-    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~](?:[ -~]{0,253}[!-~])?$", description = "Makes the enqueue idempotent (1–255 visible ASCII characters; not with `unique`, and equal to the body's `idempotency_key` if both are sent)")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~](?:[\t -~]{0,253}[!-~])?$", description = "Makes the enqueue idempotent (1–255 visible ASCII characters; not with `unique`, and equal to the body's `idempotency_key` if both are sent)")),
     responses((status = 201, body = mend::Enqueued), (status = 200, description = "A duplicate: the existing job holding the key (`duplicate: true`)", body = mend::Enqueued),
               (status = 422, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn enqueue(
