@@ -60,8 +60,7 @@ PYTHONPATH="$dir" timeout "${MEND_CONTRACT_TIMEOUT:-300}" \
   --phases examples,coverage,fuzzing,stateful \
   --header "Authorization: Bearer $token" \
   --exclude-path /debug/pprof/profile \
-  --max-examples "${MEND_CONTRACT_EXAMPLES:-50}" \
-  --workers 4 \
+  --max-examples "${MEND_CONTRACT_EXAMPLES:-30}" \
   --seed "${MEND_CONTRACT_SEED:-1}" \
   --request-timeout 30 \
   --max-response-time 25 \
