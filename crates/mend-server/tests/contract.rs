@@ -4,6 +4,8 @@
 //! rules the server enforces. schemathesis (scripts/test-contract.sh) explores the same
 //! document much further; this keeps a regression visible in nextest too.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::start;
@@ -22,7 +24,12 @@ fn operations(spec: &Value) -> Vec<(String, String, Value)> {
 }
 
 fn statuses(op: &Value) -> Vec<String> {
-    op["responses"].as_object().unwrap().keys().cloned().collect()
+    op["responses"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
 }
 
 /// A concrete URL for a documented path.
@@ -63,7 +70,10 @@ async fn the_document_declares_the_bearer_scheme_and_every_operation_answers_401
             assert_eq!(r.status, 200, "{method} {path} answers without a token");
             continue;
         }
-        assert!(!open, "{method} {path} is open but the server wants a token");
+        assert!(
+            !open,
+            "{method} {path} is open but the server wants a token"
+        );
         secured += 1;
         for status in ["401", "403", "500", "503"] {
             assert!(
@@ -92,11 +102,19 @@ async fn the_document_declares_the_bearer_scheme_and_every_operation_answers_401
             .await;
         assert_eq!(r.status, 401, "{method} {path} with a wrong token");
     }
-    assert!(secured >= 30, "only {secured} authenticated operations found");
+    assert!(
+        secured >= 30,
+        "only {secured} authenticated operations found"
+    );
 
     // Every shared answer points at a response the document defines.
     let responses = spec["components"]["responses"].as_object().unwrap();
-    for name in ["Unauthorized", "Forbidden", "PayloadTooLarge", "UnsupportedMediaType"] {
+    for name in [
+        "Unauthorized",
+        "Forbidden",
+        "PayloadTooLarge",
+        "UnsupportedMediaType",
+    ] {
         assert_eq!(
             responses[name]["content"]["application/problem+json"]["schema"]["$ref"],
             "#/components/schemas/Problem",
@@ -114,7 +132,9 @@ async fn request_schemas_carry_the_rules_the_server_enforces() {
     // The examples: an empty worker_id or kind is refused, and the document says so.
     let claim = &schemas["ClaimRequest"];
     assert_eq!(claim["additionalProperties"], false);
-    let worker_id = claim["properties"]["worker_id"]["pattern"].as_str().unwrap();
+    let worker_id = claim["properties"]["worker_id"]["pattern"]
+        .as_str()
+        .unwrap();
     assert!(worker_id.contains("{1,128}"), "{worker_id}");
     assert_eq!(claim["properties"]["kinds"]["minItems"], 1);
     assert_eq!(claim["properties"]["lease_ms"]["minimum"], 1000);
@@ -125,14 +145,20 @@ async fn request_schemas_carry_the_rules_the_server_enforces() {
         .contains("{1,128}"));
     assert_eq!(enqueue["properties"]["max_attempts"]["maximum"], 10_000);
     assert_eq!(enqueue["properties"]["tags"]["maxItems"], 32);
-    assert_eq!(schemas["BatchRequest"]["properties"]["jobs"]["maxItems"], 1000);
+    assert_eq!(
+        schemas["BatchRequest"]["properties"]["jobs"]["maxItems"],
+        1000
+    );
     // An integer field has its Rust type's range (a number past it is refused).
     let attempt = &schemas["CompleteRequest"]["properties"]["attempt"];
     assert_eq!(attempt["maximum"], i64::from(i32::MAX), "{attempt}");
 
     // And the server refuses what the document refuses, accepts what it accepts.
     let r = s
-        .post("/v1/workers/claim", json!({"worker_id": "", "kinds": ["k"]}))
+        .post(
+            "/v1/workers/claim",
+            json!({"worker_id": "", "kinds": ["k"]}),
+        )
         .await;
     assert_eq!(r.status, 422, "{:?}", r.body);
     assert_eq!(r.body["field"], "worker_id");
@@ -141,7 +167,10 @@ async fn request_schemas_carry_the_rules_the_server_enforces() {
     assert_eq!(r.body["field"], "kind");
     // A whole number written with a fraction is an integer to JSON Schema, and to the server.
     let r = s
-        .post("/v1/jobs", json!({"kind": "k", "max_attempts": 3.0, "args": [1, 2]}))
+        .post(
+            "/v1/jobs",
+            json!({"kind": "k", "max_attempts": 3.0, "args": [1, 2]}),
+        )
         .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     assert_eq!(r.body["max_attempts"], 3);
@@ -152,12 +181,18 @@ async fn request_schemas_carry_the_rules_the_server_enforces() {
     assert_eq!(r.status, 422, "{:?}", r.body);
 
     // The PUT bodies take the name from the path.
-    for (path, schema) in [("/v1/cron/{name}", "CronSpec"), ("/v1/limits/{name}", "LimitSpec")] {
+    for (path, schema) in [
+        ("/v1/cron/{name}", "CronSpec"),
+        ("/v1/limits/{name}", "LimitSpec"),
+    ] {
         assert_eq!(
             spec["paths"][path]["put"]["requestBody"]["content"]["application/json"]["schema"]
                 ["$ref"],
             format!("#/components/schemas/{schema}")
         );
-        assert!(schemas[schema]["properties"].get("name").is_none(), "{schema}");
+        assert!(
+            schemas[schema]["properties"].get("name").is_none(),
+            "{schema}"
+        );
     }
 }

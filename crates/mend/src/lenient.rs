@@ -51,11 +51,18 @@ fn whole<T: TryFrom<i64> + TryFrom<u64>>(n: &Number) -> Option<T> {
         return None;
     }
     if (0.0..TWO_64).contains(&f) {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "whole and in range, checked above")]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "whole and in range, checked above"
+        )]
         return T::try_from(f as u64).ok();
     }
     if (MINUS_TWO_63..0.0).contains(&f) {
-        #[allow(clippy::cast_possible_truncation, reason = "whole and in range, checked above")]
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "whole and in range, checked above"
+        )]
         return T::try_from(f as i64).ok();
     }
     None

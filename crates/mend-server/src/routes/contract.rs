@@ -6,9 +6,11 @@
 
 use serde_json::{json, Value};
 use utoipa::openapi::path::{Operation, Parameter, ParameterIn};
-use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type};
-use utoipa::openapi::KnownFormat;
+use utoipa::openapi::schema::{
+    AnyOfBuilder, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::KnownFormat;
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, Response, ResponseBuilder};
 
 use crate::error::PROBLEM_JSON;
@@ -88,10 +90,20 @@ impl utoipa::Modify for Contract {
 /// named in the comment beside it.
 fn cross_field_rules() -> Vec<(&'static str, Value)> {
     // "Present and not null", as a schema.
-    let given = |field: &str, ty: &str| json!({"required": [field], "properties": {field: {"type": ty}}});
+    let given =
+        |field: &str, ty: &str| json!({"required": [field], "properties": {field: {"type": ty}}});
     let both = |a: Value, b: Value| json!({"allOf": [a, b]});
-    let states = ["scheduled", "available", "running", "retryable", "completed", "cancelled", "discarded"];
-    let outcome_is = |o: &str| json!({"required": ["outcome"], "properties": {"outcome": {"const": o}}});
+    let states = [
+        "scheduled",
+        "available",
+        "running",
+        "retryable",
+        "completed",
+        "cancelled",
+        "discarded",
+    ];
+    let outcome_is =
+        |o: &str| json!({"required": ["outcome"], "properties": {"outcome": {"const": o}}});
     vec![
         (
             // jobs::to_new_job: run_at or delay_ms, not both; unique or an idempotency key, not
@@ -219,7 +231,11 @@ fn add_put_bodies(openapi: &mut OpenApi) {
         return;
     };
     for (from, to, rules) in [
-        ("PeriodicDecl", "CronSpec", json!([given_strings(&["schedule", "kind"]), decl_fields()])),
+        (
+            "PeriodicDecl",
+            "CronSpec",
+            json!([given_strings(&["schedule", "kind"]), decl_fields()]),
+        ),
         ("Limit", "LimitSpec", json!([limit_fields()])),
     ] {
         let Some(RefOr::T(Schema::Object(o))) = components.schemas.get(from) else {
@@ -236,7 +252,10 @@ fn add_put_bodies(openapi: &mut OpenApi) {
             .schemas
             .insert(to.to_owned(), RefOr::T(Schema::Object(o)));
     }
-    for (path, schema) in [("/v1/cron/{name}", "CronSpec"), ("/v1/limits/{name}", "LimitSpec")] {
+    for (path, schema) in [
+        ("/v1/cron/{name}", "CronSpec"),
+        ("/v1/limits/{name}", "LimitSpec"),
+    ] {
         let body = openapi
             .paths
             .paths
@@ -325,7 +344,9 @@ impl utoipa::PartialSchema for Name {
         ObjectBuilder::new()
             .schema_type(Type::String)
             .pattern(Some(NAME))
-            .description(Some("A kind or queue name: 1–128 letters, digits and _ - . : /"))
+            .description(Some(
+                "A kind or queue name: 1–128 letters, digits and _ - . : /",
+            ))
             .into()
     }
 }
@@ -358,7 +379,9 @@ impl utoipa::PartialSchema for EventKinds {
         ObjectBuilder::new()
             .schema_type(Type::String)
             .pattern(Some(r"^,*(?:[A-Za-z0-9_.:/-]{1,128},*)*$"))
-            .description(Some("Event kinds, comma-separated (`rescue`, `node_joined`, `node_left`)"))
+            .description(Some(
+                "Event kinds, comma-separated (`rescue`, `node_joined`, `node_left`)",
+            ))
             .into()
     }
 }
@@ -397,7 +420,9 @@ fn exact_query(p: &mut Parameter) {
             if o.format == Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))
     );
     if is_time {
-        let empty = ObjectBuilder::new().schema_type(Type::String).max_length(Some(0));
+        let empty = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(0));
         let time = ObjectBuilder::new()
             .schema_type(Type::String)
             .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)));

@@ -275,9 +275,11 @@ fn to_new_job(
         job.timeout_ms = Some(t);
     }
     if let Some(tags) = req.tags {
-        if tags.len() > MAX_TAGS || tags
+        if tags.len() > MAX_TAGS
+            || tags
                 .iter()
-                .any(|t| t.is_empty() || t.chars().count() > MAX_NAME) {
+                .any(|t| t.is_empty() || t.chars().count() > MAX_NAME)
+        {
             return Err(ApiError::invalid(
                 field("tags"),
                 format!("at most {MAX_TAGS} tags, each 1–{MAX_NAME} characters"),
@@ -520,7 +522,9 @@ pub(crate) async fn load(state: &AppState, id: Uuid) -> Result<JobRow, ApiError>
 pub(super) struct ListQuery {
     queue: Option<String>,
     /// One state or several, comma-separated.
-    #[param(pattern = r"^(?:|\s*(?:scheduled|available|running|retryable|completed|cancelled|discarded)\s*(?:,\s*(?:scheduled|available|running|retryable|completed|cancelled|discarded)\s*)*)$")]
+    #[param(
+        pattern = r"^(?:|\s*(?:scheduled|available|running|retryable|completed|cancelled|discarded)\s*(?:,\s*(?:scheduled|available|running|retryable|completed|cancelled|discarded)\s*)*)$"
+    )]
     state: Option<String>,
     kind: Option<String>,
     tag: Option<String>,
