@@ -66,6 +66,10 @@ async fn the_document_declares_the_bearer_scheme_and_every_operation_answers_401
         let open = op["security"] == json!([{}]);
         if path == "/healthz" || path == "/readyz" {
             assert!(open, "{method} {path} must stay open for probes");
+            assert!(
+                declared.iter().any(|d| d == "403"),
+                "{method} {path}: {declared:?}"
+            );
             let r = s.call(&method, &path, None).await;
             assert_eq!(r.status, 200, "{method} {path} answers without a token");
             continue;

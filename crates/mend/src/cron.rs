@@ -352,16 +352,22 @@ impl Periodic {
             ));
         }
         let schedule = Schedule::parse(&self.schedule, &self.timezone)?;
-        if self.kind.trim().is_empty() || self.kind.len() > 255 || self.kind.contains('\0') {
+        if self.kind.trim().is_empty()
+            || self.kind.chars().count() > 255
+            || self.kind.contains('\0')
+        {
             return Err(CronError::new(
                 "kind",
-                "must be 1–255 bytes naming a job kind",
+                "must be 1–255 characters naming a job kind",
             ));
         }
-        if self.queue.trim().is_empty() || self.queue.len() > 255 || self.queue.contains('\0') {
+        if self.queue.trim().is_empty()
+            || self.queue.chars().count() > 255
+            || self.queue.contains('\0')
+        {
             return Err(CronError::new(
                 "queue",
-                "must be 1–255 bytes naming a queue",
+                "must be 1–255 characters naming a queue",
             ));
         }
         if self.max_attempts < 1 {

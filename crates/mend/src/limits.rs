@@ -167,12 +167,20 @@ impl Limit {
                 "must be 1–100 characters: letters, digits, '-', '_' or '.'",
             ));
         }
-        if self.queue.trim().is_empty() || self.queue.len() > 255 {
-            return Err(InvalidJob::new("queue", "must be 1–255 characters"));
+        // Characters, as the API's schema counts them; NUL cannot be stored by PostgreSQL.
+        let bad = |s: &str| s.trim().is_empty() || s.chars().count() > 255 || s.contains('\0');
+        if bad(&self.queue) {
+            return Err(InvalidJob::new(
+                "queue",
+                "must be 1–255 characters, not blank, without NUL",
+            ));
         }
         if let Some(kind) = &self.kind {
-            if kind.trim().is_empty() || kind.len() > 255 {
-                return Err(InvalidJob::new("kind", "must be 1–255 characters when set"));
+            if bad(kind) {
+                return Err(InvalidJob::new(
+                    "kind",
+                    "must be 1–255 characters, not blank, without NUL, when set",
+                ));
             }
         }
         if let Some(pointer) = &self.key {

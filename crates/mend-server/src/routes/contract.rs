@@ -446,6 +446,12 @@ fn exact_query(p: &mut Parameter) {
 
 fn add_shared(op: &mut Operation, has_job_id: bool) {
     if is_open(op) {
+        // The probes need no token, but a server without one answers 403 to a request that
+        // does not come from this machine (middleware::auth), probes included.
+        op.responses
+            .responses
+            .entry("403".to_owned())
+            .or_insert_with(|| RefOr::Ref(Ref::from_response_name("Forbidden")));
         return;
     }
     let params = op.parameters.as_deref().unwrap_or_default();
