@@ -34,3 +34,16 @@ if [ -x scripts/test-clients.sh ]; then
   echo "== Python and TypeScript clients" >&2
   MEND_BIN="${MEND_BIN:-$PWD/target/debug/mend}" scripts/test-clients.sh
 fi
+
+# The binary the Rust suite built (the same one the clients' tests ran).
+mend_bin="${MEND_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/mend}"
+
+if [ -x scripts/test-contract.sh ]; then
+  echo "== API contract: schemathesis against a real mend serve" >&2
+  MEND_BIN="$mend_bin" scripts/test-contract.sh
+fi
+
+if [ -x scripts/validate-deploy.sh ]; then
+  echo "== deploy/: Kubernetes schemas, Dockerfile, flags and timings" >&2
+  MEND_BIN="$mend_bin" scripts/validate-deploy.sh
+fi

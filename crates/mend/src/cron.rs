@@ -265,7 +265,7 @@ pub struct Periodic {
     /// The queue.
     pub queue: String,
     /// The job's args.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub args: serde_json::Value,
     /// Lower runs first.
     pub priority: i16,
@@ -352,16 +352,22 @@ impl Periodic {
             ));
         }
         let schedule = Schedule::parse(&self.schedule, &self.timezone)?;
-        if self.kind.trim().is_empty() || self.kind.len() > 255 || self.kind.contains('\0') {
+        if self.kind.trim().is_empty()
+            || self.kind.chars().count() > 255
+            || self.kind.contains('\0')
+        {
             return Err(CronError::new(
                 "kind",
-                "must be 1–255 bytes naming a job kind",
+                "must be 1–255 characters naming a job kind",
             ));
         }
-        if self.queue.trim().is_empty() || self.queue.len() > 255 || self.queue.contains('\0') {
+        if self.queue.trim().is_empty()
+            || self.queue.chars().count() > 255
+            || self.queue.contains('\0')
+        {
             return Err(CronError::new(
                 "queue",
-                "must be 1–255 bytes naming a queue",
+                "must be 1–255 characters naming a queue",
             ));
         }
         if self.max_attempts < 1 {
@@ -410,13 +416,13 @@ pub struct PeriodicDecl {
     pub queue: Option<String>,
     /// The job's args (default `{}`).
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value, required = false))]
     pub args: Option<serde_json::Value>,
     /// Priority (default 0).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::lenient::opt_int")]
     pub priority: Option<i16>,
     /// Attempts per job (default 25).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::lenient::opt_int")]
     pub max_attempts: Option<i32>,
     /// Extra tags.
     #[serde(default)]
@@ -425,7 +431,7 @@ pub struct PeriodicDecl {
     #[serde(default)]
     pub catch_up: Option<String>,
     /// Most missed slots `all` runs (default 24).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::lenient::opt_int")]
     pub catch_up_max: Option<u32>,
 }
 

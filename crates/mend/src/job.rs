@@ -344,7 +344,7 @@ pub struct JobRow {
     /// Which handler runs it.
     pub kind: String,
     /// The handler's input.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub args: serde_json::Value,
     /// Where it is in its life.
     pub state: JobState,
@@ -375,7 +375,7 @@ pub struct JobRow {
     /// Free-form labels for filtering.
     pub tags: Vec<String>,
     /// What the handler returned, when it completed.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value, required = false))]
     pub result: Option<serde_json::Value>,
     /// Per-job attempt timeout, overriding the handler's.
     pub timeout_ms: Option<i64>,
@@ -649,7 +649,7 @@ impl NewJob {
             return Err(InvalidJob::new("tags", "must not contain NUL characters"));
         }
         if let Some(key) = &self.limit_key {
-            if key.is_empty() || key.len() > 255 || has_nul(key) {
+            if key.is_empty() || key.chars().count() > 255 || has_nul(key) {
                 return Err(InvalidJob::new(
                     "limit_key",
                     "must be 1–255 characters without NUL",

@@ -41,6 +41,7 @@ pub mod client;
 pub mod cron;
 pub mod handler;
 pub mod job;
+pub mod lenient;
 pub mod limits;
 pub mod maintenance;
 pub mod node;

@@ -32,11 +32,17 @@ pub const CLAIM_WINDOW: usize = 512;
 #[serde(deny_unknown_fields)]
 pub struct Rate {
     /// Starts allowed per period (at least 1).
+    #[serde(deserialize_with = "crate::lenient::int")]
     pub max: u32,
     /// The period, in milliseconds (at least 1).
+    #[serde(deserialize_with = "crate::lenient::int")]
     pub per_ms: u64,
     /// Starts allowed at once after a quiet spell; `max` when not set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::lenient::opt_int"
+    )]
     pub burst: Option<u32>,
 }
 
@@ -101,7 +107,11 @@ pub struct Limit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<Rate>,
     /// Attempts running at once (per key when `key` is set).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::lenient::opt_int"
+    )]
     pub concurrency: Option<u32>,
 }
 
@@ -157,12 +167,20 @@ impl Limit {
                 "must be 1–100 characters: letters, digits, '-', '_' or '.'",
             ));
         }
-        if self.queue.trim().is_empty() || self.queue.len() > 255 {
-            return Err(InvalidJob::new("queue", "must be 1–255 characters"));
+        // Characters, as the API's schema counts them; NUL cannot be stored by PostgreSQL.
+        let bad = |s: &str| s.trim().is_empty() || s.chars().count() > 255 || s.contains('\0');
+        if bad(&self.queue) {
+            return Err(InvalidJob::new(
+                "queue",
+                "must be 1–255 characters, not blank, without NUL",
+            ));
         }
         if let Some(kind) = &self.kind {
-            if kind.trim().is_empty() || kind.len() > 255 {
-                return Err(InvalidJob::new("kind", "must be 1–255 characters when set"));
+            if bad(kind) {
+                return Err(InvalidJob::new(
+                    "kind",
+                    "must be 1–255 characters, not blank, without NUL, when set",
+                ));
             }
         }
         if let Some(pointer) = &self.key {

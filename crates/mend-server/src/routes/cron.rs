@@ -144,7 +144,7 @@ pub(crate) async fn create(
 
 /// One schedule with its recent runs and their jobs' states.
 #[utoipa::path(get, path = "/v1/cron/{name}", tag = "cron",
-    params(("name" = String, Path, description = "Schedule name")),
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9_./-]{1,128}$", description = "Schedule name")),
     responses((status = 200, body = CronView),
               (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get_one(
@@ -163,7 +163,7 @@ pub(crate) async fn get_one(
 /// Creates or replaces a schedule. Its paused flag and history stay; its next slot stays
 /// unless the expression or the time zone changed.
 #[utoipa::path(put, path = "/v1/cron/{name}", tag = "cron", request_body = PeriodicDecl,
-    params(("name" = String, Path, description = "Schedule name")),
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9_./-]{1,128}$", description = "Schedule name")),
     responses((status = 200, body = CronView),
               (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn replace(
@@ -180,7 +180,7 @@ pub(crate) async fn replace(
 
 /// Deletes a schedule; the jobs it inserted stay.
 #[utoipa::path(delete, path = "/v1/cron/{name}", tag = "cron",
-    params(("name" = String, Path, description = "Schedule name")),
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9_./-]{1,128}$", description = "Schedule name")),
     responses((status = 200, description = "`{\"name\": .., \"deleted\": true}`", body = Object),
               (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn delete(
@@ -231,7 +231,7 @@ async fn set_paused(
 
 /// Pauses a schedule: no jobs are inserted for its slots until it is resumed.
 #[utoipa::path(post, path = "/v1/cron/{name}/pause", tag = "cron",
-    params(("name" = String, Path, description = "Schedule name")),
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9_./-]{1,128}$", description = "Schedule name")),
     responses((status = 200, body = CronView),
               (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn pause(
@@ -243,7 +243,7 @@ pub(crate) async fn pause(
 
 /// Resumes a paused schedule from its next slot after now (paused slots are not caught up).
 #[utoipa::path(post, path = "/v1/cron/{name}/resume", tag = "cron",
-    params(("name" = String, Path, description = "Schedule name")),
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9_./-]{1,128}$", description = "Schedule name")),
     responses((status = 200, body = CronView),
               (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn resume(

@@ -162,9 +162,9 @@ impl Drop for Busy {
 /// stops the profile.
 #[utoipa::path(get, path = "/debug/pprof/profile", tag = "debug",
     params(
-        ("seconds" = Option<u64>, Query, description = "How long to profile, 1 to 60 seconds (default 10)"),
-        ("format" = Option<String>, Query, description = "`pprof` (default: the protobuf profile.proto) or `flamegraph` (SVG)"),
-        ("hz" = Option<u32>, Query, description = "Samples per second of CPU time, 1 to 1000 (default 99); fewer cost less under load and see less"),
+        ("seconds" = Option<u64>, Query, minimum = 1, maximum = 60, description = "How long to profile, 1 to 60 seconds (default 10)"),
+        ("format" = Option<String>, Query, pattern = "^(?:pprof|flamegraph)$", description = "`pprof` (default: the protobuf profile.proto) or `flamegraph` (SVG)"),
+        ("hz" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Samples per second of CPU time, 1 to 1000 (default 99); fewer cost less under load and see less"),
     ),
     responses(
         (status = 200, description = "The profile: the pprof protobuf (`application/octet-stream`) or, with `format=flamegraph`, an SVG (`image/svg+xml`)",

@@ -60,17 +60,23 @@ fn name(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
 #[serde(deny_unknown_fields)]
 pub(super) struct StatsQuery {
     /// Start (RFC 3339; default: an hour before `until`), rounded down to a minute.
+    #[param(value_type = Option<DateTime<Utc>>)]
     since: Option<String>,
     /// End, exclusive (RFC 3339; default: now), rounded up to a minute.
+    #[param(value_type = Option<DateTime<Utc>>)]
     until: Option<String>,
     /// Bucket width in seconds, a multiple of 60 (default 60), or `window` for one bucket
     /// per group over the whole window.
+    #[param(pattern = r"^(?:|window|all|[0-9]+)$")]
     step: Option<String>,
     /// `total` (default), `queue` or `kind`.
+    #[param(pattern = r"^(?:|total|queue|kind)$")]
     by: Option<String>,
     /// Only this queue.
+    #[param(pattern = r"^(?:|[A-Za-z0-9_.:/-]{1,128})$")]
     queue: Option<String>,
     /// Only this kind.
+    #[param(pattern = r"^(?:|[A-Za-z0-9_.:/-]{1,128})$")]
     kind: Option<String>,
 }
 
@@ -149,12 +155,16 @@ pub(crate) async fn stats(
 #[allow(dead_code, reason = "documents the query; parsed from the raw pairs")]
 pub(super) struct EventsQuery {
     /// Start (RFC 3339; default: a day before `until`).
+    #[param(value_type = Option<DateTime<Utc>>)]
     since: Option<String>,
     /// End, exclusive (RFC 3339; default: now).
+    #[param(value_type = Option<DateTime<Utc>>)]
     until: Option<String>,
     /// Only these kinds (`rescue`, `node_joined`, `node_left`); repeat for several.
+    #[param(value_type = Option<Vec<super::contract::EventKinds>>)]
     kind: Option<Vec<String>>,
     /// At most this many, newest first (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 

@@ -34,30 +34,44 @@ const MAX_NAME: usize = 128;
 #[serde(deny_unknown_fields)]
 pub(super) struct EnqueueRequest {
     /// Which handler runs it.
+    #[schema(pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")]
     pub kind: String,
     /// Its input (default `{}`).
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Value, required = false)]
     pub args: Option<serde_json::Value>,
     /// The queue (default `default`).
+    #[schema(pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")]
     pub queue: Option<String>,
     /// Lower runs first (default 0).
+    #[schema(minimum = -32768, maximum = 32767)]
+    #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub priority: Option<i16>,
     /// Attempts allowed (default 25).
+    #[schema(minimum = 1, maximum = 10000)]
+    #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub max_attempts: Option<i32>,
-    /// Do not run before this RFC 3339 time.
+    /// Do not run before this RFC 3339 time (not with `delay_ms`).
+    #[schema(value_type = Option<chrono::DateTime<Utc>>)]
     pub run_at: Option<String>,
-    /// Do not run before this many milliseconds from now.
+    /// Do not run before this many milliseconds from now (not with `run_at`).
+    #[schema(maximum = 31_622_400_000_u64)]
+    #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub delay_ms: Option<u64>,
     /// Per-attempt time limit.
+    #[schema(minimum = 1, maximum = 604_800_000)]
+    #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub timeout_ms: Option<i64>,
     /// Labels for filtering.
+    #[schema(value_type = Option<Vec<super::contract::Tag>>, max_items = 32)]
     pub tags: Option<Vec<String>>,
     /// Enqueueing again with the same key returns the first job (same as the
     /// `Idempotency-Key` header; `unique_key` is accepted as an alias).
     #[serde(default, alias = "unique_key")]
+    #[schema(pattern = r"^[^\u0000]{1,255}$")]
     pub idempotency_key: Option<String>,
     /// The key it counts under for the per-key limits of its queue, instead of the one each
     /// limit's JSON pointer finds in the args.
+    #[schema(pattern = r"^[^\u0000]{1,255}$")]
     pub limit_key: Option<String>,
     /// Make the job unique: a job these options call the same, while it is in their states,
     /// is returned instead (`duplicate: true`, status 200). Not with an idempotency key.
@@ -152,6 +166,7 @@ fn unique_opts(req: UniqueRequest, at: &str) -> Result<mend::UniqueOpts, ApiErro
 #[serde(deny_unknown_fields)]
 pub(super) struct BatchRequest {
     /// The jobs, stored all or nothing.
+    #[schema(min_items = 1, max_items = 1000)]
     pub jobs: Vec<EnqueueRequest>,
 }
 
@@ -260,7 +275,11 @@ fn to_new_job(
         job.timeout_ms = Some(t);
     }
     if let Some(tags) = req.tags {
-        if tags.len() > MAX_TAGS || tags.iter().any(|t| t.is_empty() || t.len() > MAX_NAME) {
+        if tags.len() > MAX_TAGS
+            || tags
+                .iter()
+                .any(|t| t.is_empty() || t.chars().count() > MAX_NAME)
+        {
             return Err(ApiError::invalid(
                 field("tags"),
                 format!("at most {MAX_TAGS} tags, each 1–{MAX_NAME} characters"),
@@ -279,7 +298,7 @@ fn to_new_job(
         (None, b) => b,
     };
     if let Some(k) = &key {
-        if k.is_empty() || k.len() > 255 {
+        if k.is_empty() || k.chars().count() > 255 {
             return Err(ApiError::invalid(
                 field("idempotency_key"),
                 "an idempotency key must be 1–255 characters",
@@ -330,7 +349,7 @@ fn enqueue_trace(span: &tracing::Span, headers: &HeaderMap) -> Option<String> {
 /// answers 200 with the original job; with `unique` options, a job they call the same
 /// answers 200 with the existing job. Either way `duplicate` says which happened.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = EnqueueRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the enqueue idempotent")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~](?:[\t -~]{0,253}[!-~])?$", description = "Makes the enqueue idempotent (1–255 visible ASCII characters; not with `unique`, and equal to the body's `idempotency_key` if both are sent)")),
     responses((status = 201, body = mend::Enqueued), (status = 200, description = "A duplicate: the existing job holding the key (`duplicate: true`)", body = mend::Enqueued),
               (status = 422, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn enqueue(
@@ -503,15 +522,23 @@ pub(crate) async fn load(state: &AppState, id: Uuid) -> Result<JobRow, ApiError>
 pub(super) struct ListQuery {
     queue: Option<String>,
     /// One state or several, comma-separated.
+    #[param(
+        pattern = r"^(?:|\s*(?:scheduled|available|running|retryable|completed|cancelled|discarded)\s*(?:,\s*(?:scheduled|available|running|retryable|completed|cancelled|discarded)\s*)*)$"
+    )]
     state: Option<String>,
     kind: Option<String>,
     tag: Option<String>,
     /// The previous page's `next_cursor`.
+    #[param(value_type = Option<uuid::Uuid>)]
     before: Option<String>,
+    /// Page size (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
-    /// Only jobs created at or after this time (RFC 3339).
+    /// Only jobs created at or after this time (RFC 3339); empty means no bound.
+    #[param(value_type = Option<chrono::DateTime<Utc>>)]
     created_after: Option<String>,
-    /// Only jobs created before this time (RFC 3339).
+    /// Only jobs created before this time (RFC 3339); empty means no bound.
+    #[param(value_type = Option<chrono::DateTime<Utc>>)]
     created_before: Option<String>,
     /// Only jobs whose args contain this JSON object (same values under its top-level keys),
     /// searched among the newest 20,000 jobs matching the other filters.
@@ -603,7 +630,8 @@ pub(crate) async fn list(
 /// Cancels a job (see `mend::Client::cancel`): a waiting one at once; a running one is stopped
 /// at once on this node, within a heartbeat on another.
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = Uuid, Path)),
-    responses((status = 200, body = JobRow), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = JobRow), (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, body = Problem, content_type = "application/problem+json", description = "The job already completed or was discarded")))]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,

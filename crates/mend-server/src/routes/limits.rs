@@ -32,7 +32,7 @@ pub(crate) async fn list(
 
 /// One limit.
 #[utoipa::path(get, path = "/v1/limits/{name}", tag = "limits",
-    params(("name" = String, Path, description = "Limit name")),
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9_.-]{1,100}$", description = "Limit name")),
     responses((status = 200, body = LimitState),
               (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn get(
@@ -53,7 +53,7 @@ pub(crate) async fn get(
 /// Creates the limit `name`, or replaces it (its rate buckets start full). The body's `name`,
 /// when given, must match the path.
 #[utoipa::path(put, path = "/v1/limits/{name}", tag = "limits", request_body = Limit,
-    params(("name" = String, Path, description = "Limit name")),
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9_.-]{1,100}$", description = "Limit name")),
     responses((status = 200, body = Limit),
               (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn put(
@@ -99,7 +99,7 @@ pub(crate) async fn put(
 
 /// Removes a limit; its queue is claimed without it from then on.
 #[utoipa::path(delete, path = "/v1/limits/{name}", tag = "limits",
-    params(("name" = String, Path, description = "Limit name")),
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9_.-]{1,100}$", description = "Limit name")),
     responses((status = 200, description = "`{\"name\": .., \"deleted\": true}`", body = Object),
               (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn delete(

@@ -1,6 +1,7 @@
 //! The routes, one file per resource.
 
 mod attempts;
+mod contract;
 mod cron;
 pub(crate) mod debug;
 mod health;
@@ -16,6 +17,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::AppState;
+use contract::Contract;
 
 /// The OpenAPI description, generated from the handlers' annotations and the types.
 #[derive(utoipa::OpenApi)]
@@ -37,24 +39,12 @@ use crate::AppState;
         mend::cron::PeriodicDecl, mend::cron::Periodic, mend::cron::CronRow, mend::cron::CronRun, mend::cron::CatchUp, cron::CronView, cron::CronRunView,
         mend::LiveAttempt, mend::limits::Limit, mend::limits::Rate, mend::limits::Hold, mend::store::LimitState, jobs::JobDetail,
         mend::stats::StatsAnswer, mend::stats::StatsBucket, mend::stats::Counts, mend::stats::Event, mend::store::NodeQueue,
-        history::EventsView, history::NodesView, history::NodeView)),
-    modifiers(&BearerAuth),
+        history::EventsView, history::NodesView, history::NodeView,
+        contract::Name, contract::Tag, contract::EventKinds)),
+    modifiers(&Contract),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
 
 async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(<ApiDoc as utoipa::OpenApi>::openapi())

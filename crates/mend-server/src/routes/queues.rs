@@ -91,7 +91,7 @@ async fn set_paused(
 
 /// Pauses a queue: its jobs are not handed out until it is resumed; running ones finish.
 #[utoipa::path(post, path = "/v1/queues/{name}/pause", tag = "queues",
-    params(("name" = String, Path, description = "Queue name")),
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9_.:/-]{1,128}$", description = "Queue name")),
     responses((status = 200, description = "`{\"name\": .., \"paused\": true}`", body = Object),
               (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn pause(
@@ -103,7 +103,7 @@ pub(crate) async fn pause(
 
 /// Resumes a paused queue.
 #[utoipa::path(post, path = "/v1/queues/{name}/resume", tag = "queues",
-    params(("name" = String, Path, description = "Queue name")),
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9_.:/-]{1,128}$", description = "Queue name")),
     responses((status = 200, description = "`{\"name\": .., \"paused\": false}`", body = Object),
               (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn resume(

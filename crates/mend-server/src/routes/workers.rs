@@ -75,16 +75,25 @@ fn lease(ms: Option<u64>) -> Result<Duration, ApiError> {
 #[serde(deny_unknown_fields)]
 pub(super) struct ClaimRequest {
     /// Unique per worker process.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub worker_id: String,
     /// The queue (default `default`).
+    #[schema(pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")]
     pub queue: Option<String>,
     /// The kinds this worker runs (at least one).
+    #[schema(value_type = Vec<super::contract::Name>, min_items = 1)]
     pub kinds: Vec<String>,
     /// At most this many jobs (default 1, at most 100).
+    #[schema(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub limit: Option<usize>,
     /// Wait up to this long for a job when none is available (default 0, at most 20000).
+    #[schema(maximum = 20000)]
+    #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub wait_ms: Option<u64>,
     /// Lease length (default 30000).
+    #[schema(minimum = 1000, maximum = 3_600_000)]
+    #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub lease_ms: Option<u64>,
 }
 
@@ -231,10 +240,13 @@ fn claimed(job: &JobRow) -> Claimed<'_> {
 #[serde(deny_unknown_fields)]
 pub(super) struct HeartbeatRequest {
     /// The worker.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub worker_id: String,
     /// The attempts it is running.
     pub jobs: Vec<HeldAttempt>,
     /// New lease length from now (default 30000).
+    #[schema(minimum = 1000, maximum = 3_600_000)]
+    #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub lease_ms: Option<u64>,
 }
 
@@ -245,6 +257,7 @@ pub(super) struct HeldAttempt {
     /// The job.
     pub id: Uuid,
     /// The attempt number it got from the claim.
+    #[serde(deserialize_with = "mend::lenient::int")]
     pub attempt: i32,
 }
 
@@ -308,11 +321,13 @@ pub(super) enum FailKind {
 #[serde(deny_unknown_fields)]
 pub(super) struct CompleteRequest {
     /// The worker.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub worker_id: String,
     /// The attempt it ran.
+    #[serde(deserialize_with = "mend::lenient::int")]
     pub attempt: i32,
     /// Stored as the job's result.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Value, required = false)]
     pub result: Option<serde_json::Value>,
 }
 
@@ -321,10 +336,13 @@ pub(super) struct CompleteRequest {
 #[serde(deny_unknown_fields)]
 pub(super) struct FailRequest {
     /// The worker.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub worker_id: String,
     /// The attempt it ran.
+    #[serde(deserialize_with = "mend::lenient::int")]
     pub attempt: i32,
-    /// What went wrong.
+    /// What went wrong (not blank).
+    #[schema(pattern = r"\S")]
     pub error: String,
     /// `error` (default), `panic` (an uncaught exception) or `timeout`.
     #[serde(default)]
@@ -335,6 +353,8 @@ pub(super) struct FailRequest {
     #[serde(default)]
     pub fatal: bool,
     /// Retry after this long instead of the default backoff.
+    #[schema(maximum = 2_592_000_000_u64)]
+    #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub retry_after_ms: Option<u64>,
 }
 
@@ -343,10 +363,14 @@ pub(super) struct FailRequest {
 #[serde(deny_unknown_fields)]
 pub(super) struct SnoozeRequest {
     /// The worker.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub worker_id: String,
     /// The attempt it ran.
+    #[serde(deserialize_with = "mend::lenient::int")]
     pub attempt: i32,
     /// Run again after this long; the attempt does not count.
+    #[schema(maximum = 2_592_000_000_u64)]
+    #[serde(deserialize_with = "mend::lenient::int")]
     pub delay_ms: u64,
 }
 
@@ -355,8 +379,10 @@ pub(super) struct SnoozeRequest {
 #[serde(deny_unknown_fields)]
 pub(super) struct ReleaseRequest {
     /// The worker.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub worker_id: String,
     /// The attempt it stops.
+    #[serde(deserialize_with = "mend::lenient::int")]
     pub attempt: i32,
 }
 
@@ -383,13 +409,15 @@ pub(super) struct FinishItem {
     /// The job.
     pub id: Uuid,
     /// The attempt the worker ran.
+    #[serde(deserialize_with = "mend::lenient::int")]
     pub attempt: i32,
     /// How it ended.
     pub outcome: FinishOutcome,
     /// `completed`: stored as the job's result.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Value, required = false)]
     pub result: Option<serde_json::Value>,
-    /// `failed`: what went wrong.
+    /// `failed` (required then): what went wrong, not blank.
+    #[schema(pattern = r"\S")]
     pub error: Option<String>,
     /// `failed`: `error` (default), `panic` or `timeout`.
     #[serde(default)]
@@ -400,8 +428,12 @@ pub(super) struct FinishItem {
     #[serde(default)]
     pub fatal: bool,
     /// `failed`: retry after this long instead of the default backoff.
+    #[schema(maximum = 2_592_000_000_u64)]
+    #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub retry_after_ms: Option<u64>,
-    /// `snoozed`: run again after this long.
+    /// `snoozed` (required then): run again after this long.
+    #[schema(maximum = 2_592_000_000_u64)]
+    #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub delay_ms: Option<u64>,
 }
 
@@ -410,8 +442,10 @@ pub(super) struct FinishItem {
 #[serde(deny_unknown_fields)]
 pub(super) struct FinishRequest {
     /// The worker.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub worker_id: String,
-    /// At most 1000 outcomes.
+    /// At most 1000 outcomes, one per job.
+    #[schema(max_items = 1000)]
     pub outcomes: Vec<FinishItem>,
 }
 
@@ -420,11 +454,13 @@ pub(super) struct FinishRequest {
 #[serde(deny_unknown_fields)]
 pub(super) struct CheckpointRequest {
     /// The worker.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub worker_id: String,
     /// The attempt it runs.
+    #[serde(deserialize_with = "mend::lenient::int")]
     pub attempt: i32,
     /// The state to resume from; the next claim of the job hands it back as `checkpoint`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub state: serde_json::Value,
 }
 
@@ -433,14 +469,17 @@ pub(super) struct CheckpointRequest {
 #[serde(deny_unknown_fields)]
 pub(super) struct DeferRequest {
     /// The worker.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub worker_id: String,
     /// The attempt it runs.
+    #[serde(deserialize_with = "mend::lenient::int")]
     pub attempt: i32,
     /// The cleanup's name, as the worker registered it.
+    #[schema(pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")]
     pub name: String,
     /// Its arguments.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value, required = false)]
     pub args: serde_json::Value,
 }
 
@@ -449,10 +488,13 @@ pub(super) struct DeferRequest {
 #[serde(deny_unknown_fields)]
 pub(super) struct CleanupDoneRequest {
     /// The worker.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub worker_id: String,
     /// The attempt it runs now (perhaps later than the cleanup's).
+    #[serde(deserialize_with = "mend::lenient::int")]
     pub attempt: i32,
     /// How long the cleanup took, for the timeline.
+    #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub duration_ms: Option<u64>,
 }
 
@@ -710,6 +752,16 @@ pub(crate) async fn finish(
             format!("job {} is listed twice; send one outcome per job", dup.id),
         ));
     }
+    // Delays are checked whatever the outcome, so a value the contract refuses is never
+    // taken just because this outcome does not use it.
+    for item in &req.outcomes {
+        if let Some(ms) = item.delay_ms {
+            delay(ms, "delay_ms")?;
+        }
+        if let Some(ms) = item.retry_after_ms {
+            delay(ms, "retry_after_ms")?;
+        }
+    }
     let mut outcomes = Vec::with_capacity(req.outcomes.len());
     let mut missing = Vec::new();
     for item in req.outcomes {
@@ -880,7 +932,7 @@ pub(crate) async fn defer(
 /// timeline. Fenced by the attempt the worker runs now. A cleanup that keeps failing is not
 /// reported done; the worker fails the job `fatal` instead, saying which cleanup failed.
 #[utoipa::path(post, path = "/v1/jobs/{id}/cleanups/{seq}/done", tag = "workers", request_body = CleanupDoneRequest,
-    params(("id" = Uuid, Path), ("seq" = u32, Path)),
+    params(("id" = Uuid, Path), ("seq" = u32, Path, minimum = 0, maximum = 4_294_967_295_u64)),
     responses((status = 200, description = "`{\"done\": true}`", body = Object), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn cleanup_done(
     State(state): State<AppState>,
