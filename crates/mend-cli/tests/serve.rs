@@ -480,10 +480,13 @@ fn serves_and_runs_jobs_on_postgres() {
     });
 }
 
-/// A stand-in OTLP/HTTP collector: accepts `POST /v1/traces` (JSON) and keeps every span.
+/// A stand-in OTLP/HTTP collector: accepts `POST /v1/traces` (protobuf or JSON) and keeps
+/// every span, as OTLP JSON.
 struct Collector {
     addr: String,
     spans: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    /// The content type of the last export.
+    protocol: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Collector {
@@ -492,11 +495,14 @@ impl Collector {
         let addr = listener.local_addr().unwrap().to_string();
         let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let kept = spans.clone();
+        let protocol = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let seen = protocol.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
                 let (mut line, mut length, mut path) = (String::new(), 0usize, String::new());
+                let mut content_type = String::new();
                 reader.read_line(&mut line).unwrap();
                 if let Some(p) = line.split_whitespace().nth(1) {
                     path = p.to_owned();
@@ -511,14 +517,33 @@ impl Collector {
                         if k.eq_ignore_ascii_case("content-length") {
                             length = v.trim().parse().unwrap();
                         }
+                        if k.eq_ignore_ascii_case("content-type") {
+                            content_type = v.trim().to_owned();
+                        }
                     }
                 }
                 let mut body = vec![0u8; length];
                 reader.read_exact(&mut body).unwrap();
                 assert_eq!(path, "/v1/traces");
-                let doc: Value = serde_json::from_slice(&body).unwrap();
+                let doc: Value = match content_type.as_str() {
+                    "application/x-protobuf" => {
+                        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+                        use prost::Message;
+                        let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+                        serde_json::to_value(&req).unwrap()
+                    }
+                    "application/json" => serde_json::from_slice(&body).unwrap(),
+                    other => panic!("unexpected OTLP content type {other:?}"),
+                };
+                *seen.lock().unwrap() = content_type;
                 for rs in doc["resourceSpans"].as_array().unwrap() {
-                    assert_eq!(rs["resource"]["attributes"][0]["key"], "service.name");
+                    let service = rs["resource"]["attributes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|a| a["key"] == "service.name")
+                        .map(|a| a["value"]["stringValue"].clone());
+                    assert_eq!(service, Some(json!("mend")));
                     for ss in rs["scopeSpans"].as_array().unwrap() {
                         kept.lock()
                             .unwrap()
@@ -530,7 +555,11 @@ impl Collector {
                 );
             }
         });
-        Collector { addr, spans }
+        Collector {
+            addr,
+            spans,
+            protocol,
+        }
     }
 
     fn find(&self, f: impl Fn(&Value) -> bool) -> Option<Value> {
@@ -540,6 +569,15 @@ impl Collector {
 
 #[test]
 fn otlp_export_shows_enqueue_and_attempts_in_the_callers_trace() {
+    otlp_export("http/protobuf", "application/x-protobuf");
+}
+
+#[test]
+fn otlp_export_speaks_json_when_asked() {
+    otlp_export("http/json", "application/json");
+}
+
+fn otlp_export(protocol: &str, content_type: &str) {
     let collector = Collector::start();
     let endpoint = format!("http://{}", collector.addr);
     let dir = tempfile::tempdir().unwrap();
@@ -548,7 +586,10 @@ fn otlp_export_shows_enqueue_and_attempts_in_the_callers_trace() {
         &db,
         dir,
         &[],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+        ],
     );
     let (trace, caller) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
     let (status, job) = http_with(
@@ -598,8 +639,45 @@ fn otlp_export_shows_enqueue_and_attempts_in_the_callers_trace() {
     );
     assert_eq!(attempt["traceId"], trace);
     assert_eq!(attempt["parentSpanId"], enqueue["spanId"]);
-    assert_eq!(
-        attempt["links"],
-        json!([{"traceId": trace, "spanId": enqueue["spanId"]}])
+    let links: Vec<(Value, Value)> = attempt["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["traceId"].clone(), l["spanId"].clone()))
+        .collect();
+    assert_eq!(links, vec![(json!(trace), enqueue["spanId"].clone())]);
+    assert_eq!(*collector.protocol.lock().unwrap(), content_type);
+}
+
+#[test]
+fn a_bad_sampler_setting_stops_start_up_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path(), "serve.db");
+    for (var, value, says) in [
+        (
+            "OTEL_TRACES_SAMPLER",
+            "sometimes",
+            "OTEL_TRACES_SAMPLER=\"sometimes\"",
+        ),
+        (
+            "OTEL_TRACES_SAMPLER_ARG",
+            "2",
+            "OTEL_TRACES_SAMPLER_ARG=\"2\"",
+        ),
+    ] {
+        let out = mend()
+            .args(["serve", "--database", &db, "--bind", "127.0.0.1:0"])
+            .env("OTEL_TRACES_SAMPLER", "traceidratio")
+            .env(var, value)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
+    assert!(
+        !dir.path().join("serve.db").exists(),
+        "nothing was started or created"
     );
 }
