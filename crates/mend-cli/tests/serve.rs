@@ -628,7 +628,7 @@ fn otlp_export(protocol: &str, content_type: &str) {
     // The request span hangs under the caller's span, the enqueue under the request.
     let request = collector
         .find(|s| s["name"] == "request" && s["spanId"] == enqueue["parentSpanId"])
-        .expect("the enqueue span's parent is the request span");
+        .unwrap_or_else(|| panic!("the enqueue span's parent is the request span"));
     assert_eq!(request["traceId"], trace);
     assert_eq!(request["parentSpanId"], caller);
     // The stored context is the enqueue span's; the attempt is in the same trace, under the
