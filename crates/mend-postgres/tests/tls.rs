@@ -313,6 +313,7 @@ async fn every_sslmode_against_a_server_with_tls() {
     let e = ssl_of(&wrong)
         .await
         .expect_err("verify-full must refuse a wrong host name");
+    eprintln!("verify-full, wrong host: {e}");
     assert!(
         e.contains("not valid for name") && e.contains("127.0.0.1") && e.contains("sslrootcert"),
         "{e}"
@@ -328,6 +329,7 @@ async fn every_sslmode_against_a_server_with_tls() {
     let e = ssl_of(&unknown)
         .await
         .expect_err("verify-ca must refuse an unknown CA");
+    eprintln!("verify-ca, unknown CA: {e}");
     assert!(
         e.contains("invalid peer certificate") && e.contains("UnknownIssuer"),
         "{e}"
