@@ -681,3 +681,75 @@ fn a_bad_sampler_setting_stops_start_up_with_a_clear_error() {
         "nothing was started or created"
     );
 }
+
+#[test]
+fn a_callers_unsampled_trace_stays_unexported_down_to_the_attempts() {
+    let collector = Collector::start();
+    let endpoint = format!("http://{}", collector.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path(), "serve.db");
+    let s = serve_with_env(
+        &db,
+        dir,
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_TRACES_SAMPLER", "parentbased_always_on"),
+        ],
+    );
+    let (dropped, kept) = (
+        "0af7651916cd43dd8448eb211c80319c",
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+    );
+    let mut ids = Vec::new();
+    // The unsampled caller first: by the time the sampled job's attempt is exported, the
+    // unsampled one (enqueued earlier, same queue) has run as well.
+    for (trace, flags) in [(dropped, "00"), (kept, "01")] {
+        let (status, job) = http_with(
+            &s.addr,
+            "POST",
+            "/v1/jobs",
+            Some(json!({"kind": "noop"})),
+            &[(
+                "traceparent",
+                &format!("00-{trace}-00f067aa0ba902b7-{flags}"),
+            )],
+        )
+        .unwrap();
+        assert_eq!(status, 201, "{job}");
+        assert!(
+            job["trace_parent"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("-{flags}")),
+            "the stored context keeps the caller's sampled flag: {job}"
+        );
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    wait_until(
+        "the sampled job's attempt span",
+        Duration::from_secs(15),
+        || {
+            collector
+                .find(|s| s["name"] == "job" && s["traceId"] == kept)
+                .is_some()
+        },
+    );
+    wait_until(
+        "the unsampled job to complete",
+        Duration::from_secs(15),
+        || {
+            http_with(&s.addr, "GET", &format!("/v1/jobs/{}", ids[0]), None, &[])
+                .is_some_and(|(_, job)| job["state"] == "completed")
+        },
+    );
+    // Longer than the exporter's batch delay (200 ms): anything still queued has gone out.
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        collector.find(|s| s["traceId"] == dropped).is_none(),
+        "nothing of the unsampled trace is exported"
+    );
+    assert!(collector
+        .find(|s| s["name"] == "enqueue" && s["traceId"] == kept)
+        .is_some());
+}
