@@ -117,6 +117,11 @@ pub fn split_tls(url: &str) -> Result<(String, TlsOptions), String> {
                     path => Some(RootCert::File(PathBuf::from(path))),
                 };
             }
+            Some((k @ ("sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir"), _)) => {
+                return Err(format!(
+                    "{k} is not supported: mend presents no client certificate and checks no revocation list; remove it (sslmode and sslrootcert are supported)"
+                ))
+            }
             _ => rest.push(p),
         }
     }
@@ -447,10 +452,85 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
     fn channel_binding(&self) -> ChannelBinding {
-        // SCRAM then authenticates without the channel-binding variant (the default
-        // `channel_binding=prefer` accepts that).
-        ChannelBinding::none()
+        let (_, conn) = self.0.get_ref();
+        match conn
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(|cert| tls_server_end_point(cert.as_ref()))
+        {
+            Some(hash) => ChannelBinding::tls_server_end_point(hash),
+            // SCRAM then authenticates without the channel-binding variant (the default
+            // `channel_binding=prefer` accepts that).
+            None => ChannelBinding::none(),
+        }
     }
+}
+
+/// RFC 5929 `tls-server-end-point`: the server certificate hashed with its signature's hash
+/// (SHA-256 for MD5 and SHA-1). It ties SCRAM authentication to this TLS session, so a
+/// man in the middle cannot relay it — what makes `require` without verification still
+/// safe for SCRAM passwords. `None` for signature algorithms without one hash (RSA-PSS,
+/// Ed25519); authentication then goes without channel binding.
+fn tls_server_end_point(der: &[u8]) -> Option<Vec<u8>> {
+    use sha2::Digest;
+    // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }
+    let (_, cert, _) = der_element(der)?;
+    let (_, _tbs, rest) = der_element(cert)?;
+    let (_, alg, _) = der_element(rest)?;
+    let (tag, oid, _) = der_element(alg)?;
+    if tag != 0x06 {
+        return None;
+    }
+    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+    const ECDSA_SHA2: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03];
+    const ECDSA_SHA1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01];
+    let bits = match oid {
+        _ if oid == ECDSA_SHA1 => 256,
+        [p @ .., last] if p == RSA => match last {
+            0x04 | 0x05 | 0x0b => 256, // md5, sha1, sha256 WithRSAEncryption
+            0x0c => 384,
+            0x0d => 512,
+            _ => return None,
+        },
+        [p @ .., last] if p == ECDSA_SHA2 => match last {
+            0x02 => 256,
+            0x03 => 384,
+            0x04 => 512,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(match bits {
+        256 => sha2::Sha256::digest(der).to_vec(),
+        384 => sha2::Sha384::digest(der).to_vec(),
+        _ => sha2::Sha512::digest(der).to_vec(),
+    })
+}
+
+/// One DER element at the start of `b`: its tag, its contents and what follows it.
+fn der_element(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, b) = b.split_first()?;
+    let (&first, b) = b.split_first()?;
+    let (len, b) = if first < 0x80 {
+        (usize::from(first), b)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || b.len() < n {
+            return None;
+        }
+        let (bytes, b) = b.split_at(n);
+        (
+            bytes
+                .iter()
+                .fold(0usize, |acc, &x| (acc << 8) | usize::from(x)),
+            b,
+        )
+    };
+    if b.len() < len {
+        return None;
+    }
+    let (contents, rest) = b.split_at(len);
+    Some((tag, contents, rest))
 }
 
 #[cfg(test)]
@@ -484,6 +564,8 @@ mod tests {
         assert!(e.contains("sslmode") && e.contains("verify-full"), "{e}");
         let e = split_tls("postgres://h/db?sslmode=allow").unwrap_err();
         assert!(e.contains("sslmode=allow"), "{e}");
+        let e = split_tls("postgres://h/db?sslmode=require&sslcert=/c.pem").unwrap_err();
+        assert!(e.starts_with("sslcert is not supported"), "{e}");
         let e = split_tls("postgres://h/db?sslrootcert=").unwrap_err();
         assert!(e.contains("sslrootcert"), "{e}");
         let e = MakeRustls::new(&TlsOptions {
@@ -509,6 +591,17 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("holds no certificate"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn channel_binding_needs_a_certificate_it_can_read() {
+        assert_eq!(tls_server_end_point(b""), None);
+        assert_eq!(tls_server_end_point(&[0x30, 0x82, 0xff]), None);
+        assert_eq!(tls_server_end_point(&[0x30, 0x03, 0x30, 0x01, 0x00]), None);
+        assert_eq!(
+            der_element(&[0x06, 0x01, 0x2a, 0x05]),
+            Some((0x06, &[0x2a][..], &[0x05][..]))
+        );
     }
 
     #[test]

@@ -209,6 +209,16 @@ impl Cluster {
                 .and_then(|mut f| f.write_all(conf.as_bytes()))
                 .expect("append to postgresql.conf");
         }
+        // A password user for SCRAM over TLS (channel binding); everyone else is trusted.
+        let hba = data.join("pg_hba.conf");
+        let trusted = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        std::fs::write(
+            &hba,
+            format!(
+                "hostssl all scram 127.0.0.1/32 scram-sha-256\nhostssl all scram ::1/128 scram-sha-256\n{trusted}"
+            ),
+        )
+        .expect("write pg_hba.conf");
         let options = format!(
             "-c port={port} -c listen_addresses=localhost -c unix_socket_directories={root} \
              -c fsync=off -c shared_buffers=16MB -c max_connections=40",
@@ -409,6 +419,37 @@ async fn every_sslmode_against_a_server_with_tls() {
     assert!(tls >= 2, "the store's connections use TLS ({tls} do)");
     assert_eq!(plain, 0, "no connection of the store is plain");
     drop(store);
+
+    // SCRAM bound to the TLS session (channel_binding=require insists on SCRAM-SHA-256-PLUS,
+    // which the server checks against the certificate it sent).
+    admin
+        .batch_execute("CREATE ROLE scram LOGIN PASSWORD 'Tr0ub4dor'")
+        .await
+        .expect("create the password user");
+    for params in [
+        format!("sslmode=verify-full&sslrootcert={ca}&channel_binding=require"),
+        "sslmode=require&channel_binding=require".to_owned(),
+    ] {
+        let url = format!(
+            "postgres://scram:Tr0ub4dor@localhost:{}/postgres?{params}",
+            cluster.port
+        );
+        assert_eq!(
+            ssl_of(&url).await,
+            Ok(true),
+            "SCRAM with channel binding, {params}"
+        );
+    }
+    let e = ssl_of(&format!(
+        "postgres://scram:wrong@localhost:{}/postgres?sslmode=require",
+        cluster.port
+    ))
+    .await
+    .expect_err("a wrong password is refused");
+    assert!(
+        e.contains("password authentication failed") && !e.contains("wrong"),
+        "{e}"
+    );
 
     // A server that does not offer TLS: require is refused, prefer falls back to plain.
     for sql in ["ALTER SYSTEM SET ssl = off", "SELECT pg_reload_conf()"] {
