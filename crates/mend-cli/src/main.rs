@@ -151,8 +151,11 @@ fn main() -> std::process::ExitCode {
         Command::Chaos(_) => "error",
         _ => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // The OpenTelemetry SDK narrates its life at info and debug; its warnings and errors
+    // (a collector that refuses spans, a full export queue) are what an operator needs.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default_level},opentelemetry=warn"))
+    });
     if let Err(e) = init_tracing(filter, cli.log_format) {
         eprintln!("error: {e}");
         return std::process::ExitCode::from(2);
