@@ -1,6 +1,7 @@
-//! What the store is opened with: the URL (with mend's own `schema` parameter), the settings,
-//! and the two connection pools built from them. It connects to nothing itself: pools open
-//! their connections on first use.
+//! What the store is opened with: the URL (with mend's own `schema` parameter and the TLS
+//! parameters), the settings, and the two connection pools built from them. Building the
+//! pools connects to nothing (they open connections on first use); [`connect`] is the one
+//! place that connects at once, for tools that need a single connection.
 
 use std::str::FromStr;
 use std::time::Duration;
