@@ -173,13 +173,9 @@ fn sqlite_conn(path: &str) -> anyhow::Result<rusqlite::Connection> {
 
 #[cfg(feature = "postgres")]
 async fn pg_client(database: &str) -> anyhow::Result<mend_postgres::tokio_postgres::Client> {
-    let (url, _) = mend_postgres::split_schema(database);
-    let (client, conn) =
-        mend_postgres::tokio_postgres::connect(&url, mend_postgres::tokio_postgres::NoTls)
-            .await
-            .with_context(|| format!("connecting to {}", crate::db::redact(database)))?;
-    tokio::spawn(conn);
-    Ok(client)
+    mend_postgres::connect(database)
+        .await
+        .with_context(|| format!("connecting to {}", crate::db::redact(database)))
 }
 
 #[cfg(feature = "postgres")]

@@ -95,20 +95,17 @@ enum Command {
 }
 
 /// Logs on stderr (text or JSON), plus OTLP span export when `OTEL_EXPORTER_OTLP_ENDPOINT`
-/// (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set.
-fn init_tracing(filter: tracing_subscriber::EnvFilter, format: LogFormat) {
+/// (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set. A bad `OTEL_*` setting is an error.
+fn init_tracing(filter: tracing_subscriber::EnvFilter, format: LogFormat) -> Result<(), String> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let otlp = mend_server::otel::OtlpConfig::from_env().and_then(|config| {
-        let url = config.traces_url.clone();
-        match mend_server::otel::layer(config) {
-            Ok(layer) => Some((layer, url)),
-            Err(e) => {
-                eprintln!("warning: cannot start the OTLP exporter ({e}); spans are not exported");
-                None
-            }
+    let otlp = match mend_server::otel::OtlpConfig::from_env()? {
+        Some(config) => {
+            let url = config.traces_url.clone();
+            Some((mend_server::otel::layer(config)?, url))
         }
-    });
+        None => None,
+    };
     let (otlp, url) = match otlp {
         Some((layer, url)) => (Some(layer), Some(url)),
         None => (None, None),
@@ -140,8 +137,9 @@ fn init_tracing(filter: tracing_subscriber::EnvFilter, format: LogFormat) {
         .with(json)
         .init();
     if let Some(url) = url {
-        tracing::info!(%url, "exporting spans over OTLP/HTTP (JSON)");
+        tracing::info!(%url, "exporting spans over OTLP/HTTP");
     }
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -153,9 +151,15 @@ fn main() -> std::process::ExitCode {
         Command::Chaos(_) => "error",
         _ => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    init_tracing(filter, cli.log_format);
+    // The OpenTelemetry SDK narrates its life at info and debug; its warnings and errors
+    // (a collector that refuses spans, a full export queue) are what an operator needs.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default_level},opentelemetry=warn"))
+    });
+    if let Err(e) = init_tracing(filter, cli.log_format) {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -480,10 +480,13 @@ fn serves_and_runs_jobs_on_postgres() {
     });
 }
 
-/// A stand-in OTLP/HTTP collector: accepts `POST /v1/traces` (JSON) and keeps every span.
+/// A stand-in OTLP/HTTP collector: accepts `POST /v1/traces` (protobuf or JSON) and keeps
+/// every span, as OTLP JSON.
 struct Collector {
     addr: String,
     spans: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    /// The content type of the last export.
+    protocol: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Collector {
@@ -492,11 +495,14 @@ impl Collector {
         let addr = listener.local_addr().unwrap().to_string();
         let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let kept = spans.clone();
+        let protocol = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let seen = protocol.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
                 let (mut line, mut length, mut path) = (String::new(), 0usize, String::new());
+                let mut content_type = String::new();
                 reader.read_line(&mut line).unwrap();
                 if let Some(p) = line.split_whitespace().nth(1) {
                     path = p.to_owned();
@@ -511,14 +517,33 @@ impl Collector {
                         if k.eq_ignore_ascii_case("content-length") {
                             length = v.trim().parse().unwrap();
                         }
+                        if k.eq_ignore_ascii_case("content-type") {
+                            content_type = v.trim().to_owned();
+                        }
                     }
                 }
                 let mut body = vec![0u8; length];
                 reader.read_exact(&mut body).unwrap();
                 assert_eq!(path, "/v1/traces");
-                let doc: Value = serde_json::from_slice(&body).unwrap();
+                let doc: Value = match content_type.as_str() {
+                    "application/x-protobuf" => {
+                        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+                        use prost::Message;
+                        let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+                        serde_json::to_value(&req).unwrap()
+                    }
+                    "application/json" => serde_json::from_slice(&body).unwrap(),
+                    other => panic!("unexpected OTLP content type {other:?}"),
+                };
+                *seen.lock().unwrap() = content_type;
                 for rs in doc["resourceSpans"].as_array().unwrap() {
-                    assert_eq!(rs["resource"]["attributes"][0]["key"], "service.name");
+                    let service = rs["resource"]["attributes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|a| a["key"] == "service.name")
+                        .map(|a| a["value"]["stringValue"].clone());
+                    assert_eq!(service, Some(json!("mend")));
                     for ss in rs["scopeSpans"].as_array().unwrap() {
                         kept.lock()
                             .unwrap()
@@ -530,7 +555,11 @@ impl Collector {
                 );
             }
         });
-        Collector { addr, spans }
+        Collector {
+            addr,
+            spans,
+            protocol,
+        }
     }
 
     fn find(&self, f: impl Fn(&Value) -> bool) -> Option<Value> {
@@ -540,6 +569,15 @@ impl Collector {
 
 #[test]
 fn otlp_export_shows_enqueue_and_attempts_in_the_callers_trace() {
+    otlp_export("http/protobuf", "application/x-protobuf");
+}
+
+#[test]
+fn otlp_export_speaks_json_when_asked() {
+    otlp_export("http/json", "application/json");
+}
+
+fn otlp_export(protocol: &str, content_type: &str) {
     let collector = Collector::start();
     let endpoint = format!("http://{}", collector.addr);
     let dir = tempfile::tempdir().unwrap();
@@ -548,7 +586,10 @@ fn otlp_export_shows_enqueue_and_attempts_in_the_callers_trace() {
         &db,
         dir,
         &[],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+        ],
     );
     let (trace, caller) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
     let (status, job) = http_with(
@@ -587,7 +628,7 @@ fn otlp_export_shows_enqueue_and_attempts_in_the_callers_trace() {
     // The request span hangs under the caller's span, the enqueue under the request.
     let request = collector
         .find(|s| s["name"] == "request" && s["spanId"] == enqueue["parentSpanId"])
-        .expect("the enqueue span's parent is the request span");
+        .unwrap_or_else(|| panic!("the enqueue span's parent is the request span"));
     assert_eq!(request["traceId"], trace);
     assert_eq!(request["parentSpanId"], caller);
     // The stored context is the enqueue span's; the attempt is in the same trace, under the
@@ -598,8 +639,117 @@ fn otlp_export_shows_enqueue_and_attempts_in_the_callers_trace() {
     );
     assert_eq!(attempt["traceId"], trace);
     assert_eq!(attempt["parentSpanId"], enqueue["spanId"]);
-    assert_eq!(
-        attempt["links"],
-        json!([{"traceId": trace, "spanId": enqueue["spanId"]}])
+    let links: Vec<(Value, Value)> = attempt["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["traceId"].clone(), l["spanId"].clone()))
+        .collect();
+    assert_eq!(links, vec![(json!(trace), enqueue["spanId"].clone())]);
+    assert_eq!(*collector.protocol.lock().unwrap(), content_type);
+}
+
+#[test]
+fn a_bad_sampler_setting_stops_start_up_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path(), "serve.db");
+    for (var, value, says) in [
+        (
+            "OTEL_TRACES_SAMPLER",
+            "sometimes",
+            "OTEL_TRACES_SAMPLER=\"sometimes\"",
+        ),
+        (
+            "OTEL_TRACES_SAMPLER_ARG",
+            "2",
+            "OTEL_TRACES_SAMPLER_ARG=\"2\"",
+        ),
+    ] {
+        let out = mend()
+            .args(["serve", "--database", &db, "--bind", "127.0.0.1:0"])
+            .env("OTEL_TRACES_SAMPLER", "traceidratio")
+            .env(var, value)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
+    assert!(
+        !dir.path().join("serve.db").exists(),
+        "nothing was started or created"
     );
+}
+
+#[test]
+fn a_callers_unsampled_trace_stays_unexported_down_to_the_attempts() {
+    let collector = Collector::start();
+    let endpoint = format!("http://{}", collector.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path(), "serve.db");
+    let s = serve_with_env(
+        &db,
+        dir,
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_TRACES_SAMPLER", "parentbased_always_on"),
+        ],
+    );
+    let (dropped, kept) = (
+        "0af7651916cd43dd8448eb211c80319c",
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+    );
+    let mut ids = Vec::new();
+    // The unsampled caller first: by the time the sampled job's attempt is exported, the
+    // unsampled one (enqueued earlier, same queue) has run as well.
+    for (trace, flags) in [(dropped, "00"), (kept, "01")] {
+        let (status, job) = http_with(
+            &s.addr,
+            "POST",
+            "/v1/jobs",
+            Some(json!({"kind": "noop"})),
+            &[(
+                "traceparent",
+                &format!("00-{trace}-00f067aa0ba902b7-{flags}"),
+            )],
+        )
+        .unwrap();
+        assert_eq!(status, 201, "{job}");
+        assert!(
+            job["trace_parent"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("-{flags}")),
+            "the stored context keeps the caller's sampled flag: {job}"
+        );
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    wait_until(
+        "the sampled job's attempt span",
+        Duration::from_secs(15),
+        || {
+            collector
+                .find(|s| s["name"] == "job" && s["traceId"] == kept)
+                .is_some()
+        },
+    );
+    wait_until(
+        "the unsampled job to complete",
+        Duration::from_secs(15),
+        || {
+            http_with(&s.addr, "GET", &format!("/v1/jobs/{}", ids[0]), None, &[])
+                .is_some_and(|(_, job)| job["state"] == "completed")
+        },
+    );
+    // Longer than the exporter's batch delay (200 ms): anything still queued has gone out.
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        collector.find(|s| s["traceId"] == dropped).is_none(),
+        "nothing of the unsampled trace is exported"
+    );
+    assert!(collector
+        .find(|s| s["name"] == "enqueue" && s["traceId"] == kept)
+        .is_some());
 }

@@ -1,13 +1,15 @@
-//! What the store is opened with: the URL (with mend's own `schema` parameter), the settings,
-//! and the two connection pools built from them. It connects to nothing itself: pools open
-//! their connections on first use.
+//! What the store is opened with: the URL (with mend's own `schema` parameter and the TLS
+//! parameters), the settings, and the two connection pools built from them. Building the
+//! pools connects to nothing (they open connections on first use); [`connect`] is the one
+//! place that connects at once, for tools that need a single connection.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use mend::store::{Result, StoreError};
-use tokio_postgres::NoTls;
+
+use crate::tls::{self, MakeRustls};
 
 /// How the store is opened.
 #[derive(Debug, Clone)]
@@ -123,6 +125,8 @@ pub(crate) struct Connection {
     pub(crate) target: String,
     /// The driver's settings (for the session connection).
     pub(crate) pg: tokio_postgres::Config,
+    /// The TLS connector every connection uses (`sslmode`, `sslrootcert`).
+    pub(crate) tls: MakeRustls,
     /// The schema name, checked.
     pub(crate) schema: String,
     /// The schema name quoted for SQL text.
@@ -135,10 +139,58 @@ pub(crate) struct Connection {
     pub(crate) fast: Pool,
 }
 
+/// What the driver needs to open one connection to a URL: its settings and the TLS connector.
+pub(crate) struct Driver {
+    /// The URL with any password hidden, for errors and logs.
+    pub(crate) target: String,
+    /// The driver's settings, TLS mode included.
+    pub(crate) pg: tokio_postgres::Config,
+    /// The TLS connector for the URL's `sslmode` and `sslrootcert`.
+    pub(crate) tls: MakeRustls,
+    /// mend's own `schema` parameter, when the URL has one.
+    pub(crate) schema: Option<String>,
+}
+
+/// Parses `url`: mend's `schema`, the TLS parameters, then the driver's own.
+pub(crate) fn driver(url: &str) -> Result<Driver> {
+    let target = redact_url(url);
+    let bad = |detail: String| StoreError::Unavailable {
+        target: target.clone(),
+        detail,
+        source: None,
+    };
+    let (driver_url, schema) = split_schema(url);
+    let (driver_url, tls_opts) = tls::split_tls(&driver_url).map_err(bad)?;
+    let tls = MakeRustls::new(&tls_opts).map_err(bad)?;
+    let mut pg =
+        tokio_postgres::Config::from_str(&driver_url).map_err(|e| StoreError::Unavailable {
+            target: target.clone(),
+            detail: format!("{e}; expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"),
+            source: Some(std::sync::Arc::new(e)),
+        })?;
+    pg.ssl_mode(tls::driver_mode(tls_opts.mode));
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(Duration::from_secs(5));
+    }
+    if pg.get_application_name().is_none() {
+        pg.application_name("mend");
+    }
+    Ok(Driver {
+        target,
+        pg,
+        tls,
+        schema,
+    })
+}
+
 /// Checks `url` and `config` and builds the pools.
 pub(crate) fn connection(url: &str, mut config: PgConfig) -> Result<Connection> {
-    let target = redact_url(url);
-    let (driver_url, url_schema) = split_schema(url);
+    let Driver {
+        target,
+        pg,
+        tls,
+        schema: url_schema,
+    } = driver(url)?;
     if let Some(s) = url_schema {
         config.schema = s;
     }
@@ -152,22 +204,10 @@ pub(crate) fn connection(url: &str, mut config: PgConfig) -> Result<Connection> 
             source: None,
         });
     }
-    let mut pg =
-        tokio_postgres::Config::from_str(&driver_url).map_err(|e| StoreError::Unavailable {
-            target: target.clone(),
-            detail: format!("{e}; expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"),
-            source: Some(std::sync::Arc::new(e)),
-        })?;
-    if pg.get_connect_timeout().is_none() {
-        pg.connect_timeout(Duration::from_secs(5));
-    }
-    if pg.get_application_name().is_none() {
-        pg.application_name("mend");
-    }
     let make_pool = |pg: tokio_postgres::Config, size: usize| {
         let mgr = Manager::from_config(
             pg,
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -216,9 +256,27 @@ pub(crate) fn connection(url: &str, mut config: PgConfig) -> Result<Connection> 
         schema: config.schema,
         target,
         pg,
+        tls,
         pool,
         fast,
     })
+}
+
+/// One connection to `url` outside any store (mend's `schema` parameter is ignored), with
+/// the URL's `sslmode` and `sslrootcert` honoured like every connection of a store. Its
+/// driver task runs on the current runtime.
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
+    let d = driver(url)?;
+    let (client, conn) =
+        d.pg.connect(d.tls)
+            .await
+            .map_err(|e| crate::error::map_pg(&d.target, e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
+    Ok(client)
 }
 
 #[cfg(test)]

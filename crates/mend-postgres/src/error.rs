@@ -11,14 +11,28 @@ pub(crate) fn map_pg(target: &str, e: tokio_postgres::Error) -> StoreError {
         .map(|db| (db.code().code().to_owned(), db.message().to_owned()));
     let unreachable =
         e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
-    let plain = e.to_string();
+    // The driver's message names only the kind of failure ("error performing TLS
+    // handshake"); the cause says which.
+    let plain = match std::error::Error::source(&e) {
+        Some(cause) if db.is_none() => format!("{e}: {cause}"),
+        _ => e.to_string(),
+    };
+    let tls = plain.starts_with("error performing TLS handshake");
     let source: Option<DriverError> = Some(Arc::new(e));
     let database = |message: String| StoreError::Database {
         message,
         source: source.clone(),
     };
     let Some((code, message)) = db else {
-        return if unreachable {
+        return if tls {
+            StoreError::Unavailable {
+                target: target.to_owned(),
+                detail: format!(
+                    "{plain}; check sslmode and sslrootcert in the database URL (verify-ca needs the CA that signed the server's certificate, verify-full also a certificate naming the URL's host)"
+                ),
+                source,
+            }
+        } else if unreachable {
             StoreError::Unavailable {
                 target: target.to_owned(),
                 detail: format!("{plain}; is PostgreSQL running and reachable?"),

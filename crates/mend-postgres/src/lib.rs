@@ -42,6 +42,7 @@ mod row;
 mod schema;
 mod session;
 mod sql;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +62,7 @@ use tokio::sync::Notify;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-pub use config::{is_postgres_url, redact_url, split_schema, PgConfig};
+pub use config::{connect, is_postgres_url, redact_url, split_schema, PgConfig};
 pub use effect::effect;
 pub use schema::SCHEMA_VERSION;
 /// The driver, re-exported so callers of [`PgStore::insert_many_in`] use the same version.
@@ -110,6 +111,7 @@ impl PgStore {
         let config::Connection {
             target,
             pg,
+            tls,
             schema,
             schema_q,
             ns,
@@ -128,6 +130,7 @@ impl PgStore {
         let wake = Arc::new(Notify::new());
         let session = Arc::new(Session::new(
             pg,
+            tls,
             target.clone(),
             &schema,
             schema_q.clone(),

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use mend::store::{Result, StoreError};
 use tokio::sync::{oneshot, Notify};
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 
 use crate::error::map_pg;
+use crate::tls::MakeRustls;
 
 /// Longest wait between reconnection attempts: short, so that after a database restart every
 /// node is back (and holds its locks again) well within the leader's grace period.
@@ -24,6 +25,8 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 pub(crate) struct Session {
     pub(crate) pg: tokio_postgres::Config,
+    /// The same TLS connector as the pools'.
+    pub(crate) tls: MakeRustls,
     pub(crate) target: String,
     pub(crate) channel: String,
     pub(crate) ns: i32,
@@ -46,6 +49,7 @@ pub(crate) struct State {
 impl Session {
     pub(crate) fn new(
         pg: tokio_postgres::Config,
+        tls: MakeRustls,
         target: String,
         schema: &str,
         schema_q: String,
@@ -54,6 +58,7 @@ impl Session {
     ) -> Self {
         Session {
             pg,
+            tls,
             target,
             channel: format!("mend_{schema}"),
             ns,
@@ -125,7 +130,7 @@ impl Session {
     async fn connect(&self) -> Result<oneshot::Receiver<String>> {
         let (client, mut conn) = self
             .pg
-            .connect(NoTls)
+            .connect(self.tls.clone())
             .await
             .map_err(|e| map_pg(&self.target, e))?;
         let (closed_tx, closed_rx) = oneshot::channel();

@@ -36,6 +36,9 @@ pub(crate) async fn guard(State(state): State<AppState>, mut req: Request, next:
         .filter(|v| mend::trace::TraceParent::parse(v).is_some())
         .map(str::to_owned);
     let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, traceparent = traceparent.as_deref());
+    if let Some(tp) = &traceparent {
+        crate::otel::continue_trace(&span, tp, false);
+    }
     // A CPU profile takes as long as it was asked to, on top of the usual time.
     let limit = if req.uri().path() == crate::routes::debug::PROFILE_PATH {
         state.request_timeout + crate::routes::debug::MAX_PROFILE

@@ -1,56 +1,105 @@
-//! OpenTelemetry export without the OpenTelemetry SDK: a `tracing` layer that gives every span
-//! W3C ids and ships finished spans as OTLP/HTTP JSON to `$OTEL_EXPORTER_OTLP_ENDPOINT` (the
-//! collector's `/v1/traces`). A span with a `traceparent` field continues that remote trace;
-//! one with a `trace_link` field links to it. mend's job spans carry both, set from the
-//! enqueue's trace context stored with the job, so one trace shows enqueue → attempts.
+//! OpenTelemetry export with the standard crates: `tracing-opentelemetry` turns mend's
+//! `tracing` spans into OpenTelemetry spans, the SDK samples them (`OTEL_TRACES_SAMPLER`) and
+//! batches them, and `opentelemetry-otlp` ships them over OTLP/HTTP (protobuf, or JSON with
+//! `OTEL_EXPORTER_OTLP_PROTOCOL=http/json`) to `$OTEL_EXPORTER_OTLP_ENDPOINT/v1/traces`.
 //!
-//! Export runs on its own thread with a bounded queue: a slow or absent collector costs
-//! dropped spans (counted in the logs), never a slower job.
+//! What mend adds: a span that continues a stored or received trace context (the `request`
+//! span from a `traceparent` header, each attempt's `job` span from the context stored with
+//! the job) gets that context as its remote parent — and the `job` span a link to it — through
+//! [`continue_trace`], so one trace shows caller → request → enqueue → attempts; and the
+//! sampler settings are checked at start-up, so a typo is an error rather than a silent default.
+//!
+//! Export runs on the SDK's own thread with a bounded queue: a slow or absent collector costs
+//! dropped spans, never a slower job.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::collections::HashMap;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use mend::trace::{hex, TraceParent};
-use serde_json::{json, Value};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
+use mend::trace::TraceParent;
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
+};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
+};
 use tracing::Subscriber;
-use tracing_subscriber::layer::Context;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-/// Finished spans waiting for export before new ones are dropped.
+/// Finished spans waiting for export before new ones are dropped (unless `OTEL_BSP_MAX_QUEUE_SIZE`
+/// says otherwise): a burst of short jobs makes spans faster than one export a second ships.
 const QUEUE: usize = 65_536;
-/// Spans per export request.
-const BATCH: usize = 512;
-/// Longest a finished span waits for its batch.
+/// Longest a finished span waits for its batch (unless `OTEL_BSP_SCHEDULE_DELAY`): short, so a
+/// trace shows up while the person who started it is still looking.
 const EVERY: Duration = Duration::from_millis(200);
 
-/// The trace identity of a live span (kept in the span's extensions).
-#[derive(Debug, Clone)]
-struct SpanCtx {
-    tp: TraceParent,
-    parent: Option<[u8; 8]>,
-    links: Vec<TraceParent>,
-    start: SystemTime,
-    attrs: Vec<(String, String)>,
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Which traces are kept (`OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sampling {
+    /// `always_on`: every trace.
+    AlwaysOn,
+    /// `always_off`: none.
+    AlwaysOff,
+    /// `traceidratio`: this share of traces, decided from the trace id (so every service that
+    /// uses the same ratio keeps the same traces).
+    TraceIdRatio(f64),
+    /// `parentbased_always_on` (the default): as the caller decided; every trace mend starts.
+    ParentBasedAlwaysOn,
+    /// `parentbased_always_off`: as the caller decided; none that mend starts.
+    ParentBasedAlwaysOff,
+    /// `parentbased_traceidratio`: as the caller decided; this share of those mend starts.
+    ParentBasedTraceIdRatio(f64),
 }
 
-struct Finished {
-    name: &'static str,
-    ctx: SpanCtx,
-    end: SystemTime,
-}
+impl Sampling {
+    /// Reads the two variables' values; `None` means unset.
+    pub fn parse(sampler: Option<&str>, arg: Option<&str>) -> Result<Self, String> {
+        let ratio = || -> Result<f64, String> {
+            match arg.map(str::trim).filter(|a| !a.is_empty()) {
+                None => Ok(1.0),
+                Some(a) => match a.parse::<f64>() {
+                    Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+                    _ => Err(format!(
+                        "OTEL_TRACES_SAMPLER_ARG={a:?} is not a ratio: give a number from 0 (keep no trace) to 1 (keep every trace), e.g. 0.1"
+                    )),
+                },
+            }
+        };
+        let name = sampler.map(str::trim).filter(|s| !s.is_empty());
+        Ok(match name.unwrap_or("parentbased_always_on") {
+            "always_on" => Sampling::AlwaysOn,
+            "always_off" => Sampling::AlwaysOff,
+            "traceidratio" => Sampling::TraceIdRatio(ratio()?),
+            "parentbased_always_on" => Sampling::ParentBasedAlwaysOn,
+            "parentbased_always_off" => Sampling::ParentBasedAlwaysOff,
+            "parentbased_traceidratio" => Sampling::ParentBasedTraceIdRatio(ratio()?),
+            other => {
+                return Err(format!(
+                    "OTEL_TRACES_SAMPLER={other:?} is not a sampler mend knows: use always_on, always_off, traceidratio, parentbased_always_on (the default), parentbased_always_off or parentbased_traceidratio (with OTEL_TRACES_SAMPLER_ARG=RATIO)"
+                ))
+            }
+        })
+    }
 
-enum Msg {
-    Span(Finished),
-    Flush(mpsc::Sender<()>),
+    /// The SDK's sampler.
+    pub fn sampler(self) -> Sampler {
+        match self {
+            Sampling::AlwaysOn => Sampler::AlwaysOn,
+            Sampling::AlwaysOff => Sampler::AlwaysOff,
+            Sampling::TraceIdRatio(r) => Sampler::TraceIdRatioBased(r),
+            Sampling::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+            Sampling::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+            Sampling::ParentBasedTraceIdRatio(r) => {
+                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r)))
+            }
+        }
+    }
 }
-
-static SENDER: OnceLock<SyncSender<Msg>> = OnceLock::new();
-static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// Where and how to export.
 #[derive(Debug, Clone)]
@@ -61,18 +110,45 @@ pub struct OtlpConfig {
     pub service_name: String,
     /// Extra request headers (`OTEL_EXPORTER_OTLP_HEADERS`).
     pub headers: Vec<(String, String)>,
+    /// Which traces are kept.
+    pub sampling: Sampling,
+    /// OTLP/HTTP with JSON bodies instead of protobuf.
+    pub json: bool,
 }
 
 impl OtlpConfig {
-    /// From the standard environment variables; `None` when no endpoint is set.
-    pub fn from_env() -> Option<Self> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    /// From the standard environment variables; `Ok(None)` when no endpoint is set. A bad
+    /// sampler or protocol is an error even then: it would bite the day an endpoint is set.
+    pub fn from_env() -> Result<Option<Self>, String> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// As [`OtlpConfig::from_env`], reading variables through `var`.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
+        let var = |k: &str| var(k).filter(|v| !v.trim().is_empty());
+        let sampling = Sampling::parse(
+            var("OTEL_TRACES_SAMPLER").as_deref(),
+            var("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+        )?;
+        let json = match var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("http/protobuf") => false,
+            Some("http/json") => true,
+            Some(other) => {
+                return Err(format!(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL={other:?} is not supported: use http/protobuf (the default) or http/json (gRPC is not built in)"
+                ))
+            }
+        };
         let traces_url = match var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
             Some(url) => url,
-            None => format!(
-                "{}/v1/traces",
-                var("OTEL_EXPORTER_OTLP_ENDPOINT")?.trim_end_matches('/')
-            ),
+            None => match var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+                Some(base) => format!("{}/v1/traces", base.trim_end_matches('/')),
+                None => return Ok(None),
+            },
         };
         let headers = var("OTEL_EXPORTER_OTLP_HEADERS")
             .map(|h| {
@@ -82,236 +158,329 @@ impl OtlpConfig {
                     .collect()
             })
             .unwrap_or_default();
-        Some(OtlpConfig {
+        Ok(Some(OtlpConfig {
             traces_url,
             service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| "mend".into()),
             headers,
-        })
+            sampling,
+            json,
+        }))
     }
 }
 
-/// The layer; add it to the subscriber. Starts the export thread.
-pub fn layer(config: OtlpConfig) -> std::io::Result<OtlpLayer> {
-    let (tx, rx) = mpsc::sync_channel(QUEUE);
-    std::thread::Builder::new()
-        .name("mend-otlp".into())
-        .spawn(move || export_loop(config, rx))?;
-    let _ = SENDER.set(tx.clone());
-    Ok(OtlpLayer { tx })
+/// The layer exporting spans; add it to the subscriber. Starts the export thread.
+pub type OtlpLayer<S> = Box<dyn Layer<S> + Send + Sync + 'static>;
+
+/// Builds the exporter and the SDK pipeline for `config`, and the layer feeding it.
+pub fn layer<S>(config: OtlpConfig) -> Result<OtlpLayer<S>, String>
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+{
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(if config.json {
+            Protocol::HttpJson
+        } else {
+            Protocol::HttpBinary
+        })
+        .with_endpoint(config.traces_url.clone())
+        .with_headers(config.headers.iter().cloned().collect::<HashMap<_, _>>())
+        .with_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| {
+            format!(
+                "cannot build the OTLP exporter for {}: {e}",
+                config.traces_url
+            )
+        })?;
+    let mut batch = BatchConfigBuilder::default();
+    if std::env::var_os("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
+        batch = batch.with_max_queue_size(QUEUE);
+    }
+    if std::env::var_os("OTEL_BSP_SCHEDULE_DELAY").is_none() {
+        batch = batch.with_scheduled_delay(EVERY);
+    }
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(batch.build())
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_sampler(config.sampling.sampler())
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(config.service_name)
+                .build(),
+        )
+        .build();
+    let layer = layer_for(&provider);
+    let _ = PROVIDER.set(provider);
+    mend::trace::set_continue_hook(continue_trace);
+    Ok(layer)
+}
+
+/// The `tracing` layer over `provider`'s tracer.
+fn layer_for<S>(provider: &SdkTracerProvider) -> OtlpLayer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("mend"))
+        .with_location(false)
+        .with_threads(false)
+        .with_level(false)
+        .with_target(false)
+        // The exporter's own HTTP client must not feed spans back into the exporter.
+        .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            !["hyper", "reqwest", "h2", "rustls", "opentelemetry"]
+                .iter()
+                .any(|t| m.target().starts_with(t))
+        }))
+        .boxed()
 }
 
 /// Sends what is queued now and waits for it (at most `limit`): call before exiting.
 pub fn flush(limit: Duration) {
-    if let Some(tx) = SENDER.get() {
-        let (done_tx, done_rx) = mpsc::channel();
-        if tx.send(Msg::Flush(done_tx)).is_ok() {
-            let _ = done_rx.recv_timeout(limit);
+    let Some(provider) = PROVIDER.get() else {
+        return;
+    };
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    // force_flush blocks until the collector answers (or its own timeout): bound it here.
+    let spawned = std::thread::Builder::new()
+        .name("mend-otlp-flush".into())
+        .spawn(move || {
+            let _ = done_tx.send(provider.force_flush());
+        });
+    if spawned.is_ok() {
+        if let Ok(Err(e)) = done_rx.recv_timeout(limit) {
+            tracing::warn!(error = %e, "flushing spans to the OTLP collector failed");
         }
     }
 }
 
 /// The `traceparent` of the current span, when the layer is installed.
 pub fn current_traceparent() -> Option<String> {
-    tracing::Span::current()
-        .with_subscriber(|(id, dispatch)| {
-            let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
-            let span = registry.span(id)?;
-            let ext = span.extensions();
-            ext.get::<SpanCtx>().map(|c| c.tp.to_string())
-        })
-        .flatten()
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
 }
 
-/// See the module docs.
-pub struct OtlpLayer {
-    tx: SyncSender<Msg>,
-}
-
-#[derive(Default)]
-struct Fields {
-    traceparent: Option<TraceParent>,
-    link: Option<TraceParent>,
-    attrs: Vec<(String, String)>,
-}
-
-impl Visit for Fields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        match field.name() {
-            "traceparent" => self.traceparent = TraceParent::parse(value),
-            "trace_link" => self.link = TraceParent::parse(value),
-            name => self.attrs.push((name.to_owned(), value.to_owned())),
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.record_str(field, &format!("{value:?}"));
-    }
-}
-
-impl<S> Layer<S> for OtlpLayer
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
-        // The exporter's own HTTP client must not feed spans back into the exporter.
-        let target = span.metadata().target();
-        if ["hyper", "reqwest", "h2", "rustls"]
-            .iter()
-            .any(|t| target.starts_with(t))
-        {
-            return;
-        }
-        let mut fields = Fields::default();
-        attrs.record(&mut fields);
-        let parent_ctx = span
-            .parent()
-            .and_then(|p| p.extensions().get::<SpanCtx>().map(|c| c.tp));
-        let (tp, parent) = match (fields.traceparent, parent_ctx) {
-            (Some(remote), _) => (remote.child(), Some(remote.span_id)),
-            (None, Some(local)) => (local.child(), Some(local.span_id)),
-            (None, None) => (TraceParent::new_root(), None),
-        };
-        span.extensions_mut().insert(SpanCtx {
-            tp,
-            parent,
-            links: fields.link.into_iter().collect(),
-            start: SystemTime::now(),
-            attrs: fields.attrs,
-        });
-    }
-
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
-        let mut fields = Fields::default();
-        values.record(&mut fields);
-        let mut ext = span.extensions_mut();
-        if let Some(c) = ext.get_mut::<SpanCtx>() {
-            c.attrs.extend(fields.attrs);
-            c.links.extend(fields.link);
-        }
-    }
-
-    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(&id) else { return };
-        let Some(c) = span.extensions_mut().remove::<SpanCtx>() else {
-            return;
-        };
-        let finished = Finished {
-            name: span.metadata().name(),
-            ctx: c,
-            end: SystemTime::now(),
-        };
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Span(finished)) {
-            DROPPED.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-fn nanos(t: SystemTime) -> String {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
-        .to_string()
-}
-
-fn span_json(s: &Finished) -> Value {
-    let attrs: Vec<Value> = s
-        .ctx
-        .attrs
-        .iter()
-        .map(|(k, v)| json!({"key": k, "value": {"stringValue": v}}))
-        .collect();
-    let links: Vec<Value> = s
-        .ctx
-        .links
-        .iter()
-        .map(|l| json!({"traceId": hex(&l.trace_id), "spanId": hex(&l.span_id)}))
-        .collect();
-    let mut span = json!({
-        "traceId": hex(&s.ctx.tp.trace_id),
-        "spanId": hex(&s.ctx.tp.span_id),
-        "name": s.name,
-        "kind": 1,
-        "startTimeUnixNano": nanos(s.ctx.start),
-        "endTimeUnixNano": nanos(s.end),
-        "attributes": attrs,
-        "links": links,
-    });
-    if let Some(parent) = s.ctx.parent {
-        span["parentSpanId"] = json!(hex(&parent));
-    }
-    span
-}
-
-fn export_loop(config: OtlpConfig, rx: Receiver<Msg>) {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
+/// Makes `span` (created, not yet entered) continue the trace of `traceparent`: its remote
+/// parent, and with `link` also a link to it (an attempt links to its enqueue, as a retry
+/// may run long after). An invalid header is ignored, as W3C asks.
+pub fn continue_trace(span: &tracing::Span, traceparent: &str, link: bool) {
+    let Some(tp) = TraceParent::parse(traceparent) else {
         return;
     };
-    // The client's connector needs the runtime's reactor from the start.
-    let _runtime = rt.enter();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap_or_default();
-    let mut batch: Vec<Finished> = Vec::new();
-    let mut warned_at = 0u64;
-    loop {
-        let msg = rx.recv_timeout(EVERY);
-        let mut flush_reply = None;
-        match msg {
-            Ok(Msg::Span(s)) => {
-                batch.push(s);
-                while batch.len() < BATCH {
-                    match rx.try_recv() {
-                        Ok(Msg::Span(s)) => batch.push(s),
-                        Ok(Msg::Flush(reply)) => {
-                            flush_reply = Some(reply);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                if batch.len() < BATCH && flush_reply.is_none() {
-                    continue;
-                }
+    let remote = SpanContext::new(
+        TraceId::from_bytes(tp.trace_id),
+        SpanId::from_bytes(tp.span_id),
+        TraceFlags::new(tp.flags),
+        true,
+        TraceState::default(),
+    );
+    if link {
+        span.add_link(remote.clone());
+    }
+    // Only fails when the layer is not installed or the span already started: then there is
+    // nothing to continue.
+    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[derive(Debug, Clone, Default)]
+    struct Kept(Arc<Mutex<Vec<SpanData>>>);
+
+    impl SpanExporter for Kept {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    /// Runs `f` with spans sampled by `sampling` and returns what would have been exported.
+    fn exported(sampling: Sampling, f: impl FnOnce()) -> Vec<SpanData> {
+        let kept = Kept::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(kept.clone())
+            .with_sampler(sampling.sampler())
+            .build();
+        let subscriber = tracing_subscriber::registry().with(layer_for(&provider));
+        tracing::subscriber::with_default(subscriber, f);
+        let _ = provider.force_flush();
+        let spans = kept.0.lock().unwrap().clone();
+        spans
+    }
+
+    /// `n` traces with fixed, spread-out trace ids (a seeded generator): one root span each,
+    /// continuing a caller's context whose sampled flag is `flags`.
+    fn traces(n: usize, flags: u8) {
+        let mut rng = fastrand::Rng::with_seed(18);
+        for _ in 0..n {
+            let trace = format!("{:032x}", rng.u128(1..));
+            let span = tracing::info_span!("request");
+            continue_trace(
+                &span,
+                &format!("00-{trace}-00f067aa0ba902b7-{flags:02x}"),
+                false,
+            );
+            span.in_scope(|| tracing::info_span!("enqueue").in_scope(|| {}));
+        }
+    }
+
+    /// Root spans started by mend (no caller context).
+    fn roots(n: usize) {
+        for _ in 0..n {
+            tracing::info_span!("request").in_scope(|| {});
+        }
+    }
+
+    #[test]
+    fn sampler_settings_are_read_and_bad_ones_refused() {
+        assert_eq!(
+            Sampling::parse(None, None),
+            Ok(Sampling::ParentBasedAlwaysOn)
+        );
+        assert_eq!(
+            Sampling::parse(Some("traceidratio"), Some("0.25")),
+            Ok(Sampling::TraceIdRatio(0.25))
+        );
+        assert_eq!(
+            Sampling::parse(Some("parentbased_traceidratio"), None),
+            Ok(Sampling::ParentBasedTraceIdRatio(1.0))
+        );
+        assert_eq!(
+            Sampling::parse(Some("always_off"), Some("ignored")),
+            Ok(Sampling::AlwaysOff)
+        );
+        let e = Sampling::parse(Some("sometimes"), None).unwrap_err();
+        assert!(e.contains("OTEL_TRACES_SAMPLER=\"sometimes\""), "{e}");
+        for bad in ["1.5", "-0.1", "half", "NaN"] {
+            let e = Sampling::parse(Some("traceidratio"), Some(bad)).unwrap_err();
+            assert!(e.contains("OTEL_TRACES_SAMPLER_ARG"), "{e}");
+        }
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
             }
-            Ok(Msg::Flush(reply)) => flush_reply = Some(reply),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
-        }
-        if !batch.is_empty() {
-            let body = json!({"resourceSpans": [{
-                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": config.service_name}}]},
-                "scopeSpans": [{"scope": {"name": "mend", "version": env!("CARGO_PKG_VERSION")},
-                                "spans": batch.iter().map(span_json).collect::<Vec<_>>()}],
-            }]});
-            let mut req = client.post(&config.traces_url).json(&body);
-            for (k, v) in &config.headers {
-                req = req.header(k, v);
-            }
-            let sent = batch.len();
-            batch.clear();
-            match rt.block_on(req.send()) {
-                Ok(resp) if resp.status().is_success() => {}
-                Ok(resp) => {
-                    tracing::warn!(status = %resp.status(), spans = sent, url = %config.traces_url, "the OTLP collector refused spans")
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, spans = sent, url = %config.traces_url, "exporting spans failed; they are dropped")
-                }
-            }
-        }
-        let dropped = DROPPED.load(Ordering::Relaxed);
-        if dropped > warned_at {
-            tracing::warn!(dropped, "spans dropped: the OTLP export queue was full");
-            warned_at = dropped;
-        }
-        if let Some(reply) = flush_reply {
-            let _ = reply.send(());
-        }
+        };
+        // A bad sampler is an error even without an endpoint.
+        assert!(OtlpConfig::from_vars(vars(&[("OTEL_TRACES_SAMPLER", "x")])).is_err());
+        assert!(OtlpConfig::from_vars(vars(&[])).unwrap().is_none());
+        let c = OtlpConfig::from_vars(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.traces_url, "http://c:4318/v1/traces");
+        assert_eq!(c.sampling, Sampling::ParentBasedTraceIdRatio(0.1));
+        assert!(c.json);
+        let e = OtlpConfig::from_vars(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ]))
+        .unwrap_err();
+        assert!(e.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{e}");
+    }
+
+    #[test]
+    fn a_ratio_keeps_that_share_of_traces() {
+        let n = 2000;
+        let count = |r: f64| {
+            exported(Sampling::TraceIdRatio(r), || traces(n, 1))
+                .iter()
+                .filter(|s| s.name == "request")
+                .count()
+        };
+        assert_eq!(count(0.0), 0, "a ratio of 0 exports nothing");
+        assert_eq!(count(1.0), n, "a ratio of 1 exports everything");
+        let half = count(0.5);
+        assert!(
+            (n * 45 / 100..=n * 55 / 100).contains(&half),
+            "a ratio of 0.5 keeps about half: {half} of {n}"
+        );
+        // The decision is per trace: a kept trace keeps its children.
+        let spans = exported(Sampling::TraceIdRatio(0.5), || traces(n, 1));
+        let requests = spans.iter().filter(|s| s.name == "request").count();
+        let enqueues = spans.iter().filter(|s| s.name == "enqueue").count();
+        assert_eq!(requests, enqueues);
+        assert_eq!(exported(Sampling::AlwaysOff, || roots(10)).len(), 0);
+        assert_eq!(exported(Sampling::AlwaysOn, || roots(10)).len(), 10);
+    }
+
+    #[test]
+    fn a_parent_based_sampler_follows_the_callers_flag() {
+        // Sampled callers are kept even when mend would keep none of its own traces.
+        let spans = exported(Sampling::ParentBasedAlwaysOff, || traces(20, 1));
+        assert_eq!(spans.len(), 40);
+        let spans = exported(Sampling::ParentBasedTraceIdRatio(0.0), || traces(20, 1));
+        assert_eq!(spans.len(), 40);
+        // A caller that did not sample: nothing, even with always-on for mend's own traces.
+        assert_eq!(
+            exported(Sampling::ParentBasedAlwaysOn, || traces(20, 0)).len(),
+            0
+        );
+        // mend's own traces follow the root sampler.
+        assert_eq!(
+            exported(Sampling::ParentBasedAlwaysOn, || roots(7)).len(),
+            7
+        );
+        assert_eq!(
+            exported(Sampling::ParentBasedAlwaysOff, || roots(7)).len(),
+            0
+        );
+        // A plain ratio ignores the caller's flag.
+        assert_eq!(
+            exported(Sampling::TraceIdRatio(1.0), || traces(5, 0)).len(),
+            10
+        );
+    }
+
+    #[test]
+    fn a_continued_span_has_the_remote_parent_and_the_link() {
+        let (trace, caller) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+        let mut seen = None;
+        let spans = exported(Sampling::ParentBasedAlwaysOn, || {
+            let span = tracing::info_span!("job", id = "j1", attempt = 2);
+            continue_trace(&span, &format!("00-{trace}-{caller}-01"), true);
+            seen = span.in_scope(current_traceparent);
+        });
+        let job = spans.iter().find(|s| s.name == "job").expect("job span");
+        assert_eq!(job.span_context.trace_id().to_string(), trace);
+        assert_eq!(job.parent_span_id.to_string(), caller);
+        let links: Vec<String> = job
+            .links
+            .iter()
+            .map(|l| format!("{}-{}", l.span_context.trace_id(), l.span_context.span_id()))
+            .collect();
+        assert_eq!(links, vec![format!("{trace}-{caller}")]);
+        assert_eq!(
+            seen,
+            Some(format!("00-{trace}-{}-01", job.span_context.span_id()))
+        );
+        assert!(job
+            .attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == "id" && kv.value.as_str() == "j1"));
     }
 }

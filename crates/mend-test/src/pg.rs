@@ -66,9 +66,8 @@ impl Drop for Schema {
     }
 }
 
-/// A plain connection to `url` (its driver task runs on the current runtime).
-pub async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
-    Ok(client)
+/// A connection to `url` as mend makes them (`sslmode` and `sslrootcert` honoured; its
+/// driver task runs on the current runtime).
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, mend::store::StoreError> {
+    mend_postgres::connect(url).await
 }

@@ -105,6 +105,25 @@ impl fmt::Display for TraceParent {
     }
 }
 
+/// What an exporter does to make a span continue a stored trace: `(span, traceparent, link)`.
+pub type ContinueHook = fn(&tracing::Span, &str, bool);
+
+static CONTINUE_HOOK: std::sync::OnceLock<ContinueHook> = std::sync::OnceLock::new();
+
+/// Installs the exporter's hook (`mend-server`'s `otel` does, when it exports spans); the
+/// first one installed stays. The core stays free of any tracing backend this way.
+pub fn set_continue_hook(hook: ContinueHook) {
+    let _ = CONTINUE_HOOK.set(hook);
+}
+
+/// Makes `span` (created, not yet entered) a child of `traceparent` and, with `link`, link
+/// to it — when an exporter installed a hook; otherwise nothing happens.
+pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>, link: bool) {
+    if let (Some(hook), Some(tp)) = (CONTINUE_HOOK.get(), traceparent) {
+        hook(span, tp, link);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

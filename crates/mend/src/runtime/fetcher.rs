@@ -96,7 +96,8 @@ pub(super) async fn run(
                 for job in jobs {
                     let Some(permit) = permits.pop() else { break };
                     // The enqueue's trace context: the attempt joins that trace and links to the enqueue.
-                    let span = tracing::info_span!("job", id = %job.id, kind = %job.kind, queue = %job.queue, attempt = job.attempt, node = %shared.node.id, traceparent = job.trace_parent.as_deref(), trace_link = job.trace_parent.as_deref());
+                    let span = tracing::info_span!("job", id = %job.id, kind = %job.kind, queue = %job.queue, attempt = job.attempt, node = %shared.node.id, traceparent = job.trace_parent.as_deref());
+                    crate::trace::continue_trace(&span, job.trace_parent.as_deref(), true);
                     shared
                         .tracker
                         .spawn(executor::execute(shared.clone(), job, permit).instrument(span));
