@@ -11,7 +11,9 @@ mod dashboard;
 pub mod error;
 mod middleware;
 pub mod otel;
+pub mod roles;
 pub mod routes;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,8 +43,11 @@ pub type ArgsValidator = Arc<dyn Fn(&str, &serde_json::Value) -> Result<(), Stri
 pub struct AppState {
     /// The job store.
     pub store: Arc<dyn Store>,
-    /// Bearer token; `None` means no auth (only allowed on loopback, see `mend serve`).
+    /// The configured admin bearer token (`--token`); with neither it nor a stored token the
+    /// server answers loopback callers only (see `mend serve`).
     pub token: Option<Arc<str>>,
+    /// The stored tokens (`mend tokens create`), cached; see [`tokens`].
+    pub tokens: tokens::Tokens,
     /// Per-kind args checks at enqueue time.
     pub validator: Option<ArgsValidator>,
     /// Request body limit in bytes.
@@ -63,6 +68,7 @@ impl AppState {
     /// State with defaults: no token, ready, no validator, debug endpoints off.
     pub fn new(store: Arc<dyn Store>) -> Self {
         AppState {
+            tokens: tokens::Tokens::new(store.clone()),
             store,
             token: None,
             validator: None,
@@ -99,7 +105,7 @@ pub fn app(state: AppState) -> Router {
 pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
     let limit = state.max_body_bytes;
     routes::router()
-        .merge(dashboard::router(state.clone()))
+        .merge(dashboard::router())
         .merge(extra)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
