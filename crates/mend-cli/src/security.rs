@@ -198,8 +198,9 @@ pub(crate) async fn tokens(cmd: TokensCommand) -> anyhow::Result<()> {
                     t.role,
                     t.created_at.format("%Y-%m-%d %H:%M:%S"),
                     t.created_by,
-                    t.revoked_at
-                        .map_or("-".to_owned(), |r| r.format("%Y-%m-%d %H:%M:%S").to_string())
+                    t.revoked_at.map_or("-".to_owned(), |r| r
+                        .format("%Y-%m-%d %H:%M:%S")
+                        .to_string())
                 );
             }
             Ok(())

@@ -562,8 +562,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-            .with_graceful_shutdown(async move { http_wait.cancelled().await })
-            .await
+        .with_graceful_shutdown(async move { http_wait.cancelled().await })
+        .await
     });
 
     // The library's signal-driven stop: readiness off, the grace period (load balancers stop

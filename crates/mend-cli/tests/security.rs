@@ -56,7 +56,14 @@ fn serve_with(
 ) -> std::process::Child {
     let mut c = mend();
     c.args(["serve", "--database", db, "--bind", "127.0.0.1:0"])
-        .args(["--shutdown-grace", "50ms", "--drain", "500ms", "--queues", "default=1"])
+        .args([
+            "--shutdown-grace",
+            "50ms",
+            "--drain",
+            "500ms",
+            "--queues",
+            "default=1",
+        ])
         .args(extra)
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -74,7 +81,13 @@ fn node(child: std::process::Child) -> Node {
     Node { child, url }
 }
 
-fn call(n: &Node, token: &str, method: &str, path: &str, body: Option<Value>) -> mend_test::http::Resp {
+fn call(
+    n: &Node,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> mend_test::http::Resp {
     let auth = format!("Bearer {token}");
     Remote::new(n.url.clone())
         .blocking_call_with(method, path, body, &[("authorization", &auth)])
@@ -84,11 +97,20 @@ fn call(n: &Node, token: &str, method: &str, path: &str, body: Option<Value>) ->
 fn tokens_and_audit(db: &str, dir: &std::path::Path) {
     let ops = create(db, dir, "ops", "operator");
     let viewer = create(db, dir, "dash", "viewer");
-    let again = run(&["tokens", "create", "--name", "ops", "--role", "admin"], db, dir);
+    let again = run(
+        &["tokens", "create", "--name", "ops", "--role", "admin"],
+        db,
+        dir,
+    );
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists and is not revoked"));
-    let bad_role = run(&["tokens", "create", "--name", "x", "--role", "root"], db, dir);
-    assert!(String::from_utf8_lossy(&bad_role.stderr).contains("admin, operator, producer, worker, viewer"));
+    let bad_role = run(
+        &["tokens", "create", "--name", "x", "--role", "root"],
+        db,
+        dir,
+    );
+    assert!(String::from_utf8_lossy(&bad_role.stderr)
+        .contains("admin, operator, producer, worker, viewer"));
     let list = ok(&run(&["tokens", "list", "--json"], db, dir));
     assert!(!list.contains(&ops) && !list.contains("hash"), "{list}");
     let names: Vec<String> = serde_json::from_str::<Vec<Value>>(&list)
@@ -107,14 +129,22 @@ fn tokens_and_audit(db: &str, dir: &std::path::Path) {
             .status,
         401
     );
-    assert_eq!(call(&n, &ops, "POST", "/v1/queues/mail/pause", None).status, 200);
+    assert_eq!(
+        call(&n, &ops, "POST", "/v1/queues/mail/pause", None).status,
+        200
+    );
     let refused = call(&n, &viewer, "POST", "/v1/queues/mail/resume", None);
-    assert!(refused.problem(403).contains("needs the role admin or operator"));
+    assert!(refused
+        .problem(403)
+        .contains("needs the role admin or operator"));
 
     ok(&run(&["tokens", "revoke", "ops"], db, dir));
     let started = Instant::now();
     while call(&n, &ops, "GET", "/v1/queues", None).status != 401 {
-        assert!(started.elapsed() < Duration::from_secs(4), "a revoked token still works");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "a revoked token still works"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let revoked_again = run(&["tokens", "revoke", "ops"], db, dir);
@@ -143,7 +173,10 @@ fn tokens_and_audit(db: &str, dir: &std::path::Path) {
     );
     assert_eq!(audit[1]["remote"], "127.0.0.1", "{}", audit[1]);
     let filtered = ok(&run(&["audit", "--action", "queue.pause"], db, dir));
-    assert!(filtered.contains("queue.pause") && !filtered.contains("token.create"), "{filtered}");
+    assert!(
+        filtered.contains("queue.pause") && !filtered.contains("token.create"),
+        "{filtered}"
+    );
 }
 
 #[test]
@@ -203,29 +236,78 @@ fn encrypted_args_are_unreadable_on_disk_readable_through_the_api_and_a_wrong_ke
     let path = dir.path().join("enc.db");
     let keys1 = format!("k1:{K1}");
     let flags = ["--token", "admin-secret", "--encrypt-kinds", "payment"];
-    let n = node(serve_with(&db, dir.path(), &flags, &[("MEND_ARGS_KEYS", &keys1)]));
+    let n = node(serve_with(
+        &db,
+        dir.path(),
+        &flags,
+        &[("MEND_ARGS_KEYS", &keys1)],
+    ));
     let enqueue = |kind: &str, args: Value| {
-        let r = call(&n, "admin-secret", "POST", "/v1/jobs", Some(json!({"kind": kind, "queue": "elsewhere", "args": args})));
+        let r = call(
+            &n,
+            "admin-secret",
+            "POST",
+            "/v1/jobs",
+            Some(json!({"kind": kind, "queue": "elsewhere", "args": args})),
+        );
         assert_eq!(r.status, 201, "{}", r.body);
         r.body["id"].as_str().unwrap().to_owned()
     };
-    let secret = enqueue("payment", json!({"card": "CARD-4111-SECRET", "password": "pw"}));
+    let secret = enqueue(
+        "payment",
+        json!({"card": "CARD-4111-SECRET", "password": "pw"}),
+    );
     let plain = enqueue("note", json!({"text": "PLAIN-VISIBLE"}));
-    let got = call(&n, "admin-secret", "GET", &format!("/v1/jobs/{secret}"), None);
+    let got = call(
+        &n,
+        "admin-secret",
+        "GET",
+        &format!("/v1/jobs/{secret}"),
+        None,
+    );
     assert_eq!(got.body["args"]["card"], "CARD-4111-SECRET", "{}", got.body);
-    assert_eq!(call(&n, "admin-secret", "GET", &format!("/v1/jobs/{plain}"), None).body["args"]["text"], "PLAIN-VISIBLE");
+    assert_eq!(
+        call(
+            &n,
+            "admin-secret",
+            "GET",
+            &format!("/v1/jobs/{plain}"),
+            None
+        )
+        .body["args"]["text"],
+        "PLAIN-VISIBLE"
+    );
     drop(n);
     let bytes = raw_bytes(dir.path(), "enc.db");
-    assert!(contains(&bytes, "PLAIN-VISIBLE"), "the raw read sees plain args");
-    assert!(!contains(&bytes, "CARD-4111-SECRET"), "encrypted args are not in the file");
+    assert!(
+        contains(&bytes, "PLAIN-VISIBLE"),
+        "the raw read sees plain args"
+    );
+    assert!(
+        !contains(&bytes, "CARD-4111-SECRET"),
+        "encrypted args are not in the file"
+    );
     let before = stored_state(&path);
-    assert!(before.1.iter().any(|a| a.contains("$mend_enc") && a.contains("\"k1\"")), "{:?}", before.1);
+    assert!(
+        before
+            .1
+            .iter()
+            .any(|a| a.contains("$mend_enc") && a.contains("\"k1\"")),
+        "{:?}",
+        before.1
+    );
 
     // A wrong key, and no key at all: refused at start-up, nothing stored changed.
     for (env, says) in [
-        (vec![("MEND_ARGS_KEYS", format!("k1:{K2}"))], "is not the one"),
+        (
+            vec![("MEND_ARGS_KEYS", format!("k1:{K2}"))],
+            "is not the one",
+        ),
         (vec![], "MEND_ARGS_KEYS"),
-        (vec![("MEND_ARGS_KEYS", format!("k9:{K1}"))], "does not list"),
+        (
+            vec![("MEND_ARGS_KEYS", format!("k9:{K1}"))],
+            "does not list",
+        ),
         (vec![("MEND_ARGS_KEYS", "k1:short".to_owned())], "32"),
     ] {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -235,18 +317,57 @@ fn encrypted_args_are_unreadable_on_disk_readable_through_the_api_and_a_wrong_ke
         assert!(!o.status.success(), "{env:?} started");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(says), "{env:?}: {err}");
-        assert_eq!(stored_state(&path), before, "{env:?} changed what is stored");
+        assert_eq!(
+            stored_state(&path),
+            before,
+            "{env:?} changed what is stored"
+        );
     }
 
     // Rotation: a new key first, the old one kept; old args still read, new ones use the new key.
     let rotated = format!("k2:{K2},k1:{K1}");
-    let n = node(serve_with(&db, dir.path(), &flags, &[("MEND_ARGS_KEYS", &rotated)]));
-    assert_eq!(call(&n, "admin-secret", "GET", &format!("/v1/jobs/{secret}"), None).body["args"]["card"], "CARD-4111-SECRET");
-    let r = call(&n, "admin-secret", "POST", "/v1/jobs", Some(json!({"kind": "payment", "queue": "elsewhere", "args": {"card": "NEW-CARD"}})));
+    let n = node(serve_with(
+        &db,
+        dir.path(),
+        &flags,
+        &[("MEND_ARGS_KEYS", &rotated)],
+    ));
+    assert_eq!(
+        call(
+            &n,
+            "admin-secret",
+            "GET",
+            &format!("/v1/jobs/{secret}"),
+            None
+        )
+        .body["args"]["card"],
+        "CARD-4111-SECRET"
+    );
+    let r = call(
+        &n,
+        "admin-secret",
+        "POST",
+        "/v1/jobs",
+        Some(json!({"kind": "payment", "queue": "elsewhere", "args": {"card": "NEW-CARD"}})),
+    );
     let newer = r.body["id"].as_str().unwrap().to_owned();
-    assert_eq!(call(&n, "admin-secret", "GET", &format!("/v1/jobs/{newer}"), None).body["args"]["card"], "NEW-CARD");
+    assert_eq!(
+        call(
+            &n,
+            "admin-secret",
+            "GET",
+            &format!("/v1/jobs/{newer}"),
+            None
+        )
+        .body["args"]["card"],
+        "NEW-CARD"
+    );
     drop(n);
     let after = stored_state(&path);
-    assert!(after.1.iter().any(|a| a.contains("\"k2\"")), "{:?}", after.1);
+    assert!(
+        after.1.iter().any(|a| a.contains("\"k2\"")),
+        "{:?}",
+        after.1
+    );
     assert_eq!(after.0.len(), 2, "a check for each key id");
 }

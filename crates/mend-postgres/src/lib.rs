@@ -510,7 +510,10 @@ impl Store for PgStore {
         security::audit_add(self, entries).await
     }
 
-    async fn audit_list(&self, p: mend::audit::AuditParams) -> Result<Vec<mend::audit::AuditEntry>> {
+    async fn audit_list(
+        &self,
+        p: mend::audit::AuditParams,
+    ) -> Result<Vec<mend::audit::AuditEntry>> {
         security::audit_list(self, p).await
     }
 

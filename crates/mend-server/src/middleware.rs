@@ -311,10 +311,11 @@ fn path_params(parts: &axum::http::request::Parts) -> Vec<(String, String)> {
         .zip(values)
         .filter_map(|(n, v)| {
             let n = n.strip_prefix('{')?.strip_suffix('}')?;
-            let v: String = form_urlencoded::parse(format!("v={}", v.replace('+', "%2B")).as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_else(|| v.to_owned());
+            let v: String =
+                form_urlencoded::parse(format!("v={}", v.replace('+', "%2B")).as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_else(|| v.to_owned());
             Some((n.to_owned(), v))
         })
         .collect()
@@ -338,7 +339,8 @@ async fn mask_answer(resp: Response) -> Response {
         .map(|v| mend::secrets::mask(&v))
         .filter(|(_, n)| *n > 0)
         .and_then(|(v, _)| serde_json::to_vec(&v).ok());
-    let mut resp = Response::from_parts(parts, Body::from(masked.unwrap_or_else(|| bytes.to_vec())));
+    let mut resp =
+        Response::from_parts(parts, Body::from(masked.unwrap_or_else(|| bytes.to_vec())));
     resp.headers_mut().remove(header::CONTENT_LENGTH);
     resp
 }

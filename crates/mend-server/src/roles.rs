@@ -109,8 +109,18 @@ pub const ROUTES: &[Rule] = &[
     change("POST", "/v1/jobs/{id}/retry", "job.retry", Some("id")),
     // Queues.
     read("/v1/queues", READ),
-    change("POST", "/v1/queues/{name}/pause", "queue.pause", Some("name")),
-    change("POST", "/v1/queues/{name}/resume", "queue.resume", Some("name")),
+    change(
+        "POST",
+        "/v1/queues/{name}/pause",
+        "queue.pause",
+        Some("name"),
+    ),
+    change(
+        "POST",
+        "/v1/queues/{name}/resume",
+        "queue.resume",
+        Some("name"),
+    ),
     // Limits.
     read("/v1/limits", READ),
     read("/v1/limits/{name}", READ),
@@ -123,7 +133,12 @@ pub const ROUTES: &[Rule] = &[
     change("PUT", "/v1/cron/{name}", "cron.replace", Some("name")),
     change("DELETE", "/v1/cron/{name}", "cron.delete", Some("name")),
     change("POST", "/v1/cron/{name}/pause", "cron.pause", Some("name")),
-    change("POST", "/v1/cron/{name}/resume", "cron.resume", Some("name")),
+    change(
+        "POST",
+        "/v1/cron/{name}/resume",
+        "cron.resume",
+        Some("name"),
+    ),
     // History, nodes, audit.
     read("/v1/stats", READ),
     read("/v1/events", READ),
@@ -152,7 +167,12 @@ pub const ROUTES: &[Rule] = &[
     r("GET", "/nodes", READ),
     change("POST", "/jobs/bulk", "dashboard.bulk", None),
     change("POST", "/jobs/{id}/{action}", "job.{action}", Some("id")),
-    change("POST", "/queues/{name}/{action}", "queue.{action}", Some("name")),
+    change(
+        "POST",
+        "/queues/{name}/{action}",
+        "queue.{action}",
+        Some("name"),
+    ),
     r("GET", "/login", &[]),
     r("POST", "/login", &[]),
     r("POST", "/logout", &[]),

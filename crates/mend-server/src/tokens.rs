@@ -22,11 +22,14 @@ pub const CONFIGURED_TOKEN_NAME: &str = "MEND_API_TOKEN";
 /// The principal of a request to a server without any token (loopback callers only).
 pub const LOCAL_NAME: &str = "local";
 
+/// The active stored tokens and when they were read.
+type Cached = Option<(Instant, Arc<Vec<ApiToken>>)>;
+
 /// The stored tokens that are not revoked, cached.
 #[derive(Clone)]
 pub struct Tokens {
     store: Arc<dyn Store>,
-    cache: Arc<Mutex<Option<(Instant, Arc<Vec<ApiToken>>)>>>,
+    cache: Arc<Mutex<Cached>>,
 }
 
 impl Tokens {
@@ -49,11 +52,8 @@ impl Tokens {
         }
         match self.store.token_list().await {
             Ok(all) => {
-                let list: Arc<Vec<ApiToken>> = Arc::new(
-                    all.into_iter()
-                        .filter(|t| t.revoked_at.is_none())
-                        .collect(),
-                );
+                let list: Arc<Vec<ApiToken>> =
+                    Arc::new(all.into_iter().filter(|t| t.revoked_at.is_none()).collect());
                 *cache = Some((Instant::now(), list.clone()));
                 Ok(list)
             }

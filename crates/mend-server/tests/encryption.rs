@@ -27,11 +27,17 @@ async fn enqueue_both(env: &Env) -> (App, String, String) {
     ));
     let app = App(mend_server::app(AppState::new(store)));
     let secret = app
-        .post("/v1/jobs", json!({"kind": "payment", "queue": "elsewhere", "args": {"card": "CARD-4111-SECRET"}}))
+        .post(
+            "/v1/jobs",
+            json!({"kind": "payment", "queue": "elsewhere", "args": {"card": "CARD-4111-SECRET"}}),
+        )
         .await;
     assert_eq!(secret.status, 201, "{}", secret.body);
     let plain = app
-        .post("/v1/jobs", json!({"kind": "note", "queue": "elsewhere", "args": {"text": "PLAIN-VISIBLE"}}))
+        .post(
+            "/v1/jobs",
+            json!({"kind": "note", "queue": "elsewhere", "args": {"text": "PLAIN-VISIBLE"}}),
+        )
         .await;
     let (s, p) = (
         secret.body["id"].as_str().unwrap().to_owned(),
@@ -40,12 +46,23 @@ async fn enqueue_both(env: &Env) -> (App, String, String) {
     let got = app.call("GET", &format!("/v1/jobs/{s}"), None).await;
     assert_eq!(got.body["args"]["card"], "CARD-4111-SECRET", "{}", got.body);
     let listed = app.call("GET", "/v1/jobs?queue=elsewhere", None).await;
-    assert!(listed.body.to_string().contains("CARD-4111-SECRET"), "{}", listed.body);
+    assert!(
+        listed.body.to_string().contains("CARD-4111-SECRET"),
+        "{}",
+        listed.body
+    );
     // Unique by args cannot work on an envelope: refused, not silently ignored.
     let unique = app
-        .post("/v1/jobs", json!({"kind": "payment", "args": {}, "unique": {"by_args": true}}))
+        .post(
+            "/v1/jobs",
+            json!({"kind": "payment", "args": {}, "unique": {"by_args": true}}),
+        )
         .await;
-    assert!(unique.problem(422).contains("encrypted at rest"), "{}", unique.body);
+    assert!(
+        unique.problem(422).contains("encrypted at rest"),
+        "{}",
+        unique.body
+    );
     (app, s, p)
 }
 
@@ -59,13 +76,20 @@ async fn wrong_keys_are_refused(env: &Env) {
         (None, "MEND_ARGS_KEYS"),
     ] {
         let keys = spec.map(|s| ArgsKeys::parse(&s).unwrap());
-        let err = check_keys(env.store.as_ref(), keys.as_ref()).await.unwrap_err();
-        assert!(err.0.contains(says) && err.0.contains("nothing was changed"), "{err}");
+        let err = check_keys(env.store.as_ref(), keys.as_ref())
+            .await
+            .unwrap_err();
+        assert!(
+            err.0.contains(says) && err.0.contains("nothing was changed"),
+            "{err}"
+        );
         assert_eq!(env.store.args_keys().await.unwrap(), before);
     }
     // Rotation: the new key first, the old one kept.
     let rotated = ArgsKeys::parse(&format!("k2:{K2},k1:{K1}")).unwrap();
-    check_keys(env.store.as_ref(), Some(&rotated)).await.unwrap();
+    check_keys(env.store.as_ref(), Some(&rotated))
+        .await
+        .unwrap();
     assert_eq!(env.store.args_keys().await.unwrap().len(), 2);
 }
 
@@ -79,7 +103,10 @@ async fn encrypted_args_sqlite() {
     }
     let has = |s: &str| bytes.windows(s.len()).any(|w| w == s.as_bytes());
     assert!(has("PLAIN-VISIBLE"), "the raw read sees plain args");
-    assert!(!has("CARD-4111-SECRET"), "encrypted args are not in the file");
+    assert!(
+        !has("CARD-4111-SECRET"),
+        "encrypted args are not in the file"
+    );
     wrong_keys_are_refused(&env).await;
 }
 
@@ -107,6 +134,9 @@ async fn encrypted_args_postgres() {
     assert!(raw(plain).await.contains("PLAIN-VISIBLE"));
     let stored = raw(secret).await;
     assert!(!stored.contains("CARD-4111-SECRET"), "{stored}");
-    assert!(stored.contains("$mend_enc") && stored.contains("\"k1\""), "{stored}");
+    assert!(
+        stored.contains("$mend_enc") && stored.contains("\"k1\""),
+        "{stored}"
+    );
     wrong_keys_are_refused(&env).await;
 }

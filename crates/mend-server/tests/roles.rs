@@ -41,7 +41,13 @@ async fn tokens(s: &Server) -> BTreeMap<Role, String> {
     out
 }
 
-async fn as_role(s: &Server, token: &str, method: &str, path: &str, body: Option<Value>) -> mend_test::http::Resp {
+async fn as_role(
+    s: &Server,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> mend_test::http::Resp {
     let auth = format!("Bearer {token}");
     s.call_with(method, path, body, &[("authorization", &auth)])
         .await
@@ -57,11 +63,26 @@ async fn every_route_with_every_role(s: Server) {
     // What the brief asks, written out, so a wrong table fails here too.
     let expected: BTreeMap<(&str, &str), &[Role]> = BTreeMap::from([
         (("POST", "/v1/jobs"), &[Role::Admin, Role::Producer][..]),
-        (("POST", "/v1/jobs/{id}/cancel"), &[Role::Admin, Role::Operator][..]),
-        (("POST", "/v1/queues/{name}/pause"), &[Role::Admin, Role::Operator][..]),
-        (("POST", "/v1/workers/claim"), &[Role::Admin, Role::Worker][..]),
-        (("GET", "/v1/jobs"), &[Role::Admin, Role::Operator, Role::Viewer][..]),
-        (("GET", "/v1/audit"), &[Role::Admin, Role::Operator, Role::Viewer][..]),
+        (
+            ("POST", "/v1/jobs/{id}/cancel"),
+            &[Role::Admin, Role::Operator][..],
+        ),
+        (
+            ("POST", "/v1/queues/{name}/pause"),
+            &[Role::Admin, Role::Operator][..],
+        ),
+        (
+            ("POST", "/v1/workers/claim"),
+            &[Role::Admin, Role::Worker][..],
+        ),
+        (
+            ("GET", "/v1/jobs"),
+            &[Role::Admin, Role::Operator, Role::Viewer][..],
+        ),
+        (
+            ("GET", "/v1/audit"),
+            &[Role::Admin, Role::Operator, Role::Viewer][..],
+        ),
     ]);
     for (path, ops) in spec.body["paths"].as_object().unwrap() {
         for (method, _) in ops.as_object().unwrap() {
@@ -79,7 +100,11 @@ async fn every_route_with_every_role(s: Server) {
             }
             if !listed.is_open() {
                 let anon = s.call(&method, &concrete, Some(json!({}))).await;
-                assert_eq!(anon.status, 401, "{method} {path} without a token: {}", anon.body);
+                assert_eq!(
+                    anon.status, 401,
+                    "{method} {path} without a token: {}",
+                    anon.body
+                );
             }
             for role in Role::ALL {
                 let resp = as_role(&s, &tokens[&role], &method, &concrete, Some(json!({}))).await;
@@ -88,12 +113,21 @@ async fn every_route_with_every_role(s: Server) {
                     assert_eq!(allowed, want.contains(&role), "{method} {path} for {role}");
                 }
                 if allowed {
-                    assert_ne!(resp.status, 403, "{method} {path} refused {role}: {}", resp.body);
-                    assert_ne!(resp.status, 401, "{method} {path} refused {role}: {}", resp.body);
+                    assert_ne!(
+                        resp.status, 403,
+                        "{method} {path} refused {role}: {}",
+                        resp.body
+                    );
+                    assert_ne!(
+                        resp.status, 401,
+                        "{method} {path} refused {role}: {}",
+                        resp.body
+                    );
                 } else {
                     let detail = resp.problem(403);
                     assert!(
-                        detail.contains("needs the role") && detail.contains(&format!("has the role {role}")),
+                        detail.contains("needs the role")
+                            && detail.contains(&format!("has the role {role}")),
                         "{method} {path} for {role}: {detail}"
                     );
                 }
@@ -101,7 +135,10 @@ async fn every_route_with_every_role(s: Server) {
             }
         }
     }
-    assert!(walked >= 39 * Role::ALL.len(), "walked {walked} route × role pairs");
+    assert!(
+        walked >= 39 * Role::ALL.len(),
+        "walked {walked} route × role pairs"
+    );
 }
 
 #[tokio::test]
@@ -123,20 +160,59 @@ async fn audit_rows_for_every_change(s: Server) {
     let t = tokens(&s).await;
     let op = &t[&Role::Operator];
     let before = Utc::now();
-    let job = as_role(&s, &t[&Role::Producer], "POST", "/v1/jobs", Some(json!({"kind": "noop", "queue": "audited"}))).await;
+    let job = as_role(
+        &s,
+        &t[&Role::Producer],
+        "POST",
+        "/v1/jobs",
+        Some(json!({"kind": "noop", "queue": "audited"})),
+    )
+    .await;
     assert_eq!(job.status, 201, "{}", job.body);
     let id = job.body["id"].as_str().unwrap().to_owned();
     let changes: Vec<(&str, String, Option<Value>, &str)> = vec![
         ("POST", format!("/v1/jobs/{id}/cancel"), None, "job.cancel"),
         ("POST", format!("/v1/jobs/{id}/retry"), None, "job.retry"),
-        ("POST", "/v1/queues/audited/pause".into(), None, "queue.pause"),
-        ("POST", "/v1/queues/audited/resume".into(), None, "queue.resume"),
-        ("PUT", "/v1/limits/one".into(), Some(json!({"queue": "audited", "concurrency": 1})), "limit.set"),
+        (
+            "POST",
+            "/v1/queues/audited/pause".into(),
+            None,
+            "queue.pause",
+        ),
+        (
+            "POST",
+            "/v1/queues/audited/resume".into(),
+            None,
+            "queue.resume",
+        ),
+        (
+            "PUT",
+            "/v1/limits/one".into(),
+            Some(json!({"queue": "audited", "concurrency": 1})),
+            "limit.set",
+        ),
         ("DELETE", "/v1/limits/one".into(), None, "limit.delete"),
-        ("POST", "/v1/cron".into(), Some(json!({"name": "nightly", "schedule": "0 30 2 * * *", "kind": "noop", "args": {"password": "p"}})), "cron.create"),
-        ("PUT", "/v1/cron/nightly".into(), Some(json!({"name": "nightly", "schedule": "0 0 3 * * *", "kind": "noop"})), "cron.replace"),
+        (
+            "POST",
+            "/v1/cron".into(),
+            Some(
+                json!({"name": "nightly", "schedule": "0 30 2 * * *", "kind": "noop", "args": {"password": "p"}}),
+            ),
+            "cron.create",
+        ),
+        (
+            "PUT",
+            "/v1/cron/nightly".into(),
+            Some(json!({"name": "nightly", "schedule": "0 0 3 * * *", "kind": "noop"})),
+            "cron.replace",
+        ),
         ("POST", "/v1/cron/nightly/pause".into(), None, "cron.pause"),
-        ("POST", "/v1/cron/nightly/resume".into(), None, "cron.resume"),
+        (
+            "POST",
+            "/v1/cron/nightly/resume".into(),
+            None,
+            "cron.resume",
+        ),
         ("DELETE", "/v1/cron/nightly".into(), None, "cron.delete"),
     ];
     for (method, path, body, _) in &changes {
@@ -144,9 +220,23 @@ async fn audit_rows_for_every_change(s: Server) {
         assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.body);
     }
     // Refused (wrong role) and failed (no such job) changes leave no row.
-    let refused = as_role(&s, &t[&Role::Viewer], "POST", &format!("/v1/jobs/{id}/cancel"), None).await;
+    let refused = as_role(
+        &s,
+        &t[&Role::Viewer],
+        "POST",
+        &format!("/v1/jobs/{id}/cancel"),
+        None,
+    )
+    .await;
     assert_eq!(refused.status, 403);
-    let missing = as_role(&s, op, "POST", &format!("/v1/jobs/{}/cancel", uuid::Uuid::now_v7()), None).await;
+    let missing = as_role(
+        &s,
+        op,
+        "POST",
+        &format!("/v1/jobs/{}/cancel", uuid::Uuid::now_v7()),
+        None,
+    )
+    .await;
     assert_eq!(missing.status, 404);
 
     let mut rows = Vec::new();
@@ -167,27 +257,65 @@ async fn audit_rows_for_every_change(s: Server) {
     let actions: Vec<&str> = rows.iter().map(|r| r["action"].as_str().unwrap()).collect();
     let mut want: Vec<&str> = changes.iter().map(|c| c.3).collect();
     want.reverse();
-    assert_eq!(actions, want, "newest first, one row per change, none for refused or failed ones");
+    assert_eq!(
+        actions, want,
+        "newest first, one row per change, none for refused or failed ones"
+    );
     for r in &rows {
         assert_eq!(r["actor"], "operator", "{r}");
-        assert_eq!(r["detail"]["status"].as_u64().map(|s| s < 300), Some(true), "{r}");
+        assert_eq!(
+            r["detail"]["status"].as_u64().map(|s| s < 300),
+            Some(true),
+            "{r}"
+        );
         let at: chrono::DateTime<Utc> = serde_json::from_value(r["at"].clone()).unwrap();
-        assert!(at >= before - chrono::Duration::seconds(1) && at <= Utc::now(), "{r}");
+        assert!(
+            at >= before - chrono::Duration::seconds(1) && at <= Utc::now(),
+            "{r}"
+        );
     }
     assert_eq!(rows.last().unwrap()["target"], id.as_str());
     let created = rows.iter().find(|r| r["action"] == "cron.create").unwrap();
-    assert_eq!(created["detail"]["body"]["args"]["password"], mend::secrets::MASK, "secrets in a change's body are never stored");
+    assert_eq!(
+        created["detail"]["body"]["args"]["password"],
+        mend::secrets::MASK,
+        "secrets in a change's body are never stored"
+    );
     // Filters.
-    let only = as_role(&s, &t[&Role::Admin], "GET", "/v1/audit?action=queue.pause&actor=operator", None).await;
-    assert_eq!(only.body["entries"].as_array().unwrap().len(), 1, "{}", only.body);
+    let only = as_role(
+        &s,
+        &t[&Role::Admin],
+        "GET",
+        "/v1/audit?action=queue.pause&actor=operator",
+        None,
+    )
+    .await;
+    assert_eq!(
+        only.body["entries"].as_array().unwrap().len(),
+        1,
+        "{}",
+        only.body
+    );
     assert_eq!(only.body["entries"][0]["target"], "audited");
     let none = as_role(&s, &t[&Role::Admin], "GET", "/v1/audit?actor=nobody", None).await;
     assert_eq!(none.body["entries"].as_array().unwrap().len(), 0);
-    let bad = as_role(&s, &t[&Role::Admin], "GET", "/v1/audit?since=yesterday", None).await;
+    let bad = as_role(
+        &s,
+        &t[&Role::Admin],
+        "GET",
+        "/v1/audit?since=yesterday",
+        None,
+    )
+    .await;
     assert!(bad.problem(400).contains("RFC 3339"));
     // Producers and workers do not read the audit log.
     for role in [Role::Producer, Role::Worker] {
-        assert_eq!(as_role(&s, &t[&role], "GET", "/v1/audit", None).await.status, 403);
+        assert_eq!(
+            as_role(&s, &t[&role], "GET", "/v1/audit", None)
+                .await
+                .status,
+            403
+        );
     }
 }
 
@@ -209,25 +337,49 @@ async fn audit_rows_for_every_change_postgres() {
 async fn secrets_masked_unless_admin(s: Server) {
     let t = tokens(&s).await;
     let args = json!({"user": "ann", "password": "hunter2", "nested": {"api_key": "k-123"}});
-    let made = as_role(&s, &t[&Role::Producer], "POST", "/v1/jobs", Some(json!({"kind": "noop", "args": args, "queue": "masked"}))).await;
+    let made = as_role(
+        &s,
+        &t[&Role::Producer],
+        "POST",
+        "/v1/jobs",
+        Some(json!({"kind": "noop", "args": args, "queue": "masked"})),
+    )
+    .await;
     assert_eq!(made.status, 201, "{}", made.body);
     let id = made.body["id"].as_str().unwrap().to_owned();
     for role in [Role::Viewer, Role::Operator, Role::Producer] {
         let got = as_role(&s, &t[&role], "GET", &format!("/v1/jobs/{id}"), None).await;
         assert_eq!(got.status, 200, "{}", got.body);
         let text = got.body.to_string();
-        assert!(!text.contains("hunter2") && !text.contains("k-123"), "{role}: {text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("k-123"),
+            "{role}: {text}"
+        );
         assert_eq!(got.body["args"]["user"], "ann");
         assert_eq!(got.body["args"]["password"], mend::secrets::MASK);
     }
     let list = as_role(&s, &t[&Role::Viewer], "GET", "/v1/jobs?queue=masked", None).await;
     assert!(!list.body.to_string().contains("hunter2"), "{}", list.body);
-    assert_eq!(list.body["jobs"][0]["args"]["nested"]["api_key"], mend::secrets::MASK);
+    assert_eq!(
+        list.body["jobs"][0]["args"]["nested"]["api_key"],
+        mend::secrets::MASK
+    );
     let admin = as_role(&s, &t[&Role::Admin], "GET", &format!("/v1/jobs/{id}"), None).await;
     assert_eq!(admin.body["args"], args);
-    let claimed = as_role(&s, &t[&Role::Worker], "POST", "/v1/workers/claim", Some(json!({"queue": "masked", "worker_id": "w1", "limit": 1, "kinds": ["noop"]}))).await;
+    let claimed = as_role(
+        &s,
+        &t[&Role::Worker],
+        "POST",
+        "/v1/workers/claim",
+        Some(json!({"queue": "masked", "worker_id": "w1", "limit": 1, "kinds": ["noop"]})),
+    )
+    .await;
     assert_eq!(claimed.status, 200, "{}", claimed.body);
-    assert_eq!(claimed.body["jobs"][0]["args"], args, "the worker needs the args: {}", claimed.body);
+    assert_eq!(
+        claimed.body["jobs"][0]["args"], args,
+        "the worker needs the args: {}",
+        claimed.body
+    );
 }
 
 #[tokio::test]
@@ -249,19 +401,43 @@ async fn secrets_masked_unless_admin_postgres() {
 async fn bad_tokens_are_refused_and_change_nothing() {
     let s = start(None, None).await;
     let t = tokens(&s).await;
-    let made = as_role(&s, &t[&Role::Producer], "POST", "/v1/jobs", Some(json!({"kind": "noop"}))).await;
+    let made = as_role(
+        &s,
+        &t[&Role::Producer],
+        "POST",
+        "/v1/jobs",
+        Some(json!({"kind": "noop"})),
+    )
+    .await;
     let id = made.body["id"].as_str().unwrap().to_owned();
     let cancel = format!("/v1/jobs/{id}/cancel");
 
     let wrong = as_role(&s, &t[&Role::Producer], "POST", &cancel, None).await;
     let detail = wrong.problem(403);
-    assert!(detail.contains("needs the role admin or operator"), "{detail}");
-    assert!(detail.contains("`producer` has the role producer"), "{detail}");
+    assert!(
+        detail.contains("needs the role admin or operator"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("`producer` has the role producer"),
+        "{detail}"
+    );
 
-    for header in ["Bearer", "Bearer ", "Basic dXNlcjpwdw==", "Token abc", "bearer-x"] {
-        let r = s.call_with("POST", &cancel, None, &[("authorization", header)]).await;
+    for header in [
+        "Bearer",
+        "Bearer ",
+        "Basic dXNlcjpwdw==",
+        "Token abc",
+        "bearer-x",
+    ] {
+        let r = s
+            .call_with("POST", &cancel, None, &[("authorization", header)])
+            .await;
         let detail = r.problem(401);
-        assert!(detail.contains("not `Bearer <token>`"), "{header:?}: {detail}");
+        assert!(
+            detail.contains("not `Bearer <token>`"),
+            "{header:?}: {detail}"
+        );
         assert_eq!(r.header("www-authenticate"), Some("Bearer"));
     }
     let unknown = as_role(&s, "mend_not-a-token", "POST", &cancel, None).await;
@@ -273,7 +449,10 @@ async fn bad_tokens_are_refused_and_change_nothing() {
     let revoked = s
         .state
         .store
-        .token_revoke(RevokeTokenParams { name: "operator".into(), now: Utc::now() })
+        .token_revoke(RevokeTokenParams {
+            name: "operator".into(),
+            now: Utc::now(),
+        })
         .await
         .unwrap();
     assert!(revoked);
@@ -289,15 +468,31 @@ async fn bad_tokens_are_refused_and_change_nothing() {
     }
     let r = as_role(&s, &op, "POST", &cancel, None).await;
     assert!(r.problem(401).contains("revoked"));
-    let job = s.state.store.get(id.parse().unwrap()).await.unwrap().unwrap();
-    assert_eq!(job.state, JobState::Available, "no refused call changed the job");
+    let job = s
+        .state
+        .store
+        .get(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        job.state,
+        JobState::Available,
+        "no refused call changed the job"
+    );
     let rows = s
         .state
         .store
-        .audit_list(mend::audit::AuditParams { limit: 100, ..Default::default() })
+        .audit_list(mend::audit::AuditParams {
+            limit: 100,
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert!(rows.is_empty(), "no refused call left an audit row: {rows:?}");
+    assert!(
+        rows.is_empty(),
+        "no refused call left an audit row: {rows:?}"
+    );
 }
 
 /// With only stored tokens (no configured one) the server needs a token; the configured
@@ -307,13 +502,37 @@ async fn the_configured_token_is_an_admin_and_stored_tokens_turn_auth_on() {
     let s = start(Some("configured-secret"), None).await;
     let paused = as_role(&s, "configured-secret", "POST", "/v1/queues/q/pause", None).await;
     assert_eq!(paused.status, 200, "{}", paused.body);
-    let rows = s.state.store.audit_list(mend::audit::AuditParams { limit: 10, ..Default::default() }).await.unwrap();
+    let rows = s
+        .state
+        .store
+        .audit_list(mend::audit::AuditParams {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(rows[0].actor, "MEND_API_TOKEN");
 
     let open = start(None, None).await;
-    assert_eq!(open.call("GET", "/v1/jobs", None).await.status, 200, "no token at all: loopback is open");
+    assert_eq!(
+        open.call("GET", "/v1/jobs", None).await.status,
+        200,
+        "no token at all: loopback is open"
+    );
     let _ = tokens(&open).await;
-    assert_eq!(open.call("GET", "/v1/jobs", None).await.status, 401, "a stored token turns auth on");
-    let names: BTreeSet<String> = open.state.store.token_list().await.unwrap().into_iter().map(|t| t.name).collect();
+    assert_eq!(
+        open.call("GET", "/v1/jobs", None).await.status,
+        401,
+        "a stored token turns auth on"
+    );
+    let names: BTreeSet<String> = open
+        .state
+        .store
+        .token_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     assert_eq!(names.len(), Role::ALL.len());
 }

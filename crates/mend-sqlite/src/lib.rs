@@ -594,8 +594,10 @@ impl Store for SqliteStore {
     // ---- Tokens, audit log, args key checks: see `security`. ----
 
     async fn token_create(&self, p: mend::auth::CreateTokenParams) -> Result<bool> {
-        self.write(true, move |conn, path| security::token_create(conn, path, p))
-            .await
+        self.write(true, move |conn, path| {
+            security::token_create(conn, path, p)
+        })
+        .await
     }
 
     async fn token_list(&self) -> Result<Vec<mend::auth::ApiToken>> {
@@ -603,8 +605,10 @@ impl Store for SqliteStore {
     }
 
     async fn token_revoke(&self, p: mend::auth::RevokeTokenParams) -> Result<bool> {
-        self.write(true, move |conn, path| security::token_revoke(conn, path, p))
-            .await
+        self.write(true, move |conn, path| {
+            security::token_revoke(conn, path, p)
+        })
+        .await
     }
 
     async fn audit_add(&self, entries: Vec<mend::audit::NewAuditEntry>) -> Result<()> {
@@ -617,7 +621,10 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn audit_list(&self, p: mend::audit::AuditParams) -> Result<Vec<mend::audit::AuditEntry>> {
+    async fn audit_list(
+        &self,
+        p: mend::audit::AuditParams,
+    ) -> Result<Vec<mend::audit::AuditEntry>> {
         self.read(move |conn, path| security::audit_list(conn, path, p))
             .await
     }
@@ -632,7 +639,9 @@ impl Store for SqliteStore {
     }
 
     async fn args_key_add(&self, k: mend::secrets::ArgsKeyCheck) -> Result<()> {
-        self.write(true, move |conn, path| security::args_key_add(conn, path, k))
-            .await
+        self.write(true, move |conn, path| {
+            security::args_key_add(conn, path, k)
+        })
+        .await
     }
 }

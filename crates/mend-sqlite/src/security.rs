@@ -12,7 +12,8 @@ use rusqlite::{params, Connection};
 use crate::error::map_err;
 use crate::row::micros;
 
-const TOKEN_CREATE: &str = "INSERT INTO mend_api_tokens (name, role, hash, created_at, created_by, revoked_at)
+const TOKEN_CREATE: &str =
+    "INSERT INTO mend_api_tokens (name, role, hash, created_at, created_by, revoked_at)
      VALUES (?1, ?2, ?3, ?4, ?5, NULL)
      ON CONFLICT (name) DO UPDATE SET role = excluded.role, hash = excluded.hash,
          created_at = excluded.created_at, created_by = excluded.created_by, revoked_at = NULL
@@ -30,7 +31,8 @@ const AUDIT_LIST: &str = "SELECT id, at, actor, action, target, detail, remote F
 const AUDIT_PRUNE: &str = "DELETE FROM mend_audit WHERE id IN (
      SELECT id FROM mend_audit WHERE at < ?1 ORDER BY at LIMIT ?2)";
 const KEYS_LIST: &str = "SELECT kid, check_value FROM mend_args_keys ORDER BY kid";
-const KEY_ADD: &str = "INSERT INTO mend_args_keys (kid, check_value, created_at) VALUES (?1, ?2, ?3)
+const KEY_ADD: &str =
+    "INSERT INTO mend_args_keys (kid, check_value, created_at) VALUES (?1, ?2, ?3)
      ON CONFLICT (kid) DO NOTHING";
 
 fn time(v: i64) -> DateTime<Utc> {

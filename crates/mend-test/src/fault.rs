@@ -201,7 +201,10 @@ impl Store for Crashing {
     async fn audit_add(&self, entries: Vec<mend::audit::NewAuditEntry>) -> Result<()> {
         self.inner.audit_add(entries).await
     }
-    async fn audit_list(&self, p: mend::audit::AuditParams) -> Result<Vec<mend::audit::AuditEntry>> {
+    async fn audit_list(
+        &self,
+        p: mend::audit::AuditParams,
+    ) -> Result<Vec<mend::audit::AuditEntry>> {
         self.inner.audit_list(p).await
     }
     async fn audit_prune(&self, p: mend::audit::PruneAuditParams) -> Result<u64> {

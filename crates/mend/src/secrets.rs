@@ -615,7 +615,11 @@ mod tests {
         let env = old.encrypt(id, &args).unwrap();
         assert!(is_envelope(&env));
         assert!(!env.to_string().contains("hunter2"));
-        assert_eq!(both.decrypt(id, &env).unwrap(), args, "rotation: old still opens");
+        assert_eq!(
+            both.decrypt(id, &env).unwrap(),
+            args,
+            "rotation: old still opens"
+        );
         assert_eq!(both.encrypt(id, &args).unwrap()["kid"], "new");
         let err = both.decrypt(Uuid::now_v7(), &env).unwrap_err();
         assert!(err.0.contains("do not decrypt"), "{err}");

@@ -180,7 +180,9 @@ pub(super) async fn login(
         Err(e) => {
             return login_page(
                 &next,
-                Some(&format!("The database did not answer ({e}); try again shortly.")),
+                Some(&format!(
+                    "The database did not answer ({e}); try again shortly."
+                )),
                 StatusCode::SERVICE_UNAVAILABLE,
             )
         }

@@ -133,7 +133,9 @@ pub(crate) fn forbidden(detail: &str) -> Response {
 }
 
 /// The caller's role, from the auth middleware (admin without any token).
-pub(crate) fn role_of(principal: Option<&axum::Extension<mend::auth::Principal>>) -> mend::auth::Role {
+pub(crate) fn role_of(
+    principal: Option<&axum::Extension<mend::auth::Principal>>,
+) -> mend::auth::Role {
     principal.map_or(mend::auth::Role::Admin, |p| p.role)
 }
 

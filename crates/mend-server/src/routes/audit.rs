@@ -52,7 +52,9 @@ fn time(field: &str, v: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError>
                 .map_err(|e| {
                     ApiError::bad_request(
                         "invalid-query",
-                        format!("{field} must be an RFC 3339 time such as 2026-11-30T09:00:00Z ({e})"),
+                        format!(
+                            "{field} must be an RFC 3339 time such as 2026-11-30T09:00:00Z ({e})"
+                        ),
                     )
                 })
         })

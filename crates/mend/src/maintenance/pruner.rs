@@ -52,8 +52,7 @@ pub async fn run(
             }
         }
         if let Some(keep) = audit_retention {
-            if let Err(e) = crate::audit::prune_audit_once(store.as_ref(), Utc::now(), keep).await
-            {
+            if let Err(e) = crate::audit::prune_audit_once(store.as_ref(), Utc::now(), keep).await {
                 tracing::warn!(error = %e, "pruning the audit log failed; will try again");
             }
         }
