@@ -196,9 +196,11 @@ pub(crate) async fn auth(State(state): State<AppState>, mut req: Request, next: 
                     .into_response_with_id(None)
                 }
             };
-            let entry = audit_entry(&parts, rule, action, &principal, &bytes);
+            let confirmed = !rule.confirmed_only
+                || form_urlencoded::parse(&bytes).any(|(k, v)| k == "confirm" && v == "yes");
+            let entry = confirmed.then(|| audit_entry(&parts, rule, action, &principal, &bytes));
             req = Request::from_parts(parts, Body::from(bytes));
-            Some(entry)
+            entry
         }
         None => None,
     };

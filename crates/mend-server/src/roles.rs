@@ -38,6 +38,9 @@ pub struct Rule {
     pub target: Option<&'static str>,
     /// Whether the answer carries stored args (masked unless the caller is admin).
     pub mask: bool,
+    /// Audited only when the form confirms (`confirm=yes`): the dashboard's bulk actions ask
+    /// first, and the question changes nothing.
+    pub confirmed_only: bool,
 }
 
 impl Rule {
@@ -60,6 +63,7 @@ const fn r(method: &'static str, path: &'static str, roles: &'static [Role]) -> 
         action: None,
         target: None,
         mask: false,
+        confirmed_only: false,
     }
 }
 
@@ -72,6 +76,7 @@ const fn read(path: &'static str, roles: &'static [Role]) -> Rule {
         action: None,
         target: None,
         mask: true,
+        confirmed_only: false,
     }
 }
 
@@ -89,6 +94,7 @@ const fn change(
         action: Some(action),
         target,
         mask: true,
+        confirmed_only: false,
     }
 }
 
@@ -165,7 +171,10 @@ pub const ROUTES: &[Rule] = &[
     r("GET", "/jobs/{id}", READ),
     r("GET", "/queues", READ),
     r("GET", "/nodes", READ),
-    change("POST", "/jobs/bulk", "dashboard.bulk", None),
+    Rule {
+        confirmed_only: true,
+        ..change("POST", "/jobs/bulk", "dashboard.bulk", None)
+    },
     change("POST", "/jobs/{id}/{action}", "job.{action}", Some("id")),
     change(
         "POST",

@@ -536,3 +536,161 @@ async fn the_configured_token_is_an_admin_and_stored_tokens_turn_auth_on() {
         .collect();
     assert_eq!(names.len(), Role::ALL.len());
 }
+
+/// Logs in to the dashboard with `token`; returns the `Cookie` header value.
+async fn login(s: &Server, token: &str) -> String {
+    let body = format!("token={token}&next=%2Fjobs");
+    let r = s
+        .raw(
+            "POST",
+            "/login",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Some(body.as_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let cookie = r.header("set-cookie").unwrap();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+async fn page(
+    s: &Server,
+    cookie: &str,
+    method: &str,
+    path: &str,
+    form: Option<&str>,
+) -> mend_test::http::Resp {
+    let mut headers = vec![("cookie", cookie)];
+    if form.is_some() {
+        headers.push(("content-type", "application/x-www-form-urlencoded"));
+    }
+    s.raw(method, path, &headers, form.map(str::as_bytes)).await
+}
+
+/// The dashboard session carries the token's role: a viewer sees masked args and no actions,
+/// and is refused a bulk action; an admin sees secrets in clear, and its bulk action is
+/// audited once (when confirmed).
+#[tokio::test]
+async fn dashboard_sessions_carry_the_role() {
+    let s = start(None, None).await;
+    let t = tokens(&s).await;
+    let made = as_role(
+        &s,
+        &t[&Role::Admin],
+        "POST",
+        "/v1/jobs",
+        Some(json!({"kind": "noop", "queue": "dash", "args": {"password": "hunter2"}})),
+    )
+    .await;
+    let id = made.body["id"].as_str().unwrap().to_owned();
+    let job_page = format!("/jobs/{id}");
+
+    let bad = s
+        .raw(
+            "POST",
+            "/login",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Some(b"token=mend_nope&next=%2F"),
+        )
+        .await;
+    assert_eq!(bad.status, 401);
+    assert_eq!(
+        page(&s, "mend_session=9999999999.admin.forged", "GET", "/jobs", None)
+            .await
+            .status,
+        303,
+        "a forged session goes to the login page"
+    );
+
+    let viewer = login(&s, &t[&Role::Viewer]).await;
+    let html = page(&s, &viewer, "GET", &job_page, None).await;
+    assert_eq!(html.status, 200);
+    let text = html.body.as_str().unwrap();
+    assert!(
+        !text.contains("hunter2") && text.contains(mend::secrets::MASK),
+        "viewer sees masked args"
+    );
+    assert!(
+        !text.contains(&format!("/jobs/{id}/cancel")),
+        "no cancel button for a viewer"
+    );
+    let list = page(&s, &viewer, "GET", "/jobs?queue=dash", None).await;
+    assert!(!list
+        .body
+        .as_str()
+        .unwrap()
+        .contains("With the selected jobs"));
+    let form = format!("action=cancel&id={id}&confirm=yes");
+    let refused = page(&s, &viewer, "POST", "/jobs/bulk", Some(&form)).await;
+    assert_eq!(refused.status, 403);
+    assert!(refused
+        .body
+        .as_str()
+        .unwrap()
+        .contains("needs the role admin or operator"));
+
+    let operator = login(&s, &t[&Role::Operator]).await;
+    let text = page(&s, &operator, "GET", &job_page, None).await.body;
+    let text = text.as_str().unwrap();
+    assert!(
+        !text.contains("hunter2") && text.contains(&format!("/jobs/{id}/cancel")),
+        "operator: masked, with actions"
+    );
+
+    let admin = login(&s, &t[&Role::Admin]).await;
+    assert!(
+        page(&s, &admin, "GET", &job_page, None)
+            .await
+            .body
+            .as_str()
+            .unwrap()
+            .contains("hunter2"),
+        "admin sees secrets"
+    );
+    let ask = page(
+        &s,
+        &admin,
+        "POST",
+        "/jobs/bulk",
+        Some(&format!("action=cancel&id={id}")),
+    )
+    .await;
+    assert_eq!(ask.status, 200, "the confirmation page");
+    let done = page(&s, &admin, "POST", "/jobs/bulk", Some(&form)).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let job = s
+        .state
+        .store
+        .get(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.state, JobState::Cancelled);
+    let rows = s
+        .state
+        .store
+        .audit_list(mend::audit::AuditParams {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].actor.as_str(), rows[0].action.as_str()),
+        ("admin", "dashboard.bulk")
+    );
+    assert!(rows[0].detail["body"].as_str().unwrap().contains(&id));
+
+    // Revoking the token ends its sessions.
+    s.state
+        .store
+        .token_revoke(RevokeTokenParams {
+            name: "admin".into(),
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
+    s.state.tokens.invalidate().await;
+    assert_eq!(page(&s, &admin, "GET", "/jobs", None).await.status, 303);
+}
