@@ -191,7 +191,7 @@ pub(super) async fn login(
         tracing::warn!("dashboard login with a wrong token");
         return login_page(
             &next,
-            Some("That token is not valid here: it is unknown or was revoked. Use MEND_API_TOKEN or a token from `mend tokens create`."),
+            Some("That token is not this server's: it is unknown or was revoked. Use MEND_API_TOKEN or a token from `mend tokens create`."),
             StatusCode::UNAUTHORIZED,
         );
     };
