@@ -448,7 +448,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     // A wrong or missing key is refused before anything is read or written.
-    mend::secrets::check_keys(store.as_ref(), keys.as_ref()).await?;
+    mend::secrets::check_keys(store.as_ref(), keys.as_ref(), !s.encrypt_kinds.is_empty()).await?;
     let store: Arc<dyn mend::Store> = match keys {
         Some(keys) => {
             tracing::info!(kinds = ?s.encrypt_kinds, key_ids = ?keys.ids(), "args of these kinds are encrypted at rest");

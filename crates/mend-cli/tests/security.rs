@@ -371,3 +371,40 @@ fn encrypted_args_are_unreadable_on_disk_readable_through_the_api_and_a_wrong_ke
     );
     assert_eq!(after.0.len(), 2, "a check for each key id");
 }
+
+/// A stored token counts as a token: `mend serve` binds beyond loopback with one, and refuses
+/// to without any.
+#[test]
+fn a_stored_token_lets_mend_serve_bind_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(dir.path(), "bind.db");
+    ok(&run(&["migrate"], &db, dir.path()));
+    let refused = mend()
+        .args(["serve", "--database", &db, "--bind", "0.0.0.0:0"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("mend tokens create"));
+    let admin = create(&db, dir.path(), "root", "admin");
+    let mut child = mend()
+        .args([
+            "serve",
+            "--database",
+            &db,
+            "--bind",
+            "0.0.0.0:0",
+            "--shutdown-grace",
+            "50ms",
+        ])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let url = listening_url(&mut child).replace("0.0.0.0", "127.0.0.1");
+    let n = Node { child, url };
+    assert_eq!(call(&n, &admin, "GET", "/v1/jobs", None).status, 200);
+}

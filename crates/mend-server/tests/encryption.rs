@@ -19,7 +19,9 @@ const K2: &str = "HyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4=";
 /// `payment` job and a plain one.
 async fn enqueue_both(env: &Env) -> (App, String, String) {
     let keys = ArgsKeys::parse(&format!("k1:{K1}")).unwrap();
-    check_keys(env.store.as_ref(), Some(&keys)).await.unwrap();
+    check_keys(env.store.as_ref(), Some(&keys), true)
+        .await
+        .unwrap();
     let store: Arc<dyn mend::Store> = Arc::new(EncryptedArgs::new(
         env.store.clone(),
         Arc::new(keys),
@@ -76,7 +78,7 @@ async fn wrong_keys_are_refused(env: &Env) {
         (None, "MEND_ARGS_KEYS"),
     ] {
         let keys = spec.map(|s| ArgsKeys::parse(&s).unwrap());
-        let err = check_keys(env.store.as_ref(), keys.as_ref())
+        let err = check_keys(env.store.as_ref(), keys.as_ref(), true)
             .await
             .unwrap_err();
         assert!(
@@ -87,7 +89,15 @@ async fn wrong_keys_are_refused(env: &Env) {
     }
     // Rotation: the new key first, the old one kept.
     let rotated = ArgsKeys::parse(&format!("k2:{K2},k1:{K1}")).unwrap();
-    check_keys(env.store.as_ref(), Some(&rotated))
+    check_keys(env.store.as_ref(), Some(&rotated), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        env.store.args_keys().await.unwrap(),
+        before,
+        "keys given only to read leave no trace"
+    );
+    check_keys(env.store.as_ref(), Some(&rotated), true)
         .await
         .unwrap();
     assert_eq!(env.store.args_keys().await.unwrap().len(), 2);

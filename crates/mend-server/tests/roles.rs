@@ -595,9 +595,15 @@ async fn dashboard_sessions_carry_the_role() {
         .await;
     assert_eq!(bad.status, 401);
     assert_eq!(
-        page(&s, "mend_session=9999999999.admin.forged", "GET", "/jobs", None)
-            .await
-            .status,
+        page(
+            &s,
+            "mend_session=9999999999.admin.forged",
+            "GET",
+            "/jobs",
+            None
+        )
+        .await
+        .status,
         303,
         "a forged session goes to the login page"
     );

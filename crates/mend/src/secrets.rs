@@ -281,8 +281,13 @@ pub struct ArgsKeyCheck {
 /// Checks the configured keys against the checks stored by earlier runs, before anything is
 /// read or written: a stored key id the configuration lacks, or a configured key that does
 /// not open its id's check, is an error saying what to fix, and nothing is stored. When all
-/// is well, checks for new key ids are stored.
-pub async fn check_keys(store: &dyn Store, keys: Option<&ArgsKeys>) -> Result<(), KeyError> {
+/// is well and `encrypting` (some kind is encrypted), checks for new key ids are stored; keys
+/// given only to read old rows leave no trace.
+pub async fn check_keys(
+    store: &dyn Store,
+    keys: Option<&ArgsKeys>,
+    encrypting: bool,
+) -> Result<(), KeyError> {
     let stored = store
         .args_keys()
         .await
@@ -312,7 +317,7 @@ pub async fn check_keys(store: &dyn Store, keys: Option<&ArgsKeys>) -> Result<()
         }
     }
     for kid in keys.ids() {
-        if stored.iter().all(|s| s.kid != kid) {
+        if encrypting && stored.iter().all(|s| s.kid != kid) {
             store
                 .args_key_add(ArgsKeyCheck {
                     kid: kid.to_owned(),
