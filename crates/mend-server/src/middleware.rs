@@ -336,6 +336,9 @@ async fn mask_answer(resp: Response) -> Response {
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return Response::from_parts(parts, Body::empty());
     };
+    if !mend::secrets::may_hold_secrets(&bytes) {
+        return Response::from_parts(parts, Body::from(bytes));
+    }
     let masked = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()
         .map(|v| mend::secrets::mask(&v))

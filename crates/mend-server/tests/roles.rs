@@ -626,6 +626,12 @@ async fn dashboard_sessions_carry_the_role() {
         .as_str()
         .unwrap()
         .contains("With the selected jobs"));
+    let queues = page(&s, &viewer, "GET", "/queues", None).await;
+    let queues = queues.body.as_str().unwrap();
+    assert!(
+        queues.contains("default") && !queues.contains("/queues/default/pause"),
+        "no pause button for a viewer"
+    );
     let form = format!("action=cancel&id={id}&confirm=yes");
     let refused = page(&s, &viewer, "POST", "/jobs/bulk", Some(&form)).await;
     assert_eq!(refused.status, 403);
@@ -643,6 +649,15 @@ async fn dashboard_sessions_carry_the_role() {
         "operator: masked, with actions"
     );
 
+    let queues = page(&s, &operator, "GET", "/queues", None).await;
+    assert!(
+        queues
+            .body
+            .as_str()
+            .unwrap()
+            .contains("/queues/default/pause"),
+        "an operator may pause"
+    );
     let admin = login(&s, &t[&Role::Admin]).await;
     assert!(
         page(&s, &admin, "GET", &job_page, None)

@@ -75,6 +75,19 @@ pub fn mask(value: &Value) -> (Value, usize) {
     (v, n)
 }
 
+/// Whether serialised JSON may hold a secret-looking key: a quick scan that lets a caller
+/// skip parsing an answer [`mask`] would leave as it is. It errs towards `true` (a secret
+/// word in a value also counts). serde_json writes letters, `-` and `_` unescaped, so JSON
+/// it wrote cannot hide a key from this scan.
+pub fn may_hold_secrets(json: &[u8]) -> bool {
+    // `str::contains` (std's substring search) rather than a byte-window loop: this runs on
+    // every masked answer.
+    let lower = String::from_utf8_lossy(json).to_ascii_lowercase();
+    SECRET_WORDS
+        .iter()
+        .any(|w| lower.contains(w) || (w.contains('_') && lower.contains(&w.replace('_', "-"))))
+}
+
 /// Masks every JSON a job carries that a caller wrote: args, result, checkpoint and the
 /// args of its pending cleanups.
 pub fn mask_job(job: &mut JobRow) {
@@ -606,6 +619,13 @@ mod tests {
         assert_eq!(v["nested"]["api-key"], MASK);
         assert_eq!(v["nested"]["list"][0]["password"], MASK);
         assert_eq!(v["nested"]["list"][0]["ok"], 1);
+        for (text, may) in [
+            (r#"{"API-Key": 1}"#, true),
+            (r#"{"x": {"PassWord": 1}}"#, true),
+            (r#"{"user": "ann", "n": [1, 2]}"#, false),
+        ] {
+            assert_eq!(may_hold_secrets(text.as_bytes()), may, "{text}");
+        }
     }
 
     const K1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
