@@ -94,25 +94,48 @@ pub(crate) async fn audit_add(store: &PgStore, entries: Vec<NewAuditEntry>) -> R
 }
 
 pub(crate) async fn audit_list(store: &PgStore, p: AuditParams) -> Result<Vec<AuditEntry>> {
+    // Only the conditions the filters set, so the planner can use `(actor, id)`, `(action,
+    // id)` or the primary key; values are always parameters.
     let limit = bound(p.limit.min(MAX_AUDIT_PAGE));
+    let mut conds: Vec<String> = Vec::new();
+    let mut values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+    if let Some(a) = &p.actor {
+        values.push(a);
+        conds.push(format!("actor = ${}", values.len()));
+    }
+    if let Some(a) = &p.action {
+        values.push(a);
+        conds.push(format!("action = ${}", values.len()));
+    }
+    if let Some(id) = &p.before_id {
+        values.push(id);
+        conds.push(format!("id < ${}", values.len()));
+    }
+    if let Some(t) = &p.since {
+        values.push(t);
+        conds.push(format!("at >= ${}", values.len()));
+    }
+    if let Some(t) = &p.until {
+        values.push(t);
+        conds.push(format!("at < ${}", values.len()));
+    }
+    values.push(&limit);
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
     let rows = store
         .query(
             &sql(
                 store,
-                "SELECT id, at, actor, action, target, detail, remote FROM {S}.mend_audit
-                 WHERE ($1::int8 IS NULL OR id < $1) AND ($2::timestamptz IS NULL OR at >= $2)
-                   AND ($3::timestamptz IS NULL OR at < $3)
-                   AND ($4::text IS NULL OR actor = $4) AND ($5::text IS NULL OR action = $5)
-                 ORDER BY id DESC LIMIT $6",
+                &format!(
+                    "SELECT id, at, actor, action, target, detail, remote FROM {{S}}.mend_audit
+                     {filter} ORDER BY id DESC LIMIT ${}",
+                    values.len()
+                ),
             ),
-            &[
-                &p.before_id,
-                &p.since,
-                &p.until,
-                &p.actor,
-                &p.action,
-                &limit,
-            ],
+            &values,
         )
         .await?;
     let pg = store.pg();

@@ -24,10 +24,6 @@ const TOKEN_REVOKE: &str =
     "UPDATE mend_api_tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL";
 const AUDIT_ADD: &str = "INSERT INTO mend_audit (at, actor, action, target, detail, remote)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-const AUDIT_LIST: &str = "SELECT id, at, actor, action, target, detail, remote FROM mend_audit
-     WHERE (?1 IS NULL OR id < ?1) AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3)
-       AND (?4 IS NULL OR actor = ?4) AND (?5 IS NULL OR action = ?5)
-     ORDER BY id DESC LIMIT ?6";
 const AUDIT_PRUNE: &str = "DELETE FROM mend_audit WHERE id IN (
      SELECT id FROM mend_audit WHERE at < ?1 ORDER BY at LIMIT ?2)";
 const KEYS_LIST: &str = "SELECT kid, check_value FROM mend_args_keys ORDER BY kid";
@@ -110,19 +106,50 @@ pub(crate) fn audit_add(conn: &Connection, path: &str, entries: Vec<NewAuditEntr
     Ok(())
 }
 
+/// The audit read for the filters `p` sets, with only those conditions, so SQLite picks the
+/// index that serves them: `(actor, id)` or `(action, id)` for a filter by actor or action,
+/// the primary key (newest first) otherwise. Values are always parameters.
+fn audit_sql(p: &AuditParams) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut conds = Vec::new();
+    let mut values = Vec::new();
+    let mut add = |cond: &str, v: Value| {
+        values.push(v);
+        conds.push(cond.replace('?', &format!("?{}", values.len())));
+    };
+    if let Some(a) = &p.actor {
+        add("actor = ?", Value::Text(a.clone()));
+    }
+    if let Some(a) = &p.action {
+        add("action = ?", Value::Text(a.clone()));
+    }
+    if let Some(id) = p.before_id {
+        add("id < ?", Value::Integer(id));
+    }
+    if let Some(t) = p.since {
+        add("at >= ?", Value::Integer(micros(t)));
+    }
+    if let Some(t) = p.until {
+        add("at < ?", Value::Integer(micros(t)));
+    }
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
+    values.push(Value::Integer(bound(p.limit.min(MAX_AUDIT_PAGE))));
+    let sql = format!(
+        "SELECT id, at, actor, action, target, detail, remote FROM mend_audit {filter} ORDER BY id DESC LIMIT ?{}",
+        values.len()
+    );
+    (sql, values)
+}
+
 pub(crate) fn audit_list(conn: &Connection, path: &str, p: AuditParams) -> Result<Vec<AuditEntry>> {
-    let mut stmt = conn
-        .prepare_cached(AUDIT_LIST)
-        .map_err(|e| map_err(path, e))?;
+    let (sql, values) = audit_sql(&p);
+    let mut stmt = conn.prepare_cached(&sql).map_err(|e| map_err(path, e))?;
     let mut rows = stmt
-        .query(params![
-            p.before_id,
-            p.since.map(micros),
-            p.until.map(micros),
-            p.actor,
-            p.action,
-            bound(p.limit.min(MAX_AUDIT_PAGE))
-        ])
+        .query(rusqlite::params_from_iter(values))
         .map_err(|e| map_err(path, e))?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(|e| map_err(path, e))? {
@@ -170,4 +197,52 @@ pub(crate) fn args_key_add(conn: &Connection, path: &str, k: ArgsKeyCheck) -> Re
         .and_then(|mut s| s.execute(params![k.kid, k.check, micros(Utc::now())]))
         .map_err(|e| map_err(path, e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(p: AuditParams) -> String {
+        let conn = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&conn, ":memory:").unwrap();
+        let (sql, values) = audit_sql(&p);
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(values), |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap();
+        rows.collect::<std::result::Result<Vec<_>, _>>()
+            .unwrap()
+            .join("; ")
+    }
+
+    #[test]
+    fn audit_reads_are_index_backed() {
+        let page = |f: fn(&mut AuditParams)| {
+            let mut p = AuditParams {
+                limit: 100,
+                before_id: Some(1000),
+                ..Default::default()
+            };
+            f(&mut p);
+            plan(p)
+        };
+        let newest = page(|_| {});
+        assert!(
+            newest.contains("INTEGER PRIMARY KEY") && !newest.contains("TEMP B-TREE"),
+            "{newest}"
+        );
+        let by_actor = page(|p| p.actor = Some("ops".into()));
+        assert!(
+            by_actor.contains("mend_audit_actor") && !by_actor.contains("TEMP B-TREE"),
+            "{by_actor}"
+        );
+        let by_action = page(|p| p.action = Some("job.cancel".into()));
+        assert!(
+            by_action.contains("mend_audit_action") && !by_action.contains("TEMP B-TREE"),
+            "{by_action}"
+        );
+    }
 }
