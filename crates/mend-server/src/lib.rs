@@ -3,9 +3,11 @@
 //!
 //! [`app`] builds the router with its middleware: request ids (`x-request-id`), tracing spans,
 //! panic catching (a handler panic answers 500 problem+json and the server keeps serving),
-//! per-request timeouts, a body-size limit (413), and bearer-token auth when a token is
-//! configured. Every error is RFC 9457 problem+json ([`error::ApiError`]). Bad input never
-//! reaches the store: requests are validated first, and a batch is stored all or nothing.
+//! per-request timeouts, a body-size limit (413), and bearer-token auth with roles when any
+//! token exists ([`roles`] says which role each route needs; [`tokens`] resolves a token),
+//! with changes written to the audit log and secrets masked for everyone but admins. Every
+//! error is RFC 9457 problem+json ([`error::ApiError`]). Bad input never reaches the store:
+//! requests are validated first, and a batch is stored all or nothing.
 
 mod dashboard;
 pub mod error;

@@ -106,6 +106,10 @@ pub fn mask_job(job: &mut JobRow) {
 /// The environment variable holding the args keys.
 pub const KEYS_ENV: &str = "MEND_ARGS_KEYS";
 
+/// The environment variable holding a single args key (key id `default`), used when
+/// [`KEYS_ENV`] is not set.
+pub const KEY_ENV: &str = "MEND_ARGS_KEY";
+
 /// The envelope's marker key.
 const ENVELOPE: &str = "$mend_enc";
 
@@ -183,12 +187,18 @@ impl ArgsKeys {
         Ok(ArgsKeys { keys })
     }
 
-    /// The keys from [`KEYS_ENV`], `None` when it is unset.
+    /// The keys from [`KEYS_ENV`]; without it, the single key of [`KEY_ENV`] (key id
+    /// `default`); `None` when neither is set.
     pub fn from_env() -> Result<Option<ArgsKeys>, KeyError> {
         match std::env::var(KEYS_ENV) {
-            Ok(spec) => ArgsKeys::parse(&spec).map(Some),
+            Ok(spec) => return ArgsKeys::parse(&spec).map(Some),
+            Err(std::env::VarError::NotPresent) => {}
+            Err(e) => return Err(KeyError(format!("{KEYS_ENV}: {e}"))),
+        }
+        match std::env::var(KEY_ENV) {
+            Ok(key) => ArgsKeys::parse(&format!("default:{key}")).map(Some),
             Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(e) => Err(KeyError(format!("{KEYS_ENV}: {e}"))),
+            Err(e) => Err(KeyError(format!("{KEY_ENV}: {e}"))),
         }
     }
 
