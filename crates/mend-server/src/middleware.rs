@@ -270,7 +270,7 @@ fn audit_entry(
     for (k, v) in &params {
         action = action.replace(&format!("{{{k}}}"), v);
     }
-    let target = rule
+    let mut target = rule
         .target
         .and_then(|t| params.iter().find(|(k, _)| k == t))
         .map(|(_, v)| v.clone())
@@ -287,6 +287,12 @@ fn audit_entry(
                 serde_json::Value::String(text.chars().take(512).collect())
             }
         };
+        // A create names its target in the body (`POST /v1/cron` with `name`).
+        if target.is_empty() {
+            if let Some(name) = value.get("name").and_then(|n| n.as_str()) {
+                target = name.to_owned();
+            }
+        }
         detail.insert("body".into(), value);
     }
     let remote = parts

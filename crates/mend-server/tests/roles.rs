@@ -277,6 +277,10 @@ async fn audit_rows_for_every_change(s: Server) {
     assert_eq!(rows.last().unwrap()["target"], id.as_str());
     let created = rows.iter().find(|r| r["action"] == "cron.create").unwrap();
     assert_eq!(
+        created["target"], "nightly",
+        "a create names its target from the body"
+    );
+    assert_eq!(
         created["detail"]["body"]["args"]["password"],
         mend::secrets::MASK,
         "secrets in a change's body are never stored"
