@@ -109,20 +109,21 @@ async fn add_request_id(resp: Response, id: &str) -> Response {
 /// callers get in, as `local` with every right. Health probes stay open; dashboard pages
 /// carry a session cookie instead of a bearer header.
 pub(crate) async fn auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let configured = state.token.as_deref();
-    let any = match state.tokens.any(configured).await {
-        Ok(any) => any,
-        Err(e) => return store_down(&e),
-    };
     let rule = crate::roles::rule(
         req.method(),
         req.extensions()
             .get::<axum::extract::MatchedPath>()
             .map(|m| m.as_str()),
     );
+    // Before anything reads the token table: probes answer even when the database does not.
     if rule.is_some_and(|r| r.is_open()) {
         return next.run(req).await;
     }
+    let configured = state.token.as_deref();
+    let any = match state.tokens.any(configured).await {
+        Ok(any) => any,
+        Err(e) => return store_down(&e),
+    };
     let path = req.uri().path().to_owned();
     let dashboard = crate::dashboard::is_dashboard_path(&path);
     let principal = if !any {
@@ -184,17 +185,7 @@ pub(crate) async fn auth(State(state): State<AppState>, mut req: Request, next: 
             let (parts, body) = req.into_parts();
             let bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
                 Ok(b) => b,
-                Err(_) => {
-                    return ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "too_large",
-                        format!(
-                            "the request body is larger than {} bytes",
-                            state.max_body_bytes
-                        ),
-                    )
-                    .into_response_with_id(None)
-                }
+                Err(_) => return crate::error::too_large().into_response_with_id(None),
             };
             let confirmed = !rule.confirmed_only
                 || form_urlencoded::parse(&bytes).any(|(k, v)| k == "confirm" && v == "yes");

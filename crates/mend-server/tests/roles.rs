@@ -719,3 +719,26 @@ async fn dashboard_sessions_carry_the_role() {
     s.state.tokens.invalidate().await;
     assert_eq!(page(&s, &admin, "GET", "/jobs", None).await.status, 303);
 }
+
+/// When the token table cannot be read, API calls get 503 saying so, and the health probes
+/// still answer (they never read it).
+#[tokio::test]
+async fn probes_answer_when_the_tokens_cannot_be_read() {
+    let Some(env) =
+        mend_test::env::Env::postgres("probes_answer_when_the_tokens_cannot_be_read").await
+    else {
+        return;
+    };
+    let app = mend_test::http::App(mend_server::app(mend_server::AppState::new(
+        env.store.clone(),
+    )));
+    let schema = &env.schema.as_ref().unwrap().name;
+    env.pg()
+        .await
+        .batch_execute(&format!("DROP TABLE \"{schema}\".mend_api_tokens"))
+        .await
+        .unwrap();
+    assert_eq!(app.call("GET", "/healthz", None).await.status, 200);
+    let r = app.call("GET", "/v1/jobs", None).await;
+    assert!(r.problem(503).contains("cannot check tokens"), "{}", r.body);
+}
