@@ -9,7 +9,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -22,6 +22,7 @@ const repo = path.resolve(here, "../..");
 const BIN = process.env.MEND_BIN ?? path.join(repo, "target/debug/mend");
 const CHROMIUM = process.env.MEND_CHROMIUM ?? "/usr/bin/chromium";
 const TOKEN = "browser-test-token-0123456789abcdef";
+let VIEWER_TOKEN; // a stored token with the viewer role (`mend tokens create`)
 const SHOTS = process.env.MEND_SCREENSHOT_DIR;
 
 const dir = mkdtempSync(path.join(tmpdir(), "mend-browser-"));
@@ -97,6 +98,10 @@ const stateOf = async (id) => (await call("GET", `/v1/jobs/${id}`)).state;
 
 before(async () => {
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true });
+  VIEWER_TOKEN = JSON.parse(execFileSync(BIN, [
+    "tokens", "create", "--name", "browser-viewer", "--role", "viewer", "--json",
+    "--database", `sqlite://${path.join(dir, "main.db")}`,
+  ]).toString()).token;
   main = await serve("main", [
     "--database", `sqlite://${path.join(dir, "main.db")}`,
     "--token", TOKEN,
@@ -163,12 +168,12 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** A logged-in page on the main server. */
-async function loggedIn() {
+/** A logged-in page on the main server (as admin, or with `token`'s role). */
+async function loggedIn(token = TOKEN) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
   await page.goto(main.url + "/");
-  await page.fill("#token", TOKEN);
+  await page.fill("#token", token);
   await Promise.all([page.waitForURL(main.url + "/"), page.click("button[type=submit]")]);
   return { context, page };
 }
@@ -292,14 +297,21 @@ test("a panicked job's page shows the panic, its cleanup and the fence", async (
   await context.close();
 });
 
-test("secrets in args are masked", async () => {
-  const { context, page } = await loggedIn();
+test("secrets in args are masked for a viewer, who sees no actions; an admin sees them", async () => {
+  const { context, page } = await loggedIn(VIEWER_TOKEN);
   await page.goto(`${main.url}/jobs/${jobs.unserved}`);
   const html = await page.content();
   assert.doesNotMatch(html, /sk-live-123/);
   assert.match(html, /cat\.png/);
   assert.match(await page.textContent("#masked"), /1 secret-looking value masked/);
+  assert.equal(await page.locator("#job-actions form").count(), 0, "no retry or cancel for a viewer");
+  await page.goto(`${main.url}/jobs`);
+  assert.equal(await page.locator("button[name=action]").count(), 0, "no bulk actions for a viewer");
   await context.close();
+  const admin = await loggedIn();
+  await admin.page.goto(`${main.url}/jobs/${jobs.unserved}`);
+  assert.match(await admin.page.content(), /sk-live-123/);
+  await admin.context.close();
 });
 
 test("a rescued job's timeline says so", async () => {

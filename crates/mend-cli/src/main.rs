@@ -9,6 +9,7 @@ mod db;
 mod doctor;
 mod drill;
 mod duration;
+mod security;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -92,6 +93,17 @@ enum Command {
     ///
     /// Example: mend doctor --database postgres://mend@db.internal/mend --json
     Doctor(doctor::DoctorArgs),
+    /// API tokens with roles (admin, operator, producer, worker, viewer): create, list,
+    /// revoke. Works on the database directly.
+    ///
+    /// Example: mend tokens create --name ci-deploy --role producer
+    #[command(subcommand)]
+    Tokens(security::TokensCommand),
+    /// The audit log: who changed what, when and from where, newest first. Works on the
+    /// database directly.
+    ///
+    /// Example: mend audit --action queue.pause
+    Audit(security::AuditArgs),
 }
 
 /// Logs on stderr (text or JSON), plus OTLP span export when `OTEL_EXPORTER_OTLP_ENDPOINT`
@@ -183,6 +195,8 @@ fn main() -> std::process::ExitCode {
             Command::Migrate(args) => client::migrate(args).await,
             Command::Chaos(args) => chaos::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
+            Command::Tokens(cmd) => security::tokens(cmd).await,
+            Command::Audit(args) => security::audit_log(args).await,
         }
     });
     match result {

@@ -22,7 +22,8 @@ pub(crate) struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:7878]; port 0 picks a free port.
     #[arg(long, env = "MEND_BIND")]
     bind: Option<String>,
-    /// Bearer token the API requires. Without one, only a loopback address is allowed.
+    /// An admin bearer token the API accepts (more tokens, with roles: `mend tokens create`).
+    /// Without it or a stored token, only a loopback address is allowed.
     #[arg(long, env = "MEND_API_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Queues to work, as NAME=CONCURRENCY, comma-separated [default: default=10]
@@ -74,6 +75,19 @@ pub(crate) struct ServeArgs {
         value_parser = duration::parse
     )]
     history_retention: Option<Duration>,
+    /// Delete audit rows this long after they were written, e.g. 90d; 0 keeps them forever
+    /// [default: 90d]
+    #[arg(
+        long,
+        env = "MEND_AUDIT_RETENTION",
+        value_name = "DURATION",
+        value_parser = duration::parse
+    )]
+    audit_retention: Option<Duration>,
+    /// Kinds whose args are encrypted at rest (AES-256-GCM), comma-separated; the keys come
+    /// from MEND_ARGS_KEYS="ID:BASE64[,ID:BASE64...]" (the first encrypts, all decrypt).
+    #[arg(long, env = "MEND_ENCRYPT_KINDS", value_delimiter = ',')]
+    encrypt_kinds: Vec<String>,
     /// Configuration file [default: ./mend.toml when it exists]
     #[arg(long, env = "MEND_CONFIG")]
     config: Option<PathBuf>,
@@ -123,6 +137,10 @@ struct FileConfig {
     retention_hours: Option<u64>,
     /// "0" keeps the dashboard history forever.
     history_retention: Option<String>,
+    /// "0" keeps audit rows forever.
+    audit_retention: Option<String>,
+    /// `--encrypt-kinds`.
+    encrypt_kinds: Option<Vec<String>>,
     /// The built-in executors' settings (`[exec.allow.NAME]` tables).
     exec: Option<mend_executors::ExecutorsConfig>,
     /// Periodic jobs (`[[cron]]` tables), stored at start.
@@ -184,6 +202,8 @@ struct Settings {
     max_body_bytes: usize,
     retention: Option<Duration>,
     history_retention: Option<Duration>,
+    audit_retention: Option<Duration>,
+    encrypt_kinds: Vec<String>,
     executors: mend_executors::ExecutorsConfig,
     limits: Vec<mend::limits::Limit>,
     drill: Option<(PathBuf, Option<crate::drill::Breakage>)>,
@@ -293,6 +313,15 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
         old_file: None,
     }
     .resolve(config)?;
+    let audit_retention = DurationSources {
+        key: "audit_retention",
+        old_key: "audit_retention (old name)",
+        flag: args.audit_retention,
+        old_flag: None,
+        file: file.audit_retention.as_deref(),
+        old_file: None,
+    }
+    .resolve(config)?;
     let queues = if !args.queues.is_empty() {
         args.queues
             .iter()
@@ -366,6 +395,17 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
             history_retention.unwrap_or(mend::stats::DEFAULT_HISTORY_RETENTION),
         )
         .filter(|r| !r.is_zero()),
+        audit_retention: Some(audit_retention.unwrap_or(mend::audit::DEFAULT_AUDIT_RETENTION))
+            .filter(|r| !r.is_zero()),
+        encrypt_kinds: if args.encrypt_kinds.is_empty() {
+            file.encrypt_kinds.unwrap_or_default()
+        } else {
+            args.encrypt_kinds
+        }
+        .into_iter()
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
+        .collect(),
         executors: file.exec.unwrap_or_default(),
         limits,
         drill: args.drill_dir.map(|d| (d, args.drill_break)),
@@ -384,13 +424,42 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             s.bind
         )
     })?;
-    if s.token.is_none() && !addr.ip().is_loopback() {
+    let keys = mend::secrets::ArgsKeys::from_env()?;
+    if !s.encrypt_kinds.is_empty() && keys.is_none() {
         bail!(
-            "refusing to serve on {addr} without a token: anyone who can reach it could run jobs. \
-             Set MEND_API_TOKEN (or --token, or token in mend.toml) to a long random value, or bind to 127.0.0.1"
+            "--encrypt-kinds ({}) needs the keys in {}: ID:BASE64 with a 32-byte key, e.g. {}=k1:$(openssl rand -base64 32)",
+            s.encrypt_kinds.join(", "),
+            mend::secrets::KEYS_ENV,
+            mend::secrets::KEYS_ENV
         );
     }
     let store = crate::db::open(&s.database, crate::db::OpenOptions::default()).await?;
+    let stored_tokens = store
+        .token_list()
+        .await
+        .context("reading the API tokens")?
+        .iter()
+        .any(|t| t.revoked_at.is_none());
+    if s.token.is_none() && !stored_tokens && !addr.ip().is_loopback() {
+        bail!(
+            "refusing to serve on {addr} without a token: anyone who can reach it could run jobs. \
+             Set MEND_API_TOKEN (or --token, or token in mend.toml) to a long random value, create one with \
+             `mend tokens create --name NAME --role admin`, or bind to 127.0.0.1"
+        );
+    }
+    // A wrong or missing key is refused before anything is read or written.
+    mend::secrets::check_keys(store.as_ref(), keys.as_ref(), !s.encrypt_kinds.is_empty()).await?;
+    let store: Arc<dyn mend::Store> = match keys {
+        Some(keys) => {
+            tracing::info!(kinds = ?s.encrypt_kinds, key_ids = ?keys.ids(), "args of these kinds are encrypted at rest");
+            Arc::new(mend::secrets::EncryptedArgs::new(
+                store,
+                Arc::new(keys),
+                s.encrypt_kinds.iter().cloned().collect(),
+            ))
+        }
+        None => store,
+    };
 
     // Listen first: if the port is taken, fail before any job is claimed.
     let listener = tokio::net::TcpListener::bind(addr)
@@ -419,6 +488,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let retention = s.retention;
     let rescue_interval = s.rescue_interval;
     let history_retention = s.history_retention;
+    let audit_retention = s.audit_retention;
     let drilling = s.drill.is_some();
     let mut builder = mend::Worker::builder(store.clone())
         .registry(registry)
@@ -428,6 +498,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 c.rescue_interval = every;
             }
             c.history_retention = history_retention;
+            c.audit_retention = audit_retention;
             if drilling {
                 // A drill's kills come fast, and may hit one job three times in a row; a
                 // quarantine would then discard a healthy job.
@@ -482,14 +553,17 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .and_then(|()| writeln!(out, "mend node {}", worker.node_id()))
             .and_then(|()| out.flush());
     }
-    tracing::info!(%local, queues = ?s.queues, auth = s.token.is_some(), "serving");
+    tracing::info!(%local, queues = ?s.queues, auth = s.token.is_some() || stored_tokens, "serving");
 
     let http_stop = tokio_util::sync::CancellationToken::new();
     let http_wait = http_stop.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_wait.cancelled().await })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { http_wait.cancelled().await })
+        .await
     });
 
     // The library's signal-driven stop: readiness off, the grace period (load balancers stop

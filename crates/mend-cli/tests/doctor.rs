@@ -165,14 +165,15 @@ fn a_sqlite_database_one_migration_behind_says_run_mend_migrate() {
         .unwrap();
     assert!(m.status.success(), "{m:?}");
     {
-        // Undo the last migration (the dashboard's index of finished jobs) and its version.
+        // Undo the last migration (API tokens, the audit log, args key checks) and its version.
         let conn = rusqlite::Connection::open(&path).unwrap();
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v, mend_sqlite::SCHEMA_VERSION);
         conn.execute_batch(&format!(
-            "DROP INDEX mend_jobs_final_state_id; PRAGMA user_version = {}",
+            "DROP TABLE mend_api_tokens; DROP TABLE mend_audit; DROP TABLE mend_args_keys;
+             PRAGMA user_version = {}",
             v - 1
         ))
         .unwrap();
@@ -217,9 +218,9 @@ fn a_postgres_database_one_migration_behind_says_run_mend_migrate() {
         })
     };
     let name = format!("\"{}\"", schema.name);
-    // Undo the last migration (the dashboard's index of finished jobs) and its row.
+    // Undo the last migration (API tokens, the audit log, args key checks) and its row.
     let v = sql(format!(
-        "DROP INDEX {name}.mend_jobs_final_state_id;
+        "DROP TABLE {name}.mend_api_tokens, {name}.mend_audit, {name}.mend_args_keys;
          DELETE FROM {name}.mend_migrations WHERE version = {}",
         mend_postgres::SCHEMA_VERSION
     ));

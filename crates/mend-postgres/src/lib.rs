@@ -40,6 +40,7 @@ mod nodes;
 mod queues;
 mod row;
 mod schema;
+mod security;
 mod session;
 mod sql;
 pub mod tls;
@@ -492,5 +493,42 @@ impl Store for PgStore {
 
     async fn prune_history(&self, p: mend::stats::PruneHistoryParams) -> Result<u64> {
         history::prune(self, p).await
+    }
+
+    // ---- Tokens, audit log, args key checks: see `security`. ----
+
+    async fn token_create(&self, p: mend::auth::CreateTokenParams) -> Result<bool> {
+        security::token_create(self, p).await
+    }
+
+    async fn token_list(&self) -> Result<Vec<mend::auth::ApiToken>> {
+        security::token_list(self).await
+    }
+
+    async fn token_revoke(&self, p: mend::auth::RevokeTokenParams) -> Result<bool> {
+        security::token_revoke(self, p).await
+    }
+
+    async fn audit_add(&self, entries: Vec<mend::audit::NewAuditEntry>) -> Result<()> {
+        security::audit_add(self, entries).await
+    }
+
+    async fn audit_list(
+        &self,
+        p: mend::audit::AuditParams,
+    ) -> Result<Vec<mend::audit::AuditEntry>> {
+        security::audit_list(self, p).await
+    }
+
+    async fn audit_prune(&self, p: mend::audit::PruneAuditParams) -> Result<u64> {
+        security::audit_prune(self, p).await
+    }
+
+    async fn args_keys(&self) -> Result<Vec<mend::secrets::ArgsKeyCheck>> {
+        security::args_keys(self).await
+    }
+
+    async fn args_key_add(&self, k: mend::secrets::ArgsKeyCheck) -> Result<()> {
+        security::args_key_add(self, k).await
     }
 }

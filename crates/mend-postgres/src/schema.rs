@@ -190,6 +190,36 @@ ALTER TABLE {S}.mend_nodes
     r#"
 CREATE INDEX mend_jobs_final_state_id ON {S}.mend_jobs (state, id) WHERE state IN ('completed', 'cancelled', 'discarded');
 "#,
+    // 11: API tokens with roles (only a SHA-256 of each token is kept), the audit log (paged
+    // newest first by id; time, actor and action filters each have an index), and one check
+    // value per args encryption key id, so a wrong key is refused at start-up.
+    r#"
+CREATE TABLE {S}.mend_api_tokens (
+    name       text PRIMARY KEY,
+    role       text NOT NULL,
+    hash       text NOT NULL,
+    created_at timestamptz NOT NULL,
+    created_by text NOT NULL,
+    revoked_at timestamptz
+);
+CREATE TABLE {S}.mend_audit (
+    id     bigserial PRIMARY KEY,
+    at     timestamptz NOT NULL,
+    actor  text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    detail jsonb NOT NULL,
+    remote text NOT NULL
+);
+CREATE INDEX mend_audit_at ON {S}.mend_audit (at);
+CREATE INDEX mend_audit_actor ON {S}.mend_audit (actor, id);
+CREATE INDEX mend_audit_action ON {S}.mend_audit (action, id);
+CREATE TABLE {S}.mend_args_keys (
+    kid         text PRIMARY KEY,
+    check_value text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+"#,
 ];
 
 /// The migration that makes unique keys depend on state (for the test that it names the

@@ -3,16 +3,20 @@
 //!
 //! [`app`] builds the router with its middleware: request ids (`x-request-id`), tracing spans,
 //! panic catching (a handler panic answers 500 problem+json and the server keeps serving),
-//! per-request timeouts, a body-size limit (413), and bearer-token auth when a token is
-//! configured. Every error is RFC 9457 problem+json ([`error::ApiError`]). Bad input never
-//! reaches the store: requests are validated first, and a batch is stored all or nothing.
+//! per-request timeouts, a body-size limit (413), and bearer-token auth with roles when any
+//! token exists ([`roles`] says which role each route needs; [`tokens`] resolves a token),
+//! with changes written to the audit log and secrets masked for everyone but admins. Every
+//! error is RFC 9457 problem+json ([`error::ApiError`]). Bad input never reaches the store:
+//! requests are validated first, and a batch is stored all or nothing.
 
 mod dashboard;
 pub mod error;
 mod middleware;
 pub mod otel;
 mod remote;
+pub mod roles;
 pub mod routes;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,8 +46,11 @@ pub type ArgsValidator = Arc<dyn Fn(&str, &serde_json::Value) -> Result<(), Stri
 pub struct AppState {
     /// The job store.
     pub store: Arc<dyn Store>,
-    /// Bearer token; `None` means no auth (only allowed on loopback, see `mend serve`).
+    /// The configured admin bearer token (`--token`); with neither it nor a stored token the
+    /// server answers loopback callers only (see `mend serve`).
     pub token: Option<Arc<str>>,
+    /// The stored tokens (`mend tokens create`), cached; see [`tokens`].
+    pub tokens: tokens::Tokens,
     /// Per-kind args checks at enqueue time.
     pub validator: Option<ArgsValidator>,
     /// Request body limit in bytes.
@@ -66,6 +73,7 @@ impl AppState {
     /// State with defaults: no token, ready, no validator, debug endpoints off.
     pub fn new(store: Arc<dyn Store>) -> Self {
         AppState {
+            tokens: tokens::Tokens::new(store.clone()),
             store,
             token: None,
             validator: None,
@@ -103,7 +111,7 @@ pub fn app(state: AppState) -> Router {
 pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
     let limit = state.max_body_bytes;
     routes::router()
-        .merge(dashboard::router(state.clone()))
+        .merge(dashboard::router())
         .merge(extra)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

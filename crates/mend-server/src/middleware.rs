@@ -9,6 +9,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
+use mend::audit::NewAuditEntry;
+use mend::auth::{Principal, Role};
+
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -103,9 +106,30 @@ async fn add_request_id(resp: Response, id: &str) -> Response {
     resp
 }
 
-/// Bearer-token auth, when a token is configured. Health probes stay open.
-pub(crate) async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(token) = state.token.as_deref() else {
+/// Who the caller is and whether its role may call the route (see [`crate::roles`]); then,
+/// for the routes the role table marks, secrets masked in the answer (unless admin) and the
+/// change written to the audit log. Without any token (configured or stored) only loopback
+/// callers get in, as `local` with every right. Health probes stay open; dashboard pages
+/// carry a session cookie instead of a bearer header.
+pub(crate) async fn auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let rule = crate::roles::rule(
+        req.method(),
+        req.extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(|m| m.as_str()),
+    );
+    // Before anything reads the token table: probes answer even when the database does not.
+    if rule.is_some_and(|r| r.is_open()) {
+        return next.run(req).await;
+    }
+    let configured = state.token.as_deref();
+    let any = match state.tokens.any(configured).await {
+        Ok(any) => any,
+        Err(e) => return store_down(&e),
+    };
+    let path = req.uri().path().to_owned();
+    let dashboard = crate::dashboard::is_dashboard_path(&path);
+    let principal = if !any {
         // Without a token the server listens on loopback only; still, a web page the user
         // visits could reach it (cross-site requests, DNS rebinding). Only loopback hosts and
         // origins get in.
@@ -113,31 +137,217 @@ pub(crate) async fn auth(State(state): State<AppState>, req: Request, next: Next
             return ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                format!("{why}; without a token this server only answers requests addressed to localhost. Configure MEND_API_TOKEN to serve other hosts"),
+                format!("{why}; without a token this server only answers requests addressed to localhost. Configure MEND_API_TOKEN or create a token with `mend tokens create` to serve other hosts"),
             )
             .into_response_with_id(None);
         }
+        Principal {
+            name: crate::tokens::LOCAL_NAME.to_owned(),
+            role: Role::Admin,
+        }
+    } else if dashboard {
+        match crate::dashboard::session_principal(&state, req.headers()).await {
+            Some(p) => p,
+            // The dashboard's gate sends the browser to the login page.
+            None => return next.run(req).await,
+        }
+    } else {
+        match bearer(&req) {
+            Bearer::Missing => return unauthorized("this server needs a token: send `Authorization: Bearer <token>` (MEND_API_TOKEN on the server, or one made with `mend tokens create`)"),
+            Bearer::Garbled => return unauthorized("the Authorization header is not `Bearer <token>`: send the scheme `Bearer`, one space, then the token"),
+            Bearer::Token(given) => match state.tokens.resolve(configured, &given).await {
+                Ok(Some(p)) => p,
+                Ok(None) => return unauthorized("the bearer token is not valid: it is unknown or was revoked (`mend tokens list` shows the tokens)"),
+                Err(e) => return store_down(&e),
+            },
+        }
+    };
+    if let Some(rule) = rule {
+        if !rule.allows(principal.role) {
+            let detail = format!(
+                "{} {} needs the role {}; the token `{}` has the role {}",
+                rule.method,
+                rule.path,
+                crate::roles::roles_text(rule),
+                principal.name,
+                principal.role
+            );
+            if dashboard {
+                return crate::dashboard::forbidden(&detail);
+            }
+            return ApiError::new(StatusCode::FORBIDDEN, "forbidden", detail)
+                .into_response_with_id(None);
+        }
+    }
+    req.extensions_mut().insert(principal.clone());
+    let Some(rule) = rule else {
         return next.run(req).await;
     };
-    let path = req.uri().path();
-    // The dashboard has its own session check (a cookie, not a bearer header).
-    if path == "/healthz" || path == "/readyz" || crate::dashboard::is_dashboard_path(path) {
-        return next.run(req).await;
+    let audit = match rule.action {
+        Some(action) => {
+            let (parts, body) = req.into_parts();
+            let bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
+                Ok(b) => b,
+                Err(_) => return crate::error::too_large().into_response_with_id(None),
+            };
+            let confirmed = !rule.confirmed_only
+                || form_urlencoded::parse(&bytes).any(|(k, v)| k == "confirm" && v == "yes");
+            let entry = confirmed.then(|| audit_entry(&parts, rule, action, &principal, &bytes));
+            req = Request::from_parts(parts, Body::from(bytes));
+            entry
+        }
+        None => None,
+    };
+    let resp = next.run(req).await;
+    if let Some(mut entry) = audit {
+        if resp.status().is_success() || resp.status().is_redirection() {
+            if let Some(obj) = entry.detail.as_object_mut() {
+                obj.insert("status".into(), resp.status().as_u16().into());
+            }
+            if let Err(e) = state.store.audit_add(vec![entry]).await {
+                tracing::warn!(error = %e, "the change was made but its audit row could not be written");
+            }
+        }
     }
-    let given = req
+    if rule.mask && principal.role != Role::Admin {
+        return mask_answer(resp).await;
+    }
+    resp
+}
+
+/// What the Authorization header holds.
+enum Bearer {
+    Missing,
+    Garbled,
+    Token(String),
+}
+
+fn bearer(req: &Request) -> Bearer {
+    let Some(v) = req.headers().get(header::AUTHORIZATION) else {
+        return Bearer::Missing;
+    };
+    let Ok(v) = v.to_str() else {
+        return Bearer::Garbled;
+    };
+    // The scheme name is case-insensitive (RFC 7235).
+    match v.split_once(' ') {
+        Some((scheme, value))
+            if scheme.eq_ignore_ascii_case("bearer") && !value.trim().is_empty() =>
+        {
+            Bearer::Token(value.trim().to_owned())
+        }
+        _ => Bearer::Garbled,
+    }
+}
+
+fn store_down(e: &mend::StoreError) -> Response {
+    tracing::warn!(error = %e, "cannot read the API tokens");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("the server cannot check tokens right now (the database did not answer: {e}); try again shortly"),
+    )
+    .into_response_with_id(None)
+}
+
+/// The audit row of a change, before it is made: the action with its path parameters filled
+/// in, the target, the query and the (masked) body as detail.
+fn audit_entry(
+    parts: &axum::http::request::Parts,
+    rule: &crate::roles::Rule,
+    action: &str,
+    principal: &Principal,
+    body: &[u8],
+) -> NewAuditEntry {
+    let params = path_params(parts);
+    let mut action = action.to_owned();
+    for (k, v) in &params {
+        action = action.replace(&format!("{{{k}}}"), v);
+    }
+    let mut target = rule
+        .target
+        .and_then(|t| params.iter().find(|(k, _)| k == t))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let mut detail = serde_json::Map::new();
+    if let Some(q) = parts.uri.query() {
+        detail.insert("query".into(), q.into());
+    }
+    if !body.is_empty() {
+        let value = match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(v) => mend::secrets::mask(&v).0,
+            Err(_) => {
+                let text = String::from_utf8_lossy(body);
+                serde_json::Value::String(text.chars().take(512).collect())
+            }
+        };
+        // A create names its target in the body (`POST /v1/cron` with `name`).
+        if target.is_empty() {
+            if let Some(name) = value.get("name").and_then(|n| n.as_str()) {
+                target = name.to_owned();
+            }
+        }
+        detail.insert("body".into(), value);
+    }
+    let remote = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
+    NewAuditEntry::now(
+        principal.name.clone(),
+        action,
+        target,
+        serde_json::Value::Object(detail),
+        remote,
+    )
+}
+
+/// The request's path parameters, decoded.
+fn path_params(parts: &axum::http::request::Parts) -> Vec<(String, String)> {
+    let Some(matched) = parts.extensions.get::<axum::extract::MatchedPath>() else {
+        return Vec::new();
+    };
+    let names = matched.as_str().split('/');
+    let values = parts.uri.path().split('/');
+    names
+        .zip(values)
+        .filter_map(|(n, v)| {
+            let n = n.strip_prefix('{')?.strip_suffix('}')?;
+            let v: String =
+                form_urlencoded::parse(format!("v={}", v.replace('+', "%2B")).as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_else(|| v.to_owned());
+            Some((n.to_owned(), v))
+        })
+        .collect()
+}
+
+/// A JSON answer with the values under secret-looking keys masked ([`mend::secrets::mask`]).
+async fn mask_answer(resp: Response) -> Response {
+    let is_json = resp
         .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            // The scheme name is case-insensitive (RFC 7235).
-            let (scheme, value) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| value.trim())
-        });
-    match given {
-        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => next.run(req).await,
-        Some(_) => unauthorized("the bearer token is not valid"),
-        None => unauthorized("this server needs a token: send `Authorization: Bearer <token>` (the value of MEND_API_TOKEN on the server)"),
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !is_json {
+        return resp;
     }
+    let (parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    if !mend::secrets::may_hold_secrets(&bytes) {
+        return Response::from_parts(parts, Body::from(bytes));
+    }
+    let masked = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .map(|v| mend::secrets::mask(&v))
+        .filter(|(_, n)| *n > 0)
+        .and_then(|(v, _)| serde_json::to_vec(&v).ok());
+    let mut resp =
+        Response::from_parts(parts, Body::from(masked.unwrap_or_else(|| bytes.to_vec())));
+    resp.headers_mut().remove(header::CONTENT_LENGTH);
+    resp
 }
 
 fn is_loopback_host(host: &str) -> bool {
@@ -191,13 +401,7 @@ fn unauthorized(detail: &str) -> Response {
 /// Compares without an early exit, so the time taken does not tell how much of a guess was
 /// right. (The length still shows; tokens should be long and random.)
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
+    mend::auth::constant_time_eq(a, b)
 }
 
 #[cfg(test)]

@@ -92,6 +92,8 @@ async fn every_documented_operation_exists_and_every_route_is_documented() {
         "GET /v1/stats",
         "GET /v1/events",
         "GET /v1/nodes",
+        // The audit log.
+        "GET /v1/audit",
     ]
     .into_iter()
     .map(str::to_owned)

@@ -34,6 +34,7 @@ mod nodes;
 mod queues;
 mod row;
 mod schema;
+mod security;
 mod sql;
 mod writer;
 
@@ -588,5 +589,59 @@ impl Store for SqliteStore {
     async fn prune_history(&self, p: mend::stats::PruneHistoryParams) -> Result<u64> {
         self.write(true, move |conn, path| history::prune(conn, path, p))
             .await
+    }
+
+    // ---- Tokens, audit log, args key checks: see `security`. ----
+
+    async fn token_create(&self, p: mend::auth::CreateTokenParams) -> Result<bool> {
+        self.write(true, move |conn, path| {
+            security::token_create(conn, path, p)
+        })
+        .await
+    }
+
+    async fn token_list(&self) -> Result<Vec<mend::auth::ApiToken>> {
+        self.read(security::token_list).await
+    }
+
+    async fn token_revoke(&self, p: mend::auth::RevokeTokenParams) -> Result<bool> {
+        self.write(true, move |conn, path| {
+            security::token_revoke(conn, path, p)
+        })
+        .await
+    }
+
+    async fn audit_add(&self, entries: Vec<mend::audit::NewAuditEntry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.write(true, move |conn, path| {
+            security::audit_add(conn, path, entries)
+        })
+        .await
+    }
+
+    async fn audit_list(
+        &self,
+        p: mend::audit::AuditParams,
+    ) -> Result<Vec<mend::audit::AuditEntry>> {
+        self.read(move |conn, path| security::audit_list(conn, path, p))
+            .await
+    }
+
+    async fn audit_prune(&self, p: mend::audit::PruneAuditParams) -> Result<u64> {
+        self.write(true, move |conn, path| security::audit_prune(conn, path, p))
+            .await
+    }
+
+    async fn args_keys(&self) -> Result<Vec<mend::secrets::ArgsKeyCheck>> {
+        self.read(security::args_keys).await
+    }
+
+    async fn args_key_add(&self, k: mend::secrets::ArgsKeyCheck) -> Result<()> {
+        self.write(true, move |conn, path| {
+            security::args_key_add(conn, path, k)
+        })
+        .await
     }
 }

@@ -184,6 +184,36 @@ ALTER TABLE mend_nodes ADD COLUMN draining INTEGER NOT NULL DEFAULT 0;
     r#"
 CREATE INDEX mend_jobs_final_state_id ON mend_jobs (state, id) WHERE state = 'completed' OR state = 'cancelled' OR state = 'discarded';
 "#,
+    // 13: API tokens with roles (only a SHA-256 of each token is kept), the audit log (paged
+    // newest first by id; time, actor and action filters each have an index), and one check
+    // value per args encryption key id, so a wrong key is refused at start-up.
+    r#"
+CREATE TABLE mend_api_tokens (
+    name       TEXT PRIMARY KEY,
+    role       TEXT NOT NULL,
+    hash       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    revoked_at INTEGER
+);
+CREATE TABLE mend_audit (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     INTEGER NOT NULL,
+    actor  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    remote TEXT NOT NULL
+);
+CREATE INDEX mend_audit_at ON mend_audit (at);
+CREATE INDEX mend_audit_actor ON mend_audit (actor, id);
+CREATE INDEX mend_audit_action ON mend_audit (action, id);
+CREATE TABLE mend_args_keys (
+    kid        TEXT PRIMARY KEY,
+    check_value TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The migration that makes unique keys depend on state (for the test that it names the

@@ -189,4 +189,31 @@ impl Store for Crashing {
     fn rescue_interval(&self) -> Option<Duration> {
         self.inner.rescue_interval()
     }
+    async fn token_create(&self, p: mend::auth::CreateTokenParams) -> Result<bool> {
+        self.inner.token_create(p).await
+    }
+    async fn token_list(&self) -> Result<Vec<mend::auth::ApiToken>> {
+        self.inner.token_list().await
+    }
+    async fn token_revoke(&self, p: mend::auth::RevokeTokenParams) -> Result<bool> {
+        self.inner.token_revoke(p).await
+    }
+    async fn audit_add(&self, entries: Vec<mend::audit::NewAuditEntry>) -> Result<()> {
+        self.inner.audit_add(entries).await
+    }
+    async fn audit_list(
+        &self,
+        p: mend::audit::AuditParams,
+    ) -> Result<Vec<mend::audit::AuditEntry>> {
+        self.inner.audit_list(p).await
+    }
+    async fn audit_prune(&self, p: mend::audit::PruneAuditParams) -> Result<u64> {
+        self.inner.audit_prune(p).await
+    }
+    async fn args_keys(&self) -> Result<Vec<mend::secrets::ArgsKeyCheck>> {
+        self.inner.args_keys().await
+    }
+    async fn args_key_add(&self, k: mend::secrets::ArgsKeyCheck) -> Result<()> {
+        self.inner.args_key_add(k).await
+    }
 }

@@ -36,6 +36,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audit;
+pub mod auth;
 pub mod cleanup;
 pub mod client;
 pub mod cron;
@@ -48,6 +50,7 @@ pub mod node;
 pub mod panic;
 pub mod retry;
 pub mod runtime;
+pub mod secrets;
 pub mod settle;
 pub mod stats;
 pub mod store;

@@ -1135,4 +1135,35 @@ pub trait Store: Send + Sync + 'static {
     /// Delete up to `limit` aggregate rows and up to `limit` events older than the cutoff;
     /// returns how many went.
     async fn prune_history(&self, params: PruneHistoryParams) -> Result<u64>;
+
+    // ---- API tokens, the audit log and args key checks: see `crate::auth`, `crate::audit`,
+    // `crate::secrets`. ----
+
+    /// Stores a token's hash under its name; `false` (nothing stored) when a token that is not
+    /// revoked has the name. A revoked token's name may be used again.
+    async fn token_create(&self, params: crate::auth::CreateTokenParams) -> Result<bool>;
+
+    /// Every token, revoked ones too, by name.
+    async fn token_list(&self) -> Result<Vec<crate::auth::ApiToken>>;
+
+    /// Revokes the named token; `false` when there is no such token that is not revoked.
+    async fn token_revoke(&self, params: crate::auth::RevokeTokenParams) -> Result<bool>;
+
+    /// Records audit entries in one transaction.
+    async fn audit_add(&self, entries: Vec<crate::audit::NewAuditEntry>) -> Result<()>;
+
+    /// Audit rows, newest first (by id), filtered as `params` says.
+    async fn audit_list(
+        &self,
+        params: crate::audit::AuditParams,
+    ) -> Result<Vec<crate::audit::AuditEntry>>;
+
+    /// Deletes up to `limit` audit rows older than `before`; returns how many went.
+    async fn audit_prune(&self, params: crate::audit::PruneAuditParams) -> Result<u64>;
+
+    /// The stored args key checks.
+    async fn args_keys(&self) -> Result<Vec<crate::secrets::ArgsKeyCheck>>;
+
+    /// Stores a key check unless its key id has one already.
+    async fn args_key_add(&self, check: crate::secrets::ArgsKeyCheck) -> Result<()>;
 }

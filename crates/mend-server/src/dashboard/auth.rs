@@ -1,9 +1,10 @@
 //! Dashboard sessions and cross-site protection.
 //!
-//! A person logs in once with the server's token; the answer is a session cookie
-//! (`HttpOnly`, `SameSite=Strict`) holding an expiry signed with HMAC-SHA-256 under a key
-//! derived from the token. It is stateless, so it holds on every node that shares the token
-//! and across restarts, and changing the token ends every session.
+//! A person logs in once with a token (the configured one or one from `mend tokens create`);
+//! the answer is a session cookie (`HttpOnly`, `SameSite=Strict`) holding the token's name and
+//! an expiry, signed with HMAC-SHA-256 under the token's SHA-256. It is stateless, so it holds
+//! on every node that shares the database and across restarts; the session has the token's
+//! role, and revoking or changing the token ends it (within the token cache's period).
 
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -25,9 +26,11 @@ const SESSION_SECS: i64 = 12 * 3600;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
-fn mac(token: &str, expires: i64) -> Option<String> {
-    let mut m = HmacSha256::new_from_slice(token.as_bytes()).ok()?;
-    m.update(b"mend dashboard session v1\0");
+fn mac(key: &str, name: &str, expires: i64) -> Option<String> {
+    let mut m = HmacSha256::new_from_slice(key.as_bytes()).ok()?;
+    m.update(b"mend dashboard session v2\0");
+    m.update(name.as_bytes());
+    m.update(b"\0");
     m.update(expires.to_string().as_bytes());
     Some(
         m.finalize()
@@ -38,20 +41,27 @@ fn mac(token: &str, expires: i64) -> Option<String> {
     )
 }
 
-/// The cookie value of a session that ends at `expires` (unix seconds).
-fn session_value(token: &str, expires: i64) -> Option<String> {
-    Some(format!("{expires}.{}", mac(token, expires)?))
+/// The cookie value of `name`'s session that ends at `expires` (unix seconds), signed with
+/// `key` (the token's SHA-256: only the server knows it, and revoking the token ends the
+/// session).
+fn session_value(key: &str, name: &str, expires: i64) -> Option<String> {
+    Some(format!("{expires}.{name}.{}", mac(key, name, expires)?))
 }
 
-fn valid_session(token: &str, value: &str, now: i64) -> bool {
-    let Some((expires, sig)) = value.split_once('.') else {
-        return false;
-    };
-    let Ok(expires) = expires.parse::<i64>() else {
+/// The session's token name and expiry, unchecked.
+fn session_parts(value: &str) -> Option<(&str, i64, &str)> {
+    let (expires, rest) = value.split_once('.')?;
+    let (name, sig) = rest.rsplit_once('.')?;
+    Some((name, expires.parse().ok()?, sig))
+}
+
+fn valid_session(key: &str, value: &str, now: i64) -> bool {
+    let Some((name, expires, sig)) = session_parts(value) else {
         return false;
     };
     expires > now
-        && mac(token, expires).is_some_and(|want| constant_time_eq(want.as_bytes(), sig.as_bytes()))
+        && mac(key, name, expires)
+            .is_some_and(|want| constant_time_eq(want.as_bytes(), sig.as_bytes()))
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -65,12 +75,19 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// Whether the request carries a valid session cookie for this server's token.
-pub(super) fn has_session(state: &AppState, req: &Request) -> bool {
-    let Some(token) = state.token.as_deref() else {
-        return true;
-    };
-    cookie(req.headers(), COOKIE).is_some_and(|v| valid_session(token, &v, Utc::now().timestamp()))
+/// Who the session cookie says the caller is, if it is valid and its token still is.
+pub(crate) async fn session_principal(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Option<mend::auth::Principal> {
+    let value = cookie(headers, COOKIE)?;
+    let (name, _, _) = session_parts(&value)?;
+    let (principal, key) = state
+        .tokens
+        .by_name(state.token.as_deref(), name)
+        .await
+        .ok()??;
+    valid_session(&key, &value, Utc::now().timestamp()).then_some(principal)
 }
 
 /// Why a state-changing request looks cross-site, if it does. Browsers send `Origin` on every
@@ -117,7 +134,7 @@ fn login_page(next: &str, error: Option<&str>, status: StatusCode) -> Response {
             @if let Some(e) = error { p.error role="alert" { (e) } }
             form method="post" action="/login" {
                 input type="hidden" name="next" value=(next);
-                label for="token" { "API token (the server's MEND_API_TOKEN)" }
+                label for="token" { "API token (MEND_API_TOKEN, or one from `mend tokens create`)" }
                 input #token type="password" name="token" autocomplete="current-password" required autofocus;
                 button.primary type="submit" { "Log in" }
             }
@@ -129,7 +146,12 @@ fn login_page(next: &str, error: Option<&str>, status: StatusCode) -> Response {
 
 /// `GET /login`.
 pub(super) async fn form(State(state): State<AppState>, Query(q): Query<Next>) -> Response {
-    if state.token.is_none() {
+    if !state
+        .tokens
+        .any(state.token.as_deref())
+        .await
+        .unwrap_or(true)
+    {
         return Redirect::to("/").into_response();
     }
     login_page(safe_next(q.next.as_deref()), None, StatusCode::OK)
@@ -149,19 +171,36 @@ pub(super) async fn login(
     Form(f): Form<LoginForm>,
 ) -> Response {
     let next = safe_next(f.next.as_deref()).to_owned();
-    let Some(token) = state.token.as_deref() else {
+    let configured = state.token.as_deref();
+    if !state.tokens.any(configured).await.unwrap_or(true) {
         return Redirect::to(&next).into_response();
+    }
+    let found = match state.tokens.resolve(configured, f.token.trim()).await {
+        Ok(found) => found,
+        Err(e) => {
+            return login_page(
+                &next,
+                Some(&format!(
+                    "The database did not answer ({e}); try again shortly."
+                )),
+                StatusCode::SERVICE_UNAVAILABLE,
+            )
+        }
     };
-    if !constant_time_eq(f.token.trim().as_bytes(), token.as_bytes()) {
+    let Some(principal) = found else {
         tracing::warn!("dashboard login with a wrong token");
         return login_page(
             &next,
-            Some("That token is not this server's. Check MEND_API_TOKEN on the server."),
+            Some("That token is not this server's: it is unknown or was revoked. Use MEND_API_TOKEN or a token from `mend tokens create`."),
             StatusCode::UNAUTHORIZED,
         );
-    }
+    };
+    let key = match (principal.name.as_str(), configured) {
+        (crate::tokens::CONFIGURED_TOKEN_NAME, Some(t)) => mend::auth::hash_token(t),
+        _ => mend::auth::hash_token(f.token.trim()),
+    };
     let expires = Utc::now().timestamp() + SESSION_SECS;
-    let Some(value) = session_value(token, expires) else {
+    let Some(value) = session_value(&key, &principal.name, expires) else {
         return login_page(
             &next,
             Some("Could not start a session."),
@@ -200,12 +239,15 @@ mod tests {
     #[test]
     fn sessions_are_signed_and_expire() {
         let now = 1_000_000;
-        let v = session_value("secret", now + 60).unwrap_or_default();
+        let v = session_value("secret", "ops.team", now + 60).unwrap_or_default();
+        assert_eq!(session_parts(&v).map(|p| p.0), Some("ops.team"));
         assert!(valid_session("secret", &v, now));
         assert!(!valid_session("secret", &v, now + 61), "expired");
         assert!(!valid_session("other", &v, now), "another token");
         let forged = v.replacen(&(now + 60).to_string(), &(now + 999_999).to_string(), 1);
         assert!(!valid_session("secret", &forged, now), "expiry changed");
+        let renamed = v.replacen("ops.team", "admin", 1);
+        assert!(!valid_session("secret", &renamed, now), "name changed");
         assert!(!valid_session("secret", "garbage", now));
     }
 

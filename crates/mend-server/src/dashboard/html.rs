@@ -151,51 +151,10 @@ pub(super) fn url_encode(s: &str) -> String {
     out
 }
 
-/// Key names whose values are secrets: shown as `•••` on the dashboard.
-const SECRET_WORDS: [&str; 10] = [
-    "authorization",
-    "token",
-    "password",
-    "passwd",
-    "secret",
-    "api_key",
-    "apikey",
-    "private_key",
-    "credential",
-    "cookie",
-];
-
-fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase().replace('-', "_");
-    SECRET_WORDS.iter().any(|w| k.contains(w))
-}
-
-/// `value` with the values under secret-looking keys replaced, at any depth. Returns how many
-/// were masked.
+/// `value` with the values under secret-looking keys replaced (see [`mend::secrets::mask`],
+/// the one masking rule of the API, the CLI and the dashboard). Returns how many were masked.
 pub(super) fn mask(value: &serde_json::Value) -> (serde_json::Value, usize) {
-    fn walk(v: &serde_json::Value, n: &mut usize) -> serde_json::Value {
-        match v {
-            serde_json::Value::Object(m) => serde_json::Value::Object(
-                m.iter()
-                    .map(|(k, v)| {
-                        if is_secret_key(k) && !v.is_null() {
-                            *n += 1;
-                            (k.clone(), serde_json::Value::String("•••".into()))
-                        } else {
-                            (k.clone(), walk(v, n))
-                        }
-                    })
-                    .collect(),
-            ),
-            serde_json::Value::Array(a) => {
-                serde_json::Value::Array(a.iter().map(|v| walk(v, n)).collect())
-            }
-            other => other.clone(),
-        }
-    }
-    let mut n = 0;
-    let v = walk(value, &mut n);
-    (v, n)
+    mend::secrets::mask(value)
 }
 
 /// JSON, pretty-printed, in a `<pre>`.

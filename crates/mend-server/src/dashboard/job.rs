@@ -126,9 +126,18 @@ async fn answers(state: &AppState, job: &JobRow) -> Result<Vec<Answer>, PageErro
 }
 
 /// `GET /jobs/{id}`.
-pub(super) async fn page(State(state): State<AppState>, Path(id): Path<String>) -> PageResult {
+pub(super) async fn page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    principal: Option<axum::Extension<mend::auth::Principal>>,
+) -> PageResult {
     let job = load(&state, parse(&id)?).await?;
     let answers = answers(&state, &job).await?;
+    // Secrets in clear for admins only; only admins and operators act.
+    let role = super::role_of(principal.as_ref());
+    let clear = role == mend::auth::Role::Admin;
+    let may_act = matches!(role, mend::auth::Role::Admin | mend::auth::Role::Operator);
+    let mask = |v: &serde_json::Value| if clear { (v.clone(), 0) } else { mask(v) };
     let (args, masked) = mask(&job.args);
     let now = Utc::now();
     let trace_id = job
@@ -146,14 +155,15 @@ pub(super) async fn page(State(state): State<AppState>, Path(id): Path<String>) 
         }
         div.actions #job-actions {
             (state_badge(job.state))
-            @if job.state.is_final() {
+            @if !may_act {
+            } @else if job.state.is_final() {
                 form method="post" action={"/jobs/" (job.id) "/retry"} {
                     button type="submit" { @if job.state == JobState::Completed { "Run again" } @else { "Retry" } }
                 }
             } @else {
                 form method="post" action={"/jobs/" (job.id) "/cancel"} { button.danger type="submit" { "Cancel" } }
             }
-            form method="post" action={"/jobs/" (job.id) "/copy"} { button type="submit" { "Enqueue a copy" } }
+            @if may_act { form method="post" action={"/jobs/" (job.id) "/copy"} { button type="submit" { "Enqueue a copy" } } }
         }
         div.grid {
             section.card #facts data-live {

@@ -139,8 +139,17 @@ impl JobsQuery {
 }
 
 /// `GET /jobs`.
-pub(super) async fn page(State(state): State<AppState>, Query(q): Query<JobsQuery>) -> PageResult {
+pub(super) async fn page(
+    State(state): State<AppState>,
+    Query(q): Query<JobsQuery>,
+    principal: Option<axum::Extension<mend::auth::Principal>>,
+) -> PageResult {
     let now = Utc::now();
+    // Bulk actions are for admins and operators; a viewer sees the list only.
+    let may_act = matches!(
+        super::role_of(principal.as_ref()),
+        mend::auth::Role::Admin | mend::auth::Role::Operator
+    );
     let (params, problem) = match q.params(now) {
         Ok(p) => (Some(p), None),
         Err(e) => (None, Some(e)),
@@ -176,12 +185,12 @@ pub(super) async fn page(State(state): State<AppState>, Query(q): Query<JobsQuer
         p.muted { "Counts are per queue and kind, up to " (count(COUNT_CAP, false)) "; the list below applies every filter." }
         @if let Some(page) = &page {
             form method="post" action="/jobs/bulk" {
-                div.actions {
+                @if may_act { div.actions {
                     span.muted { "With the selected jobs:" }
                     button type="submit" name="action" value="retry" { "Retry" }
                     button type="submit" name="action" value="cancel" { "Cancel" }
                     button.danger type="submit" name="action" value="delete" { "Delete" }
-                }
+                } }
                 (table(&page.jobs, true))
             }
             @if page.jobs.is_empty() { p #no-jobs { "No job matches these filters." } }

@@ -18,7 +18,7 @@ mod overview;
 mod queues;
 pub(crate) mod why;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -43,7 +43,7 @@ pub(crate) fn is_dashboard_path(path: &str) -> bool {
 }
 
 /// The dashboard's routes, behind [`gate`].
-pub(crate) fn router(state: AppState) -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(overview::page))
         .route("/jobs", get(jobs::page))
@@ -57,7 +57,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/logout", post(auth::logout))
         .route("/assets/app.js", get(assets::js))
         .route("/assets/app.css", get(assets::css))
-        .route_layer(axum::middleware::from_fn_with_state(state, gate))
+        .route_layer(axum::middleware::from_fn(gate))
 }
 
 /// Content-Security-Policy of every dashboard answer: our own script and styles only, no
@@ -67,8 +67,8 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 /// Browser protections for every dashboard request: cross-site changes are refused, pages
 /// need a session when the server has a token, and every answer carries the security headers.
-async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let mut resp = match refuse(&state, &req) {
+async fn gate(req: Request, next: Next) -> Response {
+    let mut resp = match refuse(&req) {
         None => next.run(req).await,
         Some(resp) => resp,
     };
@@ -88,7 +88,7 @@ async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Respon
 }
 
 /// The answer that refuses `req`, if it must be refused.
-fn refuse(state: &AppState, req: &Request) -> Option<Response> {
+fn refuse(req: &Request) -> Option<Response> {
     let path = req.uri().path();
     if req.method() != Method::GET && req.method() != Method::HEAD {
         if let Some(why) = auth::cross_site(req) {
@@ -100,10 +100,11 @@ fn refuse(state: &AppState, req: &Request) -> Option<Response> {
             ));
         }
     }
-    if state.token.is_none() || path == "/login" || path.starts_with("/assets/") {
-        return None;
-    }
-    if auth::has_session(state, req) {
+    // The auth middleware put the session's principal here (or `local` without any token).
+    if req.extensions().get::<mend::auth::Principal>().is_some()
+        || path == "/login"
+        || path.starts_with("/assets/")
+    {
         return None;
     }
     if req.method() == Method::GET || req.method() == Method::HEAD {
@@ -119,6 +120,23 @@ fn refuse(state: &AppState, req: &Request) -> Option<Response> {
         StatusCode::UNAUTHORIZED,
         "Your session has ended. Log in again, then repeat the action.",
     ))
+}
+
+pub(crate) use auth::session_principal;
+
+/// The page refusing a logged-in person whose role may not do what they asked.
+pub(crate) fn forbidden(detail: &str) -> Response {
+    html::error_page(
+        StatusCode::FORBIDDEN,
+        &format!("Refused: {detail}. Ask an admin for a token with that role."),
+    )
+}
+
+/// The caller's role, from the auth middleware (admin without any token).
+pub(crate) fn role_of(
+    principal: Option<&axum::Extension<mend::auth::Principal>>,
+) -> mend::auth::Role {
+    principal.map_or(mend::auth::Role::Admin, |p| p.role)
 }
 
 /// What a dashboard handler answers when it cannot show its page.

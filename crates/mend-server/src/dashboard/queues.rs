@@ -26,7 +26,15 @@ const LIVE: [JobState; 4] = [
 ];
 
 /// `GET /queues`.
-pub(super) async fn page(State(state): State<AppState>) -> PageResult {
+pub(super) async fn page(
+    State(state): State<AppState>,
+    principal: Option<axum::Extension<mend::auth::Principal>>,
+) -> PageResult {
+    // Pausing is for admins and operators; a viewer sees the state only.
+    let may_act = matches!(
+        super::role_of(principal.as_ref()),
+        mend::auth::Role::Admin | mend::auth::Role::Operator
+    );
     let now = chrono::Utc::now();
     // Attempts ended per minute over the last hour, per queue.
     let hour = mend::stats::StatsParams {
@@ -142,8 +150,10 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                             }
                             td data-paused=(is_paused) { @if is_paused { span.badge.s-retryable { "paused" } } @else { "no" } }
                             td {
-                                form method="post" action={"/queues/" (url_encode(name)) "/" (if is_paused { "resume" } else { "pause" })} {
-                                    button type="submit" { @if is_paused { "Resume" } @else { "Pause" } }
+                                @if may_act {
+                                    form method="post" action={"/queues/" (url_encode(name)) "/" (if is_paused { "resume" } else { "pause" })} {
+                                        button type="submit" { @if is_paused { "Resume" } @else { "Pause" } }
+                                    }
                                 }
                             }
                         }

@@ -1,6 +1,7 @@
 //! The routes, one file per resource.
 
 mod attempts;
+mod audit;
 mod contract;
 mod cron;
 pub(crate) mod debug;
@@ -34,13 +35,14 @@ use contract::Contract;
         cron::list, cron::create, cron::get_one, cron::replace, cron::delete, cron::pause, cron::resume,
         debug::profile,
         history::stats, history::events, history::nodes,
+        audit::list,
     ),
     components(schemas(mend::JobRow, mend::Enqueued, mend::JobState, mend::AttemptError, mend::ErrorKind, crate::error::Problem, queues::QueueView,
         mend::cron::PeriodicDecl, mend::cron::Periodic, mend::cron::CronRow, mend::cron::CronRun, mend::cron::CatchUp, cron::CronView, cron::CronRunView,
         mend::LiveAttempt, mend::limits::Limit, mend::limits::Rate, mend::limits::Hold, mend::store::LimitState, jobs::JobDetail,
         mend::stats::StatsAnswer, mend::stats::StatsBucket, mend::stats::Counts, mend::stats::Event, mend::store::NodeQueue,
         history::EventsView, history::NodesView, history::NodeView,
-        contract::Name, contract::Tag, contract::EventKinds)),
+        contract::Name, contract::Tag, contract::EventKinds, mend::audit::AuditEntry, audit::AuditPage)),
     modifiers(&Contract),
     security(("bearer" = []))
 )]
@@ -86,6 +88,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/stats", get(history::stats))
         .route("/v1/events", get(history::events))
         .route("/v1/nodes", get(history::nodes))
+        .route("/v1/audit", get(audit::list))
         .route("/v1/cron", get(cron::list).post(cron::create))
         .route(
             "/v1/cron/{name}",

@@ -2,7 +2,8 @@
 //! retention, in bounded batches so no transaction holds the write lock for long. Jobs that
 //! are still waiting or running are never touched. It also deletes rate-limit buckets that
 //! have filled up again (the same as no bucket), and the dashboard's per-minute history and
-//! events past their own retention (see [`crate::stats`]).
+//! events past their own retention (see [`crate::stats`]), and audit rows past theirs
+//! (see [`crate::audit`]).
 
 use std::time::Duration;
 
@@ -29,11 +30,13 @@ pub const BUCKET_PRUNE_BATCH: usize = 10_000;
 const MAX_PASS_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs a pass every [`PRUNE_INTERVAL`] until `stop` (first one at once): finished jobs past
-/// `retention` and dashboard history past `history_retention` (`None`: kept).
+/// `retention`, dashboard history past `history_retention` and audit rows past
+/// `audit_retention` (`None`: kept).
 pub async fn run(
     store: std::sync::Arc<dyn Store>,
     retention: Option<Duration>,
     history_retention: Option<Duration>,
+    audit_retention: Option<Duration>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
@@ -46,6 +49,11 @@ pub async fn run(
             if let Err(e) = crate::stats::prune_history_once(store.as_ref(), Utc::now(), keep).await
             {
                 tracing::warn!(error = %e, "pruning dashboard history failed; will try again");
+            }
+        }
+        if let Some(keep) = audit_retention {
+            if let Err(e) = crate::audit::prune_audit_once(store.as_ref(), Utc::now(), keep).await {
+                tracing::warn!(error = %e, "pruning the audit log failed; will try again");
             }
         }
         if let Err(e) = store

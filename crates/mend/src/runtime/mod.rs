@@ -101,6 +101,9 @@ pub struct WorkerConfig {
     /// Per-minute history and events older than this are deleted (`None`: keep them). See
     /// [`crate::stats::DEFAULT_HISTORY_RETENTION`].
     pub history_retention: Option<Duration>,
+    /// Audit rows older than this are deleted (`None`: keep them). See
+    /// [`crate::audit::DEFAULT_AUDIT_RETENTION`].
+    pub audit_retention: Option<Duration>,
     /// See [`crate::stats::DEFAULT_FLUSH_INTERVAL`].
     pub history_flush_interval: Duration,
 }
@@ -120,6 +123,7 @@ impl Default for WorkerConfig {
             retry_policy: Arc::new(ExponentialBackoff::default()),
             retention: Some(crate::maintenance::pruner::DEFAULT_RETENTION),
             history_retention: Some(crate::stats::DEFAULT_HISTORY_RETENTION),
+            audit_retention: Some(crate::audit::DEFAULT_AUDIT_RETENTION),
             history_flush_interval: crate::stats::DEFAULT_FLUSH_INTERVAL,
         }
     }
@@ -555,11 +559,15 @@ impl Worker {
             },
             heartbeat_stop.clone(),
         ));
-        if shared.config.retention.is_some() || shared.config.history_retention.is_some() {
+        if shared.config.retention.is_some()
+            || shared.config.history_retention.is_some()
+            || shared.config.audit_retention.is_some()
+        {
             maintenance.spawn(crate::maintenance::pruner::run(
                 shared.store.clone(),
                 shared.config.retention,
                 shared.config.history_retention,
+                shared.config.audit_retention,
                 heartbeat_stop.clone(),
             ));
         }
