@@ -21,8 +21,10 @@ const DEFAULT_PAGE: usize = 100;
 #[serde(deny_unknown_fields)]
 pub(super) struct AuditQuery {
     /// Only rows at or after this time (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
     since: Option<String>,
     /// Only rows before this time (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
     until: Option<String>,
     /// Only this actor's rows (a token's name, `cli:<user>`, `MEND_API_TOKEN`, `local`).
     actor: Option<String>,
