@@ -72,6 +72,32 @@ pub(crate) fn schema_version(url: &str) -> i64 {
     mend_sqlite::SCHEMA_VERSION
 }
 
+/// The database URL the admin commands use, as `mend serve` picks it: the flag (or
+/// `MEND_DATABASE_URL`), else `database` in the config file (the one named, or `./mend.toml`
+/// when it exists), else `sqlite://mend.db`.
+pub(crate) fn database_url(
+    database: Option<&str>,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<String> {
+    if let Some(url) = database {
+        return Ok(url.to_owned());
+    }
+    let path = config.map(std::path::Path::to_path_buf).or_else(|| {
+        let p = std::path::PathBuf::from("mend.toml");
+        p.exists().then_some(p)
+    });
+    if let Some(p) = path {
+        let text = std::fs::read_to_string(&p)
+            .with_context(|| format!("reading the config file {}", p.display()))?;
+        let value: toml::Value = toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid mend.toml", p.display()))?;
+        if let Some(url) = value.get("database").and_then(|v| v.as_str()) {
+            return Ok(url.to_owned());
+        }
+    }
+    Ok("sqlite://mend.db".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,23 +25,7 @@ pub(crate) struct DatabaseArgs {
 impl DatabaseArgs {
     /// The URL, as `mend serve` picks it.
     fn url(&self) -> anyhow::Result<String> {
-        if let Some(url) = &self.database {
-            return Ok(url.clone());
-        }
-        let path = self.config.clone().or_else(|| {
-            let p = PathBuf::from("mend.toml");
-            p.exists().then_some(p)
-        });
-        if let Some(p) = path {
-            let text = std::fs::read_to_string(&p)
-                .with_context(|| format!("reading the config file {}", p.display()))?;
-            let value: toml::Value = toml::from_str(&text)
-                .with_context(|| format!("{} is not a valid mend.toml", p.display()))?;
-            if let Some(url) = value.get("database").and_then(|v| v.as_str()) {
-                return Ok(url.to_owned());
-            }
-        }
-        Ok("sqlite://mend.db".to_owned())
+        crate::db::database_url(self.database.as_deref(), self.config.as_deref())
     }
 
     async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn mend::Store>> {

@@ -109,23 +109,7 @@ impl Finding {
 /// The database URL: the flag (or `MEND_DATABASE_URL`), else `database` in the config file,
 /// else `sqlite://mend.db`, as `mend serve` picks it.
 fn database_url(a: &DoctorArgs) -> anyhow::Result<String> {
-    if let Some(url) = &a.database {
-        return Ok(url.clone());
-    }
-    let path = a.config.clone().or_else(|| {
-        let p = PathBuf::from("mend.toml");
-        p.exists().then_some(p)
-    });
-    if let Some(p) = path {
-        let text = std::fs::read_to_string(&p)
-            .with_context(|| format!("reading the config file {}", p.display()))?;
-        let value: toml::Value = toml::from_str(&text)
-            .with_context(|| format!("{} is not a valid mend.toml", p.display()))?;
-        if let Some(url) = value.get("database").and_then(|v| v.as_str()) {
-            return Ok(url.to_owned());
-        }
-    }
-    Ok("sqlite://mend.db".to_owned())
+    crate::db::database_url(a.database.as_deref(), a.config.as_deref())
 }
 
 /// `mend doctor`: run every check that applies and print the findings; exit 1 when one

@@ -171,23 +171,6 @@ pub(super) fn svg(markup: String) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn secrets_are_masked_at_any_depth() {
-        let (v, n) = mask(&json!({
-            "user": 7,
-            "Authorization": "Bearer x",
-            "nested": {"api-key": "k", "list": [{"password": "p", "ok": 1}]},
-            "token_count": null
-        }));
-        assert_eq!(n, 3);
-        assert_eq!(v["user"], 7);
-        assert_eq!(v["Authorization"], "•••");
-        assert_eq!(v["nested"]["api-key"], "•••");
-        assert_eq!(v["nested"]["list"][0]["password"], "•••");
-        assert_eq!(v["nested"]["list"][0]["ok"], 1);
-    }
 
     #[test]
     fn counts_and_durations_read_well() {
