@@ -371,27 +371,27 @@ fn enqueue_list_show_cancel_and_retry_over_http() {
     let mut lines = out.stdout.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(header[0], "NAME");
-    for st in [
-        "SCHEDULED",
-        "AVAILABLE",
-        "RUNNING",
-        "RETRYABLE",
-        "COMPLETED",
-        "CANCELLED",
-        "DISCARDED",
-    ] {
+    // The states still to run; finished jobs are not counted (that would read every one kept).
+    for st in ["SCHEDULED", "AVAILABLE", "RUNNING", "RETRYABLE"] {
         assert!(header.contains(&st), "{header:?}");
+    }
+    for st in ["COMPLETED", "CANCELLED", "DISCARDED"] {
+        assert!(!header.contains(&st), "{header:?}");
     }
     let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
-    let default = rows.iter().find(|r| r[0] == "default").unwrap();
-    assert_eq!(default[col("COMPLETED")], "1");
     let mail_row = rows.iter().find(|r| r[0] == "mail").unwrap();
     assert_eq!(mail_row[col("SCHEDULED")], "1");
-    assert_eq!(mail_row[col("CANCELLED")], "1");
     assert_eq!(mail_row[col("AVAILABLE")], "1");
+    assert_eq!(mail_row[col("RUNNING")], "0");
     let q = s.mend(&["queues", "list", "--json"]).ok().json();
-    assert_eq!(q["queues"].as_array().unwrap().len(), 2);
+    let names: Vec<&str> = q["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"mail"), "{q}");
 }
 
 #[test]

@@ -336,12 +336,18 @@ fn metrics_parse_and_move_as_jobs_run() {
         get(&after, "mend_attempts_started_total") - get(&before, "mend_attempts_started_total"),
         5.0
     );
+    // The queue gauge covers the states still to run only (counting finished jobs would read
+    // every one kept); finished work is in the outcome counters above.
+    assert_eq!(
+        after.get("mend_queue_jobs{queue=\"default\",state=\"completed\"}"),
+        None
+    );
     assert_eq!(
         get(
             &after,
-            "mend_queue_jobs{queue=\"default\",state=\"completed\"}"
+            "mend_queue_jobs{queue=\"default\",state=\"available\"}"
         ),
-        5.0
+        0.0
     );
     assert_eq!(get(&after, "mend_run_seconds_count"), 5.0);
     assert_eq!(

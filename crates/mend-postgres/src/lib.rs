@@ -373,7 +373,11 @@ impl Store for PgStore {
     }
 
     async fn queue_counts(&self) -> Result<Vec<QueueCount>> {
-        queues::counts(self).await
+        queues::counts(self, false).await
+    }
+
+    async fn live_queue_counts(&self) -> Result<Vec<QueueCount>> {
+        queues::counts(self, true).await
     }
 
     async fn count_states(&self, p: CountStatesParams) -> Result<Vec<StateCount>> {

@@ -6,9 +6,14 @@ use mend::store::{QueueCount, Result};
 use crate::row::micros;
 use crate::PgStore;
 
-/// How many jobs each queue holds in each state.
-pub(crate) async fn counts(store: &PgStore) -> Result<Vec<QueueCount>> {
-    let rows = store.query(&store.inner.sql.queue_counts, &[]).await?;
+/// How many jobs each queue holds in each state (`live`: the states still to run only).
+pub(crate) async fn counts(store: &PgStore, live: bool) -> Result<Vec<QueueCount>> {
+    let sql = if live {
+        &store.inner.sql.live_queue_counts
+    } else {
+        &store.inner.sql.queue_counts
+    };
+    let rows = store.query(sql, &[]).await?;
     let rows = rows
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))

@@ -105,6 +105,8 @@ pub(crate) struct Sql {
     pub(crate) list: String,
     /// Counts per queue and state.
     pub(crate) queue_counts: String,
+    /// The same without the finished states.
+    pub(crate) live_queue_counts: String,
     /// Deletes up to `$2` jobs finalized before `$1`.
     pub(crate) prune: String,
     /// Takes a row that cannot be decoded out of circulation.
@@ -205,6 +207,11 @@ impl Sql {
             get_many: t(&format!("SELECT {COLS} FROM {{S}}.mend_jobs WHERE id = ANY($1)")),
             list: t(&format!("SELECT {COLS} FROM {{S}}.mend_jobs WHERE true")),
             // One branch per partial index, so every count is an index scan.
+            live_queue_counts: t("SELECT queue, state, count(*)::int8 FROM {S}.mend_jobs WHERE state = 'available' GROUP BY queue, state
+                     UNION ALL
+                     SELECT queue, state, count(*)::int8 FROM {S}.mend_jobs WHERE state IN ('scheduled', 'retryable') GROUP BY queue, state
+                     UNION ALL
+                     SELECT queue, state, count(*)::int8 FROM {S}.mend_jobs WHERE state = 'running' GROUP BY queue, state"),
             queue_counts: t("SELECT queue, state, count(*)::int8 FROM {S}.mend_jobs WHERE state = 'available' GROUP BY queue, state
                      UNION ALL
                      SELECT queue, state, count(*)::int8 FROM {S}.mend_jobs WHERE state IN ('scheduled', 'retryable') GROUP BY queue, state

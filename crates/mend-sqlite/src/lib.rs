@@ -392,6 +392,10 @@ impl Store for SqliteStore {
         self.read(queues::counts).await
     }
 
+    async fn live_queue_counts(&self) -> Result<Vec<QueueCount>> {
+        self.read(queues::live_counts).await
+    }
+
     async fn count_states(&self, p: CountStatesParams) -> Result<Vec<StateCount>> {
         self.read(move |conn, path| jobs::count_states(conn, path, p))
             .await

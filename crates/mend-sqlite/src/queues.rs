@@ -16,6 +16,14 @@ pub(crate) fn counts(conn: &Connection, path: &str) -> Result<Vec<QueueCount>> {
     QueueCount::from_rows(rows)
 }
 
+/// [`counts`] of the states still to run only.
+pub(crate) fn live_counts(conn: &Connection, path: &str) -> Result<Vec<QueueCount>> {
+    let rows = all_rows(conn, path, sql::LIVE_QUEUE_COUNTS, |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    QueueCount::from_rows(rows)
+}
+
 /// Pauses or resumes `queue`.
 pub(crate) fn set_paused(
     conn: &Connection,

@@ -123,6 +123,14 @@ pub(crate) static LIST: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {COLS} FROM mend_jobs WHERE 1 = 1"));
 
 /// Counts per queue and state: one branch per partial index, so every count is an index scan.
+/// [`QUEUE_COUNTS`] without the finished states (one branch per live partial index).
+pub(crate) const LIVE_QUEUE_COUNTS: &str =
+    "SELECT queue, 'available', count(*) FROM mend_jobs WHERE state = 'available' GROUP BY queue
+     UNION ALL
+     SELECT queue, state, count(*) FROM mend_jobs WHERE (state = 'scheduled' OR state = 'retryable') GROUP BY queue, state
+     UNION ALL
+     SELECT queue, 'running', count(*) FROM mend_jobs WHERE state = 'running' GROUP BY queue";
+
 pub(crate) const QUEUE_COUNTS: &str =
     "SELECT queue, 'available', count(*) FROM mend_jobs WHERE state = 'available' GROUP BY queue
      UNION ALL

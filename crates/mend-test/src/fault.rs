@@ -80,6 +80,10 @@ impl Store for Crashing {
     async fn queue_counts(&self) -> Result<Vec<QueueCount>> {
         self.inner.queue_counts().await
     }
+
+    async fn live_queue_counts(&self) -> Result<Vec<QueueCount>> {
+        self.inner.live_queue_counts().await
+    }
     async fn get_many(&self, ids: Vec<Uuid>) -> Result<Vec<JobRow>> {
         self.inner.get_many(ids).await
     }

@@ -470,6 +470,10 @@ impl Store for EncryptedArgs {
     async fn queue_counts(&self) -> Result<Vec<QueueCount>> {
         self.inner.queue_counts().await
     }
+
+    async fn live_queue_counts(&self) -> Result<Vec<QueueCount>> {
+        self.inner.live_queue_counts().await
+    }
     async fn count_states(&self, p: CountStatesParams) -> Result<Vec<StateCount>> {
         self.inner.count_states(p).await
     }

@@ -983,8 +983,23 @@ pub trait Store: Send + Sync + 'static {
     /// A page of jobs, newest first.
     async fn list(&self, params: ListParams) -> Result<JobPage>;
 
-    /// Counts per queue and state (states with no jobs are left out).
+    /// Counts per queue and state (states with no jobs are left out). Counting the finished
+    /// states reads every retained finished job: for drills and benches, not for anything
+    /// polled on a big table (see [`Store::live_queue_counts`]).
     async fn queue_counts(&self) -> Result<Vec<QueueCount>>;
+
+    /// Counts per queue of the states still to run — scheduled, available, running and
+    /// retryable — served by their partial indexes, so the cost follows the backlog and not
+    /// the finished jobs kept: what `/metrics` and `GET /v1/queues` show. The default filters
+    /// [`Store::queue_counts`] (correct, not cheap); the backends override it.
+    async fn live_queue_counts(&self) -> Result<Vec<QueueCount>> {
+        Ok(self
+            .queue_counts()
+            .await?
+            .into_iter()
+            .filter(|c| !c.state.is_final())
+            .collect())
+    }
 
     /// Per-state counts of the jobs matching a filter, each counted up to `cap` through an
     /// index (the dashboard shows "10,000+" rather than counting a big table on every view).

@@ -65,9 +65,11 @@ async fn list_queues(a: QueuesListArgs) -> anyhow::Result<()> {
         println!("no queues yet (a queue appears when a job is enqueued to it)");
         return Ok(());
     }
-    // The states in their usual order, then any the server knows and this build does not.
+    // The states still to run, in their usual order (the server counts no others), then any
+    // the server knows and this build does not.
     let mut states: Vec<String> = mend::JobState::ALL
         .iter()
+        .filter(|s| !s.is_final())
         .map(|s| s.as_str().to_owned())
         .collect();
     for q in &queues {

@@ -139,23 +139,17 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
             &s.run_time,
         );
     }
-    let counts = state.store.queue_counts().await?;
+    // The states still to run: a scrape must not read every finished job kept (finished work
+    // is counted by mend_attempt_outcomes_total and the other counters). Every live state of
+    // every known queue, zeros included, so a series does not vanish when a queue empties.
+    let paused = state.store.paused_queues().await?;
+    let table = super::queues::live_table(&state, &paused).await?;
     let _ = writeln!(
         out,
-        "# HELP mend_queue_jobs Jobs per queue and state.\n# TYPE mend_queue_jobs gauge"
+        "# HELP mend_queue_jobs Jobs per queue in the states still to run (scheduled, available, running, retryable).\n# TYPE mend_queue_jobs gauge"
     );
-    // Every state of every known queue, zeros included, so a series does not vanish when a
-    // queue empties.
-    let mut table: std::collections::BTreeMap<String, [u64; 7]> = std::collections::BTreeMap::new();
-    for c in counts {
-        let slot = mend::JobState::ALL
-            .iter()
-            .position(|s| *s == c.state)
-            .unwrap_or(0);
-        table.entry(c.queue).or_default()[slot] = c.count;
-    }
     for (queue, row) in table {
-        for (state, n) in mend::JobState::ALL.iter().zip(row) {
+        for (state, n) in row {
             let _ = writeln!(
                 out,
                 "mend_queue_jobs{{queue=\"{}\",state=\"{}\"}} {}",

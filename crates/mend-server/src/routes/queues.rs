@@ -14,40 +14,24 @@ use crate::AppState;
 pub(super) struct QueueView {
     /// The queue's name.
     pub name: String,
-    /// Jobs per state (every state is present, zero when empty).
+    /// Jobs per state still to run: scheduled, available, running, retryable (each present,
+    /// zero when empty). Finished jobs are not counted here (that would read every one kept):
+    /// see `/v1/stats` for how many finished, `/v1/jobs?state=completed` for the rows.
     #[schema(value_type = BTreeMap<String, u64>)]
     pub counts: BTreeMap<&'static str, u64>,
     /// Paused queues hand out no jobs; running ones finish.
     pub paused: bool,
 }
 
-/// Lists queues with their counts per state.
+/// Lists the queues that have work still to run, are paused, or are worked by a node, with
+/// their counts per state still to run.
 #[utoipa::path(get, path = "/v1/queues", tag = "queues",
     responses((status = 200, description = "`{\"queues\": [QueueView]}`", body = Object)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let counts = state.store.queue_counts().await?;
     let paused = state.store.paused_queues().await?;
-    let zero = || {
-        mend::JobState::ALL
-            .iter()
-            .map(|s| (s.as_str(), 0))
-            .collect()
-    };
-    let mut queues: BTreeMap<String, BTreeMap<&'static str, u64>> = BTreeMap::new();
-    for p in &paused {
-        queues.entry(p.clone()).or_insert_with(zero);
-    }
-    for c in counts {
-        let entry = queues.entry(c.queue).or_insert_with(|| {
-            mend::JobState::ALL
-                .iter()
-                .map(|s| (s.as_str(), 0))
-                .collect()
-        });
-        entry.insert(c.state.as_str(), c.count);
-    }
+    let queues = live_table(&state, &paused).await?;
     let queues: Vec<QueueView> = queues
         .into_iter()
         .map(|(name, counts)| QueueView {
@@ -57,6 +41,37 @@ pub(crate) async fn list(
         })
         .collect();
     Ok(Json(serde_json::json!({ "queues": queues })))
+}
+
+/// Jobs per queue in the states still to run, zeros included, for every queue that has some,
+/// is paused, or is worked by a node (so a drained queue stays listed). Finished jobs are not
+/// counted: that would read every one kept (their numbers are in /v1/stats, their rows in
+/// /v1/jobs?state=...).
+pub(super) async fn live_table(
+    state: &AppState,
+    paused: &[String],
+) -> Result<BTreeMap<String, BTreeMap<&'static str, u64>>, ApiError> {
+    let counts = state.store.live_queue_counts().await?;
+    let nodes = state.store.list_nodes().await?;
+    let zero = || -> BTreeMap<&'static str, u64> {
+        mend::JobState::ALL
+            .iter()
+            .filter(|s| !s.is_final())
+            .map(|s| (s.as_str(), 0))
+            .collect()
+    };
+    let mut queues: BTreeMap<String, BTreeMap<&'static str, u64>> = BTreeMap::new();
+    let worked = nodes.iter().flat_map(|n| n.queues.iter().map(|q| &q.name));
+    for name in paused.iter().chain(worked) {
+        queues.entry(name.clone()).or_insert_with(zero);
+    }
+    for c in counts {
+        queues
+            .entry(c.queue)
+            .or_insert_with(zero)
+            .insert(c.state.as_str(), c.count);
+    }
+    Ok(queues)
 }
 
 fn queue_name(

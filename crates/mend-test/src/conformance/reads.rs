@@ -123,6 +123,14 @@ pub async fn queue_counts_per_state(store: Arc<dyn Store>) {
     assert_eq!(get_count("mail", JobState::Available), 1);
     assert_eq!(get_count("mail", JobState::Scheduled), 1);
     assert_eq!(counts.iter().map(|c| c.count).sum::<u64>(), 7);
+    // The live counts: the same without the finished states.
+    let mut live = store.live_queue_counts().await.unwrap();
+    let mut want: Vec<_> = counts.into_iter().filter(|c| !c.state.is_final()).collect();
+    let key = |c: &mend::store::QueueCount| (c.queue.clone(), c.state.as_str());
+    live.sort_by_key(key);
+    want.sort_by_key(key);
+    assert_eq!(live, want);
+    assert_eq!(live.iter().map(|c| c.count).sum::<u64>(), 6);
 }
 
 fn steps(job: &JobRow) -> Vec<(String, Option<i32>)> {
