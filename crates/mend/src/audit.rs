@@ -120,24 +120,9 @@ pub async fn prune_audit_once(
     now: DateTime<Utc>,
     retention: std::time::Duration,
 ) -> crate::store::Result<u64> {
-    let keep = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    let before = now
-        .checked_sub_signed(keep)
-        .unwrap_or(DateTime::<Utc>::MIN_UTC);
-    let started = std::time::Instant::now();
-    let mut total = 0;
-    while started.elapsed() < std::time::Duration::from_secs(1) {
-        let n = store
-            .audit_prune(PruneAuditParams {
-                before,
-                limit: crate::maintenance::pruner::PRUNE_BATCH,
-            })
-            .await?;
-        total += n;
-        if n < crate::maintenance::pruner::PRUNE_BATCH as u64 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    Ok(total)
+    let before = crate::maintenance::pruner::cutoff(now, retention);
+    crate::maintenance::pruner::in_batches(|limit| {
+        store.audit_prune(PruneAuditParams { before, limit })
+    })
+    .await
 }

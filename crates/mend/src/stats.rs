@@ -740,26 +740,11 @@ pub async fn prune_history_once(
     now: DateTime<Utc>,
     retention: Duration,
 ) -> Result<u64> {
-    let keep = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    let before = now
-        .checked_sub_signed(keep)
-        .unwrap_or(DateTime::<Utc>::MIN_UTC);
-    let started = std::time::Instant::now();
-    let mut total = 0;
-    while started.elapsed() < Duration::from_secs(1) {
-        let n = store
-            .prune_history(PruneHistoryParams {
-                before,
-                limit: crate::maintenance::pruner::PRUNE_BATCH,
-            })
-            .await?;
-        total += n;
-        if n < crate::maintenance::pruner::PRUNE_BATCH as u64 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    Ok(total)
+    let before = crate::maintenance::pruner::cutoff(now, retention);
+    crate::maintenance::pruner::in_batches(|limit| {
+        store.prune_history(PruneHistoryParams { before, limit })
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -71,28 +71,45 @@ pub async fn run(
 
 /// One pass: deletes finished jobs finalized before `now - retention`. Returns how many went.
 pub async fn prune_once(store: &dyn Store, now: DateTime<Utc>, retention: Duration) -> Result<u64> {
+    let cutoff = cutoff(now, retention);
+    let total = in_batches(|limit| {
+        store.prune(PruneParams {
+            finalized_before: cutoff,
+            limit,
+        })
+    })
+    .await?;
+    if total > 0 {
+        tracing::info!(pruned = total, %cutoff, "pruned finished jobs");
+    }
+    Ok(total)
+}
+
+/// What is older than this goes: `now - retention`, clamped to the earliest time.
+pub(crate) fn cutoff(now: DateTime<Utc>, retention: Duration) -> DateTime<Utc> {
     let keep = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    let cutoff = now
-        .checked_sub_signed(keep)
-        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    now.checked_sub_signed(keep)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// Runs `delete` (given the batch size [`PRUNE_BATCH`], answering how many rows went) until
+/// a batch comes back short or [`MAX_PASS_TIME`] has passed; the rows deleted in all. Every
+/// pruned table goes through here, so each pass is bounded the same way.
+pub(crate) async fn in_batches<F, Fut>(mut delete: F) -> Result<u64>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<u64>>,
+{
     let mut total = 0;
     let started = std::time::Instant::now();
     while started.elapsed() < MAX_PASS_TIME {
-        let n = store
-            .prune(PruneParams {
-                finalized_before: cutoff,
-                limit: PRUNE_BATCH,
-            })
-            .await?;
+        let n = delete(PRUNE_BATCH).await?;
         total += n;
         if n < PRUNE_BATCH as u64 {
             break;
         }
         // Let other writers (claims, outcomes) in between batches.
         tokio::task::yield_now().await;
-    }
-    if total > 0 {
-        tracing::info!(pruned = total, %cutoff, "pruned finished jobs");
     }
     Ok(total)
 }
