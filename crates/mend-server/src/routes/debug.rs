@@ -40,13 +40,13 @@ const FREQUENCY: u32 = 99;
 /// and past this the profile measures mostly itself.
 const MAX_HZ: u32 = 1000;
 
-/// Shared libraries whose samples pprof-rs drops. None: stacks are unwound by framehop, from
-/// unwind tables read once when the profile starts, without locks or allocation in the signal
-/// handler, so a sample taken inside libc (a syscall wrapper: write, fsync, futex, epoll) is
-/// unwound into the mend code that called it. libgcc's unwinder, pprof-rs's default, takes
-/// the loader's lock and had to skip every sample landing in libc, libgcc, libpthread and the
-/// vDSO: on an I/O-bound node that dropped nine samples in ten.
-const BLOCKLIST: [&str; 0] = [];
+/// Shared libraries whose frames pprof-rs drops instead of unwinding through: unwinding from a
+/// signal handler that interrupted the unwinder's or the loader's own locks (inside libc,
+/// libgcc, libpthread) can deadlock; the vDSO's unwind tables are wrong on some systems. Time
+/// spent in them is lost from the profile; time in mend (and the statically linked SQLite) is
+/// not. (An empty list with the framehop unwinder kept system-call samples, but a profile
+/// under load then hung once in CI: the handler interrupting libc is not safe.)
+const BLOCKLIST: [&str; 4] = ["libc", "libgcc", "pthread", "vdso"];
 
 /// Whether a profile is being taken in this process.
 static PROFILING: AtomicBool = AtomicBool::new(false);
