@@ -719,7 +719,12 @@ impl WorkerHandle {
             let _ = f.await;
         }
         shared.tracker.close();
-        let running = shared.inflight().len();
+        // The attempts this shutdown drains: those in flight when it began (one may finish
+        // while the heartbeat and the fetchers are awaited), or more if a fetcher finished a
+        // claim meanwhile.
+        let running = usize::try_from(in_flight)
+            .unwrap_or(usize::MAX)
+            .max(shared.inflight().len());
         tracing::info!(running, ?drain, "shutdown: draining");
         let drained_in_time = tokio::select! {
             _ = shared.tracker.wait() => true,
