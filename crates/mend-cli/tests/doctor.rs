@@ -353,6 +353,7 @@ fn a_lease_expired_long_ago_fails_and_a_failed_cleanup_warns() {
                 lease_owner: "gone-node".into(),
                 lease_duration: Duration::from_secs(30),
                 now: chrono::Utc::now(),
+                routes: Vec::new(),
             })
             .await
             .unwrap();
@@ -369,6 +370,7 @@ fn a_lease_expired_long_ago_fails_and_a_failed_cleanup_warns() {
                             message: "cleanup failed: durable cleanup `undo` failed 3 times: boom"
                                 .into(),
                             at: chrono::Utc::now(),
+                            version: None,
                         },
                     },
                     cleanups: vec![],

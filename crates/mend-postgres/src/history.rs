@@ -198,5 +198,6 @@ pub(crate) async fn prune(store: &PgStore, p: PruneHistoryParams) -> Result<u64>
         .execute(&store.inner.sql.history.prune_events, &[&p.before, &limit])
         .await
         .map_err(store.pg())?;
-    Ok(stats + events)
+    let samples = crate::rollouts::prune_samples(store, p.before, limit).await?;
+    Ok(stats + events + samples)
 }

@@ -196,7 +196,15 @@ pub(crate) async fn claim(store: &PgStore, p: ClaimParams) -> Result<Vec<JobRow>
     let c = store.fast_client().await?;
     let sql = &store.inner.sql;
     let promote = c.prepare_cached(&sql.promote).await.map_err(store.pg())?;
-    let claim = c.prepare_cached(&sql.claim).await.map_err(store.pg())?;
+    let routed = !p.routes.is_empty();
+    let claim = c
+        .prepare_cached(if routed {
+            &sql.claim_routed
+        } else {
+            &sql.claim
+        })
+        .await
+        .map_err(store.pg())?;
     let now = micros(p.now);
     let lease = chrono::Duration::from_std(p.lease_duration).unwrap_or(chrono::Duration::MAX);
     let expires_at = micros(
@@ -207,7 +215,17 @@ pub(crate) async fn claim(store: &PgStore, p: ClaimParams) -> Result<Vec<JobRow>
     // Pipelined: one round trip. The promotion commits before the claim runs, so due
     // jobs promoted here are claimable by this very claim.
     let promote_params: [&(dyn ToSql + Sync); 1] = [&now];
-    let claim_params: [&(dyn ToSql + Sync); 6] = [
+    let r = &p.routes;
+    let route_kinds: Vec<&str> = r.iter().map(|r| r.kind.as_str()).collect();
+    let thresholds: Vec<i32> = r
+        .iter()
+        .map(|r| i32::try_from(r.threshold).unwrap_or(i32::MAX))
+        .collect();
+    let canary_ok: Vec<bool> = r.iter().map(|r| r.canary_ok).collect();
+    let stable_ok: Vec<bool> = r.iter().map(|r| r.stable_ok).collect();
+    let canary: Vec<Option<&str>> = r.iter().map(|r| r.canary.as_deref()).collect();
+    let stable: Vec<Option<&str>> = r.iter().map(|r| r.stable.as_deref()).collect();
+    let mut claim_params: Vec<&(dyn ToSql + Sync)> = vec![
         &p.queue,
         &p.kinds,
         &limit,
@@ -215,6 +233,16 @@ pub(crate) async fn claim(store: &PgStore, p: ClaimParams) -> Result<Vec<JobRow>
         &p.lease_owner,
         &expires_at,
     ];
+    if routed {
+        claim_params.extend([
+            &route_kinds as &(dyn ToSql + Sync),
+            &thresholds,
+            &canary_ok,
+            &stable_ok,
+            &canary,
+            &stable,
+        ]);
+    }
     let (promoted, rows) = tokio::try_join!(
         c.execute(&promote, &promote_params),
         c.query(&claim, &claim_params)

@@ -38,6 +38,7 @@ mod limits;
 mod liveness;
 mod nodes;
 mod queues;
+mod rollouts;
 mod row;
 mod schema;
 mod security;
@@ -534,5 +535,51 @@ impl Store for PgStore {
 
     async fn args_key_add(&self, k: mend::secrets::ArgsKeyCheck) -> Result<()> {
         security::args_key_add(self, k).await
+    }
+
+    // ---- Gray release: see `rollouts`. ----
+
+    async fn rollout_start(
+        &self,
+        r: mend::rollout::Rollout,
+    ) -> Result<Option<mend::rollout::Rollout>> {
+        rollouts::start(self, r).await
+    }
+
+    async fn rollout_list(&self) -> Result<Vec<mend::rollout::Rollout>> {
+        rollouts::list(self).await
+    }
+
+    async fn rollout_get(&self, id: uuid::Uuid) -> Result<Option<mend::rollout::Rollout>> {
+        rollouts::get(self, id).await
+    }
+
+    async fn rollout_save(
+        &self,
+        r: mend::rollout::Rollout,
+    ) -> Result<Option<mend::rollout::Rollout>> {
+        rollouts::save(self, r).await
+    }
+
+    async fn rollout_routes(&self) -> Result<Vec<mend::rollout::RouteState>> {
+        rollouts::routes(self).await
+    }
+
+    async fn add_version_samples(&self, samples: Vec<mend::store::VersionSample>) -> Result<()> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        rollouts::add_samples(self, samples).await
+    }
+
+    async fn version_samples(
+        &self,
+        p: mend::store::VersionSamplesParams,
+    ) -> Result<Vec<mend::store::VersionSample>> {
+        rollouts::samples(self, p).await
+    }
+
+    async fn rollout_heal(&self, p: mend::store::HealParams) -> Result<Vec<uuid::Uuid>> {
+        rollouts::heal(self, p).await
     }
 }

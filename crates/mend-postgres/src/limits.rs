@@ -70,12 +70,13 @@ impl LimitSql {
             buckets: t("SELECT limit_name, key, tokens, at FROM {S}.mend_limit_buckets
                 WHERE limit_name = ANY($1) AND key = ANY($2)"),
             start: t(&format!(
-                "UPDATE {{S}}.mend_jobs SET state = 'running', attempt = attempt + 1, attempted_at = $2,
-                    lease_owner = $3, lease_expires_at = $4
-                 WHERE id = ANY($1) AND state = 'available'
+                "UPDATE {{S}}.mend_jobs j SET state = 'running', attempt = j.attempt + 1, attempted_at = $2,
+                    lease_owner = $3, lease_expires_at = $4, version = u.version
+                 FROM unnest($1::uuid[], $5::text[]) AS u(id, version)
+                 WHERE j.id = u.id AND j.state = 'available'
                  RETURNING {}",
                 COLS.split(", ")
-                    .map(|c| if c == "events" { "NULL::jsonb" } else { c })
+                    .map(|c| if c == "events" { "NULL::jsonb".to_owned() } else { format!("j.{c}") })
                     .collect::<Vec<_>>()
                     .join(", ")
             )),
@@ -201,9 +202,17 @@ pub(crate) async fn claim(store: &PgStore, p: ClaimParams) -> Result<Vec<JobRow>
         .await
         .map_err(store.pg())?;
     let mut ids = Vec::with_capacity(head.len());
+    let mut versions: Vec<Option<String>> = Vec::with_capacity(head.len());
     let mut heads: Vec<(String, Value, Option<String>)> = Vec::with_capacity(head.len());
     for r in &head {
-        ids.push(r.try_get::<_, Uuid>(0).map_err(store.pg())?);
+        let id = r.try_get::<_, Uuid>(0).map_err(store.pg())?;
+        let kind: String = r.try_get(1).map_err(store.pg())?;
+        // A job on a side of a rollout this node does not serve is not a candidate here.
+        let Some(version) = mend::rollout::admit(&p.routes, &kind, id) else {
+            continue;
+        };
+        versions.push(version.map(str::to_owned));
+        ids.push(id);
         // A job whose args cannot be read is left to the plain decode path below (it counts
         // under the key `null`).
         heads.push((
@@ -224,6 +233,11 @@ pub(crate) async fn claim(store: &PgStore, p: ClaimParams) -> Result<Vec<JobRow>
     let admission = limits::admit(&limits, &candidates, &usage, now, p.limit);
 
     let chosen: Vec<Uuid> = admission.take.iter().map(|&i| ids[i]).collect();
+    let chosen_versions: Vec<Option<String>> = admission
+        .take
+        .iter()
+        .map(|&i| versions[i].clone())
+        .collect();
     let lease = chrono::Duration::from_std(p.lease_duration).unwrap_or(chrono::Duration::MAX);
     let expires_at = micros(
         now.checked_add_signed(lease)
@@ -234,7 +248,7 @@ pub(crate) async fn claim(store: &PgStore, p: ClaimParams) -> Result<Vec<JobRow>
     } else {
         tx.query(
             &sql.limits.start,
-            &[&chosen, &now, &p.lease_owner, &expires_at],
+            &[&chosen, &now, &p.lease_owner, &expires_at, &chosen_versions],
         )
         .await
         .map_err(store.pg())?

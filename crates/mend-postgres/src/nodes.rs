@@ -26,6 +26,7 @@ pub(crate) async fn register(store: &PgStore, node: NodeInfo) -> Result<()> {
             &node.build,
             &i32::try_from(node.in_flight).unwrap_or(i32::MAX),
             &node.draining,
+            &crate::row::jsonb(&node.versions)?,
         ],
     )
     .await
@@ -69,7 +70,12 @@ pub(crate) async fn list(store: &PgStore) -> Result<Vec<NodeInfo>> {
             build: r.try_get(8).map_err(store.pg())?,
             in_flight: u32::try_from(in_flight).unwrap_or(0),
             draining: r.try_get(10).map_err(store.pg())?,
-            leader: r.try_get(11).map_err(store.pg())?,
+            versions: r
+                .try_get::<_, serde_json::Value>(11)
+                .ok()
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default(),
+            leader: r.try_get(12).map_err(store.pg())?,
         });
     }
     Ok(out)

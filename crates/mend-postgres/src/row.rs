@@ -64,6 +64,7 @@ pub(crate) fn row_to_job(r: &Row) -> Result<JobRow> {
         trace_parent: r.try_get(21).map_err(col("trace_parent"))?,
         checkpoint: r.try_get(22).map_err(col("checkpoint"))?,
         limit_key: r.try_get(24).map_err(col("limit_key"))?,
+        version: r.try_get(25).map_err(col("version"))?,
         pending_cleanups: Vec::new(),
         timeline: Vec::new(),
     };

@@ -220,6 +220,37 @@ CREATE TABLE {S}.mend_args_keys (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 "#,
+    // 12: gray release. The handler version of each job's latest attempt (set by routed
+    // claims only), with a partial index that finds the jobs a canary failed; the versions
+    // each node serves; rollouts as JSON bodies, at most one active per kind; and the samples
+    // of versioned attempts the guard reads, insert only, by kind and time.
+    r#"
+ALTER TABLE {S}.mend_jobs ADD COLUMN version text;
+CREATE INDEX mend_jobs_canary_failed ON {S}.mend_jobs (kind, version, attempted_at)
+    WHERE version IS NOT NULL AND state IN ('retryable', 'discarded');
+ALTER TABLE {S}.mend_nodes ADD COLUMN versions jsonb NOT NULL DEFAULT '{}';
+CREATE TABLE {S}.mend_rollouts (
+    id         uuid PRIMARY KEY,
+    kind       text NOT NULL,
+    state      text NOT NULL,
+    started_at timestamptz NOT NULL,
+    revision   bigint NOT NULL,
+    body       jsonb NOT NULL
+);
+CREATE UNIQUE INDEX mend_rollouts_active ON {S}.mend_rollouts (kind) WHERE state IN ('running', 'paused');
+CREATE INDEX mend_rollouts_kind ON {S}.mend_rollouts (kind, started_at);
+CREATE TABLE {S}.mend_version_samples (
+    id       bigserial PRIMARY KEY,
+    at       timestamptz NOT NULL,
+    kind     text NOT NULL,
+    version  text NOT NULL,
+    attempts bigint NOT NULL,
+    failures bigint NOT NULL,
+    run      text NOT NULL
+);
+CREATE INDEX mend_version_samples_kind ON {S}.mend_version_samples (kind, at);
+CREATE INDEX mend_version_samples_at ON {S}.mend_version_samples (at);
+"#,
 ];
 
 /// The migration that makes unique keys depend on state (for the test that it names the

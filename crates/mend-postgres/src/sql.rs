@@ -27,7 +27,51 @@ pub(crate) fn unique_held(alias: &str) -> String {
 }
 
 /// Every column of `mend_jobs`, in the order `row::row_to_job` reads them.
-pub(crate) const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events, trace_parent, checkpoint, pending_cleanups, limit_key";
+/// A job id's rollout bucket (`mend::rollout::bucket`): its last two bytes.
+const BUCKET: &str = "(get_byte(uuid_send(j.id), 14) * 256 + get_byte(uuid_send(j.id), 15))";
+
+/// The claim: the head of a queue, `FOR UPDATE SKIP LOCKED`, marked running. Routed, it
+/// takes the routes as arrays (`$7`..`$12`: kind, threshold, canary ok, stable ok, canary
+/// version, stable version) and skips jobs on a side this node does not serve; plain, it
+/// records no version, so a queue without rollouts pays nothing for them.
+fn claim_sql(routed: bool) -> String {
+    let (routes, skip, version) = if routed {
+        (
+            "routes AS (SELECT * FROM unnest($7::text[], $8::int4[], $9::bool[], $10::bool[], $11::text[], $12::text[])
+                 AS r(kind, threshold, canary_ok, stable_ok, canary, stable)), ",
+            format!(
+                "AND NOT EXISTS (SELECT 1 FROM routes r WHERE r.kind = j.kind
+                     AND CASE WHEN {BUCKET} < r.threshold THEN NOT r.canary_ok ELSE NOT r.stable_ok END)"
+            ),
+            format!(
+                "(SELECT CASE WHEN {BUCKET} < r.threshold THEN coalesce(r.canary, '') ELSE coalesce(r.stable, '') END FROM routes r WHERE r.kind = j.kind)"
+            ),
+        )
+    } else {
+        ("", String::new(), "NULL".to_owned())
+    };
+    format!(
+        "WITH {routes}picked AS MATERIALIZED (
+            SELECT j.id FROM {{S}}.mend_jobs j
+            WHERE state = 'available' AND queue = $1 AND (cardinality($2::text[]) = 0 OR kind = ANY($2::text[]))
+              AND NOT EXISTS (SELECT 1 FROM {{S}}.mend_queues q WHERE q.name = $1 AND q.paused)
+              -- A limited queue is claimed by `limits::claim` only, never here.
+              AND NOT EXISTS (SELECT 1 FROM {{S}}.mend_limits l WHERE l.queue = $1)
+              {skip}
+            ORDER BY priority, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+         UPDATE {{S}}.mend_jobs j SET state = 'running', attempt = j.attempt + 1, attempted_at = $4,
+             lease_owner = $5, lease_expires_at = $6, version = {version}
+         FROM picked WHERE j.id = picked.id
+         RETURNING {}",
+        // Running a job does not need its history.
+        COLS.split(", ")
+            .map(|c| if c == "events" { "NULL::jsonb".to_owned() } else { format!("j.{c}") })
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+pub(crate) const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events, trace_parent, checkpoint, pending_cleanups, limit_key, version";
 
 /// The fence every write on behalf of a running attempt carries: the job, the attempt and the
 /// lease owner as parameters 1, 2 and 3. A worker that lost its lease matches no row.
@@ -117,6 +161,9 @@ pub(crate) struct Sql {
     pub(crate) promote: String,
     /// Claims the head of a queue.
     pub(crate) claim: String,
+    /// The claim of a queue with kinds under a rollout: takes only the jobs whose side this
+    /// node serves and records the version that runs each.
+    pub(crate) claim_routed: String,
 
     // mend_jobs: what a running attempt writes (fenced).
     /// Plain completions, as one batch of arrays.
@@ -153,6 +200,8 @@ pub(crate) struct Sql {
     pub(crate) cancel_running: String,
     /// Runs finished jobs again.
     pub(crate) retry_finished: String,
+    /// Hands jobs a canary failed back to stable (see `Store::rollout_heal`).
+    pub(crate) heal: String,
 
     // mend_nodes, and liveness.
     /// Registers a node with its lock key.
@@ -233,24 +282,8 @@ impl Sql {
                  WHERE j.id = due.id AND j.state IN ('scheduled', 'retryable')
                  RETURNING pg_notify('{channel}', '')"
             ),
-            claim: t(&format!(
-                "WITH picked AS MATERIALIZED (
-                    SELECT id FROM {{S}}.mend_jobs
-                    WHERE state = 'available' AND queue = $1 AND (cardinality($2::text[]) = 0 OR kind = ANY($2::text[]))
-                      AND NOT EXISTS (SELECT 1 FROM {{S}}.mend_queues q WHERE q.name = $1 AND q.paused)
-                      -- A limited queue is claimed by `limits::claim` only, never here.
-                      AND NOT EXISTS (SELECT 1 FROM {{S}}.mend_limits l WHERE l.queue = $1)
-                    ORDER BY priority, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
-                 UPDATE {{S}}.mend_jobs j SET state = 'running', attempt = j.attempt + 1, attempted_at = $4,
-                     lease_owner = $5, lease_expires_at = $6
-                 FROM picked WHERE j.id = picked.id
-                 RETURNING {}",
-                // Running a job does not need its history.
-                COLS.split(", ")
-                    .map(|c| if c == "events" { "NULL::jsonb".to_owned() } else { format!("j.{c}") })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+            claim: t(&claim_sql(false)),
+            claim_routed: t(&claim_sql(true)),
             // A completed attempt's durable cleanups are dropped with it.
             complete: t("UPDATE {S}.mend_jobs j SET state = 'completed', finalized_at = $1, result = u.result, lease_expires_at = NULL, pending_cleanups = NULL
                 FROM unnest($2::uuid[], $3::int4[], $4::text[], $5::json[]) AS u(id, attempt, owner, result)
@@ -342,14 +375,28 @@ impl Sql {
                 ts_text("finalized_at"),
                 ts_text("attempted_at")
             )),
-            register_node: t("INSERT INTO {S}.mend_nodes (id, host, pid, process_key, started_at, last_seen, lock_key, kinds, queues, build, in_flight, draining)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+            // The attempts the canary failed are given back by raising `max_attempts`, never
+            // by lowering `attempt`, so the fence of a late canary write still refuses it.
+            heal: t(&format!(
+                "UPDATE {{S}}.mend_jobs SET state = 'available', run_at = $4, finalized_at = NULL, lease_expires_at = NULL,
+                    max_attempts = max_attempts + (SELECT count(*)::int4 FROM jsonb_array_elements(
+                        CASE WHEN jsonb_typeof(errors) = 'array' THEN errors ELSE '[]'::jsonb END) e WHERE e->>'version' = $2),
+                    version = NULL, {}
+                 WHERE id = ANY(ARRAY(SELECT id FROM {{S}}.mend_jobs WHERE kind = $1 AND version = $2
+                     AND state IN ('retryable', 'discarded') AND attempted_at >= $3 ORDER BY attempted_at LIMIT $5))
+                   AND state IN ('retryable', 'discarded')
+                 RETURNING id",
+                push_event("$6::jsonb")
+            )),
+            register_node: t("INSERT INTO {S}.mend_nodes (id, host, pid, process_key, started_at, last_seen, lock_key, kinds, queues, build, in_flight, draining, versions)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, lock_key = excluded.lock_key, kinds = excluded.kinds,
-                 queues = excluded.queues, build = excluded.build, in_flight = excluded.in_flight, draining = excluded.draining"),
+                 queues = excluded.queues, build = excluded.build, in_flight = excluded.in_flight, draining = excluded.draining,
+                 versions = excluded.versions"),
             heartbeat_node: t("UPDATE {S}.mend_nodes SET last_seen = $2, in_flight = $3, draining = $4 WHERE id = $1"),
             // `leader`: the session holding the node's lock ($1 is the lock namespace) also
             // holds the maintenance leader's lock (key 0), i.e. the node's process leads.
-            list_nodes: t("SELECT n.id, n.host, n.pid, n.process_key, n.started_at, n.last_seen, n.kinds, n.queues, n.build, n.in_flight, n.draining,
+            list_nodes: t("SELECT n.id, n.host, n.pid, n.process_key, n.started_at, n.last_seen, n.kinds, n.queues, n.build, n.in_flight, n.draining, n.versions,
                     EXISTS (SELECT 1 FROM pg_locks nl JOIN pg_locks ll ON ll.pid = nl.pid AND ll.database = nl.database
                         WHERE nl.locktype = 'advisory' AND nl.granted AND nl.objsubid = 2
                           AND nl.database = (SELECT oid FROM pg_database WHERE datname = current_database())

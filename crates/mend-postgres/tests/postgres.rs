@@ -271,6 +271,7 @@ async fn claims_survive_a_cut_connection_pool() {
         lease_owner: "n".into(),
         lease_duration: Duration::from_secs(30),
         now: Utc::now(),
+        routes: Vec::new(),
     };
     let mut claimed = Vec::new();
     for _ in 0..5 {

@@ -164,5 +164,6 @@ pub(crate) fn prune(conn: &Connection, path: &str, p: PruneHistoryParams) -> Res
         .prepare_cached(sql::EVENTS_PRUNE)
         .and_then(|mut s| s.execute(params![before, limit]))
         .map_err(|e| map_err(path, e))?;
-    Ok((stats + events) as u64)
+    let samples = crate::rollouts::prune_samples(conn, path, p.before, p.limit)?;
+    Ok((stats + events) as u64 + samples)
 }

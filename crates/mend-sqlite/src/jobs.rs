@@ -109,9 +109,11 @@ pub(crate) fn claim(conn: &Connection, path: &str, p: ClaimParams) -> Result<Vec
         .now
         .checked_add_signed(lease)
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
-    // A limited queue looks further down its head: jobs held back by a per-key limit must
-    // not hide the ones behind them.
-    let limit = if limited {
+    // A limited or routed queue looks further down its head: jobs held back by a per-key
+    // limit, or on a side of a rollout this node does not serve, must not hide the ones
+    // behind them.
+    let routed = !p.routes.is_empty();
+    let limit = if limited || routed {
         i64::try_from(mend::limits::CLAIM_WINDOW).unwrap_or(i64::MAX)
     } else {
         i64::try_from(p.limit).unwrap_or(i64::MAX)
@@ -136,8 +138,21 @@ pub(crate) fn claim(conn: &Connection, path: &str, p: ClaimParams) -> Result<Vec
         )?
     };
     discard_undecodable(conn, path, bad, p.now)?;
+    if routed {
+        jobs.retain_mut(
+            |job| match mend::rollout::admit(&p.routes, &job.kind, job.id) {
+                Some(version) => {
+                    job.version = version.map(str::to_owned);
+                    true
+                }
+                None => false,
+            },
+        );
+    }
     if limited {
         jobs = crate::limits::admit(conn, path, &p, jobs)?;
+    } else {
+        jobs.truncate(p.limit);
     }
     let mut stmt = conn
         .prepare_cached(sql::CLAIM_ONE)
@@ -150,7 +165,8 @@ pub(crate) fn claim(conn: &Connection, path: &str, p: ClaimParams) -> Result<Vec
                 job.id.as_bytes().as_slice(),
                 now,
                 p.lease_owner,
-                micros(expires_at)
+                micros(expires_at),
+                job.version
             ])
             .map_err(|e| map_err(path, e))?;
         if n != 1 {

@@ -32,6 +32,7 @@ mod jobs;
 mod limits;
 mod nodes;
 mod queues;
+mod rollouts;
 mod row;
 mod schema;
 mod security;
@@ -647,5 +648,65 @@ impl Store for SqliteStore {
             security::args_key_add(conn, path, k)
         })
         .await
+    }
+
+    // ---- Gray release: see `rollouts`. ----
+
+    async fn rollout_start(
+        &self,
+        r: mend::rollout::Rollout,
+    ) -> Result<Option<mend::rollout::Rollout>> {
+        self.write(true, move |conn, path| rollouts::start(conn, path, r))
+            .await
+    }
+
+    async fn rollout_list(&self) -> Result<Vec<mend::rollout::Rollout>> {
+        self.read(rollouts::list).await
+    }
+
+    async fn rollout_get(&self, id: uuid::Uuid) -> Result<Option<mend::rollout::Rollout>> {
+        self.read(move |conn, path| rollouts::get(conn, path, id))
+            .await
+    }
+
+    async fn rollout_save(
+        &self,
+        r: mend::rollout::Rollout,
+    ) -> Result<Option<mend::rollout::Rollout>> {
+        self.write(true, move |conn, path| rollouts::save(conn, path, r))
+            .await
+    }
+
+    async fn rollout_routes(&self) -> Result<Vec<mend::rollout::RouteState>> {
+        self.read(rollouts::routes).await
+    }
+
+    async fn add_version_samples(&self, samples: Vec<mend::store::VersionSample>) -> Result<()> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        // Not fsynced on its own, like the history: a power cut loses half a second of samples.
+        self.write(false, move |conn, path| {
+            rollouts::add_samples(conn, path, samples)
+        })
+        .await
+    }
+
+    async fn version_samples(
+        &self,
+        p: mend::store::VersionSamplesParams,
+    ) -> Result<Vec<mend::store::VersionSample>> {
+        self.read(move |conn, path| rollouts::samples(conn, path, p))
+            .await
+    }
+
+    async fn rollout_heal(&self, p: mend::store::HealParams) -> Result<Vec<uuid::Uuid>> {
+        let ids = self
+            .write(true, move |conn, path| rollouts::heal(conn, path, p))
+            .await?;
+        if !ids.is_empty() {
+            self.wake();
+        }
+        Ok(ids)
     }
 }

@@ -26,6 +26,7 @@ pub(crate) fn register(conn: &Connection, path: &str, node: NodeInfo) -> Result<
                 node.build,
                 node.in_flight,
                 node.draining,
+                crate::row::to_json(&node.versions).unwrap_or_else(|_| "{}".to_owned()),
             ])
         })
         .map_err(|e| map_err(path, e))?;
@@ -64,6 +65,7 @@ pub(crate) fn list(conn: &Connection, path: &str) -> Result<Vec<NodeInfo>> {
                 r.get::<_, String>(8)?,
                 r.get::<_, u32>(9)?,
                 r.get::<_, bool>(10)?,
+                r.get::<_, String>(11)?,
             ))
         })
         .map_err(|e| map_err(path, e))?;
@@ -71,19 +73,31 @@ pub(crate) fn list(conn: &Connection, path: &str) -> Result<Vec<NodeInfo>> {
     for row in rows {
         // A damaged node row is skipped (its jobs are still rescued when their leases
         // expire) rather than failing every rescue pass.
-        let (id, host, pid, process_key, started, seen, kinds, queues, build, in_flight, draining) =
-            match row {
-                Ok(r) => r,
-                Err(
-                    e @ (rusqlite::Error::FromSqlConversionFailure(..)
-                    | rusqlite::Error::IntegralValueOutOfRange(..)
-                    | rusqlite::Error::InvalidColumnType(..)),
-                ) => {
-                    tracing::warn!(error = %e, "skipping an unreadable row in mend_nodes");
-                    continue;
-                }
-                Err(e) => return Err(map_err(path, e)),
-            };
+        let (
+            id,
+            host,
+            pid,
+            process_key,
+            started,
+            seen,
+            kinds,
+            queues,
+            build,
+            in_flight,
+            draining,
+            versions,
+        ) = match row {
+            Ok(r) => r,
+            Err(
+                e @ (rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::IntegralValueOutOfRange(..)
+                | rusqlite::Error::InvalidColumnType(..)),
+            ) => {
+                tracing::warn!(error = %e, "skipping an unreadable row in mend_nodes");
+                continue;
+            }
+            Err(e) => return Err(map_err(path, e)),
+        };
         let (Some(started_at), Some(last_seen)) = (
             DateTime::from_timestamp_micros(started),
             DateTime::from_timestamp_micros(seen),
@@ -104,6 +118,7 @@ pub(crate) fn list(conn: &Connection, path: &str) -> Result<Vec<NodeInfo>> {
             build,
             in_flight,
             draining,
+            versions: serde_json::from_str(&versions).unwrap_or_default(),
             // No election on SQLite: every node runs the (fenced) maintenance.
             leader: true,
         });

@@ -107,6 +107,7 @@ pub(crate) fn row_to_job(r: &Row<'_>) -> Result<JobRow> {
         timeout_ms: r.get(19).map_err(raw)?,
         trace_parent: r.get(21).map_err(raw)?,
         limit_key: r.get(24).map_err(raw)?,
+        version: r.get(25).map_err(raw)?,
         checkpoint: None,
         pending_cleanups: Vec::new(),
         timeline: Vec::new(),

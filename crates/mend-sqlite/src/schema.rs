@@ -214,6 +214,37 @@ CREATE TABLE mend_args_keys (
     created_at INTEGER NOT NULL
 );
 "#,
+    // 14: gray release. The handler version of each job's latest attempt (set by routed
+    // claims only), with a partial index that finds the jobs a canary failed; the versions
+    // each node serves; rollouts as JSON bodies, at most one active per kind; and the samples
+    // of versioned attempts the guard reads, insert only, by kind and time.
+    r#"
+ALTER TABLE mend_jobs ADD COLUMN version TEXT;
+CREATE INDEX mend_jobs_canary_failed ON mend_jobs (kind, version, attempted_at)
+    WHERE version IS NOT NULL AND state IN ('retryable', 'discarded');
+ALTER TABLE mend_nodes ADD COLUMN versions TEXT NOT NULL DEFAULT '{}';
+CREATE TABLE mend_rollouts (
+    id         BLOB PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    revision   INTEGER NOT NULL,
+    body       TEXT NOT NULL
+);
+CREATE UNIQUE INDEX mend_rollouts_active ON mend_rollouts (kind) WHERE state IN ('running', 'paused');
+CREATE INDEX mend_rollouts_kind ON mend_rollouts (kind, started_at);
+CREATE TABLE mend_version_samples (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    at       INTEGER NOT NULL,
+    kind     TEXT NOT NULL,
+    version  TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    run      TEXT NOT NULL
+);
+CREATE INDEX mend_version_samples_kind ON mend_version_samples (kind, at);
+CREATE INDEX mend_version_samples_at ON mend_version_samples (at);
+"#,
 ];
 
 /// The migration that makes unique keys depend on state (for the test that it names the

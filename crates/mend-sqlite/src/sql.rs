@@ -16,10 +16,10 @@ use std::sync::LazyLock;
 pub(crate) const MAX_TIMELINE_BYTES: usize = mend::job::MAX_TIMELINE_BYTES;
 
 /// Every column of `mend_jobs`, in the order `row::row_to_job` reads them.
-pub(crate) const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events, trace_parent, checkpoint, pending_cleanups, limit_key";
+pub(crate) const COLS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, events, trace_parent, checkpoint, pending_cleanups, limit_key, version";
 
 /// [`COLS`] without the stored events, for claims: running a job does not need its history.
-const COLS_TO_RUN: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, NULL, trace_parent, checkpoint, pending_cleanups, limit_key";
+const COLS_TO_RUN: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, run_at, created_at, attempted_at, finalized_at, lease_owner, lease_expires_at, cancel_requested, errors, unique_key, tags, result, timeout_ms, NULL, trace_parent, checkpoint, pending_cleanups, limit_key, version";
 
 /// The fence every write on behalf of a running attempt carries: the job, the attempt and the
 /// lease owner as parameters 1, 2 and 3. A worker that lost its lease matches no row.
@@ -191,10 +191,28 @@ pub(crate) fn claim_kinds(kinds: usize) -> String {
     )
 }
 
-/// Marks one selected job running for lease owner `?3` until `?4`.
+/// Marks one selected job running for lease owner `?3` until `?4`, run by handler version
+/// `?5` (NULL: not routed).
 pub(crate) const CLAIM_ONE: &str =
     "UPDATE mend_jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?2,
-        lease_owner = ?3, lease_expires_at = ?4 WHERE id = ?1 AND state = 'available'";
+        lease_owner = ?3, lease_expires_at = ?4, version = ?5 WHERE id = ?1 AND state = 'available'";
+
+/// Hands jobs of kind `?1` whose latest attempt ran canary `?2` (started at or after `?3`)
+/// and failed back to stable at `?4`: at most `?5`, each with event `?6`. The attempts the
+/// canary failed are given back by raising `max_attempts`, never by lowering `attempt`, so
+/// the fence of a late canary write still refuses it.
+pub(crate) static HEAL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE mend_jobs SET state = 'available', run_at = ?4, finalized_at = NULL, lease_expires_at = NULL,
+            max_attempts = max_attempts + (SELECT count(*) FROM json_each(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END)
+                                           WHERE json_extract(value, '$.version') = ?2),
+            version = NULL, {}
+         WHERE id IN (SELECT id FROM mend_jobs WHERE kind = ?1 AND version = ?2 AND state IN ('retryable', 'discarded')
+                      AND attempted_at >= ?3 ORDER BY attempted_at LIMIT ?5)
+         RETURNING id",
+        push_event("?6")
+    )
+});
 
 // --- mend_jobs: what a running attempt writes (all fenced) -----------------------------------
 
@@ -335,8 +353,8 @@ pub(crate) static RETRY_FINISHED: LazyLock<String> = LazyLock::new(|| {
 // --- mend_nodes ---------------------------------------------------------------------------------
 
 /// Registers a node, or refreshes its `last_seen`.
-pub(crate) const REGISTER_NODE: &str = "INSERT INTO mend_nodes (id, host, pid, process_key, started_at, last_seen, kinds, queues, build, in_flight, draining) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-     ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, kinds = excluded.kinds, queues = excluded.queues, build = excluded.build, in_flight = excluded.in_flight, draining = excluded.draining";
+pub(crate) const REGISTER_NODE: &str = "INSERT INTO mend_nodes (id, host, pid, process_key, started_at, last_seen, kinds, queues, build, in_flight, draining, versions) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+     ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, kinds = excluded.kinds, queues = excluded.queues, build = excluded.build, in_flight = excluded.in_flight, draining = excluded.draining, versions = excluded.versions";
 
 /// A node's liveness heartbeat, with its attempts in flight and whether it drains.
 pub(crate) const HEARTBEAT_NODE: &str =
@@ -344,7 +362,7 @@ pub(crate) const HEARTBEAT_NODE: &str =
 
 /// Every registered node.
 pub(crate) const LIST_NODES: &str =
-    "SELECT id, host, pid, process_key, started_at, last_seen, kinds, queues, build, in_flight, draining FROM mend_nodes ORDER BY id";
+    "SELECT id, host, pid, process_key, started_at, last_seen, kinds, queues, build, in_flight, draining, versions FROM mend_nodes ORDER BY id";
 
 // --- mend_stats, mend_events (dashboard history) ------------------------------------------------
 

@@ -253,6 +253,7 @@ async fn a_locked_database_times_out_with_a_clear_error_and_loses_nothing() {
             lease_owner: "n".into(),
             lease_duration: Duration::from_secs(30),
             now: chrono::Utc::now(),
+            routes: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -292,6 +293,7 @@ async fn a_damaged_row_is_set_aside_instead_of_wedging_the_queue() {
         lease_owner: "n".into(),
         lease_duration: Duration::from_secs(30),
         now: chrono::Utc::now(),
+        routes: Vec::new(),
     };
     let claimed = store.claim(claim(10)).await.unwrap();
     assert_eq!(claimed.len(), 1, "the healthy job is still claimed");

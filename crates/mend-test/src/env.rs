@@ -349,6 +349,7 @@ impl Env {
                 lease_owner: owner.to_owned(),
                 lease_duration: lease,
                 now: chrono::Utc::now(),
+                routes: Vec::new(),
             })
             .await
             .expect("claim")

@@ -220,4 +220,38 @@ impl Store for Crashing {
     async fn args_key_add(&self, k: mend::secrets::ArgsKeyCheck) -> Result<()> {
         self.inner.args_key_add(k).await
     }
+
+    async fn rollout_start(
+        &self,
+        r: mend::rollout::Rollout,
+    ) -> Result<Option<mend::rollout::Rollout>> {
+        self.inner.rollout_start(r).await
+    }
+    async fn rollout_list(&self) -> Result<Vec<mend::rollout::Rollout>> {
+        self.inner.rollout_list().await
+    }
+    async fn rollout_get(&self, id: uuid::Uuid) -> Result<Option<mend::rollout::Rollout>> {
+        self.inner.rollout_get(id).await
+    }
+    async fn rollout_save(
+        &self,
+        r: mend::rollout::Rollout,
+    ) -> Result<Option<mend::rollout::Rollout>> {
+        self.inner.rollout_save(r).await
+    }
+    async fn rollout_routes(&self) -> Result<Vec<mend::rollout::RouteState>> {
+        self.inner.rollout_routes().await
+    }
+    async fn add_version_samples(&self, s: Vec<mend::store::VersionSample>) -> Result<()> {
+        self.inner.add_version_samples(s).await
+    }
+    async fn version_samples(
+        &self,
+        p: mend::store::VersionSamplesParams,
+    ) -> Result<Vec<mend::store::VersionSample>> {
+        self.inner.version_samples(p).await
+    }
+    async fn rollout_heal(&self, p: mend::store::HealParams) -> Result<Vec<uuid::Uuid>> {
+        self.inner.rollout_heal(p).await
+    }
 }

@@ -572,10 +572,13 @@ where
     }
 }
 
-/// Handlers by kind, and durable cleanup actions by name.
+/// Handlers by kind (and named versions of them, for gray release: see
+/// [`crate::rollout`]), and durable cleanup actions by name.
 #[derive(Clone)]
 pub struct Registry {
     handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+    /// Named versions per kind, in the order they were registered.
+    versions: HashMap<String, Vec<(String, Arc<dyn ErasedHandler>)>>,
     cleanups: HashMap<String, crate::cleanup::CleanupAction>,
 }
 
@@ -584,6 +587,7 @@ impl Default for Registry {
     fn default() -> Self {
         let mut registry = Registry {
             handlers: HashMap::new(),
+            versions: HashMap::new(),
             cleanups: HashMap::new(),
         };
         registry.register_cleanup(crate::cleanup::remove_staged);
@@ -634,6 +638,122 @@ impl Registry {
         self
     }
 
+    /// Register a named version of a [`Handler`] for its args' kind, beside the kind's
+    /// unversioned handler and other versions (replacing an earlier one of the same name).
+    /// Which version runs a job is decided by the kind's rollout (see [`crate::rollout`]);
+    /// without one, the unversioned handler runs, or else the version registered first.
+    pub fn register_version<H: Handler>(
+        &mut self,
+        version: impl Into<String>,
+        handler: H,
+    ) -> &mut Self {
+        self.insert_version(
+            H::Args::KIND.to_owned(),
+            version.into(),
+            Arc::new(Typed(Arc::new(handler))),
+        )
+    }
+
+    /// Register an async fn as a named version of `A::KIND` (see [`Registry::register_version`]).
+    pub fn register_version_fn<A, F, Fut, O>(
+        &mut self,
+        version: impl Into<String>,
+        f: F,
+    ) -> &mut Self
+    where
+        A: JobArgs,
+        F: Fn(JobContext, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, JobError>> + Send + 'static,
+        O: Serialize + Send + 'static,
+    {
+        self.register_version(
+            version,
+            FnHandler {
+                f,
+                _args: std::marker::PhantomData,
+            },
+        )
+    }
+
+    /// Register an untyped handler on raw JSON as a named version of `kind`.
+    pub fn register_raw_version<F, Fut>(
+        &mut self,
+        kind: impl Into<String>,
+        version: impl Into<String>,
+        timeout: Option<Duration>,
+        f: F,
+    ) -> &mut Self
+    where
+        F: Fn(JobContext, serde_json::Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<serde_json::Value>, JobError>> + Send + 'static,
+    {
+        self.insert_version(
+            kind.into(),
+            version.into(),
+            Arc::new(RawHandler { f, timeout }),
+        )
+    }
+
+    fn insert_version(
+        &mut self,
+        kind: String,
+        version: String,
+        handler: Arc<dyn ErasedHandler>,
+    ) -> &mut Self {
+        let list = self.versions.entry(kind).or_default();
+        match list.iter_mut().find(|(v, _)| *v == version) {
+            Some(slot) => slot.1 = handler,
+            None => list.push((version, handler)),
+        }
+        self
+    }
+
+    /// The handler that runs an attempt of `kind` recorded with `version` (`None`: not
+    /// routed, so the unversioned handler, or else the version registered first).
+    pub fn handler_for(
+        &self,
+        kind: &str,
+        version: Option<&str>,
+    ) -> Option<&Arc<dyn ErasedHandler>> {
+        match version.filter(|v| *v != crate::rollout::UNVERSIONED) {
+            Some(v) => self
+                .versions
+                .get(kind)
+                .and_then(|l| l.iter().find(|(name, _)| name == v))
+                .map(|(_, h)| h),
+            None => self.handlers.get(kind).or_else(|| {
+                self.versions
+                    .get(kind)
+                    .and_then(|l| l.first())
+                    .map(|(_, h)| h)
+            }),
+        }
+    }
+
+    /// What this registry serves per kind, for routing: `None` stands for the unversioned
+    /// handler.
+    pub fn served(&self) -> crate::rollout::Served {
+        let mut out = crate::rollout::Served::new();
+        for kind in self.handlers.keys() {
+            out.entry(kind.clone()).or_default().push(None);
+        }
+        for (kind, list) in &self.versions {
+            let entry = out.entry(kind.clone()).or_default();
+            entry.extend(list.iter().map(|(v, _)| Some(v.clone())));
+        }
+        out
+    }
+
+    /// The named versions per kind (kinds with only an unversioned handler left out), as a
+    /// node reports them.
+    pub fn versions(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        self.versions
+            .iter()
+            .filter(|(_, l)| !l.is_empty())
+            .map(|(k, l)| (k.clone(), l.iter().map(|(v, _)| v.clone()).collect()))
+            .collect()
+    }
+
     /// Register a durable cleanup action (see `JobContext::defer_durable`). It must be
     /// idempotent: after a crash it may run a second time.
     pub fn register_cleanup<A, F, Fut>(&mut self, f: F) -> &mut Self
@@ -660,15 +780,21 @@ impl Registry {
         self.cleanups.get(name)
     }
 
-    /// The handler for a kind.
+    /// The handler for a kind when no rollout routes it (see [`Registry::handler_for`]).
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn ErasedHandler>> {
-        self.handlers.get(kind)
+        self.handler_for(kind, None)
     }
 
-    /// The kinds registered, sorted.
+    /// The kinds registered (unversioned or in any version), sorted.
     pub fn kinds(&self) -> Vec<String> {
-        let mut kinds: Vec<_> = self.handlers.keys().cloned().collect();
+        let mut kinds: Vec<_> = self
+            .handlers
+            .keys()
+            .chain(self.versions.keys())
+            .cloned()
+            .collect();
         kinds.sort();
+        kinds.dedup();
         kinds
     }
 }

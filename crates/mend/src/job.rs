@@ -204,6 +204,9 @@ pub struct AttemptError {
     pub message: String,
     /// When it was recorded.
     pub at: DateTime<Utc>,
+    /// The handler version that ran the attempt, when the kind was routed by a rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 impl AttemptError {
@@ -216,6 +219,7 @@ impl AttemptError {
                 "the stored job cannot be read ({why}); repair the row, then retry the job"
             ),
             at: now,
+            version: None,
         }
     }
 }
@@ -318,6 +322,13 @@ pub fn build_timeline(job: &JobRow, stored: Vec<TimelineEvent>) -> Vec<TimelineE
         let at = at.max(floor);
         let mut claimed = TimelineEvent::new(at, "claimed").attempt(job.attempt);
         claimed.node = job.lease_owner.clone();
+        if let Some(v) = &job.version {
+            claimed.detail = Some(if v.is_empty() {
+                "routed to the unversioned handler".to_owned()
+            } else {
+                format!("handler version {v}")
+            });
+        }
         out.push(claimed);
         if job.state == JobState::Completed {
             if let Some(done_at) = job.finalized_at {
@@ -392,6 +403,10 @@ pub struct JobRow {
     /// Durable cleanups written down and not yet run (a completed attempt drops its own).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_cleanups: Vec<crate::cleanup::DurableCleanup>,
+    /// The handler version of the latest attempt, when a rollout (or a promoted version)
+    /// routed its kind; `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// What happened to the job, oldest first (see [`build_timeline`]). Jobs handed out by a
     /// claim carry an empty timeline: running them does not need it.
     #[serde(default)]
@@ -597,6 +612,7 @@ impl NewJob {
             pending_cleanups: Vec::new(),
             // The same as a read derives (see build_timeline).
             timeline: vec![TimelineEvent::new(created_at, "enqueued")],
+            version: None,
         }
     }
 
@@ -750,12 +766,14 @@ mod tests {
             checkpoint: None,
             pending_cleanups: vec![],
             timeline: vec![],
+            version: None,
         };
         let err = |kind| AttemptError {
             attempt: 1,
             kind,
             message: String::new(),
             at: Utc::now(),
+            version: None,
         };
         job.errors = vec![
             err(ErrorKind::Lost),

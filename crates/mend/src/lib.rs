@@ -49,6 +49,7 @@ pub mod maintenance;
 pub mod node;
 pub mod panic;
 pub mod retry;
+pub mod rollout;
 pub mod runtime;
 pub mod secrets;
 pub mod settle;

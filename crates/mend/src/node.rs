@@ -104,6 +104,7 @@ pub fn this_node(now: DateTime<Utc>) -> NodeInfo {
         in_flight: 0,
         draining: false,
         leader: false,
+        versions: Default::default(),
     }
 }
 

@@ -612,6 +612,40 @@ impl Store for EncryptedArgs {
     async fn args_key_add(&self, check: ArgsKeyCheck) -> Result<()> {
         self.inner.args_key_add(check).await
     }
+
+    async fn rollout_start(
+        &self,
+        r: crate::rollout::Rollout,
+    ) -> Result<Option<crate::rollout::Rollout>> {
+        self.inner.rollout_start(r).await
+    }
+    async fn rollout_list(&self) -> Result<Vec<crate::rollout::Rollout>> {
+        self.inner.rollout_list().await
+    }
+    async fn rollout_get(&self, id: Uuid) -> Result<Option<crate::rollout::Rollout>> {
+        self.inner.rollout_get(id).await
+    }
+    async fn rollout_save(
+        &self,
+        r: crate::rollout::Rollout,
+    ) -> Result<Option<crate::rollout::Rollout>> {
+        self.inner.rollout_save(r).await
+    }
+    async fn rollout_routes(&self) -> Result<Vec<crate::rollout::RouteState>> {
+        self.inner.rollout_routes().await
+    }
+    async fn add_version_samples(&self, s: Vec<crate::store::VersionSample>) -> Result<()> {
+        self.inner.add_version_samples(s).await
+    }
+    async fn version_samples(
+        &self,
+        p: crate::store::VersionSamplesParams,
+    ) -> Result<Vec<crate::store::VersionSample>> {
+        self.inner.version_samples(p).await
+    }
+    async fn rollout_heal(&self, p: crate::store::HealParams) -> Result<Vec<Uuid>> {
+        self.inner.rollout_heal(p).await
+    }
 }
 
 #[cfg(test)]

@@ -251,6 +251,7 @@ pub fn settle(
             kind,
             message: bound_message(message),
             at: now,
+            version: None,
         }
     };
     let kind = ending.error_kind();
@@ -353,6 +354,7 @@ pub fn lost(
             kind: ErrorKind::Lost,
             message,
             at: now,
+            version: None,
         },
         quarantined,
     }

@@ -691,6 +691,10 @@ pub mod event_kind {
     /// A durable cleanup failed every one of its tries (`mend doctor` counts these per
     /// cleanup to find one failing again and again).
     pub const CLEANUP_FAILED: &str = "cleanup_failed";
+    /// A rollout's guard cut its canary off (detail: the rollout and the evidence).
+    pub const ROLLOUT_CUT_OFF: &str = "rollout_cut_off";
+    /// A rollout's canary became stable.
+    pub const ROLLOUT_PROMOTED: &str = "rollout_promoted";
 }
 
 /// One cluster event (a rescue, a node joining or leaving).

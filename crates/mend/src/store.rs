@@ -227,6 +227,10 @@ pub struct ClaimParams {
     pub lease_duration: Duration,
     /// The current time (so tests can control it).
     pub now: DateTime<Utc>,
+    /// How kinds under a rollout (or pinned to a version) are routed: only the jobs whose
+    /// side this node serves are claimed, and the version that runs each is recorded on it.
+    /// Empty: the plain claim, no version recorded.
+    pub routes: Vec<crate::rollout::Route>,
 }
 
 /// How an attempt ended, as the store records it.
@@ -264,6 +268,18 @@ pub enum OutcomeKind {
 }
 
 impl OutcomeKind {
+    /// The error recorded for the attempt, to amend it.
+    pub fn error_mut(&mut self) -> Option<&mut AttemptError> {
+        match self {
+            OutcomeKind::Retry { error, .. }
+            | OutcomeKind::Discard { error }
+            | OutcomeKind::Cancelled { error } => Some(error),
+            OutcomeKind::Completed { .. } | OutcomeKind::Snooze { .. } | OutcomeKind::Release => {
+                None
+            }
+        }
+    }
+
     /// The error recorded for the attempt, if it failed or was cancelled.
     pub fn error(&self) -> Option<&AttemptError> {
         match self {
@@ -765,6 +781,10 @@ pub struct NodeInfo {
     /// Its shutdown has begun: it claims nothing more and drains what runs.
     #[serde(default)]
     pub draining: bool,
+    /// The named handler versions it serves, per kind (kinds with only an unversioned
+    /// handler are not listed).
+    #[serde(default)]
+    pub versions: std::collections::BTreeMap<String, Vec<String>>,
     /// Filled in by [`Store::list_nodes`], ignored when registering: its process runs the
     /// maintenance (rescues, pruning, cron). PostgreSQL: its process holds the leader lock.
     /// SQLite has no election (every node rescues, fenced), so every node reads `true`.
@@ -1181,4 +1201,90 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a key check unless its key id has one already.
     async fn args_key_add(&self, check: crate::secrets::ArgsKeyCheck) -> Result<()>;
+
+    // ---- Gray release (see `crate::rollout`) ----
+
+    /// Stores a new rollout. Its `stable` is set here from the kind's latest rollout (a
+    /// promoted one's canary, else that one's stable; none: unversioned), in the same
+    /// transaction. `None` when the kind already has an active (running or paused) rollout.
+    async fn rollout_start(&self, rollout: Rollout) -> Result<Option<Rollout>>;
+
+    /// The rollouts, newest first, at most [`MAX_ROLLOUTS_LISTED`].
+    async fn rollout_list(&self) -> Result<Vec<Rollout>>;
+
+    /// One rollout.
+    async fn rollout_get(&self, id: Uuid) -> Result<Option<Rollout>>;
+
+    /// Replaces a rollout if its stored revision is still `rollout.revision` (compare and
+    /// set: a leader change or an operator racing the guard cannot lose a decision). Returns
+    /// the stored rollout with its revision bumped, or `None` if it moved on (or is gone).
+    async fn rollout_save(&self, rollout: Rollout) -> Result<Option<Rollout>>;
+
+    /// How each kind that ever had a rollout is routed now: its latest rollout's
+    /// [`Rollout::route_state`]. Read by every node at every heartbeat.
+    async fn rollout_routes(&self) -> Result<Vec<RouteState>>;
+
+    /// Stores the samples of versioned attempts one node gathered (insert only: readers add
+    /// them up).
+    async fn add_version_samples(&self, samples: Vec<VersionSample>) -> Result<()>;
+
+    /// The samples of `kind` since `since`, oldest first, at most [`MAX_SAMPLE_ROWS`].
+    async fn version_samples(&self, params: VersionSamplesParams) -> Result<Vec<VersionSample>>;
+
+    /// Hands jobs the canary failed back to stable: jobs of `kind` whose latest attempt ran
+    /// `canary` (since `since`) and that are now `retryable` or `discarded` go back to
+    /// `available` now, with `max_attempts` raised by the attempts the canary failed, and an
+    /// event in their timeline. Returns their ids (at most `limit`).
+    async fn rollout_heal(&self, params: HealParams) -> Result<Vec<Uuid>>;
+}
+
+pub use crate::rollout::{Rollout, RouteState};
+
+/// Most rollouts [`Store::rollout_list`] returns.
+pub const MAX_ROLLOUTS_LISTED: usize = 500;
+
+/// Most sample rows one [`Store::version_samples`] read returns.
+pub const MAX_SAMPLE_ROWS: usize = 100_000;
+
+/// What the attempts of one (kind, version) did during one flush on one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionSample {
+    /// When the flush ran.
+    pub at: DateTime<Utc>,
+    /// The kind.
+    pub kind: String,
+    /// The version (`None`: unversioned).
+    pub version: Option<String>,
+    /// Attempts that ended.
+    pub attempts: u64,
+    /// Of those, the ones that failed (errors, panics, timeouts, lost).
+    pub failures: u64,
+    /// Their run times.
+    pub run: crate::stats::Sketch,
+}
+
+/// Which samples to read.
+#[derive(Debug, Clone)]
+pub struct VersionSamplesParams {
+    /// The kind.
+    pub kind: String,
+    /// From this time on.
+    pub since: DateTime<Utc>,
+}
+
+/// Jobs to hand back to stable (see [`Store::rollout_heal`]).
+#[derive(Debug, Clone)]
+pub struct HealParams {
+    /// The kind.
+    pub kind: String,
+    /// The canary version.
+    pub canary: String,
+    /// Only attempts that started at or after this (the rollout's start).
+    pub since: DateTime<Utc>,
+    /// The current time.
+    pub now: DateTime<Utc>,
+    /// At most this many jobs per call.
+    pub limit: usize,
+    /// The timeline event each job gets.
+    pub event: crate::job::TimelineEvent,
 }

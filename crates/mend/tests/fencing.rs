@@ -251,6 +251,7 @@ async fn complete_many_fences_wrong_owner_and_wrong_attempt() {
         kind: ErrorKind::Error,
         message: "nope".into(),
         at: Utc::now(),
+        version: None,
     };
     let kinds = [
         OutcomeKind::Retry {

@@ -184,6 +184,7 @@ async fn apply(
                     lease_owner: OWNERS[*owner].to_owned(),
                     lease_duration: lease,
                     now: at(*later),
+                    routes: Vec::new(),
                 })
                 .await
                 .unwrap();
@@ -259,6 +260,7 @@ async fn apply(
                 kind: ErrorKind::Error,
                 message: "boom".into(),
                 at: t0,
+                version: None,
             };
             let run_at =
                 |later: bool| at(later) + chrono::Duration::seconds(if later { 1 } else { -1 });

@@ -284,6 +284,7 @@ mod tests {
             checkpoint: None,
             pending_cleanups: vec![],
             timeline: vec![],
+            version: None,
         }
     }
 
@@ -380,6 +381,7 @@ mod tests {
             kind: mend::ErrorKind::Error,
             message: "boom".into(),
             at: Utc::now(),
+            version: None,
         });
         let a = why(&facts(&job, &nodes));
         assert!(a[0].headline.starts_with("It waits to retry at "));

@@ -167,6 +167,7 @@ pub(crate) async fn claim(
                 lease_owner: owner.clone(),
                 lease_duration: lease,
                 now: Utc::now(),
+                routes: Vec::new(),
             })
             .await?;
         let now = tokio::time::Instant::now();

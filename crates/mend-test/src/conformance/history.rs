@@ -325,6 +325,7 @@ pub async fn node_facts_round_trip_and_heartbeats_update_them(store: Arc<dyn Sto
         in_flight: 3,
         draining: false,
         leader: false,
+        versions: Default::default(),
     };
     store.register_node(node.clone()).await.unwrap();
     // As an older mend registers: no facts.

@@ -64,6 +64,7 @@ fn claim_params(queue: &str, limit: usize, owner: &str) -> ClaimParams {
         lease_owner: owner.into(),
         lease_duration: Duration::from_secs(30),
         now: Utc::now(),
+        routes: Vec::new(),
     }
 }
 
@@ -114,6 +115,7 @@ fn err(attempt: i32, kind: ErrorKind, message: &str) -> AttemptError {
         kind,
         message: message.into(),
         at: DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap(),
+        version: None,
     }
 }
 

@@ -4,4 +4,5 @@
 pub mod history;
 pub mod pruner;
 pub mod rescuer;
+pub mod rollouts;
 pub mod scheduler;

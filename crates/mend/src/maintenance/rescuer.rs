@@ -107,6 +107,20 @@ pub async fn rescue_once(
     if !rescued.is_empty() || !dead_info.is_empty() {
         crate::maintenance::history::rescued(store, history, &rescued, &dead_info, now).await;
     }
+    // A lost attempt of a routed kind counts against its version: a canary that kills its
+    // worker must be cut off like one that fails. Rare, so written at once.
+    let lost = crate::rollout::SampleRecorder::default();
+    for r in &rescued {
+        if let Some(v) = &r.job.version {
+            lost.record(&r.job.kind, v, crate::stats::Ended::Lost, None);
+        }
+    }
+    let lost = lost.take(now);
+    if !lost.is_empty() {
+        if let Err(e) = store.add_version_samples(lost).await {
+            tracing::warn!(error = %e, "recording lost attempts for the rollout guard failed");
+        }
+    }
     if !dead.is_empty() {
         tracing::info!(nodes = ?dead, "removed dead nodes");
         store.deregister_nodes(dead).await?;
@@ -156,10 +170,12 @@ pub fn decide(
     quarantine_after_lost: u32,
 ) -> RescueDecision {
     let owner = job.lease_owner.as_deref().unwrap_or("unknown");
-    crate::settle::lost(
+    let mut decision = crate::settle::lost(
         owner,
         &crate::settle::Attempt::of(job),
         now,
         quarantine_after_lost,
-    )
+    );
+    decision.error.version.clone_from(&job.version);
+    decision
 }

@@ -251,11 +251,17 @@ fn finish(shared: &Shared, batch: Vec<Pending>, result: CompleteResult) {
         .fetch_add(fenced.len() as u64, Ordering::Relaxed);
     let publish = shared.events.receiver_count() > 0;
     let ended_at = Utc::now();
+    let plan = shared.plan();
     for p in &batch {
         if fenced.contains(&p.outcome.fence.id) {
             continue;
         }
         if let Some(ended) = crate::stats::Ended::of(&p.outcome.kind) {
+            if let Some(v) = &p.version {
+                if plan.sampled.contains(&p.kind) {
+                    shared.samples.record(&p.kind, v, ended, Some(p.timing.run));
+                }
+            }
             shared.history.record(
                 &p.queue,
                 &p.kind,

@@ -80,7 +80,10 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
         shared.stop_attempt(job.id, job.attempt, Stop::Cancel);
     }
 
-    let handler = shared.registry.get(&job.kind).cloned();
+    let handler = shared
+        .registry
+        .handler_for(&job.kind, job.version.as_deref())
+        .cloned();
     let kind_timeout = handler
         .as_ref()
         .and_then(|h| guarded("Handler::timeout", None, || h.timeout()));
@@ -144,7 +147,7 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     let backoff = |n: i32| {
         let own = shared
             .registry
-            .get(&job.kind)
+            .handler_for(&job.kind, job.version.as_deref())
             .and_then(|h| guarded("Handler::retry_policy", None, || h.retry_policy()));
         match own {
             Some(policy) => policy.backoff(n),
@@ -156,7 +159,10 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
         backoff: &backoff,
         quarantine_after_lost: shared.config.quarantine_after_lost,
     };
-    let outcome = settle::settle(ended, &facts, &cleanups, &rules).outcome;
+    let mut outcome = settle::settle(ended, &facts, &cleanups, &rules).outcome;
+    if let Some(error) = outcome.as_mut().and_then(OutcomeKind::error_mut) {
+        error.version.clone_from(&job.version);
+    }
 
     attempt_over.store(true, Ordering::Release);
     untrack.armed = false;
@@ -336,6 +342,7 @@ fn report(
         },
         kind: job.kind,
         queue: job.queue,
+        version: job.version,
         _backlog: shared.backlog.clone().try_acquire_owned().ok(),
         facts,
         effect,

@@ -30,7 +30,6 @@ pub(super) async fn run(
 ) {
     let slots = Arc::new(Semaphore::new(concurrency));
     let wake = shared.store.wakeup();
-    let kinds = shared.registry.kinds();
     let mut error_backoff = Duration::from_millis(50);
     let mut busy = false;
     loop {
@@ -77,15 +76,27 @@ pub(super) async fn run(
         notified.as_mut().enable();
 
         let wanted = permits.len();
+        let plan = shared.plan();
+        if plan.claims_nothing() {
+            // Every kind here is pinned to versions this node does not serve.
+            drop(permits);
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(shared.config.poll_interval) => {}
+            }
+            continue;
+        }
         let claimed = shared
             .store
             .claim(ClaimParams {
                 queue: queue.clone(),
-                kinds: kinds.clone(),
+                kinds: plan.kinds.clone(),
                 limit: wanted,
                 lease_owner: shared.node.id.clone(),
                 lease_duration: shared.config.lease_duration,
                 now: Utc::now(),
+                routes: plan.routes.clone(),
             })
             .await;
         match claimed {

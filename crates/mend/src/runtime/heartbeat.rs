@@ -33,6 +33,8 @@ fn alive_in_flight(shared: &Shared) -> u32 {
 }
 
 async fn beat(shared: &Shared, last_extended: &mut Instant) {
+    // Every node obeys a rollout's change (a cut-off above all) within a heartbeat.
+    shared.refresh_plan().await;
     let now = Utc::now();
     let alive = HeartbeatNodeParams {
         id: shared.node.id.clone(),

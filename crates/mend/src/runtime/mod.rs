@@ -274,6 +274,8 @@ struct Pending {
     outcome: Outcome,
     kind: String,
     queue: String,
+    /// The handler version that ran the attempt, when a route recorded one.
+    version: Option<String>,
     /// A place in the completer's backlog, held until the outcome is written (see
     /// [`OUTCOME_BACKLOG`]); `None` when the backlog was already full (an outcome is never held
     /// back for want of one).
@@ -319,9 +321,37 @@ pub(crate) struct Shared {
     hard_stop: CancellationToken,
     /// Per-minute history, flushed to the store off the hot path (see [`crate::stats`]).
     history: Arc<crate::stats::Recorder>,
+    /// What this node serves per kind, for routing (see [`crate::rollout`]).
+    served: crate::rollout::Served,
+    /// How claims are routed now: refreshed from the stored rollouts at every heartbeat.
+    plan: std::sync::RwLock<Arc<crate::rollout::Plan>>,
+    /// Outcomes of attempts of kinds under an active rollout, for the guard.
+    samples: Arc<crate::rollout::SampleRecorder>,
 }
 
 impl Shared {
+    /// The claim plan in force.
+    fn plan(&self) -> Arc<crate::rollout::Plan> {
+        self.plan.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-reads the stored rollouts and replans; a failure keeps the plan in force.
+    async fn refresh_plan(&self) {
+        match self.store.rollout_routes().await {
+            Ok(states) => {
+                let plan = Arc::new(crate::rollout::plan(&states, &self.served));
+                let mut slot = self.plan.write().unwrap_or_else(|p| p.into_inner());
+                if **slot != *plan {
+                    tracing::info!(routes = ?plan.routes, "routing of handler versions changed");
+                    *slot = plan;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading rollouts failed; routing stays as it was")
+            }
+        }
+    }
+
     fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<(Uuid, i32), InFlight>> {
         self.inflight.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -470,6 +500,12 @@ impl Worker {
         let mut node = crate::node::this_node(now);
         // Recorded so `mend doctor` can tell which kinds no live node serves.
         node.kinds = self.registry.kinds();
+        node.versions = self.registry.versions();
+        let served = self.registry.served();
+        // Routing is known before the first claim: a canary-only node must not take stable
+        // jobs in its first second.
+        let states = self.store.rollout_routes().await?;
+        let plan = Arc::new(crate::rollout::plan(&states, &served));
         node.queues = self
             .config
             .queues
@@ -512,6 +548,9 @@ impl Worker {
             ready: AtomicBool::new(true),
             hard_stop: root.child_token(),
             history,
+            served,
+            plan: std::sync::RwLock::new(plan),
+            samples: Arc::new(crate::rollout::SampleRecorder::default()),
         });
         shared
             .stats
@@ -578,6 +617,15 @@ impl Worker {
             heartbeat_stop.clone(),
         ));
         maintenance.spawn(crate::maintenance::scheduler::run(
+            shared.store.clone(),
+            heartbeat_stop.clone(),
+        ));
+        maintenance.spawn(crate::rollout::run_sample_flusher(
+            shared.samples.clone(),
+            shared.store.clone(),
+            heartbeat_stop.clone(),
+        ));
+        maintenance.spawn(crate::maintenance::rollouts::run(
             shared.store.clone(),
             heartbeat_stop.clone(),
         ));
