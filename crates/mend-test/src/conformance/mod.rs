@@ -31,6 +31,7 @@ mod operator;
 mod outcomes;
 mod reads;
 mod rescue;
+mod rollouts;
 mod unique;
 
 pub use claims::*;
@@ -48,6 +49,7 @@ pub use operator::*;
 pub use outcomes::*;
 pub use reads::*;
 pub use rescue::*;
+pub use rollouts::*;
 pub use unique::*;
 
 const OWNER: &str = "node-a";
