@@ -1232,9 +1232,10 @@ pub trait Store: Send + Sync + 'static {
     async fn version_samples(&self, params: VersionSamplesParams) -> Result<Vec<VersionSample>>;
 
     /// Hands jobs the canary failed back to stable: jobs of `kind` whose latest attempt ran
-    /// `canary` (since `since`) and that are now `retryable` or `discarded` go back to
-    /// `available` now, with `max_attempts` raised by the attempts the canary failed, and an
-    /// event in their timeline. Returns their ids (at most `limit`).
+    /// `canary` (since `since`) and that wait to run again or were discarded go back to
+    /// `available` now, with `max_attempts` raised by the canary's failures not given back
+    /// yet (each then marked `given_back`), and an event in their timeline. Returns their ids
+    /// (at most `limit`).
     async fn rollout_heal(&self, params: HealParams) -> Result<Vec<Uuid>>;
 }
 

@@ -118,6 +118,7 @@ fn err(attempt: i32, kind: ErrorKind, message: &str) -> AttemptError {
         message: message.into(),
         at: DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap(),
         version: None,
+        given_back: false,
     }
 }
 
