@@ -524,7 +524,12 @@ async fn remote_workers_claim_only_the_side_of_a_rollout_they_serve() {
     // Remote workers are not registered nodes, so the rollout is stored directly.
     s.state
         .store
-        .rollout_start(mend::rollout::Rollout::new(spec, None, "test", chrono::Utc::now()))
+        .rollout_start(mend::rollout::Rollout::new(
+            spec,
+            None,
+            "test",
+            chrono::Utc::now(),
+        ))
         .await
         .unwrap()
         .unwrap();
