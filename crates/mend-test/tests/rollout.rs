@@ -12,9 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use mend::maintenance::rollouts::{start, StartError};
 use mend::retry::FixedDelay;
-use mend::rollout::{
-    Action, GuardConfig, RolloutError, RolloutSpec, RolloutState, Verdict, UNVERSIONED,
-};
+use mend::rollout::{Action, GuardConfig, RolloutError, RolloutSpec, RolloutState, Verdict};
 use mend::{JobArgs, JobContext, JobError, JobState, NewJob, Registry};
 use mend_test::env::Env;
 use mend_test::wait::poll;
