@@ -36,6 +36,11 @@ pub(crate) enum Scenario {
     Drain,
 }
 
+/// Worker slots when `--concurrency` is not given.
+const DEFAULT_CONCURRENCY: usize = 512;
+/// Jobs per enqueue batch when `--batch` is not given.
+const DEFAULT_BATCH: usize = 1000;
+
 /// How the producer enqueues.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -77,14 +82,14 @@ pub(crate) struct BenchArgs {
     #[arg(long, env = "MEND_API_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Worker concurrency (attempts in flight at once, shared out between the nodes).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
     concurrency: usize,
     /// Worker nodes, each with its own store connection(s), session and worker, as separate
     /// processes would have (useful with PostgreSQL).
     #[arg(long, default_value_t = 1)]
     nodes: usize,
     /// Jobs per enqueue batch (at most 1000 with `--via http`, the endpoint's limit).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = DEFAULT_BATCH)]
     batch: usize,
     /// Enqueue→start latency samples (taken one at a time, idle system; 0 skips the phase).
     #[arg(long, default_value_t = 200)]
@@ -109,8 +114,11 @@ struct Report {
     peer: &'static str,
     scenario: Scenario,
     via: Via,
-    /// "default" when mend runs with its defaults (the peers' harness's word for it).
-    config: &'static str,
+    /// "default" when the worker runs with the bench's defaults (the peers' harness's word for
+    /// it), else the settings that differ, e.g. "nodes=3".
+    config: String,
+    /// The settings of the run, as the peers' harness reports its own.
+    settings: serde_json::Value,
     database: String,
     jobs: usize,
     concurrency: usize,
@@ -510,7 +518,15 @@ async fn measure(
         peer: "mend",
         scenario: args.scenario,
         via: args.via,
-        config: "default",
+        config: config_of(args),
+        settings: serde_json::json!({
+            "scenario": args.scenario,
+            "via": args.via,
+            "concurrency": args.concurrency,
+            "nodes": args.nodes,
+            "batch": args.batch,
+            "processes": if args.via == Via::Http { "bench (workers) + mend serve (enqueue)" } else { "bench (producer and workers)" },
+        }),
         database: crate::db::redact(&args.database),
         jobs: args.jobs,
         concurrency: args.concurrency,
@@ -547,6 +563,31 @@ async fn measure(
         version: env!("CARGO_PKG_VERSION"),
         versions: serde_json::json!({ "mend": env!("CARGO_PKG_VERSION") }),
     })
+}
+
+/// "default", or the worker settings that differ from the bench's defaults.
+fn config_of(args: &BenchArgs) -> String {
+    let mut differ = Vec::new();
+    if args.concurrency != DEFAULT_CONCURRENCY {
+        differ.push(format!("concurrency={}", args.concurrency));
+    }
+    if args.nodes != 1 {
+        differ.push(format!("nodes={}", args.nodes));
+    }
+    if args.batch != DEFAULT_BATCH {
+        differ.push(format!("batch={}", args.batch));
+    }
+    if args.no_fsync {
+        differ.push("no-fsync".to_owned());
+    }
+    if let Some(k) = args.limit_keys {
+        differ.push(format!("limit-keys={k}"));
+    }
+    if differ.is_empty() {
+        "default".to_owned()
+    } else {
+        differ.join(",")
+    }
 }
 
 /// Waits until the workers have completed `total` jobs (outcomes written); fails after
