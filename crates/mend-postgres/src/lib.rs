@@ -44,6 +44,7 @@ mod security;
 mod session;
 mod sql;
 pub mod tls;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +92,8 @@ struct Inner {
     session_task: tokio::task::JoinHandle<()>,
     wake: Arc<Notify>,
     liveness: Liveness,
+    /// The leader's waits on the other nodes' locks (see `watch`).
+    watchers: watch::Watchers,
     limited: limits::LimitedQueues,
 }
 
@@ -153,6 +156,7 @@ impl PgStore {
                 session_task,
                 wake,
                 liveness: Liveness::default(),
+                watchers: watch::Watchers::new(),
                 limited: limits::LimitedQueues::default(),
             }),
         })
@@ -433,11 +437,20 @@ impl Store for PgStore {
     }
 
     async fn is_leader(&self) -> Result<bool> {
-        self.inner.session.lead().await
+        let leads = self.inner.session.lead().await;
+        if !matches!(leads, Ok(true)) {
+            // Only the leader watches other nodes' locks.
+            self.inner.watchers.stop_all();
+        }
+        leads
     }
 
     fn rescue_interval(&self) -> Option<Duration> {
         Some(liveness::RESCUE_EVERY)
+    }
+
+    fn rescue_wakeup(&self) -> Option<Arc<Notify>> {
+        Some(self.inner.watchers.rescue.clone())
     }
 
     // ---- Periodic jobs (cron): see `cron`. ----
