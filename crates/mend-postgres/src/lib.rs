@@ -438,9 +438,12 @@ impl Store for PgStore {
 
     async fn is_leader(&self) -> Result<bool> {
         let leads = self.inner.session.lead().await;
-        if !matches!(leads, Ok(true)) {
-            // Only the leader watches other nodes' locks.
-            self.inner.watchers.stop_all();
+        match leads {
+            // The leader's watchers follow the nodes it sees (see `liveness::dead_nodes`).
+            Ok(true) => {}
+            // Others watch only the leader's lock, to take the lead the moment it dies.
+            Ok(false) => self.inner.watchers.watch_leader(&self.inner.session),
+            Err(_) => self.inner.watchers.stop_all(),
         }
         leads
     }

@@ -91,6 +91,7 @@ impl Session {
         loop {
             match self.connect().await {
                 Ok(closed) => {
+                    let up_at = Instant::now();
                     if let Some(r) = ready.take() {
                         let _ = r.send(Ok(()));
                     } else {
@@ -111,6 +112,13 @@ impl Session {
                     tracing::warn!(reason = %reason, "database session lost; reconnecting (fetchers poll meanwhile)");
                     // Idle fetchers no longer hear notifications: let them poll once now.
                     self.wake.notify_waiters();
+                    // The first try is at once: the leader takes a lock missing for longer
+                    // than `liveness`'s confirmation for a dead node. Not after a connection
+                    // that lasted under a second, so one that keeps dropping is not retried
+                    // in a tight loop.
+                    if up_at.elapsed() >= Duration::from_secs(1) {
+                        continue;
+                    }
                 }
                 Err(e) => {
                     if let Some(r) = ready.take() {

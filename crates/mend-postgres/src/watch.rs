@@ -8,6 +8,9 @@
 //! A watcher that gets the lock gives it back at once (a node whose connection was only cut
 //! must be able to re-lock) and wakes the rescuer; `liveness` still confirms the lock stays
 //! missing before it judges the node dead.
+//!
+//! A process that does not lead watches the leader's lock the same way, so that when the
+//! leader dies its rescuer tries to take the lead at once rather than at its next tick.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +28,9 @@ pub(crate) const MAX_WATCHED: usize = 32;
 /// its backend waiting (PostgreSQL does not notice a client gone while it waits on a lock),
 /// so the wait is bounded: such a backend goes within this long.
 const WAIT_LIMIT: &str = "60s";
+/// The name the leader's lock (key 0, see `Session::lead`) is watched under; no node id
+/// looks like it.
+const LEADER: &str = "(leader)";
 /// Pause before a watcher whose connection failed connects again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -73,7 +79,12 @@ impl Watchers {
         }
     }
 
-    /// Stops every watcher (this process no longer leads, or the store is dropped).
+    /// Watches only the maintenance leader's lock (this process does not lead).
+    pub(crate) fn watch_leader(&self, session: &Session) {
+        self.sync(session, &[(LEADER.to_owned(), 0)]);
+    }
+
+    /// Stops every watcher (the session is down, or the store is dropped).
     pub(crate) fn stop_all(&self) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         for (_, (_, task)) in tasks.drain() {
