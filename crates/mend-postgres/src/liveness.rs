@@ -31,7 +31,7 @@ pub(crate) const RESCUE_EVERY: Duration = Duration::from_millis(200);
 const CONFIRM_DEAD_AFTER: Duration = Duration::from_millis(150);
 /// After its own session (re)connects, the leader judges nobody by a missing lock for this
 /// long: after a database restart every node needs a moment to take its lock again.
-const SESSION_GRACE: Duration = Duration::from_millis(1500);
+pub(crate) const SESSION_GRACE: Duration = Duration::from_millis(1500);
 
 /// Another node as one look at the database saw it.
 #[derive(Debug)]

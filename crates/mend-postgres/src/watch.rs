@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
 
+use crate::liveness::SESSION_GRACE;
 use crate::session::Session;
 
 /// Most nodes a leader watches with a connection of its own.
@@ -52,7 +53,7 @@ impl Watchers {
     /// Watches exactly `nodes` (id, lock key: the other nodes seen holding their lock), up to
     /// [`MAX_WATCHED`]: starts a watcher for each new one (or one whose watcher has fired) and
     /// stops those of nodes no longer listed.
-    pub(crate) fn sync(&self, session: &Session, nodes: &[(String, i32)]) {
+    pub(crate) fn sync(&self, session: &Arc<Session>, nodes: &[(String, i32)]) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         tasks.retain(|id, (key, task)| {
             let keep = !task.is_finished() && nodes.iter().any(|(n, k)| n == id && k == key);
@@ -68,19 +69,23 @@ impl Watchers {
             if tasks.contains_key(id) {
                 continue;
             }
+            // A young process that sees the leader die lets older ones take the lead first:
+            // a new leader judges nobody by their locks until its session is past the grace.
+            let young_waits = (id == LEADER).then(|| session.clone());
             let task = tokio::spawn(watch(
                 session.pg.clone(),
                 session.tls.clone(),
                 session.ns,
                 *key,
                 self.rescue.clone(),
+                young_waits,
             ));
             tasks.insert(id.clone(), (*key, task));
         }
     }
 
     /// Watches only the maintenance leader's lock (this process does not lead).
-    pub(crate) fn watch_leader(&self, session: &Session) {
+    pub(crate) fn watch_leader(&self, session: &Arc<Session>) {
         self.sync(session, &[(LEADER.to_owned(), 0)]);
     }
 
@@ -100,13 +105,15 @@ impl Drop for Watchers {
 }
 
 /// Waits for the lock (`ns`, `key`) to be free, takes it, gives it back, and wakes the
-/// rescuer. Reconnects when its connection fails; never ends otherwise.
+/// rescuer (with `young_waits`, not before that session is past `liveness`'s grace).
+/// Reconnects when its connection fails; never ends otherwise.
 async fn watch(
     pg: tokio_postgres::Config,
     tls: crate::tls::MakeRustls,
     ns: i32,
     key: i32,
     rescue: Arc<Notify>,
+    young_waits: Option<Arc<Session>>,
 ) {
     loop {
         if let Ok((client, conn)) = pg.connect(tls.clone()).await {
@@ -124,8 +131,12 @@ async fn watch(
                             let _ = client
                                 .query_one("SELECT pg_advisory_unlock($1, $2)", &[&ns, &key])
                                 .await;
-                            rescue.notify_one();
                             conn.abort();
+                            if let Some(session) = young_waits {
+                                let left = SESSION_GRACE.saturating_sub(session.up_for());
+                                tokio::time::sleep(left).await;
+                            }
+                            rescue.notify_one();
                             return;
                         }
                         Err(e) if e.code() == Some(&SqlState::QUERY_CANCELED) => continue,
