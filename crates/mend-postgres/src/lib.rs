@@ -10,14 +10,15 @@
 //!   the earlier asynchronous ones, so an outcome can never outlive its claim.
 //! - One session connection per store holds an advisory lock per registered node and LISTENs
 //!   for inserts (see `session`). The leader (another advisory lock) rescues the jobs of nodes
-//!   whose lock is gone, within about a second of their death (see `liveness`).
+//!   whose lock is gone, about a fifth of a second after their death (see `liveness` and
+//!   `watch`).
 //! - Everything lives in one schema (`mend` unless configured), migrated under an advisory
 //!   lock by whichever node starts first.
 //!
 //! The crate is laid out like a River driver: this file holds the store type and its
 //! [`Store`] impl, which hands each operation to a module per concept: `sql` (every
 //! statement), `jobs`, `attempts` (fenced writes and rescue), `nodes`, `queues`, `liveness`
-//! (judging nodes dead), `row` (decoding), `effect` (transactional completion) and `config`
+//! (judging nodes dead), `watch` (waiting on other nodes' locks), `row` (decoding), `effect` (transactional completion) and `config`
 //! (URL, settings, pools).
 //!
 //! ```no_run

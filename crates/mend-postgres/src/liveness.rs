@@ -27,7 +27,7 @@ use crate::PgStore;
 pub(crate) const RESCUE_EVERY: Duration = Duration::from_millis(200);
 /// A node whose lock is missing is dead only if it is still missing this much later (a node
 /// whose session was cut reconnects at once and re-locks within this window: a connection,
-/// a LISTEN and the lock, typically 10-30 ms here, TLS included).
+/// a LISTEN and the lock).
 const CONFIRM_DEAD_AFTER: Duration = Duration::from_millis(150);
 /// After its own session (re)connects, the leader judges nobody by a missing lock for this
 /// long: after a database restart every node needs a moment to take its lock again.

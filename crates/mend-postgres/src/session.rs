@@ -4,7 +4,7 @@
 //! network cut) it reconnects with backoff, takes its locks again and listens again;
 //! meanwhile fetchers fall back to polling.
 //!
-//! The locks are what make a dead node visible within a second: PostgreSQL releases a
+//! The locks are what make a dead node visible within a fifth of a second: PostgreSQL releases a
 //! session's locks the moment its connection goes away, whatever killed the process.
 
 use std::collections::HashMap;
