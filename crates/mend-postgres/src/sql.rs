@@ -414,7 +414,8 @@ impl Sql {
                     NOT EXISTS (SELECT 1 FROM pg_locks l
                         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
                           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                          AND l.classid::int8 = $3 AND l.objid::int8 = n.lock_key) AS unlocked
+                          AND l.classid::int8 = $3 AND l.objid::int8 = n.lock_key) AS unlocked,
+                    n.lock_key
                  FROM {S}.mend_nodes n WHERE n.id <> $1"),
             set_queue_paused: t("INSERT INTO {S}.mend_queues (name, paused, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at"),

@@ -1115,6 +1115,13 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// What wakes the rescuer for a pass before its next interval, on a backend that can tell
+    /// early that a node may have died (PostgreSQL: a watched node's lock was released, or a
+    /// suspect's confirmation is due). `None`: the rescuer only keeps its interval.
+    fn rescue_wakeup(&self) -> Option<Arc<Notify>> {
+        None
+    }
+
     // ---- Periodic jobs (cron) ----
 
     /// Store a schedule (new: with `next_slot`), or replace the declaration of the one with
