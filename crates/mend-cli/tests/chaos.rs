@@ -198,14 +198,15 @@ fn bad_drill_settings_are_refused_with_a_reason() {
 }
 
 /// A short drill with a bad canary failing every attempt and a good one: the drill rolls both
-/// out at 10%; returns the process output and the report.
+/// out at 10%, 600 jobs so that the good canary gets about 30 (the guard passes no step before
+/// 10); returns the process output and the report.
 fn canary_drill(database: &str, dir: &std::path::Path, duration: &str) -> (Output, Value) {
     drill(
         database,
         dir,
         &[
             "--jobs",
-            "300",
+            "600",
             "--kills",
             "1",
             "--duration",
@@ -261,7 +262,7 @@ fn assert_canaries_held(out: &Output, report: &Value) {
     assert_eq!(good["state"], "promoted", "{good:#}");
     assert_eq!(good["steps_passed"], 2, "{good:#}");
     assert!(good["jobs_on_canary"].as_u64().unwrap() > 0, "{good:#}");
-    assert_eq!(good["jobs"], 150, "half the jobs are of the twin kind");
+    assert_eq!(good["jobs"], 300, "half the jobs are of the twin kind");
 }
 
 #[test]
@@ -329,6 +330,10 @@ fn bad_canary_settings_are_refused_with_a_reason() {
         (&["--canary-steps", "10%,50%"][..], "must be 100%"),
         (&["--canary-steps", "50%,10%,100%"][..], "rise strictly"),
         (&["--canary-every", "2500ms"][..], "whole seconds"),
+        (
+            &["--good-canary", "--jobs", "300"][..],
+            "gives its canary about 15 jobs",
+        ),
     ] {
         let out = mend()
             .args(["chaos", "--database", &db])

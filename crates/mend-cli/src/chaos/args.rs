@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::bail;
 
 use crate::drill::Breakage;
+use mend::rollout::GuardConfig;
 use crate::duration;
 
 /// Arguments of `mend chaos`.
@@ -166,11 +167,26 @@ impl Drill {
             version: crate::drill::BAD_CANARY.into(),
             steps: canary_steps.clone(),
             every_secs: canary_every_secs,
-            guard: mend::rollout::GuardConfig::default(),
+            guard: GuardConfig::default(),
             notify_url: None,
         }
         .validate()
         .map_err(|e| anyhow::anyhow!("--canary-steps/--canary-every: {e}"))?;
+        if args.good_canary {
+            // The guard passes no step before it has seen its minimum sample of the canary:
+            // too few twin jobs at the first step and the good canary can never be promoted.
+            let min = GuardConfig::default().min_samples;
+            let first = canary_steps.first().copied().unwrap_or(0);
+            let expected = (args.jobs / 2) as u64 * u64::from(first) / 10_000;
+            if expected < 3 * min {
+                bail!(
+                    "--good-canary: half of --jobs {} at a first step of {} gives its canary about {expected} jobs; the guard needs {min} attempts before it passes a step, so give it at least {} (more --jobs or a larger first step)",
+                    args.jobs,
+                    mend::rollout::format_share(first),
+                    3 * min
+                );
+            }
+        }
         let run = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
         Ok(Drill {
             database: args.database.clone(),

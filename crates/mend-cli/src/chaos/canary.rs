@@ -27,6 +27,10 @@ const ACTOR: &str = "mend chaos";
 /// still records the canary. Past this, a canary attempt is a node disobeying the cut-off.
 const ROUTE_LAG: Duration = Duration::from_secs(3);
 
+/// How long the drill waits after starting the rollouts before its first job: a node's
+/// heartbeat (1 s by default) re-reads the routes, and a job claimed before then is not routed.
+pub(super) const ROUTES_TAKEN: Duration = Duration::from_millis(1_500);
+
 /// How long a node may take to report the canary versions it serves before the drill gives
 /// up starting the rollouts (nodes register when they start; this covers a slow start).
 const START_PATIENCE: Duration = Duration::from_secs(10);

@@ -72,8 +72,12 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
         nodes.push(cluster.start(i).await?);
     }
 
-    // The canaries roll out before the first job arrives: their share applies from the start.
+    // The canaries roll out before the first job arrives, and the nodes re-read the routes
+    // at their next heartbeat: the shares apply from the first job.
     let rollouts = canary::start(&store, &d).await?;
+    if !rollouts.is_empty() {
+        tokio::time::sleep(canary::ROUTES_TAKEN).await;
+    }
 
     let bar = progress_bar(plan.jobs.len());
     let watch = Arc::new(Watch::default());
@@ -136,6 +140,13 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
     // still passes its last steps once the jobs are done.
     if !rollouts.is_empty() {
         bar.set_message("waiting for the guard to decide the canaries".to_string());
+        // Without new jobs a step can still pass on the samples it has, one per interval;
+        // past the last one's time more waiting cannot change anything.
+        let steps = u32::try_from(d.canary_steps.len()).unwrap_or(u32::MAX);
+        let enough = Instant::now()
+            + Duration::from_secs(d.canary_every_secs) * steps
+            + Duration::from_secs(2);
+        let deadline = deadline.min(enough);
         while !canary::all_decided(&store, &rollouts).await && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
