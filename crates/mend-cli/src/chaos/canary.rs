@@ -131,8 +131,12 @@ pub(super) struct BadCanaryRecord {
     pub(super) last_canary_start_after_cut_off_ms: Option<u64>,
     /// Jobs with at least one attempt failed by the canary.
     pub(super) jobs_hurt: usize,
-    /// Jobs the guard handed back to stable with their attempts.
+    /// Jobs the guard handed back to stable with their attempts (the rollout's count).
     pub(super) jobs_handed_back: u64,
+    /// Jobs hurt whose attempts the canary used were given back (`max_attempts` raised): a
+    /// job whose retry was already due at the cut-off is not handed back, and runs on stable
+    /// with the attempts it has left.
+    pub(super) jobs_given_attempts_back: usize,
 }
 
 /// What became of the good canary.
@@ -328,6 +332,10 @@ fn check_bad(rollout: &Rollout, rate: f64, jobs: &[JobRow]) -> (Vec<Invariant>, 
         last_canary_start_after_cut_off_ms: last_start_after_cut,
         jobs_hurt: hurt.len(),
         jobs_handed_back: rollout.healed,
+        jobs_given_attempts_back: hurt
+            .iter()
+            .filter(|j| j.max_attempts > super::enqueue::MAX_ATTEMPTS)
+            .count(),
     };
     (inv, rec)
 }

@@ -13,7 +13,7 @@ use super::watch::RESCUE_LIMIT;
 use crate::drill::{self, DrillArgs};
 
 /// Attempts a drill job has: far more than its drawn faults, so only a bug discards one.
-const MAX_ATTEMPTS: i32 = 25;
+pub(super) const MAX_ATTEMPTS: i32 = 25;
 
 /// Enqueues the jobs in batches spread over `over`; returns their ids. With `twin`, every
 /// other job is of the drill's twin kind (the one `--good-canary` rolls out).

@@ -184,12 +184,13 @@ fn print_canary(c: &super::canary::CanaryReport) {
             b.stable_failures_seen.unwrap_or_default(),
         );
         println!(
-            "           {} jobs hurt · {} canary failures before the cut-off, {} after (begun within {} of it) · {} handed back to stable",
+            "           {} jobs hurt · {} canary failures before the cut-off, {} after (begun within {} of it) · {} handed back to stable, {} of the hurt jobs given their attempts back",
             b.jobs_hurt,
             b.canary_failures_before,
             b.canary_failures_after,
             secs(b.last_canary_start_after_cut_off_ms),
-            b.jobs_handed_back
+            b.jobs_handed_back,
+            b.jobs_given_attempts_back
         );
     }
     if let Some(g) = &c.good {
