@@ -97,6 +97,14 @@ pub(crate) struct ServeArgs {
     /// A bug the drill kind should have, to prove the drill catches it (tests only).
     #[arg(long, hide = true, requires = "drill_dir")]
     drill_break: Option<crate::drill::Breakage>,
+    /// Also serve a canary version of the drill kind failing this share of its attempts
+    /// (set by `mend chaos --bad-canary`).
+    #[arg(long, hide = true, requires = "drill_dir", value_name = "RATE")]
+    drill_bad_canary: Option<f64>,
+    /// Also serve the drill's twin kind and a good canary version of it (set by `mend chaos
+    /// --good-canary`).
+    #[arg(long, hide = true, requires = "drill_dir")]
+    drill_good_canary: bool,
     /// Serve the /debug/* routes (CPU profiles) on a non-loopback address too; they are always
     /// on for a loopback address. The token still guards them.
     #[arg(long, env = "MEND_DEBUG_ENDPOINTS")]
@@ -216,7 +224,11 @@ struct Settings {
     encrypt_kinds: Vec<String>,
     executors: mend_executors::ExecutorsConfig,
     limits: Vec<mend::limits::Limit>,
-    drill: Option<(PathBuf, Option<crate::drill::Breakage>)>,
+    drill: Option<(
+        PathBuf,
+        Option<crate::drill::Breakage>,
+        crate::drill::Canaries,
+    )>,
     /// The `[[cron]]` schedules, checked.
     periodic: Vec<mend::Periodic>,
     /// `--debug-endpoints` (or its variable, or the file's key): the debug routes on any
@@ -422,7 +434,13 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
             executors
         },
         limits,
-        drill: args.drill_dir.map(|d| (d, args.drill_break)),
+        drill: args.drill_dir.map(|d| {
+            let canaries = crate::drill::Canaries {
+                bad: args.drill_bad_canary,
+                good: args.drill_good_canary,
+            };
+            (d, args.drill_break, canaries)
+        }),
         periodic,
         debug_endpoints: args.debug_endpoints || file.debug_endpoints.unwrap_or(false),
         rescue_interval: args.rescue_interval.filter(|d| !d.is_zero()),
@@ -481,10 +499,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr} (in use? try another --bind)"))?;
     let mut registry = mend::Registry::new();
     mend_executors::register(&mut registry, &s.executors);
-    if let Some((dir, breakage)) = &s.drill {
+    if let Some((dir, breakage, canaries)) = &s.drill {
         let dir = crate::drill::DrillDir { root: dir.clone() };
         dir.create()?;
-        crate::drill::register(&mut registry, &s.database, dir, *breakage)?;
+        crate::drill::register(&mut registry, &s.database, dir, *breakage, *canaries)?;
         // A drill node must not outlive its drill: `mend chaos` holds our stdin open.
         std::thread::spawn(|| {
             let mut sink = Vec::new();
