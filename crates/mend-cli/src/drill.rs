@@ -215,12 +215,14 @@ pub async fn terminate_backends(_database: &str, _tag: &str) -> anyhow::Result<u
     Ok(0)
 }
 
-/// Registers the drill kind and its cleanup, for a node on `database` keeping files in `dir`.
+/// Registers the drill kind and its cleanup, for a node on `database` keeping files in `dir`
+/// (and the kind again as the named handler `version`, when given).
 pub(crate) fn register(
     registry: &mut Registry,
     database: &str,
     dir: DrillDir,
     breakage: Option<Breakage>,
+    version: Option<&str>,
 ) -> anyhow::Result<()> {
     let shared = Arc::new(Drill {
         database: database.to_owned(),
@@ -239,6 +241,13 @@ pub(crate) fn register(
         let d = d.clone();
         async move { d.run(ctx, args).await }
     });
+    if let Some(v) = version {
+        let d = shared.clone();
+        registry.register_version_fn(v, move |ctx, args: DrillArgs| {
+            let d = d.clone();
+            async move { d.run(ctx, args).await }
+        });
+    }
     let lazy = breakage == Some(Breakage::CleanupDoesNothing);
     registry.register_cleanup(move |c: RemoveMarker| async move {
         if lazy {

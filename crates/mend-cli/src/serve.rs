@@ -97,6 +97,10 @@ pub(crate) struct ServeArgs {
     /// A bug the drill kind should have, to prove the drill catches it (tests only).
     #[arg(long, hide = true, requires = "drill_dir")]
     drill_break: Option<crate::drill::Breakage>,
+    /// Also serve the drill kind as this named handler version (the same code), so a
+    /// rollout of it can be started against a real node (tests and demos of gray release).
+    #[arg(long, hide = true, requires = "drill_dir")]
+    drill_version: Option<String>,
     /// Serve the /debug/* routes (CPU profiles) on a non-loopback address too; they are always
     /// on for a loopback address. The token still guards them.
     #[arg(long, env = "MEND_DEBUG_ENDPOINTS")]
@@ -207,6 +211,8 @@ struct Settings {
     executors: mend_executors::ExecutorsConfig,
     limits: Vec<mend::limits::Limit>,
     drill: Option<(PathBuf, Option<crate::drill::Breakage>)>,
+    /// `--drill-version`: the drill kind also served as this named version.
+    drill_version: Option<String>,
     /// The `[[cron]]` schedules, checked.
     periodic: Vec<mend::Periodic>,
     /// `--debug-endpoints` (or its variable, or the file's key): the debug routes on any
@@ -409,6 +415,7 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
         executors: file.exec.unwrap_or_default(),
         limits,
         drill: args.drill_dir.map(|d| (d, args.drill_break)),
+        drill_version: args.drill_version,
         periodic,
         debug_endpoints: args.debug_endpoints || file.debug_endpoints.unwrap_or(false),
         rescue_interval: args.rescue_interval.filter(|d| !d.is_zero()),
@@ -470,7 +477,13 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some((dir, breakage)) = &s.drill {
         let dir = crate::drill::DrillDir { root: dir.clone() };
         dir.create()?;
-        crate::drill::register(&mut registry, &s.database, dir, *breakage)?;
+        crate::drill::register(
+            &mut registry,
+            &s.database,
+            dir,
+            *breakage,
+            s.drill_version.as_deref(),
+        )?;
         // A drill node must not outlive its drill: `mend chaos` holds our stdin open.
         std::thread::spawn(|| {
             let mut sink = Vec::new();
