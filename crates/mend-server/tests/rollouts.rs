@@ -20,12 +20,20 @@ use common::{start, start_postgres, Server};
 async fn serve_kind(s: &Server, kind: &str, versions: &[&str]) {
     let mut node = mend::node::this_node(Utc::now());
     node.kinds = vec![kind.to_owned(), "noop".to_owned()];
-    node.versions
-        .insert(kind.to_owned(), versions.iter().map(|v| (*v).to_owned()).collect());
+    node.versions.insert(
+        kind.to_owned(),
+        versions.iter().map(|v| (*v).to_owned()).collect(),
+    );
     s.state.store.register_node(node).await.unwrap();
 }
 
-fn sample(kind: &str, version: Option<&str>, attempts: u64, failures: u64, ms: f64) -> VersionSample {
+fn sample(
+    kind: &str,
+    version: Option<&str>,
+    attempts: u64,
+    failures: u64,
+    ms: f64,
+) -> VersionSample {
     let mut run = Sketch::default();
     for _ in 0..attempts {
         run.record_ms(ms);
@@ -78,7 +86,10 @@ async fn rollouts_over_http(s: Server) {
         (with("guard", json!({"window": "0s"})), "guard.window"),
         (with("guard", json!({"window": "-1m"})), "guard.window"),
         (with("guard", json!({"alpha": 0.7})), "guard.alpha"),
-        (with("guard", json!({"min_samples": 0})), "guard.min_samples"),
+        (
+            with("guard", json!({"min_samples": 0})),
+            "guard.min_samples",
+        ),
         (
             with("guard", json!({"max_failure_rate": 1.5})),
             "guard.max_failure_rate",
@@ -157,9 +168,8 @@ async fn rollouts_over_http(s: Server) {
     assert_eq!(series["step_secs"], 10);
     let buckets = series["buckets"].as_array().unwrap();
     assert!(!buckets.is_empty() && buckets.len() <= 120);
-    let sum = |side: &str, f: &str| -> u64 {
-        buckets.iter().map(|b| b[side][f].as_u64().unwrap()).sum()
-    };
+    let sum =
+        |side: &str, f: &str| -> u64 { buckets.iter().map(|b| b[side][f].as_u64().unwrap()).sum() };
     assert_eq!(
         (sum("canary", "attempts"), sum("canary", "failures")),
         (8, 2)
@@ -358,7 +368,10 @@ async fn rollout_roles() {
                 .status,
             200
         );
-        assert_eq!(call(role, "GET", "/v1/rollouts".into(), None).await.status, 200);
+        assert_eq!(
+            call(role, "GET", "/v1/rollouts".into(), None).await.status,
+            200
+        );
     }
     for role in [Role::Producer, Role::Worker] {
         call(role, "GET", "/v1/rollouts".into(), None)
@@ -366,13 +379,204 @@ async fn rollout_roles() {
             .problem(403);
     }
     for action in ["pause", "resume", "promote", "abort"] {
-        call(Role::Viewer, "POST", format!("/v1/rollouts/{id}/{action}"), None)
-            .await
-            .problem(403);
+        call(
+            Role::Viewer,
+            "POST",
+            format!("/v1/rollouts/{id}/{action}"),
+            None,
+        )
+        .await
+        .problem(403);
     }
-    let r = s.state.store.rollout_get(id.parse().unwrap()).await.unwrap().unwrap();
-    assert_eq!(r.state, mend::rollout::RolloutState::Running, "nothing changed");
-    let paused = call(Role::Admin, "POST", format!("/v1/rollouts/{id}/pause"), None).await;
+    let r = s
+        .state
+        .store
+        .rollout_get(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        r.state,
+        mend::rollout::RolloutState::Running,
+        "nothing changed"
+    );
+    let paused = call(
+        Role::Admin,
+        "POST",
+        format!("/v1/rollouts/{id}/pause"),
+        None,
+    )
+    .await;
     assert_eq!(paused.body["state"], "paused", "{}", paused.body);
     assert_eq!(paused.body["decisions"][1]["actor"], "admin");
+}
+
+/// Logs in to the dashboard with `token`; returns the `Cookie` header value.
+async fn login(s: &Server, token: &str) -> String {
+    let body = format!("token={token}&next=%2Frollouts");
+    let r = s
+        .raw(
+            "POST",
+            "/login",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Some(body.as_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    r.header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// The Rollouts pages: the list, a rollout with its chart, window and log; the buttons only
+/// for roles that may act, and a pause from the page changes the rollout and is audited. The
+/// Nodes page shows the versions served.
+#[tokio::test]
+async fn rollout_pages() {
+    let s = start(None, None).await;
+    serve_kind(&s, "resize", &["v2"]).await;
+    let admin = mend::auth::generate_token();
+    let viewer = mend::auth::generate_token();
+    for (name, role, token) in [("ada", Role::Admin, &admin), ("vic", Role::Viewer, &viewer)] {
+        s.state
+            .store
+            .token_create(CreateTokenParams {
+                name: name.into(),
+                role,
+                hash: mend::auth::hash_token(token),
+                now: Utc::now(),
+                created_by: "test".into(),
+            })
+            .await
+            .unwrap();
+    }
+    s.state.tokens.invalidate().await;
+    let admin_cookie = login(&s, &admin).await;
+    let viewer_cookie = login(&s, &viewer).await;
+    let get = |cookie: &str, path: &str| {
+        let cookie = cookie.to_owned();
+        let path = path.to_owned();
+        let s = &s;
+        async move { s.raw("GET", &path, &[("cookie", &cookie)], None).await }
+    };
+    let empty = get(&viewer_cookie, "/rollouts").await;
+    assert_eq!(empty.status, 200);
+    assert!(empty.body.as_str().unwrap().contains("No rollout yet"));
+
+    let auth = format!("Bearer {admin}");
+    let made = s
+        .call_with(
+            "POST",
+            "/v1/rollouts",
+            Some(good()),
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let id = made.body["id"].as_str().unwrap().to_owned();
+    s.state
+        .store
+        .add_version_samples(vec![sample("resize", Some("v2"), 5, 1, 20.0)])
+        .await
+        .unwrap();
+
+    let list = get(&viewer_cookie, "/rollouts").await;
+    let text = list.body.as_str().unwrap();
+    assert!(text.contains(&format!("href=\"/rollouts/{id}\"")), "{text}");
+    assert!(text.contains("data-rollout-state=\"running\""));
+    assert!(text.contains("href=\"/rollouts\""), "in the nav");
+
+    let page = get(&viewer_cookie, &format!("/rollouts/{id}")).await;
+    assert_eq!(page.status, 200);
+    let text = page.body.as_str().unwrap();
+    assert!(text.contains("<svg class=\"chart\""), "the chart");
+    assert!(text.contains("class=\"l-canary\"") && text.contains("class=\"l-stable\""));
+    assert!(text.contains("marker marker-step"), "the start is marked");
+    assert!(text.contains("data-attempts=\"5\"") && text.contains("data-failures=\"1\""));
+    assert!(
+        text.contains("canary v2 at 5% of resize"),
+        "the decision log"
+    );
+    assert!(
+        !text.contains(&format!("/rollouts/{id}/pause")),
+        "no buttons for a viewer"
+    );
+    let refused = s
+        .raw(
+            "POST",
+            &format!("/rollouts/{id}/pause"),
+            &[("cookie", &viewer_cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+
+    let page = get(&admin_cookie, &format!("/rollouts/{id}")).await;
+    let text = page.body.as_str().unwrap();
+    for action in ["pause", "promote", "abort"] {
+        assert!(
+            text.contains(&format!("/rollouts/{id}/{action}")),
+            "{action}"
+        );
+    }
+    assert!(!text.contains(&format!("/rollouts/{id}/resume")));
+    let paused = s
+        .raw(
+            "POST",
+            &format!("/rollouts/{id}/pause"),
+            &[("cookie", &admin_cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(paused.status, 303, "{}", paused.body);
+    let r = s
+        .state
+        .store
+        .rollout_get(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.state, mend::rollout::RolloutState::Paused);
+    assert_eq!(r.decisions.last().unwrap().actor, "ada");
+    let again = s
+        .raw(
+            "POST",
+            &format!("/rollouts/{id}/pause"),
+            &[("cookie", &admin_cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(again.status, 409, "pausing a paused rollout");
+    let bogus = s
+        .raw(
+            "POST",
+            &format!("/rollouts/{id}/explode"),
+            &[("cookie", &admin_cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(bogus.status, 404);
+    let rows = s
+        .state
+        .store
+        .audit_list(mend::audit::AuditParams {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (rows[0].action.as_str(), rows[0].target.as_str()),
+        ("rollout.pause", id.as_str())
+    );
+
+    let nodes = get(&viewer_cookie, "/nodes").await;
+    let text = nodes.body.as_str().unwrap();
+    assert!(
+        text.contains("Versions served") && text.contains("<code>v2</code>"),
+        "{text}"
+    );
 }

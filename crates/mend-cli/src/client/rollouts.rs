@@ -228,7 +228,10 @@ fn side(s: &Value) -> String {
     let failures = s.get("failures").and_then(Value::as_u64).unwrap_or(0);
     let mut out = format!("{failures} of {attempts} failed");
     if attempts > 0 {
-        out.push_str(&format!(" ({:.1}%)", 100.0 * failures as f64 / attempts as f64));
+        out.push_str(&format!(
+            " ({:.1}%)",
+            100.0 * failures as f64 / attempts as f64
+        ));
     }
     if let Some(p) = s.get("p95_ms").and_then(Value::as_f64) {
         out.push_str(&format!(", p95 {p:.0} ms"));
@@ -314,7 +317,12 @@ async fn start(a: RolloutStartArgs) -> anyhow::Result<()> {
     let body = start_body(&a)?;
     let api = Api::new(&a.conn)?;
     let reply = api
-        .send(Method::POST, api.url(&["v1", "rollouts"]), Some(&body), None)
+        .send(
+            Method::POST,
+            api.url(&["v1", "rollouts"]),
+            Some(&body),
+            None,
+        )
         .await?
         .body;
     if a.conn.json {
@@ -368,6 +376,9 @@ mod tests {
     fn sides_read_in_words() {
         let s = json!({"attempts": 120, "failures": 3, "p95_ms": 40.2});
         assert_eq!(side(&s), "3 of 120 failed (2.5%), p95 40 ms");
-        assert_eq!(side(&json!({"attempts": 0, "failures": 0})), "0 of 0 failed");
+        assert_eq!(
+            side(&json!({"attempts": 0, "failures": 0})),
+            "0 of 0 failed"
+        );
     }
 }

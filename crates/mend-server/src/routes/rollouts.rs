@@ -37,7 +37,11 @@ const SERIES_STEPS: [i64; 9] = [10, 30, 60, 300, 900, 3_600, 6 * 3_600, 86_400, 
 fn steps_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
     let share = OneOfBuilder::new()
-        .item(ObjectBuilder::new().schema_type(Type::String).max_length(Some(16)))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(16)),
+        )
         .item(ObjectBuilder::new().schema_type(Type::Number));
     OneOfBuilder::new()
         .item(
@@ -425,7 +429,10 @@ pub(crate) async fn window(
     let (verdict, evidence) = judge(&r.guard, &canary, &stable);
     let span = chrono::Duration::seconds(i64::try_from(r.guard.window_secs).unwrap_or(i64::MAX));
     Ok(WindowView {
-        since: end.checked_sub_signed(span).unwrap_or(r.started_at).max(r.started_at),
+        since: end
+            .checked_sub_signed(span)
+            .unwrap_or(r.started_at)
+            .max(r.started_at),
         until: end,
         verdict: match verdict {
             Verdict::NotEnough => "not_enough",
@@ -437,10 +444,7 @@ pub(crate) async fn window(
 }
 
 /// A rollout with its log, window and series.
-pub(crate) async fn detail(
-    state: &AppState,
-    rollout: Rollout,
-) -> Result<RolloutDetail, ApiError> {
+pub(crate) async fn detail(state: &AppState, rollout: Rollout) -> Result<RolloutDetail, ApiError> {
     let now = Utc::now();
     let window = window(state, &rollout, now).await?;
     let series = series(state, &rollout, now).await?;
@@ -578,7 +582,8 @@ pub(crate) async fn abort(
 pub(crate) fn latest_per_canary(rollouts: &[Rollout]) -> Vec<&Rollout> {
     let mut seen = BTreeMap::new();
     for r in rollouts {
-        seen.entry((r.kind.as_str(), r.canary.as_str())).or_insert(r);
+        seen.entry((r.kind.as_str(), r.canary.as_str()))
+            .or_insert(r);
     }
     seen.into_values().collect()
 }
@@ -593,11 +598,26 @@ mod tests {
             ("kind must be 1 to 200 printable characters, got ``", "kind"),
             ("no live node serves kind `x`; start a worker", "kind"),
             ("no live node serves version `v9` of `x`", "version"),
-            ("version `v1` is already the stable version of `x`", "version"),
-            ("the step interval must be between 1 second and 30 days", "every"),
-            ("notify_url must be an http:// or https:// URL", "notify_url"),
-            ("guard window must be between 1 second and 7 days", "guard.window"),
-            ("guard alpha must be above 0 and below 0.5, got 0.7", "guard.alpha"),
+            (
+                "version `v1` is already the stable version of `x`",
+                "version",
+            ),
+            (
+                "the step interval must be between 1 second and 30 days",
+                "every",
+            ),
+            (
+                "notify_url must be an http:// or https:// URL",
+                "notify_url",
+            ),
+            (
+                "guard window must be between 1 second and 7 days",
+                "guard.window",
+            ),
+            (
+                "guard alpha must be above 0 and below 0.5, got 0.7",
+                "guard.alpha",
+            ),
             ("the last step must be 100%", "steps"),
         ] {
             assert_eq!(field_of(m), f, "{m}");
