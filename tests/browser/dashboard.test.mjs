@@ -487,15 +487,25 @@ test("pages work on a phone-sized screen and refresh while visible", async () =>
 
 test("a rollout: listed, both versions charted with the decision log, paused and resumed from its page", async () => {
   // The drill kind at 50% to v2 (the same code): about half its jobs run on each side.
-  const r = await call("POST", "/v1/rollouts", { kind: "mend.drill", version: "v2", steps: "50%,100%", every: "1h", guard: { min_samples: 3 } });
+  const r = await call("POST", "/v1/rollouts", { kind: "mend.drill", version: "v2", steps: "50%,100%", every: "1h", guard: { min_samples: 3, alpha: 0.000001 } });
   assert.equal(r.state, "running");
   try {
-    for (let i = 0; i < 16; i++) await enqueue(`rollout${i}`, { kind: "mend.drill", args: { run: "rollout", work_ms: 5, faults: [] } });
-    // The samples reach the store at the node's next flush.
+    // Traffic until both versions have samples: a node routes by the rollout from its next
+    // heartbeat on, and its samples reach the store at its next flush. One job in four fails
+    // its only attempt, whichever side it falls on.
+    let n = 0;
     await waitFor("both versions to have samples", async () => {
+      for (let i = 0; i < 4; i++, n++) {
+        await enqueue(`rollout${n}`, { kind: "mend.drill", args: { run: "rollout", work_ms: 5, faults: n % 4 === 0 ? ["error"] : [] }, max_attempts: 1 });
+      }
+      await new Promise((res) => setTimeout(res, 400));
       const d = await call("GET", `/v1/rollouts/${r.id}`);
-      return d.window.evidence.canary.attempts > 0 && d.window.evidence.stable.attempts > 0;
-    }, 30_000);
+      return d.window.evidence.canary.attempts >= 3 && d.window.evidence.stable.attempts >= 3;
+    }, 30_000).catch(async (e) => {
+      const states = await Promise.all([...Array(n).keys()].map((i) => stateOf(jobs[`rollout${i}`])));
+      const d = await call("GET", `/v1/rollouts/${r.id}`);
+      throw new Error(`${e.message}; jobs: ${states.join(", ")}; window: ${JSON.stringify(d.window.evidence)}`);
+    });
     const detail = await call("GET", `/v1/rollouts/${r.id}`);
     const { context, page } = await loggedIn();
     await page.goto(main.url + "/rollouts");

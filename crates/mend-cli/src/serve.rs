@@ -477,6 +477,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some((dir, breakage)) = &s.drill {
         let dir = crate::drill::DrillDir { root: dir.clone() };
         dir.create()?;
+        if s.drill_version.is_some() {
+            // Without `mend chaos` (which makes it first) a drill job needs its ledger.
+            crate::drill::create_ledger(&s.database).await?;
+        }
         crate::drill::register(
             &mut registry,
             &s.database,

@@ -59,6 +59,15 @@ fn steps(r: &Rollout) -> Markup {
     }
 }
 
+/// A p-value: three decimals, or scientific notation when smaller.
+fn p_value(p: f64) -> String {
+    if p >= 0.001 {
+        format!("{p:.3}")
+    } else {
+        format!("{p:.2e}")
+    }
+}
+
 fn pct(v: f64) -> String {
     format!("{:.1}%", v * 100.0)
 }
@@ -155,8 +164,13 @@ fn chart(d: &RolloutDetail) -> String {
             })
         })
         .collect();
-    let first = s.since.format("%H:%M").to_string();
-    let last = s.until.format("%H:%M").to_string();
+    let fmt = if s.step_secs < 60 {
+        "%H:%M:%S"
+    } else {
+        "%m-%d %H:%M"
+    };
+    let first = format!("{} UTC", s.since.format(fmt));
+    let last = format!("{} UTC", s.until.format(fmt));
     lines(
         &format!(
             "Failure rate (%) of canary {} and stable {} per {} s",
@@ -252,7 +266,7 @@ pub(super) async fn page(
                     "The last " (dur_ms(i64::try_from(ev.window_secs).unwrap_or(0).saturating_mul(1000)))
                     " (" (time(d.window.since)) " to " (time(d.window.until)) "): verdict "
                     strong { (d.window.verdict.replace('_', " ")) }
-                    @if let Some(p) = ev.p_value { ", Fisher one-sided p = " (format!("{p:.2e}")) " against α = " (ev.alpha) }
+                    @if let Some(p) = ev.p_value { ", Fisher one-sided p = " (p_value(p)) " against α = " (ev.alpha) }
                     "."
                 }
                 div.scroll { table {
@@ -273,7 +287,7 @@ pub(super) async fn page(
                 span.muted { "┆ step or decision" } span.k-failed { "┃ cut-off" }
             }
             (svg(chart(&d)))
-            p.muted { "Per " (d.series.step_secs) " s since the rollout started; a bucket without attempts is drawn at 0." }
+            p.muted { "Per " (d.series.step_secs) " s since the rollout started; a bucket without attempts (or from before the start) is drawn at 0." }
         }
         h2 { "Decisions" }
         div.scroll {
@@ -291,7 +305,7 @@ pub(super) async fn page(
                                 @if let Some(e) = &dec.evidence {
                                     "canary " (e.canary.failures) "/" (e.canary.attempts)
                                     ", stable " (e.stable.failures) "/" (e.stable.attempts)
-                                    @if let Some(p) = e.p_value { ", p = " (format!("{p:.2e}")) }
+                                    @if let Some(p) = e.p_value { ", p = " (p_value(p)) }
                                     " over " (e.window_secs) " s"
                                     @if !e.breach.is_empty() { br; strong { (e.breach) } }
                                 } @else { span.muted { "—" } }

@@ -26,6 +26,9 @@ use uuid::Uuid;
 use crate::error::{ApiError, Problem};
 use crate::AppState;
 
+/// Fewest buckets in a rollout's time series.
+pub(crate) const MIN_SERIES_BUCKETS: i64 = 6;
+
 /// Most buckets in a rollout's time series.
 pub(crate) const MAX_SERIES_BUCKETS: i64 = 120;
 
@@ -173,7 +176,8 @@ pub(crate) struct SeriesView {
     /// The end of the last bucket (now, or when the rollout ended).
     pub until: DateTime<Utc>,
     /// The width of a bucket, in seconds (10 s to 7 days, so that at most 120 buckets cover
-    /// the rollout; a longer one shows its latest 120).
+    /// the rollout; a longer one shows its latest 120; there are at least 6, the ones before
+    /// the rollout started being empty).
     pub step_secs: i64,
     /// Every bucket, empty ones included, oldest first.
     pub buckets: Vec<SeriesBucket>,
@@ -366,7 +370,9 @@ pub(crate) async fn series(
         .copied()
         .find(|s| (span + *s - 1) / *s <= MAX_SERIES_BUCKETS)
         .unwrap_or(SERIES_STEPS[SERIES_STEPS.len() - 1]);
-    let n = ((span + step - 1) / step).clamp(1, MAX_SERIES_BUCKETS);
+    // A few buckets at least, so a young rollout still draws a line (those before its
+    // start are empty).
+    let n = ((span + step - 1) / step).clamp(MIN_SERIES_BUCKETS, MAX_SERIES_BUCKETS);
     let since = end - chrono::Duration::seconds(n * step);
     let rows = state
         .store
