@@ -580,3 +580,79 @@ async fn rollout_pages() {
         "{text}"
     );
 }
+
+/// A canary the guard cuts off: the API shows the cut-off with its evidence, `/metrics`
+/// counts it, and the rollout's page marks it on the chart.
+#[tokio::test]
+async fn a_cut_off_is_shown_counted_and_marked() {
+    let s = start(None, None).await;
+    serve_kind(&s, "resize", &["v2"]).await;
+    let made = s
+        .post("/v1/rollouts", with("guard", json!({"min_samples": 20})))
+        .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let id = made.body["id"].as_str().unwrap().to_owned();
+    s.state
+        .store
+        .add_version_samples(vec![
+            sample("resize", Some("v2"), 30, 24, 40.0),
+            sample("resize", None, 60, 1, 40.0),
+        ])
+        .await
+        .unwrap();
+    let report = mend::maintenance::rollouts::pass(s.state.store.as_ref(), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(report.cut_off, 1, "{report:?}");
+
+    let one = s.call("GET", &format!("/v1/rollouts/{id}"), None).await;
+    assert_eq!(one.body["state"], "rolled_back");
+    assert_eq!(one.body["share"], 0);
+    let last = one.body["decisions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["action"], "cut_off");
+    assert_eq!(last["actor"], "guard");
+    assert_eq!(last["evidence"]["canary"]["failures"], 24, "{last}");
+    assert!(last["evidence"]["p_value"].as_f64().unwrap() < 0.001);
+    // The window stops where the rollout ended: it still shows what the guard saw.
+    assert_eq!(
+        one.body["window"]["verdict"], "breach",
+        "{}",
+        one.body["window"]
+    );
+    s.call("POST", &format!("/v1/rollouts/{id}/resume"), None)
+        .await
+        .problem(409);
+
+    let metrics = s.call("GET", "/metrics", None).await;
+    let text = metrics.body.as_str().unwrap();
+    for line in [
+        "mend_rollout_cutoffs_total{kind=\"resize\"} 1",
+        "mend_rollout_state{kind=\"resize\",canary=\"v2\",state=\"rolled_back\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    assert!(
+        !text.contains("mend_rollout_share{"),
+        "no share for a rollout that ended:\n{text}"
+    );
+
+    let page = s.call("GET", &format!("/rollouts/{id}"), None).await;
+    let html = page.body.as_str().unwrap();
+    assert!(
+        html.contains("marker marker-cutoff"),
+        "the cut-off is marked"
+    );
+    assert!(
+        html.contains("Fisher exact, one-sided"),
+        "the breach in words"
+    );
+    assert!(
+        !html.contains("data-action=\"pause\""),
+        "nothing to steer any more"
+    );
+}
