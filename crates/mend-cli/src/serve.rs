@@ -119,6 +119,14 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(1);
 /// week's failures.
 const DEFAULT_RETENTION: Duration = Duration::from_secs(168 * 3600);
 
+/// The `[http]` table of `mend.toml`: versions of the `http` kind for gray release.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpConfig {
+    #[serde(default)]
+    versions: std::collections::BTreeMap<String, mend_executors::HttpVersion>,
+}
+
 /// `mend.toml`.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,6 +155,8 @@ struct FileConfig {
     encrypt_kinds: Option<Vec<String>>,
     /// The built-in executors' settings (`[exec.allow.NAME]` tables).
     exec: Option<mend_executors::ExecutorsConfig>,
+    /// Versions of the `http` kind (`[http.versions.NAME]` tables).
+    http: Option<HttpConfig>,
     /// Periodic jobs (`[[cron]]` tables), stored at start.
     cron: Option<Vec<mend::cron::PeriodicDecl>>,
     /// Rate and concurrency limits (`[[limits]]` tables), set at start.
@@ -412,7 +422,11 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
         .map(|k| k.trim().to_owned())
         .filter(|k| !k.is_empty())
         .collect(),
-        executors: file.exec.unwrap_or_default(),
+        executors: {
+            let mut executors = file.exec.unwrap_or_default();
+            executors.http_versions = file.http.map(|h| h.versions).unwrap_or_default();
+            executors
+        },
         limits,
         drill: args.drill_dir.map(|d| (d, args.drill_break)),
         drill_version: args.drill_version,

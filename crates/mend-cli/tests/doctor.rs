@@ -371,6 +371,7 @@ fn a_lease_expired_long_ago_fails_and_a_failed_cleanup_warns() {
                                 .into(),
                             at: chrono::Utc::now(),
                             version: None,
+                            given_back: false,
                         },
                     },
                     cleanups: vec![],

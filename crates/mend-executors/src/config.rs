@@ -10,6 +10,21 @@
 //! timeout_ms = 60000                   # default and upper limit of a job's timeout_ms
 //! ```
 //!
+//! Versions for gray release (see `mend::rollout`): `[exec.versions.NAME.allow.CMD]` gives
+//! version NAME of the `exec` kind its own program (or arguments) for CMD; commands it does not
+//! name run as in the base list. `[http.versions.NAME]` (read by `mend serve` into
+//! [`ExecutorsConfig::http_versions`]) gives version NAME of the `http` kind its own URL: a
+//! job's URL starting with `replace_prefix` is sent to `with` + the rest instead.
+//!
+//! ```toml
+//! [exec.versions.v2.allow.thumbnail]
+//! program = "/usr/local/bin/thumbnail-2"
+//!
+//! [http.versions.v2]
+//! replace_prefix = "https://hooks.example.com/v1/"
+//! with = "https://hooks.example.com/v2/"
+//! ```
+//!
 //! Allowing a program with `job_args = true` allows every option it has (think `curl -o`,
 //! `tar --checkpoint-action`, `find -exec`): only do it for programs whose every argument is
 //! safe in a job author's hands. Jobs can always pass data on stdin (`input`).
@@ -29,6 +44,56 @@ pub struct ExecutorsConfig {
     /// (`[exec.allow.NAME]` in `mend.toml`; `exec_allow` is accepted too).
     #[serde(default, rename = "allow", alias = "exec_allow")]
     pub exec_allow: BTreeMap<String, ExecCommand>,
+    /// Named versions of the `exec` kind (`[exec.versions.NAME.allow.CMD]`).
+    #[serde(default)]
+    pub versions: BTreeMap<String, ExecVersion>,
+    /// Named versions of the `http` kind (the `[http.versions.NAME]` tables of `mend.toml`).
+    #[serde(skip)]
+    pub http_versions: BTreeMap<String, HttpVersion>,
+}
+
+/// One named version of the `exec` kind: the commands it runs differently.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecVersion {
+    /// Commands by name, replacing the base list's entries of the same name.
+    #[serde(default)]
+    pub allow: BTreeMap<String, ExecCommand>,
+}
+
+impl ExecutorsConfig {
+    /// The allow-list version `name` runs with: the base list, its own entries on top.
+    pub fn for_version(&self, name: &str) -> ExecutorsConfig {
+        let mut out = self.clone();
+        if let Some(v) = self.versions.get(name) {
+            out.exec_allow
+                .extend(v.allow.iter().map(|(k, c)| (k.clone(), c.clone())));
+        }
+        out
+    }
+}
+
+/// One named version of the `http` kind: where its requests go instead.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpVersion {
+    /// A job's URL starting with this...
+    pub replace_prefix: String,
+    /// ...is sent here plus the rest of it.
+    pub with: String,
+}
+
+impl HttpVersion {
+    /// `args` with its `url` rewritten when it starts with [`HttpVersion::replace_prefix`].
+    pub fn rewrite(&self, mut args: serde_json::Value) -> serde_json::Value {
+        if let Some(url) = args.get("url").and_then(|u| u.as_str()) {
+            if let Some(rest) = url.strip_prefix(&self.replace_prefix) {
+                let moved = format!("{}{rest}", self.with);
+                args["url"] = serde_json::Value::String(moved);
+            }
+        }
+        args
+    }
 }
 
 impl ExecutorsConfig {
@@ -158,5 +223,56 @@ mod tests {
         }))
         .expect_err("zero timeout");
         assert!(err.to_string().contains("at least 1"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn versions_override_commands_and_rewrite_urls() {
+        let config: ExecutorsConfig = toml::from_str(
+            r#"
+            [allow.thumb]
+            program = "/bin/thumb"
+            [allow.other]
+            program = "/bin/other"
+            [versions.v2.allow.thumb]
+            program = "/bin/thumb-2"
+            "#,
+        )
+        .unwrap();
+        let v2 = config.for_version("v2");
+        assert_eq!(
+            v2.exec_allow["thumb"].program,
+            PathBuf::from("/bin/thumb-2")
+        );
+        assert_eq!(v2.exec_allow["other"].program, PathBuf::from("/bin/other"));
+        assert_eq!(
+            config.exec_allow["thumb"].program,
+            PathBuf::from("/bin/thumb")
+        );
+
+        let h = HttpVersion {
+            replace_prefix: "https://a.example/v1/".into(),
+            with: "https://a.example/v2/".into(),
+        };
+        let moved = h.rewrite(serde_json::json!({"url": "https://a.example/v1/hook?x=1"}));
+        assert_eq!(moved["url"], "https://a.example/v2/hook?x=1");
+        let kept = h.rewrite(serde_json::json!({"url": "https://b.example/v1/hook"}));
+        assert_eq!(kept["url"], "https://b.example/v1/hook");
+
+        let mut config = config;
+        config.http_versions.insert("v2".into(), h);
+        let mut registry = mend::Registry::new();
+        crate::register(&mut registry, &config);
+        let versions = registry.versions();
+        assert_eq!(versions["exec"], ["v2"]);
+        assert_eq!(versions["http"], ["v2"]);
+        assert!(registry.handler_for("exec", Some("v2")).is_some());
+        assert!(registry.handler_for("exec", None).is_some());
     }
 }

@@ -38,7 +38,7 @@ mod text;
 
 use std::sync::Arc;
 
-pub use config::{ExecCommand, ExecutorsConfig};
+pub use config::{ExecCommand, ExecVersion, ExecutorsConfig, HttpVersion};
 
 /// The kinds [`register`] adds, in the order listed in the crate docs.
 pub const KINDS: [&str; 3] = [noop::KIND, http::KIND, exec::KIND];
@@ -54,11 +54,29 @@ pub fn register(registry: &mut mend::Registry, config: &ExecutorsConfig) {
     registry.register_raw(noop::KIND, None, noop::run);
 
     let http = http::HttpExecutor::new();
+
+    for (name, version) in &config.http_versions {
+        let http = http.clone();
+        let version = version.clone();
+        registry.register_raw_version(http::KIND, name, None, move |ctx, args| {
+            let http = http.clone();
+            let args = version.rewrite(args);
+            async move { http.run(ctx, args).await }
+        });
+    }
+
     registry.register_raw(http::KIND, None, move |ctx, args| {
         let http = http.clone();
         async move { http.run(ctx, args).await }
     });
 
+    for name in config.versions.keys() {
+        let versioned = Arc::new(config.for_version(name));
+        registry.register_raw_version(exec::KIND, name, None, move |ctx, args| {
+            let config = versioned.clone();
+            async move { exec::run(&config, ctx, args).await }
+        });
+    }
     let config = Arc::new(config.clone());
     registry.register_raw(exec::KIND, None, move |ctx, args| {
         let config = config.clone();

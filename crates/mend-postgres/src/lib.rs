@@ -10,14 +10,15 @@
 //!   the earlier asynchronous ones, so an outcome can never outlive its claim.
 //! - One session connection per store holds an advisory lock per registered node and LISTENs
 //!   for inserts (see `session`). The leader (another advisory lock) rescues the jobs of nodes
-//!   whose lock is gone, within about a second of their death (see `liveness`).
+//!   whose lock is gone, about a fifth of a second after their death (see `liveness` and
+//!   `watch`).
 //! - Everything lives in one schema (`mend` unless configured), migrated under an advisory
 //!   lock by whichever node starts first.
 //!
 //! The crate is laid out like a River driver: this file holds the store type and its
 //! [`Store`] impl, which hands each operation to a module per concept: `sql` (every
 //! statement), `jobs`, `attempts` (fenced writes and rescue), `nodes`, `queues`, `liveness`
-//! (judging nodes dead), `row` (decoding), `effect` (transactional completion) and `config`
+//! (judging nodes dead), `watch` (waiting on other nodes' locks), `row` (decoding), `effect` (transactional completion) and `config`
 //! (URL, settings, pools).
 //!
 //! ```no_run
@@ -45,6 +46,7 @@ mod security;
 mod session;
 mod sql;
 pub mod tls;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +94,8 @@ struct Inner {
     session_task: tokio::task::JoinHandle<()>,
     wake: Arc<Notify>,
     liveness: Liveness,
+    /// The leader's waits on the other nodes' locks (see `watch`).
+    watchers: watch::Watchers,
     limited: limits::LimitedQueues,
 }
 
@@ -154,6 +158,7 @@ impl PgStore {
                 session_task,
                 wake,
                 liveness: Liveness::default(),
+                watchers: watch::Watchers::new(),
                 limited: limits::LimitedQueues::default(),
             }),
         })
@@ -434,11 +439,23 @@ impl Store for PgStore {
     }
 
     async fn is_leader(&self) -> Result<bool> {
-        self.inner.session.lead().await
+        let leads = self.inner.session.lead().await;
+        match leads {
+            // The leader's watchers follow the nodes it sees (see `liveness::dead_nodes`).
+            Ok(true) => {}
+            // Others watch only the leader's lock, to take the lead the moment it dies.
+            Ok(false) => self.inner.watchers.watch_leader(&self.inner.session),
+            Err(_) => self.inner.watchers.stop_all(),
+        }
+        leads
     }
 
     fn rescue_interval(&self) -> Option<Duration> {
         Some(liveness::RESCUE_EVERY)
+    }
+
+    fn rescue_wakeup(&self) -> Option<Arc<Notify>> {
+        Some(self.inner.watchers.rescue.clone())
     }
 
     // ---- Periodic jobs (cron): see `cron`. ----

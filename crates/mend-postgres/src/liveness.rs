@@ -6,7 +6,11 @@
 //! missing lock right after *our* session (re)connected may only mean the database restarted
 //! and the node has not re-locked yet, so for [`SESSION_GRACE`] nobody is judged by it unless
 //! they were seen re-locked through this very connection. This module judges; it neither
-//! takes locks (`session` does) nor rescues jobs (the leader's rescuer does).
+//! takes locks (`session` does) nor rescues jobs (the leader's rescuer does). Between looks the
+//! leader's `watch`ers wait on the other nodes' locks and wake the rescuer when one is
+//! released, and a suspect is looked at again the moment its confirmation is due, so a
+//! SIGKILLed node is judged about [`CONFIRM_DEAD_AFTER`] after its death, not up to a
+//! [`RESCUE_EVERY`] later.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -18,14 +22,16 @@ use mend::store::Result;
 use crate::row::micros;
 use crate::PgStore;
 
-/// How often the leader looks for dead nodes: a lock check is one cheap query.
+/// How often the leader looks for dead nodes: a lock check is one cheap query. Deaths of
+/// watched nodes wake it sooner (see `watch`).
 pub(crate) const RESCUE_EVERY: Duration = Duration::from_millis(200);
 /// A node whose lock is missing is dead only if it is still missing this much later (a node
-/// whose session was cut reconnects and re-locks within this window).
-const CONFIRM_DEAD_AFTER: Duration = Duration::from_millis(250);
+/// whose session was cut reconnects at once and re-locks within this window: a connection,
+/// a LISTEN and the lock).
+const CONFIRM_DEAD_AFTER: Duration = Duration::from_millis(150);
 /// After its own session (re)connects, the leader judges nobody by a missing lock for this
 /// long: after a database restart every node needs a moment to take its lock again.
-const SESSION_GRACE: Duration = Duration::from_millis(1500);
+pub(crate) const SESSION_GRACE: Duration = Duration::from_millis(1500);
 
 /// Another node as one look at the database saw it.
 #[derive(Debug)]
@@ -36,6 +42,8 @@ pub(crate) struct Seen {
     pub(crate) stale: bool,
     /// Nobody holds its advisory lock.
     pub(crate) unlocked: bool,
+    /// Its lock key.
+    pub(crate) key: i32,
 }
 
 /// Our own session connection at the time of a look.
@@ -72,6 +80,7 @@ impl Liveness {
             id,
             stale,
             unlocked,
+            ..
         } in seen
         {
             listed.insert(id.clone());
@@ -96,6 +105,16 @@ impl Liveness {
         suspects.retain(|id, _| missing.contains(id));
         relocked.retain(|id, _| listed.contains(id));
         dead
+    }
+
+    /// How long until the earliest suspect's confirmation is due, if one is still ahead.
+    pub(crate) fn next_confirm(&self, now: Instant) -> Option<Duration> {
+        let suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        suspects
+            .values()
+            .map(|since| (*since + CONFIRM_DEAD_AFTER).saturating_duration_since(now))
+            .filter(|d| !d.is_zero())
+            .min()
     }
 }
 
@@ -122,14 +141,31 @@ pub(crate) async fn dead_nodes(
                 id: r.try_get(0).map_err(store.pg())?,
                 stale: r.try_get(1).map_err(store.pg())?,
                 unlocked: r.try_get(2).map_err(store.pg())?,
+                key: r.try_get(3).map_err(store.pg())?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    let alive: Vec<(String, i32)> = seen
+        .iter()
+        .filter(|s| !s.stale && !s.unlocked)
+        .map(|s| (s.id.clone(), s.key))
+        .collect();
+    inner.watchers.sync(&inner.session, &alive);
     let ours = OurSession {
         up_since: inner.session.up_since(),
         up_for: inner.session.up_for(),
     };
-    Ok(inner.liveness.judge(seen, ours, Instant::now()))
+    let now = Instant::now();
+    let dead = inner.liveness.judge(seen, ours, now);
+    if let Some(due) = inner.liveness.next_confirm(now) {
+        // Look again when the confirmation is due rather than at the next tick.
+        let rescue = inner.watchers.rescue.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(due).await;
+            rescue.notify_one();
+        });
+    }
+    Ok(dead)
 }
 
 #[cfg(test)]
@@ -141,6 +177,7 @@ mod tests {
             id: id.to_owned(),
             stale,
             unlocked,
+            key: 1,
         }
     }
 
@@ -177,6 +214,23 @@ mod tests {
                 later + Duration::from_millis(1)
             )
             .is_empty());
+    }
+
+    #[test]
+    fn the_next_look_is_due_when_a_suspects_confirmation_is() {
+        let l = Liveness::default();
+        let t0 = Instant::now();
+        let ours = session(Some(t0), SESSION_GRACE);
+        assert_eq!(l.next_confirm(t0), None, "no suspect, nothing due");
+        assert!(l.judge(vec![seen("a", false, true)], ours, t0).is_empty());
+        let step = Duration::from_millis(50);
+        assert_eq!(l.next_confirm(t0 + step), Some(CONFIRM_DEAD_AFTER - step));
+        // Once due, the look that judges it is the one being made: nothing more to schedule.
+        assert_eq!(l.next_confirm(t0 + CONFIRM_DEAD_AFTER), None);
+        assert_eq!(
+            l.judge(vec![seen("a", false, true)], ours, t0 + CONFIRM_DEAD_AFTER),
+            ["a"]
+        );
     }
 
     #[test]

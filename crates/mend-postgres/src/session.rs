@@ -4,7 +4,7 @@
 //! network cut) it reconnects with backoff, takes its locks again and listens again;
 //! meanwhile fetchers fall back to polling.
 //!
-//! The locks are what make a dead node visible within a second: PostgreSQL releases a
+//! The locks are what make a dead node visible within a fifth of a second: PostgreSQL releases a
 //! session's locks the moment its connection goes away, whatever killed the process.
 
 use std::collections::HashMap;
@@ -91,6 +91,7 @@ impl Session {
         loop {
             match self.connect().await {
                 Ok(closed) => {
+                    let up_at = Instant::now();
                     if let Some(r) = ready.take() {
                         let _ = r.send(Ok(()));
                     } else {
@@ -111,6 +112,13 @@ impl Session {
                     tracing::warn!(reason = %reason, "database session lost; reconnecting (fetchers poll meanwhile)");
                     // Idle fetchers no longer hear notifications: let them poll once now.
                     self.wake.notify_waiters();
+                    // The first try is at once: the leader takes a lock missing for longer
+                    // than `liveness`'s confirmation for a dead node. Not after a connection
+                    // that lasted under a second, so one that keeps dropping is not retried
+                    // in a tight loop.
+                    if up_at.elapsed() >= Duration::from_secs(1) {
+                        continue;
+                    }
                 }
                 Err(e) => {
                     if let Some(r) = ready.take() {

@@ -376,15 +376,20 @@ impl Sql {
                 ts_text("attempted_at")
             )),
             // The attempts the canary failed are given back by raising `max_attempts`, never
-            // by lowering `attempt`, so the fence of a late canary write still refuses it.
+            // by lowering `attempt`, so the fence of a late canary write still refuses it;
+            // each error given back is marked, so a job handed back twice is not paid twice.
             heal: t(&format!(
                 "UPDATE {{S}}.mend_jobs SET state = 'available', run_at = $4, finalized_at = NULL, lease_expires_at = NULL,
                     max_attempts = max_attempts + (SELECT count(*)::int4 FROM jsonb_array_elements(
-                        CASE WHEN jsonb_typeof(errors) = 'array' THEN errors ELSE '[]'::jsonb END) e WHERE e->>'version' = $2),
+                        CASE WHEN jsonb_typeof(errors) = 'array' THEN errors ELSE '[]'::jsonb END) e
+                        WHERE e->>'version' = $2 AND NOT coalesce((e->>'given_back')::bool, false)),
+                    errors = CASE WHEN jsonb_typeof(errors) = 'array' THEN (SELECT coalesce(jsonb_agg(CASE
+                        WHEN e->>'version' = $2 THEN e || jsonb_build_object('given_back', true) ELSE e END ORDER BY i), '[]'::jsonb)
+                        FROM jsonb_array_elements(errors) WITH ORDINALITY AS x(e, i)) ELSE errors END,
                     version = NULL, {}
                  WHERE id = ANY(ARRAY(SELECT id FROM {{S}}.mend_jobs WHERE kind = $1 AND version = $2
-                     AND state IN ('retryable', 'discarded') AND attempted_at >= $3 ORDER BY attempted_at LIMIT $5))
-                   AND state IN ('retryable', 'discarded')
+                     AND state IN ('scheduled', 'available', 'retryable', 'discarded') AND attempted_at >= $3 ORDER BY attempted_at LIMIT $5))
+                   AND state IN ('scheduled', 'available', 'retryable', 'discarded')
                  RETURNING id",
                 push_event("$6::jsonb")
             )),
@@ -409,7 +414,8 @@ impl Sql {
                     NOT EXISTS (SELECT 1 FROM pg_locks l
                         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
                           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                          AND l.classid::int8 = $3 AND l.objid::int8 = n.lock_key) AS unlocked
+                          AND l.classid::int8 = $3 AND l.objid::int8 = n.lock_key) AS unlocked,
+                    n.lock_key
                  FROM {S}.mend_nodes n WHERE n.id <> $1"),
             set_queue_paused: t("INSERT INTO {S}.mend_queues (name, paused, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at"),

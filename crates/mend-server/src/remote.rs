@@ -6,10 +6,11 @@
 //! the worker never reported back, or dropped when full) is read from the store as before.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use mend::rollout::RouteState;
 use mend::JobRow;
 use uuid::Uuid;
 
@@ -33,6 +34,8 @@ pub(crate) struct ClaimFacts {
     pub(crate) due: DateTime<Utc>,
     /// When this attempt started.
     pub(crate) started: Option<DateTime<Utc>>,
+    /// The handler version a rollout routed it to.
+    pub(crate) version: Option<String>,
     /// When this server remembered it (for [`FORGET_AFTER`]).
     at: Instant,
 }
@@ -41,9 +44,35 @@ pub(crate) struct ClaimFacts {
 #[derive(Debug, Default)]
 pub struct RemoteClaims {
     held: Mutex<HashMap<(Uuid, i32), ClaimFacts>>,
+    /// The stored rollouts' routes, read at most once per [`ROUTES_FOR`].
+    routes: Mutex<Option<(Instant, Arc<Vec<RouteState>>)>>,
 }
 
+/// How long remote claims reuse the routes read from the store: a cut-off reaches remote
+/// workers within this, as it reaches nodes within a heartbeat.
+const ROUTES_FOR: Duration = Duration::from_secs(1);
+
 impl RemoteClaims {
+    /// The routes in force, read from the store when the last read is older than
+    /// [`ROUTES_FOR`] (a failed read keeps the last ones).
+    pub(crate) async fn routes(
+        &self,
+        store: &dyn mend::Store,
+    ) -> Result<Arc<Vec<RouteState>>, mend::StoreError> {
+        if let Ok(cached) = self.routes.lock() {
+            if let Some((at, routes)) = cached.as_ref() {
+                if at.elapsed() < ROUTES_FOR {
+                    return Ok(routes.clone());
+                }
+            }
+        }
+        let fresh = Arc::new(store.rollout_routes().await?);
+        if let Ok(mut cached) = self.routes.lock() {
+            *cached = Some((Instant::now(), fresh.clone()));
+        }
+        Ok(fresh)
+    }
+
     /// Remembers the attempts of freshly claimed `jobs`.
     pub(crate) fn remember(&self, jobs: &[JobRow]) {
         let Ok(mut held) = self.held.lock() else {
@@ -65,6 +94,7 @@ impl RemoteClaims {
                     kind: job.kind.clone(),
                     due: job.run_at.max(job.created_at),
                     started: job.attempted_at,
+                    version: job.version.clone(),
                     at,
                 },
             );
@@ -100,6 +130,7 @@ impl RemoteClaims {
             kind: job.kind.clone(),
             due: job.run_at.max(job.created_at),
             started: job.attempted_at,
+            version: job.version.clone(),
             at: Instant::now(),
         }
     }

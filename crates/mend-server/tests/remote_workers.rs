@@ -503,3 +503,71 @@ async fn a_bulk_producer_can_ask_for_ids_only() {
         json!([{"id": jobs[1]["id"], "duplicate": true}])
     );
 }
+
+/// A remote worker names the version it runs: under a rollout it is handed only the jobs of
+/// the side it serves, and the claimed job records the version that runs it.
+#[tokio::test]
+async fn remote_workers_claim_only_the_side_of_a_rollout_they_serve() {
+    let s = start(None, None).await;
+    for n in 0..60 {
+        s.post("/v1/jobs", json!({"kind": "resize", "args": {"n": n}}))
+            .await;
+    }
+    let spec = mend::rollout::RolloutSpec {
+        kind: "resize".into(),
+        version: "v2".into(),
+        steps: vec![5_000, 10_000],
+        every_secs: 3600,
+        guard: Default::default(),
+        notify_url: None,
+    };
+    // Remote workers are not registered nodes, so the rollout is stored directly.
+    s.state
+        .store
+        .rollout_start(mend::rollout::Rollout::new(
+            spec,
+            None,
+            "test",
+            chrono::Utc::now(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let stable = s
+        .claim(json!({"worker_id": "old", "kinds": ["resize"], "limit": 100}))
+        .await;
+    assert_eq!(stable.status, 200, "{}", stable.body);
+    let canary = s
+        .claim(json!({"worker_id": "new", "kinds": ["resize"], "limit": 100, "versions": {"resize": "v2"}}))
+        .await;
+    let (stable, canary) = (
+        stable.body["jobs"].as_array().unwrap().clone(),
+        canary.body["jobs"].as_array().unwrap().clone(),
+    );
+    assert_eq!(stable.len() + canary.len(), 60);
+    assert!(!stable.is_empty() && !canary.is_empty());
+    for j in &stable {
+        let id: uuid::Uuid = j["id"].as_str().unwrap().parse().unwrap();
+        assert!(!mend::rollout::on_canary(id, 5_000));
+        assert_eq!(j["version"], "");
+    }
+    for j in &canary {
+        let id: uuid::Uuid = j["id"].as_str().unwrap().parse().unwrap();
+        assert!(mend::rollout::on_canary(id, 5_000));
+        assert_eq!(j["version"], "v2");
+    }
+    // A failure carries the version it ran on.
+    let id = canary[0]["id"].as_str().unwrap();
+    let failed = s
+        .post(
+            &format!("/v1/jobs/{id}/fail"),
+            json!({"worker_id": "new", "attempt": 1, "error": "v2 is broken"}),
+        )
+        .await;
+    assert_eq!(failed.body["errors"][0]["version"], "v2", "{}", failed.body);
+    // A version for a kind not claimed is refused.
+    let bad = s
+        .claim(json!({"worker_id": "x", "kinds": ["resize"], "versions": {"other": "v2"}}))
+        .await;
+    assert!(bad.problem(422).contains("versions"), "{}", bad.body);
+}

@@ -215,13 +215,14 @@ CREATE TABLE mend_args_keys (
 );
 "#,
     // 14: gray release. The handler version of each job's latest attempt (set by routed
-    // claims only), with a partial index that finds the jobs a canary failed; the versions
+    // claims only), with a partial index that finds the jobs a canary failed (waiting to run again, or
+    // discarded); the versions
     // each node serves; rollouts as JSON bodies, at most one active per kind; and the samples
     // of versioned attempts the guard reads, insert only, by kind and time.
     r#"
 ALTER TABLE mend_jobs ADD COLUMN version TEXT;
 CREATE INDEX mend_jobs_canary_failed ON mend_jobs (kind, version, attempted_at)
-    WHERE version IS NOT NULL AND state IN ('retryable', 'discarded');
+    WHERE version IS NOT NULL AND state IN ('scheduled', 'available', 'retryable', 'discarded');
 ALTER TABLE mend_nodes ADD COLUMN versions TEXT NOT NULL DEFAULT '{}';
 CREATE TABLE mend_rollouts (
     id         BLOB PRIMARY KEY,

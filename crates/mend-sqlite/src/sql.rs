@@ -200,14 +200,19 @@ pub(crate) const CLAIM_ONE: &str =
 /// Hands jobs of kind `?1` whose latest attempt ran canary `?2` (started at or after `?3`)
 /// and failed back to stable at `?4`: at most `?5`, each with event `?6`. The attempts the
 /// canary failed are given back by raising `max_attempts`, never by lowering `attempt`, so
-/// the fence of a late canary write still refuses it.
+/// the fence of a late canary write still refuses it; each error given back is marked, so a
+/// job handed back twice (a canary attempt still running at the cut-off) is not paid twice.
 pub(crate) static HEAL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE mend_jobs SET state = 'available', run_at = ?4, finalized_at = NULL, lease_expires_at = NULL,
             max_attempts = max_attempts + (SELECT count(*) FROM json_each(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END)
-                                           WHERE json_extract(value, '$.version') = ?2),
+                                           WHERE json_extract(value, '$.version') = ?2
+                                             AND coalesce(json_extract(value, '$.given_back'), 0) = 0),
+            errors = CASE WHEN json_valid(errors) THEN (SELECT json_group_array(CASE
+                         WHEN json_extract(value, '$.version') = ?2 THEN json_set(value, '$.given_back', json('true'))
+                         ELSE json(value) END) FROM (SELECT value FROM json_each(errors) ORDER BY key)) ELSE errors END,
             version = NULL, {}
-         WHERE id IN (SELECT id FROM mend_jobs WHERE kind = ?1 AND version = ?2 AND state IN ('retryable', 'discarded')
+         WHERE id IN (SELECT id FROM mend_jobs WHERE kind = ?1 AND version = ?2 AND state IN ('scheduled', 'available', 'retryable', 'discarded')
                       AND attempted_at >= ?3 ORDER BY attempted_at LIMIT ?5)
          RETURNING id",
         push_event("?6")

@@ -113,7 +113,13 @@ macro_rules! store_conformance {
             stats_percentiles_of_a_known_distribution,
             history_pruning_removes_old_minutes_and_events_only,
             events_round_trip_newest_first_by_kind,
-            node_facts_round_trip_and_heartbeats_update_them
+            node_facts_round_trip_and_heartbeats_update_them,
+            // gray release
+            rollouts_are_stored_compared_and_set_and_routed,
+            routed_claims_take_only_the_served_side_and_record_the_version,
+            a_canarys_failed_jobs_go_back_to_stable_with_their_attempts,
+            version_samples_add_up_and_are_pruned,
+            nodes_report_the_versions_they_serve
         );
     };
     ($factory:path, effects = $kit:expr) => {

@@ -207,6 +207,10 @@ pub struct AttemptError {
     /// The handler version that ran the attempt, when the kind was routed by a rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// A canary's failure whose attempt was given back when its rollout ended (the job was
+    /// handed back to the stable version with `max_attempts` raised by one per such error).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub given_back: bool,
 }
 
 impl AttemptError {
@@ -220,6 +224,7 @@ impl AttemptError {
             ),
             at: now,
             version: None,
+            given_back: false,
         }
     }
 }
@@ -774,6 +779,7 @@ mod tests {
             message: String::new(),
             at: Utc::now(),
             version: None,
+            given_back: false,
         };
         job.errors = vec![
             err(ErrorKind::Lost),

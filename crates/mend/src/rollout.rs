@@ -646,6 +646,8 @@ impl Rollout {
     pub fn route_state(&self) -> RouteState {
         match self.state {
             RolloutState::Running | RolloutState::Paused => RouteState {
+                rollout: self.id,
+                finished_at: self.finished_at,
                 kind: self.kind.clone(),
                 canary: Some(self.canary.clone()),
                 stable: self.stable.clone(),
@@ -653,6 +655,8 @@ impl Rollout {
                 active: true,
             },
             RolloutState::Promoted => RouteState {
+                rollout: self.id,
+                finished_at: self.finished_at,
                 kind: self.kind.clone(),
                 canary: None,
                 stable: Some(self.canary.clone()),
@@ -660,6 +664,8 @@ impl Rollout {
                 active: false,
             },
             RolloutState::RolledBack | RolloutState::Aborted => RouteState {
+                rollout: self.id,
+                finished_at: self.finished_at,
                 kind: self.kind.clone(),
                 canary: None,
                 stable: self.stable.clone(),
@@ -688,6 +694,10 @@ pub enum Request {
 /// How a kind is routed now, as every node reads it: from its latest rollout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteState {
+    /// The rollout it comes from.
+    pub rollout: Uuid,
+    /// When that rollout ended, if it did.
+    pub finished_at: Option<DateTime<Utc>>,
     /// The kind.
     pub kind: String,
     /// The canary version, while a rollout is active.
@@ -1274,6 +1284,8 @@ mod tests {
     #[test]
     fn plans_route_only_what_a_node_serves() {
         let states = vec![RouteState {
+            rollout: Uuid::now_v7(),
+            finished_at: None,
             kind: "resize".into(),
             canary: Some("v2".into()),
             stable: None,
@@ -1302,6 +1314,8 @@ mod tests {
         assert_eq!(p.routes[0].admit(id_with(255, 0)), None);
         // After promotion v2 is pinned: a node without v2 does not claim the kind.
         let promoted = vec![RouteState {
+            rollout: Uuid::now_v7(),
+            finished_at: None,
             kind: "resize".into(),
             canary: None,
             stable: Some("v2".into()),

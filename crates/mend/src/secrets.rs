@@ -538,6 +538,9 @@ impl Store for EncryptedArgs {
     fn rescue_interval(&self) -> Option<Duration> {
         self.inner.rescue_interval()
     }
+    fn rescue_wakeup(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.inner.rescue_wakeup()
+    }
     async fn cron_upsert(&self, params: UpsertCronParams) -> Result<crate::cron::CronRow> {
         self.inner.cron_upsert(params).await
     }

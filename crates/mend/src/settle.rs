@@ -252,6 +252,7 @@ pub fn settle(
             message: bound_message(message),
             at: now,
             version: None,
+            given_back: false,
         }
     };
     let kind = ending.error_kind();
@@ -355,6 +356,7 @@ pub fn lost(
             message,
             at: now,
             version: None,
+            given_back: false,
         },
         quarantined,
     }

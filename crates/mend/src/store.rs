@@ -1115,6 +1115,13 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// What wakes the rescuer for a pass before its next interval, on a backend that can tell
+    /// early that a node may have died (PostgreSQL: a watched node's lock was released, or a
+    /// suspect's confirmation is due). `None`: the rescuer only keeps its interval.
+    fn rescue_wakeup(&self) -> Option<Arc<Notify>> {
+        None
+    }
+
     // ---- Periodic jobs (cron) ----
 
     /// Store a schedule (new: with `next_slot`), or replace the declaration of the one with
@@ -1232,9 +1239,10 @@ pub trait Store: Send + Sync + 'static {
     async fn version_samples(&self, params: VersionSamplesParams) -> Result<Vec<VersionSample>>;
 
     /// Hands jobs the canary failed back to stable: jobs of `kind` whose latest attempt ran
-    /// `canary` (since `since`) and that are now `retryable` or `discarded` go back to
-    /// `available` now, with `max_attempts` raised by the attempts the canary failed, and an
-    /// event in their timeline. Returns their ids (at most `limit`).
+    /// `canary` (since `since`) and that wait to run again or were discarded go back to
+    /// `available` now, with `max_attempts` raised by the canary's failures not given back
+    /// yet (each then marked `given_back`), and an event in their timeline. Returns their ids
+    /// (at most `limit`).
     async fn rollout_heal(&self, params: HealParams) -> Result<Vec<Uuid>>;
 }
 

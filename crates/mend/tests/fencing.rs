@@ -252,6 +252,7 @@ async fn complete_many_fences_wrong_owner_and_wrong_attempt() {
         message: "nope".into(),
         at: Utc::now(),
         version: None,
+        given_back: false,
     };
     let kinds = [
         OutcomeKind::Retry {

@@ -261,6 +261,7 @@ async fn apply(
                 message: "boom".into(),
                 at: t0,
                 version: None,
+                given_back: false,
             };
             let run_at =
                 |later: bool| at(later) + chrono::Duration::seconds(if later { 1 } else { -1 });

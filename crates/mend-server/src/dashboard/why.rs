@@ -382,6 +382,7 @@ mod tests {
             message: "boom".into(),
             at: Utc::now(),
             version: None,
+            given_back: false,
         });
         let a = why(&facts(&job, &nodes));
         assert!(a[0].headline.starts_with("It waits to retry at "));

@@ -95,6 +95,10 @@ pub(super) struct ClaimRequest {
     #[schema(minimum = 1000, maximum = 3_600_000)]
     #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub lease_ms: Option<u64>,
+    /// The handler version this worker runs, per kind (a kind left out: its unversioned
+    /// handler). A kind under a rollout hands this worker only the jobs of the side it serves.
+    #[serde(default)]
+    pub versions: std::collections::BTreeMap<String, String>,
 }
 
 /// Claims jobs of the given kinds for a remote worker, waiting up to `wait_ms` for one.
@@ -143,6 +147,22 @@ pub(crate) async fn claim(
             format!("{k:?} is not a kind name (1–128 letters, digits, _ - . : /)"),
         ));
     }
+    if let Some((k, v)) = req
+        .versions
+        .iter()
+        .find(|(k, v)| !req.kinds.contains(k) || !super::jobs::valid_name(v))
+    {
+        let (k, v): (String, String) = (k.chars().take(80).collect(), v.chars().take(80).collect());
+        return Err(ApiError::invalid(
+            "versions",
+            format!("versions maps a claimed kind to a version name (1–128 letters, digits, _ - . : /); {k:?}: {v:?} is not one"),
+        ));
+    }
+    let served: mend::rollout::Served = req
+        .kinds
+        .iter()
+        .map(|k| (k.clone(), vec![req.versions.get(k).cloned()]))
+        .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
     let wake = state.store.wakeup();
     loop {
@@ -158,18 +178,25 @@ pub(crate) async fn claim(
         let notified = wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let jobs = state
-            .store
-            .claim(ClaimParams {
-                queue: queue.clone(),
-                kinds: req.kinds.clone(),
-                limit,
-                lease_owner: owner.clone(),
-                lease_duration: lease,
-                now: Utc::now(),
-                routes: Vec::new(),
-            })
-            .await?;
+        let routes = state.remote_claims.routes(state.store.as_ref()).await?;
+        let plan = mend::rollout::plan(&routes, &served);
+        let jobs = if plan.claims_nothing() {
+            // Every kind asked for is pinned to a version this worker does not run.
+            Vec::new()
+        } else {
+            state
+                .store
+                .claim(ClaimParams {
+                    queue: queue.clone(),
+                    kinds: plan.kinds,
+                    limit,
+                    lease_owner: owner.clone(),
+                    lease_duration: lease,
+                    now: Utc::now(),
+                    routes: plan.routes,
+                })
+                .await?
+        };
         let now = tokio::time::Instant::now();
         if !jobs.is_empty() || now >= deadline {
             if state.worker.is_some() {
@@ -540,6 +567,9 @@ async fn record(
         let wait = f.started.and_then(|s| (s - f.due).to_std().ok());
         let run = f.started.and_then(|s| (now - s).to_std().ok());
         history.record(&f.queue, &f.kind, now, ended, wait, run);
+        if let (Some(v), Some(w)) = (&f.version, state.worker.as_ref()) {
+            w.record_version_sample(&f.kind, v, ended, run);
+        }
     }
     Ok(Json(job))
 }
@@ -604,12 +634,16 @@ async fn settle_remote(
     ending: Ending,
     timed_out: bool,
 ) -> Result<Option<OutcomeKind>, ApiError> {
+    let mut version = None;
     let facts = match ending {
         Ending::Failed { .. } | Ending::Panicked { .. } => match state.store.get(id).await? {
-            Some(job) => Attempt {
-                attempt,
-                ..Attempt::of(&job)
-            },
+            Some(job) => {
+                version.clone_from(&job.version);
+                Attempt {
+                    attempt,
+                    ..Attempt::of(&job)
+                }
+            }
             None => return Ok(None),
         },
         _ => Attempt {
@@ -630,6 +664,9 @@ async fn settle_remote(
         },
     );
     let mut outcome = settled.outcome;
+    if let Some(error) = outcome.as_mut().and_then(OutcomeKind::error_mut) {
+        error.version = version;
+    }
     if timed_out {
         // Recorded as a timeout, with the worker's own words.
         if let Some(OutcomeKind::Retry { error, .. } | OutcomeKind::Discard { error }) =
@@ -860,6 +897,9 @@ pub(crate) async fn finish(
                 let wait = f.started.and_then(|s| (s - f.due).to_std().ok());
                 let run = f.started.and_then(|s| (now - s).to_std().ok());
                 history.record(&f.queue, &f.kind, now, *e, wait, run);
+                if let (Some(v), Some(w)) = (&f.version, state.worker.as_ref()) {
+                    w.record_version_sample(&f.kind, v, *e, run);
+                }
             }
         }
     }

@@ -31,6 +31,7 @@ mod operator;
 mod outcomes;
 mod reads;
 mod rescue;
+mod rollouts;
 mod unique;
 
 pub use claims::*;
@@ -48,6 +49,7 @@ pub use operator::*;
 pub use outcomes::*;
 pub use reads::*;
 pub use rescue::*;
+pub use rollouts::*;
 pub use unique::*;
 
 const OWNER: &str = "node-a";
@@ -116,6 +118,7 @@ fn err(attempt: i32, kind: ErrorKind, message: &str) -> AttemptError {
         message: message.into(),
         at: DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap(),
         version: None,
+        given_back: false,
     }
 }
 

@@ -34,10 +34,20 @@ pub(crate) async fn run(
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
+    // A backend that learns of a possible death early wakes us for a pass then (`notify_one`
+    // keeps a permit, so a wake-up during a pass is not lost).
+    let wakeup = store.rescue_wakeup();
     loop {
+        let woken = async {
+            match &wakeup {
+                Some(w) => w.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
+            _ = woken => {}
         }
         let pass = rescue_once(
             store.as_ref(),

@@ -95,17 +95,25 @@ pub async fn window(
     Ok((canary, stable_side))
 }
 
-/// One look at every rollout.
+/// One look at every rollout that is active or ended lately. Idle, it is one read of the
+/// routes every node reads anyway.
 pub async fn pass(store: &dyn Store, now: DateTime<Utc>) -> Result<PassReport> {
     let mut report = PassReport::default();
-    for r in store.rollout_list().await? {
+    let heal_for = chrono::Duration::from_std(HEAL_AFTER_END).unwrap_or_default();
+    let watched: Vec<uuid::Uuid> = store
+        .rollout_routes()
+        .await?
+        .into_iter()
+        .filter(|r| r.active || r.finished_at.is_some_and(|f| now - f < heal_for))
+        .map(|r| r.rollout)
+        .collect();
+    for id in watched {
+        let Some(r) = store.rollout_get(id).await? else {
+            continue;
+        };
         if r.state.is_active() {
             guard_one(store, r, now, &mut report).await?;
-        } else if matches!(r.state, RolloutState::RolledBack | RolloutState::Aborted)
-            && r.finished_at.is_some_and(|f| {
-                now - f < chrono::Duration::from_std(HEAL_AFTER_END).unwrap_or_default()
-            })
-        {
+        } else if matches!(r.state, RolloutState::RolledBack | RolloutState::Aborted) {
             report.healed += heal(store, r, now).await?;
         }
     }

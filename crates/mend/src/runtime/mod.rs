@@ -685,6 +685,20 @@ impl WorkerHandle {
         &self.shared.stats
     }
 
+    /// Records a remote worker's attempt of `kind` run by `version` for the rollout guard
+    /// (only while the kind is under an active rollout, as for this node's own attempts).
+    pub fn record_version_sample(
+        &self,
+        kind: &str,
+        version: &str,
+        ended: crate::stats::Ended,
+        run: Option<Duration>,
+    ) {
+        if self.shared.plan().sampled.iter().any(|k| k == kind) {
+            self.shared.samples.record(kind, version, ended, run);
+        }
+    }
+
     /// The dashboard history's accumulator: whatever else ends attempts in this process (the
     /// remote-worker routes) records into it, and this worker flushes it.
     pub fn history(&self) -> Arc<crate::stats::Recorder> {

@@ -1,0 +1,394 @@
+//! Gray release in a live worker, on SQLite and on PostgreSQL: a canary failing half its
+//! attempts at a 10% share is cut off by the guard with its evidence stored, and every job it
+//! hurt completes on the stable version with its attempts given back; a canary as good as
+//! stable is never cut off over 2,000 jobs; a good canary advances step by step and becomes
+//! stable; bad requests are refused with nothing stored.
+
+#![expect(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use mend::maintenance::rollouts::{start, StartError};
+use mend::retry::FixedDelay;
+use mend::rollout::{Action, GuardConfig, RolloutError, RolloutSpec, RolloutState, Verdict};
+use mend::{JobArgs, JobContext, JobError, JobState, NewJob, Registry};
+use mend_test::env::Env;
+use mend_test::wait::poll;
+
+mend_test::job_args!(struct Gr { n: u64 } = "gray");
+
+/// A handler failing the first attempt (every attempt when `always`) of `1 in every` jobs
+/// (by `n`), 0 = never.
+fn failing(
+    every: u64,
+    always: bool,
+) -> impl Fn(JobContext, Gr) -> std::future::Ready<Result<(), JobError>> + Send + Sync + 'static {
+    move |ctx: JobContext, g: Gr| {
+        let fails = every > 0 && g.n % every == 0 && (always || ctx.attempt() == 1);
+        std::future::ready(if fails {
+            Err(JobError::retry("this attempt fails"))
+        } else {
+            Ok(())
+        })
+    }
+}
+
+/// Stable fails the first attempt of 1 job in `stable_every`; canary v2 of 1 in
+/// `canary_every`, every attempt when `always` (a bad version fails its jobs for good).
+fn registry(stable_every: u64, canary_every: u64, always: bool) -> Registry {
+    let mut r = Registry::new();
+    r.register_fn(failing(stable_every, false));
+    r.register_version_fn("v2", failing(canary_every, always));
+    r
+}
+
+fn spec(steps: Vec<u32>, every_secs: u64) -> RolloutSpec {
+    RolloutSpec {
+        kind: Gr::KIND.into(),
+        version: "v2".into(),
+        steps,
+        every_secs,
+        guard: GuardConfig::default(),
+        notify_url: None,
+    }
+}
+
+async fn worker(env: &Env, reg: Registry) -> mend::WorkerHandle {
+    env.worker(reg, 16, |c| {
+        c.retry_policy = Arc::new(FixedDelay(Duration::from_millis(20)));
+    })
+    .await
+}
+
+async fn enqueue(env: &Env, range: std::ops::Range<u64>) {
+    let jobs: Vec<NewJob> = range.map(|n| Gr { n }.to_new_job().unwrap()).collect();
+    for chunk in jobs.chunks(500) {
+        env.client.insert_many(chunk.to_vec()).await.unwrap();
+    }
+}
+
+async fn rollout(env: &Env) -> mend::rollout::Rollout {
+    env.store.rollout_list().await.unwrap().remove(0)
+}
+
+/// Every stored job (the Env's own read stops at one page).
+async fn every_job(env: &Env) -> Vec<mend::JobRow> {
+    let mut out = Vec::new();
+    let mut before = None;
+    loop {
+        let page = env
+            .store
+            .list(mend::store::ListParams {
+                limit: 1000,
+                before,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        out.extend(page.jobs);
+        match page.next_cursor {
+            Some(c) => before = Some(c),
+            None => return out,
+        }
+    }
+}
+
+async fn all_completed(env: &Env, n: usize, within: Duration) -> Vec<mend::JobRow> {
+    poll(&format!("{n} jobs completed"), within, || async {
+        let jobs = every_job(env).await;
+        let done = jobs
+            .iter()
+            .filter(|j| j.state == JobState::Completed)
+            .count();
+        if jobs.len() == n && done == n {
+            Ok(jobs)
+        } else {
+            Err((jobs.len(), done))
+        }
+    })
+    .await
+}
+
+async fn bad_canary_is_cut_off(env: Env) {
+    // Stable fails 1% of first attempts, the canary 50%.
+    let w = worker(&env, registry(100, 2, true)).await;
+    let r = start(
+        env.store.as_ref(),
+        spec(vec![1_000, 10_000], 3_600),
+        "test",
+        Utc::now(),
+    )
+    .await
+    .expect("start the rollout");
+    assert_eq!(r.stable, None);
+    // Every node picks the route up within a heartbeat.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    enqueue(&env, 0..2_000).await;
+    let cut = poll(
+        "the bad canary cut off",
+        Duration::from_secs(60),
+        || async {
+            let r = rollout(&env).await;
+            if r.state == RolloutState::RolledBack {
+                Ok(r)
+            } else {
+                Err((r.state, r.share))
+            }
+        },
+    )
+    .await;
+    let jobs = all_completed(&env, 2_000, Duration::from_secs(60)).await;
+    w.shutdown(Duration::from_secs(5)).await;
+
+    // The decision and its evidence are stored.
+    let decision = cut.decisions.last().unwrap();
+    assert_eq!(decision.action, Action::CutOff);
+    assert_eq!(decision.actor, "guard");
+    assert_eq!(cut.share, 0);
+    let ev = decision.evidence.as_ref().expect("evidence");
+    assert!(ev.p_value.unwrap() < ev.alpha, "{ev:?}");
+    assert!(ev.canary.failure_rate > ev.stable.failure_rate, "{ev:?}");
+    assert!(ev.canary.attempts >= GuardConfig::default().min_samples);
+    assert!(ev.breach.contains("Fisher"), "{}", ev.breach);
+    eprintln!(
+        "cut off after {} canary attempts ({} failed) against {} stable ones",
+        ev.canary.attempts, ev.canary.failures, ev.stable.attempts
+    );
+
+    // Every job the canary hurt completed on stable, its canary attempts given back.
+    let hurt: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.errors.iter().any(|e| e.version.as_deref() == Some("v2")))
+        .collect();
+    assert!(!hurt.is_empty());
+    let mut healed_jobs = 0;
+    for j in &hurt {
+        assert_eq!(j.state, JobState::Completed);
+        assert_ne!(
+            j.version.as_deref(),
+            Some("v2"),
+            "{}: completed on stable",
+            j.id
+        );
+        // Each canary failure handed back was given back once. (One retried on stable
+        // before the guard's next pass, within its backoff, is not: it used an attempt.)
+        let given_back = j.errors.iter().filter(|e| e.given_back).count();
+        assert!(
+            j.errors
+                .iter()
+                .filter(|e| e.given_back)
+                .all(|e| e.version.as_deref() == Some("v2")),
+            "{}: only canary failures are given back",
+            j.id
+        );
+        assert_eq!(
+            j.max_attempts,
+            NewJob::new("k", serde_json::json!({})).max_attempts + given_back as i32,
+            "{}: attempts given back",
+            j.id
+        );
+        healed_jobs += usize::from(given_back > 0);
+    }
+    assert!(
+        healed_jobs * 10 >= hurt.len() * 9,
+        "{healed_jobs} of {} hurt jobs had their attempts given back",
+        hurt.len()
+    );
+    let stored = rollout(&env).await;
+    assert!(
+        stored.healed >= hurt.len() as u64,
+        "{} < {}",
+        stored.healed,
+        hurt.len()
+    );
+    // The event log says so.
+    let events = env
+        .store
+        .events(mend::stats::EventsParams {
+            since: Utc::now() - chrono::Duration::hours(1),
+            until: Utc::now() + chrono::Duration::hours(1),
+            kinds: vec![mend::stats::event_kind::ROLLOUT_CUT_OFF.into()],
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+}
+
+async fn equal_canary_is_never_cut_off(env: Env) {
+    // Both fail the first attempt of 1 job in 20.
+    let w = worker(&env, registry(20, 20, false)).await;
+    start(
+        env.store.as_ref(),
+        spec(vec![1_000, 10_000], 3_600),
+        "test",
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    enqueue(&env, 0..2_000).await;
+    let jobs = all_completed(&env, 2_000, Duration::from_secs(90)).await;
+    // The guard has seen the last samples.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    w.shutdown(Duration::from_secs(5)).await;
+    let r = rollout(&env).await;
+    assert_eq!(r.state, RolloutState::Running, "{:?}", r.decisions);
+    let on_canary = jobs
+        .iter()
+        .filter(|j| j.version.as_deref() == Some("v2"))
+        .count();
+    assert!(
+        (120..300).contains(&on_canary),
+        "{on_canary} of 2000 jobs ran on the canary at 10%"
+    );
+    // The guard did look: both sides have enough samples, and it passed them.
+    let (canary, stable) = mend::maintenance::rollouts::window(env.store.as_ref(), &r, Utc::now())
+        .await
+        .unwrap();
+    let (verdict, ev) = mend::rollout::judge(&r.guard, &canary, &stable);
+    assert_eq!(verdict, Verdict::Pass, "{ev:?}");
+    assert!(canary.attempts >= on_canary as u64, "{canary:?}");
+}
+
+async fn good_canary_is_promoted(env: Env) {
+    let w = worker(&env, registry(0, 0, false)).await;
+    start(
+        env.store.as_ref(),
+        spec(vec![2_000, 10_000], 1),
+        "test",
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    // Jobs keep coming until the canary is promoted.
+    let mut n = 0;
+    let promoted = poll("the canary promoted", Duration::from_secs(60), || {
+        let env = &env;
+        n += 50;
+        let range = n - 50..n;
+        async move {
+            enqueue(env, range).await;
+            let r = rollout(env).await;
+            if r.state == RolloutState::Promoted {
+                Ok(r)
+            } else {
+                Err((r.state, r.share, r.decisions.len()))
+            }
+        }
+    })
+    .await;
+    assert_eq!(promoted.share, mend::rollout::FULL_SHARE);
+    assert_eq!(promoted.decisions.last().unwrap().action, Action::Promoted);
+    assert!(promoted.decisions.last().unwrap().evidence.is_some());
+    // Once every node knows, new jobs run on v2.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    enqueue(&env, 1_000_000..1_000_100).await;
+    let jobs = poll(
+        "the last 100 jobs completed",
+        Duration::from_secs(30),
+        || async {
+            let jobs = every_job(&env).await;
+            let waiting = jobs
+                .iter()
+                .filter(|j| j.state != JobState::Completed)
+                .count();
+            if waiting == 0 {
+                Ok(jobs)
+            } else {
+                Err(waiting)
+            }
+        },
+    )
+    .await;
+    w.shutdown(Duration::from_secs(5)).await;
+    let late: Vec<_> = jobs
+        .iter()
+        .filter(|j| serde_json::from_value::<Gr>(j.args.clone()).unwrap().n >= 1_000_000)
+        .collect();
+    assert_eq!(late.len(), 100);
+    assert!(late.iter().all(|j| j.version.as_deref() == Some("v2")));
+}
+
+async fn bad_requests_store_nothing(env: Env) {
+    let w = worker(&env, registry(0, 0, false)).await;
+    let now = Utc::now();
+    let invalid = |e: StartError| match e {
+        StartError::Rollout(RolloutError::Invalid(m)) => m,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let mut unknown_kind = spec(vec![10_000], 60);
+    unknown_kind.kind = "nope".into();
+    let m = invalid(
+        start(env.store.as_ref(), unknown_kind, "t", now)
+            .await
+            .unwrap_err(),
+    );
+    assert!(m.contains("no live node serves kind `nope`"), "{m}");
+    let mut unknown_version = spec(vec![10_000], 60);
+    unknown_version.version = "v9".into();
+    let m = invalid(
+        start(env.store.as_ref(), unknown_version, "t", now)
+            .await
+            .unwrap_err(),
+    );
+    assert!(m.contains("v9") && m.contains("v2"), "{m}");
+    let m = invalid(
+        start(env.store.as_ref(), spec(vec![500, 2_000], 60), "t", now)
+            .await
+            .unwrap_err(),
+    );
+    assert!(m.contains("100%"), "{m}");
+    let m = invalid(
+        start(env.store.as_ref(), spec(vec![10_000], 0), "t", now)
+            .await
+            .unwrap_err(),
+    );
+    assert!(m.contains("interval"), "{m}");
+    let mut negative = spec(vec![10_000], 60);
+    negative.guard.window_secs = 0;
+    invalid(
+        start(env.store.as_ref(), negative, "t", now)
+            .await
+            .unwrap_err(),
+    );
+    assert!(env.store.rollout_list().await.unwrap().is_empty());
+    // One active rollout per kind.
+    start(env.store.as_ref(), spec(vec![10_000], 60), "t", now)
+        .await
+        .unwrap();
+    let e = start(env.store.as_ref(), spec(vec![10_000], 60), "t", now)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StartError::Rollout(RolloutError::Conflict(_))),
+        "{e:?}"
+    );
+    assert_eq!(env.store.rollout_list().await.unwrap().len(), 1);
+    w.shutdown(Duration::from_secs(5)).await;
+}
+
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(Env::new().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(env) = Env::postgres(stringify!($name)).await {
+                    super::$name(env).await;
+                }
+            }
+        }
+    };
+}
+
+both!(bad_canary_is_cut_off);
+both!(equal_canary_is_never_cut_off);
+both!(good_canary_is_promoted);
+both!(bad_requests_store_nothing);
