@@ -107,6 +107,8 @@ before(async () => {
     "--token", TOKEN,
     "--queues", "default=4,busy=1,limited=4,held=1",
     "--drill-dir", path.join(dir, "drill"),
+    // The drill kind also as the named version v2: the rollout test rolls it out.
+    "--drill-version", "v2",
   ]);
   call = api(main.url);
 
@@ -481,4 +483,66 @@ test("pages work on a phone-sized screen and refresh while visible", async () =>
   await page.keyboard.press("Tab");
   assert.equal(await page.evaluate(() => document.activeElement.textContent), "Skip to content");
   await context.close();
+});
+
+test("a rollout: listed, both versions charted with the decision log, paused and resumed from its page", async () => {
+  // The drill kind at 50% to v2 (the same code): about half its jobs run on each side.
+  const r = await call("POST", "/v1/rollouts", { kind: "mend.drill", version: "v2", steps: "50%,100%", every: "1h", guard: { min_samples: 3, alpha: 0.000001 } });
+  assert.equal(r.state, "running");
+  try {
+    // Traffic until both versions have samples: a node routes by the rollout from its next
+    // heartbeat on, and its samples reach the store at its next flush. One job in four fails
+    // its only attempt, whichever side it falls on.
+    let n = 0;
+    await waitFor("both versions to have samples", async () => {
+      for (let i = 0; i < 4; i++, n++) {
+        await enqueue(`rollout${n}`, { kind: "mend.drill", args: { run: "rollout", work_ms: 5, faults: n % 4 === 0 ? ["error"] : [] }, max_attempts: 1 });
+      }
+      await new Promise((res) => setTimeout(res, 400));
+      const d = await call("GET", `/v1/rollouts/${r.id}`);
+      return d.window.evidence.canary.attempts >= 3 && d.window.evidence.stable.attempts >= 3;
+    }, 30_000).catch(async (e) => {
+      const states = await Promise.all([...Array(n).keys()].map((i) => stateOf(jobs[`rollout${i}`])));
+      const d = await call("GET", `/v1/rollouts/${r.id}`);
+      throw new Error(`${e.message}; jobs: ${states.join(", ")}; window: ${JSON.stringify(d.window.evidence)}`);
+    });
+    const detail = await call("GET", `/v1/rollouts/${r.id}`);
+    const { context, page } = await loggedIn();
+    await page.goto(main.url + "/rollouts");
+    const row = `#rollouts tr[data-rollout="${r.id}"]`;
+    assert.equal(await page.getAttribute(`${row} [data-rollout-state]`, "data-rollout-state"), "running");
+    assert.equal(await page.getAttribute(`${row} [data-share]`, "data-share"), "5000");
+    await Promise.all([page.waitForURL(`${main.url}/rollouts/${r.id}`), page.click(`${row} a`)]);
+    // The window's figures are the API's (they only grow between the two reads).
+    const canary = Number(await page.getAttribute("#window tr[data-side=canary] [data-attempts]", "data-attempts"));
+    const stable = Number(await page.getAttribute("#window tr[data-side=stable] [data-attempts]", "data-attempts"));
+    assert.ok(canary >= detail.window.evidence.canary.attempts && canary > 0, `canary ${canary}`);
+    assert.ok(stable >= detail.window.evidence.stable.attempts && stable > 0, `stable ${stable}`);
+    assert.equal(await page.locator("#series svg polyline").count(), 2, "one curve per version");
+    assert.ok(await page.locator("#series svg line.marker-step").count() >= 1, "the start is marked");
+    assert.match(await page.textContent("#decisions"), /canary v2 at 50% of mend\.drill/);
+    await shot(page, "rollout");
+    // Pause from the page: the API says paused, and the page offers Resume.
+    await Promise.all([page.waitForURL(`${main.url}/rollouts/${r.id}`), page.click("#rollout-actions button[data-action=pause]")]);
+    assert.equal((await call("GET", `/v1/rollouts/${r.id}`)).state, "paused");
+    assert.equal(await page.getAttribute("#state", "data-state"), "paused");
+    assert.match(await page.textContent("#decisions"), /paused by hand/);
+    await Promise.all([page.waitForURL(`${main.url}/rollouts/${r.id}`), page.click("#rollout-actions button[data-action=resume]")]);
+    assert.equal((await call("GET", `/v1/rollouts/${r.id}`)).state, "running");
+    // The audit log has both, by the admin token's name.
+    const audit = await call("GET", "/v1/audit?limit=5");
+    assert.deepEqual(audit.entries.slice(0, 2).map((e) => [e.action, e.target]), [["rollout.resume", r.id], ["rollout.pause", r.id]]);
+    // The nodes page shows the version served.
+    await page.goto(main.url + "/nodes");
+    assert.match(await page.textContent(`#nodes [data-node="${main.node}"]`), /mend\.drill: v2/);
+    await context.close();
+    // A viewer sees the rollout and no buttons.
+    const v = await loggedIn(VIEWER_TOKEN);
+    await v.page.goto(`${main.url}/rollouts/${r.id}`);
+    assert.equal(await v.page.locator("#rollout-actions button").count(), 0);
+    await v.context.close();
+  } finally {
+    // The other tests' drill jobs are routed plainly again.
+    await call("POST", `/v1/rollouts/${r.id}/abort`).catch(() => {});
+  }
 });

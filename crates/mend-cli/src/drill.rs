@@ -236,13 +236,15 @@ pub(crate) struct Canaries {
 }
 
 /// Registers the drill kind and its cleanup, for a node on `database` keeping files in `dir`,
-/// and the canary versions asked for.
+/// the canary versions asked for, and the kind again as the named handler `version` (the same
+/// code) when given.
 pub(crate) fn register(
     registry: &mut Registry,
     database: &str,
     dir: DrillDir,
     breakage: Option<Breakage>,
     canaries: Canaries,
+    version: Option<&str>,
 ) -> anyhow::Result<()> {
     let shared = Arc::new(Drill {
         database: database.to_owned(),
@@ -286,6 +288,13 @@ pub(crate) fn register(
                 Some(v) => registry.register_raw_version(TWIN_KIND, v, None, run),
             };
         }
+    }
+    if let Some(v) = version {
+        let d = shared.clone();
+        registry.register_version_fn(v, move |ctx, args: DrillArgs| {
+            let d = d.clone();
+            async move { d.run(ctx, args).await }
+        });
     }
     let lazy = breakage == Some(Breakage::CleanupDoesNothing);
     registry.register_cleanup(move |c: RemoveMarker| async move {

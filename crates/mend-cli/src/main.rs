@@ -70,6 +70,12 @@ enum Command {
     /// Example: mend limits set hooks --queue default --kind http --rate 20/1s
     #[command(subcommand)]
     Limits(client::LimitsCommand),
+    /// Gray release: roll a new handler version out step by step, with a guard that cuts a
+    /// worse canary off; list, show, start, pause, resume, promote and abort rollouts.
+    ///
+    /// Example: mend rollouts start resize --version v2 --steps 5%,25%,50%,100% --every 10m
+    #[command(subcommand)]
+    Rollouts(client::RolloutsCommand),
     /// Look inside a running node: what each attempt is doing right now.
     ///
     /// Example: mend debug attempts
@@ -190,6 +196,7 @@ fn main() -> std::process::ExitCode {
             Command::Jobs(cmd) => client::jobs(cmd).await,
             Command::Queues(cmd) => client::queues(cmd).await,
             Command::Limits(cmd) => client::limits(cmd).await,
+            Command::Rollouts(cmd) => client::rollouts(cmd).await,
             Command::Debug(cmd) => client::debug(cmd).await,
             Command::Cron(cmd) => client::cron(cmd).await,
             Command::Migrate(args) => client::migrate(args).await,

@@ -105,6 +105,10 @@ pub(crate) struct ServeArgs {
     /// --good-canary`).
     #[arg(long, hide = true, requires = "drill_dir")]
     drill_good_canary: bool,
+    /// Also serve the drill kind as this named handler version (the same code), so a
+    /// rollout of it can be started against a real node (tests and demos of gray release).
+    #[arg(long, hide = true, requires = "drill_dir")]
+    drill_version: Option<String>,
     /// Serve the /debug/* routes (CPU profiles) on a non-loopback address too; they are always
     /// on for a loopback address. The token still guards them.
     #[arg(long, env = "MEND_DEBUG_ENDPOINTS")]
@@ -229,6 +233,8 @@ struct Settings {
         Option<crate::drill::Breakage>,
         crate::drill::Canaries,
     )>,
+    /// `--drill-version`: the drill kind also served as this named version.
+    drill_version: Option<String>,
     /// The `[[cron]]` schedules, checked.
     periodic: Vec<mend::Periodic>,
     /// `--debug-endpoints` (or its variable, or the file's key): the debug routes on any
@@ -441,6 +447,7 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
             };
             (d, args.drill_break, canaries)
         }),
+        drill_version: args.drill_version,
         periodic,
         debug_endpoints: args.debug_endpoints || file.debug_endpoints.unwrap_or(false),
         rescue_interval: args.rescue_interval.filter(|d| !d.is_zero()),
@@ -502,7 +509,18 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some((dir, breakage, canaries)) = &s.drill {
         let dir = crate::drill::DrillDir { root: dir.clone() };
         dir.create()?;
-        crate::drill::register(&mut registry, &s.database, dir, *breakage, *canaries)?;
+        if s.drill_version.is_some() {
+            // Without `mend chaos` (which makes it first) a drill job needs its ledger.
+            crate::drill::create_ledger(&s.database).await?;
+        }
+        crate::drill::register(
+            &mut registry,
+            &s.database,
+            dir,
+            *breakage,
+            *canaries,
+            s.drill_version.as_deref(),
+        )?;
         // A drill node must not outlive its drill: `mend chaos` holds our stdin open.
         std::thread::spawn(|| {
             let mut sink = Vec::new();

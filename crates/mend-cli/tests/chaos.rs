@@ -250,7 +250,10 @@ fn assert_canaries_held(out: &Output, report: &Value) {
     }
     let bad = &report["canary"]["bad"];
     assert_eq!(bad["state"], "rolled_back", "{bad:#}");
-    assert!(bad["breach"].as_str().unwrap().contains("canary"), "{bad:#}");
+    assert!(
+        bad["breach"].as_str().unwrap().contains("canary"),
+        "{bad:#}"
+    );
     let seen = bad["canary_attempts_seen"].as_u64().unwrap();
     assert!(seen >= 10, "judged before the minimum sample: {bad:#}");
     assert_eq!(bad["canary_failures_seen"].as_u64().unwrap(), seen);

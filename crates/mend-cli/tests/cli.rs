@@ -37,7 +37,8 @@ fn start(extra: &[&str]) -> Server {
         .args(extra)
         // No ./mend.toml of the developer's is picked up.
         .current_dir(dir.path())
-        .stdin(Stdio::null())
+        // Held open while the server lives: a drill node exits when its stdin closes.
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -571,6 +572,100 @@ fn limits_set_list_delete_and_debug_attempts() {
 }
 
 #[test]
+fn rollouts_start_list_show_and_steer() {
+    let drill = tempfile::tempdir().unwrap();
+    let dir = drill.path().to_str().unwrap();
+    let s = start(&["--drill-dir", dir, "--drill-version", "v2"]);
+    let out = s.mend(&["rollouts", "list"]).ok();
+    assert!(out.stdout.starts_with("no rollouts"), "{}", out.stdout);
+    // Refused: each is one line naming the field; a bad duration before any request.
+    let base = ["rollouts", "start", "mend.drill", "--steps", "5%,25%,100%"];
+    let refused = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend(extra);
+        s.mend(&args).fails().to_owned()
+    };
+    let e = refused(&["--version", "v9", "--every", "10m"]);
+    assert!(
+        e.contains("no live node serves version `v9`") && e.contains("field version"),
+        "{e}"
+    );
+    let e = refused(&["--version", "v2", "--every", "10"]);
+    assert!(e.contains("--every") && e.contains("needs a unit"), "{e}");
+    let e = refused(&["--version", "v2", "--every", "0s"]);
+    assert!(e.contains("HTTP 422, field every"), "{e}");
+    let mut args = vec![
+        "rollouts",
+        "start",
+        "mend.drill",
+        "--version",
+        "v2",
+        "--steps",
+    ];
+    args.extend(["5%,50%", "--every", "10m"]);
+    assert!(s.mend(&args).fails().contains("field steps"));
+    assert!(
+        s.mend(&["rollouts", "list", "--json"]).ok().json()["rollouts"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    let mut args = base.to_vec();
+    args.extend([
+        "--version",
+        "v2",
+        "--every",
+        "10m",
+        "--window",
+        "5m",
+        "--min-samples",
+        "20",
+    ]);
+    let out = s.mend(&args).ok();
+    assert!(
+        out.stdout
+            .contains("canary v2 of mend.drill at 5% (steps [5%],25%,100%)"),
+        "{}",
+        out.stdout
+    );
+    let j = s.mend(&["rollouts", "list", "--json"]).ok().json();
+    let id = j["rollouts"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(j["rollouts"][0]["guard"]["window_secs"], 300);
+    assert_eq!(j["rollouts"][0]["guard"]["min_samples"], 20);
+    let table = s.mend(&["rollouts", "list"]).ok().stdout;
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.starts_with("ID") && header.contains("SHARE"),
+        "{table}"
+    );
+    assert!(table.contains(&id) && table.contains("running"), "{table}");
+    let shown = s.mend(&["rollouts", "show", &id]).ok().stdout;
+    for want in [
+        "against stable (unversioned)",
+        "window     300 s, verdict not_enough",
+        "decisions:",
+        "started",
+    ] {
+        assert!(shown.contains(want), "{want} in {shown}");
+    }
+    let out = s.mend(&["rollouts", "pause", &id]).ok();
+    assert!(out.stdout.contains("paused"), "{}", out.stdout);
+    let e = s.mend(&["rollouts", "pause", &id]).fails().to_owned();
+    assert!(e.contains("it is paused") && e.contains("HTTP 409"), "{e}");
+    s.mend(&["rollouts", "resume", &id]).ok();
+    let j = s.mend(&["rollouts", "promote", &id, "--json"]).ok().json();
+    assert_eq!(j["state"], "promoted");
+    assert_eq!(j["share"], 10_000);
+    s.mend(&["rollouts", "abort", &id]).fails();
+    let e = s
+        .mend(&["rollouts", "show", "01937a4e-0000-7000-8000-000000000000"])
+        .fails()
+        .to_owned();
+    assert!(e.contains("HTTP 404"), "{e}");
+}
+
+#[test]
 fn bad_input_is_one_clear_line_before_any_request() {
     // No server: these must fail on the input, not on the connection.
     let nowhere = format!("http://127.0.0.1:{}", free_port());
@@ -814,6 +909,13 @@ fn every_command_teaches_in_its_help() {
         &["queues", "list"],
         &["queues", "pause"],
         &["queues", "resume"],
+        &["rollouts", "list"],
+        &["rollouts", "show"],
+        &["rollouts", "start"],
+        &["rollouts", "pause"],
+        &["rollouts", "resume"],
+        &["rollouts", "promote"],
+        &["rollouts", "abort"],
         &["migrate"],
     ] {
         let mut all = args.to_vec();
@@ -830,7 +932,7 @@ fn every_command_teaches_in_its_help() {
             out.stdout
         );
     }
-    for group in ["jobs", "queues"] {
+    for group in ["jobs", "queues", "rollouts"] {
         let out = run(&[group, "--help"], &[]).ok();
         assert!(
             out.stdout.contains("Example"),

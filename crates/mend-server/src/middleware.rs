@@ -281,9 +281,14 @@ fn audit_entry(
                 serde_json::Value::String(text.chars().take(512).collect())
             }
         };
-        // A create names its target in the body (`POST /v1/cron` with `name`).
+        // A create names its target in the body (`POST /v1/cron` with `name`; a rollout,
+        // which has no id until it is stored, by its `kind`).
         if target.is_empty() {
-            if let Some(name) = value.get("name").and_then(|n| n.as_str()) {
+            if let Some(name) = value
+                .get("name")
+                .or_else(|| value.get("kind"))
+                .and_then(|n| n.as_str())
+            {
                 target = name.to_owned();
             }
         }

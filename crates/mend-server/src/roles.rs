@@ -11,7 +11,7 @@ use Role::{Admin, Operator, Producer, Viewer, Worker};
 
 /// Who may read.
 const READ: &[Role] = &[Admin, Operator, Viewer];
-/// Who may change jobs, queues, limits and cron.
+/// Who may change jobs, queues, limits, cron and rollouts.
 const OPERATE: &[Role] = &[Admin, Operator];
 /// Who may enqueue.
 const ENQUEUE: &[Role] = &[Admin, Producer];
@@ -145,6 +145,34 @@ pub const ROUTES: &[Rule] = &[
         "cron.resume",
         Some("name"),
     ),
+    // Rollouts (gray release).
+    read("/v1/rollouts", READ),
+    change("POST", "/v1/rollouts", "rollout.start", None),
+    read("/v1/rollouts/{id}", READ),
+    change(
+        "POST",
+        "/v1/rollouts/{id}/pause",
+        "rollout.pause",
+        Some("id"),
+    ),
+    change(
+        "POST",
+        "/v1/rollouts/{id}/resume",
+        "rollout.resume",
+        Some("id"),
+    ),
+    change(
+        "POST",
+        "/v1/rollouts/{id}/promote",
+        "rollout.promote",
+        Some("id"),
+    ),
+    change(
+        "POST",
+        "/v1/rollouts/{id}/abort",
+        "rollout.abort",
+        Some("id"),
+    ),
     // History, nodes, audit.
     read("/v1/stats", READ),
     read("/v1/events", READ),
@@ -171,6 +199,14 @@ pub const ROUTES: &[Rule] = &[
     r("GET", "/jobs/{id}", READ),
     r("GET", "/queues", READ),
     r("GET", "/nodes", READ),
+    r("GET", "/rollouts", READ),
+    r("GET", "/rollouts/{id}", READ),
+    change(
+        "POST",
+        "/rollouts/{id}/{action}",
+        "rollout.{action}",
+        Some("id"),
+    ),
     Rule {
         confirmed_only: true,
         ..change("POST", "/jobs/bulk", "dashboard.bulk", None)

@@ -94,6 +94,14 @@ async fn every_documented_operation_exists_and_every_route_is_documented() {
         "GET /v1/nodes",
         // The audit log.
         "GET /v1/audit",
+        // Rollouts (gray release).
+        "GET /v1/rollouts",
+        "POST /v1/rollouts",
+        "GET /v1/rollouts/{id}",
+        "POST /v1/rollouts/{id}/pause",
+        "POST /v1/rollouts/{id}/resume",
+        "POST /v1/rollouts/{id}/promote",
+        "POST /v1/rollouts/{id}/abort",
     ]
     .into_iter()
     .map(str::to_owned)

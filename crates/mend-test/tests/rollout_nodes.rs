@@ -73,7 +73,11 @@ async fn three_nodes_one_canary_node_shares_hold_and_a_new_leader_cuts_the_canar
     assert_eq!(infos.len(), 3, "{infos:?}");
     let canary_node = infos
         .iter()
-        .find(|n| n.versions.get("work").is_some_and(|v| v.contains(&"v2".into())))
+        .find(|n| {
+            n.versions
+                .get("work")
+                .is_some_and(|v| v.contains(&"v2".into()))
+        })
         .expect("the canary node reports v2")
         .id
         .clone();
@@ -198,15 +202,14 @@ async fn three_nodes_one_canary_node_shares_hold_and_a_new_leader_cuts_the_canar
         .await;
     let hurt: Vec<&JobRow> = jobs
         .iter()
-        .filter(|j| {
-            j.errors
-                .iter()
-                .any(|e| e.version.as_deref() == Some("v2"))
-        })
+        .filter(|j| j.errors.iter().any(|e| e.version.as_deref() == Some("v2")))
         .collect();
     assert!(!hurt.is_empty(), "the bad canary failed no job");
     for job in &hurt {
-        assert!(second.contains(&job.id), "a first-batch job failed: {job:?}");
+        assert!(
+            second.contains(&job.id),
+            "a first-batch job failed: {job:?}"
+        );
         assert_eq!(job.state, JobState::Completed, "{job:?}");
         assert_ne!(job.version.as_deref(), Some("v2"), "{job:?}");
     }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::bail;
 
 use crate::drill::Breakage;
-use mend::rollout::GuardConfig;
 use crate::duration;
+use mend::rollout::GuardConfig;
 
 /// Arguments of `mend chaos`.
 #[derive(clap::Args)]

@@ -285,7 +285,10 @@ fn check_bad(rollout: &Rollout, rate: f64, jobs: &[JobRow]) -> (Vec<Invariant>, 
         .iter()
         .filter_map(|j| {
             if j.state != JobState::Completed {
-                return Some(format!("{} is {} after {} attempts", j.id, j.state, j.attempt));
+                return Some(format!(
+                    "{} is {} after {} attempts",
+                    j.id, j.state, j.attempt
+                ));
             }
             let late = canary(&j.version)
                 && cut_at.is_none_or(|c| j.attempted_at.is_none_or(|a| a > c + lag));
@@ -349,10 +352,7 @@ fn check_good(rollout: &Rollout, jobs: &[JobRow]) -> (Invariant, GoodCanaryRecor
         .decisions
         .iter()
         .find(|d| d.action == Action::Promoted);
-    let twins: Vec<&JobRow> = jobs
-        .iter()
-        .filter(|j| j.kind == drill::TWIN_KIND)
-        .collect();
+    let twins: Vec<&JobRow> = jobs.iter().filter(|j| j.kind == drill::TWIN_KIND).collect();
     let ok = rollout.state == RolloutState::Promoted && cut.is_none();
     let detail = match (cut, promoted) {
         (Some(c), _) => format!(

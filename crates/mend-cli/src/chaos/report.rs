@@ -170,7 +170,8 @@ pub(super) fn print_human(r: &Report) {
 }
 
 fn print_canary(c: &super::canary::CanaryReport) {
-    let secs = |ms: Option<u64>| ms.map_or("n/a".to_owned(), |m| format!("{:.2} s", m as f64 / 1000.0));
+    let secs =
+        |ms: Option<u64>| ms.map_or("n/a".to_owned(), |m| format!("{:.2} s", m as f64 / 1000.0));
     if let Some(b) = &c.bad {
         println!(
             "canary     bad ({:.0}% failing): {} · cut off {} after its start, {} after its first failure · {} canary attempts seen ({} failed) against stable's {} ({} failed)",

@@ -20,6 +20,7 @@ mod limits;
 mod migrate;
 mod output;
 mod queues;
+mod rollouts;
 
 pub(crate) use cron::{cron, CronCommand};
 pub(crate) use debug::{debug, DebugCommand};
@@ -28,3 +29,4 @@ pub(crate) use jobs::{jobs, JobsCommand};
 pub(crate) use limits::{limits, parse_rate, LimitsCommand};
 pub(crate) use migrate::{migrate, MigrateArgs};
 pub(crate) use queues::{queues, QueuesCommand};
+pub(crate) use rollouts::{rollouts, RolloutsCommand};

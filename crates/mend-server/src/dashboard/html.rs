@@ -14,6 +14,7 @@ pub(super) enum Nav {
     Jobs,
     Queues,
     Nodes,
+    Rollouts,
     None,
 }
 
@@ -52,6 +53,7 @@ fn frame(title: &str, nav: Nav, with_nav: bool, body: Markup) -> Html<String> {
                                 (item(Nav::Jobs, "/jobs", "Jobs"))
                                 (item(Nav::Queues, "/queues", "Queues"))
                                 (item(Nav::Nodes, "/nodes", "Nodes"))
+                                (item(Nav::Rollouts, "/rollouts", "Rollouts"))
                                 form method="post" action="/logout" { button type="submit" { "Log out" } }
                             }
                         }

@@ -16,6 +16,7 @@ mod jobs;
 mod nodes;
 mod overview;
 mod queues;
+mod rollouts;
 pub(crate) mod why;
 
 use axum::extract::Request;
@@ -38,7 +39,7 @@ pub(crate) fn is_dashboard_path(path: &str) -> bool {
         .unwrap_or("");
     matches!(
         first,
-        "" | "jobs" | "queues" | "nodes" | "login" | "logout" | "assets"
+        "" | "jobs" | "queues" | "nodes" | "rollouts" | "login" | "logout" | "assets"
     )
 }
 
@@ -53,6 +54,9 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/queues", get(queues::page))
         .route("/queues/{name}/{action}", post(queues::action))
         .route("/nodes", get(nodes::page))
+        .route("/rollouts", get(rollouts::list))
+        .route("/rollouts/{id}", get(rollouts::page))
+        .route("/rollouts/{id}/{action}", post(rollouts::action))
         .route("/login", get(auth::form).post(auth::login))
         .route("/logout", post(auth::logout))
         .route("/assets/app.js", get(assets::js))
@@ -179,6 +183,8 @@ mod tests {
             "/jobs/1",
             "/queues",
             "/nodes",
+            "/rollouts",
+            "/rollouts/1",
             "/login",
             "/assets/app.js",
         ] {
@@ -191,6 +197,7 @@ mod tests {
             "/debug/attempts",
             "/openapi.json",
             "/jobsx",
+            "/v1/rollouts",
         ] {
             assert!(!is_dashboard_path(p), "{p}");
         }

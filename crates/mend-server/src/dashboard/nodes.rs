@@ -1,5 +1,5 @@
 //! The Nodes page: every registered node with its state (alive, draining, dead), the leader,
-//! the kinds and queues it serves, its build, its attempts in flight and its heartbeat.
+//! the kinds, handler versions and queues it serves, its build, its attempts in flight and its heartbeat.
 
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -21,7 +21,7 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
         div.scroll {
             table #nodes data-live {
                 thead { tr {
-                    th { "Node" } th { "State" } th { "Kinds served" } th { "Queues (concurrency)" }
+                    th { "Node" } th { "State" } th { "Kinds served" } th { "Versions served" } th { "Queues (concurrency)" }
                     th.num { "In flight" } th.hide-sm { "Build" } th.hide-sm { "Host / pid" }
                     th.hide-sm { "Started" } th { "Last heartbeat" }
                 } }
@@ -39,6 +39,13 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                                 _ => span.badge.s-discarded { "dead" },
                             } }
                             td { (n.kinds.join(", ")) }
+                            td data-versions=(serde_json::to_string(&n.versions).unwrap_or_default()) {
+                                @if n.versions.is_empty() { span.muted { "—" } }
+                                @for (i, (kind, versions)) in n.versions.iter().enumerate() {
+                                    @if i > 0 { "; " }
+                                    (kind) ": " @for (j, v) in versions.iter().enumerate() { @if j > 0 { ", " } code { (v) } }
+                                }
+                            }
                             td { @for (i, q) in n.queues.iter().enumerate() {
                                 @if i > 0 { ", " }
                                 a href={"/jobs?queue=" (super::html::url_encode(&q.name))} { (q.name) } " (" (q.concurrency) ")"

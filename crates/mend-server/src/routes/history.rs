@@ -248,6 +248,9 @@ pub(crate) struct NodeView {
     pub(crate) last_seen: DateTime<Utc>,
     /// Kinds it has handlers for.
     pub(crate) kinds: Vec<String>,
+    /// The named handler versions it serves, per kind (gray release; kinds with only an
+    /// unversioned handler are left out).
+    pub(crate) versions: std::collections::BTreeMap<String, Vec<String>>,
     /// Queues it works, with its concurrency in each.
     pub(crate) queues: Vec<mend::store::NodeQueue>,
     /// The mend version it runs (empty: an older mend).
@@ -304,6 +307,7 @@ pub(crate) async fn node_views(state: &AppState) -> Result<Vec<NodeView>, mend::
                 started_at: n.started_at,
                 last_seen: n.last_seen,
                 kinds: n.kinds,
+                versions: n.versions,
                 queues: n.queues,
                 build: n.build,
                 in_flight: n.in_flight,

@@ -175,10 +175,119 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
             );
         }
     }
+    rollouts(&state, &mut out).await?;
     let mut resp = out.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     Ok(resp)
+}
+
+/// The rollouts' series, from the rollouts table (at most 500 rows) and, for each active
+/// rollout, the guard's window (one read of its kind's samples): the share, the state of the
+/// latest rollout of each (kind, canary), the cut-offs stored per kind, and both versions'
+/// attempts and failures over the guard's window.
+async fn rollouts(state: &AppState, out: &mut String) -> Result<(), ApiError> {
+    let all = state.store.rollout_list().await?;
+    if all.is_empty() {
+        return Ok(());
+    }
+    let now = chrono::Utc::now();
+    let _ = writeln!(
+        out,
+        "# HELP mend_rollout_share The canary's share of its kind's jobs (0 to 1), per active rollout.\n# TYPE mend_rollout_share gauge"
+    );
+    for r in all.iter().filter(|r| r.state.is_active()) {
+        let _ = writeln!(
+            out,
+            "mend_rollout_share{{kind=\"{}\",canary=\"{}\"}} {}",
+            escape(&r.kind),
+            escape(&r.canary),
+            f64::from(r.share) / f64::from(mend::rollout::FULL_SHARE)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mend_rollout_cutoffs_total Rollouts the guard cut off (rolled back), per kind, among those stored.\n# TYPE mend_rollout_cutoffs_total counter"
+    );
+    let mut cutoffs: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for r in &all {
+        let n = cutoffs.entry(r.kind.as_str()).or_default();
+        if r.state == mend::rollout::RolloutState::RolledBack {
+            *n += 1;
+        }
+    }
+    for (kind, n) in cutoffs {
+        let _ = writeln!(
+            out,
+            "mend_rollout_cutoffs_total{{kind=\"{}\"}} {n}",
+            escape(kind)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mend_rollout_state The state of the latest rollout of each kind and canary version: 1 for its state, 0 for the others.\n# TYPE mend_rollout_state gauge"
+    );
+    const STATES: [mend::rollout::RolloutState; 5] = [
+        mend::rollout::RolloutState::Running,
+        mend::rollout::RolloutState::Paused,
+        mend::rollout::RolloutState::RolledBack,
+        mend::rollout::RolloutState::Promoted,
+        mend::rollout::RolloutState::Aborted,
+    ];
+    for r in super::rollouts::latest_per_canary(&all) {
+        for s in STATES {
+            let _ = writeln!(
+                out,
+                "mend_rollout_state{{kind=\"{}\",canary=\"{}\",state=\"{}\"}} {}",
+                escape(&r.kind),
+                escape(&r.canary),
+                s.as_str(),
+                u8::from(r.state == s)
+            );
+        }
+    }
+    let active: Vec<_> = all.iter().filter(|r| r.state.is_active()).collect();
+    if active.is_empty() {
+        return Ok(());
+    }
+    let mut windows = Vec::with_capacity(active.len());
+    for r in &active {
+        let w = super::rollouts::window(state, r, now).await?;
+        windows.push((*r, w));
+    }
+    for (name, help, failures) in [
+        (
+            "mend_rollout_attempts",
+            "Attempts that ended over the guard's window, per active rollout's version (side: canary or stable; version empty: the unversioned handler).",
+            false,
+        ),
+        (
+            "mend_rollout_failures",
+            "Of those, the ones that failed.",
+            true,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (r, w) in &windows {
+            for (side, version, stats) in [
+                ("canary", r.canary.as_str(), &w.evidence.canary),
+                (
+                    "stable",
+                    r.stable.as_deref().unwrap_or(mend::rollout::UNVERSIONED),
+                    &w.evidence.stable,
+                ),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{name}{{kind=\"{}\",version=\"{}\",side=\"{side}\"}} {}",
+                    escape(&r.kind),
+                    escape(version),
+                    if failures { stats.failures } else { stats.attempts }
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -12,6 +12,7 @@ mod jobs;
 mod limits;
 mod metrics;
 mod queues;
+pub(crate) mod rollouts;
 mod workers;
 
 use axum::routing::{get, post};
@@ -36,13 +37,17 @@ use contract::Contract;
         debug::profile,
         history::stats, history::events, history::nodes,
         audit::list,
+        rollouts::list, rollouts::start, rollouts::get_one, rollouts::pause, rollouts::resume, rollouts::promote, rollouts::abort,
     ),
     components(schemas(mend::JobRow, mend::Enqueued, mend::JobState, mend::AttemptError, mend::ErrorKind, crate::error::Problem, queues::QueueView,
         mend::cron::PeriodicDecl, mend::cron::Periodic, mend::cron::CronRow, mend::cron::CronRun, mend::cron::CatchUp, cron::CronView, cron::CronRunView,
         mend::LiveAttempt, mend::limits::Limit, mend::limits::Rate, mend::limits::Hold, mend::store::LimitState, jobs::JobDetail,
         mend::stats::StatsAnswer, mend::stats::StatsBucket, mend::stats::Counts, mend::stats::Event, mend::store::NodeQueue,
         history::EventsView, history::NodesView, history::NodeView,
-        contract::Name, contract::Tag, contract::EventKinds, mend::audit::AuditEntry, audit::AuditPage)),
+        contract::Name, contract::Tag, contract::EventKinds, mend::audit::AuditEntry, audit::AuditPage,
+        mend::rollout::Rollout, mend::rollout::RolloutState, mend::rollout::GuardConfig, mend::rollout::Decision, mend::rollout::Action,
+        mend::rollout::Evidence, mend::rollout::SideStats, rollouts::StartRollout, rollouts::GuardOverrides, rollouts::RolloutsView,
+        rollouts::RolloutDetail, rollouts::WindowView, rollouts::SeriesView, rollouts::SeriesBucket, rollouts::BucketSide)),
     modifiers(&Contract),
     security(("bearer" = []))
 )]
@@ -96,6 +101,12 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/v1/cron/{name}/pause", post(cron::pause))
         .route("/v1/cron/{name}/resume", post(cron::resume))
+        .route("/v1/rollouts", get(rollouts::list).post(rollouts::start))
+        .route("/v1/rollouts/{id}", get(rollouts::get_one))
+        .route("/v1/rollouts/{id}/pause", post(rollouts::pause))
+        .route("/v1/rollouts/{id}/resume", post(rollouts::resume))
+        .route("/v1/rollouts/{id}/promote", post(rollouts::promote))
+        .route("/v1/rollouts/{id}/abort", post(rollouts::abort))
         // Looking inside the node (issue 17), behind debug::require_debug.
         .route(debug::PROFILE_PATH, get(debug::profile))
         .fallback(health::not_found)
