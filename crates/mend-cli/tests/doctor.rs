@@ -165,15 +165,17 @@ fn a_sqlite_database_one_migration_behind_says_run_mend_migrate() {
         .unwrap();
     assert!(m.status.success(), "{m:?}");
     {
-        // Undo the last migration (API tokens, the audit log, args key checks) and its version.
+        // Undo the last migration (gray release: the job's version, nodes' versions,
+        // rollouts and their samples) and its version.
         let conn = rusqlite::Connection::open(&path).unwrap();
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v, mend_sqlite::SCHEMA_VERSION);
         conn.execute_batch(&format!(
-            "DROP TABLE mend_api_tokens; DROP TABLE mend_audit; DROP TABLE mend_args_keys;
-             PRAGMA user_version = {}",
+            "DROP INDEX mend_jobs_canary_failed; ALTER TABLE mend_jobs DROP COLUMN version;
+             ALTER TABLE mend_nodes DROP COLUMN versions; DROP TABLE mend_rollouts;
+             DROP TABLE mend_version_samples; PRAGMA user_version = {}",
             v - 1
         ))
         .unwrap();
@@ -218,9 +220,11 @@ fn a_postgres_database_one_migration_behind_says_run_mend_migrate() {
         })
     };
     let name = format!("\"{}\"", schema.name);
-    // Undo the last migration (API tokens, the audit log, args key checks) and its row.
+    // Undo the last migration (gray release: the job's version, nodes' versions, rollouts
+    // and their samples) and its row.
     let v = sql(format!(
-        "DROP TABLE {name}.mend_api_tokens, {name}.mend_audit, {name}.mend_args_keys;
+        "ALTER TABLE {name}.mend_jobs DROP COLUMN version; ALTER TABLE {name}.mend_nodes DROP COLUMN versions;
+         DROP TABLE {name}.mend_rollouts, {name}.mend_version_samples;
          DELETE FROM {name}.mend_migrations WHERE version = {}",
         mend_postgres::SCHEMA_VERSION
     ));

@@ -221,8 +221,11 @@ CREATE TABLE mend_args_keys (
     // of versioned attempts the guard reads, insert only, by kind and time.
     r#"
 ALTER TABLE mend_jobs ADD COLUMN version TEXT;
+-- Waiting or discarded, spelt with <> so that inserting a job builds no temporary table
+-- (an IN list, or ORs SQLite turns into one, would).
 CREATE INDEX mend_jobs_canary_failed ON mend_jobs (kind, version, attempted_at)
-    WHERE version IS NOT NULL AND state IN ('scheduled', 'available', 'retryable', 'discarded');
+    WHERE version IS NOT NULL
+      AND state <> 'running' AND state <> 'completed' AND state <> 'cancelled';
 ALTER TABLE mend_nodes ADD COLUMN versions TEXT NOT NULL DEFAULT '{}';
 CREATE TABLE mend_rollouts (
     id         BLOB PRIMARY KEY,

@@ -212,7 +212,8 @@ pub(crate) static HEAL: LazyLock<String> = LazyLock::new(|| {
                          WHEN json_extract(value, '$.version') = ?2 THEN json_set(value, '$.given_back', json('true'))
                          ELSE json(value) END) FROM (SELECT value FROM json_each(errors) ORDER BY key)) ELSE errors END,
             version = NULL, {}
-         WHERE id IN (SELECT id FROM mend_jobs WHERE kind = ?1 AND version = ?2 AND state IN ('scheduled', 'available', 'retryable', 'discarded')
+         WHERE id IN (SELECT id FROM mend_jobs WHERE kind = ?1 AND version = ?2 AND version IS NOT NULL
+                      AND state <> 'running' AND state <> 'completed' AND state <> 'cancelled'
                       AND attempted_at >= ?3 ORDER BY attempted_at LIMIT ?5)
          RETURNING id",
         push_event("?6")

@@ -198,10 +198,9 @@ async fn bad_canary_is_cut_off(env: Env) {
     );
     let stored = rollout(&env).await;
     assert!(
-        stored.healed >= hurt.len() as u64,
-        "{} < {}",
-        stored.healed,
-        hurt.len()
+        stored.healed >= healed_jobs as u64,
+        "{} < {healed_jobs}",
+        stored.healed
     );
     // The event log says so.
     let events = env
