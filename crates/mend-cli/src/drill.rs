@@ -13,6 +13,16 @@ use serde::{Deserialize, Serialize};
 
 /// The drill's job kind.
 pub(crate) const KIND: &str = "mend.drill";
+/// The drill's second kind, the same work under another name: with `--good-canary`, half the
+/// jobs are of this kind and its good canary rolls out beside the bad one of [`KIND`] (a kind
+/// has one rollout at a time).
+pub(crate) const TWIN_KIND: &str = "mend.drill.twin";
+/// The version of [`KIND`] that fails at `--bad-canary`'s rate.
+pub(crate) const BAD_CANARY: &str = "bad-canary";
+/// The version of [`TWIN_KIND`] that does exactly what the stable handler does.
+pub(crate) const GOOD_CANARY: &str = "good-canary";
+/// The messages of a bad canary's injected failures start with this.
+pub(crate) const CANARY_FAULT: &str = "injected canary fault";
 /// The table of effects, one row per completion (no unique key on purpose: a duplicate must
 /// be visible to the checker, not refused by the database).
 pub(crate) const LEDGER_TABLE: &str = "mend_drill_ledger";
@@ -215,13 +225,25 @@ pub async fn terminate_backends(_database: &str, _tag: &str) -> anyhow::Result<u
     Ok(0)
 }
 
-/// Registers the drill kind and its cleanup, for a node on `database` keeping files in `dir`
-/// (and the kind again as the named handler `version`, when given).
+/// The handler versions a drill node serves besides the stable drill kind (`mend chaos
+/// --bad-canary / --good-canary`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Canaries {
+    /// Serve [`BAD_CANARY`] of [`KIND`], failing this share of its attempts.
+    pub bad: Option<f64>,
+    /// Serve [`TWIN_KIND`] and its [`GOOD_CANARY`].
+    pub good: bool,
+}
+
+/// Registers the drill kind and its cleanup, for a node on `database` keeping files in `dir`,
+/// the canary versions asked for, and the kind again as the named handler `version` (the same
+/// code) when given.
 pub(crate) fn register(
     registry: &mut Registry,
     database: &str,
     dir: DrillDir,
     breakage: Option<Breakage>,
+    canaries: Canaries,
     version: Option<&str>,
 ) -> anyhow::Result<()> {
     let shared = Arc::new(Drill {
@@ -241,6 +263,32 @@ pub(crate) fn register(
         let d = d.clone();
         async move { d.run(ctx, args).await }
     });
+    if let Some(rate) = canaries.bad {
+        let d = shared.clone();
+        registry.register_version_fn(BAD_CANARY, move |ctx, args: DrillArgs| {
+            let d = d.clone();
+            async move { d.run_bad_canary(ctx, args, rate).await }
+        });
+    }
+    if canaries.good {
+        // The twin kind's stable handler and its good canary run the very same code: a
+        // canary no worse than stable, which the guard must let through.
+        for version in [None, Some(GOOD_CANARY)] {
+            let d = shared.clone();
+            let run = move |ctx: JobContext, args: serde_json::Value| {
+                let d = d.clone();
+                async move {
+                    let args: DrillArgs = serde_json::from_value(args)
+                        .map_err(|e| JobError::fatal(format!("bad drill args: {e}")))?;
+                    d.run(ctx, args).await.map(|()| None)
+                }
+            };
+            match version {
+                None => registry.register_raw(TWIN_KIND, None, run),
+                Some(v) => registry.register_raw_version(TWIN_KIND, v, None, run),
+            };
+        }
+    }
     if let Some(v) = version {
         let d = shared.clone();
         registry.register_version_fn(v, move |ctx, args: DrillArgs| {
@@ -338,6 +386,33 @@ impl Drill {
                 )?;
                 Ok(())
             }));
+        }
+    }
+
+    /// The bad canary: at `rate`, an attempt fails after its work, one of an error, a panic
+    /// or a hang past the timeout (a third each); otherwise it is the stable handler. A
+    /// failure strikes before the attempt leaves any trace the drill checks, so the checks
+    /// of the stable side hold for the attempts that heal the job.
+    async fn run_bad_canary(
+        &self,
+        ctx: JobContext,
+        args: DrillArgs,
+        rate: f64,
+    ) -> Result<(), JobError> {
+        if fastrand::f64() >= rate {
+            return self.run(ctx, args).await;
+        }
+        tokio::time::sleep(Duration::from_millis(args.work_ms)).await;
+        match fastrand::u8(0..3) {
+            0 => Err(JobError::retry_after(
+                format!("{CANARY_FAULT}: error (mend chaos --bad-canary)"),
+                Duration::from_millis(50),
+            )),
+            1 => panic!("{CANARY_FAULT}: panic (mend chaos --bad-canary)"),
+            _ => {
+                std::future::pending::<()>().await;
+                Ok(())
+            }
         }
     }
 

@@ -97,6 +97,14 @@ pub(crate) struct ServeArgs {
     /// A bug the drill kind should have, to prove the drill catches it (tests only).
     #[arg(long, hide = true, requires = "drill_dir")]
     drill_break: Option<crate::drill::Breakage>,
+    /// Also serve a canary version of the drill kind failing this share of its attempts
+    /// (set by `mend chaos --bad-canary`).
+    #[arg(long, hide = true, requires = "drill_dir", value_name = "RATE")]
+    drill_bad_canary: Option<f64>,
+    /// Also serve the drill's twin kind and a good canary version of it (set by `mend chaos
+    /// --good-canary`).
+    #[arg(long, hide = true, requires = "drill_dir")]
+    drill_good_canary: bool,
     /// Also serve the drill kind as this named handler version (the same code), so a
     /// rollout of it can be started against a real node (tests and demos of gray release).
     #[arg(long, hide = true, requires = "drill_dir")]
@@ -220,7 +228,11 @@ struct Settings {
     encrypt_kinds: Vec<String>,
     executors: mend_executors::ExecutorsConfig,
     limits: Vec<mend::limits::Limit>,
-    drill: Option<(PathBuf, Option<crate::drill::Breakage>)>,
+    drill: Option<(
+        PathBuf,
+        Option<crate::drill::Breakage>,
+        crate::drill::Canaries,
+    )>,
     /// `--drill-version`: the drill kind also served as this named version.
     drill_version: Option<String>,
     /// The `[[cron]]` schedules, checked.
@@ -428,7 +440,13 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
             executors
         },
         limits,
-        drill: args.drill_dir.map(|d| (d, args.drill_break)),
+        drill: args.drill_dir.map(|d| {
+            let canaries = crate::drill::Canaries {
+                bad: args.drill_bad_canary,
+                good: args.drill_good_canary,
+            };
+            (d, args.drill_break, canaries)
+        }),
         drill_version: args.drill_version,
         periodic,
         debug_endpoints: args.debug_endpoints || file.debug_endpoints.unwrap_or(false),
@@ -488,7 +506,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr} (in use? try another --bind)"))?;
     let mut registry = mend::Registry::new();
     mend_executors::register(&mut registry, &s.executors);
-    if let Some((dir, breakage)) = &s.drill {
+    if let Some((dir, breakage, canaries)) = &s.drill {
         let dir = crate::drill::DrillDir { root: dir.clone() };
         dir.create()?;
         if s.drill_version.is_some() {
@@ -500,6 +518,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             &s.database,
             dir,
             *breakage,
+            *canaries,
             s.drill_version.as_deref(),
         )?;
         // A drill node must not outlive its drill: `mend chaos` holds our stdin open.

@@ -196,3 +196,155 @@ fn bad_drill_settings_are_refused_with_a_reason() {
         assert!(stderr.contains(says), "{flag} {value}: {stderr}");
     }
 }
+
+/// A short drill with a bad canary failing every attempt and a good one: the drill rolls both
+/// out at 10%, 600 jobs so that the good canary gets about 30 (the guard passes no step before
+/// 10); returns the process output and the report.
+fn canary_drill(database: &str, dir: &std::path::Path, duration: &str) -> (Output, Value) {
+    drill(
+        database,
+        dir,
+        &[
+            "--jobs",
+            "600",
+            "--kills",
+            "1",
+            "--duration",
+            duration,
+            "--seed",
+            "11",
+            "--work",
+            "300ms",
+            "--bad-canary",
+            "1",
+            "--good-canary",
+            "--canary-every",
+            "2",
+        ],
+    )
+}
+
+/// What a passing canary drill must show: the drill's own invariants and the canaries' held,
+/// the bad canary was cut off by the guard with figures, it hurt jobs that all completed on
+/// stable, and the good one was promoted with jobs run on it.
+fn assert_canaries_held(out: &Output, report: &Value) {
+    assert!(
+        out.status.success() && report["passed"] == Value::Bool(true),
+        "drill failed: {:?}\n{report:#}\nstderr:\n{}",
+        failed_invariants(report),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<&str> = report["invariants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "bad canary cut off",
+        "nodes obeyed the cut-off",
+        "jobs the canary hurt completed on stable",
+        "good canary promoted, not cut off",
+    ] {
+        assert!(names.contains(&name), "{name} not checked: {names:?}");
+    }
+    let bad = &report["canary"]["bad"];
+    assert_eq!(bad["state"], "rolled_back", "{bad:#}");
+    assert!(
+        bad["breach"].as_str().unwrap().contains("canary"),
+        "{bad:#}"
+    );
+    let seen = bad["canary_attempts_seen"].as_u64().unwrap();
+    assert!(seen >= 10, "judged before the minimum sample: {bad:#}");
+    assert_eq!(bad["canary_failures_seen"].as_u64().unwrap(), seen);
+    assert!(bad["jobs_hurt"].as_u64().unwrap() > 0, "{bad:#}");
+    let from_start = bad["cut_off_ms_from_start"].as_u64().unwrap();
+    let from_failure = bad["cut_off_ms_from_first_failure"].as_u64().unwrap();
+    assert!(from_failure <= from_start, "{bad:#}");
+    let good = &report["canary"]["good"];
+    assert_eq!(good["state"], "promoted", "{good:#}");
+    assert_eq!(good["steps_passed"], 2, "{good:#}");
+    assert!(good["jobs_on_canary"].as_u64().unwrap() > 0, "{good:#}");
+    assert_eq!(good["jobs"], 300, "half the jobs are of the twin kind");
+}
+
+#[test]
+fn bad_canary_drill_on_sqlite_cuts_it_off_and_heals_its_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path(), "chaos.db");
+    let (out, report) = canary_drill(&db, &dir.path().join("drill"), "10s");
+    assert_canaries_held(&out, &report);
+}
+
+#[test]
+fn bad_canary_drill_on_postgres_cuts_it_off_and_heals_its_jobs() {
+    let Some(schema) = common::pg_schema("bad_canary_drill_on_postgres", "mend_chaos_canary")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = canary_drill(&schema.store_url(), dir.path(), "10s");
+    assert_canaries_held(&out, &report);
+    assert_eq!(report["nodes"], 3);
+}
+
+/// A canary failing 2% of its attempts is no worse than the drill's stable version (which
+/// fails about 10% of first attempts by design): the guard rightly lets it through, and the
+/// drill must say the bad canary was not cut off (proof that this invariant can fail).
+#[test]
+fn a_canary_the_guard_cannot_tell_from_stable_fails_the_drill() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path(), "chaos.db");
+    let (out, report) = drill(
+        &db,
+        &dir.path().join("drill"),
+        &[
+            "--jobs",
+            "150",
+            "--kills",
+            "0",
+            "--no-sigterm",
+            "--duration",
+            "4s",
+            "--seed",
+            "5",
+            "--bad-canary",
+            "0.02",
+            "--canary-every",
+            "1",
+        ],
+    );
+    assert!(!out.status.success(), "an undetectable canary passed");
+    let failed = failed_invariants(&report);
+    assert!(
+        failed.contains(&"bad canary cut off".to_owned()),
+        "{failed:?}\n{report:#}"
+    );
+    assert_ne!(report["canary"]["bad"]["state"], "rolled_back");
+}
+
+#[test]
+fn bad_canary_settings_are_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path(), "chaos.db");
+    for (flags, says) in [
+        (&["--bad-canary", "0"][..], "above 0, at most 1"),
+        (&["--bad-canary", "1.5"][..], "above 0, at most 1"),
+        (&["--canary-steps", "10%,50%"][..], "must be 100%"),
+        (&["--canary-steps", "50%,10%,100%"][..], "rise strictly"),
+        (&["--canary-every", "2500ms"][..], "whole seconds"),
+        (
+            &["--good-canary", "--jobs", "300"][..],
+            "gives its canary about 15 jobs",
+        ),
+    ] {
+        let out = mend()
+            .args(["chaos", "--database", &db])
+            .args(flags)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} was accepted");
+        assert!(stderr.contains(says), "{flags:?}: {stderr}");
+    }
+}

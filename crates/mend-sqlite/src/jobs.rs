@@ -148,6 +148,13 @@ pub(crate) fn claim(conn: &Connection, path: &str, p: ClaimParams) -> Result<Vec
                 None => false,
             },
         );
+    } else {
+        // A plain claim runs the unversioned handler, as PostgreSQL's records NULL: a
+        // version left on the row by an earlier routed attempt (a canary cut off since)
+        // must not choose the handler of this one.
+        for job in &mut jobs {
+            job.version = None;
+        }
     }
     if limited {
         jobs = crate::limits::admit(conn, path, &p, jobs)?;

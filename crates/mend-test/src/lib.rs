@@ -117,6 +117,7 @@ macro_rules! store_conformance {
             // gray release
             rollouts_are_stored_compared_and_set_and_routed,
             routed_claims_take_only_the_served_side_and_record_the_version,
+            a_plain_claim_forgets_the_version_of_an_earlier_routed_attempt,
             a_canarys_failed_jobs_go_back_to_stable_with_their_attempts,
             version_samples_add_up_and_are_pruned,
             nodes_report_the_versions_they_serve

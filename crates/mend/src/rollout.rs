@@ -906,16 +906,26 @@ pub fn judge(guard: &GuardConfig, canary: &Sample, stable: &Sample) -> (Verdict,
         return (Verdict::Breach, ev);
     }
     if let (Some(c), Some(s)) = (ev.canary.p95_ms, ev.stable.p95_ms) {
-        if canary.run.count() >= guard.min_samples
+        // The p95 of fewer than 20 attempts is their slowest: one slow attempt, which stable
+        // has too at its own rate, must not cut a canary off. So the canary must also have
+        // significantly more attempts over the bar than the 5% a canary as fast as stable
+        // would have (a one-sided binomial test at the same alpha).
+        let bar = (s * guard.max_p95_ratio).max(s + guard.min_p95_delta_ms);
+        let n = canary.run.count();
+        let over = canary.run.count_above_ms(bar);
+        if n >= guard.min_samples
             && stable.run.count() >= guard.min_samples
             && c > s * guard.max_p95_ratio
             && c - s > guard.min_p95_delta_ms
         {
-            ev.breach = format!(
-                "canary run-time p95 {c:.0} ms is over {}x stable's {s:.0} ms",
-                guard.max_p95_ratio
-            );
-            return (Verdict::Breach, ev);
+            let p = binomial_upper_tail(over, n, 0.05);
+            if p < guard.alpha {
+                ev.breach = format!(
+                    "canary run-time p95 {c:.0} ms is over {}x stable's {s:.0} ms ({over} of {n} attempts over {bar:.0} ms, binomial p = {p:.2e})",
+                    guard.max_p95_ratio
+                );
+                return (Verdict::Breach, ev);
+            }
         }
     }
     (Verdict::Pass, ev)
@@ -1212,6 +1222,32 @@ mod tests {
         // 1 ms against 3 ms is not a breach: under the minimum difference.
         let (v, _) = judge(&g, &sample(50, 0, 3.0), &sample(500, 0, 1.0));
         assert_eq!(v, Verdict::Pass);
+    }
+
+    /// `mend chaos --good-canary` found it: with 2% of attempts timing out on both versions,
+    /// a canary running stable's very code was cut off about one run in three, its p95 over
+    /// 10 to 19 attempts being the one timed-out attempt (2054 ms against stable's 276 ms).
+    #[test]
+    fn one_slow_attempt_among_few_does_not_cut_a_canary_off() {
+        let g = GuardConfig::default();
+        // Slow attempts that still succeed, so only the run-time rule can judge them.
+        let with_slow = |fast: u64, slow: u64| {
+            let mut s = sample(fast, 0, 200.0);
+            s.attempts += slow;
+            for _ in 0..slow {
+                s.run.record_ms(2_000.0);
+            }
+            s
+        };
+        let stable = with_slow(490, 10);
+        for n in 10..20 {
+            let (v, ev) = judge(&g, &with_slow(n - 1, 1), &stable);
+            assert_eq!(v, Verdict::Pass, "{n} attempts: {}", ev.breach);
+        }
+        // A canary that hangs on a fifth of its attempts is still caught, on more of them.
+        let (v, ev) = judge(&g, &with_slow(48, 12), &stable);
+        assert_eq!(v, Verdict::Breach, "{ev:?}");
+        assert!(ev.breach.contains("12 of 60 attempts"), "{}", ev.breach);
     }
 
     /// A small deterministic generator (SplitMix64), so the false-alarm bound is reproducible.

@@ -110,6 +110,17 @@ impl Sketch {
         }
     }
 
+    /// How many recorded durations stand above `ms` (by their bucket's value, like
+    /// [`Sketch::quantile_ms`]).
+    pub fn count_above_ms(&self, ms: f64) -> u64 {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Self::bucket_value_ms(*i) > ms)
+            .map(|(_, c)| *c)
+            .sum()
+    }
+
     /// How many durations were recorded.
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()

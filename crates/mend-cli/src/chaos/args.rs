@@ -8,6 +8,7 @@ use anyhow::bail;
 
 use crate::drill::Breakage;
 use crate::duration;
+use mend::rollout::GuardConfig;
 
 /// Arguments of `mend chaos`.
 #[derive(clap::Args)]
@@ -78,6 +79,23 @@ pub(crate) struct ChaosArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub(super) json: bool,
+    /// Roll out a canary version of the drill kind that fails at this rate (each failure an
+    /// error, a panic or a hang past the timeout, a third each), e.g. 1 or 0.3: the guard must
+    /// cut it off, every job it hurt must complete on the stable version, and the report
+    /// says how fast it was cut off.
+    #[arg(long, value_name = "RATE")]
+    pub(super) bad_canary: Option<f64>,
+    /// Give half the jobs a second drill kind and roll out a good canary of it (the same code
+    /// as its stable version): it must be promoted, and a cut-off fails the drill.
+    #[arg(long)]
+    pub(super) good_canary: bool,
+    /// The canaries' steps (the last one promotes).
+    #[arg(long, default_value = "10%,50%,100%", value_name = "SHARES")]
+    pub(super) canary_steps: String,
+    /// How long each canary step lasts, in whole seconds [default: a sixth of --duration, at
+    /// least 1 s]
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_bare_seconds)]
+    pub(super) canary_every: Option<Duration>,
     /// Run the nodes with a bug on purpose, to see the drill catch it (tests only).
     #[arg(long, hide = true)]
     pub(super) break_on_purpose: Option<Breakage>,
@@ -102,6 +120,10 @@ pub(super) struct Drill {
     pub(super) run: String,
     pub(super) queue: String,
     pub(super) terminations: usize,
+    /// The canaries' steps, in basis points (checked).
+    pub(super) canary_steps: Vec<u32>,
+    /// Seconds per canary step.
+    pub(super) canary_every_secs: u64,
     pub(super) args: ChaosArgs,
 }
 
@@ -125,6 +147,46 @@ impl Drill {
             }
             _ => 0,
         };
+        if let Some(rate) = args.bad_canary {
+            if !(rate > 0.0 && rate <= 1.0) {
+                bail!("--bad-canary is the share of the canary's attempts that fail: above 0, at most 1 (got {rate})");
+            }
+        }
+        let canary_steps = mend::rollout::parse_steps(&args.canary_steps)
+            .map_err(|e| anyhow::anyhow!("--canary-steps: {e}"))?;
+        let canary_every_secs = match args.canary_every {
+            Some(d) if d.subsec_nanos() != 0 || d.is_zero() => {
+                bail!("--canary-every is whole seconds, at least 1 (a rollout's steps are)")
+            }
+            Some(d) => d.as_secs(),
+            None => args.duration.as_secs().div_ceil(6).max(1),
+        };
+        // The rest of the steps' rules (rising, ending at 100%) are the rollout's own.
+        mend::rollout::RolloutSpec {
+            kind: crate::drill::KIND.into(),
+            version: crate::drill::BAD_CANARY.into(),
+            steps: canary_steps.clone(),
+            every_secs: canary_every_secs,
+            guard: GuardConfig::default(),
+            notify_url: None,
+        }
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--canary-steps/--canary-every: {e}"))?;
+        if args.good_canary {
+            // The guard passes no step before it has seen its minimum sample of the canary:
+            // too few twin jobs at the first step and the good canary can never be promoted.
+            let min = GuardConfig::default().min_samples;
+            let first = canary_steps.first().copied().unwrap_or(0);
+            let expected = (args.jobs / 2) as u64 * u64::from(first) / 10_000;
+            if expected < 3 * min {
+                bail!(
+                    "--good-canary: half of --jobs {} at a first step of {} gives its canary about {expected} jobs; the guard needs {min} attempts before it passes a step, so give it at least {} (more --jobs or a larger first step)",
+                    args.jobs,
+                    mend::rollout::format_share(first),
+                    3 * min
+                );
+            }
+        }
         let run = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
         Ok(Drill {
             database: args.database.clone(),
@@ -134,6 +196,8 @@ impl Drill {
             queue: format!("chaos-{run}"),
             run,
             terminations,
+            canary_steps,
+            canary_every_secs,
             args,
         })
     }

@@ -11,7 +11,7 @@ use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::drill::{Breakage, DrillDir};
+use crate::drill::{Breakage, Canaries, DrillDir};
 
 /// How long a node drains on SIGTERM (its --drain).
 pub(super) const DRAIN: Duration = Duration::from_secs(3);
@@ -37,6 +37,8 @@ pub(super) struct Cluster {
     pub(super) dir: DrillDir,
     pub(super) config: PathBuf,
     pub(super) breakage: Option<Breakage>,
+    /// The canary versions every node serves.
+    pub(super) canaries: Canaries,
     pub(super) starts: AtomicUsize,
 }
 
@@ -89,6 +91,12 @@ impl Cluster {
             .kill_on_drop(true);
         if let Some(b) = self.breakage {
             cmd.arg("--drill-break").arg(b.name());
+        }
+        if let Some(rate) = self.canaries.bad {
+            cmd.arg("--drill-bad-canary").arg(rate.to_string());
+        }
+        if self.canaries.good {
+            cmd.arg("--drill-good-canary");
         }
         let mut child = cmd
             .spawn()

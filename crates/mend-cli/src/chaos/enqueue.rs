@@ -13,15 +13,17 @@ use super::watch::RESCUE_LIMIT;
 use crate::drill::{self, DrillArgs};
 
 /// Attempts a drill job has: far more than its drawn faults, so only a bug discards one.
-const MAX_ATTEMPTS: i32 = 25;
+pub(super) const MAX_ATTEMPTS: i32 = 25;
 
-/// Enqueues the jobs in batches spread over `over`; returns their ids.
+/// Enqueues the jobs in batches spread over `over`; returns their ids. With `twin`, every
+/// other job is of the drill's twin kind (the one `--good-canary` rolls out).
 pub(super) async fn enqueue(
     store: Arc<dyn Store>,
     queue: String,
     timeout: Duration,
     jobs: Vec<DrillArgs>,
     over: Duration,
+    twin: bool,
 ) -> anyhow::Result<Vec<uuid::Uuid>> {
     const TICK: Duration = Duration::from_millis(50);
     let ticks = (over.as_millis() / TICK.as_millis()).max(1) as usize;
@@ -36,9 +38,14 @@ pub(super) async fn enqueue(
             tokio::time::sleep(wait).await;
         }
         let mut batch = Vec::with_capacity(chunk.len());
-        for args in chunk {
+        for (j, args) in chunk.iter().enumerate() {
+            let kind = if twin && (i * per_tick + j) % 2 == 1 {
+                drill::TWIN_KIND
+            } else {
+                drill::KIND
+            };
             batch.push(
-                NewJob::new(drill::KIND, serde_json::to_value(args)?)
+                NewJob::new(kind, serde_json::to_value(args)?)
                     .with_queue(queue.clone())
                     .with_max_attempts(MAX_ATTEMPTS)
                     .with_timeout(timeout),

@@ -11,9 +11,11 @@
 //! One file per part: `args` (flags and the settings after checks), `plan` (what the seed
 //! decides), `cluster` (the node processes), `enqueue` (the jobs' arrival), `faults` (inflicting
 //! one fault), `watch` (progress and rescue measurements), `check` (the invariants), `report`
-//! (what is printed) and `run` (the drill from start to end).
+//! (what is printed), `canary` (the gray-release drill: `--bad-canary`, `--good-canary`) and
+//! `run` (the drill from start to end).
 
 mod args;
+mod canary;
 mod check;
 mod cluster;
 mod enqueue;

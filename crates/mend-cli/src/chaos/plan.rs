@@ -140,6 +140,8 @@ mod tests {
             run: "r".into(),
             queue: "chaos-r".into(),
             terminations: 2,
+            canary_steps: vec![1_000, 5_000, 10_000],
+            canary_every_secs: 5,
             args: cli.args,
         }
     }

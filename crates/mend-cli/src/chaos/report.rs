@@ -66,6 +66,9 @@ pub(super) struct Report {
     pub(super) time_to_recover_ms: Option<Stats>,
     /// Mean time to recovery over every kill that held jobs and the database restart.
     pub(super) mttr_ms: Option<u64>,
+    /// The canaries' rollouts (`--bad-canary`, `--good-canary`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) canary: Option<super::canary::CanaryReport>,
     pub(super) invariants: Vec<Invariant>,
     pub(super) dir: String,
 }
@@ -154,6 +157,9 @@ pub(super) fn print_human(r: &Report) {
         Some(m) => println!("MTTR       {m} ms"),
         None => println!("MTTR       n/a"),
     }
+    if let Some(c) = &r.canary {
+        print_canary(c);
+    }
     println!();
     println!(
         "{} (seed {}; files in {})",
@@ -161,4 +167,41 @@ pub(super) fn print_human(r: &Report) {
         r.seed,
         r.dir
     );
+}
+
+fn print_canary(c: &super::canary::CanaryReport) {
+    let secs =
+        |ms: Option<u64>| ms.map_or("n/a".to_owned(), |m| format!("{:.2} s", m as f64 / 1000.0));
+    if let Some(b) = &c.bad {
+        println!(
+            "canary     bad ({:.0}% failing): {} · cut off {} after its start, {} after its first failure · {} canary attempts seen ({} failed) against stable's {} ({} failed)",
+            b.rate * 100.0,
+            b.state.as_str(),
+            secs(b.cut_off_ms_from_start),
+            secs(b.cut_off_ms_from_first_failure),
+            b.canary_attempts_seen.unwrap_or_default(),
+            b.canary_failures_seen.unwrap_or_default(),
+            b.stable_attempts_seen.unwrap_or_default(),
+            b.stable_failures_seen.unwrap_or_default(),
+        );
+        println!(
+            "           {} jobs hurt · {} canary failures before the cut-off, {} after (begun within {} of it) · {} handed back to stable, {} of the hurt jobs given their attempts back",
+            b.jobs_hurt,
+            b.canary_failures_before,
+            b.canary_failures_after,
+            secs(b.last_canary_start_after_cut_off_ms),
+            b.jobs_handed_back,
+            b.jobs_given_attempts_back
+        );
+    }
+    if let Some(g) = &c.good {
+        println!(
+            "canary     good: {} · {} steps passed · promoted {} after its start · {} of its kind's {} jobs finished on it",
+            g.state.as_str(),
+            g.steps_passed,
+            secs(g.promoted_ms_from_start),
+            g.jobs_on_canary,
+            g.jobs
+        );
+    }
 }

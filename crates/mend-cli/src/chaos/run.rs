@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use super::args::{ChaosArgs, Drill};
+use super::canary;
 use super::check::check;
 use super::cluster::{stop_all, with_application_name, Cluster};
 use super::enqueue::enqueue;
@@ -60,11 +61,22 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
         dir: dir.clone(),
         config,
         breakage: d.args.break_on_purpose,
+        canaries: crate::drill::Canaries {
+            bad: d.args.bad_canary,
+            good: d.args.good_canary,
+        },
         starts: AtomicUsize::new(0),
     });
     let mut nodes = Vec::with_capacity(d.nodes);
     for i in 0..d.nodes {
         nodes.push(cluster.start(i).await?);
+    }
+
+    // The canaries roll out before the first job arrives, and the nodes re-read the routes
+    // at their next heartbeat: the shares apply from the first job.
+    let rollouts = canary::start(&store, &d).await?;
+    if !rollouts.is_empty() {
+        tokio::time::sleep(canary::ROUTES_TAKEN).await;
     }
 
     let bar = progress_bar(plan.jobs.len());
@@ -85,6 +97,7 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
         d.args.job_timeout,
         plan.jobs,
         d.args.duration.mul_f64(0.9),
+        d.args.good_canary,
     ));
 
     // The faults, in schedule order.
@@ -123,6 +136,21 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
     while watch.finished.load(Ordering::Relaxed) < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The guard decides on the samples in its window, which outlive the jobs: a good canary
+    // still passes its last steps once the jobs are done.
+    if !rollouts.is_empty() {
+        bar.set_message("waiting for the guard to decide the canaries".to_string());
+        // Without new jobs a step can still pass on the samples it has, one per interval;
+        // past the last one's time more waiting cannot change anything.
+        let steps = u32::try_from(d.canary_steps.len()).unwrap_or(u32::MAX);
+        let enough = Instant::now()
+            + Duration::from_secs(d.canary_every_secs) * steps
+            + Duration::from_secs(2);
+        let deadline = deadline.min(enough);
+        while !canary::all_decided(&store, &rollouts).await && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let mut kill_records = Vec::new();
     for m in measurements {
         kill_records.push(m.await.context("a rescue measurement failed")?);
@@ -152,6 +180,7 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
         &kill_records,
         &stuck_nodes,
         restart.as_ref(),
+        &rollouts,
     )
     .await?;
     let recover: Vec<u64> = kill_records.iter().filter_map(|k| k.recover_ms).collect();
@@ -179,6 +208,7 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
         sigterms,
         connections_terminated: terminated,
         db_restart: restart,
+        canary: checked.canary,
         invariants: checked.invariants,
         dir: dir.root.display().to_string(),
     };

@@ -2,7 +2,11 @@
 //! `postgres://` URL and writes what happened to a ledger file, so a test can SIGKILL or
 //! SIGTERM it and check the store and the ledger afterwards.
 //!
-//! `mend-test-worker DB LEDGER [--concurrency N] [--drain-ms N] [--rescue-ms N] [--heartbeat-ms N] [--lease-ms N]`
+//! `mend-test-worker DB LEDGER [--concurrency N] [--drain-ms N] [--rescue-ms N] [--heartbeat-ms N] [--lease-ms N] [--canary VERSION [--canary-fail-file PATH]]`
+//!
+//! With `--canary VERSION` the node also serves that version of the `work` kind (gray-release
+//! tests): it does what the stable handler does, except that while PATH exists every attempt
+//! fails (a canary a test can turn bad at will, on this one node).
 //!
 //! Prints `ready <node id>` on stdout once it is claiming.
 
@@ -119,6 +123,10 @@ impl Kinds {
     }
 }
 
+fn text_flag(args: &[String], name: &str) -> Option<String> {
+    args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone())
+}
+
 fn flag(args: &[String], name: &str, default: u64) -> u64 {
     args.windows(2)
         .find(|w| w[0] == name)
@@ -181,6 +189,27 @@ async fn main() {
         append(&ledger, &format!("done {id} {attempt}"));
         Ok::<_, JobError>(())
     });
+    if let Some(version) = text_flag(&args, "--canary") {
+        let fail_file = text_flag(&args, "--canary-fail-file");
+        let ledger = ledger.clone();
+        let name = version.clone();
+        kinds
+            .registry
+            .register_version_fn(version, move |ctx: JobContext, w: Work| {
+                let (ledger, fail_file, name) = (ledger.clone(), fail_file.clone(), name.clone());
+                async move {
+                    let (id, attempt) = (ctx.id(), ctx.attempt());
+                    append(&ledger, &format!("start {id} {attempt} {name}"));
+                    let ms = if attempt == 1 { w.first_ms } else { w.then_ms };
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    if fail_file.is_some_and(|f| std::path::Path::new(&f).exists()) {
+                        return Err(JobError::retry(format!("canary {name} fails (test)")));
+                    }
+                    append(&ledger, &format!("done {id} {attempt} {name}"));
+                    Ok::<_, JobError>(())
+                }
+            });
+    }
     kinds.add(move |ctx, s: Steps, ledger| async move {
         let (id, attempt) = (ctx.id(), ctx.attempt());
         let from = ctx.resume::<Progress>()?.map_or(0, |p| p.done);

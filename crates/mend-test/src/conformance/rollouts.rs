@@ -384,3 +384,45 @@ pub async fn nodes_report_the_versions_they_serve(store: Arc<dyn Store>) {
     let found = listed.iter().find(|n| n.id == node.id).unwrap();
     assert_eq!(found.versions, node.versions);
 }
+
+/// `mend chaos --bad-canary` found it on SQLite: after a cut-off back to unversioned handlers
+/// the claim is the plain one, and a job whose last attempt ran the canary (its retry due
+/// before the guard handed it back) kept the canary's version, so the canary ran it again,
+/// seconds after the cut-off. A plain claim records no version, whatever the row held.
+pub async fn a_plain_claim_forgets_the_version_of_an_earlier_routed_attempt(store: Arc<dyn Store>) {
+    let q = "forget-version";
+    store
+        .insert_many(vec![job("resize").with_queue(q)])
+        .await
+        .unwrap();
+    let ran = routed_claim(
+        &store,
+        q,
+        "canary-node",
+        route("resize", 10_000, true, true),
+    )
+    .await;
+    assert_eq!(ran.len(), 1);
+    assert_eq!(ran[0].version.as_deref(), Some("v2"));
+    let mut e = err(1, ErrorKind::Error, "the canary failed");
+    e.version = Some("v2".into());
+    complete(
+        &store,
+        vec![outcome(
+            &ran[0],
+            OutcomeKind::Retry {
+                error: e,
+                run_at: Utc::now() - chrono::Duration::seconds(1),
+            },
+        )],
+    )
+    .await;
+    let again = claim(&store, q, 10).await;
+    assert_eq!(again.len(), 1, "the retry is due");
+    assert_eq!(again[0].attempt, 2);
+    assert_eq!(
+        again[0].version, None,
+        "the plain claim runs the unversioned handler"
+    );
+    assert_eq!(get(&store, again[0].id).await.version, None);
+}
