@@ -636,7 +636,7 @@ fn rollouts_start_list_show_and_steer() {
     let table = s.mend(&["rollouts", "list"]).ok().stdout;
     let header = table.lines().next().unwrap();
     assert!(
-        header.starts_with("ID") && header.contains("SHARE"),
+        header.starts_with("ID") && header.contains("SHARE") && header.contains("CANARY FAILED"),
         "{table}"
     );
     assert!(table.contains(&id) && table.contains("running"), "{table}");

@@ -186,6 +186,18 @@ async fn rollouts_over_http(s: Server) {
     let listed = s.call("GET", "/v1/rollouts", None).await;
     assert_eq!(listed.body["rollouts"].as_array().unwrap().len(), 1);
     assert_eq!(listed.body["rollouts"][0]["id"], id.as_str());
+    assert_eq!(
+        listed.body["rollouts"][0]["window"]["evidence"]["canary"]["attempts"], 8,
+        "an active rollout is listed with its window"
+    );
+    assert_eq!(
+        listed.body["rollouts"][0]["decisions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "the latest decision only"
+    );
 
     // Unknown and malformed ids.
     let unknown = uuid::Uuid::now_v7();
@@ -262,6 +274,12 @@ async fn rollouts_over_http(s: Server) {
     ] {
         assert!(text.contains(line), "{line} in\n{text}");
     }
+    let listed = s.call("GET", "/v1/rollouts", None).await;
+    assert!(
+        listed.body["rollouts"][1]["window"].is_null(),
+        "an ended rollout has no current window: {}",
+        listed.body
+    );
     let aborted = s
         .call("POST", &format!("/v1/rollouts/{v3_id}/abort"), None)
         .await;
@@ -487,6 +505,10 @@ async fn rollout_pages() {
     let text = list.body.as_str().unwrap();
     assert!(text.contains(&format!("href=\"/rollouts/{id}\"")), "{text}");
     assert!(text.contains("data-rollout-state=\"running\""));
+    assert!(
+        text.contains("1 / 5 (20.0%)"),
+        "the canary's failures in the window: {text}"
+    );
     assert!(text.contains("href=\"/rollouts\""), "in the nav");
 
     let page = get(&viewer_cookie, &format!("/rollouts/{id}")).await;

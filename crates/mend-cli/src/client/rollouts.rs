@@ -13,7 +13,8 @@ use super::output::{array_field, print_json, str_field, time_field, Table};
 /// `mend rollouts …`.
 #[derive(clap::Subcommand, Debug)]
 pub(crate) enum RolloutsCommand {
-    /// List the rollouts, newest first, with their state and the canary's share.
+    /// List the rollouts, newest first, with their state, the canary's share, and both
+    /// versions' failures over the guard's window while active.
     #[command(after_help = "\
 Examples:
   mend rollouts list
@@ -204,9 +205,25 @@ async fn list(a: RolloutsListArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut t = Table::new(&[
-        "ID", "KIND", "CANARY", "STABLE", "STATE", "SHARE", "STEPS", "STARTED",
+        "ID",
+        "KIND",
+        "CANARY",
+        "STABLE",
+        "STATE",
+        "SHARE",
+        "STEPS",
+        "CANARY FAILED",
+        "STABLE FAILED",
+        "STARTED",
     ]);
     for r in &rollouts {
+        // Over the guard's window, while the rollout is active.
+        let failed = |side: &str| {
+            r.get("window")
+                .and_then(|w| w.get("evidence"))
+                .and_then(|e| e.get(side))
+                .map_or_else(|| "-".to_owned(), short_side)
+        };
         t.row(vec![
             str_field(r, "id"),
             str_field(r, "kind"),
@@ -215,11 +232,27 @@ async fn list(a: RolloutsListArgs) -> anyhow::Result<()> {
             str_field(r, "state"),
             share(r.get("share").unwrap_or(&Value::Null)),
             steps(r),
+            failed("canary"),
+            failed("stable"),
             time_field(r, "started_at"),
         ]);
     }
     print!("{}", t.render());
     Ok(())
+}
+
+/// One side's failures over the window, short: `3/120 (2.5%)`.
+fn short_side(s: &Value) -> String {
+    let attempts = s.get("attempts").and_then(Value::as_u64).unwrap_or(0);
+    let failures = s.get("failures").and_then(Value::as_u64).unwrap_or(0);
+    if attempts == 0 {
+        "0/0".to_owned()
+    } else {
+        format!(
+            "{failures}/{attempts} ({:.1}%)",
+            100.0 * failures as f64 / attempts as f64
+        )
+    }
 }
 
 /// One side's figures over the window in words: `3 of 120 failed (2.5%), p95 40 ms`.

@@ -72,6 +72,15 @@ fn pct(v: f64) -> String {
     format!("{:.1}%", v * 100.0)
 }
 
+/// `3 / 120 (2.5%)`: failures of attempts over the window.
+fn failed(s: &SideStats) -> String {
+    if s.attempts == 0 {
+        "0 / 0".to_owned()
+    } else {
+        format!("{} / {} ({})", s.failures, s.attempts, pct(s.failure_rate))
+    }
+}
+
 fn side_row(name: &str, version: &str, s: &SideStats) -> Markup {
     html! {
         tr data-side=(name) {
@@ -86,7 +95,9 @@ fn side_row(name: &str, version: &str, s: &SideStats) -> Markup {
 
 /// `GET /rollouts`.
 pub(super) async fn list(State(state): State<AppState>) -> PageResult {
-    let rollouts = state.store.rollout_list().await?;
+    let rollouts = crate::routes::rollouts::summaries(&state)
+        .await
+        .map_err(page_error)?;
     let body = html! {
         h1 { "Rollouts" }
         @if rollouts.is_empty() {
@@ -96,10 +107,12 @@ pub(super) async fn list(State(state): State<AppState>) -> PageResult {
                 table #rollouts data-live {
                     thead { tr {
                         th { "Rollout" } th { "Kind" } th { "Canary" } th { "Stable" } th { "State" }
-                        th.num { "Share" } th { "Steps" } th.hide-sm { "Started" } th.hide-sm { "Ended" }
+                        th.num { "Share" } th { "Steps" } th.num { "Canary failed" } th.num { "Stable failed" }
+                        th.hide-sm { "Started" } th.hide-sm { "Ended" }
                     } }
                     tbody {
-                        @for r in &rollouts {
+                        @for summary in &rollouts {
+                            @let r = &summary.rollout;
                             tr data-rollout=(r.id) data-kind=(r.kind) {
                                 td { a href={"/rollouts/" (r.id)} { (short_id(&r.id)) } }
                                 td { (r.kind) }
@@ -108,6 +121,13 @@ pub(super) async fn list(State(state): State<AppState>) -> PageResult {
                                 td { (state_badge(r.state)) }
                                 td.num data-share=(r.share) { (format_share(r.share)) }
                                 td { (steps(r)) }
+                                @match &summary.window {
+                                    Some(w) => {
+                                        td.num data-side="canary" title="over the guard's window" { (failed(&w.evidence.canary)) }
+                                        td.num data-side="stable" title="over the guard's window" { (failed(&w.evidence.stable)) }
+                                    }
+                                    None => { td.num { span.muted { "—" } } td.num { span.muted { "—" } } }
+                                }
                                 td.hide-sm { (time(r.started_at)) }
                                 td.hide-sm { (time_opt(r.finished_at)) }
                             }
@@ -116,7 +136,7 @@ pub(super) async fn list(State(state): State<AppState>) -> PageResult {
                 }
             }
         }
-        p.muted { "A rollout sends a share of a kind's jobs to a canary version and raises it step by step while the guard finds the canary no worse than stable; a breach cuts the canary off and its failed jobs are retried on stable." }
+        p.muted { "Failed: failures / attempts of each version over the guard's window, while the rollout is active. A rollout sends a share of a kind's jobs to a canary version and raises it step by step while the guard finds the canary no worse than stable; a breach cuts the canary off and its failed jobs are retried on stable." }
     };
     Ok(layout("Rollouts", Nav::Rollouts, body).into_response())
 }

@@ -46,7 +46,7 @@ use contract::Contract;
         history::EventsView, history::NodesView, history::NodeView,
         contract::Name, contract::Tag, contract::EventKinds, mend::audit::AuditEntry, audit::AuditPage,
         mend::rollout::Rollout, mend::rollout::RolloutState, mend::rollout::GuardConfig, mend::rollout::Decision, mend::rollout::Action,
-        mend::rollout::Evidence, mend::rollout::SideStats, rollouts::StartRollout, rollouts::GuardOverrides, rollouts::RolloutsView,
+        mend::rollout::Evidence, mend::rollout::SideStats, rollouts::StartRollout, rollouts::GuardOverrides, rollouts::RolloutsView, rollouts::RolloutSummary,
         rollouts::RolloutDetail, rollouts::WindowView, rollouts::SeriesView, rollouts::SeriesBucket, rollouts::BucketSide)),
     modifiers(&Contract),
     security(("bearer" = []))

@@ -124,11 +124,23 @@ pub(crate) struct GuardOverrides {
     pub max_failure_rate: Option<f64>,
 }
 
-/// A rollout in a list: its latest decision only.
+/// A rollout in a list: its latest decision only, and the guard's current window while it
+/// is active.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct RolloutSummary {
+    /// The rollout as stored, with its latest decision only.
+    #[serde(flatten)]
+    pub rollout: Rollout,
+    /// The guard's current window for both versions, while the rollout is running or
+    /// paused (`null` once it ended: `GET /v1/rollouts/{id}` has the last one).
+    pub window: Option<WindowView>,
+}
+
+/// `{"rollouts": [...]}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct RolloutsView {
     /// Newest first.
-    pub rollouts: Vec<Rollout>,
+    pub rollouts: Vec<RolloutSummary>,
 }
 
 /// The guard's look at the current window, as it would judge now.
@@ -461,16 +473,31 @@ pub(crate) async fn detail(state: &AppState, rollout: Rollout) -> Result<Rollout
     })
 }
 
-/// Every rollout, newest first (at most 500), each with its latest decision only.
+/// Every rollout, newest first (at most 500), each with its latest decision only; an active
+/// one (at most one per kind) also with the guard's current window for both versions.
 #[utoipa::path(get, path = "/v1/rollouts", tag = "rollouts",
     responses((status = 200, body = RolloutsView)))]
 pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<RolloutsView>, ApiError> {
-    let mut rollouts = state.store.rollout_list().await?;
-    for r in &mut rollouts {
+    Ok(Json(RolloutsView {
+        rollouts: summaries(&state).await?,
+    }))
+}
+
+/// The list's rollouts (see [`list`]).
+pub(crate) async fn summaries(state: &AppState) -> Result<Vec<RolloutSummary>, ApiError> {
+    let now = Utc::now();
+    let mut out = Vec::new();
+    for mut r in state.store.rollout_list().await? {
         let keep = r.decisions.len().saturating_sub(1);
         r.decisions.drain(..keep);
+        let window = if r.state.is_active() {
+            Some(window(state, &r, now).await?)
+        } else {
+            None
+        };
+        out.push(RolloutSummary { rollout: r, window });
     }
-    Ok(Json(RolloutsView { rollouts }))
+    Ok(out)
 }
 
 /// Starts a rollout of a canary version at its first step. Refused (422, the field named)
