@@ -4,6 +4,8 @@
 //! the new leader keeps judging: when the canary turns bad it cuts it off, and the jobs the
 //! canary failed complete on the stable version.
 
+#![expect(clippy::expect_used)]
+
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
