@@ -4,6 +4,8 @@
 //! the new leader keeps judging: when the canary turns bad it cuts it off, and the jobs the
 //! canary failed complete on the stable version.
 
+#![expect(clippy::expect_used)]
+
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -149,6 +151,7 @@ async fn three_nodes_one_canary_node_shares_hold_and_a_new_leader_cuts_the_canar
         .position(|p| p.id() == leader.pid)
         .expect("the leader is one of ours");
     nodes[victim].kill9();
+    let killed = std::time::Instant::now();
     std::fs::write(&fail_file, b"fail").expect("turn the canary bad");
     let second = enqueue(&env, BATCH).await;
 
@@ -171,6 +174,7 @@ async fn three_nodes_one_canary_node_shares_hold_and_a_new_leader_cuts_the_canar
         },
     )
     .await;
+    let kill_to_cut = killed.elapsed();
     let decisions: Vec<Action> = cut.decisions.iter().map(|d| d.action).collect();
     assert_eq!(decisions, [Action::Started, Action::CutOff], "{cut:#?}");
     let decision = &cut.decisions[1];
@@ -214,7 +218,7 @@ async fn three_nodes_one_canary_node_shares_hold_and_a_new_leader_cuts_the_canar
         assert_ne!(job.version.as_deref(), Some("v2"), "{job:?}");
     }
     eprintln!(
-        "canary jobs {on_canary_side}/{BATCH} at 20%; cut off by {} after {} canary failures (p = {:?}); {} jobs hurt, all completed on stable",
+        "canary jobs {on_canary_side}/{BATCH} at 20%; cut off by {} {kill_to_cut:?} after the leader's SIGKILL, after {} canary failures (p = {:?}); {} jobs hurt, all completed on stable",
         leader_now.id,
         evidence.canary.failures,
         evidence.p_value,

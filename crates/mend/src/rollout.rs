@@ -1225,7 +1225,7 @@ mod tests {
     }
 
     /// `mend chaos --good-canary` found it: with 2% of attempts timing out on both versions,
-    /// a canary running stable's very code was cut off about one run in three, its p95 over
+    /// a canary running stable's very code was cut off in 1 of 6 drills, its p95 over
     /// 10 to 19 attempts being the one timed-out attempt (2054 ms against stable's 276 ms).
     #[test]
     fn one_slow_attempt_among_few_does_not_cut_a_canary_off() {

@@ -164,12 +164,14 @@ fn ms_between(from: DateTime<Utc>, to: DateTime<Utc>) -> Option<u64> {
     u64::try_from((to - from).num_milliseconds()).ok()
 }
 
-/// Checks the canaries' invariants against the stored rollouts and the drill's jobs.
+/// Checks the canaries' invariants against the stored rollouts and the drill's jobs (those
+/// of `queue`).
 pub(super) async fn check(
     store: &Arc<dyn Store>,
     r: &Rollouts,
-    jobs: &[JobRow],
+    queue: &str,
 ) -> anyhow::Result<(Vec<Invariant>, CanaryReport)> {
+    let jobs = &super::check::all_jobs(store.as_ref(), queue).await?;
     let mut inv = Vec::new();
     let mut report = CanaryReport::default();
     if let Some((id, rate)) = r.bad {

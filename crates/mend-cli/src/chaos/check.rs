@@ -1,7 +1,7 @@
 //! The invariants a drill must keep, checked once the drill is over: no job lost, every job
 //! finished, effects exactly once, staged files promoted once, durable cleanups run, kills
 //! healed, nodes stopping on SIGTERM, jobs given up only when out of attempts, the database
-//! restart healed, and the canaries' (see `canary`). It reads; it repairs nothing.
+//! restart healed (the canaries' are `canary`'s). It reads; it repairs nothing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use super::report::{Invariant, KillRecord, RestartRecord};
 use crate::drill::{self, DrillDir};
 
 /// Every job of the run's queue.
-async fn all_jobs(store: &dyn Store, queue: &str) -> anyhow::Result<Vec<JobRow>> {
+pub(super) async fn all_jobs(store: &dyn Store, queue: &str) -> anyhow::Result<Vec<JobRow>> {
     let mut jobs = Vec::new();
     let mut before = None;
     loop {
@@ -38,7 +38,6 @@ async fn all_jobs(store: &dyn Store, queue: &str) -> anyhow::Result<Vec<JobRow>>
 
 /// The invariants' verdicts and the counts the report shows.
 pub(super) struct Checked {
-    pub(super) canary: Option<super::canary::CanaryReport>,
     pub(super) states: BTreeMap<String, usize>,
     pub(super) attempts: BTreeMap<String, usize>,
     pub(super) invariants: Vec<Invariant>,
@@ -64,7 +63,6 @@ pub(super) async fn check(
     kills: &[KillRecord],
     stuck_nodes: &[String],
     restart: Option<&RestartRecord>,
-    rollouts: &super::canary::Rollouts,
 ) -> anyhow::Result<Checked> {
     let jobs = all_jobs(store.as_ref(), &d.queue).await?;
     let by_id: HashMap<uuid::Uuid, &JobRow> = jobs.iter().map(|j| (j.id, j)).collect();
@@ -296,14 +294,6 @@ pub(super) async fn check(
         );
     }
 
-    let canary = if rollouts.is_empty() {
-        None
-    } else {
-        let (mut more, report) = super::canary::check(store, rollouts, &jobs).await?;
-        inv.append(&mut more);
-        Some(report)
-    };
-
     let mut states = BTreeMap::new();
     for j in &jobs {
         *states.entry(j.state.to_string()).or_default() += 1;
@@ -323,7 +313,6 @@ pub(super) async fn check(
         );
     }
     Ok(Checked {
-        canary,
         states,
         attempts,
         invariants: inv,

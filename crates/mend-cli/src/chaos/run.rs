@@ -172,7 +172,7 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
     let _ = watcher.await;
     bar.finish_and_clear();
 
-    let checked = check(
+    let mut checked = check(
         &d,
         &store,
         &dir,
@@ -180,9 +180,15 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
         &kill_records,
         &stuck_nodes,
         restart.as_ref(),
-        &rollouts,
     )
     .await?;
+    let canary = if rollouts.is_empty() {
+        None
+    } else {
+        let (more, report) = canary::check(&store, &rollouts, &d.queue).await?;
+        checked.invariants.extend(more);
+        Some(report)
+    };
     let recover: Vec<u64> = kill_records.iter().filter_map(|k| k.recover_ms).collect();
     let mut mttr_samples = recover.clone();
     if let Some(r) = restart.as_ref().and_then(|r| r.recover_ms) {
@@ -208,7 +214,7 @@ async fn drill_run(d: Drill) -> anyhow::Result<()> {
         sigterms,
         connections_terminated: terminated,
         db_restart: restart,
-        canary: checked.canary,
+        canary,
         invariants: checked.invariants,
         dir: dir.root.display().to_string(),
     };
