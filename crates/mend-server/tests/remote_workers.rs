@@ -538,7 +538,7 @@ async fn remote_workers_claim_only_the_side_of_a_rollout_they_serve() {
         .await;
     assert_eq!(stable.status, 200, "{}", stable.body);
     let canary = s
-        .claim(json!({"worker_id": "new", "kinds": ["resize"], "limit": 100, "versions": {"resize": "v2"}}))
+        .claim(json!({"worker_id": "new", "kinds": ["resize"], "limit": 100, "versions": [{"kind": "resize", "version": "v2"}]}))
         .await;
     let (stable, canary) = (
         stable.body["jobs"].as_array().unwrap().clone(),
@@ -565,9 +565,9 @@ async fn remote_workers_claim_only_the_side_of_a_rollout_they_serve() {
         )
         .await;
     assert_eq!(failed.body["errors"][0]["version"], "v2", "{}", failed.body);
-    // A version for a kind not claimed is refused.
+    // A version that is not a name is refused.
     let bad = s
-        .claim(json!({"worker_id": "x", "kinds": ["resize"], "versions": {"other": "v2"}}))
+        .claim(json!({"worker_id": "x", "kinds": ["resize"], "versions": [{"kind": "resize", "version": ""}]}))
         .await;
     assert!(bad.problem(422).contains("versions"), "{}", bad.body);
 }

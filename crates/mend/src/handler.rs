@@ -572,13 +572,16 @@ where
     }
 }
 
+/// A kind's named handler versions, in the order they were registered.
+type Versions = Vec<(String, Arc<dyn ErasedHandler>)>;
+
 /// Handlers by kind (and named versions of them, for gray release: see
 /// [`crate::rollout`]), and durable cleanup actions by name.
 #[derive(Clone)]
 pub struct Registry {
     handlers: HashMap<String, Arc<dyn ErasedHandler>>,
-    /// Named versions per kind, in the order they were registered.
-    versions: HashMap<String, Vec<(String, Arc<dyn ErasedHandler>)>>,
+    /// Named versions per kind.
+    versions: HashMap<String, Versions>,
     cleanups: HashMap<String, crate::cleanup::CleanupAction>,
 }
 

@@ -95,10 +95,23 @@ pub(super) struct ClaimRequest {
     #[schema(minimum = 1000, maximum = 3_600_000)]
     #[serde(default, deserialize_with = "mend::lenient::opt_int")]
     pub lease_ms: Option<u64>,
-    /// The handler version this worker runs, per kind (a kind left out: its unversioned
-    /// handler). A kind under a rollout hands this worker only the jobs of the side it serves.
+    /// The handler version this worker runs for some of its kinds (a kind left out: its
+    /// unversioned handler; entries for kinds not claimed are ignored). A kind under a rollout
+    /// hands this worker only the jobs of the side it serves.
     #[serde(default)]
-    pub versions: std::collections::BTreeMap<String, String>,
+    pub versions: Vec<KindVersion>,
+}
+
+/// A kind and the handler version a remote worker runs for it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct KindVersion {
+    /// The kind.
+    #[schema(value_type = super::contract::Name)]
+    pub kind: String,
+    /// The version.
+    #[schema(value_type = super::contract::Name)]
+    pub version: String,
 }
 
 /// Claims jobs of the given kinds for a remote worker, waiting up to `wait_ms` for one.
@@ -147,21 +160,27 @@ pub(crate) async fn claim(
             format!("{k:?} is not a kind name (1–128 letters, digits, _ - . : /)"),
         ));
     }
-    if let Some((k, v)) = req
+    if let Some(bad) = req
         .versions
         .iter()
-        .find(|(k, v)| !req.kinds.contains(k) || !super::jobs::valid_name(v))
+        .find(|v| !super::jobs::valid_name(&v.kind) || !super::jobs::valid_name(&v.version))
     {
-        let (k, v): (String, String) = (k.chars().take(80).collect(), v.chars().take(80).collect());
+        let (k, v): (String, String) = (
+            bad.kind.chars().take(80).collect(),
+            bad.version.chars().take(80).collect(),
+        );
         return Err(ApiError::invalid(
             "versions",
-            format!("versions maps a claimed kind to a version name (1–128 letters, digits, _ - . : /); {k:?}: {v:?} is not one"),
+            format!("each of versions names a kind and a version (1–128 letters, digits, _ - . : /); {k:?}: {v:?} is not that"),
         ));
     }
     let served: mend::rollout::Served = req
         .kinds
         .iter()
-        .map(|k| (k.clone(), vec![req.versions.get(k).cloned()]))
+        .map(|k| {
+            let version = req.versions.iter().rev().find(|v| &v.kind == k);
+            (k.clone(), vec![version.map(|v| v.version.clone())])
+        })
         .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
     let wake = state.store.wakeup();
