@@ -1104,6 +1104,35 @@ pub const SAMPLE_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 /// How often the leader's guard looks at each active rollout.
 pub const GUARD_TICK: Duration = Duration::from_millis(500);
 
+/// A canary's failed attempt is retried no sooner than this: long enough for its sample to be
+/// flushed, the guard to judge and, on a cut-off, hand the job back to stable before any node
+/// claims it again (on a retry claimed first, the canary's attempt would not be given back).
+pub const CANARY_RETRY_FLOOR: Duration = Duration::from_secs(2);
+
+/// Whether `version` of `kind` is the canary of an active rollout in `states`.
+pub fn is_canary(states: &[RouteState], kind: &str, version: Option<&str>) -> bool {
+    version.is_some_and(|v| {
+        states
+            .iter()
+            .any(|s| s.kind == kind && s.canary.as_deref() == Some(v))
+    })
+}
+
+/// Delays the retry in `outcome` to [`CANARY_RETRY_FLOOR`] after `now` when the attempt ran a
+/// canary (see [`is_canary`]).
+pub fn hold_canary_retry(
+    canary: bool,
+    outcome: &mut crate::store::OutcomeKind,
+    now: DateTime<Utc>,
+) {
+    if let (true, crate::store::OutcomeKind::Retry { run_at, .. }) = (canary, outcome) {
+        let floor = chrono::Duration::from_std(CANARY_RETRY_FLOOR).unwrap_or_default();
+        if let Some(at) = now.checked_add_signed(floor) {
+            *run_at = (*run_at).max(at);
+        }
+    }
+}
+
 /// How long after a rollout ends the guard keeps handing canary failures back to stable
 /// (attempts that were running at the cut-off and failed later).
 pub const HEAL_AFTER_END: Duration = Duration::from_secs(30 * 60);

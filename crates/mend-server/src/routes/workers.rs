@@ -654,10 +654,12 @@ async fn settle_remote(
     timed_out: bool,
 ) -> Result<Option<OutcomeKind>, ApiError> {
     let mut version = None;
+    let mut kind = String::new();
     let facts = match ending {
         Ending::Failed { .. } | Ending::Panicked { .. } => match state.store.get(id).await? {
             Some(job) => {
                 version.clone_from(&job.version);
+                kind.clone_from(&job.kind);
                 Attempt {
                     attempt,
                     ..Attempt::of(&job)
@@ -683,6 +685,13 @@ async fn settle_remote(
         },
     );
     let mut outcome = settled.outcome;
+    if version.is_some() {
+        let routes = state.remote_claims.routes(state.store.as_ref()).await?;
+        let canary = mend::rollout::is_canary(&routes, &kind, version.as_deref());
+        if let Some(o) = outcome.as_mut() {
+            mend::rollout::hold_canary_retry(canary, o, Utc::now());
+        }
+    }
     if let Some(error) = outcome.as_mut().and_then(OutcomeKind::error_mut) {
         error.version = version;
     }

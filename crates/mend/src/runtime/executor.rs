@@ -163,6 +163,15 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
     if let Some(error) = outcome.as_mut().and_then(OutcomeKind::error_mut) {
         error.version.clone_from(&job.version);
     }
+    if let Some(o) = outcome.as_mut() {
+        let v = job.version.as_deref();
+        let canary = shared
+            .plan()
+            .routes
+            .iter()
+            .any(|r| r.kind == job.kind && v.is_some() && r.canary.as_deref() == v);
+        crate::rollout::hold_canary_retry(canary, o, now);
+    }
 
     attempt_over.store(true, Ordering::Release);
     untrack.armed = false;
