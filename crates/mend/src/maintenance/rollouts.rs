@@ -38,26 +38,14 @@ pub struct PassReport {
 
 /// Runs a pass every [`GUARD_TICK`] while this process leads, until `stop`.
 pub async fn run(store: Arc<dyn Store>, stop: CancellationToken) {
-    let mut failing = false;
-    loop {
-        let result = match store.is_leader().await {
-            Ok(true) => pass(store.as_ref(), Utc::now()).await.map(|_| ()),
-            Ok(false) => Ok(()),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => failing = false,
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(error = %e, "the rollout guard failed; will keep trying");
-            }
-            Err(e) => tracing::debug!(error = %e, "the rollout guard still fails"),
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(GUARD_TICK) => {}
-        }
-    }
+    super::while_leading(
+        store,
+        "the rollout guard",
+        GUARD_TICK,
+        stop,
+        |store| async move { pass(store.as_ref(), Utc::now()).await.map(|_| ()) },
+    )
+    .await;
 }
 
 /// The canary's and stable's samples of `r` over its guard window ending at `now` (never

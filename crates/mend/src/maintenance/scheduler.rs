@@ -34,28 +34,14 @@ pub struct PassReport {
 
 /// Runs a pass every [`SCHEDULER_TICK`] while this process leads, until `stop`.
 pub async fn run(store: Arc<dyn Store>, stop: CancellationToken) {
-    // A failure is logged once until a pass succeeds again: four warnings a second about one
-    // outage would bury everything else.
-    let mut failing = false;
-    loop {
-        let result = match store.is_leader().await {
-            Ok(true) => pass(store.as_ref(), Utc::now()).await.map(|_| ()),
-            Ok(false) => Ok(()),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => failing = false,
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(error = %e, "scheduling periodic jobs failed; will keep trying");
-            }
-            Err(e) => tracing::debug!(error = %e, "scheduling periodic jobs still fails"),
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(SCHEDULER_TICK) => {}
-        }
-    }
+    super::while_leading(
+        store,
+        "scheduling periodic jobs",
+        SCHEDULER_TICK,
+        stop,
+        |store| async move { pass(store.as_ref(), Utc::now()).await.map(|_| ()) },
+    )
+    .await;
 }
 
 /// One pass at `now` (tests pass their own): every due schedule's slots are planned and
