@@ -27,7 +27,7 @@ fn table(store: &PgStore, name: &str) -> String {
 
 /// Inserts `rollout` with its stable version taken from the kind's latest rollout, in one
 /// transaction that holds the kind's latest row; `None` when the kind has an active one.
-pub(crate) async fn start(store: &PgStore, mut rollout: Rollout) -> Result<Option<Rollout>> {
+pub(crate) async fn start(store: &PgStore, rollout: Rollout) -> Result<Option<Rollout>> {
     let t = table(store, "mend_rollouts");
     let mut c = store.client().await?;
     let tx = c.transaction().await.map_err(store.pg())?;
@@ -47,20 +47,13 @@ pub(crate) async fn start(store: &PgStore, mut rollout: Rollout) -> Result<Optio
         )
         .await
         .map_err(store.pg())?;
-    if let Some(row) = prev {
-        let prev = decode(row.try_get(0).map_err(store.pg())?)?;
-        if prev.state.is_active() {
-            return Ok(None);
-        }
-        rollout.stable = prev.route_state().stable;
-    }
-    if rollout.stable.as_deref() == Some(rollout.canary.as_str()) {
-        return Err(StoreError::database(format!(
-            "version {} of {} is already the stable version",
-            rollout.canary, rollout.kind
-        )));
-    }
-    rollout.revision = 1;
+    let prev = match prev {
+        Some(row) => Some(decode(row.try_get(0).map_err(store.pg())?)?),
+        None => None,
+    };
+    let Some(rollout) = mend::store::rollout_to_start(prev, rollout)? else {
+        return Ok(None);
+    };
     let body = crate::row::jsonb(&rollout)?;
     tx.execute(
         &format!("INSERT INTO {t} (id, kind, state, started_at, revision, body) VALUES ($1, $2, $3, $4, $5, $6)"),

@@ -36,24 +36,11 @@ fn latest(conn: &Connection, path: &str, kind: &str) -> Result<Option<Rollout>> 
 
 /// Inserts `rollout` with its stable version taken from the kind's latest rollout; `None`
 /// when the kind has an active one (the partial unique index says so).
-pub(crate) fn start(
-    conn: &Connection,
-    path: &str,
-    mut rollout: Rollout,
-) -> Result<Option<Rollout>> {
-    if let Some(prev) = latest(conn, path, &rollout.kind)? {
-        if prev.state.is_active() {
-            return Ok(None);
-        }
-        rollout.stable = prev.route_state().stable;
-    }
-    if rollout.stable.as_deref() == Some(rollout.canary.as_str()) {
-        return Err(StoreError::database(format!(
-            "version {} of {} is already the stable version",
-            rollout.canary, rollout.kind
-        )));
-    }
-    rollout.revision = 1;
+pub(crate) fn start(conn: &Connection, path: &str, rollout: Rollout) -> Result<Option<Rollout>> {
+    let prev = latest(conn, path, &rollout.kind)?;
+    let Some(rollout) = mend::store::rollout_to_start(prev, rollout)? else {
+        return Ok(None);
+    };
     let body = to_json(&rollout)?;
     conn.prepare_cached(
         "INSERT INTO mend_rollouts (id, kind, state, started_at, revision, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -1248,6 +1248,26 @@ pub trait Store: Send + Sync + 'static {
 
 pub use crate::rollout::{Rollout, RouteState};
 
+/// What every store does in [`Store::rollout_start`] once it holds the kind's latest rollout
+/// `prev`: `None` when that one is still active, else `rollout` ready to insert (its stable
+/// version taken from `prev`, revision 1); an error when its canary is already stable.
+pub fn rollout_to_start(prev: Option<Rollout>, mut rollout: Rollout) -> Result<Option<Rollout>> {
+    if let Some(prev) = prev {
+        if prev.state.is_active() {
+            return Ok(None);
+        }
+        rollout.stable = prev.route_state().stable;
+    }
+    if rollout.stable.as_deref() == Some(rollout.canary.as_str()) {
+        return Err(StoreError::database(format!(
+            "version {} of {} is already the stable version",
+            rollout.canary, rollout.kind
+        )));
+    }
+    rollout.revision = 1;
+    Ok(Some(rollout))
+}
+
 /// Most rollouts [`Store::rollout_list`] returns.
 pub const MAX_ROLLOUTS_LISTED: usize = 500;
 
