@@ -176,7 +176,12 @@ impl Session {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             if !taken {
-                tracing::error!(%node, "could not take this node's lock again; another session holds it");
+                // Carrying on without it would have the leader judge this live node dead
+                // and run its jobs twice: drop this connection and try again instead.
+                tracing::error!(%node, "could not take this node's lock again; another session holds it; reconnecting");
+                return Err(StoreError::database(format!(
+                    "node {node}'s lock {key} is held by another session"
+                )));
             }
         }
         st.client = Some(client);
