@@ -101,6 +101,12 @@ pub(crate) struct BenchArgs {
     /// many keys (the claim then takes the limited path: see `mend::limits`).
     #[arg(long, value_name = "KEYS")]
     limit_keys: Option<usize>,
+    /// Store this many finished jobs (on a queue of their own) before the clocks start, to
+    /// see whether the cost per job stays flat as the table grows. Rows already stored by an
+    /// earlier run are kept, so fill once and alternate runs against a filled and an empty
+    /// database.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    finished: u64,
     /// Print one JSON object on stdout instead of a table. Its `jobs_per_sec` is end to end in
     /// the concurrent scenario and the drain alone in the drain scenario (as the peers' harness
     /// reports it); `end_to_end_per_sec` is end to end in both.
@@ -146,6 +152,11 @@ struct Report {
     latency_max_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     limit_keys: Option<usize>,
+    /// Finished jobs stored in the database besides the run's (`--finished`).
+    finished: u64,
+    /// The bench process's peak resident memory (Linux's `VmHWM`), in MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_rss_mib: Option<f64>,
     version: &'static str,
     versions: serde_json::Value,
 }
@@ -357,6 +368,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for _ in 0..args.nodes {
         stores.push(crate::db::open(&args.database, opts).await?);
     }
+    crate::fill::finished(&args.database, args.finished).await?;
     let store = stores[0].clone();
     let queue = format!("bench-{}", uuid_short());
     let per_node = args.concurrency.div_ceil(args.nodes);
@@ -560,6 +572,8 @@ async fn measure(
         latency_p99_ms: percentile(&samples, 99.0),
         latency_max_ms: samples.last().copied().unwrap_or(f64::NAN),
         limit_keys: args.limit_keys,
+        finished: args.finished,
+        peak_rss_mib: peak_rss_mib(),
         version: env!("CARGO_PKG_VERSION"),
         versions: serde_json::json!({ "mend": env!("CARGO_PKG_VERSION") }),
     })
@@ -582,6 +596,9 @@ fn config_of(args: &BenchArgs) -> String {
     }
     if let Some(k) = args.limit_keys {
         differ.push(format!("limit-keys={k}"));
+    }
+    if args.finished > 0 {
+        differ.push(format!("finished={}", args.finished));
     }
     if differ.is_empty() {
         "default".to_owned()
@@ -676,11 +693,28 @@ fn print_report(args: &BenchArgs, report: &Report) -> anyhow::Result<()> {
         );
         println!("  enqueue→start p99   {:>12.3}  ms", report.latency_p99_ms);
     }
+    if report.finished > 0 {
+        println!(
+            "  finished jobs kept  {:>12}  (besides the run's)",
+            report.finished
+        );
+    }
+    if let Some(mib) = report.peak_rss_mib {
+        println!("  peak memory         {mib:>12.1}  MiB (this process)");
+    }
     println!(
         "  verified: all {} jobs completed",
         report.jobs + report.latency_samples
     );
     Ok(())
+}
+
+/// This process's peak resident set, from `/proc/self/status` (Linux only).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 fn uuid_short() -> String {

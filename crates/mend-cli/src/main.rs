@@ -9,6 +9,7 @@ mod db;
 mod doctor;
 mod drill;
 mod duration;
+mod fill;
 mod security;
 mod serve;
 

@@ -158,3 +158,57 @@ fn bench_refuses_what_it_cannot_measure() {
         assert!(err.contains(says), "{flags:?}: {err}");
     }
 }
+
+/// Jobs per queue and state, read through a store on `db`.
+fn counts(db: &str) -> Vec<(String, String, u64)> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store: Box<dyn mend::Store> = if db.starts_with("postgres") {
+            Box::new(mend_postgres::PgStore::open(db).await.unwrap())
+        } else {
+            Box::new(mend_sqlite::SqliteStore::open(db).await.unwrap())
+        };
+        store
+            .queue_counts()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.queue, c.state.to_string(), c.count))
+            .collect()
+    })
+}
+
+/// `--finished N` stores N completed jobs on a queue of their own before the run, once: a
+/// second run finds them there and adds none; the run's own jobs are unaffected.
+fn finished_jobs(db: &str, dir: &std::path::Path) {
+    let history = |db: &str| -> Vec<(String, u64)> {
+        counts(db)
+            .into_iter()
+            .filter(|(q, _, _)| q == "bench-history")
+            .map(|(_, state, n)| (state, n))
+            .collect()
+    };
+    for _ in 0..2 {
+        let r = bench(db, dir, &["--scenario", "drain", "--finished", "1000"]);
+        assert_sane(&r, "drain", "direct");
+        assert_eq!(r["finished"].as_u64(), Some(1000), "{r}");
+        assert_eq!(r["config"], "batch=400,finished=1000", "{r}");
+        assert!(num(&r, "peak_rss_mib") > 1.0, "{r}");
+        assert_eq!(history(db), [("completed".to_owned(), 1000)]);
+    }
+}
+
+#[test]
+fn bench_keeps_finished_jobs_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    finished_jobs(&common::sqlite_url(dir.path(), "f.db"), dir.path());
+}
+
+#[test]
+fn bench_keeps_finished_jobs_on_postgres() {
+    let Some(schema) = common::pg_schema("bench_keeps_finished_jobs_on_postgres", "benchf") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    finished_jobs(&schema.store_url(), dir.path());
+}
