@@ -489,3 +489,55 @@ fn the_database_comes_from_mend_toml_when_no_flag_names_it() {
         stdout(&o)
     );
 }
+
+#[test]
+fn a_promoted_version_no_live_node_serves_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path(), "pinned.db");
+    let _node = serve(&db, dir.path());
+    let text = stdout(&doctor(&db, dir.path(), &[]));
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ok") && l.contains("rollout_versions")),
+        "{text}"
+    );
+    // Version v9 of `noop` was rolled out and promoted, and then the nodes were deployed
+    // without it (this node serves only the unversioned `noop`).
+    runtime().block_on(async {
+        let store = mend_sqlite::SqliteStore::open(&db).await.unwrap();
+        let store: &dyn mend::Store = &store;
+        let spec = mend::rollout::RolloutSpec {
+            kind: "noop".into(),
+            version: "v9".into(),
+            steps: vec![10_000],
+            every_secs: 60,
+            guard: Default::default(),
+            notify_url: None,
+        };
+        let now = chrono::Utc::now();
+        let mut r = store
+            .rollout_start(mend::rollout::Rollout::new(spec, None, "test", now))
+            .await
+            .unwrap()
+            .unwrap();
+        r.promote(now, "test", "by hand".into(), None);
+        store.rollout_save(r).await.unwrap().unwrap();
+    });
+    let o = doctor(&db, dir.path(), &[]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "a warning, not a failure: {text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("warn") && l.contains("rollout_versions"))
+        .unwrap_or_else(|| panic!("no rollout_versions warning: {text}"));
+    assert!(
+        line.contains("kind `noop` runs only on version `v9`")
+            && line.contains("no live node serves it"),
+        "{line}"
+    );
+    assert!(
+        line.contains("fix: deploy a node with version `v9`"),
+        "{line}"
+    );
+    json_matches_lines(&db, dir.path(), &text);
+}

@@ -97,7 +97,12 @@ async fn every_job(env: &Env) -> Vec<mend::JobRow> {
 
 async fn all_completed(env: &Env, n: usize, within: Duration) -> Vec<mend::JobRow> {
     poll(&format!("{n} jobs completed"), within, || async {
-        let jobs = every_job(env).await;
+        // The gray jobs only (a cut-off's notification is an `http` job beside them).
+        let jobs: Vec<_> = every_job(env)
+            .await
+            .into_iter()
+            .filter(|j| j.kind == Gr::KIND)
+            .collect();
         let done = jobs
             .iter()
             .filter(|j| j.state == JobState::Completed)
@@ -114,9 +119,13 @@ async fn all_completed(env: &Env, n: usize, within: Duration) -> Vec<mend::JobRo
 async fn bad_canary_is_cut_off(env: Env) {
     // Stable fails 1% of first attempts, the canary 50%.
     let w = worker(&env, registry(100, 2, true)).await;
+    let hook = "http://127.0.0.1:9/mend-cut-off";
     let r = start(
         env.store.as_ref(),
-        spec(vec![1_000, 10_000], 3_600),
+        RolloutSpec {
+            notify_url: Some(hook.into()),
+            ..spec(vec![1_000, 10_000], 3_600)
+        },
         "test",
         Utc::now(),
     )
@@ -223,6 +232,28 @@ async fn bad_canary_is_cut_off(env: Env) {
         .await
         .unwrap();
     assert_eq!(events.len(), 1);
+    // And the rollout's notify_url gets the decision: one `http` job posting it there (this
+    // worker runs no `http` handler, so it waits; the built-in executor delivers it).
+    let hooks: Vec<_> = every_job(&env)
+        .await
+        .into_iter()
+        .filter(|j| j.kind == "http")
+        .collect();
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    let args = &hooks[0].args;
+    assert_eq!(args["method"], "POST", "{args}");
+    assert_eq!(args["url"], hook, "{args}");
+    let body = &args["body"];
+    assert_eq!(body["rollout"], serde_json::json!(cut.id), "{body}");
+    assert_eq!(body["kind"], Gr::KIND, "{body}");
+    assert_eq!(body["canary"], "v2", "{body}");
+    assert_eq!(body["state"], "rolled_back", "{body}");
+    assert_eq!(body["decision"]["action"], "cut_off", "{body}");
+    assert_eq!(
+        body["decision"]["evidence"]["p_value"].as_f64(),
+        ev.p_value,
+        "{body}"
+    );
 }
 
 async fn equal_canary_is_never_cut_off(env: Env) {

@@ -5,13 +5,14 @@
 //! It never migrates: the schema version is read first (SQLite opened read-only), and the
 //! store is opened only when the schema is exactly this build's. One file per group of
 //! checks: `database` (reachable, schema, clock), `disk` (SQLite fsync, free space, WAL),
-//! `nodes` (alive, leader, their clocks) and `jobs` (unserved kinds, stuck leases, failed
-//! cleanups).
+//! `nodes` (alive, leader, their clocks), `jobs` (unserved kinds, stuck leases, failed
+//! cleanups) and `rollouts` (routed handler versions no live node serves).
 
 mod database;
 mod disk;
 mod jobs;
 mod nodes;
+mod rollouts;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -213,6 +214,14 @@ async fn check_all(url: &str) -> Vec<Finding> {
     };
     let live = nodes::check(&nodes, &stats, now, &mut out);
     jobs::check(&stats, &live, &mut out);
+    match store.rollout_routes().await {
+        Ok(routes) => rollouts::check(&routes, &live, &mut out),
+        Err(e) => out.push(Finding::warn(
+            "rollout_versions",
+            format!("not checked: reading the rollouts' routes failed: {e}"),
+            "fix what the error says, then run `mend doctor` again",
+        )),
+    }
     // Durable cleanups that failed all their tries, from the events the workers write (the
     // time index serves it); a cleanup failing again and again shows here before anyone
     // reads the discarded jobs.
