@@ -9,8 +9,9 @@
 //! a `mend serve` (`--via http`: `POST /v1/jobs/batch` with `Prefer: return=minimal`, as a
 //! producer in another language would), either one given with `--server` or one the bench
 //! starts as a child process on the same database. Either way the jobs run in this process.
-//! Phase 2 (latency): with the system idle, single jobs are enqueued one after another and the
-//! time from just before the enqueue call to the handler starting is recorded. At the end the
+//! Phase 2 (latency): with the system idle, single jobs are enqueued one after another (each
+//! once the previous one's outcome is written, and 5 ms later) and the time from just before
+//! the enqueue call to the handler starting is recorded, with the enqueue call's own share. At the end the
 //! store is asked whether all N jobs are `completed`; anything else fails the run.
 
 use std::io::IsTerminal;
@@ -150,6 +151,8 @@ struct Report {
     latency_p50_ms: f64,
     latency_p99_ms: f64,
     latency_max_ms: f64,
+    /// Of the latency, the enqueue call alone (its commit included), median.
+    latency_enqueue_p50_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     limit_keys: Option<usize>,
     /// Finished jobs stored in the database besides the run's (`--finished`).
@@ -160,6 +163,11 @@ struct Report {
     version: &'static str,
     versions: serde_json::Value,
 }
+
+/// The pause between latency samples, after the previous job's outcome is written: long
+/// enough for the wake-ups a pickup causes (the insert's NOTIFY reaching the fetcher after it
+/// has claimed) to come and go.
+const IDLE_BETWEEN_SAMPLES: Duration = Duration::from_millis(5);
 
 const NOOP: &str = "mend.bench.noop";
 const PING: &str = "mend.bench.ping";
@@ -480,18 +488,29 @@ async fn measure(
             .sum()
     };
 
-    // Phase 2: idle latency, one job at a time.
+    // Phase 2: idle latency, one job at a time. Idle means idle: each sample waits until the
+    // previous job's outcome is written and the wake-ups it caused have passed, so a sample
+    // never shares the database with the last one's completion.
     let mut samples = Vec::with_capacity(args.latency_samples);
-    for _ in 0..args.latency_samples {
+    let mut enqueue_samples = Vec::with_capacity(args.latency_samples);
+    for i in 0..args.latency_samples {
+        let settle_until = Instant::now() + Duration::from_secs(10);
+        while completed_now() < args.jobs + i && Instant::now() < settle_until {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        tokio::time::sleep(IDLE_BETWEEN_SAMPLES).await;
         let t0 = Instant::now();
         producer.enqueue(PING, queue, 1, 1, None).await?;
+        let enqueued = t0.elapsed();
         let t1 = tokio::time::timeout(Duration::from_secs(10), ping_rx.recv())
             .await
             .context("a latency job did not start within 10 s")?
             .context("the worker stopped")?;
         samples.push(t1.duration_since(t0).as_secs_f64() * 1000.0);
+        enqueue_samples.push(enqueued.as_secs_f64() * 1000.0);
     }
     samples.sort_by(f64::total_cmp);
+    enqueue_samples.sort_by(f64::total_cmp);
     let expected_total = args.jobs + args.latency_samples;
     // Wait for the last outcomes to be written, then verify from the store itself.
     let wait_until = Instant::now() + Duration::from_secs(30);
@@ -570,6 +589,7 @@ async fn measure(
         latency_samples: samples.len(),
         latency_p50_ms: percentile(&samples, 50.0),
         latency_p99_ms: percentile(&samples, 99.0),
+        latency_enqueue_p50_ms: percentile(&enqueue_samples, 50.0),
         latency_max_ms: samples.last().copied().unwrap_or(f64::NAN),
         limit_keys: args.limit_keys,
         finished: args.finished,
@@ -692,6 +712,10 @@ fn print_report(args: &BenchArgs, report: &Report) -> anyhow::Result<()> {
             report.latency_p50_ms, report.latency_samples
         );
         println!("  enqueue→start p99   {:>12.3}  ms", report.latency_p99_ms);
+        println!(
+            "  of which enqueue    {:>12.3}  ms (p50, the enqueue call with its commit)",
+            report.latency_enqueue_p50_ms
+        );
     }
     if report.finished > 0 {
         println!(
