@@ -521,7 +521,8 @@ async fn remote_workers_claim_only_the_side_of_a_rollout_they_serve() {
         guard: Default::default(),
         notify_url: None,
     };
-    // Remote workers are not registered nodes, so the rollout is stored directly.
+    // This server runs no worker, so no node reports what remote workers serve (see
+    // `a_version_only_remote_workers_run_can_be_rolled_out`): the rollout is stored directly.
     s.state
         .store
         .rollout_start(mend::rollout::Rollout::new(
@@ -570,4 +571,51 @@ async fn remote_workers_claim_only_the_side_of_a_rollout_they_serve() {
         .claim(json!({"worker_id": "x", "kinds": ["resize"], "versions": [{"kind": "resize", "version": ""}]}))
         .await;
     assert!(bad.problem(422).contains("versions"), "{}", bad.body);
+}
+
+/// A version only remote workers run can be rolled out through the API: the node they claim
+/// through reports their kinds and versions as its own from its next heartbeat.
+#[tokio::test]
+async fn a_version_only_remote_workers_run_can_be_rolled_out() {
+    let env = mend_test::env::Env::new().await;
+    let mut registry = mend::Registry::new();
+    registry.register_raw("other", None, |_ctx, _args| async { Ok(None) });
+    // `fast`: a heartbeat every 50 ms.
+    let worker = env.worker(registry, 1, |_| {}).await;
+    let mut state = mend_server::AppState::new(env.store.clone());
+    state.worker = Some(worker.clone());
+    let app = mend_test::http::App(mend_server::app(state));
+    let start = json!({"kind": "resize", "version": "v2", "steps": "10%,100%", "every": "10m"});
+    // Nobody serves `resize` yet.
+    let refused = app.post("/v1/rollouts", start.clone()).await;
+    assert!(
+        refused
+            .problem(422)
+            .contains("no live node serves kind `resize`"),
+        "{}",
+        refused.body
+    );
+    // A remote worker running v2 of `resize` claims (nothing is there yet).
+    let claimed = app
+        .post(
+            "/v1/workers/claim",
+            json!({"worker_id": "py-2", "kinds": ["resize"], "versions": [{"kind": "resize", "version": "v2"}]}),
+        )
+        .await;
+    assert_eq!(claimed.status, 200, "{}", claimed.body);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let started = loop {
+        let r = app.post("/v1/rollouts", start.clone()).await;
+        if r.status == 201 || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(started.status, 201, "{}", started.body);
+    assert_eq!(started.body["canary"], "v2");
+    let nodes = app.call("GET", "/v1/nodes", None).await;
+    let node = &nodes.body["nodes"][0];
+    assert_eq!(node["versions"]["resize"], json!(["v2"]), "{}", nodes.body);
+    assert_eq!(node["kinds"], json!(["other", "resize"]), "{}", nodes.body);
+    worker.shutdown(Duration::from_secs(1)).await;
 }

@@ -182,6 +182,10 @@ pub(crate) async fn claim(
             (k.clone(), vec![version.map(|v| v.version.clone())])
         })
         .collect();
+    if let Some(worker) = &state.worker {
+        // Reported as this node's own, so rollouts and `mend doctor` know this worker.
+        worker.note_remote_served(&served);
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
     let wake = state.store.wakeup();
     loop {

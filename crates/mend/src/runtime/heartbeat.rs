@@ -42,23 +42,38 @@ async fn beat(shared: &Shared, last_extended: &mut Instant) {
         in_flight: alive_in_flight(shared),
         draining: !shared.ready.load(std::sync::atomic::Ordering::Acquire),
     };
+    // What remote workers serve through this node is registered as this node's own.
+    let (node, remote_changed) = shared.remote.merged(&shared.node, Instant::now());
+    let register = |node: crate::store::NodeInfo| crate::store::NodeInfo {
+        last_seen: now,
+        in_flight: alive_in_flight(shared),
+        draining: !shared.ready.load(std::sync::atomic::Ordering::Acquire),
+        ..node
+    };
     match shared.store.heartbeat_node(alive).await {
-        Ok(true) => {}
+        Ok(true) => {
+            if remote_changed {
+                if let Err(e) = shared.store.register_node(register(node)).await {
+                    tracing::warn!(error = %e, "registering what remote workers serve failed; will try again");
+                    shared.remote.forget_reported();
+                }
+            }
+        }
         Ok(false) => {
             // Another process took us for dead and removed our row (a long pause, a clock
             // jump). Our leases are fenced already; register again so we are seen as alive.
             tracing::warn!(node = %shared.node.id, "this node was removed from the registry; registering again");
-            let node = crate::store::NodeInfo {
-                last_seen: now,
-                in_flight: alive_in_flight(shared),
-                draining: !shared.ready.load(std::sync::atomic::Ordering::Acquire),
-                ..shared.node.clone()
-            };
-            if let Err(e) = shared.store.register_node(node).await {
+            if let Err(e) = shared.store.register_node(register(node)).await {
                 tracing::warn!(error = %e, "registering again failed; will try again");
+                shared.remote.forget_reported();
             }
         }
-        Err(e) => tracing::warn!(error = %e, "node heartbeat failed"),
+        Err(e) => {
+            tracing::warn!(error = %e, "node heartbeat failed");
+            if remote_changed {
+                shared.remote.forget_reported();
+            }
+        }
     }
     let jobs: Vec<HeldJob> = shared
         .inflight()

@@ -13,6 +13,7 @@ mod fetcher;
 mod heartbeat;
 pub mod histogram;
 mod live;
+mod remote;
 mod signal;
 
 use std::collections::HashMap;
@@ -327,6 +328,8 @@ pub(crate) struct Shared {
     plan: std::sync::RwLock<Arc<crate::rollout::Plan>>,
     /// Outcomes of attempts of kinds under an active rollout, for the guard.
     samples: Arc<crate::rollout::SampleRecorder>,
+    /// What remote workers claiming through this node serve, reported as this node's own.
+    remote: remote::RemoteServed,
 }
 
 impl Shared {
@@ -551,6 +554,7 @@ impl Worker {
             served,
             plan: std::sync::RwLock::new(plan),
             samples: Arc::new(crate::rollout::SampleRecorder::default()),
+            remote: remote::RemoteServed::default(),
         });
         shared
             .stats
@@ -697,6 +701,15 @@ impl WorkerHandle {
         if self.shared.plan().sampled.iter().any(|k| k == kind) {
             self.shared.samples.record(kind, version, ended, run);
         }
+    }
+
+    /// Records that a remote worker claiming through this node (over HTTP) serves these kinds
+    /// and versions (`None`: its unversioned handler). This node reports them as its own kinds
+    /// and versions from its next heartbeat until a minute after the last claim that named
+    /// them, so a rollout of a version only remote workers run can be started, and `mend
+    /// doctor` counts their kinds as served.
+    pub fn note_remote_served(&self, served: &crate::rollout::Served) {
+        self.shared.remote.note(served, std::time::Instant::now());
     }
 
     /// The dashboard history's accumulator: whatever else ends attempts in this process (the
