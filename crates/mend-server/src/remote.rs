@@ -73,6 +73,14 @@ impl RemoteClaims {
         Ok(fresh)
     }
 
+    /// Drops the cached routes: a rollout was changed through this server, and its remote
+    /// workers obey at their next claim rather than up to [`ROUTES_FOR`] later.
+    pub(crate) fn forget_routes(&self) {
+        if let Ok(mut cached) = self.routes.lock() {
+            *cached = None;
+        }
+    }
+
     /// Remembers the attempts of freshly claimed `jobs`.
     pub(crate) fn remember(&self, jobs: &[JobRow]) {
         let Ok(mut held) = self.held.lock() else {

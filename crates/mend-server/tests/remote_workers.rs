@@ -574,7 +574,8 @@ async fn remote_workers_claim_only_the_side_of_a_rollout_they_serve() {
 }
 
 /// A version only remote workers run can be rolled out through the API: the node they claim
-/// through reports their kinds and versions as its own from its next heartbeat.
+/// through reports their kinds and versions as its own from its next heartbeat; `/metrics`
+/// then counts each version's attempts.
 #[tokio::test]
 async fn a_version_only_remote_workers_run_can_be_rolled_out() {
     let env = mend_test::env::Env::new().await;
@@ -617,5 +618,62 @@ async fn a_version_only_remote_workers_run_can_be_rolled_out() {
     let node = &nodes.body["nodes"][0];
     assert_eq!(node["versions"]["resize"], json!(["v2"]), "{}", nodes.body);
     assert_eq!(node["kinds"], json!(["other", "resize"]), "{}", nodes.body);
+
+    // Both sides run remotely; /metrics counts their attempts per version.
+    let mut canary_side = 0;
+    for n in 0..40 {
+        let r = app
+            .post("/v1/jobs", json!({"kind": "resize", "args": {"n": n}}))
+            .await;
+        let id: uuid::Uuid = r.body["id"].as_str().unwrap().parse().unwrap();
+        canary_side += usize::from(mend::rollout::on_canary(id, 1_000));
+    }
+    let mut ran = std::collections::HashMap::new();
+    for (worker_id, versions) in [
+        ("py-2", json!([{"kind": "resize", "version": "v2"}])),
+        ("py-1", json!([])),
+    ] {
+        let claimed = app
+            .post(
+                "/v1/workers/claim",
+                json!({"worker_id": worker_id, "kinds": ["resize"], "limit": 100, "versions": versions}),
+            )
+            .await;
+        let jobs = claimed.body["jobs"].as_array().unwrap().clone();
+        ran.insert(worker_id, jobs.len());
+        for j in jobs {
+            let id = j["id"].as_str().unwrap();
+            let done = app
+                .post(
+                    &format!("/v1/jobs/{id}/complete"),
+                    json!({"worker_id": worker_id, "attempt": 1}),
+                )
+                .await;
+            assert_eq!(done.status, 200, "{}", done.body);
+        }
+    }
+    assert_eq!(
+        ran["py-2"], canary_side,
+        "the canary worker ran the canary side"
+    );
+    assert_eq!(ran["py-1"], 40 - canary_side);
+    let metrics = app.call("GET", "/metrics", None).await;
+    let text = metrics.body.as_str().unwrap().to_owned();
+    for (version, n) in [("v2", canary_side), ("", 40 - canary_side)] {
+        let line = format!(
+            "mend_version_attempts_total{{kind=\"resize\",version=\"{version}\",outcome=\"completed\"}} {n}"
+        );
+        assert!(text.contains(&line), "no `{line}` in\n{text}");
+    }
+    assert!(
+        text.contains(
+            "mend_version_attempts_total{kind=\"resize\",version=\"v2\",outcome=\"failed\"} 0"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE mend_version_run_seconds histogram"),
+        "{text}"
+    );
     worker.shutdown(Duration::from_secs(1)).await;
 }

@@ -2,7 +2,8 @@
 //! attempts at a 10% share is cut off by the guard with its evidence stored, and every job it
 //! hurt completes on the stable version with its attempts given back; a canary as good as
 //! stable is never cut off over 2,000 jobs; a good canary advances step by step and becomes
-//! stable; bad requests are refused with nothing stored.
+//! stable; bad requests are refused with nothing stored; a lost canary attempt counts against
+//! its version.
 
 #![expect(clippy::unwrap_used, clippy::expect_used)]
 
@@ -409,6 +410,65 @@ async fn bad_requests_store_nothing(env: Env) {
     w.shutdown(Duration::from_secs(5)).await;
 }
 
+/// A canary attempt whose worker vanished is rescued as lost, and the node that rescued it
+/// counts it against the version that ran it (`mend_version_attempts_total{outcome="lost"}`).
+async fn a_lost_canary_attempt_counts_against_its_version(env: Env) {
+    let w = env
+        .worker(registry(0, 0, false), 4, |c| {
+            c.rescue_interval = Duration::from_millis(50);
+        })
+        .await;
+    start(
+        env.store.as_ref(),
+        spec(vec![10_000], 3_600),
+        "test",
+        Utc::now(),
+    )
+    .await
+    .expect("start the rollout");
+    // A worker elsewhere (on a queue this node does not work) claims a job of the kind on the
+    // canary side with a lease that lapses at once, and is never heard of again.
+    let job = Gr { n: 1 }.to_new_job().unwrap().with_queue("elsewhere");
+    env.store.insert_many(vec![job]).await.unwrap();
+    let served: mend::rollout::Served = [(Gr::KIND.to_owned(), vec![Some("v2".to_owned())])]
+        .into_iter()
+        .collect();
+    let plan = mend::rollout::plan(&env.store.rollout_routes().await.unwrap(), &served);
+    let claimed = env
+        .store
+        .claim(mend::store::ClaimParams {
+            queue: "elsewhere".into(),
+            kinds: plan.kinds,
+            limit: 1,
+            lease_owner: "ghost".into(),
+            lease_duration: Duration::from_millis(1),
+            now: Utc::now(),
+            routes: plan.routes,
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].version.as_deref(), Some("v2"));
+    let lost = poll(
+        "the lost attempt counted",
+        Duration::from_secs(10),
+        || async {
+            let counts = w.version_stats().all();
+            let lost = counts
+                .iter()
+                .find(|((k, v), _)| k == Gr::KIND && v == "v2")
+                .map(|(_, c)| c.outcomes()[4]);
+            match lost {
+                Some(("lost", n)) if n > 0 => Ok(n),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(lost, 1);
+    w.shutdown(Duration::from_secs(5)).await;
+}
+
 macro_rules! both {
     ($name:ident) => {
         mod $name {
@@ -431,3 +491,4 @@ both!(bad_canary_is_cut_off);
 both!(equal_canary_is_never_cut_off);
 both!(good_canary_is_promoted);
 both!(bad_requests_store_nothing);
+both!(a_lost_canary_attempt_counts_against_its_version);

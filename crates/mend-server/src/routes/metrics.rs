@@ -38,14 +38,62 @@ fn counter(out: &mut String, (name, help, label, samples): Counter<'_>) {
 type Counter<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, u64)]);
 
 fn histogram(out: &mut String, name: &str, help: &str, h: &mend::runtime::histogram::Histogram) {
-    let (buckets, sum, count) = h.snapshot();
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    histogram_series(out, name, "", h);
+}
+
+/// One histogram's series; `labels` (already escaped, e.g. `kind="a",`) go before `le`.
+fn histogram_series(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    h: &mend::runtime::histogram::Histogram,
+) {
+    let (buckets, sum, count) = h.snapshot();
     for (le, c) in buckets {
-        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {c}");
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {c}");
     }
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-    let _ = writeln!(out, "{name}_sum {sum}");
-    let _ = writeln!(out, "{name}_count {count}");
+    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+    let braces = |l: &str| {
+        if l.is_empty() {
+            String::new()
+        } else {
+            format!("{{{}}}", l.trim_end_matches(','))
+        }
+    };
+    let _ = writeln!(out, "{name}_sum{} {sum}", braces(labels));
+    let _ = writeln!(out, "{name}_count{} {count}", braces(labels));
+}
+
+/// Attempts per kind and handler version (routed kinds only): outcomes and run times.
+fn versions(w: &mend::WorkerHandle, out: &mut String) {
+    let all = w.version_stats().all();
+    if all.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mend_version_attempts_total Attempts of kinds routed by a rollout, by kind, the handler version that ran them (empty: the unversioned handler) and outcome.\n# TYPE mend_version_attempts_total counter"
+    );
+    for ((kind, version), c) in &all {
+        for (outcome, n) in c.outcomes() {
+            let _ = writeln!(
+                out,
+                "mend_version_attempts_total{{kind=\"{}\",version=\"{}\",outcome=\"{outcome}\"}} {n}",
+                escape(kind),
+                escape(version)
+            );
+        }
+    }
+    let name = "mend_version_run_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} How long attempts of routed kinds ran, by kind and handler version.\n# TYPE {name} histogram"
+    );
+    for ((kind, version), c) in &all {
+        let labels = format!("kind=\"{}\",version=\"{}\",", escape(kind), escape(version));
+        histogram_series(out, name, &labels, &c.run_time);
+    }
 }
 
 /// Renders the metrics.
@@ -138,6 +186,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
             "How long attempts ran.",
             &s.run_time,
         );
+        versions(w, &mut out);
     }
     // The states still to run: a scrape must not read every finished job kept (finished work
     // is counted by mend_attempt_outcomes_total and the other counters). Every live state of

@@ -518,6 +518,7 @@ pub(crate) async fn start(
     let r = mend::maintenance::rollouts::start(state.store.as_ref(), spec, &who, Utc::now())
         .await
         .map_err(rollout_error)?;
+    state.remote_claims.forget_routes();
     tracing::info!(rollout = %r.id, kind = %r.kind, canary = %r.canary, share = r.share, actor = %who, "rollout started");
     Ok((StatusCode::CREATED, Json(detail(&state, r).await?)))
 }
@@ -551,6 +552,7 @@ async fn act(
     let r = mend::maintenance::rollouts::request(state.store.as_ref(), id, req, &who, Utc::now())
         .await
         .map_err(rollout_error)?;
+    state.remote_claims.forget_routes();
     tracing::info!(rollout = %r.id, kind = %r.kind, state = r.state.as_str(), actor = %who, request = ?req, "rollout changed by hand");
     Ok(Json(detail(&state, r).await?))
 }

@@ -28,7 +28,7 @@ pub(crate) async fn run(
     stale_after: Duration,
     quarantine_after_lost: u32,
     history: Arc<crate::stats::Recorder>,
-    on_rescued: impl Fn(usize) + Send + 'static,
+    on_rescued: impl Fn(&[Rescued]) + Send + 'static,
     stop: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(every);
@@ -59,7 +59,7 @@ pub(crate) async fn run(
         );
         // A pass in flight when shutdown begins is finished: it is one short transaction.
         match pass.await {
-            Ok(r) => on_rescued(r.len()),
+            Ok(r) => on_rescued(&r),
             Err(e) => tracing::warn!(error = %e, "rescue pass failed; will try again"),
         }
     }

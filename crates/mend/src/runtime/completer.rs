@@ -258,6 +258,9 @@ fn finish(shared: &Shared, batch: Vec<Pending>, result: CompleteResult) {
         }
         if let Some(ended) = crate::stats::Ended::of(&p.outcome.kind) {
             if let Some(v) = &p.version {
+                shared
+                    .versions
+                    .record(&p.kind, v, ended, Some(p.timing.run));
                 if plan.sampled.contains(&p.kind) {
                     shared.samples.record(&p.kind, v, ended, Some(p.timing.run));
                 }

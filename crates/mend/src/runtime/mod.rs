@@ -15,6 +15,7 @@ pub mod histogram;
 mod live;
 mod remote;
 mod signal;
+pub mod versions;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -330,6 +331,8 @@ pub(crate) struct Shared {
     samples: Arc<crate::rollout::SampleRecorder>,
     /// What remote workers claiming through this node serve, reported as this node's own.
     remote: remote::RemoteServed,
+    /// Attempts per kind and handler version, for `/metrics`.
+    versions: versions::VersionStats,
 }
 
 impl Shared {
@@ -555,6 +558,7 @@ impl Worker {
             plan: std::sync::RwLock::new(plan),
             samples: Arc::new(crate::rollout::SampleRecorder::default()),
             remote: remote::RemoteServed::default(),
+            versions: versions::VersionStats::default(),
         });
         shared
             .stats
@@ -596,8 +600,19 @@ impl Worker {
             shared.history.clone(),
             {
                 let shared = shared.clone();
-                move |n| {
-                    shared.stats.rescued.fetch_add(n as u64, Ordering::Relaxed);
+                move |rescued: &[crate::store::Rescued]| {
+                    shared
+                        .stats
+                        .rescued
+                        .fetch_add(rescued.len() as u64, Ordering::Relaxed);
+                    // A lost attempt of a routed kind counts against the version that ran it.
+                    for r in rescued {
+                        if let Some(v) = &r.job.version {
+                            shared
+                                .versions
+                                .record(&r.job.kind, v, crate::stats::Ended::Lost, None);
+                        }
+                    }
                 }
             },
             heartbeat_stop.clone(),
@@ -689,8 +704,9 @@ impl WorkerHandle {
         &self.shared.stats
     }
 
-    /// Records a remote worker's attempt of `kind` run by `version` for the rollout guard
-    /// (only while the kind is under an active rollout, as for this node's own attempts).
+    /// Records a remote worker's attempt of `kind` run by `version`: in the per-version
+    /// counts ([`WorkerHandle::version_stats`]) and, while the kind is under an active
+    /// rollout, for the rollout guard (as for this node's own attempts).
     pub fn record_version_sample(
         &self,
         kind: &str,
@@ -698,9 +714,16 @@ impl WorkerHandle {
         ended: crate::stats::Ended,
         run: Option<Duration>,
     ) {
+        self.shared.versions.record(kind, version, ended, run);
         if self.shared.plan().sampled.iter().any(|k| k == kind) {
             self.shared.samples.record(kind, version, ended, run);
         }
+    }
+
+    /// Attempts per kind and the handler version that ran them, since start: this node's own
+    /// and those its remote workers reported (kinds that were never routed are not counted).
+    pub fn version_stats(&self) -> &versions::VersionStats {
+        &self.shared.versions
     }
 
     /// Records that a remote worker claiming through this node (over HTTP) serves these kinds
