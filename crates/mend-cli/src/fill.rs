@@ -52,7 +52,9 @@ pub(crate) async fn finished(url: &str, n: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The chunks `[from, to]` of rows `0..n`.
+/// The chunks `[from, to]` of rows `0..n`. A chunk whose last row is stored is skipped; rows
+/// of a chunk stored in part (a smaller N earlier: chunks end where N says) are left as they
+/// are by the insert, which ignores ids already there.
 fn chunks(n: i64) -> impl Iterator<Item = (i64, i64)> {
     (0..n)
         .step_by(usize::try_from(CHUNK).unwrap_or(usize::MAX))
@@ -88,7 +90,8 @@ async fn postgres(url: &str, n: i64, now_us: i64, spread_us: i64) -> anyhow::Res
                 attempted_at, finalized_at) \
              SELECT {}, $2, 'mend.bench.noop', '{{}}'::json, 'completed', 1, 25, t, t, t, t \
              FROM generate_series($3::int8, $4::int8) AS g, \
-                  LATERAL (SELECT to_timestamp(($5::int8 - $6::int8 + $6::int8 * g / $7::int8) / 1e6) AS t) AS at",
+                  LATERAL (SELECT to_timestamp(($5::int8 - $6::int8 + $6::int8 * g / $7::int8) / 1e6) AS t) AS at \
+             ON CONFLICT (id) DO NOTHING",
             id("g")
         ))
         .await?;
@@ -151,7 +154,7 @@ fn sqlite(path: &str, n: i64, now_us: i64, spread_us: i64) -> anyhow::Result<u64
         let rows = tx
             .execute(
                 &format!(
-                    "INSERT INTO mend_jobs \
+                    "INSERT OR IGNORE INTO mend_jobs \
                        (id, queue, kind, args, state, attempt, max_attempts, run_at, created_at, \
                         attempted_at, finalized_at) \
                      WITH RECURSIVE s(g) AS (SELECT ?3 UNION ALL SELECT g + 1 FROM s WHERE g < ?4) \

@@ -179,7 +179,8 @@ fn counts(db: &str) -> Vec<(String, String, u64)> {
 }
 
 /// `--finished N` stores N completed jobs on a queue of their own before the run, once: a
-/// second run finds them there and adds none; the run's own jobs are unaffected.
+/// second run finds them there and adds none, a larger N adds only the rest; the run's own
+/// jobs are unaffected.
 fn finished_jobs(db: &str, dir: &std::path::Path) {
     let history = |db: &str| -> Vec<(String, u64)> {
         counts(db)
@@ -196,6 +197,10 @@ fn finished_jobs(db: &str, dir: &std::path::Path) {
         assert!(num(&r, "peak_rss_mib") > 1.0, "{r}");
         assert_eq!(history(db), [("completed".to_owned(), 1000)]);
     }
+    // Asking for more later adds only the missing rows (the chunk is stored in part).
+    let r = bench(db, dir, &["--scenario", "drain", "--finished", "1500"]);
+    assert_sane(&r, "drain", "direct");
+    assert_eq!(history(db), [("completed".to_owned(), 1500)]);
 }
 
 #[test]

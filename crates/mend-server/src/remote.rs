@@ -74,7 +74,8 @@ impl RemoteClaims {
     }
 
     /// Drops the cached routes: a rollout was changed through this server, and its remote
-    /// workers obey at their next claim rather than up to [`ROUTES_FOR`] later.
+    /// workers obey from their next claim on (a read already in flight may still put the old
+    /// routes back, for at most [`ROUTES_FOR`]).
     pub(crate) fn forget_routes(&self) {
         if let Ok(mut cached) = self.routes.lock() {
             *cached = None;

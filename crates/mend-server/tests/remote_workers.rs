@@ -620,26 +620,36 @@ async fn a_version_only_remote_workers_run_can_be_rolled_out() {
     assert_eq!(node["kinds"], json!(["other", "resize"]), "{}", nodes.body);
 
     // Both sides run remotely; /metrics counts their attempts per version.
-    let mut canary_side = 0;
-    for n in 0..40 {
+    // At least 40 jobs, and at least one on each side (the canary holds a random ~10%).
+    let (mut total, mut canary_side) = (0, 0);
+    while total < 40 || canary_side == 0 || canary_side == total {
         let r = app
-            .post("/v1/jobs", json!({"kind": "resize", "args": {"n": n}}))
+            .post("/v1/jobs", json!({"kind": "resize", "args": {"n": total}}))
             .await;
         let id: uuid::Uuid = r.body["id"].as_str().unwrap().parse().unwrap();
         canary_side += usize::from(mend::rollout::on_canary(id, 1_000));
+        total += 1;
+        assert!(total < 10_000, "ids never fell on the canary side");
     }
     let mut ran = std::collections::HashMap::new();
     for (worker_id, versions) in [
         ("py-2", json!([{"kind": "resize", "version": "v2"}])),
         ("py-1", json!([])),
     ] {
-        let claimed = app
-            .post(
-                "/v1/workers/claim",
-                json!({"worker_id": worker_id, "kinds": ["resize"], "limit": 100, "versions": versions}),
-            )
-            .await;
-        let jobs = claimed.body["jobs"].as_array().unwrap().clone();
+        let mut jobs = Vec::new();
+        loop {
+            let claimed = app
+                .post(
+                    "/v1/workers/claim",
+                    json!({"worker_id": worker_id, "kinds": ["resize"], "limit": 100, "versions": versions}),
+                )
+                .await;
+            let got = claimed.body["jobs"].as_array().unwrap().clone();
+            if got.is_empty() {
+                break;
+            }
+            jobs.extend(got);
+        }
         ran.insert(worker_id, jobs.len());
         for j in jobs {
             let id = j["id"].as_str().unwrap();
@@ -656,10 +666,10 @@ async fn a_version_only_remote_workers_run_can_be_rolled_out() {
         ran["py-2"], canary_side,
         "the canary worker ran the canary side"
     );
-    assert_eq!(ran["py-1"], 40 - canary_side);
+    assert_eq!(ran["py-1"], total - canary_side);
     let metrics = app.call("GET", "/metrics", None).await;
     let text = metrics.body.as_str().unwrap().to_owned();
-    for (version, n) in [("v2", canary_side), ("", 40 - canary_side)] {
+    for (version, n) in [("v2", canary_side), ("", total - canary_side)] {
         let line = format!(
             "mend_version_attempts_total{{kind=\"resize\",version=\"{version}\",outcome=\"completed\"}} {n}"
         );

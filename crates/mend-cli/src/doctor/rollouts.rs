@@ -59,7 +59,7 @@ pub(super) fn check(routes: &[RouteState], live: &[NodeInfo], out: &mut Vec<Find
             };
             let what = match side {
                 "pinned" => format!(
-                    "kind `{}` runs only on version `{version}` (promoted by rollout {})",
+                    "kind `{}` runs only on version `{version}` (since rollout {})",
                     r.kind, r.rollout
                 ),
                 _ => format!(

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use crate::rollout::Served;
 use crate::store::NodeInfo;
 
-/// How long a kind or version stays reported after the last claim that named it: remote
-/// workers claim at least every 20 s (the longest claim wait), so a live one is never dropped.
+/// How long a kind or version stays reported after the last claim that named it: an idle
+/// remote worker claims at least every 20 s (the longest claim wait), so it is never dropped.
+/// One busy for longer than this on jobs of its own does not claim meanwhile, and its kinds
+/// drop out until its next claim.
 pub(crate) const REMOTE_SERVED_FOR: Duration = Duration::from_secs(60);
 
 /// The kinds and versions remote workers claimed with, by when each was last named.
@@ -78,7 +80,7 @@ impl RemoteServed {
         let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
         let now_reporting = (node.kinds.clone(), node.versions.clone());
         let changed = match &*reported {
-            Reported::Own => now_reporting != (own.kinds.clone(), own.versions.clone()),
+            Reported::Own => now_reporting != sorted(own),
             Reported::These(was) => *was != now_reporting,
             Reported::Unknown => true,
         };
@@ -91,6 +93,24 @@ impl RemoteServed {
     pub(crate) fn forget_reported(&self) {
         *self.reported.lock().unwrap_or_else(|p| p.into_inner()) = Reported::Unknown;
     }
+}
+
+/// A node's kinds and versions in the order [`RemoteServed::merged`] reports them.
+fn sorted(node: &NodeInfo) -> KindsAndVersions {
+    let mut kinds = node.kinds.clone();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let versions = node
+        .versions
+        .iter()
+        .map(|(k, l)| {
+            let mut l = l.clone();
+            l.sort_unstable();
+            l.dedup();
+            (k.clone(), l)
+        })
+        .collect();
+    (kinds, versions)
 }
 
 #[cfg(test)]
@@ -109,6 +129,12 @@ mod tests {
             kinds: vec!["email".into()],
             ..Default::default()
         };
+        // Registered unsorted: reporting the same in order is no change.
+        let unsorted = NodeInfo {
+            kinds: vec!["zip".into(), "email".into()],
+            ..Default::default()
+        };
+        assert!(!RemoteServed::default().merged(&unsorted, Instant::now()).1);
         let r = RemoteServed::default();
         let t0 = Instant::now();
         // Nothing remote yet: what the node registered with, no change.
