@@ -31,16 +31,10 @@ const MERGE: &str = "(SELECT coalesce(array_agg(coalesce(a, 0) + coalesce(b, 0) 
 impl HistorySql {
     pub(crate) fn new(schema_q: &str) -> HistorySql {
         let t = |s: &str| s.replace("{S}", schema_q);
-        let counts = [
-            "completed",
-            "retried",
-            "failed",
-            "cancelled",
-            "lost",
-            "snoozed",
-        ]
-        .map(|c| format!("{c} = s.{c} + excluded.{c}"))
-        .join(", ");
+        let counts = mend::stats::Ended::ALL
+            .map(mend::stats::Ended::name)
+            .map(|c| format!("{c} = s.{c} + excluded.{c}"))
+            .join(", ");
         HistorySql {
             add: t(&format!(
                 "INSERT INTO {{S}}.mend_stats AS s (minute, queue, kind, completed, retried, failed, cancelled, lost, snoozed, wait, run)

@@ -155,6 +155,20 @@ pub fn is_dead(node: &NodeInfo, stale_before: DateTime<Utc>) -> bool {
     }
 }
 
+/// The named handler versions of `kind` that `nodes` serve, in order and without repeats
+/// (the unversioned handler is not listed: nodes report named versions only).
+pub fn versions_served<'a>(
+    nodes: impl IntoIterator<Item = &'a NodeInfo>,
+    kind: &str,
+) -> std::collections::BTreeSet<&'a str> {
+    nodes
+        .into_iter()
+        .filter_map(|n| n.versions.get(kind))
+        .flatten()
+        .map(String::as_str)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -228,6 +228,28 @@ pub enum Ended {
 }
 
 impl Ended {
+    /// Every way an attempt ends, in declaration order (`ended as usize` is its index).
+    pub const ALL: [Ended; 6] = [
+        Ended::Completed,
+        Ended::Retried,
+        Ended::Failed,
+        Ended::Cancelled,
+        Ended::Lost,
+        Ended::Snoozed,
+    ];
+
+    /// Its name in the history's columns and in metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Ended::Completed => "completed",
+            Ended::Retried => "retried",
+            Ended::Failed => "failed",
+            Ended::Cancelled => "cancelled",
+            Ended::Lost => "lost",
+            Ended::Snoozed => "snoozed",
+        }
+    }
+
     /// How an outcome the store recorded counts; `None` for a release at shutdown (the
     /// attempt does not count).
     pub fn of(kind: &crate::store::OutcomeKind) -> Option<Ended> {

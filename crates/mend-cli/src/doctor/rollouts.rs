@@ -17,13 +17,8 @@ pub(super) fn check(routes: &[RouteState], live: &[NodeInfo], out: &mut Vec<Find
             // No live node serves the kind at all: the unserved-kind check speaks for it.
             continue;
         }
-        let has = |v: &str| {
-            serving.iter().any(|n| {
-                n.versions
-                    .get(&r.kind)
-                    .is_some_and(|l| l.iter().any(|x| x == v))
-            })
-        };
+        let served = mend::node::versions_served(serving.iter().copied(), &r.kind);
+        let has = |v: &str| served.contains(v);
         let mut sides: Vec<(&str, &str)> = Vec::new();
         if let Some(c) = r.canary.as_deref().filter(|_| r.share > 0) {
             if !has(c) {
@@ -46,17 +41,6 @@ pub(super) fn check(routes: &[RouteState], live: &[NodeInfo], out: &mut Vec<Find
         }
         for (side, version) in sides {
             found = true;
-            let served: Vec<String> = {
-                let mut v: Vec<String> = serving
-                    .iter()
-                    .filter_map(|n| n.versions.get(&r.kind))
-                    .flatten()
-                    .cloned()
-                    .collect();
-                v.sort_unstable();
-                v.dedup();
-                v
-            };
             let what = match side {
                 "pinned" => format!(
                     "kind `{}` runs only on version `{version}` (since rollout {})",
@@ -74,7 +58,7 @@ pub(super) fn check(routes: &[RouteState], live: &[NodeInfo], out: &mut Vec<Find
                     if served.is_empty() {
                         "no named version".to_owned()
                     } else {
-                        served.join(", ")
+                        served.iter().copied().collect::<Vec<_>>().join(", ")
                     }
                 ),
                 format!(

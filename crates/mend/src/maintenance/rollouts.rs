@@ -254,17 +254,8 @@ pub async fn start(
         ))
         .into());
     }
-    let serves = |n: &&&crate::store::NodeInfo| {
-        n.versions
-            .get(&spec.kind)
-            .is_some_and(|v| v.contains(&spec.version))
-    };
-    if !live.iter().any(|n| serves(&n)) {
-        let known: std::collections::BTreeSet<&String> = live
-            .iter()
-            .filter_map(|n| n.versions.get(&spec.kind))
-            .flatten()
-            .collect();
+    let known = crate::node::versions_served(live.iter().copied(), &spec.kind);
+    if !known.contains(spec.version.as_str()) {
         return Err(RolloutError::Invalid(format!(
             "no live node serves version `{}` of `{}` (versions served: {}); deploy it with Registry::register_version first",
             spec.version,
@@ -272,7 +263,7 @@ pub async fn start(
             if known.is_empty() {
                 "none".to_owned()
             } else {
-                known.into_iter().cloned().collect::<Vec<_>>().join(", ")
+                known.into_iter().collect::<Vec<_>>().join(", ")
             }
         ))
         .into());

@@ -14,37 +14,16 @@ use crate::stats::Ended;
 /// One kind and version's counts.
 #[derive(Debug, Default)]
 pub struct VersionCounts {
-    /// Attempts by how they ended, in the order of [`OUTCOMES`].
-    ended: [AtomicU64; 6],
+    /// Attempts by how they ended, indexed by [`Ended`] (see [`Ended::ALL`]).
+    ended: [AtomicU64; Ended::ALL.len()],
     /// How long the attempts ran (those whose run time is known).
     pub run_time: Histogram,
 }
 
-/// The outcome labels, in the order [`VersionCounts::outcomes`] answers them.
-pub const OUTCOMES: [&str; 6] = [
-    "completed",
-    "retried",
-    "failed",
-    "cancelled",
-    "lost",
-    "snoozed",
-];
-
 impl VersionCounts {
-    /// (outcome label, attempts) for every outcome, zeros included.
-    pub fn outcomes(&self) -> [(&'static str, u64); 6] {
-        std::array::from_fn(|i| (OUTCOMES[i], self.ended[i].load(Ordering::Relaxed)))
-    }
-}
-
-fn slot(ended: Ended) -> usize {
-    match ended {
-        Ended::Completed => 0,
-        Ended::Retried => 1,
-        Ended::Failed => 2,
-        Ended::Cancelled => 3,
-        Ended::Lost => 4,
-        Ended::Snoozed => 5,
+    /// (outcome name, attempts) for every outcome, zeros included, in [`Ended::ALL`]'s order.
+    pub fn outcomes(&self) -> [(&'static str, u64); Ended::ALL.len()] {
+        Ended::ALL.map(|e| (e.name(), self.ended[e as usize].load(Ordering::Relaxed)))
     }
 }
 
@@ -63,7 +42,7 @@ impl VersionStats {
                 .or_default()
                 .clone()
         };
-        counts.ended[slot(ended)].fetch_add(1, Ordering::Relaxed);
+        counts.ended[ended as usize].fetch_add(1, Ordering::Relaxed);
         if let Some(r) = run {
             counts.run_time.observe(r);
         }
@@ -112,5 +91,9 @@ mod tests {
         assert_eq!(o[4], ("lost", 1));
         assert_eq!(v2.run_time.snapshot().2, 2, "two run times known");
         assert_eq!(all[0].0 .1, "", "the unversioned handler");
+        // `ended as usize` indexes Ended::ALL.
+        for (i, e) in Ended::ALL.iter().enumerate() {
+            assert_eq!(*e as usize, i);
+        }
     }
 }
