@@ -251,17 +251,16 @@ pub async fn a_canarys_failed_jobs_go_back_to_stable_with_their_attempts(store: 
     outcomes.extend(stable.iter().map(|j| fail(j, false)));
     complete(&store, outcomes).await;
 
-    let healed = store
-        .rollout_heal(HealParams {
-            kind: "resize".into(),
-            canary: "v2".into(),
-            since,
-            now: Utc::now(),
-            limit: 1000,
-            event: mend::job::TimelineEvent::new(Utc::now(), "handed_back"),
-        })
-        .await
-        .unwrap();
+    // v2's failures since the rollout started, handed back now.
+    let heal = || HealParams {
+        kind: "resize".into(),
+        canary: "v2".into(),
+        since,
+        now: Utc::now(),
+        limit: 1000,
+        event: mend::job::TimelineEvent::new(Utc::now(), "handed_back"),
+    };
+    let healed = store.rollout_heal(heal()).await.unwrap();
     let mut want: Vec<Uuid> = discarded.iter().chain(retried).map(|j| j.id).collect();
     let mut got = healed.clone();
     want.sort();
@@ -298,17 +297,7 @@ pub async fn a_canarys_failed_jobs_go_back_to_stable_with_their_attempts(store: 
     .await;
     assert_eq!(late.fenced, vec![victim.id]);
     // Nothing more to hand back.
-    let none = store
-        .rollout_heal(HealParams {
-            kind: "resize".into(),
-            canary: "v2".into(),
-            since,
-            now: Utc::now(),
-            limit: 1000,
-            event: mend::job::TimelineEvent::new(Utc::now(), "handed_back"),
-        })
-        .await
-        .unwrap();
+    let none = store.rollout_heal(heal()).await.unwrap();
     assert!(none.is_empty());
 }
 
