@@ -98,6 +98,10 @@ pub(crate) struct BenchArgs {
     /// SQLite: commit with synchronous=NORMAL instead of FULL (survives a crash, not power loss).
     #[arg(long)]
     no_fsync: bool,
+    /// Claim only as many jobs as there are free slots (turns off the worker's claiming ahead,
+    /// `WorkerConfig::claim_ahead`), to measure what it gains.
+    #[arg(long)]
+    no_claim_ahead: bool,
     /// Put a per-key concurrency limit of 1 on the bench queue, with the jobs spread over this
     /// many keys (the claim then takes the limited path: see `mend::limits`).
     #[arg(long, value_name = "KEYS")]
@@ -311,6 +315,7 @@ async fn start_workers(
     stores: &[Arc<dyn Store>],
     queue: &str,
     per_node: usize,
+    claim_ahead: bool,
     ping_tx: &mpsc::UnboundedSender<Instant>,
 ) -> anyhow::Result<Vec<WorkerHandle>> {
     let mut workers = Vec::with_capacity(stores.len());
@@ -326,6 +331,7 @@ async fn start_workers(
             Worker::builder(node_store.clone())
                 .registry(registry)
                 .queue(queue.to_owned(), per_node)
+                .configure(|c| c.claim_ahead = claim_ahead)
                 .build()
                 .start()
                 .await
@@ -442,7 +448,8 @@ async fn measure(
     // Phase 1: throughput.
     let (workers, elapsed, enqueue_time, drain_time) = match args.scenario {
         Scenario::Concurrent => {
-            let workers = start_workers(stores, queue, per_node, &ping_tx).await?;
+            let workers =
+                start_workers(stores, queue, per_node, !args.no_claim_ahead, &ping_tx).await?;
             let started = Instant::now();
             let producer = tokio::spawn(produce(
                 producer.clone(),
@@ -474,7 +481,8 @@ async fn measure(
             .context("enqueueing failed")?;
             // The drain clock includes the workers' start-up, as a real start would.
             let started = Instant::now();
-            let workers = start_workers(stores, queue, per_node, &ping_tx).await?;
+            let workers =
+                start_workers(stores, queue, per_node, !args.no_claim_ahead, &ping_tx).await?;
             wait_completed(&workers, args.jobs, started, deadline, &progress, || false).await?;
             let drain = started.elapsed();
             (workers, enqueue_time + drain, enqueue_time, Some(drain))
@@ -610,6 +618,9 @@ fn config_of(args: &BenchArgs) -> String {
     }
     if args.batch != DEFAULT_BATCH {
         differ.push(format!("batch={}", args.batch));
+    }
+    if args.no_claim_ahead {
+        differ.push("no-claim-ahead".to_owned());
     }
     if args.no_fsync {
         differ.push("no-fsync".to_owned());

@@ -117,6 +117,11 @@ pub(crate) struct ServeArgs {
     /// PostgreSQL's leader may look sooner]. Every node rescues at start-up regardless.
     #[arg(long, env = "MEND_RESCUE_INTERVAL", value_name = "DURATION", value_parser = duration::parse)]
     rescue_interval: Option<Duration>,
+    /// Claim only as many jobs as there are free slots. By default a busy queue of short jobs
+    /// also claims what runs in two claims' round trips (at most four per slot), which wait
+    /// on this node for a slot; this turns that off.
+    #[arg(long, env = "MEND_NO_CLAIM_AHEAD")]
+    no_claim_ahead: bool,
 }
 
 /// How long in-flight jobs may finish after SIGTERM when nothing says otherwise.
@@ -242,6 +247,8 @@ struct Settings {
     debug_endpoints: bool,
     /// `--rescue-interval`.
     rescue_interval: Option<Duration>,
+    /// Not `--no-claim-ahead`.
+    claim_ahead: bool,
 }
 
 impl std::fmt::Debug for Settings {
@@ -451,6 +458,7 @@ fn load(args: ServeArgs) -> anyhow::Result<Settings> {
         periodic,
         debug_endpoints: args.debug_endpoints || file.debug_endpoints.unwrap_or(false),
         rescue_interval: args.rescue_interval.filter(|d| !d.is_zero()),
+        claim_ahead: !args.no_claim_ahead,
     })
 }
 
@@ -537,6 +545,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let retention = s.retention;
     let rescue_interval = s.rescue_interval;
+    let claim_ahead = s.claim_ahead;
     let history_retention = s.history_retention;
     let audit_retention = s.audit_retention;
     let drilling = s.drill.is_some();
@@ -547,6 +556,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             if let Some(every) = rescue_interval {
                 c.rescue_interval = every;
             }
+            c.claim_ahead = claim_ahead;
             c.history_retention = history_retention;
             c.audit_retention = audit_retention;
             if drilling {

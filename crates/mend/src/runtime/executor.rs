@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::live::{Live, Step};
@@ -46,7 +46,23 @@ fn guarded<T>(what: &str, default: T, f: impl FnOnce() -> T) -> T {
     })
 }
 
-pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedSemaphorePermit) {
+/// Longest a job claimed ahead waits for a slot before it goes back to the queue unstarted.
+/// Claiming ahead is sized to what runs in two round trips, so only a change of pace (jobs that
+/// suddenly take long) makes one wait this long; handing it back lets an idle node take it.
+const AHEAD_WAIT_LIMIT: Duration = Duration::from_secs(1);
+
+/// A claimed job's places in its queue: its claim's (held until its outcome is queued) and a
+/// running slot, taken here, at once or, for a job claimed ahead, once one frees up.
+pub(super) struct Slot {
+    /// Its place among the queue's claimed jobs.
+    pub(super) _claim: OwnedSemaphorePermit,
+    /// The queue's running slots.
+    pub(super) run: Arc<Semaphore>,
+    /// The fetchers' stop: a job still waiting for a slot then goes back unstarted.
+    pub(super) stop: CancellationToken,
+}
+
+pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, slot: Slot) {
     // A child of the worker's stop token: a shutdown past its deadline reaches attempts that
     // were spawned but had not yet registered themselves.
     let token = shared.hard_stop.child_token();
@@ -67,6 +83,44 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
         shared: &shared,
         key: (job.id, job.attempt),
         armed: true,
+    };
+    // Whether it was claimed as a canary, by the routes of its claim: a cut-off while it waits
+    // for a slot or runs does not make a failed canary attempt a stable one, and its retry
+    // must wait for the guard to hand it back.
+    let canary = {
+        let v = job.version.as_deref();
+        shared
+            .plan()
+            .routes
+            .iter()
+            .any(|r| r.kind == job.kind && v.is_some() && r.canary.as_deref() == v)
+    };
+    let running = match slot.run.clone().try_acquire_owned() {
+        Ok(p) => Some(p),
+        Err(_) => {
+            live.set(Step::Waiting);
+            tokio::select! {
+                biased;
+                // A cancel (or a lost lease) settles it below without running the handler.
+                _ = token.cancelled() => None,
+                _ = slot.stop.cancelled() => {
+                    // Over, so a drain deadline does not count it again among the released.
+                    attempt_over.store(true, Ordering::Release);
+                    untrack.armed = false;
+                    shared.released_unstarted.fetch_add(1, Ordering::AcqRel);
+                    release_unstarted(&shared, job);
+                    return;
+                }
+                p = slot.run.clone().acquire_owned() => p.ok(),
+                // The queue's pace changed (its jobs got slow): other nodes may run it sooner.
+                _ = tokio::time::sleep(AHEAD_WAIT_LIMIT) => {
+                    attempt_over.store(true, Ordering::Release);
+                    untrack.armed = false;
+                    release_unstarted(&shared, job);
+                    return;
+                }
+            }
+        }
     };
     shared.stats.started.fetch_add(1, Ordering::Relaxed);
     let due = job.run_at.max(job.created_at);
@@ -164,18 +218,13 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, permit: OwnedS
         error.version.clone_from(&job.version);
     }
     if let Some(o) = outcome.as_mut() {
-        let v = job.version.as_deref();
-        let canary = shared
-            .plan()
-            .routes
-            .iter()
-            .any(|r| r.kind == job.kind && v.is_some() && r.canary.as_deref() == v);
         crate::rollout::hold_canary_retry(canary, o, now);
     }
 
     attempt_over.store(true, Ordering::Release);
     untrack.armed = false;
-    drop(permit);
+    drop(running);
+    drop(slot);
     let timing = Timing {
         wait: waited,
         run: ran,
@@ -343,6 +392,38 @@ fn report(
     } else {
         None
     };
+    send(shared, job, facts, kind, cleanups, effect, timing);
+}
+
+/// A job claimed ahead that never got a slot before shutdown goes back to `available` without
+/// using an attempt, as a running one cancelled by shutdown does (nothing of it ran).
+fn release_unstarted(shared: &Shared, job: JobRow) {
+    let facts = Attempt::of(&job);
+    let timing = Timing {
+        wait: None,
+        run: Duration::ZERO,
+    };
+    send(
+        shared,
+        job,
+        facts,
+        OutcomeKind::Release,
+        Vec::new(),
+        None,
+        timing,
+    );
+}
+
+/// Queues an outcome for the completer.
+fn send(
+    shared: &Shared,
+    job: JobRow,
+    facts: Attempt,
+    kind: OutcomeKind,
+    cleanups: Vec<CleanupReport>,
+    effect: Option<crate::store::TxEffect>,
+    timing: Timing,
+) {
     let sent = shared.outcomes.send(Pending {
         outcome: Outcome {
             fence: Fence::new(job.id, job.attempt, shared.node.id.clone()),

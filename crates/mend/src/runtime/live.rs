@@ -18,6 +18,8 @@ use crate::settle::Stop;
 /// Where an attempt is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Step {
+    /// Claimed ahead, waiting for a slot (its handler has not started).
+    Waiting,
     /// Running its durable cleanups left by a lost attempt, before the handler.
     Recovering(String),
     /// In its handler.
@@ -74,6 +76,7 @@ impl Live {
     pub(crate) fn view(&self, stop: Option<Stop>, shutting_down: bool) -> LiveAttempt {
         let (step, since) = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (phase, cleanup) = match step {
+            Step::Waiting => ("waiting", None),
             Step::Recovering(name) => ("recovering", Some(name)),
             Step::Handler => ("handler", None),
             Step::Cleanup(name) => ("cleanup", Some(name)),
@@ -123,8 +126,9 @@ pub struct LiveAttempt {
     pub running_ms: u64,
     /// Until when this node holds the job (the latest heartbeat's extension).
     pub lease_expires_at: Option<DateTime<Utc>>,
-    /// `recovering` (a lost attempt's durable cleanups), `handler`, `cleanup` (in-memory),
-    /// `durable_cleanup`, or `reporting` (done, its outcome being written).
+    /// `waiting` (claimed ahead, waiting for a slot), `recovering` (a lost attempt's durable
+    /// cleanups), `handler`, `cleanup` (in-memory), `durable_cleanup`, or `reporting` (done,
+    /// its outcome being written).
     pub phase: &'static str,
     /// The cleanup it is in, for the cleanup phases.
     pub cleanup: Option<String>,
@@ -142,6 +146,7 @@ impl LiveAttempt {
         let secs = self.phase_ms as f64 / 1000.0;
         match (self.phase, &self.cleanup) {
             ("handler", _) => format!("in its handler for {secs:.1} s"),
+            ("waiting", _) => format!("claimed ahead, waiting for a slot for {secs:.1} s"),
             ("cleanup", Some(name)) => format!("in cleanup {name} for {secs:.1} s"),
             ("durable_cleanup", Some(name)) => {
                 format!("in durable cleanup {name} for {secs:.1} s")
