@@ -102,6 +102,9 @@ fn scenarios(db: &str, dir: &std::path::Path) {
     assert_sane(&r, "drain", "direct");
     let r = bench(db, dir, &["--scenario", "drain", "--via", "http"]);
     assert_sane(&r, "drain", "http");
+    let r = bench(db, dir, &["--concurrency", "4", "--no-claim-ahead"]);
+    assert_sane(&r, "concurrent", "direct");
+    assert_eq!(r["config"], "concurrency=4,batch=400,no-claim-ahead", "{r}");
 
     let node = common::serve(db, dir);
     let remote = mend_test::http::Remote::new(node.url.clone());
