@@ -1,6 +1,7 @@
 //! Gray release in a live worker, on SQLite and on PostgreSQL: a canary failing half its
 //! attempts at a 10% share is cut off by the guard with its evidence stored, and every job it
-//! hurt completes on the stable version with its attempts given back; a canary as good as
+//! hurt completes on the stable version with its attempts given back; one that never fails but
+//! is slow is cut off by the run-time rule; a canary as good as
 //! stable is never cut off over 2,000 jobs; a good canary advances step by step and becomes
 //! stable; bad requests are refused with nothing stored; a lost canary attempt counts against
 //! its version.
@@ -469,6 +470,69 @@ async fn a_lost_canary_attempt_counts_against_its_version(env: Env) {
     w.shutdown(Duration::from_secs(5)).await;
 }
 
+/// A canary that never fails but takes 200 ms where stable takes none is cut off by the
+/// run-time rule alone, and the jobs enqueued after the cut-off all run on stable.
+async fn slow_canary_is_cut_off(env: Env) {
+    let mut reg = Registry::new();
+    reg.register_fn(failing(0, false));
+    reg.register_version_fn("v2", |_ctx: JobContext, _g: Gr| async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok::<(), JobError>(())
+    });
+    let w = worker(&env, reg).await;
+    start(
+        env.store.as_ref(),
+        spec(vec![1_000, 10_000], 3_600),
+        "test",
+        Utc::now(),
+    )
+    .await
+    .expect("start the rollout");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    enqueue(&env, 0..600).await;
+    let cut = poll(
+        "the slow canary cut off",
+        Duration::from_secs(60),
+        || async {
+            let r = rollout(&env).await;
+            if r.state == RolloutState::RolledBack {
+                Ok(r)
+            } else {
+                Err((r.state, r.share))
+            }
+        },
+    )
+    .await;
+    let decision = cut.decisions.last().unwrap();
+    assert_eq!(decision.action, Action::CutOff);
+    assert_eq!(decision.actor, "guard");
+    let ev = decision.evidence.as_ref().expect("evidence");
+    assert!(
+        ev.breach.contains("p95"),
+        "the run-time rule: {}",
+        ev.breach
+    );
+    assert_eq!(ev.canary.failures, 0, "{ev:?}");
+    assert!(ev.canary.p95_ms.unwrap() >= 150.0, "{ev:?}");
+    assert!(ev.canary.attempts >= GuardConfig::default().min_samples);
+
+    enqueue(&env, 600..700).await;
+    let jobs = all_completed(&env, 700, Duration::from_secs(60)).await;
+    w.shutdown(Duration::from_secs(5)).await;
+    let late: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.args["n"].as_u64().is_some_and(|n| n >= 600))
+        .filter(|j| j.version.as_deref() == Some("v2"))
+        .map(|j| j.id)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "ran the canary after its cut-off: {late:?}"
+    );
+    // Nothing failed, so nothing was handed back.
+    assert!(jobs.iter().all(|j| j.errors.is_empty()));
+}
+
 macro_rules! both {
     ($name:ident) => {
         mod $name {
@@ -488,6 +552,7 @@ macro_rules! both {
 }
 
 both!(bad_canary_is_cut_off);
+both!(slow_canary_is_cut_off);
 both!(equal_canary_is_never_cut_off);
 both!(good_canary_is_promoted);
 both!(bad_requests_store_nothing);
