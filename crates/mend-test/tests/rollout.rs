@@ -516,6 +516,9 @@ async fn slow_canary_is_cut_off(env: Env) {
     assert!(ev.canary.p95_ms.unwrap() >= 150.0, "{ev:?}");
     assert!(ev.canary.attempts >= GuardConfig::default().min_samples);
 
+    // Nodes pick the cut-off up at their next heartbeat (every 50 ms here): a second is
+    // twenty of them, a margin for a loaded machine.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     enqueue(&env, 600..700).await;
     let jobs = all_completed(&env, 700, Duration::from_secs(60)).await;
     w.shutdown(Duration::from_secs(5)).await;
