@@ -235,7 +235,7 @@ pub(crate) async fn rescue(store: &PgStore, p: RescueParams) -> Result<Vec<Rescu
     discard_undecodable(store, &*tx, bad, now).await?;
     let mut out = Vec::new();
     for job in candidates {
-        let d = rescuer::decide(&job, now, p.quarantine_after_lost);
+        let d = rescuer::decide(&job, now, p.quarantine_after_lost, &p.routes);
         let finalized = (d.state == JobState::Discarded).then_some(now);
         let record = jsonb(&d.error)?;
         let event = jsonb(&d.timeline_event(&job, now))?;
@@ -250,6 +250,7 @@ pub(crate) async fn rescue(store: &PgStore, p: RescueParams) -> Result<Vec<Rescu
                     &job.id,
                     &job.attempt,
                     &event,
+                    &micros(d.run_at),
                 ],
             )
             .await

@@ -345,7 +345,7 @@ impl Sql {
             // attempt only: the owner is the one that is gone.
             rescue_one: t(&format!(
                 "UPDATE {{S}}.mend_jobs SET {},
-                    run_at = $2, lease_expires_at = NULL, {}, {}
+                    run_at = $8, lease_expires_at = NULL, {}, {}
                  WHERE id = $5 AND attempt = $6 AND state = 'running' RETURNING {COLS}",
                 cancel_wins("$1::text", "$2", "$3::timestamptz"),
                 push_error("$4"),

@@ -179,6 +179,7 @@ async fn expire_leases(s: &common::Server) {
             dead_nodes: vec![],
             now: chrono::Utc::now(),
             quarantine_after_lost: 3,
+            routes: Vec::new(),
         })
         .await
         .unwrap();

@@ -209,7 +209,7 @@ pub(crate) fn rescue(conn: &Connection, path: &str, p: RescueParams) -> Result<V
     discard_undecodable(conn, path, bad, p.now)?;
     let mut out = Vec::new();
     for job in candidates {
-        let d = rescuer::decide(&job, p.now, p.quarantine_after_lost);
+        let d = rescuer::decide(&job, p.now, p.quarantine_after_lost, &p.routes);
         let finalized = (d.state == JobState::Discarded).then_some(now);
         let record = error_json(&d.error)?;
         let event = event_json(&d.timeline_event(&job, stored(p.now)))?;
@@ -223,7 +223,8 @@ pub(crate) fn rescue(conn: &Connection, path: &str, p: RescueParams) -> Result<V
                     record,
                     job.id.as_bytes().as_slice(),
                     job.attempt,
-                    event
+                    event,
+                    micros(d.run_at)
                 ])
             })
             .map_err(|e| map_err(path, e))?;

@@ -312,7 +312,7 @@ pub(crate) static RESCUE_CANDIDATES: LazyLock<String> = LazyLock::new(|| {
 /// job someone asked to cancel is not run again after its worker died.
 pub(crate) static RESCUE_ONE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "UPDATE mend_jobs SET {}, run_at = ?2, lease_expires_at = NULL, {}, {} WHERE id = ?5 AND attempt = ?6 AND state = 'running'",
+        "UPDATE mend_jobs SET {}, run_at = ?8, lease_expires_at = NULL, {}, {} WHERE id = ?5 AND attempt = ?6 AND state = 'running'",
         cancel_wins("?1", "?2", "?3"),
         push_error("?4"),
         push_attempt_event_or_cancelled("?7")

@@ -468,6 +468,21 @@ async fn a_lost_canary_attempt_counts_against_its_version(env: Env) {
     .await;
     assert_eq!(lost, 1);
     w.shutdown(Duration::from_secs(5)).await;
+    // Its retry waits as a failed canary attempt's does, so the guard can hand it back to
+    // stable before anything claims it.
+    let job = env.job(claimed[0].id).await;
+    let error = job.errors.last().expect("the lost attempt's error");
+    assert_eq!(error.kind, mend::ErrorKind::Lost);
+    assert_eq!(error.version.as_deref(), Some("v2"));
+    let floor = chrono::Duration::from_std(mend::rollout::CANARY_RETRY_FLOOR).unwrap();
+    // Stored to the microsecond; the error's time keeps nanoseconds.
+    let tick = chrono::Duration::microseconds(1);
+    assert!(
+        job.run_at + tick >= error.at + floor,
+        "retry at {} for a loss at {}",
+        job.run_at,
+        error.at
+    );
 }
 
 /// A canary that never fails but takes 200 ms where stable takes none is cut off by the

@@ -1107,6 +1107,7 @@ pub const GUARD_TICK: Duration = Duration::from_millis(500);
 /// A canary's failed attempt is retried no sooner than this: long enough for its sample to be
 /// flushed, the guard to judge and, on a cut-off, hand the job back to stable before any node
 /// claims it again (on a retry claimed first, the canary's attempt would not be given back).
+/// A canary attempt lost with its worker waits as long after its rescue.
 pub const CANARY_RETRY_FLOOR: Duration = Duration::from_secs(2);
 
 /// Whether `version` of `kind` is the canary of an active rollout in `states`.

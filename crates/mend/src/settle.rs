@@ -358,6 +358,7 @@ pub fn lost(
             version: None,
             given_back: false,
         },
+        run_at: now,
         quarantined,
     }
 }

@@ -383,6 +383,7 @@ async fn apply(
                     dead_nodes: dead.clone(),
                     now,
                     quarantine_after_lost: 3,
+                    routes: Vec::new(),
                 })
                 .await
                 .unwrap();

@@ -100,11 +100,20 @@ pub async fn rescue_once(
             .filter(|n| dead.contains(&n.id))
             .collect()
     };
+    // A small read; a failure only costs a lost canary attempt its hold.
+    let routes = match store.rollout_routes().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the rollout routes for a rescue failed; lost canary attempts are retried at once");
+            Vec::new()
+        }
+    };
     let rescued = store
         .rescue(RescueParams {
             dead_nodes: dead.clone(),
             now,
             quarantine_after_lost,
+            routes,
         })
         .await?;
     for r in &rescued {
@@ -145,6 +154,9 @@ pub struct RescueDecision {
     pub state: crate::job::JobState,
     /// The `lost` error recorded for the attempt.
     pub error: crate::job::AttemptError,
+    /// When a `retryable` job may run again: now, or after
+    /// [`crate::rollout::CANARY_RETRY_FLOOR`] for an active rollout's canary attempt.
+    pub run_at: DateTime<Utc>,
     /// The job was quarantined as a poison pill.
     pub quarantined: bool,
 }
@@ -173,11 +185,13 @@ impl RescueDecision {
 }
 
 /// Decide a rescued job's fate: the `kill -9` row of the guarantee table
-/// ([`crate::settle::lost`]). `job` is the row as it is while still `running`.
+/// ([`crate::settle::lost`]). `job` is the row as it is while still `running`; `routes` are the
+/// stored rollout routes ([`RescueParams::routes`]).
 pub fn decide(
     job: &crate::job::JobRow,
     now: DateTime<Utc>,
     quarantine_after_lost: u32,
+    routes: &[crate::rollout::RouteState],
 ) -> RescueDecision {
     let owner = job.lease_owner.as_deref().unwrap_or("unknown");
     let mut decision = crate::settle::lost(
@@ -187,5 +201,10 @@ pub fn decide(
         quarantine_after_lost,
     );
     decision.error.version.clone_from(&job.version);
+    if crate::rollout::is_canary(routes, &job.kind, job.version.as_deref()) {
+        let floor =
+            chrono::Duration::from_std(crate::rollout::CANARY_RETRY_FLOOR).unwrap_or_default();
+        decision.run_at = now.checked_add_signed(floor).unwrap_or(now);
+    }
     decision
 }
