@@ -97,6 +97,37 @@ async fn every_job(env: &Env) -> Vec<mend::JobRow> {
     }
 }
 
+/// Starts a rollout of v2 at 10% (then 100% after an hour) and gives every node a heartbeat to
+/// pick its route up.
+async fn start_at_ten_percent(env: &Env) {
+    start(
+        env.store.as_ref(),
+        spec(vec![1_000, 10_000], 3_600),
+        "test",
+        Utc::now(),
+    )
+    .await
+    .expect("start the rollout");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+/// Waits for the guard to cut the `what` canary off; returns the rollout as stored then.
+async fn cut_off(env: &Env, what: &str) -> mend::rollout::Rollout {
+    poll(
+        &format!("the {what} canary cut off"),
+        Duration::from_secs(60),
+        || async {
+            let r = rollout(env).await;
+            if r.state == RolloutState::RolledBack {
+                Ok(r)
+            } else {
+                Err((r.state, r.share))
+            }
+        },
+    )
+    .await
+}
+
 async fn all_completed(env: &Env, n: usize, within: Duration) -> Vec<mend::JobRow> {
     poll(&format!("{n} jobs completed"), within, || async {
         // The gray jobs only (a cut-off's notification is an `http` job beside them).
@@ -137,19 +168,7 @@ async fn bad_canary_is_cut_off(env: Env) {
     // Every node picks the route up within a heartbeat.
     tokio::time::sleep(Duration::from_millis(200)).await;
     enqueue(&env, 0..2_000).await;
-    let cut = poll(
-        "the bad canary cut off",
-        Duration::from_secs(60),
-        || async {
-            let r = rollout(&env).await;
-            if r.state == RolloutState::RolledBack {
-                Ok(r)
-            } else {
-                Err((r.state, r.share))
-            }
-        },
-    )
-    .await;
+    let cut = cut_off(&env, "bad").await;
     let jobs = all_completed(&env, 2_000, Duration::from_secs(60)).await;
     w.shutdown(Duration::from_secs(5)).await;
 
@@ -261,15 +280,7 @@ async fn bad_canary_is_cut_off(env: Env) {
 async fn equal_canary_is_never_cut_off(env: Env) {
     // Both fail the first attempt of 1 job in 20.
     let w = worker(&env, registry(20, 20, false)).await;
-    start(
-        env.store.as_ref(),
-        spec(vec![1_000, 10_000], 3_600),
-        "test",
-        Utc::now(),
-    )
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    start_at_ten_percent(&env).await;
     enqueue(&env, 0..2_000).await;
     let jobs = all_completed(&env, 2_000, Duration::from_secs(90)).await;
     // The guard has seen the last samples.
@@ -495,29 +506,9 @@ async fn slow_canary_is_cut_off(env: Env) {
         Ok::<(), JobError>(())
     });
     let w = worker(&env, reg).await;
-    start(
-        env.store.as_ref(),
-        spec(vec![1_000, 10_000], 3_600),
-        "test",
-        Utc::now(),
-    )
-    .await
-    .expect("start the rollout");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    start_at_ten_percent(&env).await;
     enqueue(&env, 0..600).await;
-    let cut = poll(
-        "the slow canary cut off",
-        Duration::from_secs(60),
-        || async {
-            let r = rollout(&env).await;
-            if r.state == RolloutState::RolledBack {
-                Ok(r)
-            } else {
-                Err((r.state, r.share))
-            }
-        },
-    )
-    .await;
+    let cut = cut_off(&env, "slow").await;
     let decision = cut.decisions.last().unwrap();
     assert_eq!(decision.action, Action::CutOff);
     assert_eq!(decision.actor, "guard");
