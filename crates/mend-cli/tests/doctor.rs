@@ -358,6 +358,7 @@ fn a_lease_expired_long_ago_fails_and_a_failed_cleanup_warns() {
                 lease_duration: Duration::from_secs(30),
                 now: chrono::Utc::now(),
                 routes: Vec::new(),
+                ahead: 0,
             })
             .await
             .unwrap();

@@ -278,7 +278,11 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         if limits::is_limited(self, &p.queue).await? {
-            return limits::claim(self, p).await;
+            let limit = p.limit.saturating_sub(p.ahead);
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            return limits::claim(self, ClaimParams { limit, ..p }).await;
         }
         jobs::claim(self, p).await
     }

@@ -272,6 +272,7 @@ async fn claims_survive_a_cut_connection_pool() {
         lease_duration: Duration::from_secs(30),
         now: Utc::now(),
         routes: Vec::new(),
+        ahead: 0,
     };
     let mut claimed = Vec::new();
     for _ in 0..5 {

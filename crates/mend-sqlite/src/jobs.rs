@@ -92,6 +92,14 @@ pub(crate) fn claim(conn: &Connection, path: &str, p: ClaimParams) -> Result<Vec
         .prepare_cached(sql::QUEUE_LIMITED)
         .and_then(|mut s| s.query_row(params![p.queue], |r| r.get(0)))
         .map_err(|e| map_err(path, e))?;
+    let mut p = p;
+    if limited {
+        // Nothing claimed ahead of free slots holds a place in a limit.
+        p.limit = p.limit.saturating_sub(p.ahead);
+        if p.limit == 0 {
+            return Ok(Vec::new());
+        }
+    }
     let now = micros(p.now);
     // Promote due jobs only when there are some: the probe is one index seek, while
     // the bounded UPDATE builds a temporary table even when nothing is due.

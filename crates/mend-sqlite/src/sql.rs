@@ -308,7 +308,7 @@ pub(crate) static RESCUE_CANDIDATES: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Takes one running attempt (`?5`, `?6`) away from its lost worker: to state `?1`, with
-/// error `?4` and event `?7`. Fenced by attempt only: the owner is the one that is gone. A
+/// error `?4` and event `?7`, to run again at `?8`. Fenced by attempt only: the owner is the one that is gone. A
 /// job someone asked to cancel is not run again after its worker died.
 pub(crate) static RESCUE_ONE: LazyLock<String> = LazyLock::new(|| {
     format!(

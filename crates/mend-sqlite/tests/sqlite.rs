@@ -254,6 +254,7 @@ async fn a_locked_database_times_out_with_a_clear_error_and_loses_nothing() {
             lease_duration: Duration::from_secs(30),
             now: chrono::Utc::now(),
             routes: Vec::new(),
+            ahead: 0,
         })
         .await
         .unwrap_err();
@@ -294,6 +295,7 @@ async fn a_damaged_row_is_set_aside_instead_of_wedging_the_queue() {
         lease_duration: Duration::from_secs(30),
         now: chrono::Utc::now(),
         routes: Vec::new(),
+        ahead: 0,
     };
     let claimed = store.claim(claim(10)).await.unwrap();
     assert_eq!(claimed.len(), 1, "the healthy job is still claimed");

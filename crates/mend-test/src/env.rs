@@ -351,6 +351,7 @@ impl Env {
                 lease_duration: lease,
                 now: chrono::Utc::now(),
                 routes: Vec::new(),
+                ahead: 0,
             })
             .await
             .expect("claim")

@@ -90,6 +90,7 @@ macro_rules! store_conformance {
             a_per_key_concurrency_limit_holds_busy_keys_at_claim,
             a_rate_limit_caps_starts_across_claims,
             a_kind_limit_leaves_other_kinds_of_the_queue_alone,
+            a_queue_with_limits_claims_nothing_ahead,
             full_rate_buckets_are_pruned_and_spent_ones_kept,
             // Periodic jobs (cron).
             cron_schedules_upsert_list_pause_and_delete,

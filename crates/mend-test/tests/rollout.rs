@@ -456,6 +456,7 @@ async fn a_lost_canary_attempt_counts_against_its_version(env: Env) {
             lease_duration: Duration::from_millis(1),
             now: Utc::now(),
             routes: plan.routes,
+            ahead: 0,
         })
         .await
         .unwrap();

@@ -324,7 +324,8 @@ fn settled(outcome: OutcomeKind) -> Settlement {
     }
 }
 
-/// The `kill -9` row: a lost attempt counts, is retried at once, and a job that is out of
+/// The `kill -9` row: a lost attempt counts, is retried at once (a canary's after
+/// [`crate::rollout::CANARY_RETRY_FLOOR`]: see `maintenance::rescuer::decide`), and a job that is out of
 /// attempts or keeps killing its worker is discarded — but only once its durable cleanups have
 /// run, so one that still has some goes back to the queue for the next worker to run them
 /// (which then stops it, see [`after_recovery`]). Every backend's rescue applies this.

@@ -231,6 +231,10 @@ pub struct ClaimParams {
     /// side this node serves are claimed, and the version that runs each is recorded on it.
     /// Empty: the plain claim, no version recorded.
     pub routes: Vec<crate::rollout::Route>,
+    /// Of `limit`, how many the worker claims ahead of its free slots (they would wait on it
+    /// for one). A queue with limits claims at most `limit - ahead`: a job waiting on a node
+    /// must not hold a place in a concurrency limit, nor spend a start of a rate limit.
+    pub ahead: usize,
 }
 
 /// How an attempt ended, as the store records it.

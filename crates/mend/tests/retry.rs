@@ -270,6 +270,12 @@ async fn a_panicking_retry_policy_does_not_strand_the_job() {
         delay >= chrono::Duration::seconds(50),
         "the fallback delay applies: {delay}"
     );
-    assert_eq!(worker.in_flight(), 0);
+    // The outcome is stored before the completer lets go of the attempt: not at once, soon.
+    mend_test::wait::wait_until(
+        "the attempt leaves the node",
+        mend_test::wait::WAIT,
+        || async { worker.in_flight() == 0 },
+    )
+    .await;
     worker.shutdown(Duration::from_secs(5)).await;
 }

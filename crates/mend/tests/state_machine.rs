@@ -185,6 +185,7 @@ async fn apply(
                     lease_duration: lease,
                     now: at(*later),
                     routes: Vec::new(),
+                    ahead: 0,
                 })
                 .await
                 .unwrap();

@@ -217,6 +217,7 @@ pub(crate) async fn claim(
                     lease_duration: lease,
                     now: Utc::now(),
                     routes: plan.routes,
+                    ahead: 0,
                 })
                 .await?
         };

@@ -221,6 +221,30 @@ pub async fn a_kind_limit_leaves_other_kinds_of_the_queue_alone(store: Arc<dyn S
     assert_eq!(kinds.iter().filter(|k| **k == "slow").count(), 1);
 }
 
+/// A worker claiming ahead of its free slots takes none ahead from a queue with limits (a job
+/// waiting on a node must not hold a limit's place), and all it asked for from one without.
+pub async fn a_queue_with_limits_claims_nothing_ahead(store: Arc<dyn Store>) {
+    set(&store, Limit::new("wide", "q").concurrency(100))
+        .await
+        .unwrap();
+    for queue in ["q", "open"] {
+        let jobs: Vec<NewJob> = (0..10)
+            .map(|_| NewJob::new("k", json!({})).with_queue(queue))
+            .collect();
+        store.insert_many(jobs).await.unwrap();
+    }
+    let ahead = |queue: &str, limit: usize, ahead: usize| ClaimParams {
+        ahead,
+        ..claim_params(queue, limit, "n1")
+    };
+    let limited = store.claim(ahead("q", 6, 4)).await.unwrap();
+    assert_eq!(limited.len(), 2, "the free slots only");
+    let none = store.claim(ahead("q", 3, 3)).await.unwrap();
+    assert!(none.is_empty(), "no free slot, nothing claimed: {none:?}");
+    let open = store.claim(ahead("open", 6, 4)).await.unwrap();
+    assert_eq!(open.len(), 6, "no limits: ahead too");
+}
+
 pub async fn full_rate_buckets_are_pruned_and_spent_ones_kept(store: Arc<dyn Store>) {
     // 1 start per hour: a spent bucket stays spent for an hour.
     set(

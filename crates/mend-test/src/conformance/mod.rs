@@ -67,6 +67,7 @@ fn claim_params(queue: &str, limit: usize, owner: &str) -> ClaimParams {
         lease_duration: Duration::from_secs(30),
         now: Utc::now(),
         routes: Vec::new(),
+        ahead: 0,
     }
 }
 

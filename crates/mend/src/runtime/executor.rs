@@ -60,6 +60,10 @@ pub(super) struct Slot {
     pub(super) run: Arc<Semaphore>,
     /// The fetchers' stop: a job still waiting for a slot then goes back unstarted.
     pub(super) stop: CancellationToken,
+    /// Claimed on a rollout's canary side, by the routes of its claim: a cut-off while it
+    /// runs does not make a failed canary attempt a stable one, and its retry must wait for
+    /// the guard to hand it back.
+    pub(super) canary: bool,
 }
 
 pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, slot: Slot) {
@@ -83,17 +87,6 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, slot: Slot) {
         shared: &shared,
         key: (job.id, job.attempt),
         armed: true,
-    };
-    // Whether it was claimed as a canary, by the routes of its claim: a cut-off while it waits
-    // for a slot or runs does not make a failed canary attempt a stable one, and its retry
-    // must wait for the guard to hand it back.
-    let canary = {
-        let v = job.version.as_deref();
-        shared
-            .plan()
-            .routes
-            .iter()
-            .any(|r| r.kind == job.kind && v.is_some() && r.canary.as_deref() == v)
     };
     let running = match slot.run.clone().try_acquire_owned() {
         Ok(p) => Some(p),
@@ -122,11 +115,14 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, slot: Slot) {
             }
         }
     };
-    shared.stats.started.fetch_add(1, Ordering::Relaxed);
     let due = job.run_at.max(job.created_at);
     let waited = (Utc::now() - due).to_std().ok();
-    if let Some(waited) = waited {
-        shared.stats.enqueue_to_start.observe(waited);
+    // A job stopped while it waited for a slot never started.
+    if running.is_some() {
+        shared.stats.started.fetch_add(1, Ordering::Relaxed);
+        if let Some(waited) = waited {
+            shared.stats.enqueue_to_start.observe(waited);
+        }
     }
     let started = std::time::Instant::now();
     // A cancel request may have landed between the claim and now: then the handler never runs.
@@ -168,7 +164,11 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, slot: Slot) {
         ..Attempt::of(&job)
     };
     let mut before: Option<Ending> = None;
-    if !pending.is_empty() {
+    if running.is_none() && stop_of(&reason) == Some(Stop::LeaseLost) {
+        // Its lease was lost while it waited for a slot: the job is another node's now, and
+        // so are its lost attempt's cleanups.
+        before = Some(Ending::Stopped(Stop::LeaseLost));
+    } else if !pending.is_empty() {
         before = match run_durable(&shared, &job, pending, &|name| {
             live.set(Step::Recovering(name.to_owned()))
         })
@@ -218,7 +218,7 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, slot: Slot) {
         error.version.clone_from(&job.version);
     }
     if let Some(o) = outcome.as_mut() {
-        crate::rollout::hold_canary_retry(canary, o, now);
+        crate::rollout::hold_canary_retry(slot.canary, o, now);
     }
 
     attempt_over.store(true, Ordering::Release);
@@ -395,8 +395,9 @@ fn report(
     send(shared, job, facts, kind, cleanups, effect, timing);
 }
 
-/// A job claimed ahead that never got a slot before shutdown goes back to `available` without
-/// using an attempt, as a running one cancelled by shutdown does (nothing of it ran).
+/// A job claimed ahead that never got a slot (before shutdown, or within
+/// [`AHEAD_WAIT_LIMIT`]) goes back to `available` without using an attempt, as a running one
+/// cancelled by shutdown does (nothing of it ran).
 fn release_unstarted(shared: &Shared, job: JobRow) {
     let facts = Attempt::of(&job);
     let timing = Timing {

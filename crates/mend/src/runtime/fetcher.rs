@@ -221,6 +221,8 @@ pub(super) async fn run(
             }
             continue;
         }
+        // The places beyond the free slots: their jobs would wait for one.
+        let ahead = wanted.saturating_sub(run.available_permits());
         let began = Instant::now();
         let claimed = shared
             .store
@@ -232,6 +234,7 @@ pub(super) async fn run(
                 lease_duration: shared.config.lease_duration,
                 now: Utc::now(),
                 routes: plan.routes.clone(),
+                ahead,
             })
             .await;
         match claimed {
@@ -242,10 +245,17 @@ pub(super) async fn run(
                 pace.claimed(got, began.elapsed(), busy, Instant::now());
                 for job in jobs {
                     let Some(permit) = permits.pop() else { break };
+                    let v = job.version.as_deref();
+                    let canary = v.is_some()
+                        && plan
+                            .routes
+                            .iter()
+                            .any(|r| r.kind == job.kind && r.canary.as_deref() == v);
                     let slot = executor::Slot {
                         _claim: permit,
                         run: run.clone(),
                         stop: stop.clone(),
+                        canary,
                     };
                     // The enqueue's trace context: the attempt joins that trace and links to the enqueue.
                     let span = tracing::info_span!("job", id = %job.id, kind = %job.kind, queue = %job.queue, attempt = job.attempt, node = %shared.node.id, traceparent = job.trace_parent.as_deref());
@@ -255,7 +265,9 @@ pub(super) async fn run(
                         .spawn(executor::execute(shared.clone(), job, slot).instrument(span));
                 }
                 drop(permits);
-                if got < wanted {
+                // Short of the free slots: the queue ran dry (a queue with limits claims
+                // nothing ahead, so it is full at `wanted - ahead`).
+                if got < wanted - ahead {
                     tokio::select! {
                         biased;
                         _ = stop.cancelled() => return,

@@ -29,7 +29,7 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
 }
 
 fn alive_in_flight(shared: &Shared) -> u32 {
-    u32::try_from(shared.inflight().len()).unwrap_or(u32::MAX)
+    u32::try_from(shared.running()).unwrap_or(u32::MAX)
 }
 
 async fn beat(shared: &Shared, last_extended: &mut Instant) {

@@ -58,6 +58,14 @@ impl Live {
         }
     }
 
+    /// Whether it is a job claimed ahead, still waiting for a slot.
+    pub(crate) fn is_waiting(&self) -> bool {
+        matches!(
+            self.state.lock().unwrap_or_else(|p| p.into_inner()).0,
+            Step::Waiting
+        )
+    }
+
     /// The attempt moved on to `step`.
     pub(crate) fn set(&self, step: Step) {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = (step, Instant::now());

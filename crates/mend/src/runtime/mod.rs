@@ -206,7 +206,8 @@ pub struct Stats {
     pub cancelled: AtomicU64,
     /// Attempts snoozed.
     pub snoozed: AtomicU64,
-    /// Jobs released at shutdown.
+    /// Jobs released without using an attempt: at shutdown, and jobs claimed ahead that went
+    /// back unstarted (see [`WorkerConfig::claim_ahead`]).
     pub released: AtomicU64,
     /// Outcomes refused by the fence.
     pub fenced: AtomicU64,
@@ -366,6 +367,14 @@ impl Shared {
                 tracing::warn!(error = %e, "reading rollouts failed; routing stays as it was")
             }
         }
+    }
+
+    /// Attempts running now: those in flight, less the jobs claimed ahead that wait for a slot.
+    fn running(&self) -> usize {
+        self.inflight()
+            .values()
+            .filter(|f| !f.live.is_waiting())
+            .count()
     }
 
     fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<(Uuid, i32), InFlight>> {
@@ -759,7 +768,7 @@ impl WorkerHandle {
 
     /// Attempts running right now.
     pub fn in_flight(&self) -> usize {
-        self.shared.inflight().len()
+        self.shared.running()
     }
 
     /// What each attempt on this node is doing right now, longest-running first: in its
@@ -814,7 +823,7 @@ impl WorkerHandle {
         shared.ready.store(false, Ordering::Release);
         self.fetch_stop.cancel();
         // Shown at once as draining (the heartbeat would say so within a second anyway).
-        let in_flight = u32::try_from(shared.inflight().len()).unwrap_or(u32::MAX);
+        let in_flight = u32::try_from(shared.running()).unwrap_or(u32::MAX);
         let _ = shared
             .store
             .heartbeat_node(crate::store::HeartbeatNodeParams {
@@ -833,7 +842,7 @@ impl WorkerHandle {
         // claim meanwhile.
         let running = usize::try_from(in_flight)
             .unwrap_or(usize::MAX)
-            .max(shared.inflight().len());
+            .max(shared.running());
         tracing::info!(running, ?drain, "shutdown: draining");
         let drained_in_time = tokio::select! {
             _ = shared.tracker.wait() => true,
@@ -880,10 +889,10 @@ impl WorkerHandle {
         if let Err(e) = crate::stats::flush_once(&shared.history, shared.store.as_ref()).await {
             tracing::warn!(error = %e, "shutdown: writing the last dashboard history failed; it is lost");
         }
-        // Jobs claimed ahead and released unstarted were never running: released, not drained.
-        let unstarted = shared.released_unstarted.load(Ordering::Acquire);
-        let drained = running.saturating_sub(released).saturating_sub(unstarted);
-        let released = released + unstarted;
+        // Jobs claimed ahead and released unstarted were never among `running`: released,
+        // not drained.
+        let drained = running.saturating_sub(released);
+        let released = released + shared.released_unstarted.load(Ordering::Acquire);
         crate::maintenance::history::node_left(
             shared.store.as_ref(),
             &shared.node.id,
