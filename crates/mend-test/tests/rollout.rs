@@ -497,16 +497,57 @@ async fn a_lost_canary_attempt_counts_against_its_version(env: Env) {
     );
 }
 
-/// A canary that never fails but takes 200 ms where stable takes none is cut off by the
-/// run-time rule alone, and the jobs enqueued after the cut-off all run on stable.
-async fn slow_canary_is_cut_off(env: Env) {
+/// Stable never fails and takes no time; canary v2 never fails and takes 200 ms.
+fn slow_canary() -> Registry {
     let mut reg = Registry::new();
     reg.register_fn(failing(0, false));
     reg.register_version_fn("v2", |_ctx: JobContext, _g: Gr| async {
         tokio::time::sleep(Duration::from_millis(200)).await;
         Ok::<(), JobError>(())
     });
-    let w = worker(&env, reg).await;
+    reg
+}
+
+/// Jobs `from..` of `jobs` that ran canary v2.
+fn ran_canary(jobs: &[mend::JobRow], from: u64) -> Vec<uuid::Uuid> {
+    jobs.iter()
+        .filter(|j| j.args["n"].as_u64().is_some_and(|n| n >= from))
+        .filter(|j| j.version.as_deref() == Some("v2"))
+        .map(|j| j.id)
+        .collect()
+}
+
+/// The node whose guard cuts a canary off stops claiming for it at once, not at its next
+/// heartbeat (a minute away here).
+async fn the_deciding_node_stops_claiming_the_canary_at_once(env: Env) {
+    // Stored before the worker starts, so its first plan routes it (a rollout starts only
+    // while some live node serves the canary: a short-lived one here).
+    let first = worker(&env, slow_canary()).await;
+    start_at_ten_percent(&env).await;
+    first.shutdown(Duration::from_secs(5)).await;
+    let w = env
+        .worker(slow_canary(), 16, |c| {
+            c.heartbeat_interval = Duration::from_secs(60);
+            c.lease_duration = Duration::from_secs(300);
+        })
+        .await;
+    enqueue(&env, 0..600).await;
+    cut_off(&env, "slow").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    enqueue(&env, 600..700).await;
+    let jobs = all_completed(&env, 700, Duration::from_secs(60)).await;
+    w.shutdown(Duration::from_secs(5)).await;
+    let late = ran_canary(&jobs, 600);
+    assert!(
+        late.is_empty(),
+        "ran the canary after its cut-off: {late:?}"
+    );
+}
+
+/// A canary that never fails but takes 200 ms where stable takes none is cut off by the
+/// run-time rule alone, and the jobs enqueued after the cut-off all run on stable.
+async fn slow_canary_is_cut_off(env: Env) {
+    let w = worker(&env, slow_canary()).await;
     start_at_ten_percent(&env).await;
     enqueue(&env, 0..600).await;
     let cut = cut_off(&env, "slow").await;
@@ -529,12 +570,7 @@ async fn slow_canary_is_cut_off(env: Env) {
     enqueue(&env, 600..700).await;
     let jobs = all_completed(&env, 700, Duration::from_secs(60)).await;
     w.shutdown(Duration::from_secs(5)).await;
-    let late: Vec<_> = jobs
-        .iter()
-        .filter(|j| j.args["n"].as_u64().is_some_and(|n| n >= 600))
-        .filter(|j| j.version.as_deref() == Some("v2"))
-        .map(|j| j.id)
-        .collect();
+    let late = ran_canary(&jobs, 600);
     assert!(
         late.is_empty(),
         "ran the canary after its cut-off: {late:?}"
@@ -563,6 +599,7 @@ macro_rules! both {
 
 both!(bad_canary_is_cut_off);
 both!(slow_canary_is_cut_off);
+both!(the_deciding_node_stops_claiming_the_canary_at_once);
 both!(equal_canary_is_never_cut_off);
 both!(good_canary_is_promoted);
 both!(bad_requests_store_nothing);

@@ -518,7 +518,7 @@ pub(crate) async fn start(
     let r = mend::maintenance::rollouts::start(state.store.as_ref(), spec, &who, Utc::now())
         .await
         .map_err(rollout_error)?;
-    state.remote_claims.forget_routes();
+    routes_changed(&state);
     tracing::info!(rollout = %r.id, kind = %r.kind, canary = %r.canary, share = r.share, actor = %who, "rollout started");
     Ok((StatusCode::CREATED, Json(detail(&state, r).await?)))
 }
@@ -541,6 +541,15 @@ pub(crate) async fn get_one(
     Ok(Json(detail(&state, r).await?))
 }
 
+/// A rollout changed through this server: its remote workers and its own worker obey at once,
+/// not at the next refresh.
+fn routes_changed(state: &AppState) {
+    state.remote_claims.forget_routes();
+    if let Some(worker) = &state.worker {
+        worker.replan();
+    }
+}
+
 async fn act(
     state: AppState,
     principal: Option<Extension<Principal>>,
@@ -552,7 +561,7 @@ async fn act(
     let r = mend::maintenance::rollouts::request(state.store.as_ref(), id, req, &who, Utc::now())
         .await
         .map_err(rollout_error)?;
-    state.remote_claims.forget_routes();
+    routes_changed(&state);
     tracing::info!(rollout = %r.id, kind = %r.kind, state = r.state.as_str(), actor = %who, request = ?req, "rollout changed by hand");
     Ok(Json(detail(&state, r).await?))
 }

@@ -36,15 +36,24 @@ pub struct PassReport {
     pub healed: usize,
 }
 
-/// Runs a pass every [`GUARD_TICK`] while this process leads, until `stop`.
-pub async fn run(store: Arc<dyn Store>, stop: CancellationToken) {
-    super::while_leading(
-        store,
-        "the rollout guard",
-        GUARD_TICK,
-        stop,
-        |store| async move { pass(store.as_ref(), Utc::now()).await.map(|_| ()) },
-    )
+/// Runs a pass every [`GUARD_TICK`] while this process leads, until `stop`, and tells
+/// `decided` when a pass cut a rollout off or moved it on (this node's worker then replans at
+/// once instead of at its next heartbeat).
+pub async fn run(
+    store: Arc<dyn Store>,
+    stop: CancellationToken,
+    decided: Arc<dyn Fn() + Send + Sync>,
+) {
+    super::while_leading(store, "the rollout guard", GUARD_TICK, stop, |store| {
+        let decided = decided.clone();
+        async move {
+            let report = pass(store.as_ref(), Utc::now()).await?;
+            if report.cut_off + report.advanced > 0 {
+                decided();
+            }
+            Ok(())
+        }
+    })
     .await;
 }
 

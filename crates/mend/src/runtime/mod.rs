@@ -369,6 +369,12 @@ impl Shared {
         }
     }
 
+    /// Re-reads the stored routes in a task of its own, now rather than at the next heartbeat.
+    fn replan_soon(self: &Arc<Self>) {
+        let shared = self.clone();
+        tokio::spawn(async move { shared.refresh_plan().await });
+    }
+
     /// Attempts running now: those in flight, less the jobs claimed ahead that wait for a slot.
     fn running(&self) -> usize {
         self.inflight()
@@ -664,9 +670,18 @@ impl Worker {
             shared.store.clone(),
             heartbeat_stop.clone(),
         ));
+        // A decision of this node's guard reaches its own claims at once; other nodes'
+        // at their next heartbeat.
+        let replan_for = Arc::downgrade(&shared);
+        let replan: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            if let Some(shared) = replan_for.upgrade() {
+                shared.replan_soon();
+            }
+        });
         maintenance.spawn(crate::maintenance::rollouts::run(
             shared.store.clone(),
             heartbeat_stop.clone(),
+            replan,
         ));
         maintenance.close();
         Ok(WorkerHandle {
@@ -764,6 +779,12 @@ impl WorkerHandle {
     /// How long a node may go without a heartbeat before the rescuer takes it for dead.
     pub fn node_stale_after(&self) -> Duration {
         self.shared.config.node_stale_after
+    }
+
+    /// Re-reads the stored rollout routes now instead of at the next heartbeat: for a process
+    /// that has just changed a rollout (the API does), so its own claims obey at once.
+    pub fn replan(&self) {
+        self.shared.replan_soon();
     }
 
     /// Attempts running right now.
