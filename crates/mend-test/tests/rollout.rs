@@ -508,13 +508,28 @@ fn slow_canary() -> Registry {
     reg
 }
 
-/// Jobs `from..` of `jobs` that ran canary v2.
-fn ran_canary(jobs: &[mend::JobRow], from: u64) -> Vec<uuid::Uuid> {
-    jobs.iter()
-        .filter(|j| j.args["n"].as_u64().is_some_and(|n| n >= from))
+/// After a cut-off of the 600 jobs' rollout: `after` later, enqueues 100 more, waits for all
+/// 700, stops `w`, and checks that none of the 100 ran canary v2. Returns the 700.
+async fn late_jobs_run_stable(
+    env: &Env,
+    w: mend::WorkerHandle,
+    after: Duration,
+) -> Vec<mend::JobRow> {
+    tokio::time::sleep(after).await;
+    enqueue(env, 600..700).await;
+    let jobs = all_completed(env, 700, Duration::from_secs(60)).await;
+    w.shutdown(Duration::from_secs(5)).await;
+    let late: Vec<uuid::Uuid> = jobs
+        .iter()
+        .filter(|j| j.args["n"].as_u64().is_some_and(|n| n >= 600))
         .filter(|j| j.version.as_deref() == Some("v2"))
         .map(|j| j.id)
-        .collect()
+        .collect();
+    assert!(
+        late.is_empty(),
+        "ran the canary after its cut-off: {late:?}"
+    );
+    jobs
 }
 
 /// The node whose guard cuts a canary off stops claiming for it at once, not at its next
@@ -533,15 +548,7 @@ async fn the_deciding_node_stops_claiming_the_canary_at_once(env: Env) {
         .await;
     enqueue(&env, 0..600).await;
     cut_off(&env, "slow").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    enqueue(&env, 600..700).await;
-    let jobs = all_completed(&env, 700, Duration::from_secs(60)).await;
-    w.shutdown(Duration::from_secs(5)).await;
-    let late = ran_canary(&jobs, 600);
-    assert!(
-        late.is_empty(),
-        "ran the canary after its cut-off: {late:?}"
-    );
+    let _ = late_jobs_run_stable(&env, w, Duration::from_millis(300)).await;
 }
 
 /// A canary that never fails but takes 200 ms where stable takes none is cut off by the
@@ -566,15 +573,7 @@ async fn slow_canary_is_cut_off(env: Env) {
 
     // Nodes pick the cut-off up at their next heartbeat (every 50 ms here): a second is
     // twenty of them, a margin for a loaded machine.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    enqueue(&env, 600..700).await;
-    let jobs = all_completed(&env, 700, Duration::from_secs(60)).await;
-    w.shutdown(Duration::from_secs(5)).await;
-    let late = ran_canary(&jobs, 600);
-    assert!(
-        late.is_empty(),
-        "ran the canary after its cut-off: {late:?}"
-    );
+    let jobs = late_jobs_run_stable(&env, w, Duration::from_secs(1)).await;
     // Nothing failed, so nothing was handed back.
     assert!(jobs.iter().all(|j| j.errors.is_empty()));
 }
