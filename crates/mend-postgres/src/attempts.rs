@@ -233,9 +233,15 @@ pub(crate) async fn rescue(store: &PgStore, p: RescueParams) -> Result<Vec<Rescu
         .map_err(store.pg())?;
     let (candidates, bad) = decode_lenient(&rows);
     discard_undecodable(store, &*tx, bad, now).await?;
+    // Only a job that ran a named version can be a canary's.
+    let routes = if candidates.iter().any(|j| j.version.is_some()) {
+        crate::rollouts::routes(store).await?
+    } else {
+        Vec::new()
+    };
     let mut out = Vec::new();
     for job in candidates {
-        let d = rescuer::decide(&job, now, p.quarantine_after_lost, &p.routes);
+        let d = rescuer::decide(&job, now, p.quarantine_after_lost, &routes);
         let finalized = (d.state == JobState::Discarded).then_some(now);
         let record = jsonb(&d.error)?;
         let event = jsonb(&d.timeline_event(&job, now))?;

@@ -179,7 +179,6 @@ async fn expire_leases(s: &common::Server) {
             dead_nodes: vec![],
             now: chrono::Utc::now(),
             quarantine_after_lost: 3,
-            routes: Vec::new(),
         })
         .await
         .unwrap();

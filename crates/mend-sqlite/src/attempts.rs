@@ -207,9 +207,15 @@ pub(crate) fn rescue(conn: &Connection, path: &str, p: RescueParams) -> Result<V
     let (candidates, bad) =
         query_jobs_lenient(conn, path, &sql::RESCUE_CANDIDATES, params![dead, now])?;
     discard_undecodable(conn, path, bad, p.now)?;
+    // Only a job that ran a named version can be a canary's.
+    let routes = if candidates.iter().any(|j| j.version.is_some()) {
+        crate::rollouts::routes(conn, path)?
+    } else {
+        Vec::new()
+    };
     let mut out = Vec::new();
     for job in candidates {
-        let d = rescuer::decide(&job, p.now, p.quarantine_after_lost, &p.routes);
+        let d = rescuer::decide(&job, p.now, p.quarantine_after_lost, &routes);
         let finalized = (d.state == JobState::Discarded).then_some(now);
         let record = error_json(&d.error)?;
         let event = event_json(&d.timeline_event(&job, stored(p.now)))?;

@@ -329,7 +329,6 @@ impl Env {
                 dead_nodes: nodes.iter().map(|n| (*n).to_owned()).collect(),
                 now: chrono::Utc::now(),
                 quarantine_after_lost: 3,
-                routes: Vec::new(),
             })
             .await
             .expect("rescue")

@@ -773,6 +773,15 @@ impl Plan {
     pub fn claims_nothing(&self) -> bool {
         self.kinds.is_empty()
     }
+
+    /// Whether a job of `kind` claimed under this plan with `version` runs the canary.
+    pub fn routes_to_canary(&self, kind: &str, version: Option<&str>) -> bool {
+        version.is_some()
+            && self
+                .routes
+                .iter()
+                .any(|r| r.kind == kind && r.canary.as_deref() == version)
+    }
 }
 
 /// The claim plan of a node serving `served`, under the stored `states`.

@@ -549,10 +549,6 @@ pub struct RescueParams {
     pub now: DateTime<Utc>,
     /// Quarantine a job after this many consecutive `lost` attempts.
     pub quarantine_after_lost: u32,
-    /// The stored rollout routes: a lost attempt of an active rollout's canary is retried no
-    /// sooner than [`crate::rollout::CANARY_RETRY_FLOOR`], so the guard can hand it back to
-    /// stable first (as a failed one is). Empty: no rollout to consider.
-    pub routes: Vec<crate::rollout::RouteState>,
 }
 
 /// A rescued job and what became of it.

@@ -384,7 +384,6 @@ async fn apply(
                     dead_nodes: dead.clone(),
                     now,
                     quarantine_after_lost: 3,
-                    routes: Vec::new(),
                 })
                 .await
                 .unwrap();

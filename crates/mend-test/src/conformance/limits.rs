@@ -156,7 +156,6 @@ pub async fn a_per_key_concurrency_limit_holds_busy_keys_at_claim(store: Arc<dyn
             dead_nodes: vec![b.lease_owner.clone().unwrap()],
             now: Utc::now(),
             quarantine_after_lost: 3,
-            routes: Vec::new(),
         })
         .await
         .unwrap();

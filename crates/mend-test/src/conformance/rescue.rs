@@ -9,7 +9,6 @@ async fn rescue_dead(store: &Arc<dyn Store>, node: &str) -> Vec<mend::store::Res
             dead_nodes: vec![node.into()],
             now: Utc::now(),
             quarantine_after_lost: 3,
-            routes: Vec::new(),
         })
         .await
         .unwrap()

@@ -100,20 +100,11 @@ pub async fn rescue_once(
             .filter(|n| dead.contains(&n.id))
             .collect()
     };
-    // A small read; a failure only costs a lost canary attempt its hold.
-    let routes = match store.rollout_routes().await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, "reading the rollout routes for a rescue failed; lost canary attempts are retried at once");
-            Vec::new()
-        }
-    };
     let rescued = store
         .rescue(RescueParams {
             dead_nodes: dead.clone(),
             now,
             quarantine_after_lost,
-            routes,
         })
         .await?;
     for r in &rescued {
@@ -186,7 +177,10 @@ impl RescueDecision {
 
 /// Decide a rescued job's fate: the `kill -9` row of the guarantee table
 /// ([`crate::settle::lost`]). `job` is the row as it is while still `running`; `routes` are the
-/// stored rollout routes ([`RescueParams::routes`]).
+/// stored rollout routes (a store reads them only when a job it rescues ran a named version):
+/// a lost attempt of an active rollout's canary is retried no sooner than
+/// [`crate::rollout::CANARY_RETRY_FLOOR`], so the guard can hand it back to stable first, as
+/// it does a failed one.
 pub fn decide(
     job: &crate::job::JobRow,
     now: DateTime<Utc>,

@@ -66,6 +66,33 @@ pub(super) struct Slot {
     pub(super) canary: bool,
 }
 
+/// A job claimed ahead goes back unstarted: at shutdown, or after [`AHEAD_WAIT_LIMIT`].
+struct GoBack {
+    shutdown: bool,
+}
+
+/// A running slot for the attempt: at once, or once one frees up for a job claimed ahead.
+/// `None` when a cancel or a lost lease stopped it while it waited (it then settles without
+/// running its handler).
+async fn take_slot(
+    slot: &Slot,
+    token: &CancellationToken,
+    live: &Live,
+) -> Result<Option<OwnedSemaphorePermit>, GoBack> {
+    if let Ok(p) = slot.run.clone().try_acquire_owned() {
+        return Ok(Some(p));
+    }
+    live.set(Step::Waiting);
+    tokio::select! {
+        biased;
+        _ = token.cancelled() => Ok(None),
+        _ = slot.stop.cancelled() => Err(GoBack { shutdown: true }),
+        p = slot.run.clone().acquire_owned() => Ok(p.ok()),
+        // The queue's pace changed (its jobs got slow): other nodes may run it sooner.
+        _ = tokio::time::sleep(AHEAD_WAIT_LIMIT) => Err(GoBack { shutdown: false }),
+    }
+}
+
 pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, slot: Slot) {
     // A child of the worker's stop token: a shutdown past its deadline reaches attempts that
     // were spawned but had not yet registered themselves.
@@ -88,31 +115,17 @@ pub(super) async fn execute(shared: Arc<Shared>, mut job: JobRow, slot: Slot) {
         key: (job.id, job.attempt),
         armed: true,
     };
-    let running = match slot.run.clone().try_acquire_owned() {
-        Ok(p) => Some(p),
-        Err(_) => {
-            live.set(Step::Waiting);
-            tokio::select! {
-                biased;
-                // A cancel (or a lost lease) settles it below without running the handler.
-                _ = token.cancelled() => None,
-                _ = slot.stop.cancelled() => {
-                    // Over, so a drain deadline does not count it again among the released.
-                    attempt_over.store(true, Ordering::Release);
-                    untrack.armed = false;
-                    shared.released_unstarted.fetch_add(1, Ordering::AcqRel);
-                    release_unstarted(&shared, job);
-                    return;
-                }
-                p = slot.run.clone().acquire_owned() => p.ok(),
-                // The queue's pace changed (its jobs got slow): other nodes may run it sooner.
-                _ = tokio::time::sleep(AHEAD_WAIT_LIMIT) => {
-                    attempt_over.store(true, Ordering::Release);
-                    untrack.armed = false;
-                    release_unstarted(&shared, job);
-                    return;
-                }
+    let running = match take_slot(&slot, &token, &live).await {
+        Ok(running) => running,
+        Err(GoBack { shutdown }) => {
+            // Over, so a drain deadline does not count it again among the released.
+            attempt_over.store(true, Ordering::Release);
+            untrack.armed = false;
+            if shutdown {
+                shared.released_unstarted.fetch_add(1, Ordering::AcqRel);
             }
+            release_unstarted(&shared, job);
+            return;
         }
     };
     let due = job.run_at.max(job.created_at);

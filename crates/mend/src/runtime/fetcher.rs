@@ -58,6 +58,12 @@ struct Pace {
     last_got: usize,
 }
 
+/// Whether `sample` says the pace dropped below half of `rate`: slowing down counts at once
+/// (jobs claimed ahead would wait), speeding up is averaged.
+fn slower(rate: f64, sample: f64) -> bool {
+    sample < rate / 2.0
+}
+
 impl Pace {
     /// A claim that took `took` returned `got` jobs at `now`, filling every free slot when
     /// `full`.
@@ -74,9 +80,7 @@ impl Pace {
             Some(last) if full => {
                 let since = now.duration_since(last).as_secs_f64().max(1e-6);
                 let rate = got as f64 / since;
-                // Slowing down counts at once (jobs claimed ahead would wait), speeding up
-                // is averaged.
-                self.rate = if rate < self.rate / 2.0 {
+                self.rate = if slower(self.rate, rate) {
                     rate
                 } else {
                     average(self.rate, rate)
@@ -98,7 +102,7 @@ impl Pace {
             Some(last) => {
                 let since = now.duration_since(last).as_secs_f64().max(1e-6);
                 let provisional = self.last_got as f64 / since;
-                if provisional < self.rate / 2.0 {
+                if slower(self.rate, provisional) {
                     provisional
                 } else {
                     self.rate
@@ -139,11 +143,10 @@ pub(super) async fn run(
     let mut error_backoff = Duration::from_millis(50);
     let mut busy = false;
     loop {
-        let slots = &claims;
         let first = tokio::select! {
             biased;
             _ = stop.cancelled() => return,
-            p = slots.clone().acquire_owned() => match p {
+            p = claims.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => return,
             },
@@ -157,7 +160,7 @@ pub(super) async fn run(
                 tokio::select! {
                     biased;
                     _ = stop.cancelled() => return,
-                    p = slots.acquire_many(half) => drop(p),
+                    p = claims.acquire_many(half) => drop(p),
                     _ = tokio::time::sleep(BUSY_FETCH_COOLDOWN) => {}
                 }
             }
@@ -190,7 +193,7 @@ pub(super) async fn run(
         }
         let mut permits = vec![first];
         while permits.len() < MAX_CLAIM_BATCH {
-            match slots.clone().try_acquire_owned() {
+            match claims.clone().try_acquire_owned() {
                 Ok(p) => permits.push(p),
                 Err(_) => break,
             }
@@ -245,17 +248,11 @@ pub(super) async fn run(
                 pace.claimed(got, began.elapsed(), busy, Instant::now());
                 for job in jobs {
                     let Some(permit) = permits.pop() else { break };
-                    let v = job.version.as_deref();
-                    let canary = v.is_some()
-                        && plan
-                            .routes
-                            .iter()
-                            .any(|r| r.kind == job.kind && r.canary.as_deref() == v);
                     let slot = executor::Slot {
                         _claim: permit,
                         run: run.clone(),
                         stop: stop.clone(),
-                        canary,
+                        canary: plan.routes_to_canary(&job.kind, job.version.as_deref()),
                     };
                     // The enqueue's trace context: the attempt joins that trace and links to the enqueue.
                     let span = tracing::info_span!("job", id = %job.id, kind = %job.kind, queue = %job.queue, attempt = job.attempt, node = %shared.node.id, traceparent = job.trace_parent.as_deref());
