@@ -220,11 +220,10 @@ fn a_postgres_database_one_migration_behind_says_run_mend_migrate() {
         })
     };
     let name = format!("\"{}\"", schema.name);
-    // Undo the last migration (gray release: the job's version, nodes' versions, rollouts
-    // and their samples) and its row.
+    // Undo the last migration (the rollouts table's trigger that notifies every node of a
+    // change of routing) and its row.
     let v = sql(format!(
-        "ALTER TABLE {name}.mend_jobs DROP COLUMN version; ALTER TABLE {name}.mend_nodes DROP COLUMN versions;
-         DROP TABLE {name}.mend_rollouts, {name}.mend_version_samples;
+        "DROP TRIGGER mend_rollouts_notify ON {name}.mend_rollouts; DROP FUNCTION {name}.mend_notify_routes();
          DELETE FROM {name}.mend_migrations WHERE version = {}",
         mend_postgres::SCHEMA_VERSION
     ));

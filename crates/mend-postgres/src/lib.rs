@@ -462,6 +462,10 @@ impl Store for PgStore {
         Some(self.inner.watchers.rescue.clone())
     }
 
+    fn routes_wakeup(&self) -> Option<Arc<Notify>> {
+        Some(self.inner.session.routes.clone())
+    }
+
     // ---- Periodic jobs (cron): see `cron`. ----
 
     async fn cron_upsert(&self, p: mend::store::UpsertCronParams) -> Result<mend::cron::CronRow> {

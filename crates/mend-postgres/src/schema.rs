@@ -252,6 +252,25 @@ CREATE TABLE {S}.mend_version_samples (
 CREATE INDEX mend_version_samples_kind ON {S}.mend_version_samples (kind, at);
 CREATE INDEX mend_version_samples_at ON {S}.mend_version_samples (at);
 "#,
+    // 13: every node hears a change of routing at once (a rollout started, stepped, cut off,
+    // promoted or aborted), not at its next heartbeat: the channel the fetchers listen on,
+    // with the payload `routes`. Only changes that move routing notify (a heal count does not).
+    r#"
+CREATE FUNCTION {S}.mend_notify_routes() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'UPDATE'
+       OR OLD.state IS DISTINCT FROM NEW.state
+       OR OLD.body->'share' IS DISTINCT FROM NEW.body->'share'
+       OR OLD.body->'canary' IS DISTINCT FROM NEW.body->'canary'
+       OR OLD.body->'stable' IS DISTINCT FROM NEW.body->'stable' THEN
+        PERFORM pg_notify('mend_' || TG_TABLE_SCHEMA, 'routes');
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER mend_rollouts_notify AFTER INSERT OR UPDATE OR DELETE ON {S}.mend_rollouts
+    FOR EACH ROW EXECUTE FUNCTION {S}.mend_notify_routes();
+"#,
 ];
 
 /// The migration that makes unique keys depend on state (for the test that it names the

@@ -1,6 +1,6 @@
 //! The session connection: one long-lived connection per store that holds this process's
 //! advisory locks (one per registered node, plus the maintenance leader's) and LISTENs for
-//! "jobs inserted" notifications. When it drops (a killed backend, a database restart, a
+//! "jobs inserted" and "routing changed" notifications. When it drops (a killed backend, a database restart, a
 //! network cut) it reconnects with backoff, takes its locks again and listens again;
 //! meanwhile fetchers fall back to polling.
 //!
@@ -23,6 +23,10 @@ use crate::tls::MakeRustls;
 /// node is back (and holds its locks again) well within the leader's grace period.
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
+/// The payload of the notification that says the stored routing changed (migration 13's
+/// trigger on `mend_rollouts`); every other notification on the channel means "jobs inserted".
+const ROUTES: &str = "routes";
+
 pub(crate) struct Session {
     pub(crate) pg: tokio_postgres::Config,
     /// The same TLS connector as the pools'.
@@ -32,6 +36,9 @@ pub(crate) struct Session {
     pub(crate) ns: i32,
     pub(crate) schema_q: String,
     pub(crate) wake: Arc<Notify>,
+    /// Woken when the stored routing changed (a notification with the payload [`ROUTES`]),
+    /// and after a reconnect, when a change may have gone unheard.
+    pub(crate) routes: Arc<Notify>,
     pub(crate) state: tokio::sync::Mutex<State>,
     /// When the current connection was made; `None` while down.
     up_since: Mutex<Option<Instant>>,
@@ -64,6 +71,7 @@ impl Session {
             ns,
             schema_q,
             wake,
+            routes: Arc::new(Notify::new()),
             state: tokio::sync::Mutex::new(State::default()),
             up_since: Mutex::new(None),
         }
@@ -98,6 +106,8 @@ impl Session {
                         tracing::info!(
                             "database session re-established; locks and LISTEN restored"
                         );
+                        // A routing change while the session was down went unheard.
+                        self.routes.notify_waiters();
                     }
                     backoff = Duration::from_millis(20);
                     let reason = closed
@@ -143,10 +153,14 @@ impl Session {
             .map_err(|e| map_pg(&self.target, e))?;
         let (closed_tx, closed_rx) = oneshot::channel();
         let wake = self.wake.clone();
+        let routes = self.routes.clone();
         tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
             let reason = loop {
                 match messages.next().await {
+                    Some(Ok(AsyncMessage::Notification(n))) if n.payload() == ROUTES => {
+                        routes.notify_waiters()
+                    }
                     Some(Ok(AsyncMessage::Notification(_))) => wake.notify_waiters(),
                     Some(Ok(_)) => {}
                     Some(Err(e)) => break e.to_string(),

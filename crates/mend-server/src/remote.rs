@@ -6,7 +6,8 @@
 //! the worker never reported back, or dropped when full) is read from the store as before.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -22,6 +23,23 @@ const CAPACITY: usize = 100_000;
 /// out long ago and the rescuer handed the job on): forgetting it bounds the memory a dead
 /// worker can leave behind.
 const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// Routes read from the store: when, at which count of changes, and what they were.
+type CachedRoutes = (Instant, u64, Arc<Vec<RouteState>>);
+
+/// Counts the store's "routing changed" wake-ups into `changes` while its owner lives.
+async fn count_changes(changed: Arc<tokio::sync::Notify>, changes: std::sync::Weak<AtomicU64>) {
+    loop {
+        let heard = changed.notified();
+        tokio::pin!(heard);
+        heard.as_mut().enable();
+        heard.await;
+        match changes.upgrade() {
+            Some(c) => c.fetch_add(1, Ordering::AcqRel),
+            None => return,
+        };
+    }
+}
 
 /// The facts of one claimed attempt that its outcome's history entry needs.
 #[derive(Debug, Clone)]
@@ -44,31 +62,45 @@ pub(crate) struct ClaimFacts {
 #[derive(Debug, Default)]
 pub struct RemoteClaims {
     held: Mutex<HashMap<(Uuid, i32), ClaimFacts>>,
-    /// The stored rollouts' routes, read at most once per [`ROUTES_FOR`].
-    routes: Mutex<Option<(Instant, Arc<Vec<RouteState>>)>>,
+    /// The stored rollouts' routes, read at most once per [`ROUTES_FOR`], with the
+    /// [`changes`](Self::changes) count they were read at.
+    routes: Mutex<Option<CachedRoutes>>,
+    /// How many times the store said routing changed: a cached read from before the latest
+    /// change is not used.
+    changes: Arc<AtomicU64>,
+    /// Starts the task that counts [`changes`](Self::changes), at the first read.
+    following: OnceLock<()>,
 }
 
 /// How long remote claims reuse the routes read from the store: a cut-off reaches remote
-/// workers within this, as it reaches nodes within a heartbeat.
+/// workers within this where the store cannot tell this server of it (SQLite with the
+/// change made in another process), as it reaches such nodes within a heartbeat.
 const ROUTES_FOR: Duration = Duration::from_secs(1);
 
 impl RemoteClaims {
     /// The routes in force, read from the store when the last read is older than
-    /// [`ROUTES_FOR`] (a failed read keeps the last ones).
+    /// [`ROUTES_FOR`] or the store said routing changed since (a failed read keeps the last
+    /// ones).
     pub(crate) async fn routes(
         &self,
         store: &dyn mend::Store,
     ) -> Result<Arc<Vec<RouteState>>, mend::StoreError> {
+        self.following.get_or_init(|| {
+            if let Some(changed) = store.routes_wakeup() {
+                tokio::spawn(count_changes(changed, Arc::downgrade(&self.changes)));
+            }
+        });
+        let seen = self.changes.load(Ordering::Acquire);
         if let Ok(cached) = self.routes.lock() {
-            if let Some((at, routes)) = cached.as_ref() {
-                if at.elapsed() < ROUTES_FOR {
+            if let Some((at, read_at, routes)) = cached.as_ref() {
+                if at.elapsed() < ROUTES_FOR && *read_at == seen {
                     return Ok(routes.clone());
                 }
             }
         }
         let fresh = Arc::new(store.rollout_routes().await?);
         if let Ok(mut cached) = self.routes.lock() {
-            *cached = Some((Instant::now(), fresh.clone()));
+            *cached = Some((Instant::now(), seen, fresh.clone()));
         }
         Ok(fresh)
     }

@@ -687,3 +687,76 @@ async fn a_version_only_remote_workers_run_can_be_rolled_out() {
     );
     worker.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A rollout aborted elsewhere reaches a server's remote workers at once, not when the
+/// server's cached routes (kept a second) run out: on PostgreSQL through another store on the
+/// database, as another process would abort it; on SQLite through the server's own store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_elsewhere_reaches_remote_workers_at_once() {
+    let sqlite = mend_test::env::Env::new().await;
+    let pg =
+        mend_test::env::Env::postgres("an_abort_elsewhere_reaches_remote_workers_at_once").await;
+    for env in std::iter::once(sqlite).chain(pg) {
+        let app = mend_test::http::App(mend_server::app(mend_server::AppState::new(
+            env.store.clone(),
+        )));
+        let spec = mend::rollout::RolloutSpec {
+            kind: "resize".into(),
+            version: "v2".into(),
+            steps: vec![5_000, 10_000],
+            every_secs: 3600,
+            guard: Default::default(),
+            notify_url: None,
+        };
+        let rollout = env
+            .store
+            .rollout_start(mend::rollout::Rollout::new(
+                spec,
+                None,
+                "test",
+                chrono::Utc::now(),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        for n in 0..40 {
+            app.post("/v1/jobs", json!({"kind": "resize", "args": {"n": n}}))
+                .await;
+        }
+        let claim = json!({"worker_id": "old", "kinds": ["resize"], "limit": 100});
+        // A worker without the canary takes the stable side only (and the server caches the
+        // routes it read).
+        let first = app.post("/v1/workers/claim", claim.clone()).await;
+        let first = first.body["jobs"].as_array().unwrap().len();
+        assert!(first > 0 && first < 40, "{first} of 40 on the stable side");
+
+        let elsewhere = match env.schema {
+            Some(_) => env.reopen().await,
+            None => env.store.clone(),
+        };
+        mend::maintenance::rollouts::request(
+            elsewhere.as_ref(),
+            rollout.id,
+            mend::rollout::Request::Abort,
+            "test",
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+        let aborted = Instant::now();
+        // Aborted, every job is stable's: the same worker now gets the rest, well within the
+        // second the cached routes would otherwise have been kept.
+        let mut rest = 0;
+        while first + rest < 40 && aborted.elapsed() < Duration::from_secs(5) {
+            let r = app.post("/v1/workers/claim", claim.clone()).await;
+            rest += r.body["jobs"].as_array().unwrap().len();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(first + rest, 40);
+        assert!(
+            aborted.elapsed() < Duration::from_millis(600),
+            "the abort reached the server after {:?}",
+            aborted.elapsed()
+        );
+    }
+}

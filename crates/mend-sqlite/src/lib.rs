@@ -81,6 +81,9 @@ struct Inner {
     /// Queues whose last claim came back short (see `claim`).
     idle_queues: Mutex<HashSet<String>>,
     wake: Arc<Notify>,
+    /// Woken when a rollout is started or changed through this store (nodes in other
+    /// processes re-read the routes at their heartbeats: SQLite has no notifications).
+    routes: Arc<Notify>,
     synchronous_full: bool,
 }
 
@@ -121,6 +124,7 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 idle_queues: Mutex::new(HashSet::new()),
                 wake: Arc::new(Notify::new()),
+                routes: Arc::new(Notify::new()),
                 synchronous_full,
             }),
         })
@@ -506,6 +510,10 @@ impl Store for SqliteStore {
         self.inner.wake.clone()
     }
 
+    fn routes_wakeup(&self) -> Option<Arc<Notify>> {
+        Some(self.inner.routes.clone())
+    }
+
     // ---- Periodic jobs (cron): see `cron`. ----
 
     async fn cron_upsert(&self, p: mend::store::UpsertCronParams) -> Result<mend::cron::CronRow> {
@@ -656,8 +664,13 @@ impl Store for SqliteStore {
         &self,
         r: mend::rollout::Rollout,
     ) -> Result<Option<mend::rollout::Rollout>> {
-        self.write(true, move |conn, path| rollouts::start(conn, path, r))
-            .await
+        let started = self
+            .write(true, move |conn, path| rollouts::start(conn, path, r))
+            .await?;
+        if started.is_some() {
+            self.inner.routes.notify_waiters();
+        }
+        Ok(started)
     }
 
     async fn rollout_list(&self) -> Result<Vec<mend::rollout::Rollout>> {
@@ -673,8 +686,13 @@ impl Store for SqliteStore {
         &self,
         r: mend::rollout::Rollout,
     ) -> Result<Option<mend::rollout::Rollout>> {
-        self.write(true, move |conn, path| rollouts::save(conn, path, r))
-            .await
+        let saved = self
+            .write(true, move |conn, path| rollouts::save(conn, path, r))
+            .await?;
+        if saved.is_some() {
+            self.inner.routes.notify_waiters();
+        }
+        Ok(saved)
     }
 
     async fn rollout_routes(&self) -> Result<Vec<mend::rollout::RouteState>> {

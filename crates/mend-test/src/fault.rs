@@ -184,6 +184,9 @@ impl Store for Crashing {
     fn wakeup(&self) -> Arc<Notify> {
         self.inner.wakeup()
     }
+    fn routes_wakeup(&self) -> Option<Arc<Notify>> {
+        self.inner.routes_wakeup()
+    }
     async fn dead_nodes(&self, params: DeadNodesParams) -> Result<Vec<String>> {
         self.inner.dead_nodes(params).await
     }

@@ -3,7 +3,7 @@
 //! hurt completes on the stable version with its attempts given back; one that never fails but
 //! is slow is cut off by the run-time rule; a canary as good as
 //! stable is never cut off over 2,000 jobs; a good canary advances step by step and becomes
-//! stable; bad requests are refused with nothing stored; a lost canary attempt counts against
+//! stable; an abort made elsewhere reaches a node before its next heartbeat; bad requests are refused with nothing stored; a lost canary attempt counts against
 //! its version.
 
 #![expect(clippy::unwrap_used, clippy::expect_used)]
@@ -551,6 +551,57 @@ async fn the_deciding_node_stops_claiming_the_canary_at_once(env: Env) {
     let _ = late_jobs_run_stable(&env, w, Duration::from_millis(300)).await;
 }
 
+/// An abort made elsewhere reaches a node at once, not at its next heartbeat (a minute away
+/// here): on PostgreSQL through another store on the database, as another process would make
+/// it (the rollouts table's trigger notifies every node); on SQLite through the node's own
+/// store (a change made in another process waits for the heartbeat there).
+async fn an_abort_elsewhere_reaches_the_node_at_once(env: Env) {
+    let first = worker(&env, slow_canary()).await;
+    start_at_ten_percent(&env).await;
+    first.shutdown(Duration::from_secs(5)).await;
+    let w = env
+        .worker(slow_canary(), 16, |c| {
+            c.heartbeat_interval = Duration::from_secs(60);
+            c.lease_duration = Duration::from_secs(300);
+        })
+        .await;
+    // The node routes the canary: some of a first hundred run it.
+    enqueue(&env, 0..100).await;
+    let jobs = all_completed(&env, 100, Duration::from_secs(60)).await;
+    let on_canary = jobs
+        .iter()
+        .filter(|j| j.version.as_deref() == Some("v2"))
+        .count();
+    assert!(on_canary > 0, "no job of the first hundred ran the canary");
+
+    let elsewhere = match env.schema {
+        Some(_) => env.reopen().await,
+        None => env.store.clone(),
+    };
+    let id = rollout(&env).await.id;
+    let aborted = mend::maintenance::rollouts::request(
+        elsewhere.as_ref(),
+        id,
+        mend::rollout::Request::Abort,
+        "test",
+        Utc::now(),
+    )
+    .await
+    .expect("abort the rollout");
+    assert_eq!(aborted.state, RolloutState::Aborted);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    enqueue(&env, 100..300).await;
+    let jobs = all_completed(&env, 300, Duration::from_secs(60)).await;
+    w.shutdown(Duration::from_secs(5)).await;
+    let late: Vec<uuid::Uuid> = jobs
+        .iter()
+        .filter(|j| j.args["n"].as_u64().is_some_and(|n| n >= 100))
+        .filter(|j| j.version.as_deref() == Some("v2"))
+        .map(|j| j.id)
+        .collect();
+    assert!(late.is_empty(), "ran the canary after its abort: {late:?}");
+}
+
 /// A canary that never fails but takes 200 ms where stable takes none is cut off by the
 /// run-time rule alone, and the jobs enqueued after the cut-off all run on stable.
 async fn slow_canary_is_cut_off(env: Env) {
@@ -599,6 +650,7 @@ macro_rules! both {
 both!(bad_canary_is_cut_off);
 both!(slow_canary_is_cut_off);
 both!(the_deciding_node_stops_claiming_the_canary_at_once);
+both!(an_abort_elsewhere_reaches_the_node_at_once);
 both!(equal_canary_is_never_cut_off);
 both!(good_canary_is_promoted);
 both!(bad_requests_store_nothing);

@@ -541,6 +541,10 @@ impl Store for EncryptedArgs {
     fn rescue_wakeup(&self) -> Option<Arc<tokio::sync::Notify>> {
         self.inner.rescue_wakeup()
     }
+
+    fn routes_wakeup(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.inner.routes_wakeup()
+    }
     async fn cron_upsert(&self, params: UpsertCronParams) -> Result<crate::cron::CronRow> {
         self.inner.cron_upsert(params).await
     }

@@ -1126,6 +1126,13 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// What wakes a node to re-read the stored routes before its next heartbeat, on a backend
+    /// that hears routing change (PostgreSQL: a rollout row's trigger notifies every node; a
+    /// store in one process: its own writes). `None`: nodes re-read them at their heartbeats.
+    fn routes_wakeup(&self) -> Option<Arc<Notify>> {
+        None
+    }
+
     // ---- Periodic jobs (cron) ----
 
     /// Store a schedule (new: with `next_slot`), or replace the declaration of the one with

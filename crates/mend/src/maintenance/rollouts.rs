@@ -300,7 +300,8 @@ pub async fn start(
 }
 
 /// Applies an operator's request to rollout `id` (compare and set, retried on a race with
-/// the guard). A promotion or abort takes effect on every node within a heartbeat.
+/// the guard). A promotion or abort takes effect on every node as soon as its store tells it
+/// (`Store::routes_wakeup`), and within a heartbeat in any case.
 pub async fn request(
     store: &dyn Store,
     id: uuid::Uuid,

@@ -33,7 +33,8 @@ fn alive_in_flight(shared: &Shared) -> u32 {
 }
 
 async fn beat(shared: &Shared, last_extended: &mut Instant) {
-    // Every node obeys a rollout's change (a cut-off above all) within a heartbeat.
+    // Every node obeys a rollout's change (a cut-off above all) within a heartbeat, even
+    // where the store cannot tell it sooner (or its notification was lost).
     shared.refresh_plan().await;
     let now = Utc::now();
     let alive = HeartbeatNodeParams {

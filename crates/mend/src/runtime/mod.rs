@@ -670,8 +670,8 @@ impl Worker {
             shared.store.clone(),
             heartbeat_stop.clone(),
         ));
-        // A decision of this node's guard reaches its own claims at once; other nodes'
-        // at their next heartbeat.
+        // A decision of this node's guard reaches its own claims at once; other nodes' as
+        // soon as the store tells them (below), or else at their next heartbeat.
         let replan_for = Arc::downgrade(&shared);
         let replan: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
             if let Some(shared) = replan_for.upgrade() {
@@ -683,6 +683,13 @@ impl Worker {
             heartbeat_stop.clone(),
             replan,
         ));
+        if let Some(changed) = shared.store.routes_wakeup() {
+            maintenance.spawn(follow_routes(
+                shared.clone(),
+                changed,
+                heartbeat_stop.clone(),
+            ));
+        }
         maintenance.close();
         Ok(WorkerHandle {
             shared,
@@ -697,6 +704,25 @@ impl Worker {
                 maintenance,
             }))),
         })
+    }
+}
+
+/// Replans each time the store says the stored routing changed, until `stop`: a cut-off
+/// reaches this node's claims within a notification's round trip instead of a heartbeat.
+async fn follow_routes(
+    shared: Arc<Shared>,
+    changed: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
+    loop {
+        let heard = changed.notified();
+        tokio::pin!(heard);
+        heard.as_mut().enable();
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = &mut heard => shared.replan_soon(),
+        }
     }
 }
 
