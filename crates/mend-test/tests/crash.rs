@@ -188,7 +188,8 @@ async fn jobs_waiting_claimed_ahead_survive_a_sigkill(env: Env) {
         "no job was waiting claimed ahead at the kill"
     );
 
-    let mut child = env.spawn(&["--concurrency", "4"]);
+    // Enough slots for the slow jobs still queued to run side by side.
+    let mut child = env.spawn(&["--concurrency", "32"]);
     let done = env
         .wait_for("all jobs completed", Duration::from_secs(60), |j| {
             j.len() == jobs.len() && j.iter().all(|j| j.state == JobState::Completed)
