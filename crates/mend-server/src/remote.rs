@@ -29,11 +29,13 @@ type CachedRoutes = (Instant, u64, Arc<Vec<RouteState>>);
 
 /// Counts the store's "routing changed" wake-ups into `changes` while its owner lives.
 async fn count_changes(changed: Arc<tokio::sync::Notify>, changes: std::sync::Weak<AtomicU64>) {
+    let mut heard = Box::pin(changed.notified());
+    heard.as_mut().enable();
     loop {
-        let heard = changed.notified();
-        tokio::pin!(heard);
+        heard.as_mut().await;
+        // The next wake-up is armed before this one is counted, so none falls between two.
+        heard = Box::pin(changed.notified());
         heard.as_mut().enable();
-        heard.await;
         match changes.upgrade() {
             Some(c) => c.fetch_add(1, Ordering::AcqRel),
             None => return,
@@ -68,8 +70,17 @@ pub struct RemoteClaims {
     /// How many times the store said routing changed: a cached read from before the latest
     /// change is not used.
     changes: Arc<AtomicU64>,
-    /// Starts the task that counts [`changes`](Self::changes), at the first read.
-    following: OnceLock<()>,
+    /// The task that counts [`changes`](Self::changes), started at the first read (none on
+    /// a store that cannot tell); stopped when this is dropped.
+    following: OnceLock<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for RemoteClaims {
+    fn drop(&mut self) {
+        if let Some(Some(task)) = self.following.get() {
+            task.abort();
+        }
+    }
 }
 
 /// How long remote claims reuse the routes read from the store: a cut-off reaches remote
@@ -86,9 +97,9 @@ impl RemoteClaims {
         store: &dyn mend::Store,
     ) -> Result<Arc<Vec<RouteState>>, mend::StoreError> {
         self.following.get_or_init(|| {
-            if let Some(changed) = store.routes_wakeup() {
-                tokio::spawn(count_changes(changed, Arc::downgrade(&self.changes)));
-            }
+            store.routes_wakeup().map(|changed| {
+                tokio::spawn(count_changes(changed, Arc::downgrade(&self.changes))).abort_handle()
+            })
         });
         let seen = self.changes.load(Ordering::Acquire);
         if let Ok(cached) = self.routes.lock() {

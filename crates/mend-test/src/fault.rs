@@ -187,6 +187,9 @@ impl Store for Crashing {
     fn routes_wakeup(&self) -> Option<Arc<Notify>> {
         self.inner.routes_wakeup()
     }
+    fn rescue_wakeup(&self) -> Option<Arc<Notify>> {
+        self.inner.rescue_wakeup()
+    }
     async fn dead_nodes(&self, params: DeadNodesParams) -> Result<Vec<String>> {
         self.inner.dead_nodes(params).await
     }

@@ -334,8 +334,12 @@ pub(crate) struct Shared {
     history: Arc<crate::stats::Recorder>,
     /// What this node serves per kind, for routing (see [`crate::rollout`]).
     served: crate::rollout::Served,
-    /// How claims are routed now: refreshed from the stored rollouts at every heartbeat.
+    /// How claims are routed now: refreshed from the stored rollouts at every heartbeat, and
+    /// sooner when the store or this node's guard says routing changed.
     plan: std::sync::RwLock<Arc<crate::rollout::Plan>>,
+    /// Held from a read of the routes to its plan's store, so a read that began earlier can
+    /// never put its older plan in place of a newer one.
+    replanning: tokio::sync::Mutex<()>,
     /// Outcomes of attempts of kinds under an active rollout, for the guard.
     samples: Arc<crate::rollout::SampleRecorder>,
     /// What remote workers claiming through this node serve, reported as this node's own.
@@ -354,6 +358,7 @@ impl Shared {
 
     /// Re-reads the stored rollouts and replans; a failure keeps the plan in force.
     async fn refresh_plan(&self) {
+        let _one_at_a_time = self.replanning.lock().await;
         match self.store.rollout_routes().await {
             Ok(states) => {
                 let plan = Arc::new(crate::rollout::plan(&states, &self.served));
@@ -581,6 +586,7 @@ impl Worker {
             history,
             served,
             plan: std::sync::RwLock::new(plan),
+            replanning: tokio::sync::Mutex::new(()),
             samples: Arc::new(crate::rollout::SampleRecorder::default()),
             remote: remote::RemoteServed::default(),
             versions: versions::VersionStats::default(),
@@ -714,15 +720,21 @@ async fn follow_routes(
     changed: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
 ) {
+    // Listening before the first read: a change made after the worker read its first plan
+    // (before this task ran) is caught by this read, a later one by the wake-up. Each wake-up
+    // arms the next before it reads, so none falls between two.
+    let mut heard = Box::pin(changed.notified());
+    heard.as_mut().enable();
+    shared.replan_soon();
     loop {
-        let heard = changed.notified();
-        tokio::pin!(heard);
-        heard.as_mut().enable();
         tokio::select! {
             biased;
             _ = stop.cancelled() => return,
-            _ = &mut heard => shared.replan_soon(),
+            _ = &mut heard => {}
         }
+        heard = Box::pin(changed.notified());
+        heard.as_mut().enable();
+        shared.replan_soon();
     }
 }
 
