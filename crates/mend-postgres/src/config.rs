@@ -133,6 +133,10 @@ pub(crate) struct Connection {
     pub(crate) schema_q: String,
     /// The schema's advisory-lock namespace.
     pub(crate) ns: i32,
+    /// This store's name in the notifications its own connections send (the `mend.origin`
+    /// setting of every pooled connection): its listener ignores them, since the store wakes
+    /// its own fetchers itself.
+    pub(crate) origin: String,
     /// Enqueues, outcomes and reads.
     pub(crate) pool: Pool,
     /// Claims and node heartbeats.
@@ -228,10 +232,16 @@ pub(crate) fn connection(url: &str, mut config: PgConfig) -> Result<Connection> 
     // know (it assumes 10 rows, and then joins a 1000-row batch by scanning every running
     // job per row). Planning each execution costs far less than that.
     // Added to the URL's own `options`, if any.
+    // Every pooled connection also says which store it belongs to (see `Connection::origin`).
+    let origin = uuid::Uuid::now_v7().simple().to_string();
     let with_options = |extra: &str| {
         let mut c = pg.clone();
         let base = pg.get_options().unwrap_or_default();
-        c.options(format!("{base} {extra}").trim().to_owned());
+        c.options(
+            format!("{base} {extra} -c mend.origin={origin}")
+                .trim()
+                .to_owned(),
+        );
         c
     };
     let pool = make_pool(
@@ -257,6 +267,7 @@ pub(crate) fn connection(url: &str, mut config: PgConfig) -> Result<Connection> 
         target,
         pg,
         tls,
+        origin,
         pool,
         fast,
     })

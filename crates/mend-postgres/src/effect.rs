@@ -78,5 +78,8 @@ pub(crate) async fn complete_with_effect(
         .await
         .map_err(|e| StoreError::database(format!("the job's own write failed: {e}")))?;
     tx.commit().await.map_err(store.pg())?;
+    // The effect may have enqueued jobs (`PgStore::insert_many_in` on its transaction): their
+    // notification names this store, whose listener leaves the waking to it (see `session`).
+    store.inner.wake.notify_waiters();
     Ok(true)
 }

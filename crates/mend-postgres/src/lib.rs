@@ -121,6 +121,7 @@ impl PgStore {
             schema,
             schema_q,
             ns,
+            origin,
             pool,
             fast,
         } = config::connection(url, config)?;
@@ -133,7 +134,6 @@ impl PgStore {
             tx.commit().await.map_err(|e| map_pg(&target, e))?;
         }
 
-        let wake = Arc::new(Notify::new());
         let session = Arc::new(Session::new(
             pg,
             tls,
@@ -141,8 +141,9 @@ impl PgStore {
             &schema,
             schema_q.clone(),
             ns,
-            wake.clone(),
+            origin,
         ));
+        let wake = session.wake.clone();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let session_task = tokio::spawn(session.clone().run(ready_tx));
         ready_rx.await.map_err(|_| StoreError::Closed)??;

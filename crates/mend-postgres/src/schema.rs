@@ -255,7 +255,18 @@ CREATE INDEX mend_version_samples_at ON {S}.mend_version_samples (at);
     // 13: every node hears a change of routing at once (a rollout started, stepped, cut off,
     // promoted or aborted), not at its next heartbeat: the channel the fetchers listen on,
     // with the payload `routes`. Only changes that move routing notify (a heal count does not).
+    // And "jobs inserted" names the store whose connection inserted them (its `mend.origin`
+    // setting; empty from other connections), so that store, which woke its own fetchers
+    // already, does not wake them twice.
     r#"
+CREATE OR REPLACE FUNCTION {S}.mend_notify_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM inserted WHERE state = 'available') THEN
+        PERFORM pg_notify('mend_' || TG_TABLE_SCHEMA, coalesce(current_setting('mend.origin', true), ''));
+    END IF;
+    RETURN NULL;
+END
+$$;
 CREATE FUNCTION {S}.mend_notify_routes() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP <> 'UPDATE'

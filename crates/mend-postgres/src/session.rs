@@ -24,7 +24,8 @@ use crate::tls::MakeRustls;
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 /// The payload of the notification that says the stored routing changed (migration 13's
-/// trigger on `mend_rollouts`); every other notification on the channel means "jobs inserted".
+/// trigger on `mend_rollouts`). Every other notification on the channel means "jobs became
+/// available"; its payload names the store whose connection sent it (empty: not a store's).
 const ROUTES: &str = "routes";
 
 pub(crate) struct Session {
@@ -36,6 +37,10 @@ pub(crate) struct Session {
     pub(crate) ns: i32,
     pub(crate) schema_q: String,
     pub(crate) wake: Arc<Notify>,
+    /// The payload of the notifications this store's own connections send (see
+    /// `config::Connection::origin`): the store woke its fetchers itself, so they are not
+    /// woken again (which cost an empty claim per job picked up while idle).
+    origin: String,
     /// Woken when the stored routing changed (a notification with the payload [`ROUTES`]),
     /// and after a reconnect, when a change may have gone unheard.
     pub(crate) routes: Arc<Notify>,
@@ -61,7 +66,7 @@ impl Session {
         schema: &str,
         schema_q: String,
         ns: i32,
-        wake: Arc<Notify>,
+        origin: String,
     ) -> Self {
         Session {
             pg,
@@ -70,7 +75,8 @@ impl Session {
             channel: format!("mend_{schema}"),
             ns,
             schema_q,
-            wake,
+            wake: Arc::new(Notify::new()),
+            origin,
             routes: Arc::new(Notify::new()),
             state: tokio::sync::Mutex::new(State::default()),
             up_since: Mutex::new(None),
@@ -154,14 +160,16 @@ impl Session {
         let (closed_tx, closed_rx) = oneshot::channel();
         let wake = self.wake.clone();
         let routes = self.routes.clone();
+        let origin = self.origin.clone();
         tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
             let reason = loop {
                 match messages.next().await {
-                    Some(Ok(AsyncMessage::Notification(n))) if n.payload() == ROUTES => {
-                        routes.notify_waiters()
-                    }
-                    Some(Ok(AsyncMessage::Notification(_))) => wake.notify_waiters(),
+                    Some(Ok(AsyncMessage::Notification(n))) => match n.payload() {
+                        ROUTES => routes.notify_waiters(),
+                        own if own == origin => {}
+                        _ => wake.notify_waiters(),
+                    },
                     Some(Ok(_)) => {}
                     Some(Err(e)) => break e.to_string(),
                     None => break "closed".to_owned(),

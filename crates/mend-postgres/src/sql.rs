@@ -78,6 +78,12 @@ pub(crate) const COLS: &str = "id, queue, kind, args, state, priority, attempt, 
 pub(crate) const FENCE: &str =
     "WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = 'running'";
 
+/// The payload of a "jobs became available" notification: the sending connection's store
+/// (its `mend.origin` setting), or empty from any other connection. A store ignores its own,
+/// having woken its fetchers itself (see `session`). Migration 13's insert trigger sends the
+/// same.
+const ORIGIN: &str = "coalesce(current_setting('mend.origin', true), '')";
+
 /// Most due scheduled/retryable jobs promoted per claim.
 const PROMOTE_BATCH: i64 = 1000;
 
@@ -280,7 +286,7 @@ impl Sql {
                     ORDER BY run_at LIMIT {PROMOTE_BATCH} FOR UPDATE SKIP LOCKED)
                  UPDATE {schema_q}.mend_jobs j SET state = 'available' FROM due
                  WHERE j.id = due.id AND j.state IN ('scheduled', 'retryable')
-                 RETURNING pg_notify('{channel}', '')"
+                 RETURNING pg_notify('{channel}', {ORIGIN})"
             ),
             claim: t(&claim_sql(false)),
             claim_routed: t(&claim_sql(true)),
@@ -420,7 +426,7 @@ impl Sql {
             set_queue_paused: t("INSERT INTO {S}.mend_queues (name, paused, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at"),
             paused_queues: t("SELECT name FROM {S}.mend_queues WHERE paused ORDER BY name"),
-            notify: format!("SELECT pg_notify('{channel}', '')"),
+            notify: format!("SELECT pg_notify('{channel}', {ORIGIN})"),
             limits: crate::limits::LimitSql::new(schema_q),
             history: crate::history::HistorySql::new(schema_q),
         }

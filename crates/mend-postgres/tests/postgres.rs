@@ -1,10 +1,13 @@
 //! PostgreSQL-specific behaviour: index-backed hot paths, transactional enqueue, the session
-//! lock that tells live nodes from dead ones, concurrent migrations, clear connection errors.
+//! lock that tells live nodes from dead ones, concurrent migrations, clear connection errors,
+//! and who wakes whom when jobs are inserted.
 
 #![expect(clippy::expect_used)]
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -107,6 +110,65 @@ async fn jobs_enqueued_in_a_callers_transaction_exist_only_if_it_commits() {
         .await
         .expect("the commit's NOTIFY wakes other nodes");
     assert!(store.get(kept[0].id).await.unwrap().is_some());
+}
+
+/// A store wakes its own fetchers when it inserts, and other stores hear its notification;
+/// its own notification does not wake its fetchers a second time (that cost an empty claim
+/// for every job picked up while idle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stores_own_insert_wakes_its_fetchers_once_and_other_nodes_too() {
+    let Some((store, guard)) = common::fresh_store("own_insert_wakes_once").await else {
+        return;
+    };
+    let other = PgStore::open(&guard.store_url()).await.unwrap();
+    // Counts the wake-ups of each store's fetchers; the next is armed before one is counted.
+    let count = |n: Arc<tokio::sync::Notify>| {
+        let woken = Arc::new(AtomicUsize::new(0));
+        let w = woken.clone();
+        let mut next = Box::pin(n.clone().notified_owned());
+        next.as_mut().enable();
+        tokio::spawn(async move {
+            loop {
+                next.as_mut().await;
+                next = Box::pin(n.clone().notified_owned());
+                next.as_mut().enable();
+                w.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        woken
+    };
+    let (here, there) = (count(store.wakeup()), count(other.wakeup()));
+    store
+        .insert_many(vec![NewJob::new("k", serde_json::json!({"n": 1}))])
+        .await
+        .unwrap();
+    let woken = |c: &Arc<AtomicUsize>, n: usize, what: &'static str| {
+        let c = c.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(5), async {
+                while c.load(Ordering::SeqCst) < n {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .expect(what);
+        }
+    };
+    woken(&there, 1, "its notification wakes another node").await;
+    // Well after the notification reached the other store, this one was woken once: by the
+    // insert itself, not again by its own notification.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        here.load(Ordering::SeqCst),
+        1,
+        "woken by its own notification too"
+    );
+    // And the other way round: another node's insert wakes this store.
+    other
+        .insert_many(vec![NewJob::new("k", serde_json::json!({"n": 2}))])
+        .await
+        .unwrap();
+    woken(&here, 2, "another node's insert wakes this store").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
