@@ -513,27 +513,9 @@ async fn remote_workers_claim_only_the_side_of_a_rollout_they_serve() {
         s.post("/v1/jobs", json!({"kind": "resize", "args": {"n": n}}))
             .await;
     }
-    let spec = mend::rollout::RolloutSpec {
-        kind: "resize".into(),
-        version: "v2".into(),
-        steps: vec![5_000, 10_000],
-        every_secs: 3600,
-        guard: Default::default(),
-        notify_url: None,
-    };
     // This server runs no worker, so no node reports what remote workers serve (see
     // `a_version_only_remote_workers_run_can_be_rolled_out`): the rollout is stored directly.
-    s.state
-        .store
-        .rollout_start(mend::rollout::Rollout::new(
-            spec,
-            None,
-            "test",
-            chrono::Utc::now(),
-        ))
-        .await
-        .unwrap()
-        .unwrap();
+    start_resize_at_half(s.state.store.as_ref()).await;
     let stable = s
         .claim(json!({"worker_id": "old", "kinds": ["resize"], "limit": 100}))
         .await;
@@ -700,25 +682,7 @@ async fn an_abort_elsewhere_reaches_remote_workers_at_once() {
         let app = mend_test::http::App(mend_server::app(mend_server::AppState::new(
             env.store.clone(),
         )));
-        let spec = mend::rollout::RolloutSpec {
-            kind: "resize".into(),
-            version: "v2".into(),
-            steps: vec![5_000, 10_000],
-            every_secs: 3600,
-            guard: Default::default(),
-            notify_url: None,
-        };
-        let rollout = env
-            .store
-            .rollout_start(mend::rollout::Rollout::new(
-                spec,
-                None,
-                "test",
-                chrono::Utc::now(),
-            ))
-            .await
-            .unwrap()
-            .unwrap();
+        let rollout = start_resize_at_half(env.store.as_ref()).await;
         for n in 0..40 {
             app.post("/v1/jobs", json!({"kind": "resize", "args": {"n": n}}))
                 .await;
@@ -759,4 +723,26 @@ async fn an_abort_elsewhere_reaches_remote_workers_at_once() {
             routes_read.elapsed()
         );
     }
+}
+
+/// Stores a rollout of `resize` v2 at half the jobs directly (no live node needs to serve it).
+async fn start_resize_at_half(store: &dyn mend::Store) -> mend::rollout::Rollout {
+    let spec = mend::rollout::RolloutSpec {
+        kind: "resize".into(),
+        version: "v2".into(),
+        steps: vec![5_000, 10_000],
+        every_secs: 3600,
+        guard: Default::default(),
+        notify_url: None,
+    };
+    store
+        .rollout_start(mend::rollout::Rollout::new(
+            spec,
+            None,
+            "test",
+            chrono::Utc::now(),
+        ))
+        .await
+        .unwrap()
+        .unwrap()
 }
