@@ -243,14 +243,17 @@ pub(crate) async fn claim(store: &PgStore, p: ClaimParams) -> Result<Vec<JobRow>
             &stable,
         ]);
     }
-    let (promoted, rows) = tokio::try_join!(
+    let (promoted, rows) = tokio::join!(
         c.execute(&promote, &promote_params),
         c.query(&claim, &claim_params)
-    )
-    .map_err(store.pg())?;
-    if promoted > 0 {
+    );
+    // The promotion commits on its own, even when the claim then fails; its notification
+    // names this store, which therefore wakes its fetchers itself either way.
+    if promoted.as_ref().is_ok_and(|n| *n > 0) {
         store.inner.wake.notify_waiters();
     }
+    promoted.map_err(store.pg())?;
+    let rows = rows.map_err(store.pg())?;
     let (mut jobs, bad) = decode_lenient(&rows);
     if !bad.is_empty() {
         discard_undecodable(store, &**c, bad, p.now).await?;

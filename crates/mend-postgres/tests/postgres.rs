@@ -171,6 +171,64 @@ async fn a_stores_own_insert_wakes_its_fetchers_once_and_other_nodes_too() {
     woken(&here, 2, "another node's insert wakes this store").await;
 }
 
+/// A job a transactional effect enqueues (its notification names the completing store,
+/// which ignores its own) still starts at once on that store's idle node, not at its poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_enqueued_by_a_transactional_effect_starts_at_once() {
+    let Some((store, guard)) = common::fresh_store("effect_enqueue_wakes").await else {
+        return;
+    };
+    let jobs = format!("\"{}\".mend_jobs", guard.name);
+    let (ran_tx, mut ran) = tokio::sync::mpsc::unbounded_channel();
+    let mut registry = mend::Registry::new();
+    registry.register_raw("first", None, move |ctx, _| {
+        let jobs = jobs.clone();
+        async move {
+            ctx.commit_with_completion(mend_postgres::effect(move |tx| {
+                Box::pin(async move {
+                    tx.execute(
+                        &format!("INSERT INTO {jobs} (id, queue, kind, args, state, max_attempts, run_at, created_at) VALUES (gen_random_uuid(), 'default', 'follow', '{{}}', 'available', 3, now(), now())"),
+                        &[],
+                    )
+                    .await
+                    .map(drop)
+                })
+            }));
+            Ok(None)
+        }
+    });
+    registry.register_raw("follow", None, move |_, _| {
+        let ran = ran_tx.clone();
+        async move {
+            let _ = ran.send(Instant::now());
+            Ok(None)
+        }
+    });
+    let store: Arc<dyn Store> = Arc::new(store);
+    let worker = mend::Worker::builder(store.clone())
+        .registry(registry)
+        .queue("default", 4)
+        .configure(|c| c.poll_interval = Duration::from_secs(60))
+        .build()
+        .start()
+        .await
+        .expect("start the worker");
+    let started = Instant::now();
+    store
+        .insert_many(vec![NewJob::new("first", serde_json::json!({}))])
+        .await
+        .unwrap();
+    let at = tokio::time::timeout(Duration::from_secs(10), ran.recv())
+        .await
+        .expect("the follow-up job ran long before the minute's poll")
+        .expect("a follow-up");
+    println!(
+        "the follow-up started {:?} after the first job's enqueue",
+        at.duration_since(started)
+    );
+    worker.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_is_dead_when_its_session_lock_is_gone_and_alive_across_a_cut_session() {
     let Some((leader, guard)) = common::fresh_store("session_lock_liveness").await else {

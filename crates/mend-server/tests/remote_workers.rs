@@ -726,7 +726,10 @@ async fn an_abort_elsewhere_reaches_remote_workers_at_once() {
 }
 
 /// Stores a rollout of `resize` v2 at half the jobs directly (no live node needs to serve it).
-#[allow(clippy::expect_used, reason = "a test helper: a failed set-up fails the test")]
+#[allow(
+    clippy::expect_used,
+    reason = "a test helper: a failed set-up fails the test"
+)]
 async fn start_resize_at_half(store: &dyn mend::Store) -> mend::rollout::Rollout {
     let spec = mend::rollout::RolloutSpec {
         kind: "resize".into(),
