@@ -1,8 +1,8 @@
 //! The session connection: one long-lived connection per store that holds this process's
 //! advisory locks (one per registered node, plus the maintenance leader's) and LISTENs for
-//! "jobs inserted" and "routing changed" notifications. When it drops (a killed backend, a database restart, a
-//! network cut) it reconnects with backoff, takes its locks again and listens again;
-//! meanwhile fetchers fall back to polling.
+//! "jobs inserted" and "routing changed" notifications. When it drops (a killed backend, a
+//! database restart, a network cut) it reconnects with backoff, takes its locks again and
+//! listens again; meanwhile fetchers fall back to polling.
 //!
 //! The locks are what make a dead node visible within a fifth of a second: PostgreSQL releases a
 //! session's locks the moment its connection goes away, whatever killed the process.
