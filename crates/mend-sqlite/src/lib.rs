@@ -235,6 +235,18 @@ impl SqliteStore {
         self.inner.wake.notify_waiters();
     }
 
+    /// Passes on a rollout write's result, telling this process's nodes and servers to
+    /// re-read the routes when it stored something.
+    fn rollout_written(
+        &self,
+        written: Option<mend::rollout::Rollout>,
+    ) -> Option<mend::rollout::Rollout> {
+        if written.is_some() {
+            self.inner.routes.notify_waiters();
+        }
+        written
+    }
+
     /// Whether `queue`'s last claim came back short.
     fn idle(&self, queue: &str) -> bool {
         self.inner
@@ -667,10 +679,7 @@ impl Store for SqliteStore {
         let started = self
             .write(true, move |conn, path| rollouts::start(conn, path, r))
             .await?;
-        if started.is_some() {
-            self.inner.routes.notify_waiters();
-        }
-        Ok(started)
+        Ok(self.rollout_written(started))
     }
 
     async fn rollout_list(&self) -> Result<Vec<mend::rollout::Rollout>> {
@@ -689,10 +698,7 @@ impl Store for SqliteStore {
         let saved = self
             .write(true, move |conn, path| rollouts::save(conn, path, r))
             .await?;
-        if saved.is_some() {
-            self.inner.routes.notify_waiters();
-        }
-        Ok(saved)
+        Ok(self.rollout_written(saved))
     }
 
     async fn rollout_routes(&self) -> Result<Vec<mend::rollout::RouteState>> {
